@@ -1,0 +1,279 @@
+"""The NATS connection every service shares: reconnecting, JetStream topology, traced messaging.
+
+Messages are protobuf. Each carries its trace context in the W3C `traceparent`/`tracestate`
+headers and its type in `Schedcp-Type`, so a consumer's span continues the producer's trace
+and a consumer can refuse a message of the wrong type without guessing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import nats
+from google.protobuf import message as pb_message
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from opentelemetry.trace import SpanKind
+
+from schedcp import telemetry, topology
+from schedcp.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+TYPE_HEADER = "Schedcp-Type"
+REASON_HEADER = "Schedcp-Reason"
+M = TypeVar("M", bound=pb_message.Message)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a consumed message came from."""
+
+    subject: str
+    headers: dict[str, str]
+    # How often JetStream delivered it (1 for core NATS).
+    attempt: int = 1
+
+
+Handler = Callable[[M, Delivery], Awaitable[None]]
+
+
+class MalformedMessage(ValueError):
+    """A message that cannot be decoded as the expected type; it goes to the dead-letter stream."""
+
+
+class Bus:
+    """A NATS connection with JetStream, opened by `Bus.connect` and closed by `close`."""
+
+    def __init__(self, replicas: int = 1) -> None:
+        self.nc = Client()
+        self.js: JetStreamContext = self.nc.jetstream()
+        self._replicas = replicas
+        self._buckets: dict[str, KeyValue] = {}
+        self._url = ""
+        self._closing = False
+
+    @classmethod
+    async def connect(cls, url: str, name: str, timeout_s: float = 2.0, replicas: int = 1) -> Bus:
+        """Connect, or raise DependencyUnavailable saying how to fix it. Once connected, the
+        client reconnects forever and logs each disconnect and reconnect."""
+        bus = cls(replicas)
+        bus._url = url
+        try:
+            await bus.nc.connect(
+                servers=[s.strip() for s in url.split(",")],
+                name=name,
+                connect_timeout=timeout_s,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                error_cb=bus._on_error,
+                disconnected_cb=bus._on_disconnected,
+                reconnected_cb=bus._on_reconnected,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise DependencyUnavailable(
+                f"cannot reach NATS at {url} ({reason}); start a local stack with `schedcp up` "
+                "or point SCHEDCP_NATS_URL at a running nats-server"
+            ) from exc
+        return bus
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            log.warning("NATS connection lost; reconnecting to %s", self._url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("NATS connection restored")
+
+    async def close(self) -> None:
+        self._closing = True
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    @property
+    def connected(self) -> bool:
+        return self.nc.is_connected
+
+    async def ensure_topology(self) -> None:
+        """Create (or bring up to date) every stream, KV bucket and Object Store. Idempotent."""
+        for spec in topology.STREAMS:
+            config = api.StreamConfig(
+                name=spec.name,
+                description=spec.description,
+                subjects=spec.subjects,
+                storage=api.StorageType.FILE,
+                num_replicas=self._replicas,
+                max_age=spec.max_age_s,
+                max_msgs_per_subject=spec.max_msgs_per_subject,
+                deny_delete=spec.immutable,
+                deny_purge=spec.immutable,
+                duplicate_window=120.0,
+            )
+            try:
+                await self.js.stream_info(spec.name)
+            except NotFoundError:
+                await self.js.add_stream(config)
+            else:
+                await self.js.update_stream(config)
+        for bucket in topology.KV_BUCKETS:
+            await self.kv(bucket)
+        for store in topology.OBJECT_STORES:
+            try:
+                await self.js.object_store(store.name)
+            except (BucketNotFoundError, NotFoundError):
+                # nats-py overwrites config.bucket with the `bucket` argument: pass both.
+                await self.js.create_object_store(
+                    store.name,
+                    config=api.ObjectStoreConfig(
+                        bucket=store.name, description=store.description,
+                        storage=api.StorageType.FILE, replicas=self._replicas,
+                    )
+                )
+
+    async def kv(self, bucket: topology.BucketSpec) -> KeyValue:
+        """The KV bucket, created on first use."""
+        if bucket.name not in self._buckets:
+            try:
+                handle = await self.js.key_value(bucket.name)
+            except (BucketNotFoundError, NotFoundError):
+                handle = await self.js.create_key_value(
+                    config=api.KeyValueConfig(
+                        bucket=bucket.name, description=bucket.description, history=bucket.history,
+                        ttl=bucket.ttl_s, storage=api.StorageType.FILE, replicas=self._replicas,
+                    )
+                )
+            self._buckets[bucket.name] = handle
+        return self._buckets[bucket.name]
+
+    async def kv_entries(self, bucket: topology.BucketSpec) -> list[tuple[str, bytes]]:
+        """Every live key of a bucket with its latest value, sorted by key."""
+        kv = await self.kv(bucket)
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return []
+        entries = []
+        for key in sorted(keys):
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:  # deleted or expired since keys() listed it
+                continue
+            if entry.value:
+                entries.append((key, entry.value))
+        return entries
+
+    async def publish(self, subject: str, message: pb_message.Message, *, msg_id: str | None = None) -> None:
+        """Publish a protobuf message in a PRODUCER span. On a stream's subject this waits for
+        JetStream to store it; `msg_id` makes retries of the same message count once."""
+        stream = topology.stream_for(subject)
+        with telemetry.tracer().start_as_current_span(
+            f"publish {subject}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "publish",
+                "messaging.destination.name": subject,
+            },
+        ):
+            headers = telemetry.inject({TYPE_HEADER: message.DESCRIPTOR.full_name})
+            if msg_id:
+                headers["Nats-Msg-Id"] = msg_id
+            payload = message.SerializeToString()
+            if stream is None:
+                await self.nc.publish(subject, payload, headers=headers)
+            else:
+                await self.js.publish(subject, payload, headers=headers, stream=stream.name)
+
+    async def subscribe(
+        self,
+        subject: str,
+        message_type: type[M],
+        handler: Handler[M],
+        *,
+        queue: str | None = None,
+        durable: str | None = None,
+    ) -> Subscription:
+        """Consume messages of one type, each in a CONSUMER span that continues the producer's
+        trace. With `durable`, the subject must be on a stream: a message is acknowledged after
+        the handler returns, redelivered if it raises, and dead-lettered if it is malformed."""
+
+        async def on_message(msg: Msg) -> None:
+            headers = dict(msg.headers or {})
+            attempt = msg.metadata.num_delivered if durable else 1
+            delivery = Delivery(subject=msg.subject, headers=headers, attempt=attempt)
+            with telemetry.tracer().start_as_current_span(
+                f"process {msg.subject}",
+                context=telemetry.extract(headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": msg.subject,
+                },
+            ):
+                await self._dispatch(msg, message_type, handler, delivery, durable is not None)
+
+        if durable:
+            stream = topology.stream_for(subject)
+            if stream is None:
+                raise ValueError(f"{subject} is not on a JetStream stream; durable consumers need one")
+            return await self.js.subscribe(
+                subject, queue=queue, durable=durable, stream=stream.name, cb=on_message, manual_ack=True
+            )
+        return await self.nc.subscribe(subject, queue=queue or "", cb=on_message)
+
+    async def _dispatch(self, msg: Msg, message_type: type[M], handler: Handler[M],
+                        delivery: Delivery, acked: bool) -> None:
+        try:
+            message = decode(msg.data, delivery.headers, message_type)
+        except MalformedMessage as exc:
+            log.warning("dropping malformed message on %s: %s", msg.subject, exc)
+            if acked:
+                await self.dead_letter(msg, str(exc))
+                await msg.term()
+            return
+        try:
+            await handler(message, delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handler for %s failed (attempt %d)", msg.subject, delivery.attempt)
+            if acked:
+                await msg.nak(delay=min(30.0, float(delivery.attempt)))
+            return
+        if acked:
+            await msg.ack()
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Keep a message nobody could use, with the reason, on schedcp.deadletter.<origin>."""
+        parts = msg.subject.split(".")
+        origin = parts[1] if len(parts) > 1 and parts[0] == topology.PREFIX else "foreign"
+        headers = {**(msg.headers or {}), REASON_HEADER: reason[:1000], "Schedcp-Subject": msg.subject}
+        await self.js.publish(f"{topology.PREFIX}.{topology.Kind.DEADLETTER.value}.{origin}", msg.data,
+                              headers=headers)
+
+
+def decode(data: bytes, headers: dict[str, str], message_type: type[M]) -> M:
+    """Parse a payload as `message_type`, refusing a payload labelled as another type."""
+    declared = headers.get(TYPE_HEADER)
+    expected = message_type.DESCRIPTOR.full_name
+    if declared and declared != expected:
+        raise MalformedMessage(f"expected {expected}, got {declared}")
+    message = message_type()
+    try:
+        message.ParseFromString(data)
+    except pb_message.DecodeError as exc:
+        raise MalformedMessage(f"not a valid {expected}: {exc}") from exc
+    return message

@@ -1,0 +1,188 @@
+"""`schedcp`: the command line front door, a gRPC client of the services.
+
+Every command reads the same settings as the services (SCHEDCP_* variables, the optional
+SCHEDCP_CONFIG_FILE), so it finds the stack the services were started with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable
+
+import grpc
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
+from schedcp import __version__, rpc
+from schedcp.config import ConfigError, Settings, load_settings
+from schedcp.errors import DependencyUnavailable, StartupError
+from schedcp.probe import ServiceStatus, probe_all
+from schedcp.stack import LocalStack
+from schedcp.v1 import planner_pb2, planner_pb2_grpc
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+# Piped output gets wide tables instead of rich's 80-column fallback.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class CommandFailed(Exception):
+    """A command could not do its job; the message is printed as one line."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _status_table(statuses: list[ServiceStatus]) -> Table:
+    table = Table(title="schedcp services", title_justify="left")
+    for column in ("service", "address", "health", "version", "pid", "details"):
+        table.add_column(column)
+    for s in statuses:
+        colour = "green" if s.serving else "red"
+        details = ", ".join(f"{k}={v}" for k, v in sorted(s.info.details.items())) if s.info else s.error
+        table.add_row(s.role, s.addr, f"[{colour}]{s.health}[/]", s.info.version if s.info else "",
+                      str(s.info.pid) if s.info else "", details)
+    return table
+
+
+def _print_statuses(statuses: list[ServiceStatus], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([s.as_dict() for s in statuses], indent=2))
+    else:
+        out.print(_status_table(statuses))
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    statuses = asyncio.run(probe_all(settings, timeout_s=args.timeout))
+    _print_statuses(statuses, args.json)
+    down = [s.role for s in statuses if not s.serving]
+    if down and not args.json:
+        err.print(f"not serving: {', '.join(down)} (is the stack up? `schedcp up --detach` starts it)")
+    return 0 if not down else EXIT_FAILED
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    stack = LocalStack(settings)
+
+    def progress(message: str) -> None:
+        if not args.json:
+            err.print(f"[dim]starting[/] {message}")
+
+    statuses = asyncio.run(stack.start(progress))
+    _print_statuses(statuses, args.json)
+    if args.detach:
+        if not args.json:
+            err.print(f"stack running in the background; logs in {stack.log_dir}; stop it with `schedcp down`")
+        return 0
+    err.print("stack running; press Ctrl-C to stop it")
+    try:
+        _wait_for_signal()
+    finally:
+        stopped = stack.stop()
+        err.print(f"stopped {', '.join(stopped)}")
+    return 0
+
+
+def _wait_for_signal() -> None:
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, _frame: received.append(number))
+    while not received:
+        signal.pause()
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    stopped = LocalStack(settings).stop()
+    if args.json:
+        print(json.dumps({"stopped": stopped}))
+    else:
+        out.print(f"stopped {', '.join(stopped)}" if stopped else "no local stack was running")
+    return 0
+
+
+def cmd_hosts(settings: Settings, args: argparse.Namespace) -> int:
+    async def fetch() -> planner_pb2.ListHostsResponse:
+        async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
+            return await planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(planner_pb2.ListHostsRequest())
+
+    response = asyncio.run(fetch())
+    if args.json:
+        print(json_format.MessageToJson(response, indent=2))
+        return 0
+    table = Table(title="registered hosts", title_justify="left")
+    for column in ("host", "kernel", "cpus", "sched_ext", "backends", "observer", "executor"):
+        table.add_column(column)
+    for h in response.hosts:
+        f = h.facts
+        scx = "unsupported" if "sched_ext" not in f.backends else (f.sched_ext.ops_name or "no scheduler")
+        table.add_row(h.host_id, f.kernel_release, str(f.cpu.logical_cpus), scx, ",".join(f.backends),
+                      h.observer_addr, h.executor_addr)
+    out.print(table)
+    return 0
+
+
+def cmd_version(settings: Settings, args: argparse.Namespace) -> int:
+    print(__version__)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="schedcp",
+        description="schedcp: an agentic control plane for Linux CPU scheduling. LLM agents think "
+        "about scheduling; the kernel only executes policies that passed verification.",
+        epilog="Settings come from SCHEDCP_* variables (docs/configuration.md). "
+        "Quick start: `schedcp up --detach`, then `schedcp status`, then `schedcp down`.",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[Settings, argparse.Namespace], int], text: str):
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                             help="print machine-readable JSON")
+        command.set_defaults(handler=handler)
+        return command
+
+    up = add("up", cmd_up, "Start a local stack: nats-server with JetStream and the five services. "
+             "Waits until all are healthy, then runs until Ctrl-C (or returns at once with --detach).")
+    up.add_argument("-d", "--detach", action="store_true", help="leave the stack running in the background")
+    add("down", cmd_down, "Stop a local stack started with `schedcp up --detach`.")
+    status = add("status", cmd_status, "Show each service's health, version and details. "
+                 "Exits 1 when any service is not serving.")
+    status.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each service")
+    add("hosts", cmd_hosts, "List the hosts whose observers registered with the fleet.")
+    add("version", cmd_version, "Print the schedcp version.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return args.handler(settings, args)
+    except ConfigError as exc:
+        err.print(f"schedcp: configuration error: {exc}", markup=False, highlight=False)
+        return EXIT_CONFIG
+    except (StartupError, DependencyUnavailable) as exc:
+        err.print(f"schedcp: {exc}", markup=False, highlight=False)
+        return EXIT_UNAVAILABLE
+    except grpc.aio.AioRpcError as exc:
+        err.print(f"schedcp: {args.command} failed: {exc.details()} ({exc.code().name})",
+                  markup=False, highlight=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Configuration for every schedcp process.
+
+Settings come from, highest priority first: `SCHEDCP_*` environment variables, the optional
+TOML file named by `SCHEDCP_CONFIG_FILE` (keys are the variable names without the prefix, in
+lower case), and the defaults below. The standard `OTEL_*` variables are read by the
+OpenTelemetry SDK itself (see docs/configuration.md).
+
+A mistake in any of them is a `ConfigError` whose message names the variable, what is wrong,
+and how to fix it; processes print it as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import socket
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "SCHEDCP_"
+CONFIG_FILE_VAR = "SCHEDCP_CONFIG_FILE"
+
+_HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or unusable; the message says which and how to fix it."""
+
+
+class Role(StrEnum):
+    """The five schedcp services."""
+
+    OBSERVER = "observer"
+    PLANNER = "planner"
+    EXECUTOR = "executor"
+    VERIFIER = "verifier"
+    LEARNER = "learner"
+
+
+def _check_address(value: str) -> str:
+    match = _ADDRESS.match(value)
+    if not match or not 0 <= int(match["port"]) <= 65535:
+        raise ValueError("expected HOST:PORT, for example 127.0.0.1:50051 or [::1]:50051")
+    return value
+
+
+def _check_host_id(value: str) -> str:
+    if not _HOST_ID.match(value):
+        raise ValueError(
+            "expected 1-63 letters, digits, '-' or '_' starting with a letter or digit "
+            "(it becomes a NATS subject token and a KV key)"
+        )
+    return value
+
+
+def _check_nats_url(value: str) -> str:
+    for server in value.split(","):
+        if not re.match(r"^(nats|tls|ws|wss)://[^\s/]+$", server.strip()):
+            raise ValueError("expected nats://HOST:PORT (several separated by commas)")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+
+
+def default_host_id() -> str:
+    """This machine's short hostname, made into a valid host id."""
+    short = socket.gethostname().split(".")[0]
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "-", short).strip("-_")[:63]
+    return cleaned or "localhost"
+
+
+def default_data_dir() -> Path:
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "schedcp"
+
+
+class Settings(BaseSettings):
+    """Every setting a schedcp process reads. Field names map to `SCHEDCP_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    host_id: Annotated[str, AfterValidator(_check_host_id)] = Field(
+        default_factory=default_host_id,
+        description="Identity of this host in subjects, the host registry and traces.",
+    )
+    nats_url: Annotated[str, AfterValidator(_check_nats_url)] = Field(
+        default="nats://127.0.0.1:4222", description="NATS server(s) to connect to, comma separated."
+    )
+    nats_connect_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds to wait for NATS at start before giving up."
+    )
+    nats_replicas: int = Field(
+        default=1, ge=1, le=5, description="JetStream replicas of streams and buckets (3 in a cluster)."
+    )
+    observer_addr: Address = Field(default="127.0.0.1:50051", description="Observer gRPC address.")
+    planner_addr: Address = Field(default="127.0.0.1:50052", description="Planner gRPC address.")
+    executor_addr: Address = Field(default="127.0.0.1:50053", description="Executor gRPC address.")
+    verifier_addr: Address = Field(default="127.0.0.1:50054", description="Verifier gRPC address.")
+    learner_addr: Address = Field(default="127.0.0.1:50055", description="Learner gRPC address.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="State: NATS store of the local stack, logs, keys, journals.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least severe log level printed."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text for people or JSON for collectors."
+    )
+    rpc_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Deadline for outgoing unary calls, and for incoming ones whose caller set none.",
+    )
+    shutdown_grace_s: float = Field(
+        default=5.0, ge=0, le=300, description="Seconds in-flight calls get to finish on SIGTERM."
+    )
+    heartbeat_interval_s: float = Field(
+        default=5.0, gt=0, le=300, description="How often services announce themselves on NATS."
+    )
+
+    def addr(self, role: Role) -> str:
+        """The gRPC address of a service."""
+        return getattr(self, f"{role.value}_addr")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by SCHEDCP_CONFIG_FILE, if that variable is set."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ below does all the work
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(CONFIG_FILE_VAR)
+        if not path:
+            return {}
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(
+                f"{CONFIG_FILE_VAR}={path}: cannot read it ({exc.strerror}); fix the path or unset it"
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{CONFIG_FILE_VAR}={path}: not valid TOML ({exc}); fix the file") from exc
+        known = set(Settings.model_fields)
+        for key in data:
+            if key not in known:
+                hint = _suggest(key, known)
+                raise ConfigError(f"{path}: unknown setting '{key}'{hint}; remove or rename it")
+        return data
+
+
+def env_var(field_name: str) -> str:
+    """The environment variable that sets a field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def known_env_vars() -> list[str]:
+    """Every SCHEDCP_* variable schedcp reads."""
+    return sorted([env_var(name) for name in Settings.model_fields] + [CONFIG_FILE_VAR])
+
+
+def _suggest(name: str, candidates: set[str] | list[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _check_unknown_env() -> None:
+    known = known_env_vars()
+    for name in sorted(os.environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            raise ConfigError(
+                f"{name} is not a schedcp setting{_suggest(name, known)}; "
+                "unset it (docs/configuration.md lists them all)"
+            )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    value = error.get("input")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{env_var(field)}={value!r} is invalid: {message}; fix it or unset it for the default"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings, raising ConfigError with a message a person can act on."""
+    _check_unknown_env()
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from exc

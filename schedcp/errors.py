@@ -1,0 +1,24 @@
+"""Errors that cross module boundaries, each mapped to one gRPC status or exit status."""
+
+from __future__ import annotations
+
+
+class InvalidArgument(ValueError):
+    """A request is malformed; servers answer INVALID_ARGUMENT with this message."""
+
+
+class NotFound(LookupError):
+    """The named thing does not exist; servers answer NOT_FOUND with this message."""
+
+
+class FailedPrecondition(RuntimeError):
+    """The system is not in a state where the request can run; FAILED_PRECONDITION."""
+
+
+class DependencyUnavailable(RuntimeError):
+    """Something a process needs (NATS, another service) cannot be reached; the message says
+    what and how to fix it."""
+
+
+class StartupError(RuntimeError):
+    """A process cannot start (port taken, missing permission); the message says how to fix it."""

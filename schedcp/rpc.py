@@ -1,0 +1,224 @@
+"""gRPC plumbing shared by all services and clients: tracing, deadlines and error mapping.
+
+Server side, `RuntimeInterceptor` wraps every handler so that it
+- runs inside a SERVER span whose parent is the caller's `traceparent` metadata;
+- gets the default deadline (`SCHEDCP_RPC_TIMEOUT_S`) when it is unary and the caller set none;
+- turns the domain exceptions of `schedcp.errors` (and pydantic validation errors) into the
+  matching status with the exception's message, and anything unexpected into INTERNAL with a
+  trace id to find the logged traceback by.
+
+Client side, `channel()` opens an aio channel whose calls run in CLIENT spans, carry the trace
+context, and get the default deadline when the caller passes no timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pydantic
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from schedcp import errors, telemetry
+
+log = logging.getLogger(__name__)
+
+_STATUS_FOR_EXCEPTION: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (pydantic.ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.DependencyUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
+)
+
+
+def _split_method(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+def _rpc_attributes(method: str) -> dict[str, str]:
+    service, name = _split_method(method)
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message a handler's exception becomes."""
+    for kind, code in _STATUS_FOR_EXCEPTION:
+        if isinstance(exc, kind):
+            if isinstance(exc, pydantic.ValidationError):
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "request"
+                return code, f"{where}: {first['msg']}"
+            if isinstance(exc, TimeoutError):
+                return code, "the call took longer than its deadline"
+            if isinstance(exc, NotImplementedError):
+                return code, "this call is not available in this version of schedcp"
+            return code, str(exc)
+    return grpc.StatusCode.INTERNAL, (
+        f"internal error in the service ({type(exc).__name__}); "
+        f"its log has the details under trace id {telemetry.current_trace_id()}"
+    )
+
+
+class RuntimeInterceptor(grpc.aio.ServerInterceptor):
+    """Tracing, default deadlines and error mapping for every handler of a server."""
+
+    def __init__(self, default_timeout_s: float) -> None:
+        self._default_timeout_s = default_timeout_s
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        headers = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, headers, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, headers, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, headers, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(method, headers, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary(self, method: str, headers: dict[str, str], behaviour: Callable) -> Callable:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with _served(method, headers, context):
+                timeout = None if context.time_remaining() is not None else self._default_timeout_s
+                async with asyncio.timeout(timeout):
+                    return await behaviour(request, context)
+
+        return wrapped
+
+    def _streaming(self, method: str, headers: dict[str, str], behaviour: Callable) -> Callable:
+        # Streams (Tune, Verify, Deploy) legitimately run for minutes: they end when they finish
+        # or when the caller cancels or its own deadline passes, never by a server default.
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with _served(method, headers, context):
+                async for response in behaviour(request, context):
+                    yield response
+
+        return wrapped
+
+
+@contextlib.asynccontextmanager
+async def _served(method: str, headers: dict[str, str], context: grpc.aio.ServicerContext):
+    parent = telemetry.extract(headers)
+    with telemetry.tracer().start_as_current_span(
+        method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(method)
+    ) as span:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            _record_status(span, context.code())
+            raise
+        except asyncio.CancelledError:
+            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.CANCELLED.value[0])
+            raise
+        except Exception as exc:
+            code, message = status_for(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method)
+            else:
+                log.info("%s: %s: %s", method, code.name, message)
+            _record_status(span, code)
+            await context.abort(code, message)
+        else:
+            _record_status(span, context.code())
+
+
+def _record_status(span: trace.Span, code: grpc.StatusCode | None) -> None:
+    code = code or grpc.StatusCode.OK
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNIMPLEMENTED):
+        span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+def _call_details(details: grpc.aio.ClientCallDetails, timeout: float | None) -> grpc.aio.ClientCallDetails:
+    metadata = list(details.metadata or [])
+    metadata.extend(telemetry.inject({}).items())
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=details.timeout if details.timeout is not None else timeout,
+        metadata=grpc.aio.Metadata(*metadata),
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
+
+
+def _method_name(details: grpc.aio.ClientCallDetails) -> str:
+    method = details.method
+    return (method.decode() if isinstance(method, bytes) else method).lstrip("/")
+
+
+class _ClientUnary(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, default_timeout_s: float) -> None:
+        self._timeout = default_timeout_s
+
+    async def _intercept(self, continuation, details, request):
+        name = _method_name(details)
+        with telemetry.tracer().start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=_rpc_attributes(name)
+        ) as span:
+            call = await continuation(_call_details(details, self._timeout), request)
+            code = await call.code()
+            _record_status(span, code)
+            return call
+
+    intercept_unary_unary = _intercept
+    intercept_stream_unary = _intercept
+
+
+class _ClientStreaming(grpc.aio.UnaryStreamClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    async def _intercept(self, continuation, details, request):
+        name = _method_name(details)
+        span = telemetry.tracer().start_span(name, kind=SpanKind.CLIENT, attributes=_rpc_attributes(name))
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            call = await continuation(_call_details(details, None), request)
+        finally:
+            otel_context.detach(token)
+
+        def finish(done_call) -> None:
+            _record_status(span, done_call.code())
+            span.end()
+
+        call.add_done_callback(finish)
+        return call
+
+    intercept_unary_stream = _intercept
+    intercept_stream_stream = _intercept
+
+
+def channel(target: str, default_timeout_s: float = 30.0, **options: Any) -> grpc.aio.Channel:
+    """An insecure aio channel with schedcp's client interceptors (tracing, default deadline)."""
+    return grpc.aio.insecure_channel(
+        target,
+        interceptors=[_ClientUnary(default_timeout_s), _ClientStreaming()],
+        options=list(options.items()),
+    )

@@ -1,0 +1,49 @@
+"""Reads the kernel's sched_ext state from sysfs (/sys/kernel/sched_ext)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schedcp.v1 import host_pb2
+
+SYSFS = Path("/sys/kernel/sched_ext")
+
+_STATES = {
+    "disabled": host_pb2.SCHED_EXT_STATE_DISABLED,
+    "enabling": host_pb2.SCHED_EXT_STATE_ENABLING,
+    "enabled": host_pb2.SCHED_EXT_STATE_ENABLED,
+    "disabling": host_pb2.SCHED_EXT_STATE_DISABLING,
+}
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _read_int(path: Path) -> int:
+    text = _read(path)
+    return int(text) if text.isdigit() else 0
+
+
+def read_state(root: Path = SYSFS) -> host_pb2.SchedExtInfo:
+    """The sched_ext state; UNSUPPORTED when the kernel has no sched_ext."""
+    if not (root / "state").exists():
+        return host_pb2.SchedExtInfo(state=host_pb2.SCHED_EXT_STATE_UNSUPPORTED)
+    return host_pb2.SchedExtInfo(
+        state=_STATES.get(_read(root / "state"), host_pb2.SCHED_EXT_STATE_UNSPECIFIED),
+        ops_name=_read(root / "root" / "ops"),
+        enable_seq=_read_int(root / "enable_seq"),
+        nr_rejected=_read_int(root / "nr_rejected"),
+    )
+
+
+def available(info: host_pb2.SchedExtInfo) -> bool:
+    return info.state not in (host_pb2.SCHED_EXT_STATE_UNSUPPORTED, host_pb2.SCHED_EXT_STATE_UNSPECIFIED)
+
+
+def backends(info: host_pb2.SchedExtInfo) -> list[str]:
+    """Deployment backends a host with this sched_ext state supports."""
+    return (["sched_ext"] if available(info) else []) + ["native"]

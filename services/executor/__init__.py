@@ -1,0 +1,1 @@
+"""Executor: runs on every host; applies verified policies, canaries them, rolls back."""

@@ -1,0 +1,1 @@
+"""Learner: central; the policy repository and what outcomes taught."""

@@ -1,0 +1,1 @@
+"""Observer: runs on every host; host facts, workload profiles and measurements."""

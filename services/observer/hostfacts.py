@@ -1,0 +1,131 @@
+"""Facts about this host's kernel and hardware, read from /proc and /sys."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import socket
+from pathlib import Path
+
+from google.protobuf import timestamp_pb2
+
+from schedcp import sched_ext
+from schedcp.v1 import host_pb2
+
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+CPU_SYSFS = Path("/sys/devices/system/cpu")
+# Capability bits (linux/capability.h) that schedcp's privileged parts need.
+_CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_SYS_NICE": 23, "CAP_PERFMON": 38, "CAP_BPF": 39}
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def cpu_topology() -> host_pb2.CpuTopology:
+    cpus = sorted(CPU_SYSFS.glob("cpu[0-9]*"))
+    cores, packages, llcs = set(), set(), set()
+    for cpu in cpus:
+        topo = cpu / "topology"
+        package = _read(topo / "physical_package_id")
+        cores.add((package, _read(topo / "core_id")))
+        packages.add(package)
+        caches = sorted((cpu / "cache").glob("index[0-9]*"), key=lambda p: _read(p / "level"))
+        if caches:
+            llcs.add(_read(caches[-1] / "shared_cpu_list"))
+    model = next((line.split(":", 1)[1].strip() for line in _read(Path("/proc/cpuinfo")).splitlines()
+                  if line.startswith("model name")), "")
+    return host_pb2.CpuTopology(
+        logical_cpus=os.cpu_count() or len(cpus),
+        physical_cores=len(cores),
+        packages=len(packages),
+        numa_nodes=max(1, len(list(Path("/sys/devices/system/node").glob("node[0-9]*")))),
+        llc_cpulists=sorted(x for x in llcs if x),
+        model_name=model,
+    )
+
+
+def cgroup_info(mounts_text: str | None = None) -> host_pb2.CgroupInfo:
+    """Where the cpu controller lives. A v2 mount counts only if it delegates `cpu`."""
+    mounts_text = _read(Path("/proc/mounts")) if mounts_text is None else mounts_text
+    v1_cpu, v2_root, any_v1 = "", "", False
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        mount_point, fstype, options = fields[1], fields[2], fields[3].split(",")
+        if fstype == "cgroup2" and not v2_root:
+            v2_root = mount_point
+        elif fstype == "cgroup":
+            any_v1 = True
+            if "cpu" in options and not v1_cpu:
+                v1_cpu = mount_point
+    v2_has_cpu = bool(v2_root) and "cpu" in _read(Path(v2_root) / "cgroup.controllers").split()
+    if v2_has_cpu:
+        path, version = v2_root, 2
+    elif v1_cpu:
+        path, version = v1_cpu, 1
+    else:
+        path, version = "", 0
+    overall = 2 if v2_root and not any_v1 else (1 if any_v1 else 0)
+    idle_file = Path(path) / "cpu.idle" if path else None
+    return host_pb2.CgroupInfo(
+        version=overall,
+        cpu_controller_path=path,
+        cpu_controller_version=version,
+        cpu_idle_supported=bool(idle_file and idle_file.exists()),
+    )
+
+
+def privileges() -> host_pb2.Privileges:
+    effective = 0
+    for line in _read(Path("/proc/self/status")).splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+    names = [name for name, bit in sorted(_CAPABILITIES.items()) if effective >> bit & 1]
+    return host_pb2.Privileges(is_root=os.geteuid() == 0, capabilities=names)
+
+
+@functools.cache  # the running kernel's BTF cannot change; hash it once
+def btf_sha256() -> str:
+    try:
+        return hashlib.sha256(BTF_VMLINUX.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def memory_bytes() -> int:
+    for line in _read(Path("/proc/meminfo")).splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def collect(host_id: str) -> host_pb2.HostFacts:
+    """Everything the planner and verifier need to know about this host's kernel and CPUs."""
+    scx = sched_ext.read_state()
+    privs = privileges()
+    can_bpf = privs.is_root or "CAP_BPF" in privs.capabilities
+    now = timestamp_pb2.Timestamp()
+    now.GetCurrentTime()
+    return host_pb2.HostFacts(
+        host_id=host_id,
+        hostname=socket.gethostname(),
+        kernel_release=platform.release(),
+        arch=platform.machine(),
+        cpu=cpu_topology(),
+        memory_bytes=memory_bytes(),
+        sched_ext=scx,
+        cgroup=cgroup_info(),
+        btf_present=BTF_VMLINUX.exists(),
+        btf_sha256=btf_sha256(),
+        privileges=privs,
+        backends=sched_ext.backends(scx),
+        observer_modes=["procfs"] + (["bpf"] if can_bpf and BTF_VMLINUX.exists() else []),
+        collected_at=now,
+    )

@@ -1,0 +1,1 @@
+"""Planner: central; goal inference and policy synthesis for many hosts."""

@@ -1,0 +1,1 @@
+"""Verifier: central; the five-stage gate and signed verdicts."""
