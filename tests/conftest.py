@@ -1,0 +1,156 @@
+"""Shared fixtures: a real nats-server on an ephemeral port, real service processes, spans."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from schedcp.probe import probe
+from schedcp.stack import nats_server_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+trace.set_tracer_provider(_PROVIDER)
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    """Spans finished in this test process (cleared before each test)."""
+    _EXPORTER.clear()
+    return _EXPORTER
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class NatsServer:
+    """A nats-server with JetStream; port chosen by the server, store under a temp dir."""
+
+    store: Path
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        ports_dir = self.store / "ports"
+        ports_dir.mkdir(parents=True, exist_ok=True)
+        for old in ports_dir.iterdir():
+            old.unlink()
+        # Restarts reuse the first port so clients can reconnect to the same URL.
+        port = str(self.port) if self.port else "-1"
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-js", "-sd", str(self.store / "js"), "-a", "127.0.0.1", "-p", port,
+             "--ports_file_dir", str(ports_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            files = list(ports_dir.glob("*.ports"))
+            if files:
+                self.port = int(json.loads(files[0].read_text())["nats"][0].rsplit(":", 1)[1])
+                return
+            time.sleep(0.02)
+        raise RuntimeError("nats-server did not write its ports file")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(store=tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+def service_env(nats_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """An environment for schedcp processes: this test's NATS, free ports, a private data dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDCP_", "OTEL_"))}
+    env.update({
+        "SCHEDCP_NATS_URL": nats_url,
+        "SCHEDCP_DATA_DIR": str(data_dir),
+        "SCHEDCP_HOST_ID": "testhost",
+        "SCHEDCP_HEARTBEAT_INTERVAL_S": "0.5",
+        "SCHEDCP_SHUTDOWN_GRACE_S": "1",
+    })
+    for role in ("observer", "planner", "executor", "verifier", "learner"):
+        env[f"SCHEDCP_{role.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ServiceProcesses:
+    """Service processes started by a test; stopped with SIGTERM at teardown."""
+
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def addr(self, role: str) -> str:
+        return self.env[f"SCHEDCP_{role.upper()}_ADDR"]
+
+    def start(self, *roles: str) -> None:
+        for role in roles:
+            self.procs[role] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{role}"], env=self.env, cwd=ROOT,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+        for role in roles:
+            wait_serving(role, self.addr(role), self.procs[role])
+
+    def stop(self, role: str) -> tuple[int, str]:
+        """SIGTERM one service; returns its exit code and output."""
+        proc = self.procs.pop(role)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+        return proc.returncode, output
+
+    def stop_all(self) -> None:
+        for role in list(self.procs):
+            self.stop(role)
+
+
+def wait_serving(role: str, addr: str, proc: subprocess.Popen, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{role} exited with {proc.returncode}: {proc.stdout.read()}")
+        if asyncio.run(probe(role, addr, timeout_s=0.5)).serving:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{role} not serving on {addr} after {timeout_s}s")
+
+
+@pytest.fixture
+def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[ServiceProcesses]:
+    procs = ServiceProcesses(service_env(nats_server.url, tmp_path / "data"))
+    yield procs
+    procs.stop_all()
