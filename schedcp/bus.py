@@ -60,6 +60,7 @@ class Bus:
         self._buckets: dict[str, KeyValue] = {}
         self._url = ""
         self._closing = False
+        self._last_error: Exception | None = None
 
     @classmethod
     async def connect(cls, url: str, name: str, timeout_s: float = 2.0, replicas: int = 1) -> Bus:
@@ -68,27 +69,37 @@ class Bus:
         bus = cls(replicas)
         bus._url = url
         try:
-            await bus.nc.connect(
-                servers=[s.strip() for s in url.split(",")],
-                name=name,
-                connect_timeout=timeout_s,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                error_cb=bus._on_error,
-                disconnected_cb=bus._on_disconnected,
-                reconnected_cb=bus._on_reconnected,
-            )
+            # nats-py retries the first connection as long as later reconnects (forever here),
+            # so bound it: a process that cannot reach NATS at start should say so and exit.
+            await asyncio.wait_for(bus._open(url, name, timeout_s), timeout_s + 1)
         except (OSError, TimeoutError, nats.errors.Error) as exc:
-            reason = str(exc) or type(exc).__name__
+            await bus.nc.close()
+            cause = bus._last_error or exc
+            reason = str(cause) or type(cause).__name__
             raise DependencyUnavailable(
                 f"cannot reach NATS at {url} ({reason}); start a local stack with `schedcp up` "
                 "or point SCHEDCP_NATS_URL at a running nats-server"
             ) from exc
         return bus
 
+    async def _open(self, url: str, name: str, timeout_s: float) -> None:
+        await self.nc.connect(
+            servers=[s.strip() for s in url.split(",")],
+            name=name,
+            connect_timeout=timeout_s,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("NATS: %s", exc)
+        self._last_error = exc
+        # Connection errors repeat on every reconnect attempt; the disconnect is already logged.
+        transient = isinstance(exc, OSError | TimeoutError | nats.errors.ConnectionClosedError)
+        log.log(logging.DEBUG if transient else logging.WARNING, "NATS: %s", exc)
 
     async def _on_disconnected(self) -> None:
         if not self._closing:
@@ -260,7 +271,10 @@ class Bus:
         """Keep a message nobody could use, with the reason, on schedcp.deadletter.<origin>."""
         parts = msg.subject.split(".")
         origin = parts[1] if len(parts) > 1 and parts[0] == topology.PREFIX else "foreign"
-        headers = {**(msg.headers or {}), REASON_HEADER: reason[:1000], "Schedcp-Subject": msg.subject}
+        # JetStream's own publish headers (Nats-Expected-Stream, Nats-Msg-Id) would make the
+        # dead-letter stream refuse or deduplicate the copy.
+        kept = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
+        headers = {**kept, REASON_HEADER: reason[:1000], "Schedcp-Subject": msg.subject}
         await self.js.publish(f"{topology.PREFIX}.{topology.Kind.DEADLETTER.value}.{origin}", msg.data,
                               headers=headers)
 
