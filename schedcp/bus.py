@@ -73,6 +73,7 @@ class Bus:
             # so bound it: a process that cannot reach NATS at start should say so and exit.
             await asyncio.wait_for(bus._open(url, name, timeout_s), timeout_s + 1)
         except (OSError, TimeoutError, nats.errors.Error) as exc:
+            bus._closing = True
             await bus.nc.close()
             cause = bus._last_error or exc
             reason = str(cause) or type(cause).__name__

@@ -12,6 +12,7 @@ something unavailable (port taken, NATS unreachable).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -33,6 +34,7 @@ from schedcp.bus import Bus
 from schedcp.config import ConfigError, Role, Settings, env_var, load_settings
 from schedcp.errors import DependencyUnavailable, StartupError
 from schedcp.logs import setup_logging
+from schedcp.net import port_free, split_address
 from schedcp.rpc import RuntimeInterceptor
 from schedcp.telemetry import setup_tracing
 from schedcp.v1 import info_pb2, info_pb2_grpc
@@ -120,10 +122,11 @@ Build = Callable[[ServiceContext], Awaitable[list[GrpcService]]]
 
 def bind(server: grpc.aio.Server, role: Role, addr: str) -> str:
     """Listen on `addr`; return the address actually bound (port 0 picks a free port)."""
-    try:
-        port = server.add_insecure_port(addr)
-    except RuntimeError:
-        port = 0
+    port = 0
+    # Checked first so the answer is our one line rather than gRPC core's log.
+    if port_free(*split_address(addr)):
+        with contextlib.suppress(RuntimeError):  # lost a race for the port
+            port = server.add_insecure_port(addr)
     if port == 0:
         raise StartupError(
             f"cannot listen on {addr}: the port is taken or the address is not on this host; "
@@ -139,6 +142,9 @@ async def serve(role: Role, settings: Settings, build: Build) -> None:
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC's default SO_REUSEPORT would let a second copy of a service share the port
+            # silently; one address, one process.
+            ("grpc.so_reuseport", 0),
         ],
     )
     listen_addr = bind(server, role, settings.addr(role))

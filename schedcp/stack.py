@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from urllib.parse import urlparse
 
 from schedcp.config import ENV_PREFIX, Role, Settings, env_var
 from schedcp.errors import StartupError
+from schedcp.net import port_free, split_address
 from schedcp.probe import ServiceStatus, probe_all
 
 READY_TIMEOUT_S = 30.0
@@ -62,22 +62,6 @@ def nats_server_binary() -> str:
     return found
 
 
-def _host_port(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 class LocalStack:
     """Starts, finds and stops one machine's stack."""
 
@@ -111,9 +95,9 @@ class LocalStack:
             pids = ", ".join(f"{c.name}={c.pid}" for c in alive)
             raise StartupError(f"a local stack is already running ({pids}); stop it with `schedcp down`")
         wanted = [("SCHEDCP_NATS_URL", *self._nats_endpoint())]
-        wanted += [(env_var(f"{r.value}_addr"), *_host_port(self.settings.addr(r))) for r in Role]
+        wanted += [(env_var(f"{r.value}_addr"), *split_address(self.settings.addr(r))) for r in Role]
         for variable, host, port in wanted:
-            if not _port_free(host, port):
+            if not port_free(host, port):
                 raise StartupError(
                     f"port {port} on {host} is already in use, so the stack cannot use it; stop what "
                     f"holds it (ss -ltnp 'sport = :{port}') or set {variable} to a free address"
