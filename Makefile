@@ -1,6 +1,6 @@
 # schedcp entry points. Every target bootstraps what it needs on a fresh machine.
 #   make run    start the local stack, show it healthy, stop it
-#   make test   run the test suite
+#   make test   lint, then run the test suite
 #   make protos regenerate schedcp/v1 from protos/ (commit the result)
 #   make lint   ruff
 
@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(RUN_ENV) $(SCHEDCP) up --detach
 	@$(RUN_ENV) $(SCHEDCP) hosts; rc=$$?; $(RUN_ENV) $(SCHEDCP) down; exit $$rc
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 protos: $(STAMP)

@@ -46,7 +46,8 @@ def test_file_is_read_and_env_wins_over_it(monkeypatch, tmp_path):
         ("SCHEDCP_HOST_ID", "web.prod", r"SCHEDCP_HOST_ID='web.prod' is invalid: .*NATS subject token"),
         ("SCHEDCP_NATS_URL", "http://x:1", r"SCHEDCP_NATS_URL='http://x:1' is invalid: expected nats://"),
         ("SCHEDCP_RPC_TIMEOUT_S", "-1", r"SCHEDCP_RPC_TIMEOUT_S='-1' is invalid: .*greater than 0"),
-        ("SCHEDCP_NATS_ULR", "nats://x:1", r"SCHEDCP_NATS_ULR is not a schedcp setting \(did you mean SCHEDCP_NATS_URL\?\)"),
+        ("SCHEDCP_NATS_ULR", "nats://x:1",
+         r"SCHEDCP_NATS_ULR is not a schedcp setting \(did you mean SCHEDCP_NATS_URL\?\)"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch, name, value, expected):

@@ -1,6 +1,7 @@
 """One trace spans a gRPC call and a NATS publish/consume hop; spans reach a real OTLP receiver."""
 
 import asyncio
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ async def test_grpc_and_nats_hop_share_one_trace(nats_server, spans):
     finished = {(s.name, s.kind): s for s in spans.get_finished_spans()}
     chain = [finished[key] for key in CHAIN]
     assert {format(s.context.trace_id, "032x") for s in chain} == {caller_trace}
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert child.parent.span_id == parent.context.span_id, f"{child.name} is not a child of {parent.name}"
 
 
