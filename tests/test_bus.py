@@ -11,53 +11,52 @@ from schedcp.v1 import cycle_pb2, deployment_pb2, info_pb2
 from tests.conftest import free_port
 
 
-async def connect(url: str) -> Bus:
-    bus = await Bus.connect(url, "test")
-    await bus.ensure_topology()
-    return bus
+@pytest.fixture
+async def bus(nats_server):
+    connected = await Bus.connect(nats_server.url, "test")
+    await connected.ensure_topology()
+    yield connected
+    await connected.close()
 
 
-async def test_topology_is_declared_idempotently(nats_server):
-    bus = await connect(nats_server.url)
-    try:
-        await bus.ensure_topology()  # a second service starting must not fail or change anything
-        for spec in topology.STREAMS:
-            info = await bus.js.stream_info(spec.name)
-            assert info.config.subjects == spec.subjects
-        audit = await bus.js.stream_info("SCHEDCP_AUDIT")
-        assert audit.config.deny_delete and audit.config.deny_purge
-        for bucket in topology.KV_BUCKETS:
-            await bus.js.key_value(bucket.name)
-        await bus.js.object_store(topology.ARTIFACTS_STORE.name)
-    finally:
-        await bus.close()
+def queue_handler(queue: asyncio.Queue, pick):
+    """A handler that puts `pick(message, delivery)` on `queue`."""
+
+    async def handler(message, delivery: Delivery) -> None:
+        queue.put_nowait(pick(message, delivery))
+
+    return handler
 
 
-async def test_durable_messages_are_stored_and_consumed_once_acked(nats_server):
-    bus = await connect(nats_server.url)
+async def test_topology_is_declared_idempotently(bus):
+    await bus.ensure_topology()  # a second service starting must not fail or change anything
+    for spec in topology.STREAMS:
+        info = await bus.js.stream_info(spec.name)
+        assert info.config.subjects == spec.subjects
+    audit = await bus.js.stream_info("SCHEDCP_AUDIT")
+    assert audit.config.deny_delete and audit.config.deny_purge
+    for bucket in topology.KV_BUCKETS:
+        await bus.js.key_value(bucket.name)
+    await bus.js.object_store(topology.ARTIFACTS_STORE.name)
+
+
+async def test_durable_messages_are_stored_and_consumed_once_acked(bus):
     got: asyncio.Queue = asyncio.Queue()
-
-    async def handler(outcome: deployment_pb2.Outcome, delivery: Delivery) -> None:
-        got.put_nowait((outcome.outcome_id, delivery.subject))
-
-    try:
-        subject = topology.subject(topology.Kind.OUTCOME, "h1")
-        await bus.publish(subject, deployment_pb2.Outcome(outcome_id="o1"), msg_id="o1")
-        await bus.publish(subject, deployment_pb2.Outcome(outcome_id="o1"), msg_id="o1")  # a retry
-        info = await bus.js.stream_info("SCHEDCP_OUTCOMES")
-        assert info.state.messages == 1, "the retried publish was deduplicated"
-        await bus.subscribe(topology.all_hosts(topology.Kind.OUTCOME), deployment_pb2.Outcome, handler,
-                            durable="learner-test")
-        assert await asyncio.wait_for(got.get(), 5) == ("o1", subject)
-        await asyncio.sleep(0.3)
-        consumer = await bus.js.consumer_info("SCHEDCP_OUTCOMES", "learner-test")
-        assert consumer.num_ack_pending == 0 and consumer.num_pending == 0
-    finally:
-        await bus.close()
+    handler = queue_handler(got, lambda outcome, delivery: (outcome.outcome_id, delivery.subject))
+    subject = topology.subject(topology.Kind.OUTCOME, "h1")
+    await bus.publish(subject, deployment_pb2.Outcome(outcome_id="o1"), msg_id="o1")
+    await bus.publish(subject, deployment_pb2.Outcome(outcome_id="o1"), msg_id="o1")  # a retry
+    info = await bus.js.stream_info("SCHEDCP_OUTCOMES")
+    assert info.state.messages == 1, "the retried publish was deduplicated"
+    await bus.subscribe(topology.all_hosts(topology.Kind.OUTCOME), deployment_pb2.Outcome, handler,
+                        durable="learner-test")
+    assert await asyncio.wait_for(got.get(), 5) == ("o1", subject)
+    await asyncio.sleep(0.3)
+    consumer = await bus.js.consumer_info("SCHEDCP_OUTCOMES", "learner-test")
+    assert consumer.num_ack_pending == 0 and consumer.num_pending == 0
 
 
-async def test_failed_handler_gets_the_message_again(nats_server):
-    bus = await connect(nats_server.url)
+async def test_failed_handler_gets_the_message_again(bus):
     attempts: list[int] = []
     done = asyncio.Event()
 
@@ -67,52 +66,38 @@ async def test_failed_handler_gets_the_message_again(nats_server):
             raise RuntimeError("transient")
         done.set()
 
-    try:
-        await bus.subscribe(topology.all_hosts(topology.Kind.CYCLE), cycle_pb2.CycleEvent, flaky,
-                            durable="flaky")
-        await bus.publish(topology.subject(topology.Kind.CYCLE, "h1"), cycle_pb2.CycleEvent(cycle_id="c"))
-        await asyncio.wait_for(done.wait(), 10)
-        assert attempts == [1, 2]
-    finally:
-        await bus.close()
+    await bus.subscribe(topology.all_hosts(topology.Kind.CYCLE), cycle_pb2.CycleEvent, flaky,
+                        durable="flaky")
+    await bus.publish(topology.subject(topology.Kind.CYCLE, "h1"), cycle_pb2.CycleEvent(cycle_id="c"))
+    await asyncio.wait_for(done.wait(), 10)
+    assert attempts == [1, 2]
 
 
-async def test_wrong_type_goes_to_dead_letter_with_reason(nats_server):
-    bus = await connect(nats_server.url)
+async def test_wrong_type_goes_to_dead_letter_with_reason(bus):
     handled: list = []
 
     async def handler(outcome, delivery) -> None:
         handled.append(outcome)
 
-    try:
-        await bus.subscribe(topology.all_hosts(topology.Kind.OUTCOME), deployment_pb2.Outcome, handler,
-                            durable="strict")
-        await bus.publish(topology.subject(topology.Kind.OUTCOME, "h1"), cycle_pb2.CycleEvent(cycle_id="x"))
-        dead = await bus.js.subscribe(topology.all_hosts(topology.Kind.DEADLETTER), ordered_consumer=True)
-        msg = await dead.next_msg(timeout=5)
-        assert msg.subject == "schedcp.deadletter.outcome"
-        assert "expected schedcp.v1.Outcome, got schedcp.v1.CycleEvent" in msg.headers[REASON_HEADER]
-        assert handled == []
-    finally:
-        await bus.close()
+    await bus.subscribe(topology.all_hosts(topology.Kind.OUTCOME), deployment_pb2.Outcome, handler,
+                        durable="strict")
+    await bus.publish(topology.subject(topology.Kind.OUTCOME, "h1"), cycle_pb2.CycleEvent(cycle_id="x"))
+    dead = await bus.js.subscribe(topology.all_hosts(topology.Kind.DEADLETTER), ordered_consumer=True)
+    msg = await dead.next_msg(timeout=5)
+    assert msg.subject == "schedcp.deadletter.outcome"
+    assert "expected schedcp.v1.Outcome, got schedcp.v1.CycleEvent" in msg.headers[REASON_HEADER]
+    assert handled == []
 
 
-async def test_core_subjects_are_fire_and_forget(nats_server):
-    bus = await connect(nats_server.url)
+async def test_core_subjects_are_fire_and_forget(bus):
     got: asyncio.Queue = asyncio.Queue()
-
-    async def handler(info: info_pb2.ServiceInfo, delivery: Delivery) -> None:
-        got.put_nowait(info.role)
-
-    try:
-        subject = topology.subject(topology.Kind.HEARTBEAT, "h1", "observer")
-        assert topology.stream_for(subject) is None
-        await bus.subscribe(topology.all_hosts(topology.Kind.HEARTBEAT), info_pb2.ServiceInfo, handler)
-        await bus.nc.flush()
-        await bus.publish(subject, info_pb2.ServiceInfo(role="observer"))
-        assert await asyncio.wait_for(got.get(), 5) == "observer"
-    finally:
-        await bus.close()
+    handler = queue_handler(got, lambda info, delivery: info.role)
+    subject = topology.subject(topology.Kind.HEARTBEAT, "h1", "observer")
+    assert topology.stream_for(subject) is None
+    await bus.subscribe(topology.all_hosts(topology.Kind.HEARTBEAT), info_pb2.ServiceInfo, handler)
+    await bus.nc.flush()
+    await bus.publish(subject, info_pb2.ServiceInfo(role="observer"))
+    assert await asyncio.wait_for(got.get(), 5) == "observer"
 
 
 async def test_unreachable_nats_says_what_and_how():
