@@ -186,10 +186,14 @@ class Bus:
                 entries.append((key, entry.value))
         return entries
 
-    async def publish(self, subject: str, message: pb_message.Message, *, msg_id: str | None = None) -> None:
-        """Publish a protobuf message in a PRODUCER span. On a stream's subject this waits for
-        JetStream to store it; `msg_id` makes retries of the same message count once."""
-        stream = topology.stream_for(subject)
+    async def publish(self, subject: str, message: pb_message.Message, *, msg_id: str | None = None,
+                      traced: bool = True) -> None:
+        """Publish a protobuf message, in a PRODUCER span unless `traced` is False (heartbeats,
+        which would otherwise start a trace of their own every few seconds). On a stream's
+        subject this waits for JetStream to store it; `msg_id` makes retries count once."""
+        if not traced:
+            await self._send(subject, message, msg_id)
+            return
         with telemetry.tracer().start_as_current_span(
             f"publish {subject}",
             kind=SpanKind.PRODUCER,
@@ -199,14 +203,18 @@ class Bus:
                 "messaging.destination.name": subject,
             },
         ):
-            headers = telemetry.inject({TYPE_HEADER: message.DESCRIPTOR.full_name})
-            if msg_id:
-                headers["Nats-Msg-Id"] = msg_id
-            payload = message.SerializeToString()
-            if stream is None:
-                await self.nc.publish(subject, payload, headers=headers)
-            else:
-                await self.js.publish(subject, payload, headers=headers, stream=stream.name)
+            await self._send(subject, message, msg_id)
+
+    async def _send(self, subject: str, message: pb_message.Message, msg_id: str | None) -> None:
+        headers = telemetry.inject({TYPE_HEADER: message.DESCRIPTOR.full_name})
+        if msg_id:
+            headers["Nats-Msg-Id"] = msg_id
+        payload = message.SerializeToString()
+        stream = topology.stream_for(subject)
+        if stream is None:
+            await self.nc.publish(subject, payload, headers=headers)
+        else:
+            await self.js.publish(subject, payload, headers=headers, stream=stream.name)
 
     async def subscribe(
         self,

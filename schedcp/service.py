@@ -192,7 +192,7 @@ async def _heartbeat(ctx: ServiceContext) -> None:
     while True:
         if ctx.bus.connected:
             try:
-                await ctx.bus.publish(subject, ctx.service_info())
+                await ctx.bus.publish(subject, ctx.service_info(), traced=False)
             except Exception as exc:  # a missed heartbeat is logged and retried next interval
                 log.debug("heartbeat not sent: %s", exc)
         await asyncio.sleep(ctx.settings.heartbeat_interval_s)

@@ -151,3 +151,24 @@ def test_sigterm_stops_every_service_cleanly(stack):
         assert code == 0, output
         assert "stopped" in output.splitlines()[-1]
         assert "Traceback" not in output
+
+
+def test_every_service_sends_heartbeats(stack, nats_server):
+    async def collect() -> set[str]:
+        bus = await Bus.connect(nats_server.url, "test")
+        roles: set[str] = set()
+        done = asyncio.Event()
+
+        async def on_heartbeat(info: info_pb2.ServiceInfo, delivery) -> None:
+            roles.add(info.role)
+            if roles == set(ROLES):
+                done.set()
+
+        await bus.subscribe(topology.all_hosts(topology.Kind.HEARTBEAT), info_pb2.ServiceInfo, on_heartbeat)
+        try:
+            await asyncio.wait_for(done.wait(), 10)
+        finally:
+            await bus.close()
+        return roles
+
+    assert asyncio.run(collect()) == set(ROLES)
