@@ -20,26 +20,14 @@ from rich.table import Table
 
 from schedcp import __version__, rpc
 from schedcp.config import ConfigError, Settings, load_settings
-from schedcp.errors import DependencyUnavailable, StartupError
+from schedcp.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE, DependencyUnavailable, StartupError
 from schedcp.probe import ServiceStatus, probe_all
 from schedcp.stack import LocalStack
 from schedcp.v1 import planner_pb2, planner_pb2_grpc
 
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_UNAVAILABLE = 3
-
 # Piped output gets wide tables instead of rich's 80-column fallback.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
-
-
-class CommandFailed(Exception):
-    """A command could not do its job; the message is printed as one line."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _status_table(statuses: list[ServiceStatus]) -> Table:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# Exit statuses of every schedcp process (docs/configuration.md).
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
 
 class InvalidArgument(ValueError):
     """A request is malformed; servers answer INVALID_ARGUMENT with this message."""

@@ -32,7 +32,7 @@ from grpc_reflection.v1alpha import reflection
 from schedcp import __version__, topology
 from schedcp.bus import Bus
 from schedcp.config import ConfigError, Role, Settings, env_var, load_settings
-from schedcp.errors import DependencyUnavailable, StartupError
+from schedcp.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, DependencyUnavailable, StartupError
 from schedcp.logs import setup_logging
 from schedcp.net import port_free, split_address
 from schedcp.rpc import RuntimeInterceptor
@@ -41,8 +41,6 @@ from schedcp.v1 import info_pb2, info_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-EXIT_CONFIG = 2
-EXIT_UNAVAILABLE = 3
 # Large enough for a compiled BPF object with its source; small enough to refuse abuse.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
