@@ -179,6 +179,11 @@ def env_var(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+def addr_env_var(role: Role) -> str:
+    """The variable that sets a service's gRPC address."""
+    return env_var(f"{role.value}_addr")
+
+
 def known_env_vars() -> list[str]:
     """Every SCHEDCP_* variable schedcp reads."""
     return sorted([env_var(name) for name in Settings.model_fields] + [CONFIG_FILE_VAR])

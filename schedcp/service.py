@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 
 from schedcp import __version__, topology
 from schedcp.bus import Bus
-from schedcp.config import ConfigError, Role, Settings, env_var, load_settings
+from schedcp.config import ConfigError, Role, Settings, addr_env_var, load_settings
 from schedcp.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, DependencyUnavailable, StartupError
 from schedcp.logs import setup_logging
 from schedcp.net import port_free, split_address
@@ -128,7 +128,7 @@ def bind(server: grpc.aio.Server, role: Role, addr: str) -> str:
     if port == 0:
         raise StartupError(
             f"cannot listen on {addr}: the port is taken or the address is not on this host; "
-            f"stop what holds it (ss -ltnp) or set {env_var(role.value + '_addr')} to a free address"
+            f"stop what holds it (ss -ltnp) or set {addr_env_var(role)} to a free address"
         )
     return f"{addr.rsplit(':', 1)[0]}:{port}"
 

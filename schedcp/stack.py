@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from schedcp.config import ENV_PREFIX, Role, Settings, env_var
+from schedcp.config import ENV_PREFIX, Role, Settings, addr_env_var, env_var
 from schedcp.errors import StartupError
 from schedcp.net import port_free, split_address
 from schedcp.probe import ServiceStatus, probe_all
@@ -95,7 +95,7 @@ class LocalStack:
             pids = ", ".join(f"{c.name}={c.pid}" for c in alive)
             raise StartupError(f"a local stack is already running ({pids}); stop it with `schedcp down`")
         wanted = [("SCHEDCP_NATS_URL", *self._nats_endpoint())]
-        wanted += [(env_var(f"{r.value}_addr"), *split_address(self.settings.addr(r))) for r in Role]
+        wanted += [(addr_env_var(r), *split_address(self.settings.addr(r))) for r in Role]
         for variable, host, port in wanted:
             if not port_free(host, port):
                 raise StartupError(

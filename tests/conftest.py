@@ -44,6 +44,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A loopback port some other process is listening on, for the duration of a test."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
 @dataclass
 class NatsServer:
     """A nats-server with JetStream; port chosen by the server, store under a temp dir."""

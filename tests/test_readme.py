@@ -41,17 +41,12 @@ def test_readme_tour_runs(tmp_path):
     assert {s["health"] for s in json.loads(after.stdout)} == {"DOWN"}
 
 
-def test_up_refuses_a_taken_port_with_one_line(tmp_path):
-    import socket
-
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        env = service_env(f"nats://127.0.0.1:{free_port()}", tmp_path / "data",
-                          SCHEDCP_VERIFIER_ADDR=f"127.0.0.1:{port}")
-        result = subprocess.run([str(SCHEDCP), "up", "--detach"], env=env, capture_output=True, text=True,
-                                timeout=60)
+def test_up_refuses_a_taken_port_with_one_line(tmp_path, held_port):
+    port = held_port
+    env = service_env(f"nats://127.0.0.1:{free_port()}", tmp_path / "data",
+                      SCHEDCP_VERIFIER_ADDR=f"127.0.0.1:{port}")
+    result = subprocess.run([str(SCHEDCP), "up", "--detach"], env=env, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 3
     assert result.stderr.strip() == (
         f"schedcp: port {port} on 127.0.0.1 is already in use, so the stack cannot use it; stop what "

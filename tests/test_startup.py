@@ -1,6 +1,5 @@
 """Bad configuration, a taken port, or unreachable NATS: one clear line and a non-zero exit."""
 
-import socket
 import subprocess
 import sys
 
@@ -30,13 +29,9 @@ def test_invalid_setting(role, tmp_path):
     )
 
 
-def test_port_taken(tmp_path, nats_server):
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        env = service_env(nats_server.url, tmp_path, SCHEDCP_PLANNER_ADDR=f"127.0.0.1:{port}")
-        result = start("planner", env)
+def test_port_taken(tmp_path, nats_server, held_port):
+    port = held_port
+    result = start("planner", service_env(nats_server.url, tmp_path, SCHEDCP_PLANNER_ADDR=f"127.0.0.1:{port}"))
     assert result.returncode == 3
     line = the_line(result)
     assert f"cannot listen on 127.0.0.1:{port}" in line
