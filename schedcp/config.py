@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(
         default=5.0, gt=0, le=300, description="How often services announce themselves on NATS."
     )
+    observer_mode: Literal["auto", "procfs", "bpf"] = Field(
+        default="auto", description="Observer sampling: BPF when possible (auto), procfs only, or BPF required."
+    )
+    profile_interval_s: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="The observer profiles the host continuously in windows this long and publishes each; 0: off.",
+    )
 
     def addr(self, role: Role) -> str:
         """The gRPC address of a service."""

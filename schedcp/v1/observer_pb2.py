@@ -28,7 +28,7 @@ from schedcp.v1 import host_pb2 as schedcp_dot_v1_dot_host__pb2
 from schedcp.v1 import profile_pb2 as schedcp_dot_v1_dot_profile__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19schedcp/v1/observer.proto\x12\nschedcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17schedcp/v1/common.proto\x1a\x15schedcp/v1/host.proto\x1a\x18schedcp/v1/profile.proto\"\x11\n\x0fHostInfoRequest\"8\n\x10HostInfoResponse\x12$\n\x05\x66\x61\x63ts\x18\x01 \x01(\x0b\x32\x15.schedcp.v1.HostFacts\"{\n\x11GetProfileRequest\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x06\x64\x65tail\x18\x02 \x01(\x0e\x32\x17.schedcp.v1.DetailLevel\x12\x12\n\nmax_groups\x18\x03 \x01(\r\"g\n\x0eMeasureRequest\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x06groups\x18\x02 \x03(\x0b\x32\x18.schedcp.v1.GroupMatcher\"\xff\x01\n\x10GroupMeasurement\x12)\n\x07matcher\x18\x01 \x01(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12\x17\n\x0fmatched_threads\x18\x02 \x01(\r\x12.\n\x0crunq_latency\x18\x03 \x01(\x0b\x32\x18.schedcp.v1.LatencyStats\x12\x11\n\tcpu_share\x18\x04 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\x05 \x01(\x01\x12\x15\n\rwakeups_per_s\x18\x06 \x01(\x01\x12\x1a\n\x12voluntary_switches\x18\x07 \x01(\x04\x12\x1c\n\x14involuntary_switches\x18\x08 \x01(\x04\"\x98\x01\n\x0fMeasureResponse\x12,\n\x06groups\x18\x01 \x03(\x0b\x32\x1c.schedcp.v1.GroupMeasurement\x12+\n\x08measured\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07sampler\x18\x03 \x01(\t\x12\x19\n\x11\x66oreign_cpu_share\x18\x04 \x01(\x01\x32\xe6\x01\n\x0fObserverService\x12\x45\n\x08HostInfo\x12\x1b.schedcp.v1.HostInfoRequest\x1a\x1c.schedcp.v1.HostInfoResponse\x12H\n\nGetProfile\x12\x1d.schedcp.v1.GetProfileRequest\x1a\x1b.schedcp.v1.WorkloadProfile\x12\x42\n\x07Measure\x12\x1a.schedcp.v1.MeasureRequest\x1a\x1b.schedcp.v1.MeasureResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19schedcp/v1/observer.proto\x12\nschedcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17schedcp/v1/common.proto\x1a\x15schedcp/v1/host.proto\x1a\x18schedcp/v1/profile.proto\"\x11\n\x0fHostInfoRequest\"8\n\x10HostInfoResponse\x12$\n\x05\x66\x61\x63ts\x18\x01 \x01(\x0b\x32\x15.schedcp.v1.HostFacts\"\xa7\x01\n\x11GetProfileRequest\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x06\x64\x65tail\x18\x02 \x01(\x0e\x32\x17.schedcp.v1.DetailLevel\x12\x12\n\nmax_groups\x18\x03 \x01(\r\x12*\n\x08grouping\x18\x04 \x01(\x0e\x32\x18.schedcp.v1.GroupingKind\"g\n\x0eMeasureRequest\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x06groups\x18\x02 \x03(\x0b\x32\x18.schedcp.v1.GroupMatcher\"\xff\x01\n\x10GroupMeasurement\x12)\n\x07matcher\x18\x01 \x01(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12\x17\n\x0fmatched_threads\x18\x02 \x01(\r\x12.\n\x0crunq_latency\x18\x03 \x01(\x0b\x32\x18.schedcp.v1.LatencyStats\x12\x11\n\tcpu_share\x18\x04 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\x05 \x01(\x01\x12\x15\n\rwakeups_per_s\x18\x06 \x01(\x01\x12\x1a\n\x12voluntary_switches\x18\x07 \x01(\x04\x12\x1c\n\x14involuntary_switches\x18\x08 \x01(\x04\"\x98\x01\n\x0fMeasureResponse\x12,\n\x06groups\x18\x01 \x03(\x0b\x32\x1c.schedcp.v1.GroupMeasurement\x12+\n\x08measured\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07sampler\x18\x03 \x01(\t\x12\x19\n\x11\x66oreign_cpu_share\x18\x04 \x01(\x01\x32\xe6\x01\n\x0fObserverService\x12\x45\n\x08HostInfo\x12\x1b.schedcp.v1.HostInfoRequest\x1a\x1c.schedcp.v1.HostInfoResponse\x12H\n\nGetProfile\x12\x1d.schedcp.v1.GetProfileRequest\x1a\x1b.schedcp.v1.WorkloadProfile\x12\x42\n\x07Measure\x12\x1a.schedcp.v1.MeasureRequest\x1a\x1b.schedcp.v1.MeasureResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,14 +39,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOSTINFOREQUEST']._serialized_end=164
   _globals['_HOSTINFORESPONSE']._serialized_start=166
   _globals['_HOSTINFORESPONSE']._serialized_end=222
-  _globals['_GETPROFILEREQUEST']._serialized_start=224
-  _globals['_GETPROFILEREQUEST']._serialized_end=347
-  _globals['_MEASUREREQUEST']._serialized_start=349
-  _globals['_MEASUREREQUEST']._serialized_end=452
-  _globals['_GROUPMEASUREMENT']._serialized_start=455
-  _globals['_GROUPMEASUREMENT']._serialized_end=710
-  _globals['_MEASURERESPONSE']._serialized_start=713
-  _globals['_MEASURERESPONSE']._serialized_end=865
-  _globals['_OBSERVERSERVICE']._serialized_start=868
-  _globals['_OBSERVERSERVICE']._serialized_end=1098
+  _globals['_GETPROFILEREQUEST']._serialized_start=225
+  _globals['_GETPROFILEREQUEST']._serialized_end=392
+  _globals['_MEASUREREQUEST']._serialized_start=394
+  _globals['_MEASUREREQUEST']._serialized_end=497
+  _globals['_GROUPMEASUREMENT']._serialized_start=500
+  _globals['_GROUPMEASUREMENT']._serialized_end=755
+  _globals['_MEASURERESPONSE']._serialized_start=758
+  _globals['_MEASURERESPONSE']._serialized_end=910
+  _globals['_OBSERVERSERVICE']._serialized_start=913
+  _globals['_OBSERVERSERVICE']._serialized_end=1143
 # @@protoc_insertion_point(module_scope)

@@ -23,14 +23,16 @@ class HostInfoResponse(_message.Message):
     def __init__(self, facts: _Optional[_Union[_host_pb2.HostFacts, _Mapping]] = ...) -> None: ...
 
 class GetProfileRequest(_message.Message):
-    __slots__ = ("window", "detail", "max_groups")
+    __slots__ = ("window", "detail", "max_groups", "grouping")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     MAX_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    GROUPING_FIELD_NUMBER: _ClassVar[int]
     window: _duration_pb2.Duration
     detail: _profile_pb2.DetailLevel
     max_groups: int
-    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., detail: _Optional[_Union[_profile_pb2.DetailLevel, str]] = ..., max_groups: _Optional[int] = ...) -> None: ...
+    grouping: _profile_pb2.GroupingKind
+    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., detail: _Optional[_Union[_profile_pb2.DetailLevel, str]] = ..., max_groups: _Optional[int] = ..., grouping: _Optional[_Union[_profile_pb2.GroupingKind, str]] = ...) -> None: ...
 
 class MeasureRequest(_message.Message):
     __slots__ = ("duration", "groups")

@@ -59,7 +59,7 @@ class SchedSettings(_message.Message):
     def __init__(self, policy: _Optional[str] = ..., nice: _Optional[int] = ..., slice_us: _Optional[float] = ...) -> None: ...
 
 class GroupFeatures(_message.Message):
-    __slots__ = ("cpu_share", "wakeups_per_s", "voluntary_ratio", "mean_burst_us", "runq_latency", "threads", "cpu_seconds", "cpu_pressure_some_avg10")
+    __slots__ = ("cpu_share", "wakeups_per_s", "voluntary_ratio", "mean_burst_us", "runq_latency", "threads", "cpu_seconds", "cpu_pressure_some_avg10", "active_threads", "demand", "has_tty")
     CPU_SHARE_FIELD_NUMBER: _ClassVar[int]
     WAKEUPS_PER_S_FIELD_NUMBER: _ClassVar[int]
     VOLUNTARY_RATIO_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,9 @@ class GroupFeatures(_message.Message):
     THREADS_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CPU_PRESSURE_SOME_AVG10_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_THREADS_FIELD_NUMBER: _ClassVar[int]
+    DEMAND_FIELD_NUMBER: _ClassVar[int]
+    HAS_TTY_FIELD_NUMBER: _ClassVar[int]
     cpu_share: float
     wakeups_per_s: float
     voluntary_ratio: float
@@ -76,7 +79,10 @@ class GroupFeatures(_message.Message):
     threads: int
     cpu_seconds: float
     cpu_pressure_some_avg10: float
-    def __init__(self, cpu_share: _Optional[float] = ..., wakeups_per_s: _Optional[float] = ..., voluntary_ratio: _Optional[float] = ..., mean_burst_us: _Optional[float] = ..., runq_latency: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., threads: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cpu_pressure_some_avg10: _Optional[float] = ...) -> None: ...
+    active_threads: int
+    demand: float
+    has_tty: bool
+    def __init__(self, cpu_share: _Optional[float] = ..., wakeups_per_s: _Optional[float] = ..., voluntary_ratio: _Optional[float] = ..., mean_burst_us: _Optional[float] = ..., runq_latency: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., threads: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cpu_pressure_some_avg10: _Optional[float] = ..., active_threads: _Optional[int] = ..., demand: _Optional[float] = ..., has_tty: _Optional[bool] = ...) -> None: ...
 
 class Classification(_message.Message):
     __slots__ = ("workload_class", "confidence", "reason")
@@ -141,7 +147,7 @@ class ProfileText(_message.Message):
     def __init__(self, level: _Optional[_Union[DetailLevel, str]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class WorkloadProfile(_message.Message):
-    __slots__ = ("profile_id", "host", "window_start", "window", "groups", "signature", "cpu_pressure", "texts", "sampler", "sampler_note")
+    __slots__ = ("profile_id", "host", "window_start", "window", "groups", "signature", "cpu_pressure", "texts", "sampler", "sampler_note", "host_cpu_share", "kernel_cpu_share", "grouping")
     PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +158,9 @@ class WorkloadProfile(_message.Message):
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLER_FIELD_NUMBER: _ClassVar[int]
     SAMPLER_NOTE_FIELD_NUMBER: _ClassVar[int]
+    HOST_CPU_SHARE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_CPU_SHARE_FIELD_NUMBER: _ClassVar[int]
+    GROUPING_FIELD_NUMBER: _ClassVar[int]
     profile_id: str
     host: _host_pb2.HostFacts
     window_start: _timestamp_pb2.Timestamp
@@ -162,4 +171,7 @@ class WorkloadProfile(_message.Message):
     texts: _containers.RepeatedCompositeFieldContainer[ProfileText]
     sampler: str
     sampler_note: str
-    def __init__(self, profile_id: _Optional[str] = ..., host: _Optional[_Union[_host_pb2.HostFacts, _Mapping]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[WorkloadGroup, _Mapping]]] = ..., signature: _Optional[_Union[WorkloadSignature, _Mapping]] = ..., cpu_pressure: _Optional[_Union[PressureStall, _Mapping]] = ..., texts: _Optional[_Iterable[_Union[ProfileText, _Mapping]]] = ..., sampler: _Optional[str] = ..., sampler_note: _Optional[str] = ...) -> None: ...
+    host_cpu_share: float
+    kernel_cpu_share: float
+    grouping: GroupingKind
+    def __init__(self, profile_id: _Optional[str] = ..., host: _Optional[_Union[_host_pb2.HostFacts, _Mapping]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[WorkloadGroup, _Mapping]]] = ..., signature: _Optional[_Union[WorkloadSignature, _Mapping]] = ..., cpu_pressure: _Optional[_Union[PressureStall, _Mapping]] = ..., texts: _Optional[_Iterable[_Union[ProfileText, _Mapping]]] = ..., sampler: _Optional[str] = ..., sampler_note: _Optional[str] = ..., host_cpu_share: _Optional[float] = ..., kernel_cpu_share: _Optional[float] = ..., grouping: _Optional[_Union[GroupingKind, str]] = ...) -> None: ...

@@ -27,6 +27,7 @@ def _read(path: Path) -> str:
         return ""
 
 
+@functools.cache  # read once: re-reading sysfs for every profile costs more than hotplug is likely
 def cpu_topology() -> host_pb2.CpuTopology:
     cpus = sorted(CPU_SYSFS.glob("cpu[0-9]*"))
     cores, packages, llcs = set(), set(), set()
@@ -99,6 +100,7 @@ def btf_sha256() -> str:
         return ""
 
 
+@functools.cache
 def memory_bytes() -> int:
     for line in _read(Path("/proc/meminfo")).splitlines():
         if line.startswith("MemTotal:"):

@@ -1,0 +1,284 @@
+"""Fast readers for the scheduler's per-task accounting in /proc.
+
+Shared by the observer (sampling) and the executor (finding the tasks a policy applies to).
+Everything here is written to be called for hundreds of threads a second: raw os.open/read,
+bytes parsing, and a cache that skips a thread's larger files when its schedstat says it has
+not run since the last look.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+PROC = "/proc"
+# /proc/<pid>/stat `flags` bit for kernel threads (include/linux/sched.h).
+PF_KTHREAD = 0x00200000
+_POLICIES = {0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH", 5: "SCHED_IDLE",
+             6: "SCHED_DEADLINE", 7: "SCHED_EXT"}
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The whole file, or None when it is gone (the task exited) or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadCounters:
+    """Cumulative scheduler counters of one thread, as the kernel keeps them."""
+
+    tid: int
+    pid: int
+    cpu_ns: int
+    # Time spent runnable on a run queue, waiting for a CPU (schedstat run_delay).
+    run_delay_ns: int
+    # Number of times it got a CPU (schedstat pcount).
+    runs: int
+    voluntary: int
+    involuntary: int
+
+
+@dataclass(slots=True)
+class ProcessInfo:
+    """What grouping and matching need to know about a process."""
+
+    pid: int
+    comm: str
+    # Path in the hierarchy that holds the cpu controller (v1 `cpu` or the unified one).
+    cgroup: str
+    # Path in the unified (v2) hierarchy, where per-cgroup PSI lives.
+    unified_cgroup: str
+    kernel_thread: bool
+    has_tty: bool
+    uid: int
+    num_threads: int
+    _cmdline: str | None = field(default=None, repr=False)
+
+    def cmdline(self) -> str:
+        """The command line, read once and only when a matcher asks for it."""
+        if self._cmdline is None:
+            raw = read_bytes(f"{PROC}/{self.pid}/cmdline") or b""
+            self._cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        return self._cmdline
+
+
+def parse_stat(raw: bytes) -> tuple[str, list[bytes]]:
+    """(comm, fields after comm) of a /proc stat line; comm may contain spaces and parens."""
+    open_paren, close_paren = raw.index(b"("), raw.rindex(b")")
+    return raw[open_paren + 1:close_paren].decode(errors="replace"), raw[close_paren + 2:].split()
+
+
+def parse_cgroups(raw: bytes) -> tuple[str, str]:
+    """(cpu controller path, unified path) from /proc/<pid>/cgroup."""
+    cpu_path = unified = ""
+    for line in raw.decode(errors="replace").splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            unified = path
+        elif "cpu" in controllers.split(","):
+            cpu_path = path
+    return cpu_path or unified, unified
+
+
+def read_process(pid: int) -> ProcessInfo | None:
+    stat = read_bytes(f"{PROC}/{pid}/stat")
+    cgroups = read_bytes(f"{PROC}/{pid}/cgroup")
+    if stat is None:
+        return None
+    try:
+        comm, fields = parse_stat(stat)
+        uid = os.stat(f"{PROC}/{pid}").st_uid
+    except (ValueError, OSError):
+        return None
+    # fields[0] is field 3 of proc(5) (`state`): tty_nr is field 7, flags 9, num_threads 20.
+    cpu_path, unified = parse_cgroups(cgroups or b"")
+    return ProcessInfo(
+        pid=pid, comm=comm, cgroup=cpu_path, unified_cgroup=unified,
+        kernel_thread=bool(int(fields[6]) & PF_KTHREAD), has_tty=int(fields[4]) != 0, uid=uid,
+        num_threads=int(fields[17]),
+    )
+
+
+def list_processes(uid: int | None = None) -> list[ProcessInfo]:
+    """Every process (of `uid`, when given) that is still there."""
+    found = []
+    for name in os.listdir(PROC):
+        if name.isdigit() and (info := read_process(int(name))) is not None and uid in (None, info.uid):
+            found.append(info)
+    return found
+
+
+def thread_ids(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"{PROC}/{pid}/task")]
+    except OSError:
+        return []
+
+
+def _status_switches(raw: bytes) -> tuple[int, int]:
+    voluntary = involuntary = 0
+    start = raw.find(b"voluntary_ctxt_switches:")
+    if start >= 0:
+        voluntary = int(raw[start + 24:raw.index(b"\n", start)])
+    start = raw.find(b"nonvoluntary_ctxt_switches:")
+    if start >= 0:
+        involuntary = int(raw[start + 27:raw.index(b"\n", start)])
+    return voluntary, involuntary
+
+
+def read_schedstat(pid: int, tid: int) -> tuple[int, int, int] | None:
+    """(cpu_ns, run_delay_ns, runs) of one thread, or None when it exited."""
+    raw = read_bytes(f"{PROC}/{pid}/task/{tid}/schedstat")
+    if not raw:
+        return None
+    cpu_ns, run_delay_ns, runs = raw.split()
+    return int(cpu_ns), int(run_delay_ns), int(runs)
+
+
+def host_cpu_busy_s() -> float:
+    """CPU seconds all CPUs spent not idle since boot (/proc/stat)."""
+    raw = read_bytes(f"{PROC}/stat") or b"cpu 0 0 0 0"
+    ticks = [int(x) for x in raw[:raw.index(b"\n")].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user).
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / _CLOCK_TICKS
+
+
+@dataclass(frozen=True, slots=True)
+class SchedSettings:
+    policy: str
+    nice: int
+    slice_us: float
+
+
+def read_sched_settings(pid: int, tid: int | None = None) -> SchedSettings | None:
+    """Policy, nice and EEVDF slice of a thread (the process's main thread by default)."""
+    base = f"{PROC}/{pid}/task/{tid or pid}"
+    stat = read_bytes(f"{base}/stat")
+    if stat is None:
+        return None
+    _, fields = parse_stat(stat)
+    # nice is field 19 and policy field 41 of proc(5); fields[] starts at field 3.
+    nice, policy = int(fields[16]), int(fields[38])
+    slice_us = 0.0
+    sched = read_bytes(f"{base}/sched") or b""
+    start = sched.find(b"se.slice")
+    if start >= 0:
+        line = sched[start:sched.index(b"\n", start)]
+        slice_us = int(line.rsplit(b":", 1)[1]) / 1000.0
+    return SchedSettings(_POLICIES.get(policy, f"policy {policy}"), nice, slice_us)
+
+
+def cgroup2_mount(mounts: bytes | None = None) -> str:
+    """Mount point of the unified (v2) cgroup hierarchy, where per-cgroup PSI lives; "" if none."""
+    for line in (mounts if mounts is not None else read_bytes(f"{PROC}/mounts") or b"").decode().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "cgroup2":
+            return fields[1]
+    return ""
+
+
+def read_cpu_pressure(path: str) -> dict[str, float]:
+    """`some_avg10`, `some_avg60`, `full_avg10`, `full_avg60` from a PSI file; {} if absent."""
+    raw = read_bytes(path)
+    if not raw:
+        return {}
+    values = {}
+    for line in raw.decode().splitlines():
+        kind, *pairs = line.split()
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            if key in ("avg10", "avg60"):
+                values[f"{kind}_{key}"] = float(value)
+    return values
+
+
+@dataclass(slots=True)
+class HostScan:
+    """One pass over every visible thread."""
+
+    taken_at: float
+    processes: dict[int, ProcessInfo]
+    threads: dict[int, ThreadCounters]
+    host_busy_s: float
+    # Threads that ran since the scanner's previous scan.
+    active: set[int]
+
+
+class ProcfsScanner:
+    """Scans /proc for threads' counters, cheaply enough to run every second.
+
+    `uid` limits the scan to one user's processes: what an unprivileged observer may read
+    in full. A thread whose schedstat `runs` has not moved since the previous scan has not
+    run, so its switch counters and its process's comm/cgroup are taken from the cache.
+    """
+
+    def __init__(self, uid: int | None = None) -> None:
+        self._uid = uid
+        self._processes: dict[int, ProcessInfo] = {}
+        self._threads: dict[int, ThreadCounters] = {}
+
+    def scan(self) -> HostScan:
+        taken_at = time.monotonic()
+        processes: dict[int, ProcessInfo] = {}
+        threads: dict[int, ThreadCounters] = {}
+        active: set[int] = set()
+        for name in os.listdir(PROC):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            tids = thread_ids(pid)
+            ran = self._scan_threads(pid, tids, threads, active)
+            process = self._process(pid, refresh=ran)
+            if process is None or (self._uid is not None and process.uid != self._uid):
+                for tid in tids:
+                    threads.pop(tid, None)
+                continue
+            processes[pid] = process
+        self._processes, self._threads = processes, threads
+        return HostScan(taken_at, processes, threads, host_cpu_busy_s(), active & threads.keys())
+
+    def _scan_threads(self, pid: int, tids: list[int], out: dict[int, ThreadCounters], active: set[int]) -> bool:
+        """Read each thread's counters into `out`; True when any of them ran since last scan."""
+        # Inlined reads: this loop runs for every thread on the host every interval.
+        ran = False
+        cache = self._threads
+        for tid in tids:
+            base = f"{PROC}/{pid}/task/{tid}/"
+            try:
+                fd = os.open(base + "schedstat", os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                cpu_ns, run_delay_ns, runs = map(int, os.read(fd, 256).split())
+            except (OSError, ValueError):
+                continue
+            finally:
+                os.close(fd)
+            previous = cache.get(tid)
+            if previous is not None and previous.runs == runs and previous.pid == pid:
+                voluntary, involuntary = previous.voluntary, previous.involuntary
+            else:
+                ran = True
+                active.add(tid)
+                voluntary, involuntary = _status_switches(read_bytes(base + "status") or b"")
+            out[tid] = ThreadCounters(tid, pid, cpu_ns, run_delay_ns, runs, voluntary, involuntary)
+        return ran
+
+    def _process(self, pid: int, refresh: bool) -> ProcessInfo | None:
+        cached = self._processes.get(pid)
+        if cached is not None and not refresh:
+            return cached
+        return read_process(pid) or cached

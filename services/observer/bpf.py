@@ -1,0 +1,184 @@
+"""The observer's BPF probes (runqlat.bpf.c), loaded through BCC.
+
+BCC is Debian's python3-bpfcc (the PyPI package named `bcc` is something else). It compiles
+at start-up against kernel headers; hosts without headers for their kernel (like this
+project's CI) use a Debian header package that `make` extracts into the virtualenv. That
+works because the program reads tracepoint fields only (see the comment in the C file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import importlib.util
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PROGRAM = Path(__file__).with_name("runqlat.bpf.c")
+DEBIAN_BCC = Path("/usr/lib/python3/dist-packages/bcc")
+TRACEFS = Path("/sys/kernel/tracing")
+# Where scripts/bootstrap.sh puts extracted headers: inside the virtualenv.
+BUNDLED_HEADERS = Path(sys.prefix) / "share" / "schedcp" / "kernel-headers"
+# Exited threads' counters stay this long, so windows that began before the exit still see
+# the thread's last counts; then they are removed so the map cannot fill up.
+DEAD_THREAD_GRACE_S = 30.0
+PRUNE_EVERY_S = 10.0
+
+
+class BpfUnavailable(Exception):
+    """BPF sampling cannot run here; the message says why in one sentence."""
+
+
+@dataclass(frozen=True, slots=True)
+class BpfCounters:
+    """Cumulative counters of one thread from the BPF program."""
+
+    tid: int
+    tgid: int
+    runq_slots: tuple[int, ...]
+    runq_delay_ns: int
+    runs: int
+    wakeups: int
+    cpu_ns: int
+    voluntary: int
+    involuntary: int
+
+
+def _import_bcc():
+    try:
+        import bcc  # the virtualenv links Debian's package in (scripts/bootstrap.sh)
+
+        return bcc
+    except ImportError:
+        pass
+    if not (DEBIAN_BCC / "__init__.py").exists():
+        raise BpfUnavailable("BCC is not installed (Debian package python3-bpfcc; `make install` adds it)")
+    # Import Debian's package alone: putting all of dist-packages on sys.path would let
+    # Debian's other modules shadow the virtualenv's.
+    spec = importlib.util.spec_from_file_location(
+        "bcc", DEBIAN_BCC / "__init__.py", submodule_search_locations=[str(DEBIAN_BCC)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bcc"] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop("bcc", None)
+        raise BpfUnavailable(f"BCC is installed but does not load: {exc}") from exc
+    return module
+
+
+def kernel_headers() -> Path | None:
+    """A header tree BCC can compile against, in BCC's own order of preference."""
+    if os.environ.get("BCC_KERNEL_SOURCE"):
+        return Path(os.environ["BCC_KERNEL_SOURCE"])
+    for candidate in (Path("/lib/modules") / platform.release() / "build", BUNDLED_HEADERS):
+        if (candidate / "include" / "linux" / "kconfig.h").exists():
+            return candidate
+    return None
+
+
+def _ensure_tracefs() -> None:
+    """BCC reads tracepoint formats from tracefs; mount it where systemd would if it is missing."""
+    if (TRACEFS / "events").exists() or Path("/sys/kernel/debug/tracing/events").exists():
+        return
+    result = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BpfUnavailable(f"tracefs is not mounted and mounting it failed: {result.stderr.strip()}")
+    log.info("mounted tracefs at %s (BCC reads tracepoint formats there)", TRACEFS)
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise BpfUnavailable("BPF sampling needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN for BCC)")
+
+
+class BpfSampler:
+    """The loaded program and a reader for its per-thread counters. `close()` detaches it."""
+
+    def __init__(self) -> None:
+        check_privileges()
+        bcc = _import_bcc()
+        headers = kernel_headers()
+        if headers is None:
+            raise BpfUnavailable(
+                f"no kernel headers for BCC: none in /lib/modules/{platform.release()}/build, none bundled "
+                f"in {BUNDLED_HEADERS} (`make install` fetches them), and BCC_KERNEL_SOURCE is not set")
+        os.environ.setdefault("BCC_KERNEL_SOURCE", str(headers))
+        _ensure_tracefs()
+        started = time.monotonic()
+        try:
+            self._bpf = bcc.BPF(text=PROGRAM.read_text())
+        except Exception as exc:
+            raise BpfUnavailable(f"BCC could not compile or attach {PROGRAM.name} against {headers}: {exc}") from exc
+        self._stats = self._bpf["stats"]
+        self._keys = (self._stats.Key * self._stats.max_entries)()
+        self._values = (self._stats.Leaf * self._stats.max_entries)()
+        self._lock = threading.Lock()
+        self._dead_since: dict[int, float] = {}
+        self._last_prune = time.monotonic()
+        log.info("BPF probes attached to sched_wakeup/sched_wakeup_new/sched_switch in %.2f s (headers: %s)",
+                 time.monotonic() - started, headers)
+
+    def read(self) -> dict[int, BpfCounters]:
+        """Every thread's cumulative counters. Safe to call from several threads."""
+        with self._lock:
+            out = {}
+            for key, value in self._lookup_all():
+                tid = int(key)
+                out[tid] = BpfCounters(
+                    tid=tid, tgid=value.tgid, runq_slots=tuple(value.runq_slots),
+                    runq_delay_ns=value.runq_delay_ns, runs=value.runs, wakeups=value.wakeups,
+                    cpu_ns=value.cpu_ns, voluntary=value.voluntary, involuntary=value.involuntary,
+                )
+            if time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
+                self._prune(out)
+            return out
+
+    def _lookup_all(self):
+        """(key, value) of every entry, with BPF_MAP_LOOKUP_BATCH into buffers kept between
+        reads (BCC's own items_lookup_batch allocates room for the whole map on every call)."""
+        bcc = sys.modules["bcc"]
+        batch = ctypes.c_uint32(0)
+        count = ctypes.c_uint32(0)
+        key_size, value_size = ctypes.sizeof(self._stats.Key), ctypes.sizeof(self._stats.Leaf)
+        total, capacity = 0, len(self._keys)
+        while total < capacity:
+            count.value = capacity - total
+            res = bcc.libbcc.lib.bpf_lookup_batch(
+                self._stats.map_fd, ctypes.byref(batch) if total else None, ctypes.byref(batch),
+                ctypes.byref(self._keys, key_size * total), ctypes.byref(self._values, value_size * total),
+                ctypes.byref(count))
+            errcode = ctypes.get_errno()
+            total += count.value
+            if res != 0:
+                if errcode != errno.ENOENT:
+                    raise OSError(errcode, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(errcode)}")
+                break
+        return ((self._keys[i], self._values[i]) for i in range(total))
+
+    def _prune(self, counters: dict[int, BpfCounters]) -> None:
+        now = self._last_prune = time.monotonic()
+        expired = []
+        for tid in counters:
+            if os.path.exists(f"/proc/{tid}"):
+                self._dead_since.pop(tid, None)
+            elif now - self._dead_since.setdefault(tid, now) >= DEAD_THREAD_GRACE_S:
+                expired.append(tid)
+        for tid in expired:
+            self._dead_since.pop(tid, None)
+            with contextlib.suppress(KeyError):  # already gone
+                del self._stats[self._stats.Key(tid)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._bpf.cleanup()

@@ -1,0 +1,111 @@
+"""Threads into groups, and each group's scheduling features over a window."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from schedcp import matchers, procfs
+from schedcp.procfs import ProcessInfo
+from schedcp.v1 import common_pb2, profile_pb2
+from services.observer.histogram import merged
+from services.observer.sampling import ThreadActivity, Window
+
+NS = 1e9
+
+
+@dataclass
+class Group:
+    """Threads that belong together (one application, one container...)."""
+
+    group_id: str
+    name: str
+    kind: int  # profile_pb2.GroupingKind
+    matcher: common_pb2.GroupMatcher
+    processes: dict[int, ProcessInfo] = field(default_factory=dict)
+    threads: list[ThreadActivity] = field(default_factory=list)
+
+    @property
+    def cgroup(self) -> str:
+        """The cgroup all the group's processes share, or "" when they differ."""
+        paths = {p.cgroup for p in self.processes.values()}
+        return paths.pop() if len(paths) == 1 else ""
+
+
+def _key(kind: int, process: ProcessInfo) -> tuple[str, str, common_pb2.GroupMatcher]:
+    if kind == profile_pb2.GROUPING_KIND_PROCESS:
+        return (matchers.group_id("pid", process.pid), f"{process.comm}[{process.pid}]",
+                common_pb2.GroupMatcher(pid=process.pid))
+    if kind == profile_pb2.GROUPING_KIND_CGROUP:
+        path = process.cgroup or "/"
+        return matchers.group_id("cgroup", path), path, common_pb2.GroupMatcher(cgroup=path)
+    return matchers.group_id("comm", process.comm), process.comm, common_pb2.GroupMatcher(comm=process.comm)
+
+
+def group_window(window: Window, kind: int) -> list[Group]:
+    """Groups of user-space threads that did something in the window. Kernel threads are
+    left out: policies do not move them (see kernel_cpu_s)."""
+    kind = kind or profile_pb2.GROUPING_KIND_COMM
+    groups: dict[str, Group] = {}
+    for thread in window.threads.values():
+        process = window.processes.get(thread.pid)
+        if process is None or process.kernel_thread:
+            continue
+        gid, name, matcher = _key(kind, process)
+        group = groups.get(gid)
+        if group is None:
+            group = groups[gid] = Group(gid, name, kind, matcher)
+        group.processes[process.pid] = process
+        group.threads.append(thread)
+    return list(groups.values())
+
+
+def kernel_cpu_s(window: Window) -> float:
+    return sum(t.cpu_ns for t in window.threads.values()
+               if (p := window.processes.get(t.pid)) is not None and p.kernel_thread) / NS
+
+
+@functools.cache
+def _cgroup2_root() -> str:
+    return procfs.cgroup2_mount()
+
+
+def _cgroup_pressure(group: Group) -> float:
+    """PSI of the group's own unified cgroup; 0 when its processes do not share one below the root."""
+    paths = {p.unified_cgroup for p in group.processes.values()}
+    root = _cgroup2_root()
+    if len(paths) != 1 or not root:
+        return 0.0
+    path = paths.pop()
+    if path in ("", "/"):
+        return 0.0
+    return procfs.read_cpu_pressure(os.path.join(root, path.lstrip("/"), "cpu.pressure")).get("some_avg10", 0.0)
+
+
+def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
+    threads = group.threads
+    duration = max(window.duration_s, 1e-9)
+    cpu_ns = sum(t.cpu_ns for t in threads)
+    switches = sum(t.voluntary + t.involuntary for t in threads)
+    voluntary = sum(t.voluntary for t in threads)
+    return profile_pb2.GroupFeatures(
+        cpu_share=cpu_ns / NS / (duration * window.num_cpus),
+        wakeups_per_s=sum(t.wakeups for t in threads) / duration,
+        voluntary_ratio=voluntary / switches if switches else 0.0,
+        # A burst ends at a switch; a thread that never switched ran the whole window at once.
+        mean_burst_us=cpu_ns / max(switches, 1) / 1000,
+        runq_latency=merged(t.latency for t in threads).to_stats(window.source),
+        threads=sum(p.num_threads for p in group.processes.values()),
+        active_threads=sum(1 for t in threads if t.runs or t.cpu_ns),
+        cpu_seconds=cpu_ns / NS,
+        cpu_pressure_some_avg10=_cgroup_pressure(group),
+        demand=(cpu_ns + sum(t.run_delay_ns for t in threads)) / NS / duration,
+        has_tty=any(p.has_tty for p in group.processes.values()),
+    )
+
+
+def select(threads: Iterable[ThreadActivity], processes: dict[int, ProcessInfo],
+           matcher: matchers.Matcher) -> list[ThreadActivity]:
+    return [t for t in threads if (p := processes.get(t.pid)) is not None and matcher.matches(p)]

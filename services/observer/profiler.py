@@ -1,0 +1,151 @@
+"""Workload profiles and measurements, built from sampling windows."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from schedcp import matchers, procfs
+from schedcp.errors import InvalidArgument, NotFound
+from schedcp.v1 import host_pb2, observer_pb2, profile_pb2
+from services.observer import classify, describe, grouping, signature
+from services.observer.histogram import merged
+from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Window
+
+DEFAULT_WINDOW_S = 2.0
+WINDOW_LIMITS_S = (0.1, 300.0)
+MEASURE_LIMITS_S = (0.1, 600.0)
+DEFAULT_MAX_GROUPS = 20
+MAX_GROUPS_LIMIT = 1000
+
+
+def seconds(duration: duration_pb2.Duration, name: str, limits: tuple[float, float], default: float) -> float:
+    """A request's duration in seconds, defaulted when unset, refused outside `limits`."""
+    value = duration.ToTimedelta().total_seconds()
+    if value == 0 and not duration.nanos and not duration.seconds:
+        return default
+    low, high = limits
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} must be between {low:g} s and {high:g} s, got {value:g} s")
+    return value
+
+
+class Profiler:
+    """Builds WorkloadProfiles and MeasureResponses with one Sampler."""
+
+    def __init__(self, sampler: Sampler, facts: Callable[[], host_pb2.HostFacts]) -> None:
+        self._sampler = sampler
+        self._facts = facts
+
+    async def profile(self, request: observer_pb2.GetProfileRequest) -> profile_pb2.WorkloadProfile:
+        window_s = seconds(request.window, "window", WINDOW_LIMITS_S, DEFAULT_WINDOW_S)
+        max_groups = _max_groups(request.max_groups)
+        window, _ = await asyncio.to_thread(self._sampler.window, window_s, PROFILE_TICK)
+        return self.build(window, request.detail, max_groups, request.grouping)
+
+    def build(self, window: Window, detail: int = 0, max_groups: int = DEFAULT_MAX_GROUPS,
+              grouping_kind: int = 0) -> profile_pb2.WorkloadProfile:
+        groups = [self._group(g, window) for g in grouping.group_window(window, grouping_kind)]
+        groups.sort(key=lambda g: g.features.cpu_share, reverse=True)
+        capacity = max(window.duration_s * window.num_cpus, 1e-9)
+        host_share = min(1.0, window.host_busy_s / capacity)
+        pressure = procfs.read_cpu_pressure(f"{procfs.PROC}/pressure/cpu")
+        start = timestamp_pb2.Timestamp()
+        start.FromNanoseconds(int(window.started_at * 1e9))
+        span = duration_pb2.Duration()
+        span.FromNanoseconds(int(window.duration_s * 1e9))
+        profile = profile_pb2.WorkloadProfile(
+            profile_id=uuid.uuid4().hex,
+            host=self._facts(),
+            window_start=start,
+            window=span,
+            groups=_keep(groups, max_groups),
+            # From every group, not just the ones kept, so max_groups does not change it.
+            signature=signature.compute(groups, host_share, window.num_cpus, pressure.get("some_avg10", 0.0)),
+            cpu_pressure=profile_pb2.PressureStall(**pressure),
+            sampler=window.source,
+            sampler_note=self._sampler.note,
+            host_cpu_share=host_share,
+            kernel_cpu_share=grouping.kernel_cpu_s(window) / capacity,
+            grouping=grouping_kind or profile_pb2.GROUPING_KIND_COMM,
+        )
+        profile.texts.extend(describe.texts(profile, detail))
+        return profile
+
+    @staticmethod
+    def _group(group: grouping.Group, window: Window) -> profile_pb2.WorkloadGroup:
+        features = grouping.features(group, window)
+        busiest = max(group.threads, key=lambda t: t.cpu_ns)
+        settings = procfs.read_sched_settings(busiest.pid, busiest.tid)
+        return profile_pb2.WorkloadGroup(
+            group_id=group.group_id, name=group.name, kind=group.kind, matcher=group.matcher,
+            pids=sorted(group.processes), cgroup=group.cgroup, features=features,
+            classification=classify.classify(features),
+            settings=profile_pb2.SchedSettings(policy=settings.policy, nice=settings.nice,
+                                               slice_us=settings.slice_us) if settings else None,
+        )
+
+    async def measure(self, request: observer_pb2.MeasureRequest) -> observer_pb2.MeasureResponse:
+        duration_s = seconds(request.duration, "duration", MEASURE_LIMITS_S, 0.0)
+        if duration_s == 0.0:
+            raise InvalidArgument("duration is required (how long to measure, e.g. 5 s)")
+        compiled = matchers.compile_all(request.groups)
+        processes = procfs.list_processes(self._sampler.uid)
+        matched = {m.describe(): [p for p in processes if m.matches(p)] for m in compiled}
+        missing = [name for name, found in matched.items() if not found]
+        if missing:
+            raise NotFound(f"no running process matches {', '.join(missing)}")
+        watch = {tid for found in matched.values() for p in found for tid in procfs.thread_ids(p.pid)}
+        window, _ = await asyncio.to_thread(self._sampler.window, duration_s, MEASURE_TICK, watch)
+        return _measurement(window, compiled, matched)
+
+
+def _measurement(window: Window, compiled: list[matchers.Matcher],
+                 matched: dict[str, list[procfs.ProcessInfo]]) -> observer_pb2.MeasureResponse:
+    duration = max(window.duration_s, 1e-9)
+    capacity = duration * window.num_cpus
+    response = observer_pb2.MeasureResponse(sampler=window.source)
+    response.measured.FromNanoseconds(int(window.duration_s * 1e9))
+    counted: set[int] = set()
+    matched_cpu_ns = 0
+    for matcher in compiled:
+        threads = grouping.select(window.threads.values(), window.processes, matcher)
+        cpu_ns = sum(t.cpu_ns for t in threads)
+        response.groups.append(observer_pb2.GroupMeasurement(
+            matcher=matcher.source,
+            matched_threads=sum(p.num_threads for p in matched[matcher.describe()]),
+            runq_latency=merged(t.latency for t in threads).to_stats(window.source),
+            cpu_share=cpu_ns / 1e9 / capacity,
+            cpu_seconds=cpu_ns / 1e9,
+            wakeups_per_s=sum(t.wakeups for t in threads) / duration,
+            voluntary_switches=sum(t.voluntary for t in threads),
+            involuntary_switches=sum(t.involuntary for t in threads),
+        ))
+        matched_cpu_ns += sum(t.cpu_ns for t in threads if t.tid not in counted)
+        counted.update(t.tid for t in threads)
+    response.foreign_cpu_share = max(0.0, window.host_busy_s - matched_cpu_ns / 1e9) / capacity
+    return response
+
+
+def _max_groups(requested: int) -> int:
+    if requested > MAX_GROUPS_LIMIT:
+        raise InvalidArgument(f"max_groups must be at most {MAX_GROUPS_LIMIT}, got {requested}")
+    return requested or DEFAULT_MAX_GROUPS
+
+
+def _keep(groups: list[profile_pb2.WorkloadGroup], max_groups: int) -> list[profile_pb2.WorkloadGroup]:
+    """The busiest half by CPU and the most frequently waking half (latency-sensitive groups
+    use little CPU), in CPU order."""
+    if len(groups) <= max_groups:
+        return groups
+    by_cpu = groups[:(max_groups + 1) // 2]
+    chosen = {g.group_id for g in by_cpu}
+    for g in sorted(groups, key=lambda g: g.features.wakeups_per_s, reverse=True):
+        if len(chosen) >= max_groups:
+            break
+        chosen.add(g.group_id)
+    return [g for g in groups if g.group_id in chosen]
+

@@ -1,0 +1,39 @@
+"""Profiles the host continuously and publishes every window's profile on JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from schedcp import topology
+from schedcp.bus import Bus
+from schedcp.v1 import profile_pb2
+from services.observer.profiler import Profiler
+from services.observer.sampling import PROFILE_TICK, Sampler
+
+log = logging.getLogger(__name__)
+
+
+class ProfilePublisher:
+    """Back-to-back windows of `interval_s` (each window starts where the last ended, so the
+    host is scanned once per interval), each published on `schedcp.profile.<host>`."""
+
+    def __init__(self, bus: Bus, host_id: str, sampler: Sampler, profiler: Profiler, interval_s: float) -> None:
+        self._bus = bus
+        self._subject = topology.subject(topology.Kind.PROFILE, host_id)
+        self._sampler = sampler
+        self._profiler = profiler
+        self._interval_s = interval_s
+        self.published = 0
+
+    async def run(self) -> None:
+        state = await asyncio.to_thread(self._sampler.begin)
+        while not self._sampler.stop.is_set():
+            window, state = await asyncio.to_thread(self._sampler.window, self._interval_s, PROFILE_TICK, None, state)
+            profile = await asyncio.to_thread(self._profiler.build, window, profile_pb2.DETAIL_LEVEL_FULL)
+            try:
+                # Not traced: a profile every few seconds is not part of any decision cycle.
+                await self._bus.publish(self._subject, profile, msg_id=profile.profile_id, traced=False)
+                self.published += 1
+            except Exception as exc:  # NATS down or slow: keep profiling, the next one may get through
+                log.warning("could not publish profile %s: %s", profile.profile_id, exc)

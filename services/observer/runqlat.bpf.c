@@ -1,0 +1,99 @@
+// Per-thread scheduling counters from the sched tracepoints, for the schedcp observer.
+//
+// Only tracepoint fields (TRACEPOINT_PROBE, described by tracefs formats) are read, never
+// struct task_struct: BCC compiles against whatever kernel headers it finds, and on hosts
+// whose headers do not match the running kernel a struct read would return garbage.
+//
+// Counters are cumulative and never reset by the reader, so several readers (periodic
+// profiles, GetProfile, Measure) can take overlapping deltas independently.
+
+#define SLOTS 40   // log2 ns buckets: slot s holds [2^(s-1), 2^s) ns; the last one is open-ended
+#define TASK_RUNNING 0
+
+struct thread_stats {
+    u64 runq_slots[SLOTS];
+    u64 runq_delay_ns;   // time spent runnable, waiting for a CPU
+    u64 runs;            // times it got a CPU after waiting
+    u64 wakeups;
+    u64 cpu_ns;
+    u64 voluntary;       // switched out because it blocked
+    u64 involuntary;     // switched out while still runnable (preempted, yielded)
+    u32 tgid;            // learnt when the thread is switched out (it is `current` then)
+    u32 pad;
+};
+
+// When each runnable thread joined a run queue. LRU: a thread that exits while runnable
+// must not leak an entry.
+BPF_TABLE("lru_hash", u32, u64, enqueued_at, 65536);
+BPF_HASH(stats, u32, struct thread_stats, 32768);
+// When the thread now on this CPU got it.
+BPF_PERCPU_ARRAY(oncpu_since, u64, 1);
+
+static __always_inline struct thread_stats *stats_of(u32 tid) {
+    struct thread_stats zero = {};
+    return stats.lookup_or_try_init(&tid, &zero);
+}
+
+static __always_inline void mark_enqueued(u32 tid, u64 now) {
+    if (tid)
+        enqueued_at.update(&tid, &now);
+}
+
+static __always_inline int on_wakeup(u32 tid) {
+    if (!tid)
+        return 0;
+    mark_enqueued(tid, bpf_ktime_get_ns());
+    struct thread_stats *s = stats_of(tid);
+    if (s)
+        __sync_fetch_and_add(&s->wakeups, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_wakeup) { return on_wakeup(args->pid); }
+
+TRACEPOINT_PROBE(sched, sched_wakeup_new) { return on_wakeup(args->pid); }
+
+TRACEPOINT_PROBE(sched, sched_switch) {
+    u64 now = bpf_ktime_get_ns();
+    u32 prev = args->prev_pid, next = args->next_pid;
+    int zero_key = 0;
+    u64 *since = oncpu_since.lookup(&zero_key);
+
+    if (prev) {
+        struct thread_stats *s = stats_of(prev);
+        // Since 6.x a preempted task reports state bits above 0xff (TASK_REPORT_MAX);
+        // only the low byte says whether it blocked.
+        int still_runnable = (args->prev_state & 0xff) == TASK_RUNNING;
+        if (still_runnable)
+            mark_enqueued(prev, now);
+        if (s) {
+            s->tgid = bpf_get_current_pid_tgid() >> 32;
+            if (since && *since && now > *since)
+                __sync_fetch_and_add(&s->cpu_ns, now - *since);
+            if (still_runnable)
+                __sync_fetch_and_add(&s->involuntary, 1);
+            else
+                __sync_fetch_and_add(&s->voluntary, 1);
+        }
+    }
+    if (since)
+        *since = now;
+    if (!next)
+        return 0;
+
+    u64 *queued = enqueued_at.lookup(&next);
+    if (!queued)
+        return 0;
+    u64 delta = now - *queued;
+    enqueued_at.delete(&next);
+    struct thread_stats *s = stats_of(next);
+    if (!s)
+        return 0;
+    u32 slot = bpf_log2l(delta);
+    if (slot >= SLOTS)
+        slot = SLOTS - 1;
+    __sync_fetch_and_add(&s->runq_slots[slot], 1);
+    __sync_fetch_and_add(&s->runq_delay_ns, delta);
+    __sync_fetch_and_add(&s->runs, 1);
+    return 0;
+}

@@ -1,0 +1,266 @@
+"""Sampling windows: what every thread did between two points in time.
+
+Two sources fill the same `Window`:
+- `ProcfsSource` (always available; an unprivileged observer sees its own user's tasks):
+  cumulative schedstat/status counters at both ends. Run-queue latency per wakeup is not in
+  procfs, so the threads that matter (those active just before the window, or the ones a
+  Measure watches) are re-read every tick and each tick contributes its mean wait per run;
+  percentiles are therefore of per-tick means, flatter than per-event ones.
+- `BpfSource` (root): per-event counters from the sched tracepoints (bpf.py), exact log2
+  histograms; procfs is read only for the processes that were active.
+
+Consecutive windows can share their boundary (`previous=`), so a periodic profile costs one
+scan per interval, not two.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from schedcp import procfs
+from schedcp.errors import StartupError
+from schedcp.procfs import HostScan, ProcessInfo
+from services.observer.bpf import BpfCounters, BpfSampler, BpfUnavailable
+from services.observer.histogram import Histogram
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ThreadActivity:
+    """What one thread did during a window."""
+
+    tid: int
+    pid: int
+    cpu_ns: int = 0
+    run_delay_ns: int = 0
+    runs: int = 0
+    wakeups: int = 0
+    voluntary: int = 0
+    involuntary: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+
+
+@dataclass
+class Window:
+    """Every thread's activity between `started_at` and `started_at + duration_s`."""
+
+    started_at: float  # wall clock, seconds since the epoch
+    duration_s: float
+    processes: dict[int, ProcessInfo]
+    threads: dict[int, ThreadActivity]
+    host_busy_s: float
+    source: str
+    num_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """How often a procfs window re-reads its watched threads, within a read budget."""
+
+    interval_s: float
+    max_reads_per_s: float
+
+    def for_threads(self, n: int) -> float:
+        return max(self.interval_s, n / self.max_reads_per_s)
+
+
+PROFILE_TICK = Tick(0.1, 300)
+MEASURE_TICK = Tick(0.01, 2000)
+
+
+class ProcfsSource:
+    name = "procfs"
+
+    def __init__(self, uid: int | None = None) -> None:
+        self._scanner = procfs.ProcfsScanner(uid)
+
+    def begin(self) -> HostScan:
+        return self._scanner.scan()
+
+    def finish(self, start: HostScan, until: float, stop: threading.Event, tick: Tick,
+               watch: set[int] | None = None) -> tuple[Window, HostScan]:
+        watched = {tid: start.threads[tid] for tid in (watch if watch is not None else start.active)
+                   if tid in start.threads}
+        latencies, last = self._tick(watched, until, stop, tick)
+        end = self._scanner.scan()
+        threads = {}
+        for tid, after in end.threads.items():
+            before = start.threads.get(tid)
+            activity = _procfs_delta(before, after)
+            if activity is None:
+                continue
+            # What the ticks did not see (all of it for unwatched threads) is one mean sample.
+            seen = last.get(tid, before)
+            runs = after.runs - (seen.runs if seen else 0)
+            activity.latency = latencies.get(tid) or Histogram()
+            if runs > 0:
+                activity.latency.add((after.run_delay_ns - (seen.run_delay_ns if seen else 0)) / runs, runs)
+            threads[tid] = activity
+        window = Window(_wall(start.taken_at), end.taken_at - start.taken_at, end.processes, threads,
+                        end.host_busy_s - start.host_busy_s, self.name)
+        return window, end
+
+    @staticmethod
+    def _tick(watched: dict[int, procfs.ThreadCounters], until: float, stop: threading.Event,
+              tick: Tick) -> tuple[dict[int, Histogram], dict[int, procfs.ThreadCounters]]:
+        """Re-read watched threads' schedstat until `until`; each read adds its mean wait per run."""
+        latencies: dict[int, Histogram] = {}
+        interval = tick.for_threads(len(watched))
+        last = dict(watched)
+        while (remaining := until - time.monotonic()) > 0 and not stop.wait(min(interval, remaining)):
+            for tid, seen in list(last.items()):
+                stat = procfs.read_schedstat(seen.pid, tid)
+                if stat is None:
+                    del last[tid]
+                    continue
+                cpu_ns, delay, runs = stat
+                if runs > seen.runs:
+                    latencies.setdefault(tid, Histogram()).add((delay - seen.run_delay_ns) / (runs - seen.runs),
+                                                                runs - seen.runs)
+                    last[tid] = procfs.ThreadCounters(tid, seen.pid, cpu_ns, delay, runs, 0, 0)
+        return latencies, last
+
+
+def _procfs_delta(before: procfs.ThreadCounters | None, after: procfs.ThreadCounters) -> ThreadActivity | None:
+    b = before or procfs.ThreadCounters(after.tid, after.pid, 0, 0, 0, 0, 0)
+    if after.runs == b.runs and after.cpu_ns == b.cpu_ns:
+        return None
+    voluntary = max(0, after.voluntary - b.voluntary)
+    return ThreadActivity(
+        tid=after.tid, pid=after.pid, cpu_ns=max(0, after.cpu_ns - b.cpu_ns),
+        run_delay_ns=max(0, after.run_delay_ns - b.run_delay_ns), runs=max(0, after.runs - b.runs),
+        # Every voluntary switch is a sleep that ended (or will end) in a wakeup.
+        wakeups=voluntary, voluntary=voluntary, involuntary=max(0, after.involuntary - b.involuntary),
+    )
+
+
+@dataclass
+class BpfState:
+    taken_at: float
+    counters: dict[int, BpfCounters]
+    host_busy_s: float
+
+
+class BpfSource:
+    name = "bpf"
+
+    def __init__(self, sampler: BpfSampler) -> None:
+        self._sampler = sampler
+        self._processes: dict[int, ProcessInfo] = {}
+
+    def begin(self) -> BpfState:
+        return BpfState(time.monotonic(), self._sampler.read(), procfs.host_cpu_busy_s())
+
+    def finish(self, start: BpfState, until: float, stop: threading.Event, tick: Tick,
+               watch: set[int] | None = None) -> tuple[Window, BpfState]:
+        stop.wait(max(0.0, until - time.monotonic()))
+        end = self.begin()
+        threads = {}
+        for tid, after in end.counters.items():
+            activity = _bpf_delta(start.counters.get(tid), after)
+            if activity is not None:
+                threads[tid] = activity
+        processes = self._resolve_processes(threads)
+        threads = {tid: t for tid, t in threads.items() if t.pid in processes}
+        window = Window(_wall(start.taken_at), end.taken_at - start.taken_at, processes, threads,
+                        end.host_busy_s - start.host_busy_s, self.name)
+        return window, end
+
+    def _resolve_processes(self, threads: dict[int, ThreadActivity]) -> dict[int, ProcessInfo]:
+        """ProcessInfo for each active thread's process, re-read once per window (comm and
+        cgroup can change); a process that already exited keeps its last known info."""
+        found: dict[int, ProcessInfo] = {}
+        for activity in threads.values():
+            if not activity.pid:
+                activity.pid = _tgid_of(activity.tid)
+            pid = activity.pid
+            if pid and pid not in found:
+                info = procfs.read_process(pid) or self._processes.get(pid)
+                if info is not None:
+                    found[pid] = info
+        self._processes = found
+        return found
+
+
+def _tgid_of(tid: int) -> int:
+    raw = procfs.read_bytes(f"{procfs.PROC}/{tid}/status") or b""
+    start = raw.find(b"\nTgid:")
+    return int(raw[start + 6:raw.index(b"\n", start + 1)]) if start >= 0 else 0
+
+
+def _bpf_delta(before: BpfCounters | None, after: BpfCounters) -> ThreadActivity | None:
+    if before is not None and after.runs == before.runs and after.cpu_ns == before.cpu_ns \
+            and after.wakeups == before.wakeups:
+        return None
+    after_hist = Histogram(after.runq_slots, after.runq_delay_ns)
+    latency = after_hist.minus(Histogram(before.runq_slots, before.runq_delay_ns)) if before else after_hist
+    b = before
+    return ThreadActivity(
+        tid=after.tid, pid=after.tgid,
+        cpu_ns=after.cpu_ns - (b.cpu_ns if b else 0),
+        run_delay_ns=after.runq_delay_ns - (b.runq_delay_ns if b else 0),
+        runs=after.runs - (b.runs if b else 0),
+        wakeups=after.wakeups - (b.wakeups if b else 0),
+        voluntary=after.voluntary - (b.voluntary if b else 0),
+        involuntary=after.involuntary - (b.involuntary if b else 0),
+        latency=latency,
+    )
+
+
+def _wall(monotonic_at: float) -> float:
+    return time.time() - (time.monotonic() - monotonic_at)
+
+
+class Sampler:
+    """The observer's sampling source, chosen once at start.
+
+    mode "bpf" requires BPF and refuses to start without it; "auto" uses BPF when it can
+    and otherwise says once, in the log and in every profile's `sampler_note`, why it runs
+    procfs-only; "procfs" never loads BPF.
+    """
+
+    def __init__(self, mode: str = "auto") -> None:
+        self.stop = threading.Event()
+        self.note = ""
+        self._bpf: BpfSampler | None = None
+        # An unprivileged observer reads only its own user's tasks in full.
+        self.uid = uid = None if os.geteuid() == 0 else os.getuid()
+        if mode in ("auto", "bpf"):
+            try:
+                self._bpf = BpfSampler()
+            except BpfUnavailable as exc:
+                if mode == "bpf":
+                    raise StartupError(f"SCHEDCP_OBSERVER_MODE=bpf but {exc}") from exc
+                self.note = f"procfs only: {exc}"
+                log.warning("observer runs procfs-only: %s", exc)
+        elif mode != "procfs":
+            raise StartupError(f"SCHEDCP_OBSERVER_MODE must be auto, procfs or bpf, not {mode!r}")
+        if mode == "procfs":
+            self.note = "procfs only: SCHEDCP_OBSERVER_MODE=procfs"
+        if uid is not None:
+            self.note = (self.note + "; " if self.note else "") + f"unprivileged: only uid {uid}'s tasks are visible"
+        self.source: ProcfsSource | BpfSource = BpfSource(self._bpf) if self._bpf else ProcfsSource(uid)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def window(self, duration_s: float, tick: Tick = PROFILE_TICK, watch: set[int] | None = None,
+               previous=None) -> tuple[Window, object]:
+        """Sample for `duration_s` (blocking: run it in a worker thread). Pass the returned
+        state as `previous` to start the next window where this one ended."""
+        start = previous if previous is not None else self.source.begin()
+        return self.source.finish(start, time.monotonic() + duration_s, self.stop, tick, watch)
+
+    def begin(self):
+        return self.source.begin()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self._bpf is not None:
+            self._bpf.close()

@@ -1,0 +1,61 @@
+"""A fixed-length numeric description of a profile, for similarity search in the repository.
+
+Every dimension is scaled to roughly 0..1 so that a plain Euclidean or cosine distance weighs
+them alike. Change a dimension's meaning or order only together with VERSION: the learner
+compares signatures of equal versions only.
+"""
+
+from __future__ import annotations
+
+import math
+
+from schedcp.v1 import profile_pb2
+
+VERSION = 1
+C = profile_pb2
+_CLASSES = (
+    ("latency", C.WORKLOAD_CLASS_LATENCY_SENSITIVE),
+    ("interactive", C.WORKLOAD_CLASS_INTERACTIVE),
+    ("batch", C.WORKLOAD_CLASS_BATCH),
+    ("background", C.WORKLOAD_CLASS_BACKGROUND),
+)
+DIMENSIONS = (
+    "host_cpu_share",
+    *(f"cpu_fraction_{name}" for name, _ in _CLASSES),
+    "batch_demand_per_cpu",
+    "latency_wakeups_log",
+    "latency_p99_log",
+    "latency_groups",
+    "batch_groups",
+    "cpu_pressure",
+    "active_threads_per_cpu_log",
+)
+
+
+def _squash(x: float) -> float:
+    return x / (1.0 + x)
+
+
+def _log_scaled(x: float, decades: float) -> float:
+    return min(1.0, math.log10(1.0 + max(0.0, x)) / decades)
+
+
+def compute(groups: list[profile_pb2.WorkloadGroup], host_cpu_share: float, num_cpus: int,
+            cpu_pressure_avg10: float) -> profile_pb2.WorkloadSignature:
+    by_class = {cls: [g for g in groups if g.classification.workload_class == cls] for _, cls in _CLASSES}
+    total_cpu = sum(g.features.cpu_seconds for g in groups)
+    latency, batch = by_class[C.WORKLOAD_CLASS_LATENCY_SENSITIVE], by_class[C.WORKLOAD_CLASS_BATCH]
+    values = [
+        min(1.0, host_cpu_share),
+        *((sum(g.features.cpu_seconds for g in by_class[cls]) / total_cpu if total_cpu else 0.0)
+          for _, cls in _CLASSES),
+        _squash(sum(g.features.demand for g in batch) / max(num_cpus, 1)),
+        _log_scaled(sum(g.features.wakeups_per_s for g in latency), 6),
+        _log_scaled(max((g.features.runq_latency.p99_us for g in latency), default=0.0), 6),
+        min(len(latency), 8) / 8,
+        min(len(batch), 8) / 8,
+        min(1.0, cpu_pressure_avg10 / 100),
+        _log_scaled(sum(g.features.active_threads for g in groups) / max(num_cpus, 1), 3),
+    ]
+    return profile_pb2.WorkloadSignature(version=VERSION, dimensions=DIMENSIONS, values=[round(v, 4) for v in values])
+
