@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make the project's virtualenv (.venv) on a fresh machine: a Python >= 3.11 with venv (from
-# Debian's packages when missing), then the project and its dev tools from PyPI.
+# Debian's packages when missing), then the project and its dev tools from PyPI; then what
+# the observer's BPF mode and the tests need from Debian (scripts/bpf_setup.sh).
 # Idempotent; `make` calls it whenever pyproject.toml is newer than the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +33,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+VENV=$VENV scripts/bpf_setup.sh
 echo "bootstrap: $VENV ready ($("$VENV/bin/python" --version))" >&2

@@ -117,7 +117,8 @@ class BpfSampler:
         _ensure_tracefs()
         started = time.monotonic()
         try:
-            self._bpf = bcc.BPF(text=PROGRAM.read_text())
+            # -Wno-visibility: BCC declares each tracepoint's args struct inside the probe macro.
+            self._bpf = bcc.BPF(text=PROGRAM.read_text(), cflags=["-Wno-visibility"])
         except Exception as exc:
             raise BpfUnavailable(f"BCC could not compile or attach {PROGRAM.name} against {headers}: {exc}") from exc
         self._stats = self._bpf["stats"]
