@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +110,8 @@ def service_env(nats_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
         "SCHEDCP_HOST_ID": "testhost",
         "SCHEDCP_HEARTBEAT_INTERVAL_S": "0.5",
         "SCHEDCP_SHUTDOWN_GRACE_S": "1",
+        # Tests that are not about the observer do not need it to compile BPF probes.
+        "SCHEDCP_OBSERVER_MODE": "procfs",
     })
     for role in ("observer", "planner", "executor", "verifier", "learner"):
         env[f"SCHEDCP_{role.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
@@ -163,3 +166,38 @@ def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[ServiceProcess
     procs = ServiceProcesses(service_env(nats_server.url, tmp_path / "data"))
     yield procs
     procs.stop_all()
+
+
+# Enough CPU hogs to keep every CPU's run queue several deep: with only two per CPU, EEVDF's
+# wakeup preemption keeps a sleeper's run-queue wait p99 near idle (only p99.9 grows).
+HOGS_PER_CPU = 4
+
+
+@pytest.fixture
+def workload() -> Iterator[Callable[..., subprocess.Popen]]:
+    """Starts commands as this test's own processes, each in its own process group (killed,
+    with everything it forked, at teardown). They stay in the test's session: a new session
+    would get its own autogroup, and the kernel would then shield them from each other."""
+    started: list[subprocess.Popen] = []
+
+    def start(*argv: str) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def cpu_hogs(start: Callable[..., subprocess.Popen], seconds: int = 120) -> subprocess.Popen:
+    """stress-ng CPU workers, HOGS_PER_CPU per CPU; the timeout is only a safety net."""
+    return start("stress-ng", "--cpu", str(HOGS_PER_CPU * (os.cpu_count() or 1)), "--timeout", f"{seconds}s", "-q")
+
+
+def latency_probe(start: Callable[..., subprocess.Popen], seconds: int = 120) -> subprocess.Popen:
+    """cyclictest as a normal (SCHED_OTHER) task waking every millisecond. --laptop: do not
+    touch /dev/cpu_dma_latency, a host-wide setting."""
+    return start("cyclictest", "--policy=other", "--interval=1000", "--quiet", f"--duration={seconds}", "--laptop")

@@ -140,8 +140,8 @@ def test_learner_reads_the_repository_and_rejects_bad_names(stack, nats_server):
 
 def test_unimplemented_calls_say_so(stack):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        call(stack.addr("observer"), lambda ch: observer_pb2_grpc.ObserverServiceStub(ch).GetProfile(
-            observer_pb2.GetProfileRequest()))
+        call(stack.addr("executor"), lambda ch: executor_pb2_grpc.ExecutorServiceStub(ch).Rollback(
+            executor_pb2.RollbackRequest()))
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

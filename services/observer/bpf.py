@@ -118,10 +118,10 @@ class BpfSampler:
         started = time.monotonic()
         try:
             # -Wno-visibility: BCC declares each tracepoint's args struct inside the probe macro.
-            self._bpf = bcc.BPF(text=PROGRAM.read_text(), cflags=["-Wno-visibility"])
+            self._bpf = bcc.BPF(text=PROGRAM.read_bytes(), cflags=["-Wno-visibility"])
         except Exception as exc:
             raise BpfUnavailable(f"BCC could not compile or attach {PROGRAM.name} against {headers}: {exc}") from exc
-        self._stats = self._bpf["stats"]
+        self._stats = self._bpf[b"stats"]
         self._keys = (self._stats.Key * self._stats.max_entries)()
         self._values = (self._stats.Leaf * self._stats.max_entries)()
         self._lock = threading.Lock()

@@ -1,0 +1,142 @@
+"""The observer as a real process: GetProfile, Measure before/after a CPU hog, request
+validation, and the profile stream on JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from schedcp import rpc, topology
+from schedcp.bus import Bus
+from schedcp.v1 import common_pb2, observer_pb2, observer_pb2_grpc, profile_pb2
+from tests.conftest import cpu_hogs, latency_probe
+
+
+def observer_call(addr: str, method: str, request):
+    async def go():
+        async with rpc.channel(addr, default_timeout_s=60) as channel:
+            return await getattr(observer_pb2_grpc.ObserverServiceStub(channel), method)(request)
+
+    return asyncio.run(go())
+
+
+def measure_request(seconds: float, *matchers: common_pb2.GroupMatcher) -> observer_pb2.MeasureRequest:
+    request = observer_pb2.MeasureRequest(groups=matchers)
+    request.duration.FromMilliseconds(int(seconds * 1000))
+    return request
+
+
+def profile_request(seconds: float, **fields) -> observer_pb2.GetProfileRequest:
+    request = observer_pb2.GetProfileRequest(**fields)
+    request.window.FromMilliseconds(int(seconds * 1000))
+    return request
+
+
+@pytest.fixture
+def observer(services):
+    services.start("observer")
+    return services.addr("observer")
+
+
+@pytest.mark.parametrize("mode", ["procfs", "bpf"])
+def test_measure_shows_a_cpu_hog_raising_p99(services, workload, mode):
+    services.env["SCHEDCP_OBSERVER_MODE"] = mode
+    services.start("observer")
+    probe = common_pb2.GroupMatcher(comm="cyclictest")
+    latency_probe(workload)
+    time.sleep(0.5)
+
+    alone = observer_call(services.addr("observer"), "Measure", measure_request(3, probe))
+    cpu_hogs(workload)
+    time.sleep(0.5)
+    with_hog = observer_call(services.addr("observer"), "Measure", measure_request(3, probe))
+
+    for response in (alone, with_hog):
+        assert response.sampler == mode
+        (group,) = response.groups
+        assert group.matched_threads >= 2 and group.runq_latency.samples > 1000
+        assert group.matcher == probe
+    before, after = alone.groups[0].runq_latency, with_hog.groups[0].runq_latency
+    assert after.p99_us > before.p99_us, (before, after)
+    assert with_hog.foreign_cpu_share > alone.foreign_cpu_share
+
+
+def test_get_profile_over_grpc(observer, workload):
+    latency_probe(workload)
+    profile = observer_call(observer, "GetProfile", profile_request(
+        1.5, detail=profile_pb2.DETAIL_LEVEL_DETAILED, grouping=profile_pb2.GROUPING_KIND_PROCESS, max_groups=3))
+    assert profile.host.host_id == "testhost"
+    assert profile.window.ToTimedelta().total_seconds() == pytest.approx(1.5, abs=0.3)
+    assert [t.level for t in profile.texts] == [profile_pb2.DETAIL_LEVEL_SUMMARY, profile_pb2.DETAIL_LEVEL_DETAILED]
+    assert 0 < len(profile.groups) <= 3
+    assert profile.grouping == profile_pb2.GROUPING_KIND_PROCESS
+    probe = next(g for g in profile.groups if g.name.startswith("cyclictest["))
+    assert probe.kind == profile_pb2.GROUPING_KIND_PROCESS and probe.group_id == f"pid:{probe.matcher.pid}"
+    # A group id from a profile names the same threads in a Measure.
+    same_group = common_pb2.GroupMatcher(group_id=probe.group_id)
+    measured = observer_call(observer, "Measure", measure_request(0.5, same_group))
+    assert measured.groups[0].matched_threads == probe.features.threads
+
+
+BAD_REQUESTS = [
+    ("Measure", measure_request(1), "at least one group matcher"),
+    ("Measure", measure_request(1, common_pb2.GroupMatcher()), "must set one of"),
+    ("Measure", measure_request(1, common_pb2.GroupMatcher(pid=0)), "positive process id"),
+    ("Measure", measure_request(1, common_pb2.GroupMatcher(comm="a-name-longer-than-15")), "1 to 15 bytes"),
+    ("Measure", measure_request(1, common_pb2.GroupMatcher(comm_regex="(unclosed")), "not a valid regular expression"),
+    ("Measure", measure_request(1, common_pb2.GroupMatcher(cgroup="relative/path")), "absolute cgroup path"),
+    ("Measure", measure_request(1, common_pb2.GroupMatcher(group_id="nonsense")), "not a profile group id"),
+    ("Measure", measure_request(0, common_pb2.GroupMatcher(pid=1)), "duration is required"),
+    ("Measure", measure_request(9999, common_pb2.GroupMatcher(pid=1)), "between 0.1 s and 600 s"),
+    ("GetProfile", profile_request(0.01), "between 0.1 s and 300 s"),
+    ("GetProfile", profile_request(1, max_groups=100000), "max_groups must be at most"),
+]
+
+
+@pytest.mark.parametrize(("method", "request_", "words"), BAD_REQUESTS, ids=[w for _, _, w in BAD_REQUESTS])
+def test_bad_requests_are_invalid_argument(observer, method, request_, words):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        observer_call(observer, method, request_)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in caught.value.details()
+
+
+def test_measure_of_nothing_running_is_not_found(observer):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        observer_call(observer, "Measure", measure_request(1, common_pb2.GroupMatcher(comm="no-such-task")))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "comm='no-such-task'" in caught.value.details()
+
+
+def test_profiles_are_published_on_jetstream(services, nats_server):
+    services.env["SCHEDCP_PROFILE_INTERVAL_S"] = "0.5"
+    services.start("observer")
+
+    async def first_two() -> list[profile_pb2.WorkloadProfile]:
+        bus = await Bus.connect(nats_server.url, "test")
+        got: list[profile_pb2.WorkloadProfile] = []
+        done = asyncio.Event()
+
+        async def on_profile(profile, delivery) -> None:
+            got.append(profile)
+            if len(got) == 2:
+                done.set()
+
+        await bus.subscribe(topology.subject(topology.Kind.PROFILE, "testhost"), profile_pb2.WorkloadProfile,
+                            on_profile, durable="test-profiles")
+        try:
+            await asyncio.wait_for(done.wait(), 15)
+        finally:
+            await bus.close()
+        return got
+
+    first, second = asyncio.run(first_two())
+    assert first.host.host_id == second.host.host_id == "testhost"
+    assert first.profile_id != second.profile_id
+    # Back-to-back windows: the second starts where the first ended.
+    first_end = first.window_start.ToNanoseconds() + first.window.ToNanoseconds()
+    assert abs(second.window_start.ToNanoseconds() - first_end) < 50_000_000
+    assert first.groups and first.texts and first.signature.values
