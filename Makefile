@@ -1,6 +1,7 @@
 # schedcp entry points. Every target bootstraps what it needs on a fresh machine.
-#   make run    start the local stack, show it healthy, stop it
+#   make run    start the local stack, show it healthy, profile this host, stop it
 #   make test   lint, then run the test suite
+#   make bench  benchmarks; reports (JSON, markdown, PNG) in bench/results/
 #   make protos regenerate schedcp/v1 from protos/ (commit the result)
 #   make lint   ruff
 
@@ -8,10 +9,11 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 SCHEDCP   := $(VENV)/bin/schedcp
 STAMP     := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 # `make run` keeps its stack's state inside the checkout, not in the user's state dir.
 RUN_ENV   := SCHEDCP_DATA_DIR=$(CURDIR)/.schedcp
 
-.PHONY: install run test protos lint clean
+.PHONY: install run test bench protos lint clean
 
 install: $(STAMP)
 
@@ -21,16 +23,23 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 run: $(STAMP)
 	$(RUN_ENV) $(SCHEDCP) up --detach
-	@$(RUN_ENV) $(SCHEDCP) hosts; rc=$$?; $(RUN_ENV) $(SCHEDCP) down; exit $$rc
+	@$(RUN_ENV) $(SCHEDCP) hosts && $(RUN_ENV) $(SCHEDCP) profile --window 2; rc=$$?; $(RUN_ENV) $(SCHEDCP) down; exit $$rc
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench.observer_overhead
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check schedcp services tests scripts
+	$(VENV)/bin/ruff check schedcp services tests scripts bench
 
 clean:
 	rm -rf $(VENV) .schedcp .pytest_cache .ruff_cache *.egg-info

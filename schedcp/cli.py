@@ -23,7 +23,7 @@ from schedcp.config import ConfigError, Settings, load_settings
 from schedcp.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE, DependencyUnavailable, StartupError
 from schedcp.probe import ServiceStatus, probe_all
 from schedcp.stack import LocalStack
-from schedcp.v1 import planner_pb2, planner_pb2_grpc
+from schedcp.v1 import observer_pb2, observer_pb2_grpc, planner_pb2, planner_pb2_grpc, profile_pb2
 
 # Piped output gets wide tables instead of rich's 80-column fallback.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -118,6 +118,59 @@ def cmd_hosts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _observer_addr(settings: Settings, host: str | None) -> str:
+    """The local observer, or the one `host` registered (asked of the planner)."""
+    if not host:
+        return settings.observer_addr
+    async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
+        hosts = (await planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(planner_pb2.ListHostsRequest())).hosts
+    for h in hosts:
+        if h.host_id == host:
+            return h.observer_addr
+    known = ", ".join(sorted(h.host_id for h in hosts)) or "none"
+    raise DependencyUnavailable(f"no host {host!r} is registered (registered: {known}); see `schedcp hosts`")
+
+
+_DETAIL = {"summary": profile_pb2.DETAIL_LEVEL_SUMMARY, "detailed": profile_pb2.DETAIL_LEVEL_DETAILED,
+           "full": profile_pb2.DETAIL_LEVEL_FULL}
+_GROUPING = {"comm": profile_pb2.GROUPING_KIND_COMM, "process": profile_pb2.GROUPING_KIND_PROCESS,
+             "cgroup": profile_pb2.GROUPING_KIND_CGROUP}
+_CLASS = {profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE: "latency", profile_pb2.WORKLOAD_CLASS_BATCH: "batch",
+          profile_pb2.WORKLOAD_CLASS_INTERACTIVE: "interactive", profile_pb2.WORKLOAD_CLASS_BACKGROUND: "background"}
+
+
+def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
+    request = observer_pb2.GetProfileRequest(detail=_DETAIL[args.detail], grouping=_GROUPING[args.grouping],
+                                             max_groups=args.max_groups)
+    request.window.FromMilliseconds(int(args.window * 1000))
+
+    async def fetch() -> profile_pb2.WorkloadProfile:
+        addr = await _observer_addr(settings, args.host)
+        async with rpc.channel(addr, settings.rpc_timeout_s + args.window) as channel:
+            return await observer_pb2_grpc.ObserverServiceStub(channel).GetProfile(request)
+
+    if not args.json:
+        err.print(f"sampling {args.host or 'this host'} for {args.window:g} s ...", highlight=False)
+    profile = asyncio.run(fetch())
+    if args.json:
+        print(json_format.MessageToJson(profile, indent=2))
+        return 0
+    table = Table(title=f"{profile.host.host_id}: workload over {args.window:g} s ({profile.sampler})",
+                  title_justify="left")
+    for column in ("group", "class", "conf", "cpu %", "demand", "wakeups/s", "burst us", "wait p50 us",
+                   "wait p99 us"):
+        table.add_column(column, justify="left" if column in ("group", "class") else "right")
+    for g in profile.groups:
+        f = g.features
+        table.add_row(g.name, _CLASS.get(g.classification.workload_class, "?"),
+                      f"{g.classification.confidence:.2f}", f"{100 * f.cpu_share:.1f}", f"{f.demand:.2f}",
+                      f"{f.wakeups_per_s:.0f}", f"{f.mean_burst_us:.0f}", f"{f.runq_latency.p50_us:.0f}",
+                      f"{f.runq_latency.p99_us:.0f}")
+    out.print(table)
+    out.print(profile.texts[-1].text, markup=False, highlight=False)
+    return 0
+
+
 def cmd_version(settings: Settings, args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -149,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
                  "Exits 1 when any service is not serving.")
     status.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each service")
     add("hosts", cmd_hosts, "List the hosts whose observers registered with the fleet.")
+    profile = add("profile", cmd_profile, "Sample a host's workload and show its groups, their class "
+                  "(latency-sensitive, batch, interactive, background) and run-queue waits.")
+    profile.add_argument("host", nargs="?", help="a registered host id (default: this host's observer)")
+    profile.add_argument("-w", "--window", type=float, default=2.0, help="seconds to sample (default 2)")
+    profile.add_argument("--detail", choices=list(_DETAIL), default="summary",
+                         help="how much text to print after the table (default summary)")
+    profile.add_argument("--grouping", choices=list(_GROUPING), default="comm",
+                         help="group threads by process name (default), process id, or cgroup")
+    profile.add_argument("--max-groups", type=int, default=0, help="show at most this many groups (default 20)")
     add("version", cmd_version, "Print the schedcp version.")
     return parser
 

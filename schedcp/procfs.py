@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 PROC = "/proc"
 # /proc/<pid>/stat `flags` bit for kernel threads (include/linux/sched.h).
@@ -34,9 +35,9 @@ def read_bytes(path: str) -> bytes | None:
         os.close(fd)
 
 
-@dataclass(frozen=True, slots=True)
-class ThreadCounters:
-    """Cumulative scheduler counters of one thread, as the kernel keeps them."""
+class ThreadCounters(NamedTuple):
+    """Cumulative scheduler counters of one thread, as the kernel keeps them. (A NamedTuple:
+    one is made per thread per scan, and tuples are the cheapest to make.)"""
 
     tid: int
     pid: int
@@ -239,7 +240,9 @@ class ProcfsScanner:
             if not name.isdigit():
                 continue
             pid = int(name)
-            tids = thread_ids(pid)
+            known = self._processes.get(pid)
+            # A single-threaded process's only thread is itself: no need to list its tasks.
+            tids = [pid] if known is not None and known.num_threads == 1 else thread_ids(pid)
             ran = self._scan_threads(pid, tids, threads, active)
             process = self._process(pid, refresh=ran)
             if process is None or (self._uid is not None and process.uid != self._uid):
@@ -269,6 +272,9 @@ class ProcfsScanner:
                 os.close(fd)
             previous = cache.get(tid)
             if previous is not None and previous.runs == runs and previous.pid == pid:
+                if previous.cpu_ns == cpu_ns and previous.run_delay_ns == run_delay_ns:
+                    out[tid] = previous  # untouched since the last scan, as most threads are
+                    continue
                 voluntary, involuntary = previous.voluntary, previous.involuntary
             else:
                 ran = True

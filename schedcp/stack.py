@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from schedcp.config import ENV_PREFIX, Role, Settings, addr_env_var, env_var
 from schedcp.errors import StartupError
-from schedcp.net import port_free, split_address
+from schedcp.net import free_port, port_free, split_address
 from schedcp.probe import ServiceStatus, probe_all
 
 READY_TIMEOUT_S = 30.0
@@ -51,6 +51,14 @@ def _start_ticks(pid: int) -> int:
         return -1
     fields = stat.rsplit(")", 1)[1].split()
     return -1 if fields[0] == "Z" else int(fields[19])
+
+
+def ephemeral_env(host: str = "127.0.0.1") -> dict[str, str]:
+    """SCHEDCP_NATS_URL and every service's address variable on ports free right now: a
+    private stack beside any other (tests, benchmarks)."""
+    env = {env_var("nats_url"): f"nats://{host}:{free_port(host)}"}
+    env.update({addr_env_var(role): f"{host}:{free_port(host)}" for role in Role})
+    return env
 
 
 def nats_server_binary() -> str:

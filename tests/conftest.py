@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from schedcp.probe import probe
-from schedcp.stack import nats_server_binary
+from schedcp.stack import ephemeral_env, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,12 +37,6 @@ def spans() -> InMemorySpanExporter:
     """Spans finished in this test process (cleared before each test)."""
     _EXPORTER.clear()
     return _EXPORTER
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -104,6 +98,7 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 def service_env(nats_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """An environment for schedcp processes: this test's NATS, free ports, a private data dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDCP_", "OTEL_"))}
+    env.update(ephemeral_env())
     env.update({
         "SCHEDCP_NATS_URL": nats_url,
         "SCHEDCP_DATA_DIR": str(data_dir),
@@ -113,8 +108,6 @@ def service_env(nats_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
         # Tests that are not about the observer do not need it to compile BPF probes.
         "SCHEDCP_OBSERVER_MODE": "procfs",
     })
-    for role in ("observer", "planner", "executor", "verifier", "learner"):
-        env[f"SCHEDCP_{role.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
     env.update(extra)
     return env
 

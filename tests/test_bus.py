@@ -7,8 +7,8 @@ import pytest
 from schedcp import topology
 from schedcp.bus import REASON_HEADER, Bus, Delivery
 from schedcp.errors import DependencyUnavailable, InvalidArgument
+from schedcp.net import free_port
 from schedcp.v1 import cycle_pb2, deployment_pb2, info_pb2
-from tests.conftest import free_port
 
 
 @pytest.fixture

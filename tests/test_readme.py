@@ -5,7 +5,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port, service_env
+from schedcp.net import free_port
+from tests.conftest import ROOT, service_env
 
 SCHEDCP = Path(ROOT / ".venv" / "bin" / "schedcp")
 
@@ -33,6 +34,8 @@ def test_readme_tour_runs(tmp_path):
     assert [(s["role"], s["health"]) for s in statuses] == [
         (role, "SERVING") for role in ("observer", "planner", "executor", "verifier", "learner")]
     assert "testhost" in outputs["hosts"]
+    profile = outputs["profile --window 1 --detail detailed"]
+    assert "testhost: workload over 1 s (procfs)" in profile and "Groups by process name" in profile
     assert "stopped observer, planner, executor, verifier, learner, nats" in outputs["down"]
     # After `down` nothing answers any more.
     after = subprocess.run([str(SCHEDCP), "--json", "status", "--timeout", "0.5"], env=env,

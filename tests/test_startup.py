@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, free_port, service_env
+from schedcp.net import free_port
+from tests.conftest import ROOT, service_env
 
 
 def start(role: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ works because the program reads tracepoint fields only (see the comment in the C
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import errno
@@ -124,8 +125,14 @@ class BpfSampler:
         self._stats = self._bpf[b"stats"]
         self._keys = (self._stats.Key * self._stats.max_entries)()
         self._values = (self._stats.Leaf * self._stats.max_entries)()
+        # The value struct as 64-bit words: where each field starts (runqlat.bpf.c's layout).
+        leaf = self._stats.Leaf
+        self._stride = ctypes.sizeof(leaf) // 8
+        self._word = {name: getattr(leaf, name).offset // 8 for name, _ in leaf._fields_}
+        self._slots = leaf.runq_slots.size // 8
         self._lock = threading.Lock()
         self._dead_since: dict[int, float] = {}
+        self._previous: dict[int, BpfCounters] = {}
         self._last_prune = time.monotonic()
         log.info("BPF probes attached to sched_wakeup/sched_wakeup_new/sched_switch in %.2f s (headers: %s)",
                  time.monotonic() - started, headers)
@@ -133,21 +140,36 @@ class BpfSampler:
     def read(self) -> dict[int, BpfCounters]:
         """Every thread's cumulative counters. Safe to call from several threads."""
         with self._lock:
+            total = self._lookup_all()
+            # One copy of the raw values as 64-bit words: indexing it is far cheaper than
+            # reading ctypes fields entry by entry (this runs for every thread every interval).
+            words = array.array("Q", bytes(memoryview(self._values).cast("B")[:total * self._stride * 8]))
+            field, stride, slots = self._word, self._stride, self._slots
             out = {}
-            for key, value in self._lookup_all():
-                tid = int(key)
+            previous = self._previous
+            for i, tid in enumerate(self._keys[:total]):
+                at = i * stride
+                runs, wakeups = words[at + field["runs"]], words[at + field["wakeups"]]
+                cpu_ns = words[at + field["cpu_ns"]]
+                seen = previous.get(tid)
+                # Most threads did nothing since the last read: keep their previous record.
+                if seen is not None and seen.runs == runs and seen.wakeups == wakeups and seen.cpu_ns == cpu_ns:
+                    out[tid] = seen
+                    continue
                 out[tid] = BpfCounters(
-                    tid=tid, tgid=value.tgid, runq_slots=tuple(value.runq_slots),
-                    runq_delay_ns=value.runq_delay_ns, runs=value.runs, wakeups=value.wakeups,
-                    cpu_ns=value.cpu_ns, voluntary=value.voluntary, involuntary=value.involuntary,
+                    tid=tid, tgid=words[at + field["tgid"]] & 0xFFFFFFFF, runq_slots=words[at:at + slots],
+                    runq_delay_ns=words[at + field["runq_delay_ns"]], runs=runs, wakeups=wakeups, cpu_ns=cpu_ns,
+                    voluntary=words[at + field["voluntary"]], involuntary=words[at + field["involuntary"]],
                 )
             if time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
                 self._prune(out)
+            self._previous = out
             return out
 
-    def _lookup_all(self):
-        """(key, value) of every entry, with BPF_MAP_LOOKUP_BATCH into buffers kept between
-        reads (BCC's own items_lookup_batch allocates room for the whole map on every call)."""
+    def _lookup_all(self) -> int:
+        """Copy every entry into self._keys/_values with BPF_MAP_LOOKUP_BATCH (buffers kept
+        between reads: BCC's items_lookup_batch allocates room for the whole map each call);
+        returns how many there are."""
         bcc = sys.modules["bcc"]
         batch = ctypes.c_uint32(0)
         count = ctypes.c_uint32(0)
@@ -165,7 +187,7 @@ class BpfSampler:
                 if errcode != errno.ENOENT:
                     raise OSError(errcode, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(errcode)}")
                 break
-        return ((self._keys[i], self._values[i]) for i in range(total))
+        return total
 
     def _prune(self, counters: dict[int, BpfCounters]) -> None:
         now = self._last_prune = time.monotonic()

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from schedcp import matchers, procfs
 from schedcp.procfs import ProcessInfo
 from schedcp.v1 import common_pb2, profile_pb2
-from services.observer.histogram import merged
-from services.observer.sampling import ThreadActivity, Window
+from services.observer.sampling import ThreadActivity, Window, latency_of
 
 NS = 1e9
 
@@ -96,7 +95,7 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
         voluntary_ratio=voluntary / switches if switches else 0.0,
         # A burst ends at a switch; a thread that never switched ran the whole window at once.
         mean_burst_us=cpu_ns / max(switches, 1) / 1000,
-        runq_latency=merged(t.latency for t in threads).to_stats(window.source),
+        runq_latency=latency_of(threads).to_stats(window.source),
         threads=sum(p.num_threads for p in group.processes.values()),
         active_threads=sum(1 for t in threads if t.runs or t.cpu_ns),
         cpu_seconds=cpu_ns / NS,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 
 from schedcp.v1 import common_pb2
 
@@ -24,34 +23,32 @@ def slot_of(value_ns: float) -> int:
 
 
 class Histogram:
-    """Counts per log2 slot plus the exact sum, so the mean stays exact."""
+    """Counts per log2 slot (sparse: most threads touch a few slots) plus the exact sum, so
+    the mean stays exact."""
 
     __slots__ = ("counts", "total_ns")
 
-    def __init__(self, counts: Sequence[int] | None = None, total_ns: float = 0.0) -> None:
-        self.counts = list(counts) if counts is not None else [0] * SLOTS
+    def __init__(self, counts: dict[int, int] | None = None, total_ns: float = 0.0) -> None:
+        self.counts = counts if counts is not None else {}
         self.total_ns = float(total_ns)
 
     @property
     def samples(self) -> int:
-        return sum(self.counts)
+        return sum(self.counts.values())
 
     def add(self, value_ns: float, weight: int = 1) -> None:
         """Record `weight` samples of `value_ns`."""
         if weight <= 0:
             return
-        self.counts[slot_of(value_ns)] += weight
+        slot = slot_of(value_ns)
+        self.counts[slot] = self.counts.get(slot, 0) + weight
         self.total_ns += value_ns * weight
 
     def merge(self, other: Histogram) -> None:
-        for i, count in enumerate(other.counts):
-            self.counts[i] += count
+        counts = self.counts
+        for slot, count in other.counts.items():
+            counts[slot] = counts.get(slot, 0) + count
         self.total_ns += other.total_ns
-
-    def minus(self, earlier: Histogram) -> Histogram:
-        """The samples recorded since `earlier` (both cumulative)."""
-        return Histogram([max(0, a - b) for a, b in zip(self.counts, earlier.counts, strict=True)],
-                         max(0.0, self.total_ns - earlier.total_ns))
 
     def percentile_ns(self, q: float) -> float:
         """The q-quantile (0..1), interpolated linearly inside its slot."""
@@ -60,7 +57,7 @@ class Histogram:
             return 0.0
         rank = q * total
         seen = 0
-        for slot, count in enumerate(self.counts):
+        for slot, count in sorted(self.counts.items()):
             if count and seen + count >= rank:
                 lower, upper = slot_bounds_ns(slot)
                 return lower + (upper - lower) * max(0.0, rank - seen) / count
@@ -68,7 +65,7 @@ class Histogram:
         return slot_bounds_ns(self.highest_slot())[1]
 
     def highest_slot(self) -> int:
-        return max((i for i, c in enumerate(self.counts) if c), default=0)
+        return max((i for i, c in self.counts.items() if c), default=0)
 
     def to_stats(self, source: str, with_buckets: bool = True) -> common_pb2.LatencyStats:
         """LatencyStats in microseconds. `max_us` is the upper bound of the highest non-empty
@@ -78,7 +75,7 @@ class Histogram:
             return common_pb2.LatencyStats(source=source)
         buckets = [
             common_pb2.HistogramBucket(lower_us=lo / 1000, upper_us=hi / 1000, count=count)
-            for slot, count in enumerate(self.counts) if count
+            for slot, count in sorted(self.counts.items()) if count
             for lo, hi in [slot_bounds_ns(slot)]
         ] if with_buckets else []
         return common_pb2.LatencyStats(
@@ -93,9 +90,3 @@ class Histogram:
             source=source,
         )
 
-
-def merged(histograms: Iterable[Histogram]) -> Histogram:
-    out = Histogram()
-    for histogram in histograms:
-        out.merge(histogram)
-    return out

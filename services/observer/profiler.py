@@ -12,8 +12,7 @@ from schedcp import matchers, procfs
 from schedcp.errors import InvalidArgument, NotFound
 from schedcp.v1 import host_pb2, observer_pb2, profile_pb2
 from services.observer import classify, describe, grouping, signature
-from services.observer.histogram import merged
-from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Window
+from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Window, latency_of
 
 DEFAULT_WINDOW_S = 2.0
 WINDOW_LIMITS_S = (0.1, 300.0)
@@ -117,7 +116,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
         response.groups.append(observer_pb2.GroupMeasurement(
             matcher=matcher.source,
             matched_threads=sum(p.num_threads for p in matched[matcher.describe()]),
-            runq_latency=merged(t.latency for t in threads).to_stats(window.source),
+            runq_latency=latency_of(threads).to_stats(window.source),
             cpu_share=cpu_ns / 1e9 / capacity,
             cpu_seconds=cpu_ns / 1e9,
             wakeups_per_s=sum(t.wakeups for t in threads) / duration,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from schedcp import topology
 from schedcp.bus import Bus
@@ -27,13 +28,25 @@ class ProfilePublisher:
         self.published = 0
 
     async def run(self) -> None:
-        state = await asyncio.to_thread(self._sampler.begin)
-        while not self._sampler.stop.is_set():
-            window, state = await asyncio.to_thread(self._sampler.window, self._interval_s, PROFILE_TICK, None, state)
-            profile = await asyncio.to_thread(self._profiler.build, window, profile_pb2.DETAIL_LEVEL_FULL)
-            try:
-                # Not traced: a profile every few seconds is not part of any decision cycle.
-                await self._bus.publish(self._subject, profile, msg_id=profile.profile_id, traced=False)
-                self.published += 1
-            except Exception as exc:  # NATS down or slow: keep profiling, the next one may get through
-                log.warning("could not publish profile %s: %s", profile.profile_id, exc)
+        # A thread of its own: long GetProfile/Measure windows in the shared pool cannot delay it.
+        thread = ThreadPoolExecutor(1, thread_name_prefix="profile-publisher")
+        loop = asyncio.get_running_loop()
+        try:
+            state = await loop.run_in_executor(thread, self._sampler.begin)
+            while not self._sampler.stop.is_set():
+                window, state = await loop.run_in_executor(
+                    thread, self._sampler.window, self._interval_s, PROFILE_TICK, None, state)
+                profile = await loop.run_in_executor(thread, self._profiler.build, window,
+                                                     profile_pb2.DETAIL_LEVEL_FULL)
+                await self._publish(profile)
+        finally:
+            # Never block the event loop on a window in progress: Sampler.close() ends it.
+            thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _publish(self, profile: profile_pb2.WorkloadProfile) -> None:
+        try:
+            # Not traced: a profile every few seconds is not part of any decision cycle.
+            await self._bus.publish(self._subject, profile, msg_id=profile.profile_id, traced=False)
+            self.published += 1
+        except Exception as exc:  # NATS down or slow: keep profiling, the next one may get through
+            log.warning("could not publish profile %s: %s", profile.profile_id, exc)

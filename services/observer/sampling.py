@@ -15,10 +15,12 @@ scan per interval, not two.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from schedcp import procfs
@@ -42,7 +44,12 @@ class ThreadActivity:
     wakeups: int = 0
     voluntary: int = 0
     involuntary: int = 0
-    latency: Histogram = field(default_factory=Histogram)
+    # Run-queue waits in the window: a histogram (procfs), or for BPF the cumulative slot
+    # counts at the end and at the start (`base`), subtracted when threads are combined
+    # (latency_of), which is far cheaper than per thread.
+    latency: Histogram | None = None
+    slots: Sequence[int] = ()
+    base: Sequence[int] = ()
 
 
 @dataclass
@@ -69,7 +76,8 @@ class Tick:
         return max(self.interval_s, n / self.max_reads_per_s)
 
 
-PROFILE_TICK = Tick(0.1, 300)
+# Periodic profiles run all the time: a small read budget. Measure is short and asked for: a large one.
+PROFILE_TICK = Tick(0.25, 100)
 MEASURE_TICK = Tick(0.01, 2000)
 
 
@@ -113,6 +121,8 @@ class ProcfsSource:
         interval = tick.for_threads(len(watched))
         last = dict(watched)
         while (remaining := until - time.monotonic()) > 0 and not stop.wait(min(interval, remaining)):
+            if time.monotonic() >= until:
+                break  # the end scan reads these threads anyway
             for tid, seen in list(last.items()):
                 stat = procfs.read_schedstat(seen.pid, tid)
                 if stat is None:
@@ -194,22 +204,46 @@ def _tgid_of(tid: int) -> int:
 
 
 def _bpf_delta(before: BpfCounters | None, after: BpfCounters) -> ThreadActivity | None:
-    if before is not None and after.runs == before.runs and after.cpu_ns == before.cpu_ns \
-            and after.wakeups == before.wakeups:
+    if before is not None and after.runs < before.runs:
+        before = None  # the thread id was reused by a new thread
+    if before is None:
+        before = BpfCounters(after.tid, after.tgid, (), 0, 0, 0, 0, 0, 0)
+    elif after.runs == before.runs and after.cpu_ns == before.cpu_ns and after.wakeups == before.wakeups:
         return None
-    after_hist = Histogram(after.runq_slots, after.runq_delay_ns)
-    latency = after_hist.minus(Histogram(before.runq_slots, before.runq_delay_ns)) if before else after_hist
-    b = before
+    delay = after.runq_delay_ns - before.runq_delay_ns
     return ThreadActivity(
         tid=after.tid, pid=after.tgid,
-        cpu_ns=after.cpu_ns - (b.cpu_ns if b else 0),
-        run_delay_ns=after.runq_delay_ns - (b.runq_delay_ns if b else 0),
-        runs=after.runs - (b.runs if b else 0),
-        wakeups=after.wakeups - (b.wakeups if b else 0),
-        voluntary=after.voluntary - (b.voluntary if b else 0),
-        involuntary=after.involuntary - (b.involuntary if b else 0),
-        latency=latency,
+        cpu_ns=after.cpu_ns - before.cpu_ns,
+        run_delay_ns=delay,
+        runs=after.runs - before.runs,
+        wakeups=after.wakeups - before.wakeups,
+        voluntary=after.voluntary - before.voluntary,
+        involuntary=after.involuntary - before.involuntary,
+        slots=after.runq_slots if after.runs != before.runs else (),
+        base=before.runq_slots if after.runs != before.runs else (),
     )
+
+
+def latency_of(threads: Iterable[ThreadActivity]) -> Histogram:
+    """The run-queue wait histogram of some threads together."""
+    out = Histogram()
+    rows, bases = [], []
+    for thread in threads:
+        if thread.latency is not None:
+            out.merge(thread.latency)
+        elif thread.slots:
+            rows.append(thread.slots)
+            if thread.base:
+                bases.append(thread.base)
+            out.total_ns += thread.run_delay_ns
+    if rows:
+        # Column sums in C (zip(*rows)), then one subtraction per slot.
+        ends = map(sum, zip(*rows, strict=True))
+        starts = map(sum, zip(*bases, strict=True)) if bases else itertools.repeat(0)
+        for slot, (end, start) in enumerate(zip(ends, starts, strict=False)):  # starts may be endless
+            if end != start:
+                out.counts[slot] = out.counts.get(slot, 0) + end - start
+    return out
 
 
 def _wall(monotonic_at: float) -> float:

@@ -1,0 +1,106 @@
+"""The observer's pure parts: histogram percentiles, matchers, classification rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from schedcp import matchers
+from schedcp.errors import InvalidArgument
+from schedcp.procfs import ProcessInfo, parse_cgroups, parse_stat
+from schedcp.v1 import common_pb2, profile_pb2
+from services.observer.classify import classify
+from services.observer.histogram import Histogram, slot_bounds_ns, slot_of
+
+C = profile_pb2
+
+
+def test_histogram_percentiles_fall_in_the_right_bucket_and_the_mean_is_exact():
+    h = Histogram()
+    h.add(5_000, 990)       # 5 us
+    h.add(5_000_000, 10)    # 5 ms: the slowest 1 %
+    lower, upper = slot_bounds_ns(slot_of(5_000))
+    assert lower <= h.percentile_ns(0.50) < upper
+    assert lower <= h.percentile_ns(0.99) <= upper
+    slow_lower, slow_upper = slot_bounds_ns(slot_of(5_000_000))
+    assert slow_lower <= h.percentile_ns(0.999) <= slow_upper
+    stats = h.to_stats("test")
+    assert stats.samples == 1000
+    assert stats.mean_us == pytest.approx((990 * 5 + 10 * 5000) / 1000)
+    assert stats.max_us * 1000 == slow_upper
+    assert sum(b.count for b in stats.histogram) == 1000
+
+
+def test_empty_histogram_has_no_percentiles():
+    stats = Histogram().to_stats("bpf")
+    assert stats.samples == 0 and stats.p99_us == 0 and stats.source == "bpf"
+
+
+def process(pid=10, comm="nginx", cgroup="/system.slice/nginx.service", cmdline="nginx -g daemon off;"):
+    info = ProcessInfo(pid=pid, comm=comm, cgroup=cgroup, unified_cgroup=cgroup, kernel_thread=False,
+                       has_tty=False, uid=0, num_threads=1)
+    info._cmdline = cmdline
+    return info
+
+
+@pytest.mark.parametrize(("matcher", "matches"), [
+    (common_pb2.GroupMatcher(pid=10), True),
+    (common_pb2.GroupMatcher(pid=11), False),
+    (common_pb2.GroupMatcher(comm="nginx"), True),
+    (common_pb2.GroupMatcher(comm="ngin"), False),
+    (common_pb2.GroupMatcher(comm_regex="ngi.x"), True),
+    (common_pb2.GroupMatcher(comm_regex="ngi"), False),  # full match
+    (common_pb2.GroupMatcher(cgroup="/system.slice"), True),  # descendants match
+    (common_pb2.GroupMatcher(cgroup="/system.slice/nginx.service/"), True),
+    (common_pb2.GroupMatcher(cgroup="/system.sl"), False),  # a prefix is not a parent
+    (common_pb2.GroupMatcher(cmdline_regex="daemon off"), True),  # search
+    (common_pb2.GroupMatcher(group_id="comm:nginx"), True),
+    (common_pb2.GroupMatcher(group_id="pid:10"), True),
+    (common_pb2.GroupMatcher(group_id="cgroup:/system.slice/nginx.service"), True),
+    (common_pb2.GroupMatcher(group_id="comm:sshd"), False),
+])
+def test_matchers(matcher, matches):
+    assert matchers.compile_matcher(matcher).matches(process()) is matches
+
+
+def test_a_group_id_names_its_group_again():
+    for kind, key in (("comm", "cyclictest"), ("pid", 42), ("cgroup", "/a/b")):
+        matcher = matchers.matcher_for_group_id(matchers.group_id(kind, key))
+        assert getattr(matcher, kind) == key
+
+
+def test_matcher_errors_say_what_is_wrong():
+    with pytest.raises(InvalidArgument, match="group_id 'pid:x'"):
+        matchers.compile_matcher(common_pb2.GroupMatcher(group_id="pid:x"))
+    with pytest.raises(InvalidArgument, match="longer than 256"):
+        matchers.compile_matcher(common_pb2.GroupMatcher(cmdline_regex="a" * 300))
+
+
+def test_proc_parsers_handle_awkward_names():
+    comm, fields = parse_stat(b"42 (my (odd) name) S 1 42 42 0 -1 4194560 0 0")
+    assert comm == "my (odd) name" and fields[0] == b"S"
+    assert parse_cgroups(b"12:cpu,cpuacct:/batch\n1:name=systemd:/\n0::/user.slice\n") == ("/batch", "/user.slice")
+    assert parse_cgroups(b"0::/kubepods/pod1\n") == ("/kubepods/pod1", "/kubepods/pod1")
+
+
+def features(**values) -> profile_pb2.GroupFeatures:
+    defaults = dict(active_threads=1, threads=1, cpu_share=0.0, demand=0.0, wakeups_per_s=0.0,
+                    voluntary_ratio=1.0, mean_burst_us=0.0)
+    return profile_pb2.GroupFeatures(**{**defaults, **values})
+
+
+@pytest.mark.parametrize(("name", "f", "expected"), [
+    ("four CPU hogs", features(active_threads=4, demand=3.9, cpu_share=0.98, voluntary_ratio=0.0,
+                               mean_burst_us=3000), C.WORKLOAD_CLASS_BATCH),
+    ("hogs starved by contention", features(active_threads=40, demand=39, cpu_share=0.5, voluntary_ratio=0.0,
+                                            mean_burst_us=1500), C.WORKLOAD_CLASS_BATCH),
+    ("a 1 kHz probe", features(wakeups_per_s=1000, cpu_share=0.004, demand=0.01, mean_burst_us=8),
+     C.WORKLOAD_CLASS_LATENCY_SENSITIVE),
+    ("a shell", features(has_tty=True, wakeups_per_s=3, cpu_share=0.001, mean_burst_us=200),
+     C.WORKLOAD_CLASS_INTERACTIVE),
+    ("an idle daemon", features(wakeups_per_s=1, cpu_share=0.0001, mean_burst_us=50),
+     C.WORKLOAD_CLASS_BACKGROUND),
+])
+def test_classification_rules(name, f, expected):
+    result = classify(f)
+    assert result.workload_class == expected, (name, result)
+    assert 0.5 < result.confidence <= 1.0 and result.reason
