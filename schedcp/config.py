@@ -74,6 +74,12 @@ def _check_nats_url(value: str) -> str:
 Address = Annotated[str, AfterValidator(_check_address)]
 
 
+def _check_profile_interval(value: float) -> float:
+    if value != 0 and value < 0.5:
+        raise ValueError("must be 0 (no periodic profiles) or at least 0.5 seconds")
+    return value
+
+
 def default_host_id() -> str:
     """This machine's short hostname, made into a valid host id."""
     short = socket.gethostname().split(".")[0]
@@ -134,8 +140,8 @@ class Settings(BaseSettings):
     observer_mode: Literal["auto", "procfs", "bpf"] = Field(
         default="auto", description="Observer sampling: BPF when possible (auto), procfs only, or BPF required."
     )
-    profile_interval_s: float = Field(
-        default=5.0, ge=0, le=3600,
+    profile_interval_s: Annotated[float, AfterValidator(_check_profile_interval)] = Field(
+        default=5.0, le=3600,
         description="The observer profiles the host continuously in windows this long and publishes each; 0: off.",
     )
 

@@ -9,7 +9,7 @@ wrong, so callers get gRPC INVALID_ARGUMENT.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from schedcp.errors import InvalidArgument
@@ -71,7 +71,8 @@ def compile_matcher(matcher: common_pb2.GroupMatcher) -> Matcher:
         raise InvalidArgument("a group matcher must set one of pid, comm, comm_regex, cgroup, group_id, cmdline_regex")
     value = getattr(matcher, kind)
     if kind == "group_id":
-        return compile_matcher(matcher_for_group_id(value))
+        # Matches like the matcher it stands for, but is reported as the caller wrote it.
+        return replace(compile_matcher(matcher_for_group_id(value)), source=matcher)
     if kind == "pid":
         if value <= 0:
             raise InvalidArgument(f"pid must be a positive process id, got {value}")

@@ -150,7 +150,7 @@ def read_schedstat(pid: int, tid: int) -> tuple[int, int, int] | None:
 
 def host_cpu_busy_s() -> float:
     """CPU seconds all CPUs spent not idle since boot (/proc/stat)."""
-    raw = read_bytes(f"{PROC}/stat") or b"cpu 0 0 0 0"
+    raw = read_bytes(f"{PROC}/stat") or b"cpu 0 0 0 0\n"
     ticks = [int(x) for x in raw[:raw.index(b"\n")].split()[1:]]
     # user nice system idle iowait irq softirq steal (guest time is already in user).
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
@@ -214,7 +214,7 @@ class HostScan:
     processes: dict[int, ProcessInfo]
     threads: dict[int, ThreadCounters]
     host_busy_s: float
-    # Threads that ran since the scanner's previous scan.
+    # Threads that ran within RECENT_S before this scan, whoever asked for the previous scans.
     active: set[int]
 
 
@@ -222,38 +222,58 @@ class ProcfsScanner:
     """Scans /proc for threads' counters, cheaply enough to run every second.
 
     `uid` limits the scan to one user's processes: what an unprivileged observer may read
-    in full. A thread whose schedstat `runs` has not moved since the previous scan has not
-    run, so its switch counters and its process's comm/cgroup are taken from the cache.
+    in full. A thread whose schedstat is unchanged since the previous scan has not run, so
+    its switch counters and its process's comm/cgroup are taken from the cache. One scanner
+    may serve several overlapping windows: its cache only saves reads, it never decides what
+    a window counts.
     """
+
+    RECENT_S = 2.0
 
     def __init__(self, uid: int | None = None) -> None:
         self._uid = uid
         self._processes: dict[int, ProcessInfo] = {}
         self._threads: dict[int, ThreadCounters] = {}
+        self._owners: dict[int, int] = {}
+        self._last_ran: dict[int, float] = {}
 
     def scan(self) -> HostScan:
         taken_at = time.monotonic()
         processes: dict[int, ProcessInfo] = {}
         threads: dict[int, ThreadCounters] = {}
-        active: set[int] = set()
+        ran_now: set[int] = set()
+        owners: dict[int, int] = {}
         for name in os.listdir(PROC):
             if not name.isdigit():
                 continue
             pid = int(name)
-            known = self._processes.get(pid)
-            # A single-threaded process's only thread is itself: no need to list its tasks.
-            tids = [pid] if known is not None and known.num_threads == 1 else thread_ids(pid)
-            ran = self._scan_threads(pid, tids, threads, active)
-            process = self._process(pid, refresh=ran)
-            if process is None or (self._uid is not None and process.uid != self._uid):
-                for tid in tids:
-                    threads.pop(tid, None)
-                continue
-            processes[pid] = process
-        self._processes, self._threads = processes, threads
-        return HostScan(taken_at, processes, threads, host_cpu_busy_s(), active & threads.keys())
+            if self._uid is not None:
+                owner = self._owners.get(pid)
+                owners[pid] = owner = _owner(pid) if owner is None else owner
+                if owner != self._uid:
+                    continue
+            process = self._scan_process(pid, threads, ran_now)
+            if process is not None:
+                processes[pid] = process
+        last_ran = {tid: self._last_ran[tid] for tid in threads if tid in self._last_ran}
+        last_ran.update(dict.fromkeys(ran_now, taken_at))
+        self._processes, self._threads, self._owners, self._last_ran = processes, threads, owners, last_ran
+        active = {tid for tid, at in last_ran.items() if taken_at - at <= self.RECENT_S}
+        return HostScan(taken_at, processes, threads, host_cpu_busy_s(), active)
 
-    def _scan_threads(self, pid: int, tids: list[int], out: dict[int, ThreadCounters], active: set[int]) -> bool:
+    def _scan_process(self, pid: int, threads: dict[int, ThreadCounters], ran_now: set[int]) -> ProcessInfo | None:
+        known = self._processes.get(pid)
+        # A single-threaded process's only thread is itself: no need to list its tasks, unless
+        # it ran (it may have started threads).
+        single = known is not None and known.num_threads == 1
+        ran = self._scan_threads(pid, [pid] if single else thread_ids(pid), threads, ran_now)
+        if single and ran:
+            self._scan_threads(pid, [t for t in thread_ids(pid) if t != pid], threads, ran_now)
+        if known is not None and not ran:
+            return known
+        return read_process(pid) or known
+
+    def _scan_threads(self, pid: int, tids: list[int], out: dict[int, ThreadCounters], ran_now: set[int]) -> bool:
         """Read each thread's counters into `out`; True when any of them ran since last scan."""
         # Inlined reads: this loop runs for every thread on the host every interval.
         ran = False
@@ -271,20 +291,21 @@ class ProcfsScanner:
             finally:
                 os.close(fd)
             previous = cache.get(tid)
-            if previous is not None and previous.runs == runs and previous.pid == pid:
-                if previous.cpu_ns == cpu_ns and previous.run_delay_ns == run_delay_ns:
-                    out[tid] = previous  # untouched since the last scan, as most threads are
-                    continue
-                voluntary, involuntary = previous.voluntary, previous.involuntary
-            else:
-                ran = True
-                active.add(tid)
-                voluntary, involuntary = _status_switches(read_bytes(base + "status") or b"")
+            if previous is not None and previous.pid == pid and previous.runs == runs \
+                    and previous.cpu_ns == cpu_ns and previous.run_delay_ns == run_delay_ns:
+                out[tid] = previous  # untouched since the last scan, as most threads are
+                continue
+            # It ran (or waited, or is new): its switch counters moved too. A hog that was never
+            # switched out still moves cpu_ns.
+            ran = True
+            ran_now.add(tid)
+            voluntary, involuntary = _status_switches(read_bytes(base + "status") or b"")
             out[tid] = ThreadCounters(tid, pid, cpu_ns, run_delay_ns, runs, voluntary, involuntary)
         return ran
 
-    def _process(self, pid: int, refresh: bool) -> ProcessInfo | None:
-        cached = self._processes.get(pid)
-        if cached is not None and not refresh:
-            return cached
-        return read_process(pid) or cached
+
+def _owner(pid: int) -> int:
+    try:
+        return os.stat(f"{PROC}/{pid}").st_uid
+    except OSError:
+        return -1

@@ -46,6 +46,8 @@ def test_file_is_read_and_env_wins_over_it(monkeypatch, tmp_path):
         ("SCHEDCP_HOST_ID", "web.prod", r"SCHEDCP_HOST_ID='web.prod' is invalid: .*NATS subject token"),
         ("SCHEDCP_NATS_URL", "http://x:1", r"SCHEDCP_NATS_URL='http://x:1' is invalid: expected nats://"),
         ("SCHEDCP_RPC_TIMEOUT_S", "-1", r"SCHEDCP_RPC_TIMEOUT_S='-1' is invalid: .*greater than 0"),
+        ("SCHEDCP_PROFILE_INTERVAL_S", "0.01", r"SCHEDCP_PROFILE_INTERVAL_S='0.01' is invalid: must be 0 .*0.5"),
+        ("SCHEDCP_OBSERVER_MODE", "ebpf", r"SCHEDCP_OBSERVER_MODE='ebpf' is invalid: .*'auto'"),
         ("SCHEDCP_NATS_ULR", "nats://x:1",
          r"SCHEDCP_NATS_ULR is not a schedcp setting \(did you mean SCHEDCP_NATS_URL\?\)"),
     ],

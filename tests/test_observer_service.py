@@ -67,18 +67,26 @@ def test_measure_shows_a_cpu_hog_raising_p99(services, workload, mode):
 def test_get_profile_over_grpc(observer, workload):
     latency_probe(workload)
     profile = observer_call(observer, "GetProfile", profile_request(
-        1.5, detail=profile_pb2.DETAIL_LEVEL_DETAILED, grouping=profile_pb2.GROUPING_KIND_PROCESS, max_groups=3))
-    assert profile.host.host_id == "testhost"
+        1.5, detail=profile_pb2.DETAIL_LEVEL_DETAILED, grouping=profile_pb2.GROUPING_KIND_PROCESS))
+    assert profile.host.host_id == "testhost" and profile.host.observer_modes == ["procfs"]
     assert profile.window.ToTimedelta().total_seconds() == pytest.approx(1.5, abs=0.3)
     assert [t.level for t in profile.texts] == [profile_pb2.DETAIL_LEVEL_SUMMARY, profile_pb2.DETAIL_LEVEL_DETAILED]
-    assert 0 < len(profile.groups) <= 3
     assert profile.grouping == profile_pb2.GROUPING_KIND_PROCESS
     probe = next(g for g in profile.groups if g.name.startswith("cyclictest["))
     assert probe.kind == profile_pb2.GROUPING_KIND_PROCESS and probe.group_id == f"pid:{probe.matcher.pid}"
-    # A group id from a profile names the same threads in a Measure.
+    # A group id from a profile names the same threads in a Measure, and is echoed as asked.
     same_group = common_pb2.GroupMatcher(group_id=probe.group_id)
     measured = observer_call(observer, "Measure", measure_request(0.5, same_group))
     assert measured.groups[0].matched_threads == probe.features.threads
+    assert measured.groups[0].matcher == same_group
+
+
+def test_max_groups_keeps_the_busiest_and_the_most_waking(observer, workload):
+    latency_probe(workload)
+    profile = observer_call(observer, "GetProfile", profile_request(1.0, max_groups=2))
+    assert len(profile.groups) == 2
+    # cyclictest uses little CPU but wakes a thousand times a second: it is kept.
+    assert "cyclictest" in [g.name for g in profile.groups]
 
 
 BAD_REQUESTS = [
@@ -93,6 +101,8 @@ BAD_REQUESTS = [
     ("Measure", measure_request(9999, common_pb2.GroupMatcher(pid=1)), "between 0.1 s and 600 s"),
     ("GetProfile", profile_request(0.01), "between 0.1 s and 300 s"),
     ("GetProfile", profile_request(1, max_groups=100000), "max_groups must be at most"),
+    ("GetProfile", profile_request(1, grouping=99), "grouping 99 is not one of"),
+    ("GetProfile", profile_request(1, detail=-1), "detail -1 is not one of"),
 ]
 
 

@@ -104,3 +104,49 @@ def test_classification_rules(name, f, expected):
     result = classify(f)
     assert result.workload_class == expected, (name, result)
     assert 0.5 < result.confidence <= 1.0 and result.reason
+
+
+def test_a_reused_thread_id_counts_from_zero():
+    from schedcp.procfs import ThreadCounters
+    from services.observer.sampling import _procfs_delta
+
+    old = ThreadCounters(tid=7, pid=7, cpu_ns=9_000, run_delay_ns=500, runs=90, voluntary=80, involuntary=10)
+    new = ThreadCounters(tid=7, pid=7, cpu_ns=1_000, run_delay_ns=100, runs=3, voluntary=2, involuntary=1)
+    delta = _procfs_delta(old, new)
+    assert (delta.cpu_ns, delta.runs, delta.voluntary) == (1_000, 3, 2)
+    other_process = new._replace(pid=8, cpu_ns=20_000, runs=200)
+    assert _procfs_delta(old, other_process).cpu_ns == 20_000
+
+
+def test_bpf_deltas_combine_into_one_histogram():
+    from services.observer.bpf import BpfCounters
+    from services.observer.histogram import SLOTS
+    from services.observer.sampling import _bpf_delta, latency_of
+
+    def counters(tid, slot_counts, runs, delay):
+        slots = [0] * SLOTS
+        for slot, count in slot_counts.items():
+            slots[slot] = count
+        return BpfCounters(tid, 1, tuple(slots), delay, runs, runs, 10 * runs, runs, 0)
+
+    a0, a1 = counters(1, {12: 5}, 5, 5_000), counters(1, {12: 7, 20: 1}, 8, 1_009_000)
+    b1 = counters(2, {14: 4}, 4, 40_000)  # a new thread: everything is in the window
+    threads = [_bpf_delta(a0, a1), _bpf_delta(None, b1)]
+    combined = latency_of(threads)
+    assert combined.counts == {12: 2, 20: 1, 14: 4}
+    assert combined.total_ns == (1_009_000 - 5_000) + 40_000
+    assert _bpf_delta(a1, a1) is None  # nothing happened
+    assert _bpf_delta(a1, a0).runs == 5  # counters went down: a new thread with that id
+
+
+def test_max_groups_keeps_the_busiest_half_and_the_most_waking():
+    from services.observer.profiler import _keep
+
+    def group(name, cpu, wakeups):
+        return profile_pb2.WorkloadGroup(group_id=name, features=profile_pb2.GroupFeatures(
+            cpu_share=cpu, wakeups_per_s=wakeups))
+
+    groups = [group("hog", 0.9, 0), group("build", 0.5, 5), group("db", 0.1, 50), group("probe", 0.01, 1000)]
+    assert [g.group_id for g in _keep(groups, 2)] == ["hog", "probe"]
+    assert [g.group_id for g in _keep(groups, 3)] == ["hog", "build", "probe"]
+    assert _keep(groups, 10) == groups

@@ -20,7 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,9 @@ DEBIAN_BCC = Path("/usr/lib/python3/dist-packages/bcc")
 TRACEFS = Path("/sys/kernel/tracing")
 # Where scripts/bootstrap.sh puts extracted headers: inside the virtualenv.
 BUNDLED_HEADERS = Path(sys.prefix) / "share" / "schedcp" / "kernel-headers"
-# Exited threads' counters stay this long, so windows that began before the exit still see
-# the thread's last counts; then they are removed so the map cannot fill up.
-DEAD_THREAD_GRACE_S = 30.0
+# Exited threads' counters stay this long, so windows that began before the exit (up to the
+# longest Measure, 600 s) still see the thread's last counts; then they are removed.
+DEAD_THREAD_GRACE_S = 660.0
 PRUNE_EVERY_S = 10.0
 
 
@@ -46,7 +47,7 @@ class BpfCounters:
 
     tid: int
     tgid: int
-    runq_slots: tuple[int, ...]
+    runq_slots: Sequence[int]  # cumulative log2 ns buckets (histogram.SLOTS of them)
     runq_delay_ns: int
     runs: int
     wakeups: int
@@ -123,6 +124,7 @@ class BpfSampler:
         except Exception as exc:
             raise BpfUnavailable(f"BCC could not compile or attach {PROGRAM.name} against {headers}: {exc}") from exc
         self._stats = self._bpf[b"stats"]
+        self._oncpu = self._bpf[b"oncpu"]
         self._keys = (self._stats.Key * self._stats.max_entries)()
         self._values = (self._stats.Leaf * self._stats.max_entries)()
         # The value struct as 64-bit words: where each field starts (runqlat.bpf.c's layout).
@@ -133,38 +135,57 @@ class BpfSampler:
         self._lock = threading.Lock()
         self._dead_since: dict[int, float] = {}
         self._previous: dict[int, BpfCounters] = {}
+        self._closed = False
         self._last_prune = time.monotonic()
         log.info("BPF probes attached to sched_wakeup/sched_wakeup_new/sched_switch in %.2f s (headers: %s)",
                  time.monotonic() - started, headers)
 
     def read(self) -> dict[int, BpfCounters]:
-        """Every thread's cumulative counters. Safe to call from several threads."""
+        """Every thread's cumulative counters, CPU time of runs in progress included. Safe to
+        call from several threads; after close() it returns the last counters read."""
         with self._lock:
-            total = self._lookup_all()
-            # One copy of the raw values as 64-bit words: indexing it is far cheaper than
-            # reading ctypes fields entry by entry (this runs for every thread every interval).
-            words = array.array("Q", bytes(memoryview(self._values).cast("B")[:total * self._stride * 8]))
-            field, stride, slots = self._word, self._stride, self._slots
-            out = {}
-            previous = self._previous
-            for i, tid in enumerate(self._keys[:total]):
-                at = i * stride
-                runs, wakeups = words[at + field["runs"]], words[at + field["wakeups"]]
-                cpu_ns = words[at + field["cpu_ns"]]
-                seen = previous.get(tid)
-                # Most threads did nothing since the last read: keep their previous record.
-                if seen is not None and seen.runs == runs and seen.wakeups == wakeups and seen.cpu_ns == cpu_ns:
-                    out[tid] = seen
-                    continue
-                out[tid] = BpfCounters(
-                    tid=tid, tgid=words[at + field["tgid"]] & 0xFFFFFFFF, runq_slots=words[at:at + slots],
-                    runq_delay_ns=words[at + field["runq_delay_ns"]], runs=runs, wakeups=wakeups, cpu_ns=cpu_ns,
-                    voluntary=words[at + field["voluntary"]], involuntary=words[at + field["involuntary"]],
-                )
+            if self._closed:
+                return dict(self._previous)
+            counters = self._read_stats()
             if time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
-                self._prune(out)
-            self._previous = out
-            return out
+                self._prune(counters)
+            self._previous = counters
+            return self._with_runs_in_progress(counters)
+
+    def _read_stats(self) -> dict[int, BpfCounters]:
+        total = self._lookup_all()
+        # One copy of the raw values as 64-bit words: indexing it is far cheaper than reading
+        # ctypes fields entry by entry (this runs for every thread every interval).
+        words = array.array("Q", bytes(memoryview(self._values).cast("B")[:total * self._stride * 8]))
+        field, stride, slots = self._word, self._stride, self._slots
+        out = {}
+        previous = self._previous
+        for i, tid in enumerate(self._keys[:total]):
+            at = i * stride
+            runs, wakeups = words[at + field["runs"]], words[at + field["wakeups"]]
+            cpu_ns = words[at + field["cpu_ns"]]
+            seen = previous.get(tid)
+            # Most threads did nothing since the last read: keep their previous record.
+            if seen is not None and seen.runs == runs and seen.wakeups == wakeups and seen.cpu_ns == cpu_ns:
+                out[tid] = seen
+                continue
+            first_slot = at + field["runq_slots"]
+            out[tid] = BpfCounters(
+                tid=tid, tgid=words[at + field["tgid"]] & 0xFFFFFFFF, runq_slots=words[first_slot:first_slot + slots],
+                runq_delay_ns=words[at + field["runq_delay_ns"]], runs=runs, wakeups=wakeups, cpu_ns=cpu_ns,
+                voluntary=words[at + field["voluntary"]], involuntary=words[at + field["involuntary"]],
+            )
+        return out
+
+    def _with_runs_in_progress(self, counters: dict[int, BpfCounters]) -> dict[int, BpfCounters]:
+        """CPU time is credited when a thread is switched out; add the runs still going on."""
+        now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC too
+        out = dict(counters)
+        for cpu in self._oncpu[0]:
+            if cpu.tid and now > cpu.since:
+                known = out.get(cpu.tid) or BpfCounters(cpu.tid, 0, (), 0, 0, 0, 0, 0, 0)
+                out[cpu.tid] = replace(known, cpu_ns=known.cpu_ns + now - cpu.since)
+        return out
 
     def _lookup_all(self) -> int:
         """Copy every entry into self._keys/_values with BPF_MAP_LOOKUP_BATCH (buffers kept
@@ -204,4 +225,6 @@ class BpfSampler:
 
     def close(self) -> None:
         with self._lock:
-            self._bpf.cleanup()
+            if not self._closed:
+                self._closed = True
+                self._bpf.cleanup()

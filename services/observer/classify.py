@@ -1,6 +1,7 @@
 """Which kind of workload a group is, from its features, with a confidence and a reason.
 
-Rules over per-thread rates, so a group's size does not decide its class. Each class gets a
+Rules over per-active-thread rates (demand, wakeups), so a group's size does not decide its
+class; only "background" also looks at the group's total CPU share. Each class gets a
 membership score in 0..1 built from linear ramps between thresholds; the highest wins and its
 score is the confidence. The thresholds (and why) are below; docs/observer.md explains them.
 """
@@ -53,7 +54,7 @@ def _reason(cls: int, f: profile_pb2.GroupFeatures) -> str:
     per_thread = f"{f.wakeups_per_s / active:.0f} wakeups/s per active thread"
     if cls == C.WORKLOAD_CLASS_BATCH:
         return (f"{active} active thread(s) running or runnable {100 * f.demand / active:.0f}% of the time, "
-                f"{100 * (1 - f.voluntary_ratio):.0f}% of switches involuntary: CPU bound")
+                f"blocking in {100 * f.voluntary_ratio:.0f}% of their switches: CPU bound")
     if cls == C.WORKLOAD_CLASS_LATENCY_SENSITIVE:
         return (f"{per_thread}, {100 * f.voluntary_ratio:.0f}% voluntary switches, "
                 f"mean burst {f.mean_burst_us:.0f} us: sleeps and wakes for short work")

@@ -7,6 +7,7 @@ import hashlib
 import os
 import platform
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from google.protobuf import timestamp_pb2
@@ -108,11 +109,11 @@ def memory_bytes() -> int:
     return 0
 
 
-def collect(host_id: str) -> host_pb2.HostFacts:
-    """Everything the planner and verifier need to know about this host's kernel and CPUs."""
+def collect(host_id: str, observer_modes: Sequence[str] = ("procfs",)) -> host_pb2.HostFacts:
+    """Everything the planner and verifier need to know about this host's kernel and CPUs.
+    `observer_modes`: how the observer can sample (its Sampler knows; see server.py)."""
     scx = sched_ext.read_state()
     privs = privileges()
-    can_bpf = privs.is_root or "CAP_BPF" in privs.capabilities
     now = timestamp_pb2.Timestamp()
     now.GetCurrentTime()
     return host_pb2.HostFacts(
@@ -128,6 +129,6 @@ def collect(host_id: str) -> host_pb2.HostFacts:
         btf_sha256=btf_sha256(),
         privileges=privs,
         backends=sched_ext.backends(scx),
-        observer_modes=["procfs"] + (["bpf"] if can_bpf and BTF_VMLINUX.exists() else []),
+        observer_modes=observer_modes,
         collected_at=now,
     )

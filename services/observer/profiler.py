@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Callable
+from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -19,6 +21,7 @@ WINDOW_LIMITS_S = (0.1, 300.0)
 MEASURE_LIMITS_S = (0.1, 600.0)
 DEFAULT_MAX_GROUPS = 20
 MAX_GROUPS_LIMIT = 1000
+T = TypeVar("T")
 
 
 def seconds(duration: duration_pb2.Duration, name: str, limits: tuple[float, float], default: float) -> float:
@@ -42,8 +45,14 @@ class Profiler:
     async def profile(self, request: observer_pb2.GetProfileRequest) -> profile_pb2.WorkloadProfile:
         window_s = seconds(request.window, "window", WINDOW_LIMITS_S, DEFAULT_WINDOW_S)
         max_groups = _max_groups(request.max_groups)
-        window, _ = await asyncio.to_thread(self._sampler.window, window_s, PROFILE_TICK)
-        return self.build(window, request.detail, max_groups, request.grouping)
+        _check_enum(profile_pb2.DetailLevel, "detail", request.detail)
+        _check_enum(profile_pb2.GroupingKind, "grouping", request.grouping)
+
+        def sample_and_build(stop: threading.Event) -> profile_pb2.WorkloadProfile:
+            window, _ = self._sampler.window(window_s, PROFILE_TICK, stop=stop)
+            return self.build(window, request.detail, max_groups, request.grouping)
+
+        return await _in_thread(sample_and_build)
 
     def build(self, window: Window, detail: int = 0, max_groups: int = DEFAULT_MAX_GROUPS,
               grouping_kind: int = 0) -> profile_pb2.WorkloadProfile:
@@ -92,14 +101,35 @@ class Profiler:
         if duration_s == 0.0:
             raise InvalidArgument("duration is required (how long to measure, e.g. 5 s)")
         compiled = matchers.compile_all(request.groups)
-        processes = procfs.list_processes(self._sampler.uid)
-        matched = {m.describe(): [p for p in processes if m.matches(p)] for m in compiled}
-        missing = [name for name, found in matched.items() if not found]
-        if missing:
-            raise NotFound(f"no running process matches {', '.join(missing)}")
-        watch = {tid for found in matched.values() for p in found for tid in procfs.thread_ids(p.pid)}
-        window, _ = await asyncio.to_thread(self._sampler.window, duration_s, MEASURE_TICK, watch)
-        return _measurement(window, compiled, matched)
+
+        def find_and_measure(stop: threading.Event) -> observer_pb2.MeasureResponse:
+            processes = procfs.list_processes(self._sampler.uid)
+            matched = {m.describe(): [p for p in processes if m.matches(p)] for m in compiled}
+            missing = [name for name, found in matched.items() if not found]
+            if missing:
+                raise NotFound(f"no running process matches {', '.join(missing)}")
+            watch = {tid for found in matched.values() for p in found for tid in procfs.thread_ids(p.pid)}
+            window, _ = self._sampler.window(duration_s, MEASURE_TICK, watch, stop=stop)
+            return _measurement(window, compiled, matched)
+
+        return await _in_thread(find_and_measure)
+
+
+async def _in_thread(work: Callable[[threading.Event], T]) -> T:
+    """Run a sampling job in a worker thread; if the call is cancelled (the client went away,
+    its deadline passed), stop the job's window instead of sampling on for nobody."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(work, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+
+
+def _check_enum(enum, name: str, value: int) -> None:
+    if value not in enum.values():
+        names = ", ".join(enum.keys())
+        raise InvalidArgument(f"{name} {value} is not one of {names}")
 
 
 def _measurement(window: Window, compiled: list[matchers.Matcher],

@@ -31,13 +31,21 @@ class ProfilePublisher:
         # A thread of its own: long GetProfile/Measure windows in the shared pool cannot delay it.
         thread = ThreadPoolExecutor(1, thread_name_prefix="profile-publisher")
         loop = asyncio.get_running_loop()
+        state = None
         try:
-            state = await loop.run_in_executor(thread, self._sampler.begin)
             while not self._sampler.stop.is_set():
-                window, state = await loop.run_in_executor(
-                    thread, self._sampler.window, self._interval_s, PROFILE_TICK, None, state)
-                profile = await loop.run_in_executor(thread, self._profiler.build, window,
-                                                     profile_pb2.DETAIL_LEVEL_FULL)
+                try:
+                    if state is None:
+                        state = await loop.run_in_executor(thread, self._sampler.begin)
+                    window, state = await loop.run_in_executor(
+                        thread, self._sampler.window, self._interval_s, PROFILE_TICK, None, state)
+                    profile = await loop.run_in_executor(thread, self._profiler.build, window,
+                                                         profile_pb2.DETAIL_LEVEL_FULL)
+                except Exception:  # one bad window (a /proc race, a map read) must not end profiling
+                    log.exception("profiling failed; starting afresh in %.1f s", self._interval_s)
+                    state = None
+                    await asyncio.sleep(self._interval_s)
+                    continue
                 await self._publish(profile)
         finally:
             # Never block the event loop on a window in progress: Sampler.close() ends it.

@@ -22,12 +22,21 @@ struct thread_stats {
     u32 pad;
 };
 
+// Who is on this CPU and since when: the reader adds the time of runs still in progress, so
+// a thread that is never switched out (a lone CPU hog) still shows its CPU time.
+struct oncpu {
+    u64 since;
+    u32 tid;
+    u32 pad;
+};
+
 // When each runnable thread joined a run queue. LRU: a thread that exits while runnable
 // must not leak an entry.
 BPF_TABLE("lru_hash", u32, u64, enqueued_at, 65536);
-BPF_HASH(stats, u32, struct thread_stats, 32768);
-// When the thread now on this CPU got it.
-BPF_PERCPU_ARRAY(oncpu_since, u64, 1);
+// LRU too: the reader prunes exited threads, but a fork storm between reads must evict the
+// oldest entries rather than stop counting new threads.
+BPF_TABLE("lru_hash", u32, struct thread_stats, stats, 32768);
+BPF_PERCPU_ARRAY(oncpu, struct oncpu, 1);
 
 static __always_inline struct thread_stats *stats_of(u32 tid) {
     struct thread_stats zero = {};
@@ -57,7 +66,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     u64 now = bpf_ktime_get_ns();
     u32 prev = args->prev_pid, next = args->next_pid;
     int zero_key = 0;
-    u64 *since = oncpu_since.lookup(&zero_key);
+    struct oncpu *cpu = oncpu.lookup(&zero_key);
 
     if (prev) {
         struct thread_stats *s = stats_of(prev);
@@ -68,16 +77,18 @@ TRACEPOINT_PROBE(sched, sched_switch) {
             mark_enqueued(prev, now);
         if (s) {
             s->tgid = bpf_get_current_pid_tgid() >> 32;
-            if (since && *since && now > *since)
-                __sync_fetch_and_add(&s->cpu_ns, now - *since);
+            if (cpu && cpu->tid == prev && now > cpu->since)
+                __sync_fetch_and_add(&s->cpu_ns, now - cpu->since);
             if (still_runnable)
                 __sync_fetch_and_add(&s->involuntary, 1);
             else
                 __sync_fetch_and_add(&s->voluntary, 1);
         }
     }
-    if (since)
-        *since = now;
+    if (cpu) {
+        cpu->since = now;
+        cpu->tid = next;
+    }
     if (!next)
         return 0;
 

@@ -136,16 +136,26 @@ class ProcfsSource:
         return latencies, last
 
 
+def _same_thread(before, after, fields: tuple[str, ...]) -> bool:
+    """Cumulative counters only grow: if any went down, the thread id now names another thread."""
+    return all(getattr(after, f) >= getattr(before, f) for f in fields)
+
+
+_PROCFS_COUNTERS = ("cpu_ns", "run_delay_ns", "runs", "voluntary", "involuntary")
+
+
 def _procfs_delta(before: procfs.ThreadCounters | None, after: procfs.ThreadCounters) -> ThreadActivity | None:
+    if before is not None and (before.pid != after.pid or not _same_thread(before, after, _PROCFS_COUNTERS)):
+        before = None
     b = before or procfs.ThreadCounters(after.tid, after.pid, 0, 0, 0, 0, 0)
     if after.runs == b.runs and after.cpu_ns == b.cpu_ns:
         return None
-    voluntary = max(0, after.voluntary - b.voluntary)
+    voluntary = after.voluntary - b.voluntary
     return ThreadActivity(
-        tid=after.tid, pid=after.pid, cpu_ns=max(0, after.cpu_ns - b.cpu_ns),
-        run_delay_ns=max(0, after.run_delay_ns - b.run_delay_ns), runs=max(0, after.runs - b.runs),
+        tid=after.tid, pid=after.pid, cpu_ns=after.cpu_ns - b.cpu_ns,
+        run_delay_ns=after.run_delay_ns - b.run_delay_ns, runs=after.runs - b.runs,
         # Every voluntary switch is a sleep that ended (or will end) in a wakeup.
-        wakeups=voluntary, voluntary=voluntary, involuntary=max(0, after.involuntary - b.involuntary),
+        wakeups=voluntary, voluntary=voluntary, involuntary=after.involuntary - b.involuntary,
     )
 
 
@@ -203,9 +213,12 @@ def _tgid_of(tid: int) -> int:
     return int(raw[start + 6:raw.index(b"\n", start + 1)]) if start >= 0 else 0
 
 
+_BPF_COUNTERS = ("runq_delay_ns", "runs", "wakeups", "cpu_ns", "voluntary", "involuntary")
+
+
 def _bpf_delta(before: BpfCounters | None, after: BpfCounters) -> ThreadActivity | None:
-    if before is not None and after.runs < before.runs:
-        before = None  # the thread id was reused by a new thread
+    if before is not None and not _same_thread(before, after, _BPF_COUNTERS):
+        before = None
     if before is None:
         before = BpfCounters(after.tid, after.tgid, (), 0, 0, 0, 0, 0, 0)
     elif after.runs == before.runs and after.cpu_ns == before.cpu_ns and after.wakeups == before.wakeups:
@@ -259,7 +272,10 @@ class Sampler:
     """
 
     def __init__(self, mode: str = "auto") -> None:
+        # Set once, at close: every window in progress ends and no new one waits.
         self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._open_windows: set[threading.Event] = set()
         self.note = ""
         self._bpf: BpfSampler | None = None
         # An unprivileged observer reads only its own user's tasks in full.
@@ -285,16 +301,29 @@ class Sampler:
         return self.source.name
 
     def window(self, duration_s: float, tick: Tick = PROFILE_TICK, watch: set[int] | None = None,
-               previous=None) -> tuple[Window, object]:
+               previous=None, stop: threading.Event | None = None) -> tuple[Window, object]:
         """Sample for `duration_s` (blocking: run it in a worker thread). Pass the returned
-        state as `previous` to start the next window where this one ended."""
-        start = previous if previous is not None else self.source.begin()
-        return self.source.finish(start, time.monotonic() + duration_s, self.stop, tick, watch)
+        state as `previous` to start the next window where this one ended. Setting `stop`
+        (or closing the sampler) ends the window early."""
+        stop = stop or threading.Event()
+        with self._lock:
+            if self.stop.is_set():
+                stop.set()
+            self._open_windows.add(stop)
+        try:
+            start = previous if previous is not None else self.source.begin()
+            return self.source.finish(start, time.monotonic() + duration_s, stop, tick, watch)
+        finally:
+            with self._lock:
+                self._open_windows.discard(stop)
 
     def begin(self):
         return self.source.begin()
 
     def close(self) -> None:
-        self.stop.set()
+        with self._lock:
+            self.stop.set()
+            for window in self._open_windows:
+                window.set()
         if self._bpf is not None:
             self._bpf.close()

@@ -14,12 +14,12 @@ from services.observer.sampling import Sampler
 
 
 class ObserverServicer(observer_pb2_grpc.ObserverServiceServicer):
-    def __init__(self, host_id: str, profiler: Profiler) -> None:
-        self._host_id = host_id
+    def __init__(self, facts, profiler: Profiler) -> None:
+        self._facts = facts
         self._profiler = profiler
 
     async def HostInfo(self, request, context):
-        return observer_pb2.HostInfoResponse(facts=hostfacts.collect(self._host_id))
+        return observer_pb2.HostInfoResponse(facts=self._facts())
 
     async def GetProfile(self, request, context):
         return await self._profiler.profile(request)
@@ -32,17 +32,25 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     settings = ctx.settings
     # Compiling the BPF probes takes about a second; keep the event loop free meanwhile.
     sampler = await asyncio.to_thread(Sampler, settings.observer_mode)
-    ctx.on_close(lambda: asyncio.to_thread(sampler.close))
-    ctx.details["sampler"] = sampler.name + (f" ({sampler.note})" if sampler.note else "")
-    profiler = Profiler(sampler, lambda: hostfacts.collect(settings.host_id))
 
+    async def close_sampler() -> None:
+        sampler.close()  # quick: ends windows in progress, detaches the probes
+
+    ctx.on_close(close_sampler)
+    ctx.details["sampler"] = sampler.name + (f" ({sampler.note})" if sampler.note else "")
+    modes = ["procfs", "bpf"] if sampler.name == "bpf" else ["procfs"]
+
+    def facts():
+        return hostfacts.collect(settings.host_id, observer_modes=modes)
+
+    profiler = Profiler(sampler, facts)
     registry = HostRegistry(
         ctx.bus, settings.host_id, observer_addr=ctx.listen_addr, executor_addr=settings.executor_addr,
-        facts=lambda: hostfacts.collect(settings.host_id),
+        facts=facts,
     )
     await registry.register()
     ctx.spawn(registry.keep_registered(settings.heartbeat_interval_s), "host-registry")
     if settings.profile_interval_s > 0:
         publisher = ProfilePublisher(ctx.bus, settings.host_id, sampler, profiler, settings.profile_interval_s)
         ctx.spawn(publisher.run(), "profile-publisher")
-    return [GrpcService.of(ObserverServicer(settings.host_id, profiler), observer_pb2, observer_pb2_grpc)]
+    return [GrpcService.of(ObserverServicer(facts, profiler), observer_pb2, observer_pb2_grpc)]
