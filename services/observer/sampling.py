@@ -136,16 +136,15 @@ class ProcfsSource:
         return latencies, last
 
 
-def _same_thread(before, after, fields: tuple[str, ...]) -> bool:
-    """Cumulative counters only grow: if any went down, the thread id now names another thread."""
-    return all(getattr(after, f) >= getattr(before, f) for f in fields)
-
-
-_PROCFS_COUNTERS = ("cpu_ns", "run_delay_ns", "runs", "voluntary", "involuntary")
+def _counts_went_down(before, after) -> bool:
+    """Cumulative counters only grow: if one went down, the thread id now names another thread.
+    (Checked for every thread every window, hence plain comparisons.)"""
+    return after.runs < before.runs or after.cpu_ns < before.cpu_ns or after.voluntary < before.voluntary \
+        or after.involuntary < before.involuntary
 
 
 def _procfs_delta(before: procfs.ThreadCounters | None, after: procfs.ThreadCounters) -> ThreadActivity | None:
-    if before is not None and (before.pid != after.pid or not _same_thread(before, after, _PROCFS_COUNTERS)):
+    if before is not None and (before.pid != after.pid or _counts_went_down(before, after)):
         before = None
     b = before or procfs.ThreadCounters(after.tid, after.pid, 0, 0, 0, 0, 0)
     if after.runs == b.runs and after.cpu_ns == b.cpu_ns:
@@ -213,11 +212,8 @@ def _tgid_of(tid: int) -> int:
     return int(raw[start + 6:raw.index(b"\n", start + 1)]) if start >= 0 else 0
 
 
-_BPF_COUNTERS = ("runq_delay_ns", "runs", "wakeups", "cpu_ns", "voluntary", "involuntary")
-
-
 def _bpf_delta(before: BpfCounters | None, after: BpfCounters) -> ThreadActivity | None:
-    if before is not None and not _same_thread(before, after, _BPF_COUNTERS):
+    if before is not None and (_counts_went_down(before, after) or after.wakeups < before.wakeups):
         before = None
     if before is None:
         before = BpfCounters(after.tid, after.tgid, (), 0, 0, 0, 0, 0, 0)
