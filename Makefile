@@ -39,7 +39,7 @@ protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check schedcp services tests scripts bench
+	$(VENV)/bin/ruff check schedcp services tests scripts bench sandbox
 
 clean:
 	rm -rf $(VENV) .schedcp .pytest_cache .ruff_cache *.egg-info

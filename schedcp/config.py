@@ -87,6 +87,11 @@ def default_host_id() -> str:
     return cleaned or "localhost"
 
 
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "schedcp"
+
+
 def default_data_dir() -> Path:
     state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state_home) / "schedcp"
@@ -118,6 +123,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="State: NATS store of the local stack, logs, keys, journals.",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Downloads and builds that can be remade: sandbox kernels, libbpf, the loader, compiled policies.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Least severe log level printed."

@@ -1,0 +1,323 @@
+// schedcp-loader: load one sched_ext scheduler (.bpf.o), keep it enabled, report how it ended.
+//
+//   schedcp-loader OBJ [--param NAME=VALUE]... [--params-json FILE]
+//
+// Parameters are the object's `const volatile` globals (.rodata), set before load, so a
+// library policy is reused with new parameters without recompiling. The loader prints one
+// JSON object per line on stdout:
+//   {"event":"enabled","ops":NAME,...}                   attached; the scheduler is running
+//   {"event":"error","stage":STAGE,"error":MSG,"log":VERIFIER_LOG}   it could not get there
+//   {"event":"exit","by":"signal"|"kernel","kind":N,"kind_name":S,"reason":S,"msg":S}
+// and holds until SIGTERM/SIGINT (then unloads) or until the kernel ejects the scheduler
+// (watchdog, runtime error). Nothing is pinned: the scheduler lives exactly as long as the
+// loader. Exit status: 0 unloaded on request, 1 usage/setup error, 2 ejected by the kernel,
+// 3 rejected at load.
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_PARAMS 64
+#define VERIFIER_LOG_SIZE (4 * 1024 * 1024)
+
+// Must match struct schedcp_exit in policies/sched_ext/common.bpf.h.
+struct schedcp_exit {
+	int32_t kind;
+	int64_t exit_code;
+	char reason[128];
+	char msg[256];
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) { (void)sig; stop_requested = 1; }
+
+// JSON string escaping for messages and the verifier log.
+static void print_json_string(const char *s)
+{
+	putchar('"');
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c == '\n')
+			fputs("\\n", stdout);
+		else if (c == '\t')
+			fputs("\\t", stdout);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void report_error(const char *stage, const char *log, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	printf("{\"event\":\"error\",\"stage\":\"%s\",\"error\":", stage);
+	print_json_string(msg);
+	if (log && *log) {
+		fputs(",\"log\":", stdout);
+		print_json_string(log);
+	}
+	puts("}");
+	fflush(stdout);
+}
+
+static const char *exit_kind_name(int kind)
+{
+	// enum scx_exit_kind (kernel/sched/ext.c); the numbers are kernel ABI.
+	switch (kind) {
+	case 0: return "none";
+	case 1: return "done";
+	case 64: return "unregistered";
+	case 65: return "unregistered_by_bpf";
+	case 66: return "unregistered_by_kernel";
+	case 67: return "sysrq";
+	case 1024: return "error";
+	case 1025: return "error_bpf";
+	case 1026: return "error_stall";
+	default: return "unknown";
+	}
+}
+
+static struct bpf_map *find_map_by_suffix(struct bpf_object *obj, const char *suffix)
+{
+	struct bpf_map *map;
+	size_t n = strlen(suffix);
+	bpf_object__for_each_map(map, obj) {
+		const char *name = bpf_map__name(map);
+		size_t len = strlen(name);
+		if (len >= n && strcmp(name + len - n, suffix) == 0)
+			return map;
+	}
+	return NULL;
+}
+
+// Set one `const volatile` global in .rodata. Integers and bools by value; char arrays from a
+// string (NUL-padded, must fit).
+static int set_param(struct bpf_object *obj, const char *name, const char *value)
+{
+	struct bpf_map *rodata = find_map_by_suffix(obj, ".rodata");
+	struct btf *btf = bpf_object__btf(obj);
+	if (!rodata || !btf) {
+		report_error("params", NULL, "the object has no parameters (.rodata), so %s cannot be set", name);
+		return -1;
+	}
+	int sec_id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+	size_t size = 0;
+	char *data = bpf_map__initial_value(rodata, &size);
+	if (sec_id < 0 || !data) {
+		report_error("params", NULL, "cannot read the parameter layout (.rodata BTF)");
+		return -1;
+	}
+	const struct btf_type *sec = btf__type_by_id(btf, sec_id);
+	const struct btf_var_secinfo *vs = btf_var_secinfos(sec);
+	for (int i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *var = btf__type_by_id(btf, vs->type);
+		if (strcmp(btf__name_by_offset(btf, var->name_off), name) != 0)
+			continue;
+		const struct btf_type *t = btf__type_by_id(btf, btf__resolve_type(btf, var->type));
+		char *dst = data + vs->offset;
+		if (btf_is_array(t)) {
+			size_t len = strlen(value);
+			if (len >= vs->size) {
+				report_error("params", NULL, "%s is at most %u characters, got %zu", name,
+					     vs->size - 1, len);
+				return -1;
+			}
+			memset(dst, 0, vs->size);
+			memcpy(dst, value, len);
+			return 0;
+		}
+		char *end = NULL;
+		errno = 0;
+		long long v = strcmp(value, "true") == 0 ? 1 : strcmp(value, "false") == 0 ? 0
+			      : strtoll(value, &end, 0);
+		if (errno || (end && *end)) {
+			report_error("params", NULL, "%s=%s is not a number", name, value);
+			return -1;
+		}
+		switch (vs->size) {
+		case 1: *(int8_t *)dst = (int8_t)v; break;
+		case 2: *(int16_t *)dst = (int16_t)v; break;
+		case 4: *(int32_t *)dst = (int32_t)v; break;
+		case 8: *(int64_t *)dst = (int64_t)v; break;
+		default:
+			report_error("params", NULL, "%s has an unsupported size %u", name, vs->size);
+			return -1;
+		}
+		return 0;
+	}
+	report_error("params", NULL, "the scheduler has no parameter named %s", name);
+	return -1;
+}
+
+// --params-json FILE: a flat object of "name": number | true | false | "string". Parsed by
+// hand (no JSON library in the VM): keys and values may not contain quotes or commas.
+static int set_params_json(struct bpf_object *obj, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		report_error("params", NULL, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	char buf[8192];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = buf;
+	while ((p = strchr(p, '"'))) {
+		char *key = ++p, *kend = strchr(p, '"');
+		if (!kend)
+			break;
+		*kend = 0;
+		p = strchr(kend + 1, ':');
+		if (!p)
+			break;
+		p++;
+		while (*p == ' ' || *p == '\n' || *p == '\t')
+			p++;
+		char *value = p, *vend;
+		if (*p == '"') {
+			value = ++p;
+			vend = strchr(p, '"');
+		} else {
+			vend = p + strcspn(p, ",}\n ");
+		}
+		if (!vend)
+			break;
+		char saved = *vend;
+		*vend = 0;
+		if (set_param(obj, key, value))
+			return -1;
+		p = vend + (saved ? 1 : 0);
+	}
+	return 0;
+}
+
+static void read_file(const char *path, char *buf, size_t size)
+{
+	FILE *f = fopen(path, "r");
+	buf[0] = 0;
+	if (!f)
+		return;
+	if (fgets(buf, (int)size, f))
+		buf[strcspn(buf, "\n")] = 0;
+	fclose(f);
+}
+
+static void print_exit(const struct schedcp_exit *e, const char *by)
+{
+	printf("{\"event\":\"exit\",\"by\":\"%s\",\"kind\":%d,\"kind_name\":\"%s\",\"exit_code\":%lld,"
+	       "\"reason\":", by, e->kind, exit_kind_name(e->kind), (long long)e->exit_code);
+	print_json_string(e->reason);
+	fputs(",\"msg\":", stdout);
+	print_json_string(e->msg);
+	puts("}");
+	fflush(stdout);
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
+		fprintf(stderr, "usage: %s OBJ.bpf.o [--param NAME=VALUE]... [--params-json FILE]\n", argv[0]);
+		return 1;
+	}
+	static char log_buf[VERIFIER_LOG_SIZE];
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .kernel_log_buf = log_buf, .kernel_log_size = sizeof(log_buf),
+		    .kernel_log_level = 1);
+	struct bpf_object *obj = bpf_object__open_file(argv[1], &opts);
+	if (!obj) {
+		report_error("open", NULL, "cannot open %s: %s", argv[1], strerror(errno));
+		return 1;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--param") == 0 && i + 1 < argc) {
+			char *eq = strchr(argv[++i], '=');
+			if (!eq) {
+				report_error("params", NULL, "--param wants NAME=VALUE, got %s", argv[i]);
+				return 1;
+			}
+			*eq = 0;
+			if (set_param(obj, argv[i], eq + 1))
+				return 1;
+		} else if (strcmp(argv[i], "--params-json") == 0 && i + 1 < argc) {
+			if (set_params_json(obj, argv[++i]))
+				return 1;
+		} else {
+			report_error("usage", NULL, "unknown argument %s", argv[i]);
+			return 1;
+		}
+	}
+
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	int err = bpf_object__load(obj);
+	if (err) {
+		report_error("load", log_buf, "the kernel refused the program: %s", strerror(-err));
+		return 3;
+	}
+	struct bpf_map *ops = NULL, *map;
+	bpf_object__for_each_map(map, obj) {
+		if (bpf_map__type(map) == BPF_MAP_TYPE_STRUCT_OPS)
+			ops = map;
+	}
+	if (!ops) {
+		report_error("attach", NULL, "%s has no sched_ext_ops in SEC(\".struct_ops.link\")", argv[1]);
+		return 1;
+	}
+	struct bpf_link *link = bpf_map__attach_struct_ops(ops);
+	if (!link) {
+		report_error("attach", log_buf, "attaching the scheduler failed: %s", strerror(errno));
+		return 3;
+	}
+	struct bpf_map *bss = find_map_by_suffix(obj, ".bss");
+	size_t bss_size = 0;
+	const struct schedcp_exit *exit_info = bss ? bpf_map__initial_value(bss, &bss_size) : NULL;
+
+	char state[32], name[128];
+	read_file("/sys/kernel/sched_ext/state", state, sizeof(state));
+	read_file("/sys/kernel/sched_ext/root/ops", name, sizeof(name));
+	printf("{\"event\":\"enabled\",\"ops\":");
+	print_json_string(name);
+	printf(",\"state\":\"%s\",\"pid\":%d}\n", state, getpid());
+	fflush(stdout);
+
+	// Hold. The exit record is written by ops.exit: non-zero kind means the kernel ejected
+	// the scheduler while we were not asking it to go.
+	while (!stop_requested) {
+		if (exit_info && exit_info->kind) {
+			print_exit(exit_info, "kernel");
+			bpf_link__destroy(link);
+			return 2;
+		}
+		sleep_ms(50);
+	}
+	bpf_link__destroy(link);
+	for (int i = 0; i < 40 && exit_info && !exit_info->kind; i++)
+		sleep_ms(5);
+	if (exit_info)
+		print_exit(exit_info, "signal");
+	bpf_object__close(obj);
+	return 0;
+}

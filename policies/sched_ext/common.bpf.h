@@ -1,0 +1,61 @@
+/* Shared by every schedcp sched_ext policy: kfunc declarations, DSQ ids, and the exit record
+ * the loader reports.
+ *
+ * Debian bookworm's bpftool emits no kfunc prototypes into vmlinux.h, so they are declared
+ * here; each one was checked against the sandbox kernel's BTF
+ * (`bpftool btf dump file vmlinux | grep "FUNC 'scx_bpf_"`). Names are the 6.12+ ones
+ * (scx_bpf_dsq_insert*, scx_bpf_dsq_move_to_local); scx_bpf_dispatch/consume are gone.
+ */
+#pragma once
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+char _license[] SEC("license") = "GPL";
+
+extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym;
+extern void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym;
+extern void scx_bpf_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
+                                     u64 enq_flags) __ksym;
+extern bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym;
+extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_flags,
+                                  bool *is_idle) __ksym;
+extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym;
+extern s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
+extern s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym;
+
+#define NSEC_PER_USEC 1000ULL
+#define NSEC_PER_MSEC 1000000ULL
+
+/* Custom DSQ ids used by the library (any u64 below SCX_DSQ_FLAG_BUILTIN). */
+#define SHARED_DSQ 0
+#define BOOST_DSQ 1
+
+/* What ops.exit saw, for the loader to print: it reads this from the .bss map when the
+ * scheduler goes away, by its own request or the kernel's (watchdog, runtime error). */
+struct schedcp_exit {
+    s32 kind;          /* enum scx_exit_kind; 0 while running */
+    s64 exit_code;
+    char reason[128];
+    char msg[256];
+};
+struct schedcp_exit schedcp_exit_info SEC(".bss");
+
+#define SCHEDCP_RECORD_EXIT(ei)                                                          \
+    do {                                                                                 \
+        bpf_probe_read_kernel_str(schedcp_exit_info.reason, sizeof(schedcp_exit_info.reason), \
+                                  (ei)->reason);                                         \
+        bpf_probe_read_kernel_str(schedcp_exit_info.msg, sizeof(schedcp_exit_info.msg),  \
+                                  (ei)->msg);                                            \
+        schedcp_exit_info.exit_code = (ei)->exit_code;                                   \
+        /* kind last: the loader treats a non-zero kind as "the record is complete". */  \
+        asm volatile("" ::: "memory");                                                   \
+        schedcp_exit_info.kind = (ei)->kind;                                             \
+    } while (0)
+
+/* vtime comparison that survives wrap-around. */
+static __always_inline bool vtime_before(u64 a, u64 b)
+{
+    return (s64)(a - b) < 0;
+}
