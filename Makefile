@@ -2,6 +2,7 @@
 #   make run    start the local stack, show it healthy, profile this host, stop it
 #   make test   lint, then run the test suite
 #   make bench  benchmarks; reports (JSON, markdown, PNG) in bench/results/
+#   make sandbox build the sched_ext toolchain and micro-VM pieces (tests do it too)
 #   make protos regenerate schedcp/v1 from protos/ (commit the result)
 #   make lint   ruff
 
@@ -13,7 +14,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # `make run` keeps its stack's state inside the checkout, not in the user's state dir.
 RUN_ENV   := SCHEDCP_DATA_DIR=$(CURDIR)/.schedcp
 
-.PHONY: install run test bench protos lint clean
+.PHONY: install run test bench sandbox protos lint clean
 
 install: $(STAMP)
 
@@ -34,6 +35,11 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) -m bench.observer_overhead
+	$(PY) -m bench.sched_ext_latency
+
+# Build (once; cached in SCHEDCP_CACHE_DIR) the sandbox kernel, libbpf, loader, probes and policies.
+sandbox: $(STAMP)
+	$(PY) -m sandbox
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py

@@ -132,6 +132,25 @@ static int set_param(struct bpf_object *obj, const char *name, const char *value
 			continue;
 		const struct btf_type *t = btf__type_by_id(btf, btf__resolve_type(btf, var->type));
 		char *dst = data + vs->offset;
+		if (btf_is_array(t) && btf__resolve_size(btf, btf_array(t)->type) > 1) {
+			// An array of integers: comma-separated values, the rest zero.
+			int elem = (int)btf__resolve_size(btf, btf_array(t)->type);
+			unsigned int count = btf_array(t)->nelems, i = 0;
+			memset(dst, 0, vs->size);
+			for (char *tok = strtok((char *)value, ","); tok; tok = strtok(NULL, ","), i++) {
+				char *end = NULL;
+				long long v = strtoll(tok, &end, 0);
+				if (i >= count || (end && *end)) {
+					report_error("params", NULL, "%s takes up to %u comma-separated numbers", name, count);
+					return -1;
+				}
+				if (elem == 4)
+					((int32_t *)dst)[i] = (int32_t)v;
+				else
+					((int64_t *)dst)[i] = (int64_t)v;
+			}
+			return 0;
+		}
 		if (btf_is_array(t)) {
 			size_t len = strlen(value);
 			if (len >= vs->size) {

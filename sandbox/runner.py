@@ -129,7 +129,7 @@ def run(plan: Plan, kernel: Kernel, toolchain: Toolchain, timeout_s: float = 300
         raise BuildError(f"{QEMU} not found: run `make install` (it installs Debian's qemu-system-x86)")
     files = {"bin/schedcp-loader": toolchain.loader(static=True).read_bytes(),
              "plan.sh": plan.script().encode()}
-    files.update({f"bin/{name}": path.read_bytes() for name, path in toolchain.probes().items()})
+    files.update({f"bin/probe-{name}": path.read_bytes() for name, path in toolchain.probes().items()})
     files.update({path.lstrip("/"): data for path, data in plan.files.items()})
     with tempfile.TemporaryDirectory(prefix="schedcp-vm-") as tmp:
         initrd = Path(tmp) / "initrd.gz"

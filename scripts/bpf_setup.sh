@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# What the observer's BPF mode and the tests need from Debian, made available to the virtualenv:
+# What the BPF parts and the tests need from Debian, made available to the virtualenv:
 #  - BCC (python3-bpfcc; the PyPI package named `bcc` is unrelated), linked into the venv alone
 #    rather than putting all of Debian's dist-packages on its path;
 #  - kernel headers for BCC when the running kernel ships none: Debian's newest header packages
 #    are downloaded and extracted (not installed) into $VENV/share/schedcp/kernel-headers. The
 #    observer's probes read tracepoint fields only, so headers of another kernel version serve;
-#  - rt-tests (cyclictest) and stress-ng, the workloads the tests and benchmarks run.
+#  - rt-tests (cyclictest) and stress-ng, the workloads the tests and benchmarks run;
+#  - the sched_ext toolchain (sandbox/build.py): qemu, clang/llvm, bpftool, busybox-static,
+#    zstd, and the static libraries the loader links (libelf, zlib, libzstd).
 # Anything that cannot be had is a warning, not a failure: the observer then runs procfs-only
 # and says why.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 HEADERS="$VENV/share/schedcp/kernel-headers"
-PACKAGES=(python3-bpfcc rt-tests stress-ng)
+PACKAGES=(python3-bpfcc rt-tests stress-ng qemu-system-x86 clang llvm bpftool busybox-static zstd
+          libelf-dev zlib1g-dev libzstd-dev)
 
 warn() { echo "bpf_setup: $*" >&2; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -29,7 +32,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bpf_setup: installing ${missing[*]} (apt)" >&2
   sudo_if_needed apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq "${missing[@]}" >/dev/null \
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || warn "could not install ${missing[*]}"
 fi
 

@@ -1,0 +1,123 @@
+/* latency_boost: tasks that matter for latency (matched by name prefix or process id) go to a
+ * priority queue with a short slice and preempt on wakeup; everything else shares a weighted
+ * vtime queue. The priority queue is always served first.
+ *
+ * A boosted task that burns its whole slice is CPU-bound at that moment: its next turn is in the
+ * shared queue, so a misbehaving boosted task cannot starve the rest.
+ */
+#include "common.bpf.h"
+
+#define MAX_BOOST_TGIDS 8
+
+const volatile char boost_comm[16] = "";        /* name prefix to boost ("" = none) */
+const volatile u32 boost_tgid[MAX_BOOST_TGIDS] = {}; /* process ids to boost (0 = unused) */
+const volatile u64 boost_slice_us = 500;        /* slice of boosted tasks */
+const volatile u64 slice_us = 5000;             /* slice of everything else */
+
+static u64 vtime_now;
+
+static __always_inline u64 slice_ns(void)
+{
+    return slice_us * NSEC_PER_USEC;
+}
+
+static __always_inline bool matches(struct task_struct *p)
+{
+    if (boost_comm[0]) {
+        bool same = true;
+        for (int i = 0; i < 16 && boost_comm[i]; i++) {
+            if (p->comm[i] != boost_comm[i]) {
+                same = false;
+                break;
+            }
+        }
+        if (same)
+            return true;
+    }
+    for (int i = 0; i < MAX_BOOST_TGIDS; i++) {
+        if (boost_tgid[i] && boost_tgid[i] == (u32)p->tgid)
+            return true;
+    }
+    return false;
+}
+
+SEC("struct_ops/latency_boost_select_cpu")
+s32 BPF_PROG(latency_boost_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+    bool is_idle = false;
+    s32 cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+
+    if (is_idle)
+        scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, matches(p) ? boost_slice_us * NSEC_PER_USEC : slice_ns(), 0);
+    return cpu;
+}
+
+SEC("struct_ops/latency_boost_enqueue")
+void BPF_PROG(latency_boost_enqueue, struct task_struct *p, u64 enq_flags)
+{
+    /* slice == 0: it used all of its last slice (demoted for this turn, see above). */
+    if (matches(p) && p->scx.slice) {
+        scx_bpf_dsq_insert(p, BOOST_DSQ, boost_slice_us * NSEC_PER_USEC, enq_flags);
+        if (enq_flags & SCX_ENQ_WAKEUP)
+            scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
+        return;
+    }
+    u64 vtime = p->scx.dsq_vtime;
+    if (vtime_before(vtime, vtime_now - slice_ns()))
+        vtime = vtime_now - slice_ns();
+    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns(), vtime, enq_flags);
+}
+
+SEC("struct_ops/latency_boost_dispatch")
+void BPF_PROG(latency_boost_dispatch, s32 cpu, struct task_struct *prev)
+{
+    if (!scx_bpf_dsq_move_to_local(BOOST_DSQ))
+        scx_bpf_dsq_move_to_local(SHARED_DSQ);
+}
+
+SEC("struct_ops/latency_boost_running")
+void BPF_PROG(latency_boost_running, struct task_struct *p)
+{
+    if (vtime_before(vtime_now, p->scx.dsq_vtime))
+        vtime_now = p->scx.dsq_vtime;
+}
+
+SEC("struct_ops/latency_boost_stopping")
+void BPF_PROG(latency_boost_stopping, struct task_struct *p, bool runnable)
+{
+    p->scx.dsq_vtime += (slice_ns() - p->scx.slice) * 100 / p->scx.weight;
+}
+
+SEC("struct_ops/latency_boost_enable")
+void BPF_PROG(latency_boost_enable, struct task_struct *p)
+{
+    p->scx.dsq_vtime = vtime_now;
+}
+
+SEC("struct_ops.s/latency_boost_init")
+s32 BPF_PROG(latency_boost_init)
+{
+    s32 err = scx_bpf_create_dsq(BOOST_DSQ, -1);
+
+    return err ? err : scx_bpf_create_dsq(SHARED_DSQ, -1);
+}
+
+SEC("struct_ops/latency_boost_exit")
+void BPF_PROG(latency_boost_exit, struct scx_exit_info *ei)
+{
+    SCHEDCP_RECORD_EXIT(ei);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops latency_boost_ops = {
+    .select_cpu = (void *)latency_boost_select_cpu,
+    .enqueue = (void *)latency_boost_enqueue,
+    .dispatch = (void *)latency_boost_dispatch,
+    .running = (void *)latency_boost_running,
+    .stopping = (void *)latency_boost_stopping,
+    .enable = (void *)latency_boost_enable,
+    .init = (void *)latency_boost_init,
+    .exit = (void *)latency_boost_exit,
+    .timeout_ms = 5000,
+    .name = "schedcp_latency_boost",
+};

@@ -1,0 +1,61 @@
+/* ljf: longest job first, for makespan. When many jobs share few CPUs and one is much longer
+ * than the rest, running the long one first (and the short ones around it) finishes the whole
+ * set sooner than fair sharing, which leaves the long job for last.
+ *
+ * "Longest" is the CPU time a task has used so far (p->se.sum_exec_runtime, which the core
+ * keeps for sched_ext tasks too): the queue is ordered by its negation. Short tasks still run
+ * whenever a CPU frees up, so nothing starves while the long job holds one CPU; the watchdog
+ * (timeout_ms) backs that up.
+ */
+#include "common.bpf.h"
+
+const volatile u64 slice_us = 20000; /* time slice */
+
+SEC("struct_ops/ljf_select_cpu")
+s32 BPF_PROG(ljf_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+    bool is_idle = false;
+    s32 cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+
+    if (is_idle)
+        scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_us * NSEC_PER_USEC, 0);
+    return cpu;
+}
+
+SEC("struct_ops/ljf_enqueue")
+void BPF_PROG(ljf_enqueue, struct task_struct *p, u64 enq_flags)
+{
+    /* More CPU used so far -> smaller key -> dispatched first. */
+    u64 key = ~p->se.sum_exec_runtime;
+
+    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_us * NSEC_PER_USEC, key, enq_flags);
+}
+
+SEC("struct_ops/ljf_dispatch")
+void BPF_PROG(ljf_dispatch, s32 cpu, struct task_struct *prev)
+{
+    scx_bpf_dsq_move_to_local(SHARED_DSQ);
+}
+
+SEC("struct_ops.s/ljf_init")
+s32 BPF_PROG(ljf_init)
+{
+    return scx_bpf_create_dsq(SHARED_DSQ, -1);
+}
+
+SEC("struct_ops/ljf_exit")
+void BPF_PROG(ljf_exit, struct scx_exit_info *ei)
+{
+    SCHEDCP_RECORD_EXIT(ei);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops ljf_ops = {
+    .select_cpu = (void *)ljf_select_cpu,
+    .enqueue = (void *)ljf_enqueue,
+    .dispatch = (void *)ljf_dispatch,
+    .init = (void *)ljf_init,
+    .exit = (void *)ljf_exit,
+    .timeout_ms = 10000,
+    .name = "schedcp_ljf",
+};
