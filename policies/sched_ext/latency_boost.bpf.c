@@ -2,8 +2,9 @@
  * priority queue with a short slice and preempt on wakeup; everything else shares a weighted
  * vtime queue. The priority queue is always served first.
  *
- * A boosted task that burns its whole slice is CPU-bound at that moment: its next turn is in the
- * shared queue, so a misbehaving boosted task cannot starve the rest.
+ * Only wakeups are boosted: a matched task that is still runnable when its slice ends (CPU-bound
+ * at that moment) is re-queued in the shared queue, so a misbehaving boosted task cannot
+ * starve the rest.
  */
 #include "common.bpf.h"
 
@@ -55,11 +56,9 @@ s32 BPF_PROG(latency_boost_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
 SEC("struct_ops/latency_boost_enqueue")
 void BPF_PROG(latency_boost_enqueue, struct task_struct *p, u64 enq_flags)
 {
-    /* slice == 0: it used all of its last slice (demoted for this turn, see above). */
-    if (matches(p) && p->scx.slice) {
+    if ((enq_flags & SCX_ENQ_WAKEUP) && matches(p)) {
         scx_bpf_dsq_insert(p, BOOST_DSQ, boost_slice_us * NSEC_PER_USEC, enq_flags);
-        if (enq_flags & SCX_ENQ_WAKEUP)
-            scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
+        scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
         return;
     }
     u64 vtime = p->scx.dsq_vtime;
@@ -85,7 +84,15 @@ void BPF_PROG(latency_boost_running, struct task_struct *p)
 SEC("struct_ops/latency_boost_stopping")
 void BPF_PROG(latency_boost_stopping, struct task_struct *p, bool runnable)
 {
-    p->scx.dsq_vtime += (slice_ns() - p->scx.slice) * 100 / p->scx.weight;
+    /* Charge the part of its slice the task used. A boosted run was given the boost slice:
+     * charging it against the long slice would push a boosted task's vtime far ahead and
+     * make its next turn in the shared queue very late. (A matched task demoted to the shared
+     * queue with no more than a boost slice left is undercharged; it is rare and harmless.) */
+    u64 boost_ns = boost_slice_us * NSEC_PER_USEC;
+    u64 given = matches(p) && p->scx.slice <= boost_ns ? boost_ns : slice_ns();
+
+    if (given > p->scx.slice)
+        p->scx.dsq_vtime += (given - p->scx.slice) * 100 / p->scx.weight;
 }
 
 SEC("struct_ops/latency_boost_enable")
