@@ -9,6 +9,8 @@ objects (the loader's and the probes' reports) become the step's records, the re
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -20,6 +22,7 @@ from pathlib import Path
 from sandbox import initramfs
 from sandbox.build import BuildError, Kernel, Toolchain
 
+log = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 # The default `pc` machine: `-M microvm` hangs without acpi=on with this kernel (PLATFORM.md).
 QEMU_ARGS = ["-cpu", "max", "-smp", "2", "-m", "1024", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"]
@@ -145,17 +148,40 @@ def run(plan: Plan, kernel: Kernel, toolchain: Toolchain, timeout_s: float = 300
     with tempfile.TemporaryDirectory(prefix="schedcp-vm-") as tmp:
         initrd = Path(tmp) / "initrd.gz"
         initrd.write_bytes(initramfs.build(files))
-        accel = "tcg,thread=multi" if multithreaded else "tcg,thread=single"
-        argv = [QEMU, "-accel", accel, *QEMU_ARGS, "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
-                "-append", KERNEL_CMDLINE]
+        accel = accelerator(kernel) or ("tcg,thread=multi" if multithreaded else "tcg,thread=single")
         started = time.monotonic()
-        try:
-            result = subprocess.run(argv, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-            console = result.stdout.decode(errors="replace")
-        except subprocess.TimeoutExpired as exc:
-            console = (exc.stdout or b"").decode(errors="replace")
-            return _parse(kernel, console, time.monotonic() - started, finished=False)
+        console = _boot(accel, kernel, initrd, timeout_s)
     return _parse(kernel, console, time.monotonic() - started, finished="@@done" in console)
+
+
+def _boot(accel: str, kernel: Kernel, initrd: Path, timeout_s: float) -> str:
+    """The serial console's output; whatever came before the timeout if it expired."""
+    argv = [QEMU, "-accel", accel, *QEMU_ARGS, "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
+            "-append", KERNEL_CMDLINE]
+    try:
+        result = subprocess.run(argv, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        return result.stdout.decode(errors="replace")
+    except subprocess.TimeoutExpired as exc:
+        return (exc.stdout or b"").decode(errors="replace")
+
+
+_kvm_verdict: dict[str, bool] = {}
+
+
+def accelerator(kernel: Kernel) -> str | None:
+    """"kvm" when KVM really runs a guest here (checked once per process by booting an empty
+    plan), None for TCG. /dev/kvm can exist and still fail: nested virtualisation on this
+    project's CI machines aborts qemu at start."""
+    if kernel.release not in _kvm_verdict:
+        works = False
+        if os.access("/dev/kvm", os.R_OK | os.W_OK):
+            with tempfile.TemporaryDirectory(prefix="schedcp-kvm-") as tmp:
+                initrd = Path(tmp) / "initrd.gz"
+                initrd.write_bytes(initramfs.build({"plan.sh": b"true\n"}))
+                works = "@@done" in _boot("kvm", kernel, initrd, 30)
+        _kvm_verdict[kernel.release] = works
+        log.info("sandbox VM accelerator: %s", "KVM" if works else "TCG (KVM unavailable or not working)")
+    return "kvm" if _kvm_verdict[kernel.release] else None
 
 
 def _parse(kernel: Kernel, console: str, seconds: float, finished: bool) -> VmRun:
