@@ -38,6 +38,23 @@ struct schedcp_exit {
 
 static volatile sig_atomic_t stop_requested;
 
+// libbpf's own warnings (an extern kfunc the kernel lacks, a bad section...), reported with a
+// load error when the kernel's verifier log is empty: that is where the reason is then.
+static char libbpf_messages[16384];
+static size_t libbpf_messages_len;
+
+static int collect_libbpf_message(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG || libbpf_messages_len >= sizeof(libbpf_messages) - 1)
+		return 0;
+	int n = vsnprintf(libbpf_messages + libbpf_messages_len, sizeof(libbpf_messages) - libbpf_messages_len,
+			  fmt, ap);
+	if (n > 0)
+		libbpf_messages_len += (size_t)n < sizeof(libbpf_messages) - libbpf_messages_len
+			? (size_t)n : sizeof(libbpf_messages) - libbpf_messages_len - 1;
+	return 0;
+}
+
 static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 
 // JSON string escaping for messages and the verifier log.
@@ -263,6 +280,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	static char log_buf[VERIFIER_LOG_SIZE];
+	libbpf_set_print(collect_libbpf_message);
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .kernel_log_buf = log_buf, .kernel_log_size = sizeof(log_buf),
 		    .kernel_log_level = 1);
 	struct bpf_object *obj = bpf_object__open_file(argv[1], &opts);
@@ -293,7 +311,8 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	int err = bpf_object__load(obj);
 	if (err) {
-		report_error("load", log_buf, "the kernel refused the program: %s", strerror(-err));
+		report_error("load", log_buf[0] ? log_buf : libbpf_messages, "the kernel refused the program: %s",
+			     strerror(-err));
 		return 3;
 	}
 	struct bpf_map *ops = NULL, *map;

@@ -126,3 +126,26 @@ def test_missing_qemu_says_how_to_get_it(monkeypatch, toolchain):
     monkeypatch.setattr(shutil, "which", lambda name: None if name == runner.QEMU else real_which(name))
     with pytest.raises(build.BuildError, match=r"qemu-system-x86_64 not found: run `make install`"):
         runner.run(runner.Plan(), toolchain.kernel(), toolchain)
+
+
+@pytest.mark.skipif(Path("/sys/kernel/sched_ext").exists(),
+                    reason="this host has sched_ext: the test must not load a scheduler on the host")
+def test_the_host_loader_reports_why_a_kernel_without_sched_ext_refuses(toolchain):
+    import json
+    import subprocess
+
+    obj = toolchain.compile_policy(policies.source_of(policies.load(policies.LIBRARY / "sched_ext" / "fifo.toml")),
+                                   toolchain.kernel())
+    result = subprocess.run([str(toolchain.loader(static=False)), str(obj)], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 3
+    error = json.loads(result.stdout.splitlines()[0])
+    assert error["stage"] == "load" and "scx_bpf_" in error["log"], error
+
+
+def test_the_catalogue_finds_a_kernel_by_release_and_by_btf_digest(toolchain):
+    kernel = toolchain.kernel()
+    assert build.find_kernel(btf_sha256=kernel.btf_sha256).release == kernel.release
+    assert build.find_kernel(release=kernel.release).btf_sha256 == kernel.btf_sha256
+    with pytest.raises(build.BuildError, match="no sandbox kernel"):
+        build.find_kernel(release="2.6.32")
