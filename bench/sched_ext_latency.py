@@ -57,9 +57,14 @@ def main() -> None:
         raise SystemExit(f"the VM did not finish; console tail:\n{vm.console[-2000:]}")
     runs = {"eevdf": [], "latency_boost": []}
     for step_id, step in vm.steps.items():
-        probe = step.first("probe")
-        if probe:
-            runs[step_id.rsplit("-", 1)[0]].append(probe)
+        name, probe = step_id.rsplit("-", 1)[0], step.first("probe")
+        # latency_boost numbers count only if it was enabled throughout (unloaded by us, not ejected).
+        boosted_ok = name == "eevdf" or (step.first("enabled") and (step.first("exit") or {}).get("by") == "signal")
+        if probe and boosted_ok:
+            runs[name].append(probe)
+    missing = [name for name, probes in runs.items() if not probes]
+    if missing:
+        raise SystemExit(f"no valid runs for {', '.join(missing)}; console tail:\n{vm.console[-2000:]}")
     summary = {name: {m: statistics.median(r[m] for r in probes) for m in METRICS} for name, probes in runs.items()}
     result = {"date": time.strftime("%Y-%m-%d"), "kernel": kernel.release, "hogs": args.hogs,
               "seconds": args.seconds, "repetitions": args.repetitions, "vm_seconds": round(vm.seconds, 1),

@@ -154,14 +154,23 @@ static int set_param(struct bpf_object *obj, const char *name, const char *value
 			int elem = (int)btf__resolve_size(btf, btf_array(t)->type);
 			unsigned int count = btf_array(t)->nelems, i = 0;
 			memset(dst, 0, vs->size);
-			for (char *tok = strtok((char *)value, ","); tok; tok = strtok(NULL, ","), i++) {
+			if (elem != 2 && elem != 4 && elem != 8) {
+				report_error("params", NULL, "%s: arrays of %d-byte elements are not supported", name, elem);
+				return -1;
+			}
+			char copy[1024];
+			snprintf(copy, sizeof(copy), "%s", value);
+			for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ","), i++) {
 				char *end = NULL;
+				errno = 0;
 				long long v = strtoll(tok, &end, 0);
-				if (i >= count || (end && *end)) {
+				if (i >= count || errno || end == tok || *end) {
 					report_error("params", NULL, "%s takes up to %u comma-separated numbers", name, count);
 					return -1;
 				}
-				if (elem == 4)
+				if (elem == 2)
+					((int16_t *)dst)[i] = (int16_t)v;
+				else if (elem == 4)
 					((int32_t *)dst)[i] = (int32_t)v;
 				else
 					((int64_t *)dst)[i] = (int64_t)v;
@@ -183,7 +192,7 @@ static int set_param(struct bpf_object *obj, const char *name, const char *value
 		errno = 0;
 		long long v = strcmp(value, "true") == 0 ? 1 : strcmp(value, "false") == 0 ? 0
 			      : strtoll(value, &end, 0);
-		if (errno || (end && *end)) {
+		if (errno || (end && (end == value || *end))) {
 			report_error("params", NULL, "%s=%s is not a number", name, value);
 			return -1;
 		}
@@ -232,7 +241,7 @@ static int set_params_json(struct bpf_object *obj, const char *path)
 			value = ++p;
 			vend = strchr(p, '"');
 		} else {
-			vend = p + strcspn(p, ",}\n ");
+			vend = p + strcspn(p, ",}\r\n ");
 		}
 		if (!vend)
 			break;
@@ -243,6 +252,28 @@ static int set_params_json(struct bpf_object *obj, const char *path)
 		p = vend + (saved ? 1 : 0);
 	}
 	return 0;
+}
+
+// The policy's exit record (`schedcp_exit_info` in .bss, written by SCHEDCP_RECORD_EXIT), found
+// by name through BTF; NULL when the program has none (then only sysfs tells of an ejection).
+static const volatile struct schedcp_exit *find_exit_record(struct bpf_object *obj)
+{
+	struct bpf_map *bss = find_map_by_suffix(obj, ".bss");
+	struct btf *btf = bpf_object__btf(obj);
+	size_t size = 0;
+	char *data = bss ? bpf_map__initial_value(bss, &size) : NULL;
+	int sec_id = btf ? btf__find_by_name_kind(btf, ".bss", BTF_KIND_DATASEC) : -1;
+	if (!data || sec_id < 0)
+		return NULL;
+	const struct btf_type *sec = btf__type_by_id(btf, sec_id);
+	const struct btf_var_secinfo *vs = btf_var_secinfos(sec);
+	for (int i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *var = btf__type_by_id(btf, vs->type);
+		if (strcmp(btf__name_by_offset(btf, var->name_off), "schedcp_exit_info") == 0 &&
+		    vs->size == sizeof(struct schedcp_exit) && vs->offset + vs->size <= size)
+			return (const volatile struct schedcp_exit *)(data + vs->offset);
+	}
+	return NULL;
 }
 
 static void read_file(const char *path, char *buf, size_t size)
@@ -256,13 +287,13 @@ static void read_file(const char *path, char *buf, size_t size)
 	fclose(f);
 }
 
-static void print_exit(const struct schedcp_exit *e, const char *by)
+static void print_exit(const volatile struct schedcp_exit *e, const char *by)
 {
 	printf("{\"event\":\"exit\",\"by\":\"%s\",\"kind\":%d,\"kind_name\":\"%s\",\"exit_code\":%lld,"
 	       "\"reason\":", by, e->kind, exit_kind_name(e->kind), (long long)e->exit_code);
-	print_json_string(e->reason);
+	print_json_string((const char *)e->reason);
 	fputs(",\"msg\":", stdout);
-	print_json_string(e->msg);
+	print_json_string((const char *)e->msg);
 	puts("}");
 	fflush(stdout);
 }
@@ -326,15 +357,27 @@ int main(int argc, char **argv)
 	}
 	struct bpf_link *link = bpf_map__attach_struct_ops(ops);
 	if (!link) {
-		report_error("attach", log_buf, "attaching the scheduler failed: %s", strerror(errno));
+		report_error("attach", libbpf_messages, "attaching the scheduler failed: %s", strerror(errno));
 		return 3;
 	}
-	struct bpf_map *bss = find_map_by_suffix(obj, ".bss");
-	size_t bss_size = 0;
-	const struct schedcp_exit *exit_info = bss ? bpf_map__initial_value(bss, &bss_size) : NULL;
+	const volatile struct schedcp_exit *exit_info = find_exit_record(obj);
 
+	// Since 6.12 a scheduler whose ops.init fails still attaches: the kernel records the
+	// error through ops.exit and stays disabled. Wait for the outcome before saying enabled.
 	char state[32], name[128];
-	read_file("/sys/kernel/sched_ext/state", state, sizeof(state));
+	for (int i = 0; i < 100; i++) {
+		read_file("/sys/kernel/sched_ext/state", state, sizeof(state));
+		if (strcmp(state, "enabling") != 0)
+			break;
+		sleep_ms(10);
+	}
+	if (strcmp(state, "enabled") != 0 || (exit_info && exit_info->kind)) {
+		if (exit_info && exit_info->kind)
+			print_exit(exit_info, "kernel");
+		report_error("enable", libbpf_messages, "the scheduler did not enable (sched_ext state: %s)", state);
+		bpf_link__destroy(link);
+		return 3;
+	}
 	read_file("/sys/kernel/sched_ext/root/ops", name, sizeof(name));
 	printf("{\"event\":\"enabled\",\"ops\":");
 	print_json_string(name);

@@ -142,7 +142,8 @@ class Toolchain:
         entry = entry or find_kernel()
         home = self.root / "kernels" / entry.release
         vmlinuz, header, digest_file = home / "vmlinuz", home / "vmlinux.h", home / "btf.sha256"
-        if not (vmlinuz.exists() and header.exists() and digest_file.exists()):
+        stale = digest_file.exists() and entry.btf_sha256 and digest_file.read_text().strip() != entry.btf_sha256
+        if stale or not (vmlinuz.exists() and header.exists() and digest_file.exists()):
             self._unpack_kernel(entry, home)
         return Kernel(entry, vmlinuz, header, digest_file.read_text().strip())
 
@@ -187,9 +188,10 @@ class Toolchain:
 
     def loader(self, static: bool = True) -> Path:
         out = self.root / "bin" / ("schedcp-loader" if static else "schedcp-loader-host")
-        if _fresh(out, LOADER_SRC):
-            return out
         prefix = self.libbpf()
+        # The loader mirrors struct schedcp_exit from common.bpf.h, and links libbpf.
+        if _fresh(out, LOADER_SRC, POLICIES / "common.bpf.h", prefix / "lib64" / "libbpf.a"):
+            return out
         out.parent.mkdir(parents=True, exist_ok=True)
         libs = [str(prefix / "lib64" / "libbpf.a"), "-lelf", "-lz", "-lzstd"]
         _run([require_tool("gcc"), "-O2", "-Wall", *(["-static"] if static else []), f"-I{prefix / 'include'}",
@@ -221,8 +223,8 @@ class Toolchain:
         return out
 
 
-def _fresh(output: Path, source: Path) -> bool:
-    return output.exists() and output.stat().st_mtime >= source.stat().st_mtime
+def _fresh(output: Path, *sources: Path) -> bool:
+    return output.exists() and all(output.stat().st_mtime >= source.stat().st_mtime for source in sources)
 
 
 def _extract_vmlinux(bzimage: Path, out: Path) -> None:

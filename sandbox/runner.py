@@ -103,8 +103,11 @@ def load_and_hold(obj_vm_path: str, params: dict[str, object] | None = None, hol
     state, run `hold` while the scheduler runs, stop it, print the state after."""
     args = " ".join(f"--param {shlex.quote(f'{k}={_param(v)}')}" for k, v in (params or {}).items())
     tries = int(enable_timeout_s / 0.1)
+    # The output file is emptied here, not in the background job: the wait loop below must
+    # never see the previous step's lines.
     return f"""
-{loader} {obj_vm_path} {args} > /tmp/loader.out 2>&1 &
+: > /tmp/loader.out
+{shlex.quote(loader)} {shlex.quote(obj_vm_path)} {args} >> /tmp/loader.out 2>&1 &
 LPID=$!
 i=0
 while [ $i -lt {tries} ] && ! grep -q '"event":"\\(enabled\\|error\\)"' /tmp/loader.out 2>/dev/null; do
@@ -113,7 +116,7 @@ while [ $i -lt {tries} ] && ! grep -q '"event":"\\(enabled\\|error\\)"' /tmp/loa
 done
 scx_state loaded
 if grep -q '"event":"enabled"' /tmp/loader.out; then
-{hold}
+{hold or ':'}
 fi
 kill -TERM $LPID 2>/dev/null
 wait $LPID
@@ -125,8 +128,11 @@ scx_state unloaded
 
 
 def _param(value: object) -> str:
+    """A parameter as the loader's --param takes it (lists: comma separated)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_param(v) for v in value)
     return str(value)
 
 

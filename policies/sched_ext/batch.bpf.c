@@ -48,7 +48,11 @@ void BPF_PROG(batch_running, struct task_struct *p)
 SEC("struct_ops/batch_stopping")
 void BPF_PROG(batch_stopping, struct task_struct *p, bool runnable)
 {
-    p->scx.dsq_vtime += (slice_ns() - p->scx.slice) * 100 / p->scx.weight;
+    /* Charge the part of the slice used, scaled by weight. The kernel may have refilled the
+     * slice beyond ours (a lone runnable task keeps running with SCX_SLICE_DFL): charge nothing
+     * then rather than wrap around. */
+    if (slice_ns() > p->scx.slice)
+        p->scx.dsq_vtime += (slice_ns() - p->scx.slice) * 100 / p->scx.weight;
 }
 
 SEC("struct_ops/batch_enable")

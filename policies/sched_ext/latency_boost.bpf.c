@@ -17,6 +17,28 @@ const volatile u64 slice_us = 5000;             /* slice of everything else */
 
 static u64 vtime_now;
 
+/* The slice each task was last given: boosted and shared turns differ, and the kernel may
+ * refill a lone task's slice, so stopping() charges against what was really given. */
+struct task_ctx {
+    u64 given_ns;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct task_ctx);
+} task_ctxs SEC(".maps");
+
+static __always_inline u64 give(struct task_struct *p, u64 ns)
+{
+    struct task_ctx *ctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+    if (ctx)
+        ctx->given_ns = ns;
+    return ns;
+}
+
 static __always_inline u64 slice_ns(void)
 {
     return slice_us * NSEC_PER_USEC;
@@ -49,7 +71,7 @@ s32 BPF_PROG(latency_boost_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
     s32 cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 
     if (is_idle)
-        scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, matches(p) ? boost_slice_us * NSEC_PER_USEC : slice_ns(), 0);
+        scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, give(p, matches(p) ? boost_slice_us * NSEC_PER_USEC : slice_ns()), 0);
     return cpu;
 }
 
@@ -57,14 +79,14 @@ SEC("struct_ops/latency_boost_enqueue")
 void BPF_PROG(latency_boost_enqueue, struct task_struct *p, u64 enq_flags)
 {
     if ((enq_flags & SCX_ENQ_WAKEUP) && matches(p)) {
-        scx_bpf_dsq_insert(p, BOOST_DSQ, boost_slice_us * NSEC_PER_USEC, enq_flags);
+        scx_bpf_dsq_insert(p, BOOST_DSQ, give(p, boost_slice_us * NSEC_PER_USEC), enq_flags);
         scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
         return;
     }
     u64 vtime = p->scx.dsq_vtime;
     if (vtime_before(vtime, vtime_now - slice_ns()))
         vtime = vtime_now - slice_ns();
-    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns(), vtime, enq_flags);
+    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, give(p, slice_ns()), vtime, enq_flags);
 }
 
 SEC("struct_ops/latency_boost_dispatch")
@@ -84,12 +106,10 @@ void BPF_PROG(latency_boost_running, struct task_struct *p)
 SEC("struct_ops/latency_boost_stopping")
 void BPF_PROG(latency_boost_stopping, struct task_struct *p, bool runnable)
 {
-    /* Charge the part of its slice the task used. A boosted run was given the boost slice:
-     * charging it against the long slice would push a boosted task's vtime far ahead and
-     * make its next turn in the shared queue very late. (A matched task demoted to the shared
-     * queue with no more than a boost slice left is undercharged; it is rare and harmless.) */
-    u64 boost_ns = boost_slice_us * NSEC_PER_USEC;
-    u64 given = matches(p) && p->scx.slice <= boost_ns ? boost_ns : slice_ns();
+    /* Charge the part of the slice it was given that it used, scaled by weight. */
+    /* (not `ctx`: BPF_PROG names its context argument that) */
+    struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+    u64 given = tctx ? tctx->given_ns : slice_ns();
 
     if (given > p->scx.slice)
         p->scx.dsq_vtime += (given - p->scx.slice) * 100 / p->scx.weight;

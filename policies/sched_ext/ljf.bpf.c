@@ -3,13 +3,15 @@
  * set sooner than fair sharing, which leaves the long job for last.
  *
  * "Longest" is the CPU time a task has used so far (p->se.sum_exec_runtime, which the core
- * keeps for sched_ext tasks too): the queue is ordered by its negation. Short tasks still run
- * whenever a CPU frees up, so nothing starves while the long job holds one CPU; the watchdog
- * (timeout_ms) backs that up.
+ * keeps for sched_ext tasks too). The queue is ordered by enqueue time minus that CPU time,
+ * with the lead a long task gets capped at max_lead_ms: a task that used more CPU goes ahead,
+ * but nobody waits more than about max_lead_ms behind it, so short tasks and system threads
+ * are delayed, never starved (the watchdog, timeout_ms, is only the backstop).
  */
 #include "common.bpf.h"
 
-const volatile u64 slice_us = 20000; /* time slice */
+const volatile u64 slice_us = 20000;  /* time slice */
+const volatile u64 max_lead_ms = 200; /* most CPU time that counts as a head start */
 
 SEC("struct_ops/ljf_select_cpu")
 s32 BPF_PROG(ljf_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
@@ -25,8 +27,10 @@ s32 BPF_PROG(ljf_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags
 SEC("struct_ops/ljf_enqueue")
 void BPF_PROG(ljf_enqueue, struct task_struct *p, u64 enq_flags)
 {
-    /* More CPU used so far -> smaller key -> dispatched first. */
-    u64 key = ~p->se.sum_exec_runtime;
+    /* More CPU used so far -> smaller key -> dispatched first, within the cap. */
+    u64 lead = p->se.sum_exec_runtime;
+    u64 cap = max_lead_ms * NSEC_PER_MSEC;
+    u64 key = scx_bpf_now() - (lead < cap ? lead : cap);
 
     scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_us * NSEC_PER_USEC, key, enq_flags);
 }

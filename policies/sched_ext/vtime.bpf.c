@@ -56,8 +56,11 @@ void BPF_PROG(vtime_running, struct task_struct *p)
 SEC("struct_ops/vtime_stopping")
 void BPF_PROG(vtime_stopping, struct task_struct *p, bool runnable)
 {
-    /* Charge the part of the slice used, scaled by weight. */
-    p->scx.dsq_vtime += (slice_ns() - p->scx.slice) * 100 / p->scx.weight;
+    /* Charge the part of the slice used, scaled by weight. The kernel may have refilled the
+     * slice beyond ours (a lone runnable task keeps running with SCX_SLICE_DFL): charge nothing
+     * then rather than wrap around. */
+    if (slice_ns() > p->scx.slice)
+        p->scx.dsq_vtime += (slice_ns() - p->scx.slice) * 100 / p->scx.weight;
 }
 
 SEC("struct_ops/vtime_enable")
