@@ -47,7 +47,8 @@ Handler = Callable[[M, Delivery], Awaitable[None]]
 
 
 class MalformedMessage(ValueError):
-    """A message that cannot be decoded as the expected type; it goes to the dead-letter stream."""
+    """A message that cannot be decoded as the expected type, or that a handler finds
+    unusable (raise it from the handler); it goes to the dead-letter stream with the reason."""
 
 
 class Bus:
@@ -224,10 +225,13 @@ class Bus:
         *,
         queue: str | None = None,
         durable: str | None = None,
+        ack_wait_s: float = 10.0,
     ) -> Subscription:
         """Consume messages of one type, each in a CONSUMER span that continues the producer's
         trace. With `durable`, the subject must be on a stream: a message is acknowledged after
-        the handler returns, redelivered if it raises, and dead-lettered if it is malformed."""
+        the handler returns, redelivered if it raises, and dead-lettered if it is malformed. A
+        message delivered to a consumer that died unacknowledged comes again after
+        `ack_wait_s` (keep it above the handler's longest run)."""
 
         async def on_message(msg: Msg) -> None:
             headers = dict(msg.headers or {})
@@ -250,7 +254,8 @@ class Bus:
             if stream is None:
                 raise ValueError(f"{subject} is not on a JetStream stream; durable consumers need one")
             return await self.js.subscribe(
-                subject, queue=queue, durable=durable, stream=stream.name, cb=on_message, manual_ack=True
+                subject, queue=queue, durable=durable, stream=stream.name, cb=on_message, manual_ack=True,
+                config=api.ConsumerConfig(ack_wait=ack_wait_s),
             )
         return await self.nc.subscribe(subject, queue=queue or "", cb=on_message)
 
@@ -268,6 +273,12 @@ class Bus:
             await handler(message, delivery)
         except asyncio.CancelledError:
             raise
+        except MalformedMessage as exc:  # valid protobuf, unusable content: retrying cannot help
+            log.warning("dead-lettering a message on %s: %s", msg.subject, exc)
+            if acked:
+                await self.dead_letter(msg, str(exc))
+                await msg.term()
+            return
         except Exception:
             log.exception("handler for %s failed (attempt %d)", msg.subject, delivery.attempt)
             if acked:

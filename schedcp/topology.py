@@ -89,7 +89,9 @@ HOSTS_BUCKET = BucketSpec("schedcp_hosts", "Host registry: each host's addresses
 POLICIES_BUCKET = BucketSpec("schedcp_policies", "Policy records by name, with past versions.", history=64)
 VERDICTS_BUCKET = BucketSpec("schedcp_verdicts", "Signed verdicts by artifact digest and kernel.",
                              ttl_s=30 * DAY)
-KV_BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, POLICIES_BUCKET, VERDICTS_BUCKET)
+# Every outcome the learner applied, by outcome id: `create` is atomic, so an id is applied once.
+OUTCOMES_BUCKET = BucketSpec("schedcp_outcomes", "Applied deployment outcomes by outcome id.")
+KV_BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, POLICIES_BUCKET, VERDICTS_BUCKET, OUTCOMES_BUCKET)
 
 ARTIFACTS_STORE = BucketSpec("schedcp_artifacts", "Policy sources and compiled objects by digest.")
 OBJECT_STORES: tuple[BucketSpec, ...] = (ARTIFACTS_STORE,)

@@ -1,15 +1,20 @@
-"""The learner's repository seeding against a real nats-server: every library policy with its
-artifact, idempotent restarts, and an edited library file becoming a new version."""
+"""The learner against a real nats-server: repository seeding (artifacts, idempotent restarts,
+new versions), outcomes applied exactly once across a crash and duplicates, search ranking and
+anti-patterns, dead-lettered malformed outcomes, PutPolicy, and a nats-server restart."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import time
+
+import grpc
+import pytest
 
 from schedcp import policies, topology
 from schedcp.bus import Bus
-from schedcp.v1 import learner_pb2, learner_pb2_grpc, policy_pb2
-from services.learner import seeding
+from schedcp.v1 import deployment_pb2, goal_pb2, host_pb2, learner_pb2, learner_pb2_grpc, policy_pb2, profile_pb2
+from services.learner import repository, seeding
 from services.learner.repository import PolicyRepository
 from tests.test_services import call
 
@@ -44,7 +49,7 @@ def test_the_learner_seeds_every_library_policy_with_its_artifact(services, nats
             await bus.close()
 
     stored = asyncio.run(artifact())
-    assert seeding.artifact_digest(stored) == stored.digest == vtime.artifact_digest
+    assert repository.artifact_digest(stored) == stored.digest == vtime.artifact_digest
     assert stored.sched_ext.ops_name == "schedcp_vtime" and "vtime_enqueue" in stored.sched_ext.source
 
     # A restart finds everything current and writes nothing.
@@ -77,3 +82,154 @@ def test_an_edited_library_file_becomes_a_new_version_and_the_old_one_is_kept(na
     assert len(versions) == 2 and versions[0].version != versions[1].version
     assert versions[1].metadata.parameters[0].default_value.int_value == 4000
     assert versions[1].created_at == versions[0].created_at
+
+
+def outcome(oid: str, policy: str, improvement: float, result=deployment_pb2.OUTCOME_RESULT_KEPT,
+            signature=(0.9, 0.1, 0.8), host: str = "h1") -> deployment_pb2.Outcome:
+    o = deployment_pb2.Outcome(
+        outcome_id=oid, host_id=host, host_class="x86_64-2cpu-sched_ext", policy_name=policy,
+        objective=goal_pb2.OBJECTIVE_TAIL_LATENCY, result=result,
+        signature=profile_pb2.WorkloadSignature(version=1, dimensions=["a", "b", "c"], values=signature),
+        success=deployment_pb2.MetricComparison(improvement=improvement))
+    o.at.GetCurrentTime()
+    return o
+
+
+async def publish(url: str, outcomes, raw: list[bytes] = ()) -> None:
+    bus = await Bus.connect(url, "test")
+    await bus.ensure_topology()
+    try:
+        for i, o in enumerate(outcomes):
+            # A fresh message id each time: duplicates must be caught by the learner, not JetStream.
+            subject = topology.subject(topology.Kind.OUTCOME, o.host_id)
+            await bus.publish(subject, o, msg_id=f"m{i}-{o.outcome_id}")
+        for data in raw:
+            await bus.js.publish(topology.subject(topology.Kind.OUTCOME, "h1"), data)
+    finally:
+        await bus.close()
+
+
+def learner(addr: str, method: str, request):
+    return call(addr, lambda ch: getattr(learner_pb2_grpc.LearnerServiceStub(ch), method)(request))
+
+
+def wait_for_history(addr: str, policy: str, count: int, timeout_s: float = 20) -> list:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = learner(addr, "History", learner_pb2.LearnerHistoryRequest(policy_name=policy, limit=1000)).outcomes
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def test_every_outcome_counts_once_across_a_learner_crash_and_duplicates(services, nats_server):
+    first = [outcome(f"o{i}", "vtime", 0.1) for i in range(30)]
+    asyncio.run(publish(nats_server.url, first))
+    services.start("learner")
+    services.procs["learner"].kill()  # SIGKILL, mid-stream or not: it must not matter
+    services.procs.pop("learner").wait()
+    second = [outcome(f"o{i}", "vtime", 0.1) for i in range(30, 60)]
+    duplicates = first[:10] + second[:5]
+    asyncio.run(publish(nats_server.url, second + duplicates))
+    services.start("learner")
+    got = wait_for_history(services.addr("learner"), "vtime", 60)
+    time.sleep(1.0)  # let any late redelivery arrive
+    got = learner(services.addr("learner"), "History",
+                  learner_pb2.LearnerHistoryRequest(policy_name="vtime", limit=1000)).outcomes
+    ids = [o.outcome_id for o in got]
+    assert sorted(ids) == sorted(f"o{i}" for i in range(60)), (len(ids), len(set(ids)))
+    effects = learner(services.addr("learner"), "GetPolicy", learner_pb2.GetPolicyRequest(name="vtime")).effects
+    assert sum(e.count for e in effects) == 60
+
+
+def test_search_ranks_the_winner_first_and_returns_the_ejected_policy_to_avoid(services, nats_server):
+    history = [outcome("w1", "latency_boost", 0.45), outcome("w2", "latency_boost", 0.5),
+               outcome("w3", "latency_boost", 0.4),
+               outcome("v1", "vtime", 0.05), outcome("v2", "vtime", -0.02),
+               outcome("f1", "fifo", 0.0, result=deployment_pb2.OUTCOME_RESULT_EJECTED),
+               # The same policy on a very different workload says nothing about this one.
+               outcome("x1", "batch", 0.9, signature=(0.0, 0.9, 0.0))]
+    asyncio.run(publish(nats_server.url, history))
+    services.start("learner")
+    wait_for_history(services.addr("learner"), "latency_boost", 3)
+    host = host_pb2.HostFacts(backends=["sched_ext", "native"])
+    request = learner_pb2.SearchPoliciesRequest(
+        signature=profile_pb2.WorkloadSignature(version=1, dimensions=["a", "b", "c"], values=[0.85, 0.1, 0.8]),
+        host=host, goal=goal_pb2.OptimizationGoal(objective=goal_pb2.OBJECTIVE_TAIL_LATENCY), limit=10)
+    found = learner(services.addr("learner"), "SearchPolicies", request)
+    names = [m.policy.metadata.name for m in found.matches]
+    assert names[0] == "latency_boost" and found.matches[0].expected_improvement == pytest.approx(0.45, abs=0.01)
+    assert found.matches[0].confidence > found.matches[1].confidence
+    assert "fifo" not in names and [(a.policy_name, a.ejections) for a in found.avoid] == [("fifo", 1)]
+    assert "batch" not in names[:2]  # its only outcome is for another workload
+    effects = learner(services.addr("learner"), "GetPolicy", learner_pb2.GetPolicyRequest(name="latency_boost")).effects
+    assert [(e.count, e.proven) for e in effects] == [(3, True)]
+    # A host without sched_ext gets only native policies.
+    native_only = learner(services.addr("learner"), "SearchPolicies", learner_pb2.SearchPoliciesRequest(
+        signature=request.signature, host=host_pb2.HostFacts(backends=["native"]), goal=request.goal, limit=10))
+    assert {m.policy.metadata.kind for m in native_only.matches} == {policy_pb2.POLICY_KIND_NATIVE}
+
+
+def test_malformed_outcomes_are_dead_lettered_with_the_reason(services, nats_server):
+    services.start("learner")
+    bad = outcome("", "vtime", 0.1)
+    asyncio.run(publish(nats_server.url, [bad], raw=[b"\xff\xff not protobuf"]))
+
+    async def dead_letters() -> list[str]:
+        bus = await Bus.connect(nats_server.url, "test")
+        try:
+            sub = await bus.js.pull_subscribe(topology.all_hosts(topology.Kind.DEADLETTER), "test-dl")
+            reasons: list[str] = []
+            deadline = time.monotonic() + 10
+            while len(reasons) < 2 and time.monotonic() < deadline:
+                try:
+                    for msg in await sub.fetch(2, timeout=1):
+                        reasons.append(msg.headers.get("Schedcp-Reason", ""))
+                        await msg.ack()
+                except TimeoutError:
+                    pass
+            return reasons
+        finally:
+            await bus.close()
+
+    reasons = asyncio.run(dead_letters())
+    assert any("lacks outcome_id" in r for r in reasons), reasons
+    assert any("not a valid schedcp.v1.Outcome" in r for r in reasons), reasons
+
+
+def test_put_policy_stores_verified_policies_only(services):
+    services.start("learner")
+    artifact = policy_pb2.PolicyArtifact(name="llm_boost", kind=policy_pb2.POLICY_KIND_SCHED_EXT,
+                                         origin=policy_pb2.POLICY_ORIGIN_LLM_WRITTEN)
+    artifact.sched_ext.source = "/* written by a model */"
+    artifact.digest = repository.artifact_digest(artifact)
+    meta = policy_pb2.PolicyMetadata(name="llm_boost", description="boost a service", goals=["latency"])
+    addr = services.addr("learner")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        learner(addr, "PutPolicy", learner_pb2.PutPolicyRequest(artifact=artifact, metadata=meta))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    tampered = policy_pb2.PolicyArtifact()
+    tampered.CopyFrom(artifact)
+    tampered.sched_ext.source += " changed"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        learner(addr, "PutPolicy", learner_pb2.PutPolicyRequest(artifact=tampered, metadata=meta, verdict_id="v1"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not match" in caught.value.details()
+    put = learner(addr, "PutPolicy", learner_pb2.PutPolicyRequest(artifact=artifact, metadata=meta, verdict_id="v1"))
+    again = learner(addr, "PutPolicy", learner_pb2.PutPolicyRequest(artifact=artifact, metadata=meta, verdict_id="v1"))
+    assert put.created and not again.created and put.policy.version == again.policy.version
+    got = learner(addr, "GetPolicy", learner_pb2.GetPolicyRequest(name="llm_boost"))
+    assert got.origin == policy_pb2.POLICY_ORIGIN_LLM_WRITTEN and list(got.verdict_ids) == ["v1"]
+
+
+def test_the_repository_survives_a_nats_server_restart(services, nats_server):
+    asyncio.run(publish(nats_server.url, [outcome("keep1", "vtime", 0.2)]))
+    services.start("learner")
+    wait_for_history(services.addr("learner"), "vtime", 1)
+    services.stop("learner")
+    nats_server.stop()
+    nats_server.start()  # same JetStream store directory and port
+    services.start("learner")
+    listed = learner(services.addr("learner"), "ListPolicies", learner_pb2.ListPoliciesRequest()).policies
+    assert {m.name for m in policies.library()} <= {p.metadata.name for p in listed}
+    kept = learner(services.addr("learner"), "History", learner_pb2.LearnerHistoryRequest(policy_name="vtime"))
+    assert [o.outcome_id for o in kept.outcomes] == ["keep1"]

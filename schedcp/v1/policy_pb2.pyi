@@ -92,7 +92,7 @@ class KernelRequirements(_message.Message):
     def __init__(self, min_kernel: _Optional[str] = ..., needs_sched_ext: _Optional[bool] = ..., kfuncs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PolicyMetadata(_message.Message):
-    __slots__ = ("name", "kind", "description", "algorithm", "use_cases", "parameters", "requirements", "limitations")
+    __slots__ = ("name", "kind", "description", "algorithm", "use_cases", "parameters", "requirements", "limitations", "goals")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,7 @@ class PolicyMetadata(_message.Message):
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
     LIMITATIONS_FIELD_NUMBER: _ClassVar[int]
+    GOALS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: PolicyKind
     description: str
@@ -109,7 +110,8 @@ class PolicyMetadata(_message.Message):
     parameters: _containers.RepeatedCompositeFieldContainer[ParameterSpec]
     requirements: KernelRequirements
     limitations: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[PolicyKind, str]] = ..., description: _Optional[str] = ..., algorithm: _Optional[str] = ..., use_cases: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Iterable[_Union[ParameterSpec, _Mapping]]] = ..., requirements: _Optional[_Union[KernelRequirements, _Mapping]] = ..., limitations: _Optional[_Iterable[str]] = ...) -> None: ...
+    goals: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[PolicyKind, str]] = ..., description: _Optional[str] = ..., algorithm: _Optional[str] = ..., use_cases: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Iterable[_Union[ParameterSpec, _Mapping]]] = ..., requirements: _Optional[_Union[KernelRequirements, _Mapping]] = ..., limitations: _Optional[_Iterable[str]] = ..., goals: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SchedExtProgram(_message.Message):
     __slots__ = ("source", "object", "ops_name")

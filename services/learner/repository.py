@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
+from google.protobuf import timestamp_pb2
 from nats.js.errors import KeyNotFoundError
 
 from schedcp import topology
 from schedcp.bus import Bus
-from schedcp.errors import InvalidArgument, NotFound
-from schedcp.v1 import policy_pb2
+from schedcp.errors import FailedPrecondition, InvalidArgument, NotFound
+from schedcp.v1 import learner_pb2, policy_pb2
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,35 @@ class PolicyRepository:
         kv = await self._bus.kv(topology.POLICIES_BUCKET)
         return await kv.put(check_name(record.metadata.name), record.SerializeToString(deterministic=True))
 
+    async def store_artifact(self, artifact: policy_pb2.PolicyArtifact) -> None:
+        store = await self._bus.js.object_store(topology.ARTIFACTS_STORE.name)
+        await store.put(artifact_key(artifact.digest), artifact.SerializeToString(deterministic=True))
+
+    async def put_verified(self, request: learner_pb2.PutPolicyRequest) -> learner_pb2.PutPolicyResponse:
+        """Store a verified policy (LLM-written or an operator's) as a new version."""
+        artifact, metadata = request.artifact, request.metadata
+        name = check_name(artifact.name)
+        if metadata.name and metadata.name != name:
+            raise InvalidArgument(f"metadata names {metadata.name!r} but the artifact is {name!r}")
+        if not request.verdict_id:
+            raise FailedPrecondition("only verified policies are stored: verdict_id is required")
+        if artifact.digest != artifact_digest(artifact):
+            raise InvalidArgument(f"artifact digest {artifact.digest!r} does not match its content")
+        version = artifact.digest[:12]
+        current = await self.latest(name)
+        if current is not None and current.version == version:
+            return learner_pb2.PutPolicyResponse(policy=current, created=False)
+        await self.store_artifact(artifact)
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        record = policy_pb2.PolicyRecord(
+            metadata=metadata, version=version, origin=artifact.origin or policy_pb2.POLICY_ORIGIN_LLM_WRITTEN,
+            origin_cycle_id=artifact.origin_cycle_id, artifact_digest=artifact.digest,
+            verdict_ids=[request.verdict_id], created_at=current.created_at if current else now, updated_at=now)
+        record.metadata.name, record.metadata.kind = name, artifact.kind
+        await self.put(record)
+        return learner_pb2.PutPolicyResponse(policy=record, created=True)
+
     async def versions(self, name: str) -> list[policy_pb2.PolicyRecord]:
         """Every stored version of `name`, oldest first."""
         kv = await self._bus.kv(topology.POLICIES_BUCKET)
@@ -63,6 +94,19 @@ class PolicyRepository:
     async def list(self, kind: int = policy_pb2.POLICY_KIND_UNSPECIFIED) -> list[policy_pb2.PolicyRecord]:
         records = [_parse(value) for _, value in await self._bus.kv_entries(topology.POLICIES_BUCKET)]
         return [r for r in records if kind in (policy_pb2.POLICY_KIND_UNSPECIFIED, r.metadata.kind)]
+
+
+def artifact_digest(artifact: policy_pb2.PolicyArtifact) -> str:
+    """sha256 over the artifact's deterministic serialisation with `digest` left empty."""
+    unsigned = policy_pb2.PolicyArtifact()
+    unsigned.CopyFrom(artifact)
+    unsigned.digest = ""
+    return hashlib.sha256(unsigned.SerializeToString(deterministic=True)).hexdigest()
+
+
+def artifact_key(digest: str) -> str:
+    """The artifact's name in the Object Store."""
+    return f"sha256-{digest}"
 
 
 def _parse(data: bytes) -> policy_pb2.PolicyRecord:

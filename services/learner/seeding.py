@@ -15,9 +15,10 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from schedcp import policies, topology
+from schedcp import policies
 from schedcp.bus import Bus
 from schedcp.v1 import common_pb2, policy_pb2
+from services.learner import repository
 from services.learner.repository import PolicyRepository
 
 log = logging.getLogger(__name__)
@@ -44,21 +45,13 @@ def param_value(value: int | bool | str) -> common_pb2.ParamValue:
 def metadata_message(meta: policies.PolicyMetadata) -> policy_pb2.PolicyMetadata:
     return policy_pb2.PolicyMetadata(
         name=meta.name, kind=_KINDS[meta.kind], description=meta.description, algorithm=meta.algorithm,
-        use_cases=meta.use_cases, limitations=meta.limitations,
+        use_cases=meta.use_cases, limitations=meta.limitations, goals=meta.goals,
         parameters=[policy_pb2.ParameterSpec(
             name=p.name, type=_TYPES[p.type], description=p.description, default_value=param_value(p.default),
             min=p.min, max=p.max, unit=p.unit) for p in meta.parameters],
         requirements=policy_pb2.KernelRequirements(
             min_kernel=meta.requires.min_kernel, needs_sched_ext=meta.requires.sched_ext, kfuncs=meta.requires.kfuncs),
     )
-
-
-def artifact_digest(artifact: policy_pb2.PolicyArtifact) -> str:
-    """sha256 over the artifact's deterministic serialisation with `digest` left empty."""
-    unsigned = policy_pb2.PolicyArtifact()
-    unsigned.CopyFrom(artifact)
-    unsigned.digest = ""
-    return hashlib.sha256(unsigned.SerializeToString(deterministic=True)).hexdigest()
 
 
 def library_artifact(meta: policies.PolicyMetadata, root: Path, version: str) -> policy_pb2.PolicyArtifact:
@@ -71,7 +64,7 @@ def library_artifact(meta: policies.PolicyMetadata, root: Path, version: str) ->
             source=policies.source_of(meta, root).read_text(), ops_name=meta.ops_name))
     else:
         artifact.native.CopyFrom(policy_pb2.NativePolicy())  # a template: rules come per deployment
-    artifact.digest = artifact_digest(artifact)
+    artifact.digest = repository.artifact_digest(artifact)
     return artifact
 
 
@@ -84,24 +77,23 @@ def library_version(meta: policies.PolicyMetadata, root: Path) -> str:
 
 
 async def seed(bus: Bus, root: Path = policies.LIBRARY) -> SeedReport:
-    repository = PolicyRepository(bus)
-    store = await bus.js.object_store(topology.ARTIFACTS_STORE.name)
+    repo = PolicyRepository(bus)
     report = SeedReport()
     now = timestamp_pb2.Timestamp()
     now.GetCurrentTime()
     for meta in policies.library(root):
         version = library_version(meta, root)
-        current = await repository.latest(meta.name)
+        current = await repo.latest(meta.name)
         if current is not None and current.version == version:
             report.unchanged.append(meta.name)
             continue
         artifact = library_artifact(meta, root, version)
-        await store.put(f"sha256-{artifact.digest}", artifact.SerializeToString(deterministic=True))
+        await repo.store_artifact(artifact)
         record = policy_pb2.PolicyRecord(
             metadata=metadata_message(meta), version=version, origin=policy_pb2.POLICY_ORIGIN_LIBRARY,
             artifact_digest=artifact.digest, created_at=current.created_at if current else now, updated_at=now,
         )
-        await repository.put(record)
+        await repo.put(record)
         (report.updated if current is not None else report.added).append(meta.name)
     log.info("policy library seeded: %d added, %d updated, %d unchanged",
              len(report.added), len(report.updated), len(report.unchanged))

@@ -2,29 +2,51 @@
 
 from __future__ import annotations
 
+from schedcp.errors import InvalidArgument, NotFound
 from schedcp.service import GrpcService, ServiceContext
 from schedcp.v1 import learner_pb2, learner_pb2_grpc
-from services.learner import seeding
+from services.learner import search, seeding
+from services.learner.outcomes import OutcomeLedger
 from services.learner.repository import PolicyRepository
 
 
 class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
-    """GetPolicy and ListPolicies read the repository (seeded from the library at start);
-    outcome ingestion, search and PutPolicy land with the learner issue and answer
-    UNIMPLEMENTED until then."""
-
-    def __init__(self, repository: PolicyRepository) -> None:
+    def __init__(self, repository: PolicyRepository, ledger: OutcomeLedger) -> None:
         self._repository = repository
+        self._ledger = ledger
 
     async def GetPolicy(self, request, context):
-        return await self._repository.get(request.name)
+        if request.version:
+            found = [r for r in await self._repository.versions(request.name) if r.version == request.version]
+            if not found:
+                raise NotFound(f"policy {request.name!r} has no version {request.version!r}")
+            record = found[-1]
+        else:
+            record = await self._repository.get(request.name)
+        record.effects.extend(self._ledger.effect_stats(record.metadata.name))
+        return record
 
     async def ListPolicies(self, request, context):
         return learner_pb2.ListPoliciesResponse(policies=await self._repository.list(request.kind))
+
+    async def SearchPolicies(self, request, context):
+        return search.search(request, await self._repository.list(), self._ledger)
+
+    async def PutPolicy(self, request, context):
+        return await self._repository.put_verified(request)
+
+    async def History(self, request, context):
+        if bool(request.policy_name) == bool(request.host_id):
+            raise InvalidArgument("History needs exactly one of policy_name and host_id")
+        return learner_pb2.LearnerHistoryResponse(
+            outcomes=self._ledger.history(request.policy_name, request.host_id, request.limit or 100))
 
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:
     report = await seeding.seed(ctx.bus)
     ctx.details["library"] = (f"{len(report.added) + len(report.updated) + len(report.unchanged)} policies "
                               f"({len(report.added)} added, {len(report.updated)} updated at start)")
-    return [GrpcService.of(LearnerServicer(PolicyRepository(ctx.bus)), learner_pb2, learner_pb2_grpc)]
+    ledger = OutcomeLedger(ctx.bus)
+    await ledger.load()
+    await ledger.consume()
+    return [GrpcService.of(LearnerServicer(PolicyRepository(ctx.bus), ledger), learner_pb2, learner_pb2_grpc)]
