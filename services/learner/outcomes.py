@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ CLUSTER_STEP = 0.25
 # least MIN_PROVEN_IMPROVEMENT and whose lower 1-sigma bound is above zero.
 PROVEN_MIN_COUNT = 3
 MIN_PROVEN_IMPROVEMENT = 0.05
+# What a NATS KV key may be (nats-py refuses anything else): outcome ids are KV keys.
+_KV_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]{1,200}$")
 
 
 def parameters_key(parameters) -> str:
@@ -53,12 +56,14 @@ def validate(outcome: deployment_pb2.Outcome) -> None:
     missing = [name for name in ("outcome_id", "policy_name", "host_id") if not getattr(outcome, name)]
     if missing:
         raise MalformedMessage(f"outcome lacks {', '.join(missing)}")
+    if not _KV_KEY.match(outcome.outcome_id):
+        raise MalformedMessage(f"outcome id {outcome.outcome_id!r} may use only letters, digits and -/_=.")
     if outcome.result == R.OUTCOME_RESULT_UNSPECIFIED:
         raise MalformedMessage(f"outcome {outcome.outcome_id} has no result")
     if not outcome.signature.values or len(outcome.signature.values) != len(outcome.signature.dimensions):
         raise MalformedMessage(f"outcome {outcome.outcome_id} has no usable workload signature")
-    if not math.isfinite(outcome.success.improvement):
-        raise MalformedMessage(f"outcome {outcome.outcome_id} has a non-finite improvement")
+    if not all(math.isfinite(x) for x in (outcome.success.improvement, *outcome.signature.values)):
+        raise MalformedMessage(f"outcome {outcome.outcome_id} has a non-finite improvement or signature value")
 
 
 @dataclass
@@ -95,13 +100,13 @@ class OutcomeLedger:
         self._bus = bus
         self.outcomes: list[deployment_pb2.Outcome] = []
         self.effects: dict[tuple[str, str, str, str], Effect] = defaultdict(Effect)
+        self._applied: set[str] = set()
         self.duplicates = 0
 
     async def load(self) -> None:
         """Rebuild everything from the bucket (at start)."""
         for _, data in await self._bus.kv_entries(topology.OUTCOMES_BUCKET):
             self._fold(deployment_pb2.Outcome.FromString(data))
-        self.outcomes.sort(key=lambda o: o.at.ToNanoseconds())
         log.info("outcomes: %d applied so far", len(self.outcomes))
 
     async def consume(self) -> None:
@@ -112,17 +117,21 @@ class OutcomeLedger:
     async def apply(self, outcome: deployment_pb2.Outcome, delivery: Delivery | None = None) -> bool:
         """Apply once; False when this outcome id was applied before."""
         validate(outcome)
+        if outcome.outcome_id in self._applied:
+            self.duplicates += 1
+            log.info("outcome %s was applied before; ignored", outcome.outcome_id)
+            return False
         kv = await self._bus.kv(topology.OUTCOMES_BUCKET)
         try:
             await kv.create(outcome.outcome_id, outcome.SerializeToString(deterministic=True))
         except KeyWrongLastSequenceError:
-            self.duplicates += 1
-            log.info("outcome %s was applied before; ignored", outcome.outcome_id)
-            return False
+            # Stored by an earlier attempt whose reply (or our fold) was lost: count what was stored.
+            outcome = deployment_pb2.Outcome.FromString((await kv.get(outcome.outcome_id)).value)
         self._fold(outcome)
         return True
 
     def _fold(self, outcome: deployment_pb2.Outcome) -> None:
+        self._applied.add(outcome.outcome_id)
         self.outcomes.append(outcome)
         effect = self.effects[self.key(outcome)]
         if outcome.result == R.OUTCOME_RESULT_EJECTED:
@@ -148,4 +157,4 @@ class OutcomeLedger:
     def history(self, policy_name: str = "", host_id: str = "", limit: int = 100) -> list[deployment_pb2.Outcome]:
         chosen = [o for o in self.outcomes
                   if (not policy_name or o.policy_name == policy_name) and (not host_id or o.host_id == host_id)]
-        return list(reversed(chosen))[:limit]
+        return sorted(chosen, key=lambda o: o.at.ToNanoseconds(), reverse=True)[:limit]

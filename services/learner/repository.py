@@ -7,7 +7,7 @@ import logging
 import re
 
 from google.protobuf import timestamp_pb2
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from schedcp import topology
 from schedcp.bus import Bus
@@ -41,17 +41,27 @@ class PolicyRepository:
             raise NotFound(f"no policy named {name!r} in the repository") from None
         return _parse(entry.value)
 
-    async def latest(self, name: str) -> policy_pb2.PolicyRecord | None:
-        """The newest version of `name`, or None when the repository has no such policy."""
-        try:
-            return await self.get(name)
-        except NotFound:
-            return None
-
-    async def put(self, record: policy_pb2.PolicyRecord) -> int:
-        """Store a new version of a policy (the bucket keeps earlier ones); its KV revision."""
+    async def latest(self, name: str) -> tuple[policy_pb2.PolicyRecord | None, int]:
+        """The newest version of `name` and its KV revision; (None, 0) when there is none."""
         kv = await self._bus.kv(topology.POLICIES_BUCKET)
-        return await kv.put(check_name(record.metadata.name), record.SerializeToString(deterministic=True))
+        try:
+            entry = await kv.get(check_name(name))
+        except KeyNotFoundError:
+            return None, 0
+        return _parse(entry.value), entry.revision
+
+    async def put(self, record: policy_pb2.PolicyRecord, after_revision: int) -> int:
+        """Store a new version of a policy (the bucket keeps the last 64), only if the newest is
+        still the one at `after_revision` (0: none yet); FailedPrecondition when someone else
+        wrote in between. Returns the new KV revision."""
+        kv = await self._bus.kv(topology.POLICIES_BUCKET)
+        name, data = check_name(record.metadata.name), record.SerializeToString(deterministic=True)
+        try:
+            if after_revision:
+                return await kv.update(name, data, last=after_revision)
+            return await kv.create(name, data)
+        except KeyWrongLastSequenceError:
+            raise FailedPrecondition(f"policy {name!r} changed while this version was being stored; retry") from None
 
     async def store_artifact(self, artifact: policy_pb2.PolicyArtifact) -> None:
         store = await self._bus.js.object_store(topology.ARTIFACTS_STORE.name)
@@ -63,12 +73,14 @@ class PolicyRepository:
         name = check_name(artifact.name)
         if metadata.name and metadata.name != name:
             raise InvalidArgument(f"metadata names {metadata.name!r} but the artifact is {name!r}")
+        # Checking the verdict itself (signature, digest, kernel) against the verifier's record
+        # lands with the verifier; until then a verdict id is required but taken on trust.
         if not request.verdict_id:
             raise FailedPrecondition("only verified policies are stored: verdict_id is required")
         if artifact.digest != artifact_digest(artifact):
             raise InvalidArgument(f"artifact digest {artifact.digest!r} does not match its content")
         version = artifact.digest[:12]
-        current = await self.latest(name)
+        current, revision = await self.latest(name)
         if current is not None and current.version == version:
             return learner_pb2.PutPolicyResponse(policy=current, created=False)
         await self.store_artifact(artifact)
@@ -79,7 +91,7 @@ class PolicyRepository:
             origin_cycle_id=artifact.origin_cycle_id, artifact_digest=artifact.digest,
             verdict_ids=[request.verdict_id], created_at=current.created_at if current else now, updated_at=now)
         record.metadata.name, record.metadata.kind = name, artifact.kind
-        await self.put(record)
+        await self.put(record, revision)
         return learner_pb2.PutPolicyResponse(policy=record, created=True)
 
     async def versions(self, name: str) -> list[policy_pb2.PolicyRecord]:

@@ -17,6 +17,7 @@ from google.protobuf import timestamp_pb2
 
 from schedcp import policies
 from schedcp.bus import Bus
+from schedcp.errors import FailedPrecondition
 from schedcp.v1 import common_pb2, policy_pb2
 from services.learner import repository
 from services.learner.repository import PolicyRepository
@@ -83,7 +84,7 @@ async def seed(bus: Bus, root: Path = policies.LIBRARY) -> SeedReport:
     now.GetCurrentTime()
     for meta in policies.library(root):
         version = library_version(meta, root)
-        current = await repo.latest(meta.name)
+        current, revision = await repo.latest(meta.name)
         if current is not None and current.version == version:
             report.unchanged.append(meta.name)
             continue
@@ -93,7 +94,11 @@ async def seed(bus: Bus, root: Path = policies.LIBRARY) -> SeedReport:
             metadata=metadata_message(meta), version=version, origin=policy_pb2.POLICY_ORIGIN_LIBRARY,
             artifact_digest=artifact.digest, created_at=current.created_at if current else now, updated_at=now,
         )
-        await repo.put(record)
+        try:
+            await repo.put(record, revision)
+        except FailedPrecondition:  # another learner replica seeded it at the same moment
+            report.unchanged.append(meta.name)
+            continue
         (report.updated if current is not None else report.added).append(meta.name)
     log.info("policy library seeded: %d added, %d updated, %d unchanged",
              len(report.added), len(report.updated), len(report.unchanged))
