@@ -1,10 +1,8 @@
 /* batch: throughput first. Long slices and no wakeup preemption, so CPU-bound work keeps its
  * caches warm and context switches stay rare; a global vtime queue keeps it fair over time. */
-#include "common.bpf.h"
+#include "vtime.bpf.h"
 
 const volatile u64 slice_ms = 20; /* long time slice */
-
-static u64 vtime_now;
 
 static __always_inline u64 slice_ns(void)
 {
@@ -25,11 +23,7 @@ s32 BPF_PROG(batch_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_fla
 SEC("struct_ops/batch_enqueue")
 void BPF_PROG(batch_enqueue, struct task_struct *p, u64 enq_flags)
 {
-    u64 vtime = p->scx.dsq_vtime;
-
-    if (vtime_before(vtime, vtime_now - slice_ns()))
-        vtime = vtime_now - slice_ns();
-    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns(), vtime, enq_flags);
+    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns(), vtime_queue_key(p, slice_ns()), enq_flags);
 }
 
 SEC("struct_ops/batch_dispatch")
@@ -41,24 +35,19 @@ void BPF_PROG(batch_dispatch, s32 cpu, struct task_struct *prev)
 SEC("struct_ops/batch_running")
 void BPF_PROG(batch_running, struct task_struct *p)
 {
-    if (vtime_before(vtime_now, p->scx.dsq_vtime))
-        vtime_now = p->scx.dsq_vtime;
+    vtime_clock_follow(p);
 }
 
 SEC("struct_ops/batch_stopping")
 void BPF_PROG(batch_stopping, struct task_struct *p, bool runnable)
 {
-    /* Charge the part of the slice used, scaled by weight. The kernel may have refilled the
-     * slice beyond ours (a lone runnable task keeps running with SCX_SLICE_DFL): charge nothing
-     * then rather than wrap around. */
-    if (slice_ns() > p->scx.slice)
-        p->scx.dsq_vtime += (slice_ns() - p->scx.slice) * 100 / p->scx.weight;
+    vtime_charge_used(p, slice_ns());
 }
 
 SEC("struct_ops/batch_enable")
 void BPF_PROG(batch_enable, struct task_struct *p)
 {
-    p->scx.dsq_vtime = vtime_now;
+    vtime_start(p);
 }
 
 SEC("struct_ops.s/batch_init")

@@ -6,7 +6,7 @@
  * at that moment) is re-queued in the shared queue, so a misbehaving boosted task cannot
  * starve the rest.
  */
-#include "common.bpf.h"
+#include "vtime.bpf.h"
 
 #define MAX_BOOST_TGIDS 8
 
@@ -14,8 +14,6 @@ const volatile char boost_comm[16] = "";        /* name prefix to boost ("" = no
 const volatile u32 boost_tgid[MAX_BOOST_TGIDS] = {}; /* process ids to boost (0 = unused) */
 const volatile u64 boost_slice_us = 500;        /* slice of boosted tasks */
 const volatile u64 slice_us = 5000;             /* slice of everything else */
-
-static u64 vtime_now;
 
 /* The slice each task was last given: boosted and shared turns differ, and the kernel may
  * refill a lone task's slice, so stopping() charges against what was really given. */
@@ -83,10 +81,7 @@ void BPF_PROG(latency_boost_enqueue, struct task_struct *p, u64 enq_flags)
         scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
         return;
     }
-    u64 vtime = p->scx.dsq_vtime;
-    if (vtime_before(vtime, vtime_now - slice_ns()))
-        vtime = vtime_now - slice_ns();
-    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, give(p, slice_ns()), vtime, enq_flags);
+    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, give(p, slice_ns()), vtime_queue_key(p, slice_ns()), enq_flags);
 }
 
 SEC("struct_ops/latency_boost_dispatch")
@@ -99,26 +94,22 @@ void BPF_PROG(latency_boost_dispatch, s32 cpu, struct task_struct *prev)
 SEC("struct_ops/latency_boost_running")
 void BPF_PROG(latency_boost_running, struct task_struct *p)
 {
-    if (vtime_before(vtime_now, p->scx.dsq_vtime))
-        vtime_now = p->scx.dsq_vtime;
+    vtime_clock_follow(p);
 }
 
 SEC("struct_ops/latency_boost_stopping")
 void BPF_PROG(latency_boost_stopping, struct task_struct *p, bool runnable)
 {
-    /* Charge the part of the slice it was given that it used, scaled by weight. */
     /* (not `ctx`: BPF_PROG names its context argument that) */
     struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
-    u64 given = tctx ? tctx->given_ns : slice_ns();
 
-    if (given > p->scx.slice)
-        p->scx.dsq_vtime += (given - p->scx.slice) * 100 / p->scx.weight;
+    vtime_charge_used(p, tctx ? tctx->given_ns : slice_ns());
 }
 
 SEC("struct_ops/latency_boost_enable")
 void BPF_PROG(latency_boost_enable, struct task_struct *p)
 {
-    p->scx.dsq_vtime = vtime_now;
+    vtime_start(p);
 }
 
 SEC("struct_ops.s/latency_boost_init")

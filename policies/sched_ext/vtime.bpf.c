@@ -1,16 +1,11 @@
-/* vtime: one global queue ordered by weighted virtual time (CFS-like fairness), with wakeup
- * preemption so a waking task does not wait out the running task's slice.
- *
- * A task's vtime advances by the time it ran, scaled by 100/weight (nice 0 = weight 100), so
- * heavier tasks advance slower and get more CPU. A task that slept keeps at most one slice of
- * credit, so sleepers cannot bank time and then monopolise the CPU.
+/* vtime: one global queue ordered by weighted virtual time (CFS-like fairness, see
+ * vtime.bpf.h), with wakeup preemption so a waking task does not wait out the running task's
+ * slice. A task that slept keeps at most one slice of credit.
  */
-#include "common.bpf.h"
+#include "vtime.bpf.h"
 
 const volatile u64 slice_us = 3000;       /* time slice */
 const volatile bool wakeup_preempt = true; /* kick the target CPU when a task wakes */
-
-static u64 vtime_now;
 
 static __always_inline u64 slice_ns(void)
 {
@@ -31,11 +26,7 @@ s32 BPF_PROG(vtime_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_fla
 SEC("struct_ops/vtime_enqueue")
 void BPF_PROG(vtime_enqueue, struct task_struct *p, u64 enq_flags)
 {
-    u64 vtime = p->scx.dsq_vtime;
-
-    if (vtime_before(vtime, vtime_now - slice_ns()))
-        vtime = vtime_now - slice_ns();
-    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns(), vtime, enq_flags);
+    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns(), vtime_queue_key(p, slice_ns()), enq_flags);
     if (wakeup_preempt && (enq_flags & SCX_ENQ_WAKEUP))
         scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
 }
@@ -49,24 +40,19 @@ void BPF_PROG(vtime_dispatch, s32 cpu, struct task_struct *prev)
 SEC("struct_ops/vtime_running")
 void BPF_PROG(vtime_running, struct task_struct *p)
 {
-    if (vtime_before(vtime_now, p->scx.dsq_vtime))
-        vtime_now = p->scx.dsq_vtime;
+    vtime_clock_follow(p);
 }
 
 SEC("struct_ops/vtime_stopping")
 void BPF_PROG(vtime_stopping, struct task_struct *p, bool runnable)
 {
-    /* Charge the part of the slice used, scaled by weight. The kernel may have refilled the
-     * slice beyond ours (a lone runnable task keeps running with SCX_SLICE_DFL): charge nothing
-     * then rather than wrap around. */
-    if (slice_ns() > p->scx.slice)
-        p->scx.dsq_vtime += (slice_ns() - p->scx.slice) * 100 / p->scx.weight;
+    vtime_charge_used(p, slice_ns());
 }
 
 SEC("struct_ops/vtime_enable")
 void BPF_PROG(vtime_enable, struct task_struct *p)
 {
-    p->scx.dsq_vtime = vtime_now;
+    vtime_start(p);
 }
 
 SEC("struct_ops.s/vtime_init")

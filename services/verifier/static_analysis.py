@@ -21,7 +21,7 @@ ERROR, WARNING = verdict_pb2.SEVERITY_ERROR, verdict_pb2.SEVERITY_WARNING
 MAX_BYTES = 64 * 1024
 MAX_LINES = 1500
 MAX_TIMEOUT_MS = 30000
-ALLOWED_INCLUDES = {'"common.bpf.h"', '"vmlinux.h"', "<bpf/bpf_helpers.h>", "<bpf/bpf_tracing.h>",
+ALLOWED_INCLUDES = {'"common.bpf.h"', '"vtime.bpf.h"', '"vmlinux.h"', "<bpf/bpf_helpers.h>", "<bpf/bpf_tracing.h>",
                     "<bpf/bpf_core_read.h>"}
 ALLOWED_KFUNCS = {
     "scx_bpf_create_dsq", "scx_bpf_dsq_insert", "scx_bpf_dsq_insert_vtime", "scx_bpf_dsq_move_to_local",
@@ -165,7 +165,8 @@ def _fn_name(value: str) -> str:
 
 
 def _licence(src: Source):
-    if '"common.bpf.h"' in src.code or re.search(r'SEC\("license"\)\s*=\s*"GPL"', src.code):
+    common_header = re.search(r'#\s*include\s*"(common|vtime)\.bpf\.h"', src.code)
+    if common_header or re.search(r'SEC\("license"\)\s*=\s*"GPL"', src.code):
         return
     yield finding("SCX008", ERROR, 1, "the program is not GPL-licensed", 'include "common.bpf.h" (it declares GPL)')
 
