@@ -34,12 +34,10 @@ class PolicyRepository:
         self._bus = bus
 
     async def get(self, name: str) -> policy_pb2.PolicyRecord:
-        kv = await self._bus.kv(topology.POLICIES_BUCKET)
-        try:
-            entry = await kv.get(check_name(name))
-        except KeyNotFoundError:
-            raise NotFound(f"no policy named {name!r} in the repository") from None
-        return _parse(entry.value)
+        record, _ = await self.latest(name)
+        if record is None:
+            raise NotFound(f"no policy named {name!r} in the repository")
+        return record
 
     async def latest(self, name: str) -> tuple[policy_pb2.PolicyRecord | None, int]:
         """The newest version of `name` and its KV revision; (None, 0) when there is none."""
