@@ -36,6 +36,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) -m bench.observer_overhead
 	$(PY) -m bench.sched_ext_latency
+	$(PY) -m bench.verifier_stages
 
 # Build (once; cached in SCHEDCP_CACHE_DIR) the sandbox kernel, libbpf, loader, probes and policies.
 sandbox: $(STAMP)

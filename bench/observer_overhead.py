@@ -15,7 +15,6 @@ Writes bench/results/observer_overhead.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -23,12 +22,10 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from schedcp.config import load_settings
-from schedcp.stack import LocalStack, ephemeral_env
+from bench.stack import running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -77,39 +74,17 @@ def threads_alive() -> int:
                and os.path.isdir(f"/proc/{p}/task"))
 
 
-def stack_env(mode: str, data_dir: Path) -> dict[str, str]:
-    return {
-        **ephemeral_env(),
-        "SCHEDCP_DATA_DIR": str(data_dir),
-        "SCHEDCP_OBSERVER_MODE": mode,
-        "SCHEDCP_PROFILE_INTERVAL_S": "1",
-        "SCHEDCP_LOG_LEVEL": "WARNING",
-    }
-
-
 def run_once(mode: str, warmup_s: float, measure_s: float) -> dict:
-    with tempfile.TemporaryDirectory(prefix="schedcp-bench-") as tmp:
-        saved = {k: v for k, v in os.environ.items() if k.startswith("SCHEDCP_")}
-        os.environ.update(stack_env(mode, Path(tmp)))
-        try:
-            stack = LocalStack(load_settings())
-            statuses = asyncio.run(stack.start())
-            try:
-                observer = next(c for c in stack.running() if c.name == "observer")
-                sampler = next(s.info.details["sampler"] for s in statuses if s.role == "observer")
-                if not sampler.startswith(mode):
-                    raise SystemExit(f"the observer runs {sampler!r}, not {mode}")
-                time.sleep(warmup_s)
-                cpu0, bpf0, t0 = process_cpu_s(observer.pid), bpf_prog_runtime_ns(observer.pid), time.monotonic()
-                time.sleep(measure_s)
-                cpu1, bpf1, t1 = process_cpu_s(observer.pid), bpf_prog_runtime_ns(observer.pid), time.monotonic()
-                alive = threads_alive()
-            finally:
-                stack.stop()
-        finally:
-            for key in [k for k in os.environ if k.startswith("SCHEDCP_")]:
-                del os.environ[key]
-            os.environ.update(saved)
+    with running_stack(SCHEDCP_OBSERVER_MODE=mode, SCHEDCP_PROFILE_INTERVAL_S="1") as (stack, statuses, _):
+        observer = next(c for c in stack.running() if c.name == "observer")
+        sampler = next(s.info.details["sampler"] for s in statuses if s.role == "observer")
+        if not sampler.startswith(mode):
+            raise SystemExit(f"the observer runs {sampler!r}, not {mode}")
+        time.sleep(warmup_s)
+        cpu0, bpf0, t0 = process_cpu_s(observer.pid), bpf_prog_runtime_ns(observer.pid), time.monotonic()
+        time.sleep(measure_s)
+        cpu1, bpf1, t1 = process_cpu_s(observer.pid), bpf_prog_runtime_ns(observer.pid), time.monotonic()
+        alive = threads_alive()
     wall = t1 - t0
     return {
         "mode": mode,

@@ -1,6 +1,6 @@
 // schedcp-loader: load one sched_ext scheduler (.bpf.o), keep it enabled, report how it ended.
 //
-//   schedcp-loader OBJ [--param NAME=VALUE]... [--params-json FILE]
+//   schedcp-loader OBJ [--param NAME=VALUE]... [--params-json FILE] [--watchdog-ms N]
 //
 // Parameters are the object's `const volatile` globals (.rodata), set before load, so a
 // library policy is reused with new parameters without recompiling. The loader prints one
@@ -9,9 +9,10 @@
 //   {"event":"error","stage":STAGE,"error":MSG,"log":VERIFIER_LOG}   it could not get there
 //   {"event":"exit","by":"signal"|"kernel","kind":N,"kind_name":S,"reason":S,"msg":S}
 // and holds until SIGTERM/SIGINT (then unloads) or until the kernel ejects the scheduler
-// (watchdog, runtime error). Nothing is pinned: the scheduler lives exactly as long as the
-// loader. Exit status: 0 unloaded on request, 1 usage/setup error, 2 ejected by the kernel,
-// 3 rejected at load.
+// (watchdog, runtime error). --watchdog-ms lowers the scheduler's own timeout_ms (never raises
+// it): the verifier's sandbox uses it so a starving scheduler is ejected within a short test.
+// Nothing is pinned: the scheduler lives exactly as long as the loader. Exit status: 0 unloaded
+// on request, 1 usage/setup error, 2 ejected by the kernel, 3 rejected at load.
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
@@ -211,6 +212,50 @@ static int set_param(struct bpf_object *obj, const char *name, const char *value
 	return -1;
 }
 
+// The scheduler's struct_ops map (SEC(".struct_ops.link")), or NULL.
+static struct bpf_map *find_ops_map(struct bpf_object *obj)
+{
+	struct bpf_map *map, *ops = NULL;
+	bpf_object__for_each_map(map, obj) {
+		if (bpf_map__type(map) == BPF_MAP_TYPE_STRUCT_OPS)
+			ops = map;
+	}
+	return ops;
+}
+
+// Lower sched_ext_ops.timeout_ms to at most `limit_ms` before load. The member is found by
+// name in the object's BTF; 0 (unset) means the kernel's default of 30 s, so it is lowered too.
+static int cap_watchdog(struct bpf_object *obj, const char *value)
+{
+	char *end = NULL;
+	long limit_ms = strtol(value, &end, 10);
+	if (end == value || *end || limit_ms < 1 || limit_ms > 30000) {
+		report_error("params", NULL, "--watchdog-ms wants 1..30000, got %s", value);
+		return -1;
+	}
+	struct bpf_map *ops = find_ops_map(obj);
+	struct btf *btf = bpf_object__btf(obj);
+	size_t size = 0;
+	char *data = ops ? bpf_map__initial_value(ops, &size) : NULL;
+	if (!data || !btf) {
+		report_error("params", NULL, "--watchdog-ms: the object has no readable sched_ext_ops");
+		return -1;
+	}
+	const struct btf_type *t = btf__type_by_id(btf, btf__resolve_type(btf, bpf_map__btf_value_type_id(ops)));
+	const struct btf_member *m = t && btf_is_struct(t) ? btf_members(t) : NULL;
+	for (int i = 0; m && i < btf_vlen(t); i++, m++) {
+		size_t off = btf_member_bit_offset(t, i) / 8;
+		if (strcmp(btf__name_by_offset(btf, m->name_off), "timeout_ms") != 0 || off + 4 > size)
+			continue;
+		uint32_t *timeout = (uint32_t *)(data + off);
+		if (*timeout == 0 || *timeout > (uint32_t)limit_ms)
+			*timeout = (uint32_t)limit_ms;
+		return 0;
+	}
+	report_error("params", NULL, "--watchdog-ms: sched_ext_ops has no timeout_ms member");
+	return -1;
+}
+
 // --params-json FILE: a flat object of "name": number | true | false | "string". Parsed by
 // hand (no JSON library in the VM): keys and values may not contain quotes or commas.
 static int set_params_json(struct bpf_object *obj, const char *path)
@@ -307,13 +352,17 @@ static void sleep_ms(long ms)
 int main(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-		fprintf(stderr, "usage: %s OBJ.bpf.o [--param NAME=VALUE]... [--params-json FILE]\n", argv[0]);
+		fprintf(stderr, "usage: %s OBJ.bpf.o [--param NAME=VALUE]... [--params-json FILE] [--watchdog-ms N]\n",
+			argv[0]);
 		return 1;
 	}
+	// Log level 0 with a buffer: libbpf loads without a log first and, only if the kernel
+	// refuses, loads again at level 1 into the buffer for the reason. Asking for the log up
+	// front would make the kernel refuse a correct program whose log overflowed (ENOSPC).
 	static char log_buf[VERIFIER_LOG_SIZE];
 	libbpf_set_print(collect_libbpf_message);
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .kernel_log_buf = log_buf, .kernel_log_size = sizeof(log_buf),
-		    .kernel_log_level = 1);
+		    .kernel_log_level = 0);
 	struct bpf_object *obj = bpf_object__open_file(argv[1], &opts);
 	if (!obj) {
 		report_error("open", NULL, "cannot open %s: %s", argv[1], strerror(errno));
@@ -332,6 +381,9 @@ int main(int argc, char **argv)
 		} else if (strcmp(argv[i], "--params-json") == 0 && i + 1 < argc) {
 			if (set_params_json(obj, argv[++i]))
 				return 1;
+		} else if (strcmp(argv[i], "--watchdog-ms") == 0 && i + 1 < argc) {
+			if (cap_watchdog(obj, argv[++i]))
+				return 1;
 		} else {
 			report_error("usage", NULL, "unknown argument %s", argv[i]);
 			return 1;
@@ -346,11 +398,7 @@ int main(int argc, char **argv)
 			     strerror(-err));
 		return 3;
 	}
-	struct bpf_map *ops = NULL, *map;
-	bpf_object__for_each_map(map, obj) {
-		if (bpf_map__type(map) == BPF_MAP_TYPE_STRUCT_OPS)
-			ops = map;
-	}
+	struct bpf_map *ops = find_ops_map(obj);
 	if (!ops) {
 		report_error("attach", NULL, "%s has no sched_ext_ops in SEC(\".struct_ops.link\")", argv[1]);
 		return 1;
@@ -371,6 +419,10 @@ int main(int argc, char **argv)
 			break;
 		sleep_ms(10);
 	}
+	// An error while enabling leaves the state at "disabling" before ops.exit has run: give the
+	// exit record a moment, it holds the reason.
+	for (int i = 0; i < 100 && strcmp(state, "enabled") != 0 && exit_info && !exit_info->kind; i++)
+		sleep_ms(10);
 	if (strcmp(state, "enabled") != 0 || (exit_info && exit_info->kind)) {
 		if (exit_info && exit_info->kind)
 			print_exit(exit_info, "kernel");

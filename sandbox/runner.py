@@ -98,10 +98,14 @@ class Plan:
 
 
 def load_and_hold(obj_vm_path: str, params: dict[str, object] | None = None, hold: str = "sleep 1",
-                  loader: str = "/bin/schedcp-loader", enable_timeout_s: float = 5.0) -> str:
+                  loader: str = "/bin/schedcp-loader", enable_timeout_s: float = 5.0,
+                  watchdog_ms: int | None = None) -> str:
     """Shell for: start the loader, wait until it reports (enabled or error), print sysfs
-    state, run `hold` while the scheduler runs, stop it, print the state after."""
+    state, run `hold` while the scheduler runs, stop it, print the state after.
+    `watchdog_ms` caps the scheduler's watchdog timeout (the loader's --watchdog-ms)."""
     args = " ".join(f"--param {shlex.quote(f'{k}={_param(v)}')}" for k, v in (params or {}).items())
+    if watchdog_ms is not None:
+        args += f" --watchdog-ms {int(watchdog_ms)}"
     tries = int(enable_timeout_s / 0.1)
     # The output file is emptied here, not in the background job: the wait loop below must
     # never see the previous step's lines.

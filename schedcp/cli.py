@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
@@ -20,10 +21,27 @@ from rich.table import Table
 
 from schedcp import __version__, rpc
 from schedcp.config import ConfigError, Settings, load_settings
-from schedcp.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE, DependencyUnavailable, StartupError
+from schedcp.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_UNAVAILABLE,
+    DependencyUnavailable,
+    InvalidArgument,
+    StartupError,
+)
 from schedcp.probe import ServiceStatus, probe_all
 from schedcp.stack import LocalStack
-from schedcp.v1 import observer_pb2, observer_pb2_grpc, planner_pb2, planner_pb2_grpc, profile_pb2
+from schedcp.v1 import (
+    observer_pb2,
+    observer_pb2_grpc,
+    planner_pb2,
+    planner_pb2_grpc,
+    policy_pb2,
+    profile_pb2,
+    verdict_pb2,
+    verifier_pb2,
+    verifier_pb2_grpc,
+)
 
 # Piped output gets wide tables instead of rich's 80-column fallback.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -171,6 +189,61 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    artifact = _artifact_from_file(Path(args.file), args.name, args.param)
+    request = verifier_pb2.VerifyRequest(artifact=artifact, no_cache=args.no_cache)
+
+    async def run() -> verdict_pb2.Verdict:
+        async with rpc.channel(settings.verifier_addr, settings.rpc_timeout_s) as channel:
+            async for progress in verifier_pb2_grpc.VerifierServiceStub(channel).Verify(request):
+                if progress.HasField("verdict"):
+                    return progress.verdict
+                if not args.json:
+                    err.print(f"  {progress.message}", markup=False, highlight=False)
+        raise DependencyUnavailable("the verifier ended the stream without a verdict")
+
+    verdict = asyncio.run(run())
+    if args.json:
+        print(json_format.MessageToJson(verdict, indent=2))
+    else:
+        out.print(("cached " if verdict.cached else "") + verdict.summary, markup=False, highlight=False)
+        for stage in verdict.stages:
+            for f in stage.findings:
+                where = f"line {f.line}: " if f.line else ""
+                out.print(f"  {f.rule_id} {where}{f.message}" + (f"\n    hint: {f.hint}" if f.hint else ""),
+                          markup=False, highlight=False)
+        out.print(f"verdict {verdict.claims.verdict_id}, artifact {verdict.claims.artifact_digest[:16]}..., "
+                  f"kernel {verdict.claims.kernel.release}", markup=False, highlight=False)
+    return 0 if verdict.claims.approved else EXIT_FAILED
+
+
+def _artifact_from_file(path: Path, name: str, params: list[str]) -> policy_pb2.PolicyArtifact:
+    """A .bpf.c file as a sched_ext artifact with --param values, or a NativePolicy in JSON."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    artifact = policy_pb2.PolicyArtifact(name=name)
+    if path.suffix == ".json":
+        try:
+            json_format.Parse(text, artifact.native)
+        except json_format.ParseError as exc:
+            raise InvalidArgument(f"{path} is not a NativePolicy in JSON: {exc}") from None
+        return artifact
+    artifact.sched_ext.source = text
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f"--param wants NAME=VALUE, got {item!r}")
+        if value.lstrip("-").isdigit():
+            artifact.parameters[key].int_value = int(value)
+        elif value in ("true", "false"):
+            artifact.parameters[key].bool_value = value == "true"
+        else:
+            artifact.parameters[key].string_value = value
+    return artifact
+
+
 def cmd_version(settings: Settings, args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -211,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--grouping", choices=list(_GROUPING), default="comm",
                          help="group threads by process name (default), process id, or cgroup")
     profile.add_argument("--max-groups", type=int, default=0, help="show at most this many groups (default 20)")
+    verify = add("verify", cmd_verify, "Run the verifier's stages on your own scheduler (a sched_ext .bpf.c "
+                  "file) or native policy (a NativePolicy .json file) and print the verdict. Exits 0 when "
+                  "approved, 1 when rejected.")
+    verify.add_argument("file", help="FILE.bpf.c (sched_ext) or FILE.json (native policy)")
+    verify.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a parameter (a `const volatile` global) to verify with; repeatable")
+    verify.add_argument("--name", default="", help="policy name recorded in the verdict (default: none)")
+    verify.add_argument("--no-cache", action="store_true", help="run the stages even if a verdict is cached")
     add("version", cmd_version, "Print the schedcp version.")
     return parser
 
@@ -222,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(settings, args)
     except ConfigError as exc:
         err.print(f"schedcp: configuration error: {exc}", markup=False, highlight=False)
+        return EXIT_CONFIG
+    except InvalidArgument as exc:
+        err.print(f"schedcp: {exc}", markup=False, highlight=False)
         return EXIT_CONFIG
     except (StartupError, DependencyUnavailable) as exc:
         err.print(f"schedcp: {exc}", markup=False, highlight=False)

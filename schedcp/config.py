@@ -80,6 +80,13 @@ def _check_profile_interval(value: float) -> float:
     return value
 
 
+def _check_trust_keys(value: str) -> str:
+    for key in filter(None, (k.strip() for k in value.split(","))):
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key.lower()):
+            raise ValueError(f"{key[:20]!r} is not an Ed25519 public key in hex (64 hex digits)")
+    return value
+
+
 def default_host_id() -> str:
     """This machine's short hostname, made into a valid host id."""
     short = socket.gethostname().split(".")[0]
@@ -152,6 +159,19 @@ class Settings(BaseSettings):
     profile_interval_s: Annotated[float, AfterValidator(_check_profile_interval)] = Field(
         default=5.0, le=3600,
         description="The observer profiles the host continuously in windows this long and publishes each; 0: off.",
+    )
+    verifier_vm_slots: int = Field(
+        default=1, ge=1, le=64,
+        description="Sandbox micro-VMs the verifier runs at once; further requests queue.",
+    )
+    trusted_verifier_keys: Annotated[str, AfterValidator(_check_trust_keys)] = Field(
+        default="",
+        description="Ed25519 public keys (hex, comma separated) whose verdicts are trusted; empty: the key "
+        "of the verifier sharing this data dir.",
+    )
+    verdict_ttl_s: float = Field(
+        default=7 * 24 * 3600.0, ge=60, le=90 * 24 * 3600,
+        description="How long an approving verdict stays valid (rejections: one hour).",
     )
 
     def addr(self, role: Role) -> str:

@@ -16,6 +16,11 @@ class NotFound(LookupError):
     """The named thing does not exist; servers answer NOT_FOUND with this message."""
 
 
+class PermissionDenied(PermissionError):
+    """The caller or what it presents is not trusted (a verdict's signature, a peer); answered
+    PERMISSION_DENIED."""
+
+
 class FailedPrecondition(RuntimeError):
     """The system is not in a state where the request can run; FAILED_PRECONDITION."""
 

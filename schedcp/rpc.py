@@ -34,6 +34,7 @@ _STATUS_FOR_EXCEPTION: tuple[tuple[type[BaseException], grpc.StatusCode], ...] =
     (pydantic.ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.DependencyUnavailable, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
@@ -194,6 +195,10 @@ class _ClientUnary(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamUnaryCli
     intercept_stream_unary = _intercept
 
 
+# Span-closing tasks of finished streams, referenced until they ran.
+_PENDING: set[asyncio.Task] = set()
+
+
 class _ClientStreaming(grpc.aio.UnaryStreamClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
     async def _intercept(self, continuation, details, request):
         name = _method_name(details)
@@ -204,11 +209,17 @@ class _ClientStreaming(grpc.aio.UnaryStreamClientInterceptor, grpc.aio.StreamStr
         finally:
             otel_context.detach(token)
 
-        def finish(done_call) -> None:
-            _record_status(span, done_call.code())
+        async def finish(done_call) -> None:
+            _record_status(span, await done_call.code())  # a done call answers at once
             span.end()
 
-        call.add_done_callback(finish)
+        def on_done(done_call) -> None:
+            # aio's code() is a coroutine and done callbacks are plain functions.
+            task = asyncio.get_running_loop().create_task(finish(done_call))
+            _PENDING.add(task)
+            task.add_done_callback(_PENDING.discard)
+
+        call.add_done_callback(on_done)
         return call
 
     intercept_unary_stream = _intercept

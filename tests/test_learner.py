@@ -7,15 +7,26 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 
-from schedcp import policies, topology
+from schedcp import artifacts, policies, topology
 from schedcp.bus import Bus
-from schedcp.v1 import deployment_pb2, goal_pb2, host_pb2, learner_pb2, learner_pb2_grpc, policy_pb2, profile_pb2
-from services.learner import repository, seeding
+from schedcp.v1 import (
+    deployment_pb2,
+    goal_pb2,
+    host_pb2,
+    learner_pb2,
+    learner_pb2_grpc,
+    policy_pb2,
+    profile_pb2,
+    verdict_pb2,
+)
+from services.learner import seeding
 from services.learner.repository import PolicyRepository
+from services.verifier.signing import SigningKey
 from tests.test_services import call
 
 
@@ -49,7 +60,7 @@ def test_the_learner_seeds_every_library_policy_with_its_artifact(services, nats
             await bus.close()
 
     stored = asyncio.run(artifact())
-    assert repository.artifact_digest(stored) == stored.digest == vtime.artifact_digest
+    assert artifacts.digest_of(stored) == stored.digest == vtime.artifact_digest
     assert stored.sched_ext.ops_name == "schedcp_vtime" and "vtime_enqueue" in stored.sched_ext.source
 
     # A restart finds everything current and writes nothing.
@@ -198,28 +209,48 @@ def test_malformed_outcomes_are_dead_lettered_with_the_reason(services, nats_ser
     assert any("not a valid schedcp.v1.Outcome" in r for r in reasons), reasons
 
 
-def test_put_policy_requires_a_verdict_id_and_a_matching_digest(services):
+def test_put_policy_requires_a_signed_approval_of_that_artifact(services, tmp_path):
+    # The verifier's key as the learner finds it in the shared data dir (the local stack's way).
+    key = SigningKey.load_or_create(Path(services.env["SCHEDCP_DATA_DIR"]) / "verifier" / "ed25519.pem")
+    stranger = SigningKey.load_or_create(tmp_path / "stranger.pem")
     services.start("learner")
     artifact = policy_pb2.PolicyArtifact(name="llm_boost", kind=policy_pb2.POLICY_KIND_SCHED_EXT,
                                          origin=policy_pb2.POLICY_ORIGIN_LLM_WRITTEN)
     artifact.sched_ext.source = "/* written by a model */"
-    artifact.digest = repository.artifact_digest(artifact)
+    artifact.digest = artifacts.digest_of(artifact)
     meta = policy_pb2.PolicyMetadata(name="llm_boost", description="boost a service", goals=["latency"])
     addr = services.addr("learner")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        learner(addr, "PutPolicy", learner_pb2.PutPolicyRequest(artifact=artifact, metadata=meta))
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    def put(verdict: verdict_pb2.SignedVerdict, art: policy_pb2.PolicyArtifact = artifact):
+        return learner(addr, "PutPolicy", learner_pb2.PutPolicyRequest(artifact=art, metadata=meta, verdict=verdict))
+
+    def refused(verdict: verdict_pb2.SignedVerdict, art: policy_pb2.PolicyArtifact = artifact) -> grpc.aio.AioRpcError:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            put(verdict, art)
+        return caught.value
+
+    assert refused(verdict_pb2.SignedVerdict()).code() == grpc.StatusCode.PERMISSION_DENIED
+    assert refused(approval(stranger, artifact.digest)).code() == grpc.StatusCode.PERMISSION_DENIED
+    assert refused(approval(key, artifact.digest, approved=False)).code() == grpc.StatusCode.FAILED_PRECONDITION
     tampered = policy_pb2.PolicyArtifact()
     tampered.CopyFrom(artifact)
     tampered.sched_ext.source += " changed"
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        learner(addr, "PutPolicy", learner_pb2.PutPolicyRequest(artifact=tampered, metadata=meta, verdict_id="v1"))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not match" in caught.value.details()
-    put = learner(addr, "PutPolicy", learner_pb2.PutPolicyRequest(artifact=artifact, metadata=meta, verdict_id="v1"))
-    again = learner(addr, "PutPolicy", learner_pb2.PutPolicyRequest(artifact=artifact, metadata=meta, verdict_id="v1"))
-    assert put.created and not again.created and put.policy.version == again.policy.version
+    error = refused(approval(key, artifact.digest), tampered)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not match" in error.details()
+    tampered.digest = artifacts.digest_of(tampered)
+    error = refused(approval(key, artifact.digest), tampered)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "changed after verification" in error.details()
+    put_, again = put(approval(key, artifact.digest)), put(approval(key, artifact.digest))
+    assert put_.created and not again.created and put_.policy.version == again.policy.version
     got = learner(addr, "GetPolicy", learner_pb2.GetPolicyRequest(name="llm_boost"))
     assert got.origin == policy_pb2.POLICY_ORIGIN_LLM_WRITTEN and list(got.verdict_ids) == ["v1"]
+
+
+def approval(key: SigningKey, digest: str, approved: bool = True) -> verdict_pb2.SignedVerdict:
+    claims = verdict_pb2.VerdictClaims(verdict_id="v1", artifact_digest=digest, approved=approved)
+    claims.issued_at.GetCurrentTime()
+    claims.expires_at.FromSeconds(claims.issued_at.seconds + 3600)
+    return key.sign(claims)
 
 
 def test_the_repository_survives_a_nats_server_restart(services, nats_server):

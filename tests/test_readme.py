@@ -5,6 +5,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from schedcp.net import free_port
 from tests.conftest import ROOT, service_env
 
@@ -17,6 +19,7 @@ def readme_commands() -> list[list[str]]:
     return [line[2:].split() for block in blocks for line in block.splitlines() if line.startswith("$ ")]
 
 
+@pytest.mark.timeout(600)  # the tour verifies a policy in the micro-VM
 def test_readme_tour_runs(tmp_path):
     commands = readme_commands()
     assert commands[0][:2] == ["schedcp", "up"] and commands[-1] == ["schedcp", "down"]
@@ -25,7 +28,7 @@ def test_readme_tour_runs(tmp_path):
     try:
         for argv in commands:
             result = subprocess.run([str(SCHEDCP), *argv[1:]], env=env, capture_output=True, text=True,
-                                    timeout=90)
+                                    timeout=300, cwd=ROOT)
             assert result.returncode == 0, f"{' '.join(argv)} failed: {result.stderr}"
             outputs[" ".join(argv[1:])] = result.stdout
     finally:
@@ -36,6 +39,8 @@ def test_readme_tour_runs(tmp_path):
     assert "testhost" in outputs["hosts"]
     profile = outputs["profile --window 1 --detail detailed"]
     assert "testhost: workload over 1 s (procfs)" in profile and "Groups by process name" in profile
+    verdict = outputs["verify policies/sched_ext/fifo.bpf.c --param slice_us=3000"]
+    assert verdict.startswith("approved: passed static, compile, kernel verifier, dynamic"), verdict
     assert "stopped observer, planner, executor, verifier, learner, nats" in outputs["down"]
     # After `down` nothing answers any more.
     after = subprocess.run([str(SCHEDCP), "--json", "status", "--timeout", "0.5"], env=env,

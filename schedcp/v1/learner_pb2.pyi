@@ -2,6 +2,7 @@ from schedcp.v1 import deployment_pb2 as _deployment_pb2
 from schedcp.v1 import goal_pb2 as _goal_pb2
 from schedcp.v1 import host_pb2 as _host_pb2
 from schedcp.v1 import policy_pb2 as _policy_pb2
+from schedcp.v1 import verdict_pb2 as _verdict_pb2
 from schedcp.v1 import profile_pb2 as _profile_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -80,14 +81,14 @@ class ListPoliciesResponse(_message.Message):
     def __init__(self, policies: _Optional[_Iterable[_Union[_policy_pb2.PolicyRecord, _Mapping]]] = ...) -> None: ...
 
 class PutPolicyRequest(_message.Message):
-    __slots__ = ("artifact", "metadata", "verdict_id")
+    __slots__ = ("artifact", "metadata", "verdict")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
-    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
     artifact: _policy_pb2.PolicyArtifact
     metadata: _policy_pb2.PolicyMetadata
-    verdict_id: str
-    def __init__(self, artifact: _Optional[_Union[_policy_pb2.PolicyArtifact, _Mapping]] = ..., metadata: _Optional[_Union[_policy_pb2.PolicyMetadata, _Mapping]] = ..., verdict_id: _Optional[str] = ...) -> None: ...
+    verdict: _verdict_pb2.SignedVerdict
+    def __init__(self, artifact: _Optional[_Union[_policy_pb2.PolicyArtifact, _Mapping]] = ..., metadata: _Optional[_Union[_policy_pb2.PolicyMetadata, _Mapping]] = ..., verdict: _Optional[_Union[_verdict_pb2.SignedVerdict, _Mapping]] = ...) -> None: ...
 
 class PutPolicyResponse(_message.Message):
     __slots__ = ("policy", "created")

@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from schedcp.v1 import common_pb2 as _common_pb2
+from schedcp.v1 import policy_pb2 as _policy_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -120,15 +121,19 @@ class SignedVerdict(_message.Message):
     def __init__(self, claims: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("signed", "claims", "stages", "cached", "summary")
+    __slots__ = ("signed", "claims", "stages", "cached", "summary", "artifact", "request_digest")
     SIGNED_FIELD_NUMBER: _ClassVar[int]
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_DIGEST_FIELD_NUMBER: _ClassVar[int]
     signed: SignedVerdict
     claims: VerdictClaims
     stages: _containers.RepeatedCompositeFieldContainer[StageResult]
     cached: bool
     summary: str
-    def __init__(self, signed: _Optional[_Union[SignedVerdict, _Mapping]] = ..., claims: _Optional[_Union[VerdictClaims, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[StageResult, _Mapping]]] = ..., cached: _Optional[bool] = ..., summary: _Optional[str] = ...) -> None: ...
+    artifact: _policy_pb2.PolicyArtifact
+    request_digest: str
+    def __init__(self, signed: _Optional[_Union[SignedVerdict, _Mapping]] = ..., claims: _Optional[_Union[VerdictClaims, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[StageResult, _Mapping]]] = ..., cached: _Optional[bool] = ..., summary: _Optional[str] = ..., artifact: _Optional[_Union[_policy_pb2.PolicyArtifact, _Mapping]] = ..., request_digest: _Optional[str] = ...) -> None: ...

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 
 from google.protobuf import timestamp_pb2
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from schedcp import topology
+from schedcp import artifacts, topology, verdicts
 from schedcp.bus import Bus
 from schedcp.errors import FailedPrecondition, InvalidArgument, NotFound
-from schedcp.v1 import learner_pb2, policy_pb2
+from schedcp.v1 import learner_pb2, policy_pb2, verifier_pb2
 
 log = logging.getLogger(__name__)
-
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise InvalidArgument(
-            f"policy name {name!r} is invalid: use 1-64 lower-case letters, digits, '-' or '_'"
-        )
-    return name
-
 
 class PolicyRepository:
     """Reads and writes policy records; the newest version of a name is the KV's latest value."""
@@ -43,7 +30,7 @@ class PolicyRepository:
         """The newest version of `name` and its KV revision; (None, 0) when there is none."""
         kv = await self._bus.kv(topology.POLICIES_BUCKET)
         try:
-            entry = await kv.get(check_name(name))
+            entry = await kv.get(artifacts.check_name(name))
         except KeyNotFoundError:
             return None, 0
         return _parse(entry.value), entry.revision
@@ -53,7 +40,7 @@ class PolicyRepository:
         still the one at `after_revision` (0: none yet); FailedPrecondition when someone else
         wrote in between. Returns the new KV revision."""
         kv = await self._bus.kv(topology.POLICIES_BUCKET)
-        name, data = check_name(record.metadata.name), record.SerializeToString(deterministic=True)
+        name, data = artifacts.check_name(record.metadata.name), record.SerializeToString(deterministic=True)
         try:
             if after_revision:
                 return await kv.update(name, data, last=after_revision)
@@ -61,33 +48,31 @@ class PolicyRepository:
         except KeyWrongLastSequenceError:
             raise FailedPrecondition(f"policy {name!r} changed while this version was being stored; retry") from None
 
-    async def store_artifact(self, artifact: policy_pb2.PolicyArtifact) -> None:
-        store = await self._bus.js.object_store(topology.ARTIFACTS_STORE.name)
-        await store.put(artifact_key(artifact.digest), artifact.SerializeToString(deterministic=True))
-
-    async def put_verified(self, request: learner_pb2.PutPolicyRequest) -> learner_pb2.PutPolicyResponse:
-        """Store a verified policy (LLM-written or an operator's) as a new version."""
+    async def put_verified(self, request: learner_pb2.PutPolicyRequest,
+                           trusted: list[verifier_pb2.TrustKey]) -> learner_pb2.PutPolicyResponse:
+        """Store a verified policy (LLM-written or an operator's) as a new version: only with the
+        verifier's signed approval of exactly this artifact (any kernel)."""
         artifact, metadata = request.artifact, request.metadata
-        name = check_name(artifact.name)
+        name = artifacts.check_name(artifact.name)
         if metadata.name and metadata.name != name:
             raise InvalidArgument(f"metadata names {metadata.name!r} but the artifact is {name!r}")
-        # Checking the verdict itself (signature, digest, kernel) against the verifier's record
-        # lands with the verifier; until then a verdict id is required but taken on trust.
-        if not request.verdict_id:
-            raise FailedPrecondition("only verified policies are stored: verdict_id is required")
-        if artifact.digest != artifact_digest(artifact):
+        if artifact.digest != artifacts.digest_of(artifact):
             raise InvalidArgument(f"artifact digest {artifact.digest!r} does not match its content")
+        if not trusted:
+            raise FailedPrecondition("no trusted verifier key: set SCHEDCP_TRUSTED_VERIFIER_KEYS (the verifier logs "
+                                     "its public key at start)")
+        claims = verdicts.check(request.verdict, trusted, artifact.digest)
         version = artifact.digest[:12]
         current, revision = await self.latest(name)
         if current is not None and current.version == version:
             return learner_pb2.PutPolicyResponse(policy=current, created=False)
-        await self.store_artifact(artifact)
+        await artifacts.store(self._bus, artifact)
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
         record = policy_pb2.PolicyRecord(
             metadata=metadata, version=version, origin=artifact.origin or policy_pb2.POLICY_ORIGIN_LLM_WRITTEN,
             origin_cycle_id=artifact.origin_cycle_id, artifact_digest=artifact.digest,
-            verdict_ids=[request.verdict_id], created_at=current.created_at if current else now, updated_at=now)
+            verdict_ids=[claims.verdict_id], created_at=current.created_at if current else now, updated_at=now)
         record.metadata.name, record.metadata.kind = name, artifact.kind
         await self.put(record, revision)
         return learner_pb2.PutPolicyResponse(policy=record, created=True)
@@ -96,7 +81,7 @@ class PolicyRepository:
         """Every stored version of `name`, oldest first."""
         kv = await self._bus.kv(topology.POLICIES_BUCKET)
         try:
-            entries = await kv.history(check_name(name))
+            entries = await kv.history(artifacts.check_name(name))
         except KeyNotFoundError:
             return []
         return [_parse(e.value) for e in entries if e.value]
@@ -104,19 +89,6 @@ class PolicyRepository:
     async def list(self, kind: int = policy_pb2.POLICY_KIND_UNSPECIFIED) -> list[policy_pb2.PolicyRecord]:
         records = [_parse(value) for _, value in await self._bus.kv_entries(topology.POLICIES_BUCKET)]
         return [r for r in records if kind in (policy_pb2.POLICY_KIND_UNSPECIFIED, r.metadata.kind)]
-
-
-def artifact_digest(artifact: policy_pb2.PolicyArtifact) -> str:
-    """sha256 over the artifact's deterministic serialisation with `digest` left empty."""
-    unsigned = policy_pb2.PolicyArtifact()
-    unsigned.CopyFrom(artifact)
-    unsigned.digest = ""
-    return hashlib.sha256(unsigned.SerializeToString(deterministic=True)).hexdigest()
-
-
-def artifact_key(digest: str) -> str:
-    """The artifact's name in the Object Store."""
-    return f"sha256-{digest}"
 
 
 def _parse(data: bytes) -> policy_pb2.PolicyRecord:

@@ -15,11 +15,10 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from schedcp import policies
+from schedcp import artifacts, policies
 from schedcp.bus import Bus
 from schedcp.errors import FailedPrecondition
 from schedcp.v1 import common_pb2, policy_pb2
-from services.learner import repository
 from services.learner.repository import PolicyRepository
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def library_artifact(meta: policies.PolicyMetadata, root: Path, version: str) ->
             source=policies.source_of(meta, root).read_text(), ops_name=meta.ops_name))
     else:
         artifact.native.CopyFrom(policy_pb2.NativePolicy())  # a template: rules come per deployment
-    artifact.digest = repository.artifact_digest(artifact)
+    artifact.digest = artifacts.digest_of(artifact)
     return artifact
 
 
@@ -89,7 +88,7 @@ async def seed(bus: Bus, root: Path = policies.LIBRARY) -> SeedReport:
             report.unchanged.append(meta.name)
             continue
         artifact = library_artifact(meta, root, version)
-        await repo.store_artifact(artifact)
+        await artifacts.store(bus, artifact)
         record = policy_pb2.PolicyRecord(
             metadata=metadata_message(meta), version=version, origin=policy_pb2.POLICY_ORIGIN_LIBRARY,
             artifact_digest=artifact.digest, created_at=current.created_at if current else now, updated_at=now,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from schedcp import verdicts
+from schedcp.config import Settings
 from schedcp.errors import InvalidArgument, NotFound
 from schedcp.service import GrpcService, ServiceContext
 from schedcp.v1 import learner_pb2, learner_pb2_grpc
@@ -11,9 +13,10 @@ from services.learner.repository import PolicyRepository
 
 
 class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
-    def __init__(self, repository: PolicyRepository, ledger: OutcomeLedger) -> None:
+    def __init__(self, repository: PolicyRepository, ledger: OutcomeLedger, settings: Settings) -> None:
         self._repository = repository
         self._ledger = ledger
+        self._settings = settings
 
     async def GetPolicy(self, request, context):
         if request.version:
@@ -33,7 +36,8 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         return search.search(request, await self._repository.list(), self._ledger)
 
     async def PutPolicy(self, request, context):
-        return await self._repository.put_verified(request)
+        # Read per call: in the local stack the verifier may publish its key after we started.
+        return await self._repository.put_verified(request, verdicts.trusted_keys(self._settings))
 
     async def History(self, request, context):
         if bool(request.policy_name) == bool(request.host_id):
@@ -49,4 +53,5 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     ledger = OutcomeLedger(ctx.bus)
     await ledger.load()
     await ledger.consume()
-    return [GrpcService.of(LearnerServicer(PolicyRepository(ctx.bus), ledger), learner_pb2, learner_pb2_grpc)]
+    servicer = LearnerServicer(PolicyRepository(ctx.bus), ledger, ctx.settings)
+    return [GrpcService.of(servicer, learner_pb2, learner_pb2_grpc)]

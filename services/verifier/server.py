@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+from sandbox.build import Toolchain
 from schedcp.service import GrpcService, ServiceContext
 from schedcp.v1 import verifier_pb2, verifier_pb2_grpc
+from services.verifier.pipeline import Pipeline, PipelineOptions
 from services.verifier.signing import SigningKey
 
 
 class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
-    """GetTrustKey is served here; Verify and GetVerdict answer UNIMPLEMENTED until the stages
-    land."""
-
-    def __init__(self, key: SigningKey) -> None:
+    def __init__(self, key: SigningKey, pipeline: Pipeline) -> None:
         self._key = key
+        self._pipeline = pipeline
+
+    async def Verify(self, request, context):
+        async for progress in self._pipeline.verify(request):
+            yield progress
+
+    async def GetVerdict(self, request, context):
+        return await self._pipeline.cache.get(request.verdict_id)
 
     async def GetTrustKey(self, request, context):
         return self._key.trust_key()
 
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:
-    key = SigningKey.load_or_create(ctx.settings.data_dir / "verifier" / "ed25519.pem")
+    settings = ctx.settings
+    key = SigningKey.load_or_create(settings.data_dir / "verifier" / "ed25519.pem")
     ctx.details["key_id"] = key.key_id
-    return [GrpcService.of(VerifierServicer(key), verifier_pb2, verifier_pb2_grpc)]
+    ctx.details["vm_slots"] = str(settings.verifier_vm_slots)
+    options = PipelineOptions(verdict_ttl_s=settings.verdict_ttl_s, vm_slots=settings.verifier_vm_slots)
+    pipeline = Pipeline(key, ctx.bus, Toolchain(settings.cache_dir), options)
+    return [GrpcService.of(VerifierServicer(key, pipeline), verifier_pb2, verifier_pb2_grpc)]

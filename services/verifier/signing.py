@@ -5,7 +5,6 @@ Executors trust verdicts signed by this key; its public half is served by GetTru
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from schedcp import verdicts
 from schedcp.errors import StartupError
-from schedcp.v1 import verifier_pb2
+from schedcp.v1 import verdict_pb2, verifier_pb2
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class SigningKey:
         self.public_raw = private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        self.key_id = hashlib.sha256(self.public_raw).hexdigest()[:16]
+        self.key_id = verdicts.key_id_of(self.public_raw)
 
     @classmethod
     def load_or_create(cls, path: Path) -> SigningKey:
@@ -40,7 +40,7 @@ class SigningKey:
                                    "(executors must then trust the new key)") from exc
             if not isinstance(key, Ed25519PrivateKey):
                 raise StartupError(f"signing key {path} is not an Ed25519 key")
-            return cls(key)
+            return cls(key).publish(path)
         key = Ed25519PrivateKey.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -50,10 +50,21 @@ class SigningKey:
             f.write(pem)
         signer = cls(key)
         log.info("created a new signing key %s at %s", signer.key_id, path)
-        return signer
+        return signer.publish(path)
 
-    def sign(self, data: bytes) -> bytes:
-        return self._private.sign(data)
+    def publish(self, private_path: Path) -> SigningKey:
+        """Write the public key (hex) beside the private one, for services sharing the data dir."""
+        public_path = private_path.with_suffix(".pub")
+        public_path.write_text(self.public_raw.hex() + "\n")
+        log.info("verdicts are signed with key %s (public key %s, also in %s)", self.key_id, self.public_raw.hex(),
+                 public_path)
+        return self
+
+    def sign(self, claims: verdict_pb2.VerdictClaims) -> verdict_pb2.SignedVerdict:
+        """Serialise the claims once (naming this key) and sign exactly those bytes."""
+        claims.key_id = self.key_id
+        data = claims.SerializeToString(deterministic=True)
+        return verdict_pb2.SignedVerdict(claims=data, signature=self._private.sign(data), key_id=self.key_id)
 
     def trust_key(self) -> verifier_pb2.TrustKey:
-        return verifier_pb2.TrustKey(algorithm="ed25519", public_key=self.public_raw, key_id=self.key_id)
+        return verdicts.trust_key(self.public_raw)

@@ -141,6 +141,9 @@ def _ops(src: Source):
     line = src.line_of(match.start())
     if "name" not in fields:
         yield finding("SCX006", ERROR, line, "the ops have no .name", 'add .name = "schedcp_..."')
+    elif not re.fullmatch(r'"[A-Za-z0-9_.]{1,127}"', fields["name"]):
+        yield finding("SCX006", ERROR, line, f".name {fields['name'][:80]} is not a plain name",
+                      "the kernel shows it in sysfs: letters, digits, '_' and '.' only, at most 127")
     timeout = fields.get("timeout_ms", "")
     if not timeout.isdigit() or not 0 < int(timeout) <= MAX_TIMEOUT_MS:
         yield finding("SCX007", ERROR, line,

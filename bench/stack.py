@@ -1,0 +1,36 @@
+"""The real local stack for a benchmark run: nats-server and the five services, as `schedcp up`
+starts them, on free ports with a private data dir, stopped (and the environment restored)
+afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from schedcp.config import Settings, load_settings
+from schedcp.probe import ServiceStatus
+from schedcp.stack import LocalStack, ephemeral_env
+
+
+@contextlib.contextmanager
+def running_stack(**env: str) -> Iterator[tuple[LocalStack, list[ServiceStatus], Settings]]:
+    with tempfile.TemporaryDirectory(prefix="schedcp-bench-") as tmp:
+        saved = {k: v for k, v in os.environ.items() if k.startswith("SCHEDCP_")}
+        os.environ.update({**ephemeral_env(), "SCHEDCP_DATA_DIR": str(Path(tmp)), "SCHEDCP_LOG_LEVEL": "WARNING",
+                           **env})
+        try:
+            settings = load_settings()
+            stack = LocalStack(settings)
+            statuses = asyncio.run(stack.start())
+            try:
+                yield stack, statuses, settings
+            finally:
+                stack.stop()
+        finally:
+            for key in [k for k in os.environ if k.startswith("SCHEDCP_")]:
+                del os.environ[key]
+            os.environ.update(saved)

@@ -1,0 +1,262 @@
+"""Stages 3 and 4 in one boot of the sandbox micro-VM: the kernel's own BPF verifier (load and
+enable), then dynamic tests while the candidate runs, then unload.
+
+The tests, in this order, all under the candidate:
+- latency: a 1 kHz sleeper among CPU hogs; its p99 wakeup latency is compared with the same
+  probe under EEVDF earlier in the same boot (TCG timing only compares within a boot);
+- fairness: equal CPU hogs, the least-served one's CPU time over the most-served one's;
+- flood: many more runnable tasks than CPUs for longer than the watchdog timeout, which the
+  loader caps (--watchdog-ms) so that a scheduler leaving any task behind is ejected here;
+- fork storm: short-lived children forked and reaped for a second;
+- unload: the kernel must be back to `disabled`.
+An ejection (watchdog or runtime error) at any point fails the stage and names the test it
+happened in; the tests after it ran under EEVDF and are not judged.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from sandbox import runner
+from sandbox.build import Kernel, Toolchain
+from schedcp.v1 import common_pb2, verdict_pb2
+from services.verifier.stages import LOG_LIMIT, stage_result, status_of
+
+TESTS = ("latency", "fairness", "flood", "forkstorm")
+# Verifier log lines that are bookkeeping rather than the reason for a refusal.
+_SOURCE_NOTE = re.compile(r"^; (.*) @ candidate\.bpf\.c:(\d+)$")
+_INSN = re.compile(r"^\d+: (\(|R\d)")
+_LOG_NOISE = ("processed ", "verification time", "stack depth", "-- END PROG LOAD LOG --", "libbpf:", "mark_precise")
+
+
+class DynamicBounds(BaseModel):
+    """What a candidate must stay within in the sandbox. The bounds catch pathologies (starving,
+    grossly unfair or latency-destroying schedulers), not mediocre ones: whether a policy helps
+    a workload is the canary's question, on the real host."""
+
+    watchdog_ms: int = Field(2000, ge=500, le=30000, description="cap on the candidate's watchdog timeout")
+    latency_hogs: int = Field(4, ge=1, le=64)
+    latency_s: float = Field(2.0, gt=0)
+    latency_factor: float = Field(4.0, ge=1, description="p99 may be this many times EEVDF's ...")
+    latency_slack_ms: float = Field(500.0, ge=0, description="... or EEVDF's plus this, whichever is larger")
+    fairness_hogs: int = Field(4, ge=2, le=64)
+    fairness_s: float = Field(2.0, gt=0)
+    min_fairness: float = Field(0.5, gt=0, le=1, description="least over most CPU time among equal hogs")
+    flood_tasks: int = Field(32, ge=2, le=256)
+    flood_s: float = Field(3.5, gt=0, description="longer than 1.5 x watchdog_ms: the kernel checks every half timeout")
+    forkstorm_s: float = Field(1.0, gt=0)
+
+    def latency_limit_us(self, eevdf_p99_us: float) -> float:
+        return max(eevdf_p99_us * self.latency_factor, eevdf_p99_us + self.latency_slack_ms * 1000)
+
+
+@dataclass
+class Candidate:
+    """A compiled scheduler to test, with the parameters it will run with."""
+
+    name: str
+    obj: bytes
+    params: dict[str, object] = field(default_factory=dict)
+    # When set, the name the kernel must report in /sys/kernel/sched_ext/root/ops.
+    ops_name: str = ""
+
+
+@dataclass
+class SandboxResult:
+    kernel_verifier: verdict_pb2.StageResult
+    dynamic: verdict_pb2.StageResult
+    # What /sys/kernel/sched_ext/root/ops showed once enabled ("" if it never was).
+    ops_name: str = ""
+
+
+def hold_script(bounds: DynamicBounds) -> str:
+    b = bounds
+    return "\n".join([
+        f"/bin/probe-wakeup {b.latency_hogs} {b.latency_s:g}", "scx_state after-latency",
+        f"/bin/probe-fairness {b.fairness_hogs} {b.fairness_s:g}", "scx_state after-fairness",
+        f"/bin/probe-fairness {b.flood_tasks} {b.flood_s:g}", "scx_state after-flood",
+        f"/bin/probe-forkstorm {b.forkstorm_s:g}", "scx_state after-forkstorm",
+    ])
+
+
+def build_plan(candidates: list[Candidate], bounds: DynamicBounds) -> runner.Plan:
+    """The EEVDF baseline first, then each candidate under its own step id (c0, c1, ...)."""
+    plan = runner.Plan()
+    plan.add("baseline", f"/bin/probe-wakeup {bounds.latency_hogs} {bounds.latency_s:g}")
+    for i, candidate in enumerate(candidates):
+        path = plan.add_file(f"/art/c{i}.bpf.o", candidate.obj)
+        plan.add(f"c{i}", runner.load_and_hold(path, candidate.params, hold=hold_script(bounds),
+                                               watchdog_ms=bounds.watchdog_ms))
+    return plan
+
+
+def run(candidates: list[Candidate], kernel: Kernel, toolchain: Toolchain,
+        bounds: DynamicBounds | None = None, timeout_s: float = 600.0) -> dict[str, SandboxResult]:
+    """Boot once and judge every candidate. The service passes one candidate per boot, so a
+    hostile one cannot disturb another's verdict; tests and benches batch them."""
+    bounds = bounds or DynamicBounds()
+    started = time.monotonic()
+    vm = runner.run(build_plan(candidates, bounds), kernel, toolchain, timeout_s=timeout_s)
+    baseline = _probe(vm.steps.get("baseline"), "wakeup")
+    return {c.name: judge(vm, f"c{i}", c, bounds, baseline, started) for i, c in enumerate(candidates)}
+
+
+def judge(vm: runner.VmRun, step_id: str, candidate: Candidate, bounds: DynamicBounds,
+          baseline: dict | None, started: float) -> SandboxResult:
+    step = vm.steps.get(step_id)
+    kernel_verifier = _kernel_verifier_result(vm, step, started)
+    if kernel_verifier.status != common_pb2.STAGE_STATUS_SUCCEEDED:
+        skipped = stage_result(verdict_pb2.VERIFY_STAGE_DYNAMIC, common_pb2.STAGE_STATUS_SKIPPED, started)
+        return SandboxResult(kernel_verifier, skipped)
+    ops_name = step.first("enabled").get("ops", "")
+    findings, measurements = dynamic_findings(step, candidate, bounds, baseline)
+    if vm.crashed:
+        findings.append(_finding("DYN008", "the sandbox kernel crashed while the candidate ran"))
+    dynamic = stage_result(verdict_pb2.VERIFY_STAGE_DYNAMIC, status_of(not findings), started, findings=findings,
+                     measurements=measurements, log="\n".join(step.log)[-LOG_LIMIT:])
+    return SandboxResult(kernel_verifier, dynamic, ops_name)
+
+
+def _kernel_verifier_result(vm: runner.VmRun, step: runner.StepResult | None,
+                            started: float) -> verdict_pb2.StageResult:
+    stage = verdict_pb2.VERIFY_STAGE_KERNEL_VERIFIER
+    if step is None:
+        reason = "the sandbox VM crashed" if vm.crashed else "the sandbox VM did not reach this candidate (timeout)"
+        return stage_result(stage, status_of(False), started, findings=[_finding("KV004", reason)],
+                      log=vm.console[-LOG_LIMIT:])
+    enabled, error = step.first("enabled"), step.first("error")
+    if enabled and not error:
+        return stage_result(stage, status_of(True), started)
+    error = error or {"stage": "load", "error": "the loader reported nothing", "log": "\n".join(step.log)}
+    log = error.get("log") or ""
+    reason, line = verifier_reason(log, error.get("error", "").removeprefix("the kernel refused the program: "))
+    rule, message = {
+        "load": ("KV001", f"the kernel's BPF verifier refused the program {reason}"),
+        "enable": ("KV002", "the program loaded but the scheduler did not enable: "
+                            + (_exit_text(step.first("exit")) if step.first("exit") else error.get("error", ""))),
+        "params": ("KV003", f"parameters rejected: {error.get('error', '')}"),
+    }.get(error.get("stage"), ("KV001", f"{error.get('stage')}: {error.get('error', '')}"))
+    finding = _finding(rule, message)
+    finding.line = line if rule == "KV001" else 0
+    return stage_result(stage, status_of(False), started, findings=[finding], log=log[-LOG_LIMIT:])
+
+
+def dynamic_findings(step: runner.StepResult, candidate: Candidate, bounds: DynamicBounds,
+                     baseline: dict | None) -> tuple[list[verdict_pb2.Finding], dict[str, float]]:
+    """What went wrong while the candidate ran, and what was measured."""
+    findings: list[verdict_pb2.Finding] = []
+    ops = step.first("enabled").get("ops", "")
+    if candidate.ops_name and ops != candidate.ops_name:
+        findings.append(_finding("DYN006", f"the kernel shows ops {ops!r}, the artifact declares "
+                                           f"{candidate.ops_name!r}"))
+    judged = _tests_before_ejection(step)
+    exit_ = step.first("exit")
+    if exit_ and exit_.get("by") == "kernel":
+        during = TESTS[len(judged)] if len(judged) < len(TESTS) else "unload"
+        findings.append(_finding("DYN001", f"ejected by the kernel during the {during} test: {_exit_text(exit_)}"))
+    probes = _probes_by_test(step)
+    measurements: dict[str, float] = {}
+    if "latency" in judged:
+        findings += _latency(probes.get("latency"), baseline, bounds, measurements)
+    if "fairness" in judged:
+        findings += _fairness(probes.get("fairness"), bounds, measurements, "fairness", "DYN002")
+    if "flood" in judged and (flood := probes.get("flood")):
+        measurements["flood_min_max_ratio"] = flood["min_max_ratio"]
+    if "forkstorm" in judged:
+        forks = probes.get("forkstorm") or {}
+        measurements["forks"] = forks.get("forks", 0)
+        if not forks.get("forks") or forks.get("failed"):
+            findings.append(_finding("DYN004", f"the fork storm failed: {forks or 'no report'}"))
+    after = step.events("sysfs")[-1] if step.events("sysfs") else {}
+    if after.get("when") != "unloaded" or after.get("state") != "disabled":
+        state = after.get("state", "unknown")
+        findings.append(_finding("DYN005", f"after unload sched_ext is {state!r}, not disabled"))
+    return findings, measurements
+
+
+def _tests_before_ejection(step: runner.StepResult) -> list[str]:
+    """The tests that ran entirely under the candidate (sched_ext still enabled after them)."""
+    judged = []
+    for record in step.events("sysfs"):
+        test = record.get("when", "").removeprefix("after-")
+        if test in TESTS:
+            if record.get("state") != "enabled":
+                break
+            judged.append(test)
+    return judged
+
+
+def _probes_by_test(step: runner.StepResult) -> dict[str, dict]:
+    """Each test's probe report: the one printed before that test's `after-` marker."""
+    probes, last = {}, None
+    for record in step.records:
+        if record.get("event") == "probe":
+            last = record
+        elif record.get("event") == "sysfs" and record.get("when", "").startswith("after-"):
+            if last is not None:
+                probes[record["when"].removeprefix("after-")] = last
+            last = None
+    return probes
+
+
+def _latency(probe: dict | None, baseline: dict | None, bounds: DynamicBounds,
+             measurements: dict[str, float]) -> list[verdict_pb2.Finding]:
+    if not probe or not probe.get("samples"):
+        return [_finding("DYN007", "the latency probe reported nothing: the sleeper never ran")]
+    measurements.update(wakeup_p50_us=probe["p50_us"], wakeup_p99_us=probe["p99_us"], wakeup_max_us=probe["max_us"])
+    if not baseline:
+        return [_finding("DYN007", "the EEVDF baseline probe reported nothing, so latency cannot be judged")]
+    limit = bounds.latency_limit_us(baseline["p99_us"])
+    measurements.update(eevdf_p99_us=baseline["p99_us"], wakeup_p99_limit_us=limit)
+    if probe["p99_us"] <= limit:
+        return []
+    return [_finding("DYN003", f"p99 wakeup latency {probe['p99_us'] / 1000:.1f} ms against EEVDF's "
+                               f"{baseline['p99_us'] / 1000:.1f} ms in the same boot (limit {limit / 1000:.1f} ms)")]
+
+
+def _fairness(probe: dict | None, bounds: DynamicBounds, measurements: dict[str, float], name: str,
+              rule: str) -> list[verdict_pb2.Finding]:
+    if not probe:
+        return [_finding("DYN007", f"the {name} probe reported nothing")]
+    ratio = probe["min_max_ratio"]
+    measurements[f"{name}_min_max_ratio"] = ratio
+    if ratio >= bounds.min_fairness:
+        return []
+    return [_finding(rule, f"{probe['hogs']} equal CPU hogs got unequal CPU: the least served got {ratio:.2f} of the "
+                           f"most served's time (at least {bounds.min_fairness:.2f} required)")]
+
+
+def verifier_reason(log: str, fallback: str = "") -> tuple[str, int]:
+    """Why the verifier refused, and the source line it refused at (0 if the log has none).
+
+    With log level 1 the kernel prints each instruction as it checks it, preceded by the source
+    line it came from (`; code @ candidate.bpf.c:N`); the refusal follows the last instruction.
+    Some refusals print no reason at all: then the errno (`fallback`) is all there is."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    source = [(i, m) for i, line in enumerate(lines) if (m := _SOURCE_NOTE.match(line))]
+    last_insn = max((i for i, line in enumerate(lines) if _INSN.match(line)), default=-1)
+    reasons = [line for line in lines[last_insn + 1:]
+               if not line.startswith(_LOG_NOISE) and not _SOURCE_NOTE.match(line)]
+    reason = "; ".join(reasons)[:300] or fallback or "no reason given (see the stage log)"
+    if not source:
+        return reason, 0
+    code, line = source[-1][1].group(1).strip(), int(source[-1][1].group(2))
+    return f"at line {line} `{code[:120]}`: {reason}", line
+
+
+def _exit_text(exit_: dict) -> str:
+    parts = [exit_.get("kind_name", "?"), exit_.get("reason", ""), exit_.get("msg", "")]
+    return " / ".join(p for p in parts if p)
+
+
+def _probe(step: runner.StepResult | None, name: str) -> dict | None:
+    return next((r for r in step.events("probe") if r.get("probe") == name), None) if step else None
+
+
+def _finding(rule: str, message: str) -> verdict_pb2.Finding:
+    return verdict_pb2.Finding(rule_id=rule, severity=verdict_pb2.SEVERITY_ERROR, message=message)
+

@@ -1,0 +1,72 @@
+"""Verdicts kept in the `schedcp_verdicts` KV bucket: by id (GetVerdict) and by what was asked
+(the artifact as sent, and the kernel), so the same question is answered once.
+
+Keys: `id.<verdict_id>` holds the Verdict; `for.<request digest>.<kernel>` holds the id of the
+latest verdict for that question. A cached verdict is served only while it has not expired and
+was signed by the key the verifier holds now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from nats.js.errors import KeyNotFoundError
+
+from schedcp import topology, verdicts
+from schedcp.bus import Bus
+from schedcp.errors import InvalidArgument, NotFound
+from schedcp.v1 import verdict_pb2
+
+_ID_CHARS = set("0123456789abcdef")
+
+
+class VerdictCache:
+    def __init__(self, bus: Bus, key_id: str) -> None:
+        self._bus = bus
+        self._key_id = key_id
+
+    async def lookup(self, request_digest: str, kernel: verdict_pb2.TargetKernel) -> verdict_pb2.Verdict | None:
+        """A still-valid verdict for this question, or None."""
+        verdict_id = await self._get(_question_key(request_digest, kernel))
+        if verdict_id is None:
+            return None
+        try:
+            verdict = await self.get(verdict_id.decode())
+        except NotFound:
+            return None
+        claims = verdict.claims
+        if claims.key_id != self._key_id or claims.expires_at.ToSeconds() <= time.time() + 60:
+            return None
+        return verdict
+
+    async def put(self, verdict: verdict_pb2.Verdict) -> None:
+        kv = await self._bus.kv(topology.VERDICTS_BUCKET)
+        verdict_id = verdict.claims.verdict_id
+        await kv.put(f"id.{verdict_id}", verdict.SerializeToString(deterministic=True))
+        await kv.put(_question_key(verdict.request_digest, verdict.claims.kernel), verdict_id.encode())
+
+    async def get(self, verdict_id: str) -> verdict_pb2.Verdict:
+        if not verdict_id or not set(verdict_id) <= _ID_CHARS or len(verdict_id) > 64:
+            raise InvalidArgument(f"verdict id {verdict_id!r} is not a verdict id (lower-case hex)")
+        data = await self._get(f"id.{verdict_id}")
+        if data is None:
+            raise NotFound(f"no verdict {verdict_id} (verdicts are kept {topology.VERDICTS_BUCKET.ttl_s / 86400:g} "
+                           "days)")
+        verdict = verdict_pb2.Verdict()
+        verdict.ParseFromString(data)
+        return verdict
+
+    async def _get(self, key: str) -> bytes | None:
+        kv = await self._bus.kv(topology.VERDICTS_BUCKET)
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value or None
+
+
+def _question_key(request_digest: str, kernel: verdict_pb2.TargetKernel) -> str:
+    # KV keys allow [-/_=.a-zA-Z0-9]: a release like "6.18.12+deb13" does not fit, its hash does.
+    kernel_part = hashlib.sha256(verdicts.kernel_key(kernel).encode()).hexdigest()[:32]
+    return f"for.{request_digest}.{kernel_part}"
