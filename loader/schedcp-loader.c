@@ -16,6 +16,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -33,8 +34,6 @@
 struct schedcp_exit {
 	int32_t kind;
 	int64_t exit_code;
-	char reason[128];
-	char msg[256];
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -212,15 +211,19 @@ static int set_param(struct bpf_object *obj, const char *name, const char *value
 	return -1;
 }
 
-// The scheduler's struct_ops map (SEC(".struct_ops.link")), or NULL.
+// The scheduler's struct_ops map (SEC(".struct_ops.link")); NULL unless there is exactly one,
+// so what a review or the static checks read is what gets attached.
 static struct bpf_map *find_ops_map(struct bpf_object *obj)
 {
 	struct bpf_map *map, *ops = NULL;
+	int count = 0;
 	bpf_object__for_each_map(map, obj) {
-		if (bpf_map__type(map) == BPF_MAP_TYPE_STRUCT_OPS)
+		if (bpf_map__type(map) == BPF_MAP_TYPE_STRUCT_OPS) {
 			ops = map;
+			count++;
+		}
 	}
-	return ops;
+	return count == 1 ? ops : NULL;
 }
 
 // Lower sched_ext_ops.timeout_ms to at most `limit_ms` before load. The member is found by
@@ -332,22 +335,68 @@ static void read_file(const char *path, char *buf, size_t size)
 	fclose(f);
 }
 
-static void print_exit(const volatile struct schedcp_exit *e, const char *by)
-{
-	printf("{\"event\":\"exit\",\"by\":\"%s\",\"kind\":%d,\"kind_name\":\"%s\",\"exit_code\":%lld,"
-	       "\"reason\":", by, e->kind, exit_kind_name(e->kind), (long long)e->exit_code);
-	print_json_string((const char *)e->reason);
-	fputs(",\"msg\":", stdout);
-	print_json_string((const char *)e->msg);
-	puts("}");
-	fflush(stdout);
-}
-
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
 }
+
+// The kernel says why a scheduler went in its log: `sched_ext: BPF scheduler "NAME" disabled
+// (REASON)` and, for errors, `sched_ext: NAME: MSG`. Reading them there (rather than having
+// the program copy strings out of kernel memory) keeps probe_read helpers out of policies.
+static int kmsg_fd = -1;
+
+static void kmsg_open_at_end(void)
+{
+	kmsg_fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	if (kmsg_fd >= 0)
+		lseek(kmsg_fd, 0, SEEK_END);
+}
+
+static void kmsg_exit_reason(const char *ops, char *reason, size_t rsize, char *msg, size_t msize)
+{
+	char record[2048], prefix[160];
+	snprintf(prefix, sizeof(prefix), "sched_ext: %s: ", ops);
+	reason[0] = msg[0] = 0;
+	for (int tries = 0; kmsg_fd >= 0 && tries < 50 && !reason[0]; tries++) {
+		ssize_t n;
+		while ((n = read(kmsg_fd, record, sizeof(record) - 1)) > 0 || (n < 0 && errno == EPIPE)) {
+			if (n <= 0)
+				continue; // EPIPE: records were overwritten; the next read goes on
+			record[n] = 0;
+			char *text = strchr(record, ';');
+			if (!text)
+				continue;
+			text++;
+			text[strcspn(text, "\n")] = 0;
+			char *open = strstr(text, "\" disabled (");
+			if (strncmp(text, "sched_ext: BPF scheduler \"", 26) == 0 && open) {
+				snprintf(reason, rsize, "%s", open + 12);
+				reason[strcspn(reason, ")")] = 0;
+			} else if (!msg[0] && strncmp(text, prefix, strlen(prefix)) == 0) {
+				snprintf(msg, msize, "%s", text + strlen(prefix));
+			}
+		}
+		if (!reason[0])
+			sleep_ms(10);
+	}
+}
+
+static void print_exit(const volatile struct schedcp_exit *e, const char *ops, const char *by)
+{
+	char reason[256], msg[512];
+	kmsg_exit_reason(ops, reason, sizeof(reason), msg, sizeof(msg));
+	int kind = e ? e->kind : -1;
+	printf("{\"event\":\"exit\",\"by\":\"%s\",\"kind\":%d,\"kind_name\":\"%s\",\"exit_code\":%lld,"
+	       "\"reason\":", by, kind, e ? exit_kind_name(kind) : "unknown (no exit record)",
+	       (long long)(e ? e->exit_code : 0));
+	print_json_string(reason);
+	fputs(",\"msg\":", stdout);
+	print_json_string(msg);
+	puts("}");
+	fflush(stdout);
+}
+
 
 int main(int argc, char **argv)
 {
@@ -392,6 +441,7 @@ int main(int argc, char **argv)
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	kmsg_open_at_end();
 	int err = bpf_object__load(obj);
 	if (err) {
 		report_error("load", log_buf[0] ? log_buf : libbpf_messages, "the kernel refused the program: %s",
@@ -400,7 +450,7 @@ int main(int argc, char **argv)
 	}
 	struct bpf_map *ops = find_ops_map(obj);
 	if (!ops) {
-		report_error("attach", NULL, "%s has no sched_ext_ops in SEC(\".struct_ops.link\")", argv[1]);
+		report_error("attach", NULL, "%s must define exactly one sched_ext_ops in SEC(\".struct_ops.link\")", argv[1]);
 		return 1;
 	}
 	struct bpf_link *link = bpf_map__attach_struct_ops(ops);
@@ -409,6 +459,7 @@ int main(int argc, char **argv)
 		return 3;
 	}
 	const volatile struct schedcp_exit *exit_info = find_exit_record(obj);
+	const char *ops_name = bpf_map__name(ops);
 
 	// Since 6.12 a scheduler whose ops.init fails still attaches: the kernel records the
 	// error through ops.exit and stays disabled. Wait for the outcome before saying enabled.
@@ -419,28 +470,30 @@ int main(int argc, char **argv)
 			break;
 		sleep_ms(10);
 	}
-	// An error while enabling leaves the state at "disabling" before ops.exit has run: give the
-	// exit record a moment, it holds the reason.
-	for (int i = 0; i < 100 && strcmp(state, "enabled") != 0 && exit_info && !exit_info->kind; i++)
-		sleep_ms(10);
+	read_file("/sys/kernel/sched_ext/root/ops", name, sizeof(name));
 	if (strcmp(state, "enabled") != 0 || (exit_info && exit_info->kind)) {
-		if (exit_info && exit_info->kind)
-			print_exit(exit_info, "kernel");
+		// An error while enabling leaves "disabling" before ops.exit has run.
+		for (int i = 0; i < 100 && exit_info && !exit_info->kind; i++)
+			sleep_ms(10);
+		print_exit(exit_info, name[0] ? name : ops_name, "kernel");
 		report_error("enable", libbpf_messages, "the scheduler did not enable (sched_ext state: %s)", state);
 		bpf_link__destroy(link);
 		return 3;
 	}
-	read_file("/sys/kernel/sched_ext/root/ops", name, sizeof(name));
 	printf("{\"event\":\"enabled\",\"ops\":");
 	print_json_string(name);
 	printf(",\"state\":\"%s\",\"pid\":%d}\n", state, getpid());
 	fflush(stdout);
 
-	// Hold. The exit record is written by ops.exit: non-zero kind means the kernel ejected
-	// the scheduler while we were not asking it to go.
+	// Hold. The kernel ejected the scheduler if sysfs no longer says enabled, or if ops.exit
+	// recorded a kind while we were not asking it to go (a scheduler without the record is
+	// still caught by the first test).
 	while (!stop_requested) {
-		if (exit_info && exit_info->kind) {
-			print_exit(exit_info, "kernel");
+		read_file("/sys/kernel/sched_ext/state", state, sizeof(state));
+		if (strcmp(state, "enabled") != 0 || (exit_info && exit_info->kind)) {
+			for (int i = 0; i < 40 && exit_info && !exit_info->kind; i++)
+				sleep_ms(5);
+			print_exit(exit_info, name, "kernel");
 			bpf_link__destroy(link);
 			return 2;
 		}
@@ -449,8 +502,7 @@ int main(int argc, char **argv)
 	bpf_link__destroy(link);
 	for (int i = 0; i < 40 && exit_info && !exit_info->kind; i++)
 		sleep_ms(5);
-	if (exit_info)
-		print_exit(exit_info, "signal");
+	print_exit(exit_info, name, "signal");
 	bpf_object__close(obj);
 	return 0;
 }

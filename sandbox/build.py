@@ -36,7 +36,10 @@ PROBES_SRC = HERE / "probes"
 LIBBPF_VERSION = "1.5.0"
 LIBBPF_URL = f"http://deb.debian.org/debian/pool/main/libb/libbpf/libbpf_{LIBBPF_VERSION}.orig.tar.gz"
 LIBBPF_SHA256 = "53492aff6dd47e4da04ef5e672d753b9743848bdb38e9d90eafbe190b7983c44"
-BPF_CFLAGS = ["-g", "-O2", "-target", "bpf", "-mcpu=v3", "-D__TARGET_ARCH_x86", "-Wall", "-Wno-unused-function"]
+# -fno-crash-diagnostics: a candidate that crashes clang must not leave its preprocessed
+# source (and every header it pulled in) in /tmp.
+BPF_CFLAGS = ["-g", "-O2", "-target", "bpf", "-mcpu=v3", "-D__TARGET_ARCH_x86", "-Wall", "-Wno-unused-function",
+              "-fno-crash-diagnostics"]
 FIX_TOOLS = "run `make install` (it installs Debian's qemu-system-x86, clang, llvm, bpftool, busybox-static, " \
             "libelf-dev, libzstd-dev, zstd)"
 
@@ -210,14 +213,21 @@ class Toolchain:
         return out
 
     # --- policies -----------------------------------------------------------------------
+    def clang_args(self, kernel: Kernel) -> list[str]:
+        """Flags and include directories for compiling a policy against `kernel`."""
+        return [*BPF_CFLAGS, *(f"-I{d}" for d in self.include_dirs(kernel))]
+
+    def include_dirs(self, kernel: Kernel) -> list[Path]:
+        """Where a policy's headers may come from: vmlinux.h, libbpf's headers, policies/sched_ext."""
+        return [kernel.vmlinux_h.parent, self.libbpf() / "include", POLICIES]
+
     def compile_policy(self, source: Path, kernel: Kernel, out_dir: Path | None = None) -> Path:
         """Compile a sched_ext policy against `kernel`'s BTF; BuildError carries clang's errors."""
         out_dir = out_dir or self.root / "objs" / kernel.release
         out = out_dir / (source.name.removesuffix(".bpf.c") + ".bpf.o")
         out.parent.mkdir(parents=True, exist_ok=True)
-        prefix = self.libbpf()
-        _run([require_tool("clang"), *BPF_CFLAGS, f"-I{kernel.vmlinux_h.parent}", f"-I{prefix / 'include'}",
-              f"-I{POLICIES}", "-c", str(source), "-o", str(out)], f"compiling {source.name}")
+        _run([require_tool("clang"), *self.clang_args(kernel), "-c", str(source), "-o", str(out)],
+             f"compiling {source.name}")
         # Keep BTF (the kernel needs it for struct_ops), drop DWARF.
         _run([require_tool("llvm-strip"), "-g", str(out)], f"stripping {out.name}")
         return out

@@ -12,12 +12,12 @@ from schedcp.bus import Bus
 from schedcp.errors import FailedPrecondition, InvalidArgument, NotFound
 from schedcp.v1 import policy_pb2
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}", re.ASCII)
 
 
 def check_name(name: str) -> str:
     """A policy name, if valid: it names KV keys, files and log lines, so no paths or spaces."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidArgument(f"policy name {name!r} is invalid: use 1-64 lower-case letters, digits, '-' or '_'")
     return name
 

@@ -55,7 +55,7 @@ def check(signed: verdict_pb2.SignedVerdict, trusted: Iterable[verifier_pb2.Trus
     """The verdict's claims, if `signed` is a genuine approval of `artifact_digest` for `kernel`
     (skipped when None) that is valid at `now` (seconds since the epoch). Raises UntrustedVerdict
     or VerdictNotApplicable with a sentence saying which check failed."""
-    claims = _authentic_claims(signed, trusted)
+    claims = authentic_claims(signed, trusted)
     if claims.artifact_digest != artifact_digest:
         raise VerdictNotApplicable("digest_mismatch", f"verdict {claims.verdict_id} is for artifact "
                                    f"{claims.artifact_digest[:16]}..., not {artifact_digest[:16]}...: the artifact "
@@ -66,7 +66,10 @@ def check(signed: verdict_pb2.SignedVerdict, trusted: Iterable[verifier_pb2.Trus
                                    f"this host runs {kernel.release} (BTF {kernel.btf_sha256[:12] or '?'}); "
                                    "verify the policy for this kernel")
     now = time.time() if now is None else now
-    if claims.expires_at.seconds and now >= claims.expires_at.ToSeconds():
+    if not claims.expires_at.seconds:
+        raise VerdictNotApplicable("expired", f"verdict {claims.verdict_id} has no expiry time; verify the policy "
+                                   "again")
+    if now >= claims.expires_at.ToSeconds():
         raise VerdictNotApplicable("expired", f"verdict {claims.verdict_id} expired at "
                                    f"{claims.expires_at.ToJsonString()}; verify the policy again")
     if claims.issued_at.ToSeconds() > now + 300:
@@ -77,8 +80,10 @@ def check(signed: verdict_pb2.SignedVerdict, trusted: Iterable[verifier_pb2.Trus
     return claims
 
 
-def _authentic_claims(signed: verdict_pb2.SignedVerdict,
-                      trusted: Iterable[verifier_pb2.TrustKey]) -> verdict_pb2.VerdictClaims:
+def authentic_claims(signed: verdict_pb2.SignedVerdict,
+                     trusted: Iterable[verifier_pb2.TrustKey]) -> verdict_pb2.VerdictClaims:
+    """The claims, parsed only after the signature over their bytes checked out; UntrustedVerdict
+    otherwise."""
     if not signed.claims or not signed.signature:
         raise UntrustedVerdict("unsigned", "the artifact comes without a signed verdict: only verified "
                                "policies are deployed")

@@ -33,26 +33,21 @@ extern u64 scx_bpf_now(void) __ksym;
 #define SHARED_DSQ 0
 #define BOOST_DSQ 1
 
-/* What ops.exit saw, for the loader to print: it reads this from the .bss map when the
- * scheduler goes away, by its own request or the kernel's (watchdog, runtime error). */
+/* How the scheduler ended, for the loader: it reads this from the .bss map when the scheduler
+ * goes away, by its own request or the kernel's (watchdog, runtime error). The reason and the
+ * message are in the kernel log, where the loader reads them: no kernel memory is copied here. */
 struct schedcp_exit {
     s32 kind;          /* enum scx_exit_kind; 0 while running */
     s64 exit_code;
-    char reason[128];
-    char msg[256];
 };
 struct schedcp_exit schedcp_exit_info SEC(".bss");
 
 #define SCHEDCP_RECORD_EXIT(ei)                                                          \
     do {                                                                                 \
-        bpf_probe_read_kernel_str(schedcp_exit_info.reason, sizeof(schedcp_exit_info.reason), \
-                                  (ei)->reason);                                         \
-        bpf_probe_read_kernel_str(schedcp_exit_info.msg, sizeof(schedcp_exit_info.msg),  \
-                                  (ei)->msg);                                            \
-        schedcp_exit_info.exit_code = (ei)->exit_code;                                   \
-        /* kind last: the loader treats a non-zero kind as "the record is complete". */  \
-        asm volatile("" ::: "memory");                                                   \
-        schedcp_exit_info.kind = (ei)->kind;                                             \
+        /* volatile stores stay in order: kind last, since the loader treats a non-zero */ \
+        /* kind as "the record is complete". */                                          \
+        *(volatile s64 *)&schedcp_exit_info.exit_code = (ei)->exit_code;                 \
+        *(volatile s32 *)&schedcp_exit_info.kind = (ei)->kind;                           \
     } while (0)
 
 /* vtime comparison that survives wrap-around. */

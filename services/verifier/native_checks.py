@@ -2,9 +2,9 @@
 of stages 1-4: every rule well formed, every value within bounds, and no matcher that could
 reach a process the host cannot do without.
 
-Protection here is by what a matcher can express centrally: pid 1 and 2, the names of system
-daemons and kernel threads, their cgroups and command lines, schedcp's own services. The
-executor re-checks on the host, where it knows the real pids (itself, kernel threads).
+Protection here is by examples (schedcp/protected.py): a matcher that would select pid 1 or 2,
+a system daemon or kernel thread by name, their cgroups or command lines, or schedcp's own
+services is refused. The executor re-checks every real process before changing it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from schedcp import matchers
+from schedcp import matchers, protected
 from schedcp.errors import InvalidArgument
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2
 
@@ -25,23 +25,6 @@ MOST_FAVOURED_NICE = -10
 SLICE_US_RANGE = (100, 100_000)  # what the kernel clamps sched_runtime to for EEVDF
 CPU_WEIGHT_RANGE = (1, 10_000)
 MAX_CPU = 4095
-PROTECTED_PIDS = {1: "init", 2: "kthreadd"}
-PROTECTED_COMMS = ("systemd", "init", "kthreadd", "sshd", "systemd-journal", "systemd-logind", "systemd-udevd",
-                   "dbus-daemon", "containerd", "kubelet", "nats-server", "schedcp-loader")
-# Kernel threads, by name pattern, with an example for regexes to be tried against.
-KERNEL_THREADS = {"kworker/0:1": r"kworker/.*", "ksoftirqd/0": r"ksoftirqd/\d+", "migration/0": r"migration/\d+",
-                  "rcu_preempt": r"rcu_.*", "cpuhp/0": r"cpuhp/\d+", "kswapd0": r"kswapd\d+",
-                  "irq/9-acpi": r"irq/.*", "watchdogd": r"watchdogd"}
-# Cgroups holding services a host must keep: a matcher on one of these or an ancestor is refused.
-PROTECTED_CGROUPS = ("/init.scope", "/system.slice/ssh.service", "/system.slice/sshd.service",
-                     "/system.slice/systemd-journald.service", "/system.slice/nats-server.service",
-                     "/system.slice/schedcp-executor.service", "/system.slice/schedcp-observer.service")
-PROTECTED_CMDLINES = ("/sbin/init", "/lib/systemd/systemd --system --deserialize 42", "/usr/sbin/sshd -D",
-                      "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups", "nats-server -js -p 4222",
-                      "python -m services.executor", "python -m services.observer",
-                      "/usr/bin/python3 -m services.executor", "/usr/bin/schedcp-loader /var/lib/x.bpf.o")
-
-
 def check(policy: policy_pb2.NativePolicy) -> list[verdict_pb2.Finding]:
     """Every problem with the policy; empty when it may be signed."""
     if not policy.rules:
@@ -75,21 +58,9 @@ def _check_matcher(number: int, matcher: common_pb2.GroupMatcher) -> Iterator[ve
 
 def protected_reached(compiled: matchers.Matcher) -> str:
     """A protected process the matcher could select, described; "" when none."""
-    kind, value = compiled.kind, compiled.value
-    if kind == "pid":
-        return f"pid {value} ({PROTECTED_PIDS[value]})" if value in PROTECTED_PIDS else ""
-    if kind in ("comm", "comm_regex"):
-        hit = next((n for n in (*PROTECTED_COMMS, *KERNEL_THREADS) if compiled.matches(_Sample(comm=n))), None)
-        if hit is None and kind == "comm" and any(re.fullmatch(p, value) for p in KERNEL_THREADS.values()):
-            hit = value
-        if hit is None:
-            return ""
-        return f"process {hit!r}" if hit in PROTECTED_COMMS else f"kernel thread {hit!r}"
-    if kind == "cgroup":
-        hit = next((c for c in PROTECTED_CGROUPS if compiled.matches(_Sample(cgroup=c))), None)
-        return f"cgroup {hit}" if hit else ""
-    hit = next((c for c in PROTECTED_CMDLINES if compiled.matches(_Sample(cmdline_text=c))), None)
-    return f"the process running {hit!r}" if hit else ""
+    if compiled.kind == "comm" and protected.KERNEL_THREAD_PATTERN.fullmatch(compiled.value):
+        return f"kernel thread {compiled.value!r}"
+    return next((what for what, example in protected.examples() if compiled.matches(example)), "")
 
 
 def _check_settings(number: int, rule: policy_pb2.NativeRule) -> Iterator[verdict_pb2.Finding]:
@@ -129,17 +100,6 @@ def _valid_cpulist(text: str) -> bool:
         if low > high or high > MAX_CPU:
             return False
     return True
-
-
-class _Sample:
-    """A stand-in process for asking "would this matcher select it?"."""
-
-    def __init__(self, comm: str = "\0", cgroup: str = "", cmdline_text: str = "") -> None:
-        self.pid, self.comm, self.cgroup, self.unified_cgroup = 0, comm, cgroup, cgroup
-        self._cmdline = cmdline_text
-
-    def cmdline(self) -> str:
-        return self._cmdline
 
 
 def _error(rule: str, number: int, message: str, hint: str = "") -> verdict_pb2.Finding:

@@ -25,7 +25,7 @@ from google.protobuf import duration_pb2
 from sandbox.build import BuildError, Kernel, Toolchain, catalogue, find_kernel
 from schedcp import artifacts
 from schedcp.bus import Bus
-from schedcp.errors import FailedPrecondition, InvalidArgument
+from schedcp.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2
 from services.verifier import native_checks, sandbox_stages, stages
 from services.verifier.signing import SigningKey
@@ -34,7 +34,7 @@ from services.verifier.verdict_cache import VerdictCache
 log = logging.getLogger(__name__)
 REJECTION_TTL_S = 3600.0
 MAX_PARAMETERS = 64
-_PARAM_NAME = re.compile(r"^[A-Za-z_]\w{0,63}$")
+_PARAM_NAME = re.compile(r"[A-Za-z_]\w{0,63}", re.ASCII)
 SCHED_EXT_STAGES = (verdict_pb2.VERIFY_STAGE_STATIC, verdict_pb2.VERIFY_STAGE_COMPILE,
                     verdict_pb2.VERIFY_STAGE_KERNEL_VERIFIER, verdict_pb2.VERIFY_STAGE_DYNAMIC)
 STAGE_NAMES = {s: verdict_pb2.VerifyStage.Name(s).removeprefix("VERIFY_STAGE_").lower().replace("_", " ")
@@ -57,7 +57,7 @@ class Pipeline:
         self._bus = bus
         self._toolchain = toolchain
         self._options = options
-        self._cache = VerdictCache(bus, key.key_id)
+        self._cache = VerdictCache(bus, key.trust_key())
         self._vm_slots = asyncio.Semaphore(options.vm_slots)
         self._waiting = 0
         self._in_flight: dict[tuple[str, str], asyncio.Future] = {}
@@ -117,7 +117,8 @@ class Pipeline:
         verified.digest = artifacts.digest_of(verified)
         verdict = self._sign(verified, kernel, results, request_digest)
         await artifacts.store(self._bus, verified)
-        await self._cache.put(verdict)
+        if not _inconclusive(results):
+            await self._cache.put(verdict)
         log.info("verdict %s for %s (%s): %s", verdict.claims.verdict_id, artifact.name or "unnamed",
                  verified.digest[:12], verdict.summary)
         yield _final(verdict)
@@ -137,34 +138,47 @@ class Pipeline:
         with tempfile.TemporaryDirectory(prefix="schedcp-verify-") as workdir:
             result, obj = await asyncio.to_thread(stages.compile_stage, source, kernel, self._toolchain, Path(workdir))
             object_bytes = obj.read_bytes() if obj else b""
+        if result.status == common_pb2.STAGE_STATUS_FAILED and not result.findings:
+            # No finding means clang never judged the candidate: the toolchain itself failed.
+            raise DependencyUnavailable(f"the compiler could not run: {result.log[-500:]}")
         results.append(result)
         yield _stage_done(result)
         if _failed(results):
             return
+        candidate = sandbox_stages.Candidate(artifact.name or "candidate", object_bytes, loader_params(artifact),
+                                             artifact.sched_ext.ops_name)
         if self._vm_slots.locked():
             yield _progress(verdict_pb2.VERIFY_STAGE_KERNEL_VERIFIER, common_pb2.STAGE_STATUS_RUNNING,
                             f"waiting for a sandbox VM ({self._waiting + 1} in the queue)")
-        self._waiting += 1
-        try:
-            await self._vm_slots.acquire()
-        finally:
-            self._waiting -= 1
-        try:
-            yield _progress(verdict_pb2.VERIFY_STAGE_KERNEL_VERIFIER, common_pb2.STAGE_STATUS_STARTED,
-                            f"booting the sandbox VM ({target.release}): load under the kernel's verifier, then "
-                            "latency, fairness, flood and fork tests (about 15 s with KVM, a minute without)")
-            candidate = sandbox_stages.Candidate(artifact.name or "candidate", object_bytes, loader_params(artifact),
-                                                 artifact.sched_ext.ops_name)
-            outcome = (await asyncio.to_thread(sandbox_stages.run, [candidate], kernel, self._toolchain,
-                                               self._options.bounds))[candidate.name]
-        finally:
-            self._vm_slots.release()
+        # The VM runs in a task of its own, shielded: a caller that goes away does not free the
+        # slot while qemu still runs, so VM_SLOTS really bounds the VMs on this host.
+        job = asyncio.create_task(self._vm_job(candidate, kernel))
+        job.add_done_callback(_log_failure)
+        yield _progress(verdict_pb2.VERIFY_STAGE_KERNEL_VERIFIER, common_pb2.STAGE_STATUS_STARTED,
+                        f"sandbox VM ({target.release}): load under the kernel's verifier, then latency, fairness, "
+                        "flood and fork tests (about 15 s with KVM, a minute without)")
+        outcome = await asyncio.shield(job)
         for result in (outcome.kernel_verifier, outcome.dynamic):
             results.append(result)
             yield _stage_done(result)
         if not _failed(results):
             artifact.sched_ext.object = object_bytes
             artifact.sched_ext.ops_name = outcome.ops_name
+
+    async def _vm_job(self, candidate: sandbox_stages.Candidate, kernel: Kernel) -> sandbox_stages.SandboxResult:
+        self._waiting += 1
+        try:
+            await self._vm_slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            results = await asyncio.to_thread(sandbox_stages.run, [candidate], kernel, self._toolchain,
+                                              self._options.bounds)
+        except BuildError as exc:
+            raise FailedPrecondition(f"the sandbox cannot run: {exc}") from exc
+        finally:
+            self._vm_slots.release()
+        return results[candidate.name]
 
     def _kernel(self, target: verdict_pb2.TargetKernel) -> Kernel:
         try:
@@ -222,7 +236,7 @@ def loader_params(artifact: policy_pb2.PolicyArtifact) -> dict[str, object]:
         raise InvalidArgument(f"{len(artifact.parameters)} parameters; at most {MAX_PARAMETERS}")
     params: dict[str, object] = {}
     for name, value in artifact.parameters.items():
-        if not _PARAM_NAME.match(name):
+        if not _PARAM_NAME.fullmatch(name):
             raise InvalidArgument(f"parameter name {name!r} is not a C identifier")
         kind = value.WhichOneof("value")
         if kind is None:
@@ -271,6 +285,17 @@ def summarise(approved: bool, results: list[verdict_pb2.StageResult]) -> str:
     first = f"{errors[0].rule_id}: {errors[0].message}" if errors else "see the stage log"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"rejected at {STAGE_NAMES[failed.stage]}: {first}{more}"
+
+
+def _inconclusive(results: list[verdict_pb2.StageResult]) -> bool:
+    """A rejection because the VM crashed or timed out: signed, but not cached, so asking again
+    runs the stages again."""
+    return any(f.rule_id in ("KV004", "DYN008") for r in results for f in r.findings)
+
+
+def _log_failure(job: asyncio.Task) -> None:
+    if not job.cancelled() and job.exception() is not None:
+        log.warning("a sandbox run failed: %s", job.exception())
 
 
 def _failed(results: list[verdict_pb2.StageResult]) -> bool:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from sandbox import runner
 from sandbox.build import Kernel, Toolchain
+from schedcp.errors import DependencyUnavailable
 from schedcp.v1 import common_pb2, verdict_pb2
 from services.verifier.stages import LOG_LIMIT, stage_result, status_of
 
@@ -101,6 +102,9 @@ def run(candidates: list[Candidate], kernel: Kernel, toolchain: Toolchain,
     bounds = bounds or DynamicBounds()
     started = time.monotonic()
     vm = runner.run(build_plan(candidates, bounds), kernel, toolchain, timeout_s=timeout_s)
+    if not vm.booted:
+        raise DependencyUnavailable(f"the sandbox VM did not boot ({kernel.release}); console tail: "
+                                    f"{vm.console[-500:]}")
     baseline = _probe(vm.steps.get("baseline"), "wakeup")
     return {c.name: judge(vm, f"c{i}", c, bounds, baseline, started) for i, c in enumerate(candidates)}
 
@@ -155,9 +159,11 @@ def dynamic_findings(step: runner.StepResult, candidate: Candidate, bounds: Dyna
                                            f"{candidate.ops_name!r}"))
     judged = _tests_before_ejection(step)
     exit_ = step.first("exit")
-    if exit_ and exit_.get("by") == "kernel":
+    # sysfs is the authority: a scheduler without an exit record is ejected all the same.
+    if len(judged) < len(TESTS) or (exit_ and exit_.get("by") == "kernel"):
         during = TESTS[len(judged)] if len(judged) < len(TESTS) else "unload"
-        findings.append(_finding("DYN001", f"ejected by the kernel during the {during} test: {_exit_text(exit_)}"))
+        why = _exit_text(exit_) if exit_ else "sched_ext was no longer enabled"
+        findings.append(_finding("DYN001", f"ejected by the kernel during the {during} test: {why}"))
     probes = _probes_by_test(step)
     measurements: dict[str, float] = {}
     if "latency" in judged:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sandbox.build import BuildError, Kernel, Toolchain
 from schedcp.v1 import common_pb2, verdict_pb2
-from services.verifier import static_analysis
+from services.verifier import build_checks, static_analysis
 
 LOG_LIMIT = 16000
 _CLANG_ERROR = re.compile(r"candidate\.bpf\.c:(\d+):(\d+): (error|warning): (.*)$", re.M)
@@ -35,11 +35,17 @@ def static_stage(source: str) -> verdict_pb2.StageResult:
 
 def compile_stage(source: str, kernel: Kernel, toolchain: Toolchain,
                   workdir: Path) -> tuple[verdict_pb2.StageResult, Path | None]:
-    """clang against `kernel`'s vmlinux.h; compiler errors become findings at their lines."""
+    """clang against `kernel`'s vmlinux.h; compiler errors become findings at their lines. The
+    preprocessed candidate and the object are checked too (build_checks): what a regex over
+    the source can miss, they cannot."""
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     candidate = workdir / "candidate.bpf.c"
     candidate.write_text(source)
+    stage = verdict_pb2.VERIFY_STAGE_COMPILE
+    findings = build_checks.source_findings(candidate, kernel, toolchain)
+    if findings:
+        return stage_result(stage, status_of(False), started, findings=findings), None
     try:
         obj = toolchain.compile_policy(candidate, kernel, out_dir=workdir)
     except BuildError as exc:
@@ -47,6 +53,11 @@ def compile_stage(source: str, kernel: Kernel, toolchain: Toolchain,
         findings = [verdict_pb2.Finding(
             rule_id="CC", severity=verdict_pb2.SEVERITY_ERROR if kind == "error" else verdict_pb2.SEVERITY_WARNING,
             line=int(line), column=int(col), message=message) for line, col, kind, message in _CLANG_ERROR.findall(log)]
-        return stage_result(verdict_pb2.VERIFY_STAGE_COMPILE, status_of(False), started, findings=findings,
-                       log=log[-LOG_LIMIT:]), None
-    return stage_result(verdict_pb2.VERIFY_STAGE_COMPILE, status_of(True), started), obj
+        if not findings and "frontend command failed" in log:
+            findings.append(verdict_pb2.Finding(rule_id="CC", severity=verdict_pb2.SEVERITY_ERROR,
+                                                message="the compiler crashed on this source"))
+        return stage_result(stage, status_of(False), started, findings=findings, log=log[-LOG_LIMIT:]), None
+    findings = build_checks.object_findings(obj, toolchain)
+    if findings:
+        return stage_result(stage, status_of(False), started, findings=findings), None
+    return stage_result(stage, status_of(True), started), obj

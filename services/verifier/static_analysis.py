@@ -139,6 +139,10 @@ def _ops(src: Source):
                       "declare `SEC(\".struct_ops.link\") struct sched_ext_ops NAME_ops = { ... };`")
         return
     line = src.line_of(match.start())
+    definitions = len(re.findall(r'SEC\(\s*"\.?struct_ops(?:\.link)?"\s*\)\s*struct', src.code))
+    if definitions > 1:
+        yield finding("SCX005", ERROR, line, f"{definitions} struct_ops definitions; exactly one is loaded",
+                      "keep one sched_ext_ops: what is reviewed must be what is attached")
     if "name" not in fields:
         yield finding("SCX006", ERROR, line, "the ops have no .name", 'add .name = "schedcp_..."')
     elif not re.fullmatch(r'"[A-Za-z0-9_.]{1,127}"', fields["name"]):

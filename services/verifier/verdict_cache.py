@@ -2,29 +2,32 @@
 (the artifact as sent, and the kernel), so the same question is answered once.
 
 Keys: `id.<verdict_id>` holds the Verdict; `for.<request digest>.<kernel>` holds the id of the
-latest verdict for that question. A cached verdict is served only while it has not expired and
-was signed by the key the verifier holds now.
+latest verdict for that question. Whoever can write the bucket is not trusted: a cached verdict
+is served only if its signature checks out with the key the verifier holds now, its displayed
+claims are the signed ones, it answers this very question, and it has not expired.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 
 from nats.js.errors import KeyNotFoundError
 
-from schedcp import topology, verdicts
+from schedcp import artifacts, topology, verdicts
 from schedcp.bus import Bus
 from schedcp.errors import InvalidArgument, NotFound
-from schedcp.v1 import verdict_pb2
+from schedcp.v1 import verdict_pb2, verifier_pb2
 
+log = logging.getLogger(__name__)
 _ID_CHARS = set("0123456789abcdef")
 
 
 class VerdictCache:
-    def __init__(self, bus: Bus, key_id: str) -> None:
+    def __init__(self, bus: Bus, trust_key: verifier_pb2.TrustKey) -> None:
         self._bus = bus
-        self._key_id = key_id
+        self._trust = trust_key
 
     async def lookup(self, request_digest: str, kernel: verdict_pb2.TargetKernel) -> verdict_pb2.Verdict | None:
         """A still-valid verdict for this question, or None."""
@@ -35,8 +38,15 @@ class VerdictCache:
             verdict = await self.get(verdict_id.decode())
         except NotFound:
             return None
-        claims = verdict.claims
-        if claims.key_id != self._key_id or claims.expires_at.ToSeconds() <= time.time() + 60:
+        try:
+            claims = verdicts.authentic_claims(verdict.signed, [self._trust])
+        except verdicts.UntrustedVerdict:
+            log.warning("cached verdict %s does not verify with this verifier's key; ignoring it", verdict_id)
+            return None
+        if (claims != verdict.claims or verdict.request_digest != request_digest
+                or not verdicts.kernel_matches(claims.kernel, kernel)
+                or claims.artifact_digest != artifacts.digest_of(verdict.artifact)
+                or claims.expires_at.ToSeconds() <= time.time() + 60):
             return None
         return verdict
 

@@ -1,0 +1,63 @@
+/* Verifier corpus: two struct_ops definitions: one is reviewed, the other attached.
+ * expect: SCX005
+ */
+#include "common.bpf.h"
+
+const volatile u64 slice_us = 5000; /* time slice */
+
+SEC("struct_ops/fifo_select_cpu")
+s32 BPF_PROG(fifo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+    bool is_idle = false;
+    s32 cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+
+    if (is_idle)
+        scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_us * NSEC_PER_USEC, 0);
+    return cpu;
+}
+
+SEC("struct_ops/fifo_enqueue")
+void BPF_PROG(fifo_enqueue, struct task_struct *p, u64 enq_flags)
+{
+    scx_bpf_dsq_insert(p, SHARED_DSQ, slice_us * NSEC_PER_USEC, enq_flags);
+}
+
+SEC("struct_ops/fifo_dispatch")
+void BPF_PROG(fifo_dispatch, s32 cpu, struct task_struct *prev)
+{
+    scx_bpf_dsq_move_to_local(SHARED_DSQ);
+}
+
+SEC("struct_ops.s/fifo_init")
+s32 BPF_PROG(fifo_init)
+{
+    return scx_bpf_create_dsq(SHARED_DSQ, -1);
+}
+
+SEC("struct_ops/fifo_exit")
+void BPF_PROG(fifo_exit, struct scx_exit_info *ei)
+{
+    SCHEDCP_RECORD_EXIT(ei);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops fifo_ops = {
+    .select_cpu = (void *)fifo_select_cpu,
+    .enqueue = (void *)fifo_enqueue,
+    .dispatch = (void *)fifo_dispatch,
+    .init = (void *)fifo_init,
+    .exit = (void *)fifo_exit,
+    .timeout_ms = 5000,
+    .name = "schedcp_fifo",
+};
+
+/* A second, harmless-looking definition: which one would be attached? */
+SEC(".struct_ops.link")
+struct sched_ext_ops other_ops = {
+    .enqueue = (void *)fifo_enqueue,
+    .dispatch = (void *)fifo_dispatch,
+    .init = (void *)fifo_init,
+    .exit = (void *)fifo_exit,
+    .timeout_ms = 5000,
+    .name = "schedcp_other",
+};
