@@ -182,13 +182,45 @@ def read_sched_settings(pid: int, tid: int | None = None) -> SchedSettings | Non
     return SchedSettings(_POLICIES.get(policy, f"policy {policy}"), nice, slice_us)
 
 
-def cgroup2_mount(mounts: bytes | None = None) -> str:
-    """Mount point of the unified (v2) cgroup hierarchy, where per-cgroup PSI lives; "" if none."""
+@dataclass(frozen=True)
+class CgroupMounts:
+    v1_cpu: str  # mount point of the v1 hierarchy with the cpu controller, or ""
+    v2_root: str  # mount point of the unified hierarchy, or ""
+    any_v1: bool
+
+
+def cgroup_mounts(mounts: bytes | None = None) -> CgroupMounts:
+    """Where the cgroup hierarchies are mounted (/proc/mounts)."""
+    v1_cpu, v2_root, any_v1 = "", "", False
     for line in (mounts if mounts is not None else read_bytes(f"{PROC}/mounts") or b"").decode().splitlines():
         fields = line.split()
-        if len(fields) > 2 and fields[2] == "cgroup2":
-            return fields[1]
-    return ""
+        if len(fields) < 4:
+            continue
+        mount_point, fstype, options = fields[1], fields[2], fields[3].split(",")
+        if fstype == "cgroup2" and not v2_root:
+            v2_root = mount_point
+        elif fstype == "cgroup":
+            any_v1 = True
+            if "cpu" in options and not v1_cpu:
+                v1_cpu = mount_point
+    return CgroupMounts(v1_cpu, v2_root, any_v1)
+
+
+def cgroup2_mount(mounts: bytes | None = None) -> str:
+    """Mount point of the unified (v2) cgroup hierarchy, where per-cgroup PSI lives; "" if none."""
+    return cgroup_mounts(mounts).v2_root
+
+
+def cpu_controller(mounts: bytes | None = None) -> tuple[str, int]:
+    """(mount point, cgroup version) of the hierarchy holding the cpu controller; ("", 0) if none.
+    A v2 hierarchy counts only if it offers `cpu`."""
+    found = cgroup_mounts(mounts)
+    controllers = read_bytes(f"{found.v2_root}/cgroup.controllers") if found.v2_root else None
+    if controllers and b"cpu" in controllers.split():
+        return found.v2_root, 2
+    if found.v1_cpu:
+        return found.v1_cpu, 1
+    return "", 0
 
 
 def read_cpu_pressure(path: str) -> dict[str, float]:

@@ -1,12 +1,30 @@
-"""Reads the kernel's sched_ext state from sysfs (/sys/kernel/sched_ext)."""
+"""Reads the kernel's sched_ext state from sysfs (/sys/kernel/sched_ext), and what identifies
+the running kernel for verdicts (release and BTF digest)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import platform
 from pathlib import Path
 
-from schedcp.v1 import host_pb2
+from schedcp.v1 import host_pb2, verdict_pb2
 
 SYSFS = Path("/sys/kernel/sched_ext")
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+
+
+@functools.cache  # the running kernel's BTF cannot change; hash it once
+def btf_sha256() -> str:
+    try:
+        return hashlib.sha256(BTF_VMLINUX.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def host_kernel() -> verdict_pb2.TargetKernel:
+    """This host's kernel as verdicts name it."""
+    return verdict_pb2.TargetKernel(release=platform.release(), btf_sha256=btf_sha256(), arch=platform.machine())
 
 _STATES = {
     "disabled": host_pb2.SCHED_EXT_STATE_DISABLED,

@@ -2,6 +2,7 @@ from schedcp.v1 import deployment_pb2 as _deployment_pb2
 from schedcp.v1 import goal_pb2 as _goal_pb2
 from schedcp.v1 import host_pb2 as _host_pb2
 from schedcp.v1 import policy_pb2 as _policy_pb2
+from schedcp.v1 import profile_pb2 as _profile_pb2
 from schedcp.v1 import verdict_pb2 as _verdict_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -12,18 +13,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DeployRequest(_message.Message):
-    __slots__ = ("artifact", "verdict", "canary", "cycle_id", "goal")
+    __slots__ = ("artifact", "verdict", "canary", "cycle_id", "goal", "signature")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
     CYCLE_ID_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     artifact: _policy_pb2.PolicyArtifact
     verdict: _verdict_pb2.Verdict
     canary: _deployment_pb2.CanarySpec
     cycle_id: str
     goal: _goal_pb2.OptimizationGoal
-    def __init__(self, artifact: _Optional[_Union[_policy_pb2.PolicyArtifact, _Mapping]] = ..., verdict: _Optional[_Union[_verdict_pb2.Verdict, _Mapping]] = ..., canary: _Optional[_Union[_deployment_pb2.CanarySpec, _Mapping]] = ..., cycle_id: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ...) -> None: ...
+    signature: _profile_pb2.WorkloadSignature
+    def __init__(self, artifact: _Optional[_Union[_policy_pb2.PolicyArtifact, _Mapping]] = ..., verdict: _Optional[_Union[_verdict_pb2.Verdict, _Mapping]] = ..., canary: _Optional[_Union[_deployment_pb2.CanarySpec, _Mapping]] = ..., cycle_id: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
     __slots__ = ("reason",)

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-from schedcp import sched_ext
+from schedcp.procfs import cpu_controller
 from schedcp.service import GrpcService, ServiceContext
 from schedcp.v1 import executor_pb2, executor_pb2_grpc
+from services.executor.deployments import EventLog, Executor
+from services.executor.journal import Journal
+from services.executor.native import CgroupTree, NativeBackend
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
-    """Status is served here (nothing deployed yet: the backends land with the executor
-    issue); Deploy, Rollback and History answer UNIMPLEMENTED until then."""
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
 
-    def __init__(self, host_id: str) -> None:
-        self._host_id = host_id
+    async def Deploy(self, request, context):
+        async for event in self._executor.deploy(request):
+            yield event
+
+    async def Rollback(self, request, context):
+        return await self._executor.rollback(request.reason)
 
     async def Status(self, request, context):
-        scx = sched_ext.read_state()
-        return executor_pb2.StatusResponse(
-            host_id=self._host_id, sched_ext=scx, backends=sched_ext.backends(scx)
-        )
+        return self._executor.status()
+
+    async def History(self, request, context):
+        return executor_pb2.HistoryResponse(events=self._executor.history(request.limit))
 
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:
-    return [GrpcService.of(ExecutorServicer(ctx.settings.host_id), executor_pb2, executor_pb2_grpc)]
+    state = ctx.settings.data_dir / "executor"
+    root, version = cpu_controller()
+    native = NativeBackend(Journal(state / "journal.jsonl"), CgroupTree(root, version) if root else None)
+    executor = Executor(ctx.settings, ctx.bus, native, EventLog(state / "events.jsonl"))
+    restored = await executor.recover()
+    ctx.details["restored_at_start"] = str(restored)
+    ctx.details["cpu_controller"] = f"cgroup v{version} at {root}" if root else "none"
+    ctx.on_close(executor.close)
+    return [GrpcService.of(ExecutorServicer(executor), executor_pb2, executor_pb2_grpc)]

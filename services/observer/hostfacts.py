@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import platform
 import socket
@@ -12,10 +11,9 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from schedcp import sched_ext
+from schedcp import procfs, sched_ext
 from schedcp.v1 import host_pb2
 
-BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 CPU_SYSFS = Path("/sys/devices/system/cpu")
 # Capability bits (linux/capability.h) that schedcp's privileged parts need.
 _CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_SYS_NICE": 23, "CAP_PERFMON": 38, "CAP_BPF": 39}
@@ -54,27 +52,10 @@ def cpu_topology() -> host_pb2.CpuTopology:
 
 def cgroup_info(mounts_text: str | None = None) -> host_pb2.CgroupInfo:
     """Where the cpu controller lives. A v2 mount counts only if it delegates `cpu`."""
-    mounts_text = _read(Path("/proc/mounts")) if mounts_text is None else mounts_text
-    v1_cpu, v2_root, any_v1 = "", "", False
-    for line in mounts_text.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        mount_point, fstype, options = fields[1], fields[2], fields[3].split(",")
-        if fstype == "cgroup2" and not v2_root:
-            v2_root = mount_point
-        elif fstype == "cgroup":
-            any_v1 = True
-            if "cpu" in options and not v1_cpu:
-                v1_cpu = mount_point
-    v2_has_cpu = bool(v2_root) and "cpu" in _read(Path(v2_root) / "cgroup.controllers").split()
-    if v2_has_cpu:
-        path, version = v2_root, 2
-    elif v1_cpu:
-        path, version = v1_cpu, 1
-    else:
-        path, version = "", 0
-    overall = 2 if v2_root and not any_v1 else (1 if any_v1 else 0)
+    raw = None if mounts_text is None else mounts_text.encode()
+    mounts = procfs.cgroup_mounts(raw)
+    path, version = procfs.cpu_controller(raw)
+    overall = 2 if mounts.v2_root and not mounts.any_v1 else (1 if mounts.any_v1 else 0)
     idle_file = Path(path) / "cpu.idle" if path else None
     return host_pb2.CgroupInfo(
         version=overall,
@@ -91,14 +72,6 @@ def privileges() -> host_pb2.Privileges:
             effective = int(line.split()[1], 16)
     names = [name for name, bit in sorted(_CAPABILITIES.items()) if effective >> bit & 1]
     return host_pb2.Privileges(is_root=os.geteuid() == 0, capabilities=names)
-
-
-@functools.cache  # the running kernel's BTF cannot change; hash it once
-def btf_sha256() -> str:
-    try:
-        return hashlib.sha256(BTF_VMLINUX.read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 @functools.cache
@@ -125,8 +98,8 @@ def collect(host_id: str, observer_modes: Sequence[str] = ("procfs",)) -> host_p
         memory_bytes=memory_bytes(),
         sched_ext=scx,
         cgroup=cgroup_info(),
-        btf_present=BTF_VMLINUX.exists(),
-        btf_sha256=btf_sha256(),
+        btf_present=sched_ext.BTF_VMLINUX.exists(),
+        btf_sha256=sched_ext.btf_sha256(),
         privileges=privs,
         backends=sched_ext.backends(scx),
         observer_modes=observer_modes,

@@ -1,0 +1,121 @@
+"""Canary measurement and judgement: the goal's metrics measured through the observer's Measure
+before (baseline) and after (canary) a policy is applied, then keep or roll back.
+
+Metrics by name, each over the groups its MetricSpec names (several matchers: the worst for a
+latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, cpu_share, cpu_seconds,
+wakeups_per_s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schedcp import matchers, rpc
+from schedcp.errors import InvalidArgument
+from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, observer_pb2, observer_pb2_grpc
+
+LATENCY = {"runq_latency_p50_us": "p50_us", "runq_latency_p90_us": "p90_us", "runq_latency_p99_us": "p99_us",
+           "runq_latency_p999_us": "p999_us", "runq_latency_max_us": "max_us"}
+SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s"}
+MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
+
+
+def check_spec(spec: deployment_pb2.CanarySpec) -> None:
+    """InvalidArgument for a canary the executor cannot run. No metrics: nothing to measure."""
+    if not metrics_of(spec):
+        return
+    for name, window in (("baseline_window", spec.baseline_window), ("canary_window", spec.canary_window)):
+        seconds = window.ToNanoseconds() / 1e9
+        if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
+            raise InvalidArgument(f"canary.{name} must be {MIN_WINDOW_S:g}..{MAX_WINDOW_S:g} s, got {seconds:g}")
+    for metric in metrics_of(spec):
+        if metric.name not in LATENCY and metric.name not in SUMMED:
+            raise InvalidArgument(f"metric {metric.name!r} is not measurable here; use one of "
+                                  f"{', '.join([*LATENCY, *sorted(SUMMED)])}")
+        if not metric.groups:
+            raise InvalidArgument(f"metric {metric.name} names no groups")
+        matchers.compile_all(metric.groups)
+    if spec.HasField("success_metric") and spec.success_metric.direction == common_pb2.DIRECTION_UNSPECIFIED:
+        raise InvalidArgument("the success metric needs a direction (lower or higher is better)")
+
+
+def metrics_of(spec: deployment_pb2.CanarySpec) -> list[common_pb2.MetricSpec]:
+    found = [spec.success_metric] if spec.HasField("success_metric") else []
+    return found + [g.metric for g in spec.guards]
+
+
+async def measure(observer_addr: str, spec: deployment_pb2.CanarySpec, window_s: float) -> dict[str, float]:
+    """Every metric of the spec over one window: {key(metric): value}."""
+    metrics = metrics_of(spec)
+    groups, seen = [], set()
+    for metric in metrics:
+        for matcher in metric.groups:
+            if (wire := matcher.SerializeToString(deterministic=True)) not in seen:
+                seen.add(wire)
+                groups.append(matcher)
+    request = observer_pb2.MeasureRequest(groups=groups)
+    request.duration.FromNanoseconds(int(window_s * 1e9))
+    async with rpc.channel(observer_addr, default_timeout_s=window_s + 30) as channel:
+        response = await observer_pb2_grpc.ObserverServiceStub(channel).Measure(request)
+    by_matcher = {g.matcher.SerializeToString(deterministic=True): g for g in response.groups}
+    return {key(m): value_of(m, [by_matcher[g.SerializeToString(deterministic=True)] for g in m.groups])
+            for m in metrics}
+
+
+def key(metric: common_pb2.MetricSpec) -> str:
+    return f"{metric.name}[{', '.join(matchers.describe(g) for g in metric.groups)}]"
+
+
+def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMeasurement]) -> float:
+    if metric.name in LATENCY:
+        return max(getattr(g.runq_latency, LATENCY[metric.name]) for g in measured)
+    return sum(getattr(g, metric.name) for g in measured)
+
+
+@dataclass
+class Judgement:
+    keep: bool
+    reason: str
+    success: deployment_pb2.MetricComparison | None
+    guards: list[deployment_pb2.MetricComparison]
+
+
+def judge(spec: deployment_pb2.CanarySpec, baseline: dict[str, float], observed: dict[str, float]) -> Judgement:
+    """Keep when the success metric improved by at least min_improvement and every guard held."""
+    success = None
+    problems = []
+    if spec.HasField("success_metric"):
+        success = compare(spec.success_metric, baseline, observed)
+        success.satisfied = success.improvement >= spec.min_improvement
+        if not success.satisfied:
+            problems.append(f"{spec.success_metric.name} improved {100 * success.improvement:.0f} % "
+                            f"({success.baseline:.0f} -> {success.observed:.0f}), less than the "
+                            f"{100 * spec.min_improvement:.0f} % required")
+    guards = []
+    for guard in spec.guards:
+        comparison = compare(guard.metric, baseline, observed)
+        comparison.satisfied = guard_holds(guard, comparison.baseline, comparison.observed)
+        guards.append(comparison)
+        if not comparison.satisfied:
+            problems.append(f"guard {guard.description or guard.metric.name} failed "
+                            f"({comparison.baseline:.3g} -> {comparison.observed:.3g})")
+    if problems:
+        return Judgement(False, "; ".join(problems), success, guards)
+    detail = (f"{success.metric.name} {success.baseline:.0f} -> {success.observed:.0f} "
+              f"({100 * success.improvement:.0f} % better)") if success else "no success metric"
+    return Judgement(True, f"{detail}; {len(guards)} guard(s) held", success, guards)
+
+
+def compare(metric: common_pb2.MetricSpec, baseline: dict[str, float],
+            observed: dict[str, float]) -> deployment_pb2.MetricComparison:
+    before, after = baseline[key(metric)], observed[key(metric)]
+    change = (before - after) if metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER else (after - before)
+    improvement = change / before if before else 0.0
+    return deployment_pb2.MetricComparison(metric=metric, baseline=before, observed=after, improvement=improvement)
+
+
+def guard_holds(guard: goal_pb2.GuardConstraint, before: float, after: float) -> bool:
+    bound = guard.ratio_to_baseline * before if guard.WhichOneof("bound") == "ratio_to_baseline" else guard.absolute
+    if guard.comparison == goal_pb2.COMPARISON_AT_MOST:
+        return after <= bound
+    return after >= bound

@@ -1,0 +1,255 @@
+"""The executor's native backend on this host, only on processes (and cgroups) the tests create:
+CPU hogs under a unique name and a cyclictest latency probe. A verified batch-demotion policy
+lowers the probe's tail latency and is kept; Rollback, an unhelpful canary, a clean shutdown
+and a restart after kill -9 all put every original value back (read from /proc and the cgroup
+files). Unsigned, altered, expired and wrong-kernel artifacts are refused with an event each."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from schedcp import artifacts, native_policies, policies, procfs, rpc, sched_ext
+from schedcp.v1 import (
+    common_pb2,
+    deployment_pb2,
+    executor_pb2,
+    executor_pb2_grpc,
+    goal_pb2,
+    policy_pb2,
+    verdict_pb2,
+    verifier_pb2,
+    verifier_pb2_grpc,
+)
+from services.executor.native import get_sched
+from services.verifier.signing import SigningKey
+from tests.conftest import HOGS_PER_CPU, latency_probe
+from tests.test_services import call
+
+S = deployment_pb2
+SCHED_OTHER, SCHED_IDLE = 0, 5
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="restoring nice/policy of other processes needs root")
+
+
+@pytest.fixture
+def hogs(workload, tmp_path):
+    """CPU hogs whose task name is unique to this test (a symlink to sh: comm is its name)."""
+    comm = f"hog-{uuid.uuid4().hex[:8]}"
+    (tmp_path / comm).symlink_to("/bin/sh")
+
+    def start(count: int = HOGS_PER_CPU * (os.cpu_count() or 1)) -> list[int]:
+        return [workload(str(tmp_path / comm), "-c", "while :; do :; done").pid for _ in range(count)]
+
+    start.comm = comm
+    return start
+
+
+def policy_of(pid: int) -> tuple[int, int]:
+    sched = get_sched(pid)
+    return sched.policy, sched.nice
+
+
+def cpu_cgroup(pid: int) -> str:
+    return procfs.parse_cgroups(Path(f"/proc/{pid}/cgroup").read_bytes())[0]
+
+
+def native_artifact(name: str, comm: str, **params) -> policy_pb2.PolicyArtifact:
+    meta = policies.load(policies.LIBRARY / "native" / f"{name}.toml")
+    return policy_pb2.PolicyArtifact(name=name, kind=policy_pb2.POLICY_KIND_NATIVE,
+                                     native=native_policies.build(meta, params, [common_pb2.GroupMatcher(comm=comm)]))
+
+
+def sign(key: SigningKey, artifact: policy_pb2.PolicyArtifact, ttl_s: float = 3600,
+         kernel: verdict_pb2.TargetKernel | None = None) -> verdict_pb2.Verdict:
+    """A verdict as the verifier signs it (its key, from the data dir the executor trusts)."""
+    claims = verdict_pb2.VerdictClaims(verdict_id=uuid.uuid4().hex, artifact_digest=artifacts.digest_of(artifact),
+                                       kernel=kernel or sched_ext.host_kernel(), approved=True)
+    claims.issued_at.FromSeconds(int(time.time()))
+    claims.expires_at.FromSeconds(int(time.time() + ttl_s))
+    return verdict_pb2.Verdict(signed=key.sign(claims), claims=claims)
+
+
+def canary(probe_pid: int, hog_comm: str, seconds: float = 3, min_improvement: float = 0.3) -> S.CanarySpec:
+    probe = [common_pb2.GroupMatcher(pid=probe_pid)]
+    spec = S.CanarySpec(
+        success_metric=common_pb2.MetricSpec(name="runq_latency_p99_us", groups=probe,
+                                             direction=common_pb2.DIRECTION_LOWER_IS_BETTER),
+        min_improvement=min_improvement,
+        guards=[goal_pb2.GuardConstraint(
+            metric=common_pb2.MetricSpec(name="cpu_share", groups=[common_pb2.GroupMatcher(comm=hog_comm)],
+                                         direction=common_pb2.DIRECTION_HIGHER_IS_BETTER),
+            comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=0.8, description="batch keeps 80 % of its CPU")])
+    spec.baseline_window.FromSeconds(int(seconds))
+    spec.canary_window.FromSeconds(int(seconds))
+    return spec
+
+
+async def deploy(addr: str, request: executor_pb2.DeployRequest, until_state: int | None = None) -> list:
+    """Deploy's events; with `until_state`, stop reading once an event in that state arrives."""
+    events = []
+    async with rpc.channel(addr) as channel:
+        async for event in executor_pb2_grpc.ExecutorServiceStub(channel).Deploy(request):
+            events.append(event)
+            if event.deployment.state == until_state:
+                break
+    return events
+
+
+def executor_call(addr: str, method: str, request):
+    return call(addr, lambda ch: getattr(executor_pb2_grpc.ExecutorServiceStub(ch), method)(request))
+
+
+@pytest.fixture
+def stack(services):
+    services.env["SCHEDCP_OBSERVER_MODE"] = "auto"
+    key = SigningKey.load_or_create(Path(services.env["SCHEDCP_DATA_DIR"]) / "verifier" / "ed25519.pem")
+    services.start("observer", "executor")
+    services.key = key
+    return services
+
+
+def test_a_verified_batch_demotion_is_kept_then_rolled_back_to_every_original(stack, hogs, workload):
+    hog_pids = hogs()
+    probe = latency_probe(workload)
+    stack.start("verifier")
+    artifact = native_artifact("batch_sched_idle", hogs.comm)
+
+    async def verified() -> verdict_pb2.Verdict:
+        async with rpc.channel(stack.addr("verifier")) as channel:
+            stub = verifier_pb2_grpc.VerifierServiceStub(channel)
+            request = verifier_pb2.VerifyRequest(artifact=artifact, target=sched_ext.host_kernel())
+            return [p async for p in stub.Verify(request)][-1].verdict
+
+    verdict = asyncio.run(verified())
+    assert verdict.claims.approved, verdict.summary
+    time.sleep(1)  # let the probe settle before the baseline
+    events = asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
+        artifact=verdict.artifact, verdict=verdict, canary=canary(probe.pid, hogs.comm), cycle_id="cycle1")))
+    states = [e.deployment.state for e in events]
+    assert states == [S.DEPLOYMENT_STATE_CHECKING, S.DEPLOYMENT_STATE_BASELINE, S.DEPLOYMENT_STATE_APPLYING,
+                      S.DEPLOYMENT_STATE_CANARY, S.DEPLOYMENT_STATE_KEPT], [e.message for e in events]
+    success = events[-1].metrics[0]
+    assert success.metric.name == "runq_latency_p99_us" and success.satisfied and success.improvement >= 0.3, success
+    assert all(policy_of(pid)[0] == SCHED_IDLE for pid in hog_pids)
+    assert policy_of(probe.pid) == (SCHED_OTHER, 0)
+    late = hogs(1)[0]  # started after the deployment: the rescan finds it
+    deadline = time.monotonic() + 5
+    while policy_of(late)[0] != SCHED_IDLE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert policy_of(late)[0] == SCHED_IDLE
+
+    status = executor_call(stack.addr("executor"), "Status", executor_pb2.StatusRequest())
+    assert status.current.state == S.DEPLOYMENT_STATE_KEPT and status.journalled_changes == len(hog_pids) + 1
+    rolled = executor_call(stack.addr("executor"), "Rollback", executor_pb2.RollbackRequest(reason="test"))
+    assert "the host runs its defaults" in rolled.message
+    assert all(policy_of(pid) == (SCHED_OTHER, 0) for pid in [*hog_pids, late])
+    history = executor_call(stack.addr("executor"), "History", executor_pb2.HistoryRequest()).events
+    assert history[-1].deployment.state == S.DEPLOYMENT_STATE_ROLLED_BACK
+
+
+def test_an_unhelpful_canary_is_rolled_back_automatically(stack, hogs, workload):
+    hog_pids = hogs()
+    probe = latency_probe(workload)
+    artifact = native_artifact("batch_sched_idle", hogs.comm)
+    events = asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
+        artifact=artifact, verdict=sign(stack.key, artifact), canary=canary(probe.pid, hogs.comm, 2, 50.0))))
+    last = events[-1]
+    assert last.deployment.state == S.DEPLOYMENT_STATE_ROLLED_BACK, [e.message for e in events]
+    assert "less than the 5000 % required" in last.message
+    assert all(policy_of(pid) == (SCHED_OTHER, 0) for pid in hog_pids)
+
+
+def test_a_cgroup_policy_moves_the_batch_and_rollback_moves_it_back(stack, hogs):
+    root, _ = procfs.cpu_controller()
+    if not root:
+        pytest.skip("no cpu controller on this host")
+    hog_pids = hogs(2)
+    before = {pid: cpu_cgroup(pid) for pid in hog_pids}
+    artifact = native_artifact("batch_idle_cgroup", hogs.comm)
+    events = asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
+        artifact=artifact, verdict=sign(stack.key, artifact))))
+    assert events[-1].deployment.state == S.DEPLOYMENT_STATE_KEPT, [e.message for e in events]
+    target = f"/schedcp/{events[-1].deployment.deployment_id}-r0"
+    assert {cpu_cgroup(pid) for pid in hog_pids} == {target}
+    assert Path(root, target.lstrip("/"), "cpu.idle").read_text().strip() == "1"
+    executor_call(stack.addr("executor"), "Rollback", executor_pb2.RollbackRequest())
+    assert {pid: cpu_cgroup(pid) for pid in hog_pids} == before
+    assert not Path(root, target.lstrip("/")).exists()
+
+
+def test_kill_9_mid_deploy_then_restart_restores_the_originals(stack, hogs, workload):
+    hog_pids = hogs(2)
+    probe = latency_probe(workload)
+    artifact = native_artifact("batch_sched_idle", hogs.comm, use_sched_idle=False, nice=15)
+    spec = canary(probe.pid, hogs.comm, 1)
+    spec.canary_window.FromSeconds(60)
+    events = asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
+        artifact=artifact, verdict=sign(stack.key, artifact), canary=spec), until_state=S.DEPLOYMENT_STATE_CANARY))
+    assert events[-1].deployment.state == S.DEPLOYMENT_STATE_CANARY
+    assert all(policy_of(pid) == (SCHED_OTHER, 15) for pid in hog_pids)
+    executor = stack.procs.pop("executor")
+    executor.send_signal(signal.SIGKILL)
+    executor.wait(10)
+    assert all(policy_of(pid) == (SCHED_OTHER, 15) for pid in hog_pids)  # nobody undid it
+    stack.start("executor")
+    assert all(policy_of(pid) == (SCHED_OTHER, 0) for pid in hog_pids)
+    status = executor_call(stack.addr("executor"), "Status", executor_pb2.StatusRequest())
+    assert status.journalled_changes == 0 and not status.HasField("current")
+
+
+def test_a_clean_shutdown_restores_the_originals(stack, hogs):
+    hog_pids = hogs(2)
+    artifact = native_artifact("batch_sched_idle", hogs.comm)
+    asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
+        artifact=artifact, verdict=sign(stack.key, artifact))))
+    assert all(policy_of(pid)[0] == SCHED_IDLE for pid in hog_pids)
+    code, output = stack.stop("executor")
+    assert code == 0, output
+    assert all(policy_of(pid) == (SCHED_OTHER, 0) for pid in hog_pids)
+
+
+def test_unverified_artifacts_are_refused_with_an_event_each(stack, hogs, tmp_path):
+    hog_pids = hogs(1)
+    artifact = native_artifact("batch_sched_idle", hogs.comm)
+    good = sign(stack.key, artifact)
+    altered = policy_pb2.PolicyArtifact()
+    altered.CopyFrom(artifact)
+    altered.native.rules[0].match[0].comm = "sshd"  # one field changed after signing
+    stranger = SigningKey.load_or_create(tmp_path / "stranger.pem")
+    other_kernel = verdict_pb2.TargetKernel(release="6.1.0-99-amd64", btf_sha256="ee" * 32)
+    cases = [
+        ("unsigned", artifact, verdict_pb2.Verdict(), grpc.StatusCode.PERMISSION_DENIED, "without a signed verdict"),
+        ("another key", artifact, sign(stranger, artifact), grpc.StatusCode.PERMISSION_DENIED, "not a trusted"),
+        ("altered", altered, good, grpc.StatusCode.FAILED_PRECONDITION, "changed after verification"),
+        ("expired", artifact, sign(stack.key, artifact, ttl_s=-10), grpc.StatusCode.FAILED_PRECONDITION, "expired"),
+        ("wrong kernel", artifact, sign(stack.key, artifact, kernel=other_kernel), grpc.StatusCode.FAILED_PRECONDITION,
+         "verify the policy for this kernel"),
+    ]
+    for name, art, verdict, code, words in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(artifact=art, verdict=verdict)))
+        assert caught.value.code() == code and words in caught.value.details(), (name, caught.value.details())
+    assert policy_of(hog_pids[0]) == (SCHED_OTHER, 0)
+    history = executor_call(stack.addr("executor"), "History", executor_pb2.HistoryRequest()).events
+    refused = [e for e in history if e.deployment.state == S.DEPLOYMENT_STATE_REFUSED]
+    assert len(refused) == len(cases) and all(e.message.startswith("refused: ") for e in refused)
+
+
+def test_bad_canaries_get_a_clear_error(stack):
+    artifact = native_artifact("batch_sched_idle", "nobody-here")
+    spec = S.CanarySpec(success_metric=common_pb2.MetricSpec(name="happiness", groups=[common_pb2.GroupMatcher(pid=1)],
+                                                             direction=common_pb2.DIRECTION_HIGHER_IS_BETTER))
+    spec.baseline_window.FromSeconds(1)
+    spec.canary_window.FromSeconds(1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
+            artifact=artifact, verdict=sign(stack.key, artifact), canary=spec)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "metric 'happiness' is not measurable here" in caught.value.details()
