@@ -17,6 +17,7 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -441,6 +442,9 @@ int main(int argc, char **argv)
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	// The scheduler must not outlive whoever supervises it (the executor): if the parent
+	// dies, SIGTERM detaches the scheduler and the kernel goes back to the fair class.
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	kmsg_open_at_end();
 	int err = bpf_object__load(obj);
 	if (err) {

@@ -13,9 +13,9 @@ import os
 import re
 
 PIDS = {1: "init", 2: "kthreadd"}
-DAEMONS = ("systemd", "init", "sshd", "systemd-journal", "systemd-journald", "systemd-logind", "systemd-udevd",
-           "systemd-network", "systemd-resolve", "dbus-daemon", "dbus-broker", "containerd", "dockerd", "kubelet",
-           "crio", "nats-server", "schedcp-loader", "schedcp")
+DAEMONS = ("systemd", "init", "sshd", "sshd-session", "sshd-auth", "systemd-journal", "systemd-journald",
+           "systemd-logind", "systemd-udevd", "systemd-network", "systemd-resolve", "dbus-daemon", "dbus-broker",
+           "containerd", "dockerd", "kubelet", "crio", "nats-server", "schedcp-loader", "schedcp")
 # Kernel thread names as they appear (a regex is tried against each).
 KERNEL_THREADS = ("kthreadd", "kworker/0:0", "kworker/1:1", "kworker/3:2H", "kworker/u8:0", "kworker/R-rcu_g",
                   "ksoftirqd/0", "ksoftirqd/1", "migration/0", "migration/3", "rcu_sched", "rcu_preempt",
@@ -70,6 +70,9 @@ def reason_protected(process) -> str:
         return "the executor itself"
     if process.comm in DAEMONS:
         return f"a system daemon ({process.comm})"
+    for path in (process.cgroup, process.unified_cgroup):
+        if any(path == c or path.startswith(c + "/") for c in CGROUPS):
+            return f"in a protected cgroup ({path})"
     if _SCHEDCP_CMDLINE.search(process.cmdline()):
         return "part of schedcp"
     return ""

@@ -9,6 +9,7 @@ the claims are compared with what is about to happen (this artifact, this kernel
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Iterable
 
@@ -19,6 +20,8 @@ from google.protobuf.message import DecodeError
 from schedcp import errors
 from schedcp.config import Settings
 from schedcp.v1 import verdict_pb2, verifier_pb2
+
+log = logging.getLogger(__name__)
 
 
 class UntrustedVerdict(errors.PermissionDenied):
@@ -45,6 +48,8 @@ def kernel_key(kernel: verdict_pb2.TargetKernel) -> str:
 
 
 def kernel_matches(claimed: verdict_pb2.TargetKernel, actual: verdict_pb2.TargetKernel) -> bool:
+    if claimed.arch and actual.arch and claimed.arch != actual.arch:
+        return False
     if claimed.btf_sha256 and actual.btf_sha256:
         return claimed.btf_sha256 == actual.btf_sha256
     return bool(claimed.release) and claimed.release == actual.release
@@ -113,7 +118,13 @@ def trusted_keys(settings: Settings) -> list[verifier_pb2.TrustKey]:
     if not hex_keys:
         local = settings.data_dir / "verifier" / "ed25519.pub"
         hex_keys = [local.read_text().strip()] if local.exists() else []
-    return [trust_key(bytes.fromhex(k)) for k in hex_keys]
+    keys = []
+    for key in hex_keys:
+        try:
+            keys.append(trust_key(bytes.fromhex(key)))
+        except ValueError:
+            log.warning("ignoring a verifier key that is not hex: %.20s", key)
+    return keys
 
 
 def trust_key(public_raw: bytes) -> verifier_pb2.TrustKey:

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="restoring nice/policy
 def hogs(workload, tmp_path):
     """CPU hogs whose task name is unique to this test (a symlink to sh: comm is its name)."""
     comm = f"hog-{uuid.uuid4().hex[:8]}"
-    (tmp_path / comm).symlink_to("/bin/sh")
+    (tmp_path / comm).symlink_to("/bin/sh")  # before any hog starts: tests fork hogs by this path too
 
     def start(count: int = HOGS_PER_CPU * (os.cpu_count() or 1)) -> list[int]:
         return [workload(str(tmp_path / comm), "-c", "while :; do :; done").pid for _ in range(count)]
@@ -253,3 +253,22 @@ def test_bad_canaries_get_a_clear_error(stack):
             artifact=artifact, verdict=sign(stack.key, artifact), canary=spec)))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "metric 'happiness' is not measurable here" in caught.value.details()
+
+
+def test_children_forked_after_the_deployment_are_restored_too(stack, hogs, workload, tmp_path):
+    # A hog that forks another hog 3 s after it starts: the child inherits SCHED_IDLE from its
+    # demoted parent, and must still get SCHED_OTHER back.
+    parent = workload(str(tmp_path / hogs.comm), "-c",
+                      f"sleep 3; {tmp_path / hogs.comm} -c 'while :; do :; done' & while :; do :; done").pid
+    artifact = native_artifact("batch_sched_idle", hogs.comm)
+    asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
+        artifact=artifact, verdict=sign(stack.key, artifact))))
+    deadline = time.monotonic() + 15
+    children: list[int] = []
+    while time.monotonic() < deadline and not children:
+        children = [p.pid for p in procfs.list_processes() if p.comm == hogs.comm and p.pid != parent]
+        time.sleep(0.3)
+    assert children and policy_of(children[0])[0] == SCHED_IDLE
+    time.sleep(2)  # a rescan journals the child
+    executor_call(stack.addr("executor"), "Rollback", executor_pb2.RollbackRequest())
+    assert policy_of(parent) == (SCHED_OTHER, 0) and policy_of(children[0]) == (SCHED_OTHER, 0)

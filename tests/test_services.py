@@ -142,8 +142,8 @@ def test_learner_reads_the_repository_and_rejects_bad_names(stack, nats_server):
 
 def test_unimplemented_calls_say_so(stack):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        call(stack.addr("executor"), lambda ch: executor_pb2_grpc.ExecutorServiceStub(ch).Rollback(
-            executor_pb2.RollbackRequest()))
+        call(stack.addr("planner"), lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).Plan(
+            planner_pb2.PlanRequest()))
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -28,7 +28,8 @@ from schedcp.config import Settings
 from schedcp.errors import FailedPrecondition, InvalidArgument
 from schedcp.v1 import deployment_pb2, executor_pb2, policy_pb2
 from services.executor import canary
-from services.executor.native import NativeBackend
+from services.executor.native import ApplyReport, NativeBackend
+from services.executor.sched_ext_backend import SchedExtBackend
 
 log = logging.getLogger(__name__)
 S = deployment_pb2
@@ -54,25 +55,37 @@ class EventLog:
     def append(self, event: deployment_pb2.DeploymentEvent) -> None:
         with self._path.open("a") as f:
             f.write(json_format.MessageToJson(event, indent=None) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def last(self, limit: int) -> list[deployment_pb2.DeploymentEvent]:
         try:
             lines = self._path.read_text().splitlines()
         except FileNotFoundError:
             return []
-        return [json_format.Parse(line, deployment_pb2.DeploymentEvent()) for line in lines[-limit:]]
+        events = []
+        for line in lines[-limit:]:
+            try:
+                events.append(json_format.Parse(line, deployment_pb2.DeploymentEvent()))
+            except json_format.ParseError:  # a line torn by a crash
+                continue
+        return events
 
 
 class Executor:
-    def __init__(self, settings: Settings, bus: Bus, native: NativeBackend, events: EventLog) -> None:
+    def __init__(self, settings: Settings, bus: Bus, native: NativeBackend, events: EventLog,
+                 scx: SchedExtBackend | None = None) -> None:
         self._settings = settings
         self._bus = bus
         self._native = native
+        self._scx = scx
         self._events = events
         self._lock = asyncio.Lock()
         self._current: Applied | None = None
         self._previous: Applied | None = None
         self._rescan: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
+        self._running: asyncio.Task | None = None
 
     # --- the RPCs ----------------------------------------------------------------------------
     async def deploy(self, request: executor_pb2.DeployRequest) -> AsyncIterator[deployment_pb2.DeploymentEvent]:
@@ -84,23 +97,54 @@ class Executor:
             deployment.state, deployment.reason = S.DEPLOYMENT_STATE_REFUSED, str(exc)
             await self._event(deployment, f"refused: {exc}")
             raise
-        if self._lock.locked():
-            yield await self._event(deployment, "waiting for the deployment in progress to finish")
-        async with self._lock:
-            async for event in self._run(request, deployment):
-                yield event
+        # The deployment runs in a task of its own: a caller that goes away does not leave a
+        # policy applied and unjudged; Rollback and shutdown cancel it, and it cleans up.
+        events: asyncio.Queue = asyncio.Queue()
+        task = asyncio.create_task(self._deploy_task(request, deployment, events), name="deploy")
+        while (event := await events.get()) is not None:
+            yield event
+        await task
+
+    async def _deploy_task(self, request: executor_pb2.DeployRequest, deployment: deployment_pb2.Deployment,
+                           events: asyncio.Queue) -> None:
+        try:
+            if self._lock.locked():
+                events.put_nowait(await self._event(deployment, "waiting for the deployment in progress to finish"))
+            async with self._lock:
+                self._running = asyncio.current_task()
+                try:
+                    async for event in self._run(request, deployment):
+                        events.put_nowait(event)
+                except asyncio.CancelledError:
+                    await self._cancelled(deployment)
+                    raise
+                finally:
+                    self._running = None
+        finally:
+            events.put_nowait(None)
+
+    async def _cancelled(self, deployment: deployment_pb2.Deployment) -> None:
+        """A deployment stopped half-way (Rollback, shutdown): undo it if it was applied."""
+        if self._current is not None and self._current.deployment is deployment:
+            await self._revert()
+        deployment.state, deployment.reason = S.DEPLOYMENT_STATE_ROLLED_BACK, "cancelled before it was judged"
+        await self._event(deployment, deployment.reason)
 
     async def rollback(self, reason: str) -> executor_pb2.RollbackResponse:
+        """Stop a deployment in progress, revert the one in force, and apply the last known good
+        again (or leave the host on its defaults)."""
+        await self._cancel_running()
         async with self._lock:
-            if self._current is None:
-                return executor_pb2.RollbackResponse(message="nothing deployed: the host runs its defaults")
-            rolled = self._current.deployment
-            await self._revert()
-            rolled.state, rolled.reason = S.DEPLOYMENT_STATE_ROLLED_BACK, reason or "rollback requested"
-            await self._event(rolled, f"rolled back: {rolled.reason}")
+            rolled = self._current.deployment if self._current else None
+            if rolled is not None:
+                await self._revert()
+                rolled.state, rolled.reason = S.DEPLOYMENT_STATE_ROLLED_BACK, reason or "rollback requested"
+                await self._event(rolled, f"rolled back: {rolled.reason}")
             restored = await self._restore_previous()
-            message = (f"rolled back {rolled.policy_name}; restored {restored.policy_name}" if restored
-                       else f"rolled back {rolled.policy_name}; the host runs its defaults")
+            if rolled is None and restored is None:
+                return executor_pb2.RollbackResponse(message="nothing deployed: the host runs its defaults")
+            what = f"rolled back {rolled.policy_name}; " if rolled else ""
+            message = what + (f"restored {restored.policy_name}" if restored else "the host runs its defaults")
             return executor_pb2.RollbackResponse(restored=restored, message=message)
 
     def status(self) -> executor_pb2.StatusResponse:
@@ -128,11 +172,19 @@ class Executor:
 
     async def close(self) -> None:
         """Clean shutdown: nothing schedcp changed outlives the executor."""
+        await self._cancel_running()
         async with self._lock:
-            if self._current is not None:
+            deployed = self._current.deployment.policy_name if self._current else ""
+            if deployed or self._native.journalled() or (self._scx and self._scx.active):
                 await self._revert()
-                log.info("restored the host's settings at shutdown (%s was deployed)",
-                         self._current.deployment.policy_name if self._current else "a policy")
+                log.info("restored the host's settings at shutdown (%s was deployed)", deployed or "nothing")
+
+    async def _cancel_running(self) -> None:
+        task = self._running
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # --- steps -------------------------------------------------------------------------------
     def _new_deployment(self, request: executor_pb2.DeployRequest) -> deployment_pb2.Deployment:
@@ -152,14 +204,17 @@ class Executor:
         trusted = verdicts.trusted_keys(self._settings)
         if not trusted:
             raise FailedPrecondition("no trusted verifier key: set SCHEDCP_TRUSTED_VERIFIER_KEYS")
-        claims = verdicts.check(request.verdict.signed, trusted, deployment.artifact_digest, sched_ext.host_kernel())
+        if deployment.backend == "sched_ext" and self._scx is None:
+            raise FailedPrecondition("this host cannot run sched_ext schedulers (no sched_ext in its kernel, or no "
+                                     "loader); deploy a native policy")
+        kernel = self._scx.kernel() if deployment.backend == "sched_ext" else sched_ext.host_kernel()
+        claims = verdicts.check(request.verdict.signed, trusted, deployment.artifact_digest, kernel)
         deployment.verdict_id = claims.verdict_id
         if request.artifact.digest and request.artifact.digest != deployment.artifact_digest:
             raise verdicts.VerdictNotApplicable("digest_mismatch", "the artifact's digest field does not match its "
                                                 "content")
-        if deployment.backend == "sched_ext":
-            raise FailedPrecondition("the sched_ext backend is not available on this executor yet; deploy a "
-                                     "native policy")
+        if deployment.backend == "sched_ext" and not request.artifact.sched_ext.object:
+            raise FailedPrecondition("the artifact has no compiled object: deploy the artifact from the verdict")
 
     async def _run(self, request: executor_pb2.DeployRequest,
                    deployment: deployment_pb2.Deployment) -> AsyncIterator[deployment_pb2.DeploymentEvent]:
@@ -169,7 +224,19 @@ class Executor:
         if measured:
             deployment.state = S.DEPLOYMENT_STATE_BASELINE
             yield await self._event(deployment, f"measuring the baseline for {_seconds(spec.baseline_window):g} s")
-            baseline = await canary.measure(self._settings.observer_addr, spec, _seconds(spec.baseline_window))
+            try:
+                baseline = await canary.measure(self._settings.observer_addr, spec, _seconds(spec.baseline_window))
+            except Exception as exc:
+                deployment.state, deployment.reason = S.DEPLOYMENT_STATE_FAILED, f"baseline not measured: {exc}"
+                yield await self._event(deployment, deployment.reason)
+                return
+        # Checked again right before applying: the verdict may have expired while this waited.
+        try:
+            self._check(request, deployment)
+        except (verdicts.UntrustedVerdict, verdicts.VerdictNotApplicable, FailedPrecondition) as exc:
+            deployment.state, deployment.reason = S.DEPLOYMENT_STATE_REFUSED, str(exc)
+            yield await self._event(deployment, f"refused: {exc}")
+            return
         deployment.state = S.DEPLOYMENT_STATE_APPLYING
         replaced = self._current
         if replaced is not None:
@@ -177,8 +244,10 @@ class Executor:
             await self._revert()
             self._previous = replaced
         try:
-            report = await self._apply(deployment.deployment_id, request.artifact)
-        except (OSError, FailedPrecondition, InvalidArgument) as exc:
+            report = await self._apply(deployment, request.artifact)
+        except Exception as exc:
+            if not isinstance(exc, (OSError, FailedPrecondition, InvalidArgument)):
+                log.exception("applying %s failed", deployment.deployment_id)
             await self._revert()
             deployment.state, deployment.reason = S.DEPLOYMENT_STATE_FAILED, f"could not apply: {exc}"
             yield await self._event(deployment, deployment.reason)
@@ -187,15 +256,26 @@ class Executor:
         self._current = Applied(deployment, request)
         errors = (f" ({len(report.errors)} could not be changed: {'; '.join(report.errors[:3])})"
                   if report.errors else "")
-        yield await self._event(deployment, f"applied to {report.threads} threads in {report.processes} "
-                                            f"processes{errors}")
+        yield await self._event(deployment, report.detail or f"applied to {report.threads} threads in "
+                                                              f"{report.processes} processes{errors}")
         if not measured:
             deployment.state, deployment.reason = S.DEPLOYMENT_STATE_KEPT, "kept: the canary has no metrics to judge"
             yield await self._event(deployment, deployment.reason)
             return
         deployment.state = S.DEPLOYMENT_STATE_CANARY
         yield await self._event(deployment, f"canary: measuring for {_seconds(spec.canary_window):g} s")
-        observed = await canary.measure(self._settings.observer_addr, spec, _seconds(spec.canary_window))
+        try:
+            observed = await canary.measure(self._settings.observer_addr, spec, _seconds(spec.canary_window))
+        except Exception as exc:
+            await self._revert()
+            deployment.state, deployment.reason = S.DEPLOYMENT_STATE_FAILED, f"canary not measured: {exc}"
+            yield await self._event(deployment, deployment.reason)
+            await self._restore_previous()
+            return
+        if deployment.backend == "sched_ext" and not self._scx.active:
+            # Ejected during the canary: the measurement was of the fair class, not the policy.
+            yield await self._ejected(deployment, request, self._scx.last_exit)
+            return
         verdict = canary.judge(spec, baseline, observed)
         metrics = ([verdict.success] if verdict.success else []) + verdict.guards
         if verdict.keep or spec.report_only:
@@ -209,17 +289,28 @@ class Executor:
         if deployment.state == S.DEPLOYMENT_STATE_ROLLED_BACK:
             await self._restore_previous()
 
-    async def _apply(self, deployment_id: str, artifact: policy_pb2.PolicyArtifact):
-        report = await asyncio.to_thread(self._native.apply, deployment_id, artifact.native)
+    async def _apply(self, deployment: deployment_pb2.Deployment, artifact: policy_pb2.PolicyArtifact):
+        if artifact.WhichOneof("body") == "sched_ext":
+            ops = await self._scx.apply(deployment.deployment_id, artifact)
+            self._watch = asyncio.create_task(self._watch_ejection(deployment), name="sched_ext-watch")
+            return ApplyReport(processes=1, threads=0, detail=f"sched_ext scheduler {ops} enabled")
+        report = await asyncio.to_thread(self._native.apply, deployment.deployment_id, artifact.native)
         self._rescan = asyncio.create_task(self._rescan_loop(), name="native-rescan")
         return report
 
     async def _revert(self) -> None:
-        if self._rescan is not None:
-            self._rescan.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rescan
-            self._rescan = None
+        for task in (self._rescan, self._watch):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # a watcher or rescan that died must not stop the revert
+                    log.exception("a background task of the deployment had failed")
+        self._rescan = self._watch = None
+        if self._scx is not None:
+            await self._scx.revert()
         report = await asyncio.to_thread(self._native.revert)
         if report.errors:
             log.warning("reverting left %d errors: %s", len(report.errors), "; ".join(report.errors[:5]))
@@ -233,7 +324,7 @@ class Executor:
         deployment = previous.deployment
         try:
             self._check(previous.request, deployment)
-            await self._apply(deployment.deployment_id, previous.request.artifact)
+            await self._apply(deployment, previous.request.artifact)
         except (verdicts.UntrustedVerdict, verdicts.VerdictNotApplicable, FailedPrecondition, OSError) as exc:
             await self._revert()
             await self._event(deployment, f"could not restore {deployment.policy_name}: {exc}; the host runs its "
@@ -242,6 +333,27 @@ class Executor:
         self._current = previous
         await self._event(deployment, f"restored {deployment.policy_name} (the last known good)")
         return deployment
+
+    async def _watch_ejection(self, deployment: deployment_pb2.Deployment) -> None:
+        """The kernel ejected the scheduler (watchdog, runtime error): report it, then put the
+        last known good back."""
+        record = await self._scx.wait_for_ejection()
+        async with self._lock:
+            if self._current is None or self._current.deployment is not deployment:
+                return
+            self._watch = None
+            await self._ejected(deployment, self._current.request, record)
+
+    async def _ejected(self, deployment: deployment_pb2.Deployment, request: executor_pb2.DeployRequest,
+                       record: dict) -> deployment_pb2.DeploymentEvent:
+        deployment.state = S.DEPLOYMENT_STATE_EJECTED
+        deployment.reason = "ejected by the kernel: " + " / ".join(
+            str(record[k]) for k in ("kind_name", "reason", "msg") if record.get(k))
+        event = await self._event(deployment, deployment.reason)
+        await self._publish_outcome(request, deployment, None)
+        await self._revert()
+        await self._restore_previous()
+        return event
 
     async def _rescan_loop(self) -> None:
         """Tasks started after the deployment get the policy too."""
@@ -268,10 +380,13 @@ class Executor:
         return event
 
     async def _publish_outcome(self, request: executor_pb2.DeployRequest, deployment: deployment_pb2.Deployment,
-                               verdict: canary.Judgement) -> None:
-        result = S.OUTCOME_RESULT_KEPT if deployment.state == S.DEPLOYMENT_STATE_KEPT else S.OUTCOME_RESULT_ROLLED_BACK
+                               verdict: canary.Judgement | None) -> None:
+        result = {S.DEPLOYMENT_STATE_KEPT: S.OUTCOME_RESULT_KEPT, S.DEPLOYMENT_STATE_EJECTED: S.OUTCOME_RESULT_EJECTED
+                  }.get(deployment.state, S.OUTCOME_RESULT_ROLLED_BACK)
+        verdict = verdict or canary.Judgement(False, deployment.reason, None, [])
         outcome = deployment_pb2.Outcome(
-            outcome_id=deployment.deployment_id, cycle_id=deployment.cycle_id, deployment_id=deployment.deployment_id,
+            outcome_id=f"{deployment.deployment_id}-{S.OutcomeResult.Name(result).removeprefix('OUTCOME_RESULT_').lower()}",
+            cycle_id=deployment.cycle_id, deployment_id=deployment.deployment_id,
             host_id=deployment.host_id, host_class=host_class(deployment.backend),
             policy_name=deployment.policy_name, artifact_digest=deployment.artifact_digest,
             parameters=request.artifact.parameters, signature=request.signature, objective=request.goal.objective,

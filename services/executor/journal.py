@@ -31,6 +31,8 @@ class Change:
     original: object = None
     # cgroup: the directory the process was moved into; cgroup_dir: the directory created.
     target: str = ""
+    # The value schedcp set: a restore happens only while the task still has it.
+    applied: object = None
 
 
 class Journal:
@@ -63,13 +65,17 @@ class Journal:
                 log.warning("journal %s line %d is unreadable and skipped: %.80s", self._path, number, line)
         return found
 
-    def clear(self) -> None:
-        """Forget everything: called once every change is undone."""
-        fd = os.open(self._path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+    def replace(self, changes: list[Change]) -> None:
+        """Keep only `changes` (those a revert could not undo; none once everything is): written
+        to a new file and renamed over the old one, so a crash leaves one or the other."""
+        tmp = self._path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
         try:
+            os.write(fd, "".join(json.dumps(asdict(c), separators=(",", ":")) + "\n" for c in changes).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
+        os.replace(tmp, self._path)
 
     def __len__(self) -> int:
         return len(self.changes())

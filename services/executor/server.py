@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
+from sandbox.build import BuildError, Toolchain
+from schedcp import sched_ext
 from schedcp.procfs import cpu_controller
 from schedcp.service import GrpcService, ServiceContext
 from schedcp.v1 import executor_pb2, executor_pb2_grpc
 from services.executor.deployments import EventLog, Executor
 from services.executor.journal import Journal
 from services.executor.native import CgroupTree, NativeBackend
+from services.executor.sched_ext_backend import LocalLoaderHost, SchedExtBackend
+
+log = logging.getLogger(__name__)
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
@@ -28,11 +37,27 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         return executor_pb2.HistoryResponse(events=self._executor.history(request.limit))
 
 
+def sched_ext_backend(ctx: ServiceContext, state: Path) -> SchedExtBackend | None:
+    """The sched_ext backend when this kernel has sched_ext and the loader can be built."""
+    if not sched_ext.available(sched_ext.read_state()):
+        ctx.details["sched_ext"] = "not in this kernel: native policies only"
+        return None
+    try:
+        loader = Toolchain(ctx.settings.cache_dir).loader(static=False)
+    except BuildError as exc:
+        log.warning("sched_ext policies cannot be deployed here: %s", exc)
+        ctx.details["sched_ext"] = f"loader unavailable: {exc}"
+        return None
+    ctx.details["sched_ext"] = f"loader {loader}"
+    return SchedExtBackend(LocalLoaderHost(loader, state / "objects", sched_ext.host_kernel()))
+
+
 async def build(ctx: ServiceContext) -> list[GrpcService]:
     state = ctx.settings.data_dir / "executor"
     root, version = cpu_controller()
     native = NativeBackend(Journal(state / "journal.jsonl"), CgroupTree(root, version) if root else None)
-    executor = Executor(ctx.settings, ctx.bus, native, EventLog(state / "events.jsonl"))
+    scx = await asyncio.to_thread(sched_ext_backend, ctx, state)
+    executor = Executor(ctx.settings, ctx.bus, native, EventLog(state / "events.jsonl"), scx)
     restored = await executor.recover()
     ctx.details["restored_at_start"] = str(restored)
     ctx.details["cpu_controller"] = f"cgroup v{version} at {root}" if root else "none"
