@@ -140,13 +140,6 @@ def test_learner_reads_the_repository_and_rejects_bad_names(stack, nats_server):
         assert words in caught.value.details()
 
 
-def test_unimplemented_calls_say_so(stack):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        call(stack.addr("planner"), lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).Plan(
-            planner_pb2.PlanRequest()))
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_sigterm_stops_every_service_cleanly(stack):
     for role in ROLES:
         code, output = stack.stop(role)

@@ -256,8 +256,8 @@ class Executor:
         self._current = Applied(deployment, request)
         errors = (f" ({len(report.errors)} could not be changed: {'; '.join(report.errors[:3])})"
                   if report.errors else "")
-        yield await self._event(deployment, report.detail or f"applied to {report.threads} threads in "
-                                                              f"{report.processes} processes{errors}")
+        yield await self._event(deployment, report.detail or f"applied to {report.processes} processes "
+                                                              f"({report.threads} thread settings changed){errors}")
         if not measured:
             deployment.state, deployment.reason = S.DEPLOYMENT_STATE_KEPT, "kept: the canary has no metrics to judge"
             yield await self._event(deployment, deployment.reason)

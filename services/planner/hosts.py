@@ -8,6 +8,7 @@ from google.protobuf.message import DecodeError
 
 from schedcp import topology
 from schedcp.bus import Bus
+from schedcp.errors import InvalidArgument, NotFound
 from schedcp.v1 import host_pb2
 
 log = logging.getLogger(__name__)
@@ -30,3 +31,14 @@ class HostDirectory:
                 continue
             hosts.append(registration)
         return hosts
+
+    async def get(self, host_id: str) -> host_pb2.HostRegistration:
+        """The registration of `host_id`; a clear error naming the known hosts otherwise."""
+        hosts = await self.list()
+        known = ", ".join(sorted(h.host_id for h in hosts)) or "none"
+        if not host_id:
+            raise InvalidArgument(f"host_id is required (registered hosts: {known})")
+        for host in hosts:
+            if host.host_id == host_id:
+                return host
+        raise NotFound(f"host {host_id!r} is not registered (registered hosts: {known}); is its observer running?")

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from schedcp.service import GrpcService, ServiceContext
 from schedcp.v1 import planner_pb2, planner_pb2_grpc
+from services.planner.cycle import Cycle
 from services.planner.hosts import HostDirectory
+from services.planner.planning import Planner
 
 
 class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
-    """ListHosts is served here; Tune and Plan answer UNIMPLEMENTED until goal inference and
-    synthesis land."""
-
-    def __init__(self, hosts: HostDirectory) -> None:
+    def __init__(self, hosts: HostDirectory, planner: Planner, cycle: Cycle) -> None:
         self._hosts = hosts
+        self._planner = planner
+        self._cycle = cycle
+
+    async def Tune(self, request, context):
+        async for event in self._cycle.tune(request):
+            yield event
+
+    async def Plan(self, request, context):
+        return await self._planner.plan(request)
 
     async def ListHosts(self, request, context):
         return planner_pb2.ListHostsResponse(hosts=await self._hosts.list())
 
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:
-    return [GrpcService.of(PlannerServicer(HostDirectory(ctx.bus)), planner_pb2, planner_pb2_grpc)]
+    hosts = HostDirectory(ctx.bus)
+    planner = Planner(hosts, ctx.settings.rpc_timeout_s)
+    cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr)
+    return [GrpcService.of(PlannerServicer(hosts, planner, cycle), planner_pb2, planner_pb2_grpc)]

@@ -1,0 +1,147 @@
+"""Tune: one decision cycle on one host, as a stream of CycleEvents (also published on
+schedcp.cycle.<host>.<cycle>): observe -> goal -> candidates -> verify -> deploy (the host's
+executor runs the canary) -> result.
+
+Candidates are tried best first: one the verifier rejects is skipped for the next; the first
+one deployed ends the cycle, kept or rolled back by its canary (the executor publishes the
+Outcome the learner learns from). A goal with no objective, or no candidate, ends the cycle
+with the reason. The whole cycle is one trace: the Tune span is the parent of every call.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from google.protobuf import duration_pb2
+
+from schedcp import rpc, telemetry, topology
+from schedcp.bus import Bus
+from schedcp.v1 import (
+    common_pb2,
+    cycle_pb2,
+    deployment_pb2,
+    executor_pb2,
+    executor_pb2_grpc,
+    goal_pb2,
+    host_pb2,
+    planner_pb2,
+    verdict_pb2,
+    verifier_pb2,
+    verifier_pb2_grpc,
+)
+from services.planner import goals, synthesis
+from services.planner.planning import Planner
+
+log = logging.getLogger(__name__)
+C = cycle_pb2
+CANARY_WINDOW_S = 5
+MAX_CANDIDATES_TRIED = 3
+
+
+class Cycle:
+    def __init__(self, planner: Planner, bus: Bus, verifier_addr: str) -> None:
+        self._planner = planner
+        self._bus = bus
+        self._verifier_addr = verifier_addr
+
+    async def tune(self, request: planner_pb2.TuneRequest) -> AsyncIterator[cycle_pb2.CycleEvent]:
+        self._planner.check_provider(request.provider)
+        host = await self._planner.host(request.host_id)
+        cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
+        yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_STARTED, "profiling the host")
+        profile = await self._planner.observe(host.observer_addr)
+        yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_SUCCEEDED,
+                               f"{len(profile.groups)} groups", profile=profile)
+        goal = goals.infer(profile, request.intent)
+        if goal.objective == goal_pb2.OBJECTIVE_UNSPECIFIED:
+            yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SKIPPED, goal.rationale, goal=goal)
+            yield await cycle.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_SKIPPED,
+                                   f"nothing to do: {goal.rationale}")
+            return
+        yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SUCCEEDED, goal.rationale, goal=goal)
+        found = synthesis.candidates(goal, profile)
+        names = ", ".join(c.artifact.name for c in found.candidates) or "none"
+        yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED, f"candidates: {names}",
+                               candidates=found)
+        for candidate in found.candidates[:MAX_CANDIDATES_TRIED]:
+            yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_STARTED,
+                                   f"verifying {candidate.artifact.name}")
+            verdict = await self._verify(candidate, host)
+            status = common_pb2.STAGE_STATUS_SUCCEEDED if verdict.claims.approved else common_pb2.STAGE_STATUS_FAILED
+            yield await cycle.emit(C.CYCLE_STAGE_VERIFY, status, verdict.summary, verdict=verdict)
+            if not verdict.claims.approved:
+                continue
+            last = None
+            async for event in self._deploy(host, verdict, goal, profile, cycle.cycle_id):
+                last = event
+                yield await cycle.emit(_stage_of(event), common_pb2.STAGE_STATUS_RUNNING, event.message,
+                                       deployment=event)
+            yield await cycle.emit(C.CYCLE_STAGE_RESULT, *_result(candidate.artifact.name, last), deployment=last)
+            return
+        yield await cycle.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_FAILED,
+                               "no candidate could be verified and deployed on this host")
+
+    async def _verify(self, candidate: C.Candidate, host: host_pb2.HostRegistration) -> verdict_pb2.Verdict:
+        facts = host.facts
+        target = verdict_pb2.TargetKernel(release=facts.kernel_release, btf_sha256=facts.btf_sha256, arch=facts.arch)
+        request = verifier_pb2.VerifyRequest(artifact=candidate.artifact, target=target)
+        async with rpc.channel(self._verifier_addr) as channel:
+            verdict = None
+            async for progress in verifier_pb2_grpc.VerifierServiceStub(channel).Verify(request):
+                if progress.HasField("verdict"):
+                    verdict = progress.verdict
+        return verdict
+
+    async def _deploy(self, host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,
+                      goal: goal_pb2.OptimizationGoal, profile, cycle_id: str):
+        request = executor_pb2.DeployRequest(artifact=verdict.artifact, verdict=verdict, canary=canary_for(goal),
+                                             goal=goal, signature=profile.signature, cycle_id=cycle_id)
+        async with rpc.channel(host.executor_addr) as channel:
+            async for event in executor_pb2_grpc.ExecutorServiceStub(channel).Deploy(request):
+                yield event
+
+
+def canary_for(goal: goal_pb2.OptimizationGoal) -> deployment_pb2.CanarySpec:
+    """The goal as the executor's canary: its success metric, least improvement and guards."""
+    window = duration_pb2.Duration(seconds=CANARY_WINDOW_S)
+    return deployment_pb2.CanarySpec(baseline_window=window, canary_window=window, success_metric=goal.success_metric,
+                                     min_improvement=goal.min_improvement, guards=goal.guards)
+
+
+def _stage_of(event: deployment_pb2.DeploymentEvent) -> int:
+    measuring = (deployment_pb2.DEPLOYMENT_STATE_BASELINE, deployment_pb2.DEPLOYMENT_STATE_CANARY)
+    return C.CYCLE_STAGE_MEASURE if event.deployment.state in measuring else C.CYCLE_STAGE_DEPLOY
+
+
+def _result(name: str, last: deployment_pb2.DeploymentEvent | None) -> tuple[int, str]:
+    if last is None:
+        return common_pb2.STAGE_STATUS_FAILED, f"the executor reported nothing for {name}"
+    state = last.deployment.state
+    if state == deployment_pb2.DEPLOYMENT_STATE_KEPT:
+        return common_pb2.STAGE_STATUS_SUCCEEDED, f"{name} kept: {last.message}"
+    word = deployment_pb2.DeploymentState.Name(state).removeprefix("DEPLOYMENT_STATE_").lower().replace("_", " ")
+    return common_pb2.STAGE_STATUS_FAILED, f"{name} {word}: {last.message}"
+
+
+class _CycleEvents:
+    """Stamps, publishes and returns a cycle's events."""
+
+    def __init__(self, cycle_id: str, host_id: str, bus: Bus) -> None:
+        self.cycle_id = cycle_id
+        self._host_id = host_id
+        self._bus = bus
+
+    async def emit(self, stage: int, status: int, message: str, **detail) -> cycle_pb2.CycleEvent:
+        event = cycle_pb2.CycleEvent(cycle_id=self.cycle_id, host_id=self._host_id, stage=stage, status=status,
+                                     message=message, trace_id=telemetry.current_trace_id(), **detail)
+        event.at.GetCurrentTime()
+        log.info("cycle %s on %s: %s %s: %s", self.cycle_id[:8], self._host_id,
+                 C.CycleStage.Name(stage).removeprefix("CYCLE_STAGE_").lower(),
+                 common_pb2.StageStatus.Name(status).removeprefix("STAGE_STATUS_").lower(), message)
+        try:
+            await self._bus.publish(topology.subject(topology.Kind.CYCLE, self._host_id, self.cycle_id), event)
+        except Exception as exc:  # the caller still gets the event; the stream is best effort
+            log.warning("could not publish the cycle event: %s", exc)
+        return event

@@ -1,0 +1,65 @@
+"""Candidates for a goal from the policy library, with parameters for this host (the `tune`
+path; reusing proven repository policies and generating code come first and last in the
+cheapest-first order and build on this).
+
+Latency goals on a host without sched_ext get the native batch demotions, in the order they
+measured on this project's test host (PLATFORM.md: cyclictest p99 608 us -> 72 us with the
+batch in a cpu.idle cgroup, 79-88 us as SCHED_IDLE); with sched_ext, latency_boost boosting
+the latency group by name, then vtime. Throughput goals need sched_ext (`batch`); makespan
+`ljf`.
+"""
+
+from __future__ import annotations
+
+from schedcp import native_policies, policies
+from schedcp.policies import PolicyMetadata
+from schedcp.v1 import common_pb2, cycle_pb2, goal_pb2, policy_pb2, profile_pb2
+
+# (policy, expected improvement of the success metric, confidence), best first.
+NATIVE_LATENCY = (("batch_idle_cgroup", 0.88, 0.8), ("batch_sched_idle", 0.86, 0.8))
+SCHED_EXT = {
+    goal_pb2.OBJECTIVE_TAIL_LATENCY: (("latency_boost", 0.75, 0.6), ("vtime", 0.3, 0.5)),
+    goal_pb2.OBJECTIVE_THROUGHPUT: (("batch", 0.05, 0.4),),
+    goal_pb2.OBJECTIVE_MAKESPAN: (("ljf", 0.15, 0.5),),
+}
+
+
+def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,
+               library: list[PolicyMetadata] | None = None) -> cycle_pb2.CandidateList:
+    """Library candidates for the goal on this host, best first (empty when none applies)."""
+    by_name = {m.name: m for m in (library or policies.library())}
+    found: list[cycle_pb2.Candidate] = []
+    if "sched_ext" in profile.host.backends:
+        for name, improvement, confidence in SCHED_EXT.get(goal.objective, ()):
+            found.append(_sched_ext(by_name[name], goal, improvement, confidence))
+    if goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and goal.guards:
+        batch = list(goal.guards[0].metric.groups)
+        for name, improvement, confidence in NATIVE_LATENCY:
+            if name == "batch_idle_cgroup" and not profile.host.cgroup.cpu_idle_supported:
+                continue
+            found.append(_native(by_name[name], batch, improvement, confidence))
+    return cycle_pb2.CandidateList(candidates=found, chosen=0)
+
+
+def _sched_ext(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal, improvement: float,
+               confidence: float) -> cycle_pb2.Candidate:
+    artifact = policy_pb2.PolicyArtifact(
+        name=meta.name, kind=policy_pb2.POLICY_KIND_SCHED_EXT, origin=policy_pb2.POLICY_ORIGIN_LIBRARY,
+        sched_ext=policy_pb2.SchedExtProgram(source=policies.source_of(meta).read_text(), ops_name=meta.ops_name))
+    why = f"{meta.name}: {meta.description}"
+    comm = next((m.comm for m in goal.target_groups if m.WhichOneof("match") == "comm"), "")
+    if meta.name == "latency_boost" and comm:
+        artifact.parameters["boost_comm"].string_value = comm
+        why += f" Boosting {comm!r}."
+    return cycle_pb2.Candidate(artifact=artifact, path=cycle_pb2.SYNTHESIS_PATH_TUNE,
+                               expected_improvement=improvement, confidence=confidence, rationale=why)
+
+
+def _native(meta: PolicyMetadata, batch: list[common_pb2.GroupMatcher], improvement: float,
+            confidence: float) -> cycle_pb2.Candidate:
+    artifact = policy_pb2.PolicyArtifact(name=meta.name, kind=policy_pb2.POLICY_KIND_NATIVE,
+                                         origin=policy_pb2.POLICY_ORIGIN_LIBRARY,
+                                         native=native_policies.build(meta, {}, batch))
+    return cycle_pb2.Candidate(artifact=artifact, path=cycle_pb2.SYNTHESIS_PATH_TUNE,
+                               expected_improvement=improvement, confidence=confidence,
+                               rationale=f"{meta.name}: {meta.description}")

@@ -1,0 +1,147 @@
+"""The planner's rules provider and library synthesis on synthetic profiles, and Plan against a
+real observer on this host with a latency probe and CPU hogs the test started."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from schedcp import rpc
+from schedcp.v1 import (
+    common_pb2,
+    cycle_pb2,
+    goal_pb2,
+    planner_pb2,
+    planner_pb2_grpc,
+    profile_pb2,
+)
+from services.planner import goals, synthesis
+from services.verifier import native_checks
+from tests.conftest import cpu_hogs, latency_probe
+from tests.test_services import call
+
+LATENCY, BATCH = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE, profile_pb2.WORKLOAD_CLASS_BATCH
+
+
+def group(name: str, workload_class: int, demand: float, p99_us: float = 100, confidence: float = 0.9):
+    g = profile_pb2.WorkloadGroup(group_id=f"comm:{name}", name=name, matcher=common_pb2.GroupMatcher(comm=name))
+    g.classification.workload_class, g.classification.confidence = workload_class, confidence
+    g.features.demand, g.features.runq_latency.p99_us = demand, p99_us
+    return g
+
+
+def profile(*groups, cpus: int = 2, backends=("native",), cpu_idle: bool = True) -> profile_pb2.WorkloadProfile:
+    p = profile_pb2.WorkloadProfile(groups=groups)
+    p.host.cpu.logical_cpus = cpus
+    p.host.backends.extend(backends)
+    p.host.cgroup.cpu_idle_supported = cpu_idle
+    return p
+
+
+def test_a_latency_group_beside_batch_work_is_protected():
+    goal = goals.infer(profile(group("nginx", LATENCY, 0.2, p99_us=3500), group("ffmpeg", BATCH, 4.0)))
+    assert goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and goal.provider == "rules"
+    assert [m.comm for m in goal.target_groups] == ["nginx"]
+    assert goal.success_metric.name == "runq_latency_p99_us"
+    assert goal.success_metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER
+    (guard,) = goal.guards
+    assert [m.comm for m in guard.metric.groups] == ["ffmpeg"] and guard.ratio_to_baseline == 0.9
+    assert "p99 3500 us for nginx" in goal.rationale and "4.0 CPUs" in goal.rationale
+
+
+def test_contended_batch_alone_asks_for_throughput_and_a_quiet_host_for_nothing():
+    busy = goals.infer(profile(group("make", BATCH, 3.0), group("cc1", BATCH, 1.5)))
+    assert busy.objective == goal_pb2.OBJECTIVE_THROUGHPUT and busy.success_metric.name == "cpu_share"
+    quiet = goals.infer(profile(group("make", BATCH, 1.0)))
+    assert quiet.objective == goal_pb2.OBJECTIVE_UNSPECIFIED and "no contention" in quiet.rationale
+    unsure = goals.infer(profile(group("x", LATENCY, 0.1, confidence=0.3), group("y", BATCH, 4.0)))
+    assert unsure.objective != goal_pb2.OBJECTIVE_TAIL_LATENCY
+
+
+def test_the_intent_names_the_target_and_the_objective():
+    p = profile(group("nginx", LATENCY, 0.2), group("redis", LATENCY, 0.1), group("ffmpeg", BATCH, 4.0))
+    goal = goals.infer(p, intent="lower the p99 of redis")
+    assert [m.comm for m in goal.target_groups] == ["redis"] and goal.intent == "lower the p99 of redis"
+    assert goals.infer(p, intent="more throughput please").objective == goal_pb2.OBJECTIVE_THROUGHPUT
+    makespan = goals.infer(p, intent="finish sooner: makespan")
+    assert makespan.objective == goal_pb2.OBJECTIVE_UNSPECIFIED and "makespan" in makespan.rationale
+
+
+@pytest.mark.parametrize(("backends", "cpu_idle", "expected"), [
+    (("native",), True, ["batch_idle_cgroup", "batch_sched_idle"]),
+    (("native",), False, ["batch_sched_idle"]),
+    (("sched_ext", "native"), True, ["latency_boost", "vtime", "batch_idle_cgroup", "batch_sched_idle"]),
+])
+def test_candidates_fit_the_host_and_pass_the_native_checks(backends, cpu_idle, expected):
+    p = profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0), backends=backends, cpu_idle=cpu_idle)
+    found = synthesis.candidates(goals.infer(p), p)
+    assert [c.artifact.name for c in found.candidates] == expected
+    assert all(c.path == cycle_pb2.SYNTHESIS_PATH_TUNE and c.rationale for c in found.candidates)
+    for c in found.candidates:
+        if c.artifact.WhichOneof("body") == "native":
+            assert [m.comm for m in c.artifact.native.rules[0].match] == ["ffmpeg"]
+            assert native_checks.check(c.artifact.native) == []
+        elif c.artifact.name == "latency_boost":
+            assert c.artifact.parameters["boost_comm"].string_value == "nginx"
+
+
+def test_plan_on_this_host_protects_the_latency_probe(services, workload):
+    cpu_hogs(workload)
+    latency_probe(workload)
+    services.start("observer", "planner")
+    addr = services.addr("planner")
+    wait_registered(addr)
+    plan = call(addr, lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).Plan(planner_pb2.PlanRequest(
+        host_id="testhost")))
+    assert plan.goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY, plan.goal.rationale
+    assert "cyclictest" in {m.comm for m in plan.goal.target_groups}
+    chosen = plan.candidates.candidates[plan.candidates.chosen]
+    assert chosen.artifact.native.rules[0].match[0].comm == "stress-ng-cpu", chosen
+    assert len(plan.cycle_id) == 32
+
+
+@pytest.mark.parametrize(("request_", "code", "words"), [
+    (planner_pb2.PlanRequest(host_id="nosuchhost"), grpc.StatusCode.NOT_FOUND, "'nosuchhost' is not registered"),
+    (planner_pb2.PlanRequest(), grpc.StatusCode.INVALID_ARGUMENT, "host_id is required"),
+    (planner_pb2.PlanRequest(host_id="testhost", provider="oracle"), grpc.StatusCode.INVALID_ARGUMENT,
+     "goal provider 'oracle' is not available"),
+], ids=["unknown host", "no host", "unknown provider"])
+def test_bad_plan_requests_get_a_clear_error(services, request_, code, words):
+    services.start("planner")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        call(services.addr("planner"), lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).Plan(request_))
+    assert caught.value.code() == code and words in caught.value.details(), caught.value.details()
+
+
+def wait_registered(addr: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not call(addr, lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).ListHosts(
+            planner_pb2.ListHostsRequest())).hosts:
+        time.sleep(0.5)
+
+
+def test_tune_runs_a_whole_cycle_and_keeps_what_helps(services, workload):
+    cpu_hogs(workload)
+    latency_probe(workload)
+    services.start("observer", "verifier", "executor", "planner")
+    wait_registered(services.addr("planner"))
+
+    async def tune() -> list[cycle_pb2.CycleEvent]:
+        async with rpc.channel(services.addr("planner")) as channel:
+            stub = planner_pb2_grpc.PlannerServiceStub(channel)
+            return [e async for e in stub.Tune(planner_pb2.TuneRequest(host_id="testhost"))]
+
+    events = asyncio.run(tune())
+    stages = [e.stage for e in events]
+    assert stages[0] == cycle_pb2.CYCLE_STAGE_OBSERVE and stages[-1] == cycle_pb2.CYCLE_STAGE_RESULT
+    for stage in (cycle_pb2.CYCLE_STAGE_GOAL, cycle_pb2.CYCLE_STAGE_CANDIDATES, cycle_pb2.CYCLE_STAGE_VERIFY,
+                  cycle_pb2.CYCLE_STAGE_DEPLOY, cycle_pb2.CYCLE_STAGE_MEASURE):
+        assert stage in stages, [e.message for e in events]
+    result = events[-1]
+    assert result.status == common_pb2.STAGE_STATUS_SUCCEEDED and " kept: " in result.message, result.message
+    success = result.deployment.metrics[0]
+    assert success.metric.name == "runq_latency_p99_us" and success.improvement >= 0.2, success
+    assert len({e.cycle_id for e in events}) == 1 and len({e.trace_id for e in events}) == 1 and events[0].trace_id
