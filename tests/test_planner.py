@@ -14,8 +14,11 @@ from schedcp.v1 import (
     common_pb2,
     cycle_pb2,
     goal_pb2,
+    learner_pb2,
+    learner_pb2_grpc,
     planner_pb2,
     planner_pb2_grpc,
+    policy_pb2,
     profile_pb2,
 )
 from services.planner import goals, synthesis
@@ -126,7 +129,7 @@ def wait_registered(addr: str, timeout_s: float = 20) -> None:
 def test_tune_runs_a_whole_cycle_and_keeps_what_helps(services, workload):
     cpu_hogs(workload)
     latency_probe(workload)
-    services.start("observer", "verifier", "executor", "planner")
+    services.start("observer", "verifier", "executor", "learner", "planner")
     wait_registered(services.addr("planner"))
 
     async def tune() -> list[cycle_pb2.CycleEvent]:
@@ -142,6 +145,34 @@ def test_tune_runs_a_whole_cycle_and_keeps_what_helps(services, workload):
         assert stage in stages, [e.message for e in events]
     result = events[-1]
     assert result.status == common_pb2.STAGE_STATUS_SUCCEEDED and " kept: " in result.message, result.message
+    kept = result.deployment.deployment.policy_name
     success = result.deployment.metrics[0]
     assert success.metric.name == "runq_latency_p99_us" and success.improvement >= 0.2, success
     assert len({e.cycle_id for e in events}) == 1 and len({e.trace_id for e in events}) == 1 and events[0].trace_id
+
+    # The executor's Outcome reached the learner: the next plan for this workload reuses the
+    # policy that was kept, ahead of the library order.
+    def history(ch):
+        return learner_pb2_grpc.LearnerServiceStub(ch).History(learner_pb2.LearnerHistoryRequest(policy_name=kept))
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not call(services.addr("learner"), history).outcomes:
+        time.sleep(0.5)
+    plan = call(services.addr("planner"), lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).Plan(
+        planner_pb2.PlanRequest(host_id="testhost")))
+    first = plan.candidates.candidates[0]
+    assert (first.artifact.name, first.path) == (kept, cycle_pb2.SYNTHESIS_PATH_REUSE), plan.candidates
+    assert "similar outcome" in first.rationale
+
+
+def test_the_learner_ranks_library_candidates():
+    p = profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0))
+    found = synthesis.candidates(goals.infer(p), p)
+    search = learner_pb2.SearchPoliciesResponse(
+        matches=[learner_pb2.PolicyMatch(policy=policy_pb2.PolicyRecord(metadata=policy_pb2.PolicyMetadata(
+            name="batch_sched_idle")), expected_improvement=0.9, confidence=0.7, reason="3 similar outcome(s)")],
+        avoid=[learner_pb2.AntiPattern(policy_name="batch_idle_cgroup", reason="made things worse")])
+    ranked = synthesis.rank(found, search)
+    assert [(c.artifact.name, c.path) for c in ranked.candidates] == [
+        ("batch_sched_idle", cycle_pb2.SYNTHESIS_PATH_REUSE)]
+    assert ranked.candidates[0].expected_improvement == 0.9

@@ -31,7 +31,7 @@ from schedcp.v1 import (
     verifier_pb2,
     verifier_pb2_grpc,
 )
-from services.planner import goals, synthesis
+from services.planner import goals
 from services.planner.planning import Planner
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Cycle:
                                    f"nothing to do: {goal.rationale}")
             return
         yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SUCCEEDED, goal.rationale, goal=goal)
-        found = synthesis.candidates(goal, profile)
+        found = await self._planner.candidates(goal, profile)
         names = ", ".join(c.artifact.name for c in found.candidates) or "none"
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED, f"candidates: {names}",
                                candidates=found)

@@ -1,6 +1,6 @@
 """Candidates for a goal from the policy library, with parameters for this host (the `tune`
-path; reusing proven repository policies and generating code come first and last in the
-cheapest-first order and build on this).
+path), ranked by what the learner knows (`rank`: a policy with good outcomes on similar
+workloads goes first as `reuse`; one that was ejected or made things worse is dropped).
 
 Latency goals on a host without sched_ext get the native batch demotions, in the order they
 measured on this project's test host (PLATFORM.md: cyclictest p99 608 us -> 72 us with the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from schedcp import native_policies, policies
 from schedcp.policies import PolicyMetadata
-from schedcp.v1 import common_pb2, cycle_pb2, goal_pb2, policy_pb2, profile_pb2
+from schedcp.v1 import common_pb2, cycle_pb2, goal_pb2, learner_pb2, policy_pb2, profile_pb2
 
 # (policy, expected improvement of the success metric, confidence), best first.
 NATIVE_LATENCY = (("batch_idle_cgroup", 0.88, 0.8), ("batch_sched_idle", 0.86, 0.8))
@@ -63,3 +63,23 @@ def _native(meta: PolicyMetadata, batch: list[common_pb2.GroupMatcher], improvem
     return cycle_pb2.Candidate(artifact=artifact, path=cycle_pb2.SYNTHESIS_PATH_TUNE,
                                expected_improvement=improvement, confidence=confidence,
                                rationale=f"{meta.name}: {meta.description}")
+
+
+def rank(found: cycle_pb2.CandidateList, search: learner_pb2.SearchPoliciesResponse) -> cycle_pb2.CandidateList:
+    """Put the learner's matches first (path REUSE, its expected improvement and confidence)
+    and drop its anti-patterns; the rest keep their order."""
+    avoid = {a.policy_name: a.reason for a in search.avoid}
+    matches = {m.policy.metadata.name: m for m in search.matches}
+    kept = [c for c in found.candidates if c.artifact.name not in avoid]
+    reused = []
+    for name in [m.policy.metadata.name for m in search.matches]:
+        candidate = next((c for c in kept if c.artifact.name == name), None)
+        if candidate is None:
+            continue
+        match = matches[name]
+        candidate.path = cycle_pb2.SYNTHESIS_PATH_REUSE
+        candidate.expected_improvement, candidate.confidence = match.expected_improvement, match.confidence
+        candidate.rationale = f"{name}: {match.reason}"
+        reused.append(candidate)
+    rest = [c for c in kept if c not in reused]
+    return cycle_pb2.CandidateList(candidates=[*reused, *rest], chosen=0)
