@@ -164,6 +164,17 @@ class Settings(BaseSettings):
         default=1, ge=1, le=64,
         description="Sandbox micro-VMs the verifier runs at once; further requests queue.",
     )
+    goal_provider: Literal["rules", "openai"] = Field(
+        default="rules", description="How the planner infers goals: deterministic rules, or an LLM."
+    )
+    llm_model: str = Field(default="gpt-4o-mini", min_length=1, description="Model name sent to the LLM endpoint.")
+    llm_timeout_s: float = Field(default=20.0, gt=0, le=300, description="Deadline of one LLM call.")
+    llm_max_retries: int = Field(default=2, ge=0, le=10, description="Retries of a failed LLM call (timeouts, 5xx).")
+    llm_token_budget: int = Field(
+        default=20000, ge=0, description="Most tokens (input + output) the LLM may use in one decision cycle."
+    )
+    llm_usd_per_mtok_input: float = Field(default=0.15, ge=0, description="Price per million input tokens.")
+    llm_usd_per_mtok_output: float = Field(default=0.60, ge=0, description="Price per million output tokens.")
     trusted_verifier_keys: Annotated[str, AfterValidator(_check_trust_keys)] = Field(
         default="",
         description="Ed25519 public keys (hex, comma separated) whose verdicts are trusted; empty: the key "

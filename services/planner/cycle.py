@@ -31,7 +31,7 @@ from schedcp.v1 import (
     verifier_pb2,
     verifier_pb2_grpc,
 )
-from services.planner import goals
+from services.planner.llm import Usage
 from services.planner.planning import Planner
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ class Cycle:
         profile = await self._planner.observe(host.observer_addr)
         yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_SUCCEEDED,
                                f"{len(profile.groups)} groups", profile=profile)
-        goal = goals.infer(profile, request.intent)
+        usage = Usage()
+        goal = await self._planner.goal(profile, request.intent, request.provider, usage)
+        cycle.usage = usage
         if goal.objective == goal_pb2.OBJECTIVE_UNSPECIFIED:
             yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SKIPPED, goal.rationale, goal=goal)
             yield await cycle.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_SKIPPED,
@@ -132,10 +134,12 @@ class _CycleEvents:
         self.cycle_id = cycle_id
         self._host_id = host_id
         self._bus = bus
+        self.usage = Usage()
 
     async def emit(self, stage: int, status: int, message: str, **detail) -> cycle_pb2.CycleEvent:
         event = cycle_pb2.CycleEvent(cycle_id=self.cycle_id, host_id=self._host_id, stage=stage, status=status,
-                                     message=message, trace_id=telemetry.current_trace_id(), **detail)
+                                     message=message, trace_id=telemetry.current_trace_id(),
+                                     llm_usage=self.usage.message(), **detail)
         event.at.GetCurrentTime()
         log.info("cycle %s on %s: %s %s: %s", self.cycle_id[:8], self._host_id,
                  C.CycleStage.Name(stage).removeprefix("CYCLE_STAGE_").lower(),

@@ -37,16 +37,17 @@ def infer(profile: profile_pb2.WorkloadProfile, intent: str = "") -> goal_pb2.Op
     elif named:
         batch = named
     if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_TAIL_LATENCY) and latency and batch:
-        return _protect_latency(latency, batch, intent)
+        return protect_latency(latency, batch, intent)
     if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_THROUGHPUT) and batch \
             and _contended(profile, batch):
-        return _throughput(batch, profile, intent)
+        return throughput(batch, profile, intent)
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_UNSPECIFIED, provider="rules", intent=intent, confidence=1.0,
         rationale=_nothing_to_do(profile, latency, batch, objective))
 
 
-def _protect_latency(latency: list, batch: list, intent: str) -> goal_pb2.OptimizationGoal:
+def protect_latency(latency: list, batch: list, intent: str) -> goal_pb2.OptimizationGoal:
+    """Protect the latency groups' p99 run-queue wait from the batch groups, guarding their CPU."""
     worst = max(latency, key=lambda g: g.features.runq_latency.p99_us)
     cpus = sum(g.features.demand for g in batch)
     goal = goal_pb2.OptimizationGoal(
@@ -62,7 +63,8 @@ def _protect_latency(latency: list, batch: list, intent: str) -> goal_pb2.Optimi
     return goal
 
 
-def _throughput(batch: list, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
+def throughput(batch: list, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
+    """More CPU work per second for the batch groups."""
     demand = sum(g.features.demand for g in batch)
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_THROUGHPUT, target_groups=[g.matcher for g in batch],

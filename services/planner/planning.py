@@ -9,6 +9,7 @@ import uuid
 import grpc
 
 from schedcp import rpc
+from schedcp.config import Settings
 from schedcp.errors import InvalidArgument
 from schedcp.v1 import (
     cycle_pb2,
@@ -23,25 +24,36 @@ from schedcp.v1 import (
 )
 from services.planner import goals, synthesis
 from services.planner.hosts import HostDirectory
+from services.planner.llm import OpenAIGoals, Usage
 
 log = logging.getLogger(__name__)
 OBSERVE_WINDOW_S = 2.0
-PROVIDERS = ("rules",)
+PROVIDERS = ("rules", "openai")
 
 
 class Planner:
-    def __init__(self, hosts: HostDirectory, rpc_timeout_s: float, learner_addr: str) -> None:
+    def __init__(self, hosts: HostDirectory, settings: Settings) -> None:
         self._hosts = hosts
-        self._rpc_timeout_s = rpc_timeout_s
-        self._learner_addr = learner_addr
+        self._settings = settings
+        self._rpc_timeout_s = settings.rpc_timeout_s
+        self._learner_addr = settings.learner_addr
+        self._openai = OpenAIGoals(settings)
 
     async def plan(self, request: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
         self.check_provider(request.provider)
         host = await self.host(request.host_id)
         profile = await self.observe(host.observer_addr)
-        goal = goals.infer(profile, request.intent)
+        usage = Usage()
+        goal = await self.goal(profile, request.intent, request.provider, usage)
         return planner_pb2.PlanResponse(cycle_id=uuid.uuid4().hex, goal=goal,
-                                        candidates=await self.candidates(goal, profile))
+                                        candidates=await self.candidates(goal, profile), llm_usage=usage.message())
+
+    async def goal(self, profile: profile_pb2.WorkloadProfile, intent: str, provider: str,
+                   usage: Usage) -> goal_pb2.OptimizationGoal:
+        """The goal from the requested provider (the configured one when empty)."""
+        if (provider or self._settings.goal_provider) == "openai":
+            return await self._openai.infer(profile, intent, usage)
+        return goals.infer(profile, intent)
 
     async def candidates(self, goal: goal_pb2.OptimizationGoal,
                          profile: profile_pb2.WorkloadProfile) -> cycle_pb2.CandidateList:

@@ -28,6 +28,6 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:
     hosts = HostDirectory(ctx.bus)
-    planner = Planner(hosts, ctx.settings.rpc_timeout_s, ctx.settings.learner_addr)
+    planner = Planner(hosts, ctx.settings)
     cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr)
     return [GrpcService.of(PlannerServicer(hosts, planner, cycle), planner_pb2, planner_pb2_grpc)]

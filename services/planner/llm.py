@@ -1,0 +1,171 @@
+"""The `openai` goal provider: any OpenAI-compatible endpoint (the client's own OPENAI_BASE_URL
+and OPENAI_API_KEY; SCHEDCP_LLM_MODEL).
+
+The model gets the profile's groups (ids, classes, numbers) and the intent, and answers with a
+structured GoalProposal (JSON schema, validated by pydantic). A reply that does not parse or
+validate, or names groups the profile does not have, is sent back once with the error; then,
+or on a timeout, a transport error or a spent token budget, the rules provider decides and the
+goal says why (`provider` is "rules", the rationale names the failure). Every call is a span
+with the GenAI attributes (model, tokens, estimated cost); prompts are not recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import openai
+from opentelemetry.trace import SpanKind
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schedcp import telemetry
+from schedcp.config import Settings
+from schedcp.v1 import cycle_pb2, goal_pb2, profile_pb2
+from services.planner import goals
+
+log = logging.getLogger(__name__)
+REPAIR_ROUNDS = 1
+SYSTEM = ("You are the goal-inference agent of schedcp, a Linux CPU scheduling control plane. From a host's "
+          "workload groups, decide what to optimise: protect the tail latency of latency-sensitive groups from "
+          "batch groups (tail_latency), raise batch throughput (throughput), or nothing (none). Use only the "
+          "group ids given. Answer with JSON only.")
+
+
+class GoalProposal(BaseModel):
+    """What the model must answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    objective: Literal["tail_latency", "throughput", "none"]
+    target_group_ids: list[str] = Field(max_length=16, description="groups to protect (tail_latency) or speed up")
+    batch_group_ids: list[str] = Field(max_length=16, description="groups competing with the targets")
+    rationale: str = Field(min_length=1, max_length=2000)
+    confidence: float = Field(ge=0, le=1)
+
+
+@dataclass
+class Usage:
+    """LLM use in one decision cycle."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def message(self) -> cycle_pb2.LlmUsage:
+        return cycle_pb2.LlmUsage(calls=self.calls, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                                  cost_usd=self.cost_usd)
+
+
+class OpenAIGoals:
+    def __init__(self, settings: Settings, base_url: str | None = None, api_key: str | None = None) -> None:
+        self._settings = settings
+        self._base_url = base_url
+        self._api_key = api_key
+
+    async def infer(self, profile: profile_pb2.WorkloadProfile, intent: str, usage: Usage) -> goal_pb2.OptimizationGoal:
+        try:
+            client = openai.AsyncOpenAI(base_url=self._base_url, api_key=self._api_key,
+                                        timeout=self._settings.llm_timeout_s,
+                                        max_retries=self._settings.llm_max_retries)
+        except openai.OpenAIError as exc:
+            return _fallback(profile, intent, f"the openai provider is not configured ({exc})")
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt(profile, intent)}]
+        problem = ""
+        for _ in range(1 + REPAIR_ROUNDS):
+            if usage.tokens >= self._settings.llm_token_budget:
+                return _fallback(profile, intent, f"the cycle's LLM token budget ({self._settings.llm_token_budget}) "
+                                                  f"is spent{': ' + problem if problem else ''}")
+            try:
+                reply = await self._call(client, messages, usage)
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                return _fallback(profile, intent, f"the LLM call failed: {type(exc).__name__}: {exc}")
+            except openai.APIStatusError as exc:
+                return _fallback(profile, intent, f"the LLM endpoint answered {exc.status_code}")
+            try:
+                return to_goal(GoalProposal.model_validate_json(reply), profile, intent)
+            except (ValidationError, ValueError) as exc:
+                problem = f"invalid reply ({_short(exc)})"
+                log.info("LLM goal reply rejected: %s", problem)
+                messages += [{"role": "assistant", "content": reply},
+                             {"role": "user", "content": f"That reply is invalid: {_short(exc)}. Answer again with "
+                                                         "JSON that matches the schema, using only the given ids."}]
+        return _fallback(profile, intent, problem)
+
+    async def _call(self, client: openai.AsyncOpenAI, messages: list[dict], usage: Usage) -> str:
+        model = self._settings.llm_model
+        with telemetry.tracer().start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes={
+                "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": model}) as span:
+            started = time.monotonic()
+            response = await client.chat.completions.create(
+                model=model, messages=messages, temperature=0,
+                response_format={"type": "json_schema", "json_schema": {
+                    "name": "goal_proposal", "strict": True, "schema": GoalProposal.model_json_schema()}})
+            tokens_in = response.usage.prompt_tokens if response.usage else 0
+            tokens_out = response.usage.completion_tokens if response.usage else 0
+            cost = (tokens_in * self._settings.llm_usd_per_mtok_input
+                    + tokens_out * self._settings.llm_usd_per_mtok_output) / 1e6
+            usage.calls += 1
+            usage.input_tokens += tokens_in
+            usage.output_tokens += tokens_out
+            usage.cost_usd += cost
+            span.set_attributes({"gen_ai.response.model": response.model or model,
+                                 "gen_ai.usage.input_tokens": tokens_in, "gen_ai.usage.output_tokens": tokens_out,
+                                 "schedcp.llm.latency_ms": 1000 * (time.monotonic() - started),
+                                 "schedcp.llm.cost_usd": cost})
+            return response.choices[0].message.content or ""
+
+
+def prompt(profile: profile_pb2.WorkloadProfile, intent: str) -> str:
+    groups = [{"id": g.group_id, "name": g.name, "class": _class_name(g),
+               "confidence": round(g.classification.confidence, 2), "cpus_wanted": round(g.features.demand, 2),
+               "wakeups_per_s": round(g.features.wakeups_per_s),
+               "runq_wait_p99_us": round(g.features.runq_latency.p99_us)} for g in profile.groups]
+    return json.dumps({"host_cpus": profile.host.cpu.logical_cpus, "groups": groups,
+                       "operator_intent": intent or None})
+
+
+def _class_name(group: profile_pb2.WorkloadGroup) -> str:
+    return profile_pb2.WorkloadClass.Name(group.classification.workload_class).removeprefix("WORKLOAD_CLASS_").lower()
+
+
+def to_goal(proposal: GoalProposal, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
+    """The proposal as a goal built like the rules provider builds one; ValueError for ids the
+    profile does not have."""
+    by_id = {g.group_id: g for g in profile.groups}
+    unknown = [i for i in [*proposal.target_group_ids, *proposal.batch_group_ids] if i not in by_id]
+    if unknown:
+        raise ValueError(f"unknown group ids {unknown}; known: {sorted(by_id)}")
+    targets = [by_id[i] for i in proposal.target_group_ids]
+    batch = [by_id[i] for i in proposal.batch_group_ids]
+    if proposal.objective == "tail_latency" and targets and batch:
+        goal = goals.protect_latency(targets, batch, intent)
+    elif proposal.objective == "throughput" and targets:
+        goal = goals.throughput(targets, profile, intent)
+    elif proposal.objective == "none":
+        goal = goal_pb2.OptimizationGoal(objective=goal_pb2.OBJECTIVE_UNSPECIFIED, intent=intent)
+    else:
+        raise ValueError(f"objective {proposal.objective} needs target (and, for tail_latency, batch) group ids")
+    goal.provider, goal.confidence, goal.rationale = "openai", proposal.confidence, proposal.rationale
+    return goal
+
+
+def _fallback(profile: profile_pb2.WorkloadProfile, intent: str, why: str) -> goal_pb2.OptimizationGoal:
+    log.warning("openai goal provider: %s; the rules provider decides", why)
+    goal = goals.infer(profile, intent)
+    goal.rationale = f"{goal.rationale} (rules provider: the openai provider was not used: {why})"
+    return goal
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc']) or 'reply'}: {first['msg']}"
+    return str(exc)[:300]
