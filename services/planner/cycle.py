@@ -4,8 +4,11 @@ executor runs the canary) -> result.
 
 Candidates are tried best first: one the verifier rejects is skipped for the next; the first
 one deployed ends the cycle, kept or rolled back by its canary (the executor publishes the
-Outcome the learner learns from). A goal with no objective, or no candidate, ends the cycle
-with the reason. The whole cycle is one trace: the Tune span is the parent of every call.
+Outcome the learner learns from). When no library policy passes on a sched_ext host and the
+openai provider is in use, the LLM writes a scheduler (generate.py), verified and repaired
+from the verifier's findings for a few rounds. A goal with no objective, or no candidate, ends
+the cycle with the reason. The whole cycle is one trace: the Tune span is the parent of every
+call.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
+import grpc
 from google.protobuf import duration_pb2
 
 from schedcp import rpc, telemetry, topology
@@ -27,10 +31,12 @@ from schedcp.v1 import (
     goal_pb2,
     host_pb2,
     planner_pb2,
+    policy_pb2,
     verdict_pb2,
     verifier_pb2,
     verifier_pb2_grpc,
 )
+from services.planner.generate import Generator
 from services.planner.llm import Usage
 from services.planner.planning import Planner
 
@@ -70,30 +76,51 @@ class Cycle:
         for candidate in found.candidates[:MAX_CANDIDATES_TRIED]:
             yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_STARTED,
                                    f"verifying {candidate.artifact.name}")
-            verdict = await self._verify(candidate, host)
+            verdict = await self._verify(candidate.artifact, host)
             status = common_pb2.STAGE_STATUS_SUCCEEDED if verdict.claims.approved else common_pb2.STAGE_STATUS_FAILED
             yield await cycle.emit(C.CYCLE_STAGE_VERIFY, status, verdict.summary, verdict=verdict)
-            if not verdict.claims.approved:
-                continue
-            last = None
-            async for event in self._deploy(host, verdict, goal, profile, cycle.cycle_id):
-                last = event
-                yield await cycle.emit(_stage_of(event), common_pb2.STAGE_STATUS_RUNNING, event.message,
-                                       deployment=event)
-            yield await cycle.emit(C.CYCLE_STAGE_RESULT, *_result(candidate.artifact.name, last), deployment=last)
-            return
+            if verdict.claims.approved:
+                async for event in self._deploy_and_report(cycle, host, verdict, goal, profile):
+                    yield event
+                return
+        if self._planner.provider_of(request.provider) == "openai" and "sched_ext" in host.facts.backends:
+            yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_RUNNING,
+                                   "no library policy passed: the LLM writes one (verified, repaired from findings)")
+            generator = Generator(self._planner.llm, lambda artifact: self._verify(artifact, host))
+            generation = await generator.generate(goal, profile, usage)
+            for number, summary in enumerate(generation.rounds, 1):
+                yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_RUNNING,
+                                       f"generated program, round {number}: {summary}")
+            if generation.verdict is not None:
+                async for event in self._deploy_and_report(cycle, host, generation.verdict, goal, profile):
+                    yield event
+                return
         yield await cycle.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_FAILED,
                                "no candidate could be verified and deployed on this host")
 
-    async def _verify(self, candidate: C.Candidate, host: host_pb2.HostRegistration) -> verdict_pb2.Verdict:
+    async def _deploy_and_report(self, cycle: _CycleEvents, host: host_pb2.HostRegistration,
+                                 verdict: verdict_pb2.Verdict, goal: goal_pb2.OptimizationGoal, profile):
+        name = verdict.artifact.name
+        last = None
+        async for event in self._deploy(host, verdict, goal, profile, cycle.cycle_id):
+            last = event
+            yield await cycle.emit(_stage_of(event), common_pb2.STAGE_STATUS_RUNNING, event.message, deployment=event)
+        yield await cycle.emit(C.CYCLE_STAGE_RESULT, *_result(name, last), deployment=last)
+
+    async def _verify(self, artifact: policy_pb2.PolicyArtifact,
+                      host: host_pb2.HostRegistration) -> verdict_pb2.Verdict:
         facts = host.facts
         target = verdict_pb2.TargetKernel(release=facts.kernel_release, btf_sha256=facts.btf_sha256, arch=facts.arch)
-        request = verifier_pb2.VerifyRequest(artifact=candidate.artifact, target=target)
-        async with rpc.channel(self._verifier_addr) as channel:
-            verdict = None
-            async for progress in verifier_pb2_grpc.VerifierServiceStub(channel).Verify(request):
-                if progress.HasField("verdict"):
-                    verdict = progress.verdict
+        request = verifier_pb2.VerifyRequest(artifact=artifact, target=target)
+        verdict = verdict_pb2.Verdict(summary="the verifier ended without a verdict")
+        try:
+            async with rpc.channel(self._verifier_addr) as channel:
+                async for progress in verifier_pb2_grpc.VerifierServiceStub(channel).Verify(request):
+                    if progress.HasField("verdict"):
+                        verdict = progress.verdict
+        except grpc.aio.AioRpcError as exc:
+            # Not a verdict (e.g. no sandbox kernel for this host): this candidate cannot be used.
+            return verdict_pb2.Verdict(summary=f"not verified: {exc.details()} ({exc.code().name})")
         return verdict
 
     async def _deploy(self, host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,

@@ -64,42 +64,37 @@ class Usage:
                                   cost_usd=self.cost_usd)
 
 
-class OpenAIGoals:
+class LlmUnavailable(Exception):
+    """The LLM gave no answer: not configured, timed out, unreachable, an error status, or the
+    cycle's token budget is spent. The message says which."""
+
+
+class LlmClient:
+    """Chat completions with a JSON-schema answer, each call a GenAI span, usage counted."""
+
     def __init__(self, settings: Settings, base_url: str | None = None, api_key: str | None = None) -> None:
         self._settings = settings
         self._base_url = base_url
         self._api_key = api_key
 
-    async def infer(self, profile: profile_pb2.WorkloadProfile, intent: str, usage: Usage) -> goal_pb2.OptimizationGoal:
+    async def complete(self, messages: list[dict], schema: type[BaseModel], usage: Usage) -> str:
+        budget = self._settings.llm_token_budget
+        if usage.tokens >= budget:
+            raise LlmUnavailable(f"the cycle's LLM token budget ({budget}) is spent")
         try:
             client = openai.AsyncOpenAI(base_url=self._base_url, api_key=self._api_key,
                                         timeout=self._settings.llm_timeout_s,
                                         max_retries=self._settings.llm_max_retries)
+            return await self._call(client, messages, schema, usage)
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise LlmUnavailable(f"the LLM call failed: {type(exc).__name__}: {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise LlmUnavailable(f"the LLM endpoint answered {exc.status_code}") from exc
         except openai.OpenAIError as exc:
-            return _fallback(profile, intent, f"the openai provider is not configured ({exc})")
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt(profile, intent)}]
-        problem = ""
-        for _ in range(1 + REPAIR_ROUNDS):
-            if usage.tokens >= self._settings.llm_token_budget:
-                return _fallback(profile, intent, f"the cycle's LLM token budget ({self._settings.llm_token_budget}) "
-                                                  f"is spent{': ' + problem if problem else ''}")
-            try:
-                reply = await self._call(client, messages, usage)
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                return _fallback(profile, intent, f"the LLM call failed: {type(exc).__name__}: {exc}")
-            except openai.APIStatusError as exc:
-                return _fallback(profile, intent, f"the LLM endpoint answered {exc.status_code}")
-            try:
-                return to_goal(GoalProposal.model_validate_json(reply), profile, intent)
-            except (ValidationError, ValueError) as exc:
-                problem = f"invalid reply ({_short(exc)})"
-                log.info("LLM goal reply rejected: %s", problem)
-                messages += [{"role": "assistant", "content": reply},
-                             {"role": "user", "content": f"That reply is invalid: {_short(exc)}. Answer again with "
-                                                         "JSON that matches the schema, using only the given ids."}]
-        return _fallback(profile, intent, problem)
+            raise LlmUnavailable(f"the openai provider is not configured ({exc})") from exc
 
-    async def _call(self, client: openai.AsyncOpenAI, messages: list[dict], usage: Usage) -> str:
+    async def _call(self, client: openai.AsyncOpenAI, messages: list[dict], schema: type[BaseModel],
+                    usage: Usage) -> str:
         model = self._settings.llm_model
         with telemetry.tracer().start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes={
                 "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": model}) as span:
@@ -107,7 +102,7 @@ class OpenAIGoals:
             response = await client.chat.completions.create(
                 model=model, messages=messages, temperature=0,
                 response_format={"type": "json_schema", "json_schema": {
-                    "name": "goal_proposal", "strict": True, "schema": GoalProposal.model_json_schema()}})
+                    "name": schema.__name__.lower(), "strict": True, "schema": schema.model_json_schema()}})
             tokens_in = response.usage.prompt_tokens if response.usage else 0
             tokens_out = response.usage.completion_tokens if response.usage else 0
             cost = (tokens_in * self._settings.llm_usd_per_mtok_input
@@ -121,6 +116,29 @@ class OpenAIGoals:
                                  "schedcp.llm.latency_ms": 1000 * (time.monotonic() - started),
                                  "schedcp.llm.cost_usd": cost})
             return response.choices[0].message.content or ""
+
+
+class OpenAIGoals:
+    def __init__(self, settings: Settings, base_url: str | None = None, api_key: str | None = None) -> None:
+        self._llm = LlmClient(settings, base_url, api_key)
+
+    async def infer(self, profile: profile_pb2.WorkloadProfile, intent: str, usage: Usage) -> goal_pb2.OptimizationGoal:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt(profile, intent)}]
+        problem = ""
+        for _ in range(1 + REPAIR_ROUNDS):
+            try:
+                reply = await self._llm.complete(messages, GoalProposal, usage)
+            except LlmUnavailable as exc:
+                return _fallback(profile, intent, f"{exc}{': ' + problem if problem else ''}")
+            try:
+                return to_goal(GoalProposal.model_validate_json(reply), profile, intent)
+            except (ValidationError, ValueError) as exc:
+                problem = f"invalid reply ({short_error(exc)})"
+                log.info("LLM goal reply rejected: %s", problem)
+                retry = (f"That reply is invalid: {short_error(exc)}. Answer again with JSON that matches the "
+                         "schema, using only the given ids.")
+                messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": retry}]
+        return _fallback(profile, intent, problem)
 
 
 def prompt(profile: profile_pb2.WorkloadProfile, intent: str) -> str:
@@ -164,7 +182,7 @@ def _fallback(profile: profile_pb2.WorkloadProfile, intent: str, why: str) -> go
     return goal
 
 
-def _short(exc: Exception) -> str:
+def short_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         return f"{'.'.join(str(p) for p in first['loc']) or 'reply'}: {first['msg']}"

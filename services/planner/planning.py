@@ -24,7 +24,7 @@ from schedcp.v1 import (
 )
 from services.planner import goals, synthesis
 from services.planner.hosts import HostDirectory
-from services.planner.llm import OpenAIGoals, Usage
+from services.planner.llm import LlmClient, OpenAIGoals, Usage
 
 log = logging.getLogger(__name__)
 OBSERVE_WINDOW_S = 2.0
@@ -37,6 +37,7 @@ class Planner:
         self._settings = settings
         self._rpc_timeout_s = settings.rpc_timeout_s
         self._learner_addr = settings.learner_addr
+        self.llm = LlmClient(settings)
         self._openai = OpenAIGoals(settings)
 
     async def plan(self, request: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
@@ -51,9 +52,12 @@ class Planner:
     async def goal(self, profile: profile_pb2.WorkloadProfile, intent: str, provider: str,
                    usage: Usage) -> goal_pb2.OptimizationGoal:
         """The goal from the requested provider (the configured one when empty)."""
-        if (provider or self._settings.goal_provider) == "openai":
+        if self.provider_of(provider) == "openai":
             return await self._openai.infer(profile, intent, usage)
         return goals.infer(profile, intent)
+
+    def provider_of(self, requested: str) -> str:
+        return requested or self._settings.goal_provider
 
     async def candidates(self, goal: goal_pb2.OptimizationGoal,
                          profile: profile_pb2.WorkloadProfile) -> cycle_pb2.CandidateList:
