@@ -164,6 +164,12 @@ class Settings(BaseSettings):
         default=1, ge=1, le=64,
         description="Sandbox micro-VMs the verifier runs at once; further requests queue.",
     )
+    planner_auto: bool = Field(
+        default=False, description="The planner tunes a host on its own when its workload changes (profile drift)."
+    )
+    planner_min_interval_s: float = Field(
+        default=600.0, ge=0, description="Least time between two automatic tunings of one host."
+    )
     goal_provider: Literal["rules", "openai"] = Field(
         default="rules", description="How the planner infers goals: deterministic rules, or an LLM."
     )

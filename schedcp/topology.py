@@ -91,7 +91,11 @@ VERDICTS_BUCKET = BucketSpec("schedcp_verdicts", "Signed verdicts by artifact di
                              ttl_s=30 * DAY)
 # Every outcome the learner applied, by outcome id: `create` is atomic, so an id is applied once.
 OUTCOMES_BUCKET = BucketSpec("schedcp_outcomes", "Applied deployment outcomes by outcome id.")
-KV_BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, POLICIES_BUCKET, VERDICTS_BUCKET, OUTCOMES_BUCKET)
+# Per host: when the planner last tuned it on its own and what the workload looked like then;
+# replicas claim a host here (compare-and-set) so that one of them tunes it.
+PLANNER_BUCKET = BucketSpec("schedcp_planner", "Planner auto-tuning state by host.")
+KV_BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, POLICIES_BUCKET, VERDICTS_BUCKET, OUTCOMES_BUCKET,
+                                      PLANNER_BUCKET)
 
 ARTIFACTS_STORE = BucketSpec("schedcp_artifacts", "Policy sources and compiled objects by digest.")
 OBJECT_STORES: tuple[BucketSpec, ...] = (ARTIFACTS_STORE,)

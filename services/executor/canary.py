@@ -18,6 +18,7 @@ LATENCY = {"runq_latency_p50_us": "p50_us", "runq_latency_p90_us": "p90_us", "ru
            "runq_latency_p999_us": "p999_us", "runq_latency_max_us": "max_us"}
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s"}
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
+FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
 
 
 def check_spec(spec: deployment_pb2.CanarySpec) -> None:
@@ -44,8 +45,17 @@ def metrics_of(spec: deployment_pb2.CanarySpec) -> list[common_pb2.MetricSpec]:
     return found + [g.metric for g in spec.guards]
 
 
-async def measure(observer_addr: str, spec: deployment_pb2.CanarySpec, window_s: float) -> dict[str, float]:
-    """Every metric of the spec over one window: {key(metric): value}."""
+@dataclass
+class Window:
+    """A measurement window: every metric of the spec, and the CPU share (0..1 of the host) that
+    processes outside the measured groups used meanwhile."""
+
+    values: dict[str, float]
+    foreign_cpu_share: float
+
+
+async def measure(observer_addr: str, spec: deployment_pb2.CanarySpec, window_s: float) -> Window:
+    """Every metric of the spec over one window: values by key(metric)."""
     metrics = metrics_of(spec)
     groups, seen = [], set()
     for metric in metrics:
@@ -58,8 +68,15 @@ async def measure(observer_addr: str, spec: deployment_pb2.CanarySpec, window_s:
     async with rpc.channel(observer_addr, default_timeout_s=window_s + 30) as channel:
         response = await observer_pb2_grpc.ObserverServiceStub(channel).Measure(request)
     by_matcher = {g.matcher.SerializeToString(deterministic=True): g for g in response.groups}
-    return {key(m): value_of(m, [by_matcher[g.SerializeToString(deterministic=True)] for g in m.groups])
-            for m in metrics}
+    values = {key(m): value_of(m, [by_matcher[g.SerializeToString(deterministic=True)] for g in m.groups])
+              for m in metrics}
+    return Window(values, response.foreign_cpu_share)
+
+
+def disturbed(baseline: Window, observed: Window) -> bool:
+    """Other processes used notably more CPU during the canary than during the baseline: the
+    comparison would judge them, not the policy (a demoted batch yields to anything)."""
+    return observed.foreign_cpu_share - baseline.foreign_cpu_share > FOREIGN_LOAD_TOLERANCE
 
 
 def key(metric: common_pb2.MetricSpec) -> str:

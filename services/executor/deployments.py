@@ -220,7 +220,7 @@ class Executor:
                    deployment: deployment_pb2.Deployment) -> AsyncIterator[deployment_pb2.DeploymentEvent]:
         spec = request.canary
         measured = bool(canary.metrics_of(spec))
-        baseline: dict[str, float] = {}
+        baseline = canary.Window({}, 0.0)
         if measured:
             deployment.state = S.DEPLOYMENT_STATE_BASELINE
             yield await self._event(deployment, f"measuring the baseline for {_seconds(spec.baseline_window):g} s")
@@ -266,7 +266,12 @@ class Executor:
         yield await self._event(deployment, f"canary: measuring for {_seconds(spec.canary_window):g} s")
         try:
             observed = await canary.measure(self._settings.observer_addr, spec, _seconds(spec.canary_window))
-        except Exception as exc:
+            if canary.disturbed(baseline, observed):
+                yield await self._event(deployment, f"other processes used {100 * observed.foreign_cpu_share:.0f} % "
+                                                    f"of the CPU during the canary (baseline "
+                                                    f"{100 * baseline.foreign_cpu_share:.0f} %): measuring again")
+                observed = await canary.measure(self._settings.observer_addr, spec, _seconds(spec.canary_window))
+        except Exception as exc:  # an unjudged policy does not stay
             await self._revert()
             deployment.state, deployment.reason = S.DEPLOYMENT_STATE_FAILED, f"canary not measured: {exc}"
             yield await self._event(deployment, deployment.reason)
@@ -276,7 +281,7 @@ class Executor:
             # Ejected during the canary: the measurement was of the fair class, not the policy.
             yield await self._ejected(deployment, request, self._scx.last_exit)
             return
-        verdict = canary.judge(spec, baseline, observed)
+        verdict = canary.judge(spec, baseline.values, observed.values)
         metrics = ([verdict.success] if verdict.success else []) + verdict.guards
         if verdict.keep or spec.report_only:
             deployment.state = S.DEPLOYMENT_STATE_KEPT

@@ -7,6 +7,7 @@ from schedcp.v1 import planner_pb2, planner_pb2_grpc
 from services.planner.cycle import Cycle
 from services.planner.hosts import HostDirectory
 from services.planner.planning import Planner
+from services.planner.triggers import DriftWatcher
 
 
 class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
@@ -30,4 +31,12 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     hosts = HostDirectory(ctx.bus)
     planner = Planner(hosts, ctx.settings)
     cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr)
+    if ctx.settings.planner_auto:
+        async def tune_host(host_id: str) -> None:
+            async for _ in cycle.tune(planner_pb2.TuneRequest(host_id=host_id)):
+                pass  # the events are published on schedcp.cycle.<host>
+
+        await DriftWatcher(ctx.bus, tune_host, ctx.settings.planner_min_interval_s).start()
+    ctx.details["auto"] = (f"on, at most every {ctx.settings.planner_min_interval_s:g} s per host"
+                           if ctx.settings.planner_auto else "off")
     return [GrpcService.of(PlannerServicer(hosts, planner, cycle), planner_pb2, planner_pb2_grpc)]
