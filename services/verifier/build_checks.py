@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sandbox.build import Kernel, Toolchain, require_tool
 from schedcp.v1 import verdict_pb2
-from services.verifier.static_analysis import ALLOWED_HELPERS, ALLOWED_KFUNCS
+from services.verifier.static_analysis import ALLOWED_HELPERS, ALLOWED_KFUNCS, finding
 
 ERROR = verdict_pb2.SEVERITY_ERROR
 POLICY_HEADERS = ("common.bpf.h", "vtime.bpf.h")
@@ -42,13 +42,13 @@ def source_findings(candidate: Path, kernel: Kernel, toolchain: Toolchain) -> li
     if result.returncode != 0:
         missing = re.findall(r"fatal error: '([^']+)' file not found", result.stderr)
         what = f"header {missing[0]!r} was not found" if missing else "the preprocessor failed"
-        return [_finding("SCX002", 0, f"{what}; only the allowed headers can be included")]
-    findings = [_finding("SCX002", 0, f"{path} is included but is not an allowed header",
+        return [finding("SCX002", ERROR, 0, f"{what}; only the allowed headers can be included")]
+    findings = [finding("SCX002", ERROR, 0, f"{path} is included but is not an allowed header",
                          "include only common.bpf.h, vtime.bpf.h, vmlinux.h and libbpf's bpf/*.h")
                 for path in _foreign(_dependencies(deps_file), candidate, kernel, toolchain)]
     for line, text in _own_lines(result.stdout, candidate):
         if _ASM.search(text):
-            findings.append(_finding("SCX014", line, "inline assembly is not allowed",
+            findings.append(finding("SCX014", ERROR, line, "inline assembly is not allowed",
                                      "write the scheduler in C; assembly escapes every check"))
     return findings
 
@@ -60,10 +60,10 @@ def object_findings(obj: Path, toolchain: Toolchain) -> list[verdict_pb2.Finding
     names = helper_names(toolchain.libbpf() / "include")
     findings = []
     for number in sorted(_helper_calls(obj) - allowed_ids):
-        findings.append(_finding("SCX004", 0, f"the compiled program calls helper #{number} "
+        findings.append(finding("SCX004", ERROR, 0, f"the compiled program calls helper #{number} "
                                  f"({names.get(number, 'unknown')}), which is not on the allow-list"))
     for symbol in sorted(_imports(obj) - ALLOWED_KFUNCS):
-        findings.append(_finding("SCX004", 0, f"the compiled program imports {symbol!r}, which is not an allowed "
+        findings.append(finding("SCX004", ERROR, 0, f"the compiled program imports {symbol!r}, which is not an allowed "
                                               "kfunc"))
     return findings
 
@@ -85,8 +85,7 @@ def _foreign(deps: list[Path], candidate: Path, kernel: Kernel, toolchain: Toolc
     libbpf = (toolchain.libbpf() / "include" / "bpf").resolve()
     policies = toolchain.include_dirs(kernel)[-1].resolve()
     allowed_files = {candidate.resolve(), kernel.vmlinux_h.resolve(), *(policies / h for h in POLICY_HEADERS)}
-    resource = Path(subprocess.run([require_tool("clang"), "-print-resource-dir"], capture_output=True, text=True,
-                                   timeout=TIMEOUT_S).stdout.strip(), "include").resolve()
+    resource = _clang_headers()
     foreign = []
     for dep in deps:
         path = dep.resolve()
@@ -94,6 +93,13 @@ def _foreign(deps: list[Path], candidate: Path, kernel: Kernel, toolchain: Toolc
             continue
         foreign.append(str(dep))
     return foreign
+
+
+@functools.cache
+def _clang_headers() -> Path:
+    """clang's own headers (stddef.h...), allowed like libbpf's; asked once per process."""
+    return Path(subprocess.run([require_tool("clang"), "-print-resource-dir"], capture_output=True, text=True,
+                               timeout=TIMEOUT_S).stdout.strip(), "include").resolve()
 
 
 def _own_lines(preprocessed: str, candidate: Path):
@@ -125,7 +131,3 @@ def _imports(obj: Path) -> set[str]:
         if len(fields) >= 8 and fields[6] == "UND" and fields[7:]:
             names.add(fields[7])
     return names
-
-
-def _finding(rule: str, line: int, message: str, hint: str = "") -> verdict_pb2.Finding:
-    return verdict_pb2.Finding(rule_id=rule, severity=ERROR, line=line, message=message, hint=hint)

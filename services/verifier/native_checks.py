@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from schedcp import matchers, protected
 from schedcp.errors import InvalidArgument
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2
+from services.verifier.static_analysis import finding
 
 MAX_RULES = 32
 MAX_MATCHERS = 32
@@ -113,4 +114,4 @@ def _warning(rule: str, number: int, message: str, hint: str = "") -> verdict_pb
 def _finding(rule: str, severity: int, number: int, message: str, hint: str) -> verdict_pb2.Finding:
     where = f"rule {number}: " if number else ""
     # `line` carries the rule's number (1-based), so tools can point at it like a source line.
-    return verdict_pb2.Finding(rule_id=rule, severity=severity, line=number, message=where + message, hint=hint)
+    return finding(rule, severity, number, where + message, hint)

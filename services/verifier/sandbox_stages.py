@@ -26,6 +26,7 @@ from sandbox.build import Kernel, Toolchain
 from schedcp.errors import DependencyUnavailable
 from schedcp.v1 import common_pb2, verdict_pb2
 from services.verifier.stages import LOG_LIMIT, stage_result, status_of
+from services.verifier.static_analysis import finding
 
 TESTS = ("latency", "fairness", "flood", "forkstorm")
 # Verifier log lines that are bookkeeping rather than the reason for a refusal.
@@ -264,5 +265,5 @@ def _probe(step: runner.StepResult | None, name: str) -> dict | None:
 
 
 def _finding(rule: str, message: str) -> verdict_pb2.Finding:
-    return verdict_pb2.Finding(rule_id=rule, severity=verdict_pb2.SEVERITY_ERROR, message=message)
-
+    """An error of the whole run (no source line)."""
+    return finding(rule, verdict_pb2.SEVERITY_ERROR, 0, message)
