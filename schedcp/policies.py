@@ -15,8 +15,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schedcp.v1 import goal_pb2
+
 LIBRARY = Path(__file__).resolve().parent.parent / "policies"
 _NAME = r"^[a-z][a-z0-9_]{0,47}$"
+GoalWord = Literal["latency", "throughput", "makespan", "fairness"]
+# How a policy's metadata names the objectives it serves.
+GOAL_WORDS: dict[int, GoalWord] = {
+    goal_pb2.OBJECTIVE_TAIL_LATENCY: "latency", goal_pb2.OBJECTIVE_THROUGHPUT: "throughput",
+    goal_pb2.OBJECTIVE_MAKESPAN: "makespan", goal_pb2.OBJECTIVE_FAIRNESS: "fairness"}
 
 
 class Parameter(BaseModel):
@@ -66,7 +73,7 @@ class PolicyMetadata(BaseModel):
     description: str
     algorithm: str
     use_cases: list[str] = Field(min_length=1)
-    goals: list[Literal["latency", "throughput", "makespan", "fairness"]] = Field(min_length=1)
+    goals: list[GoalWord] = Field(min_length=1)
     parameters: list[Parameter] = []
     requires: Requirements
     limitations: list[str] = []

@@ -106,6 +106,11 @@ def outcome(oid: str, policy: str, improvement: float, result=deployment_pb2.OUT
     return o
 
 
+def with_goal(o: deployment_pb2.Outcome, rationale: str) -> deployment_pb2.Outcome:
+    o.goal.objective, o.goal.rationale = o.objective, rationale
+    return o
+
+
 async def publish(url: str, outcomes, raw: list[bytes] = ()) -> None:
     bus = await Bus.connect(url, "test")
     await bus.ensure_topology()
@@ -154,9 +159,10 @@ def test_every_outcome_counts_once_across_a_learner_crash_and_duplicates(service
 
 
 def test_search_ranks_the_winner_first_and_returns_the_ejected_policy_to_avoid(services, nats_server):
-    history = [outcome("w1", "latency_boost", 0.45), outcome("w2", "latency_boost", 0.5),
+    history = [outcome("w1", "latency_boost", 0.45), with_goal(outcome("w2", "latency_boost", 0.5), "w2's goal"),
                outcome("w3", "latency_boost", 0.4),
-               outcome("v1", "vtime", 0.05), outcome("v2", "vtime", -0.02),
+               outcome("v1", "vtime", 0.05),
+               with_goal(outcome("v2", "vtime", -0.02, result=deployment_pb2.OUTCOME_RESULT_ROLLED_BACK), "v2's"),
                outcome("f1", "fifo", 0.0, result=deployment_pb2.OUTCOME_RESULT_EJECTED),
                # The same policy on a very different workload says nothing about this one.
                outcome("x1", "batch", 0.9, signature=(0.0, 0.9, 0.0))]
@@ -170,7 +176,10 @@ def test_search_ranks_the_winner_first_and_returns_the_ejected_policy_to_avoid(s
     found = learner(services.addr("learner"), "SearchPolicies", request)
     names = [m.policy.metadata.name for m in found.matches]
     assert names[0] == "latency_boost" and found.matches[0].expected_improvement == pytest.approx(0.45, abs=0.01)
+    # The goal a kept outcome served comes back for reuse; a rolled-back one's does not.
+    assert found.matches[0].goal.rationale == "w2's goal"
     vtime = next(m for m in found.matches if m.policy.metadata.name == "vtime")
+    assert not vtime.HasField("goal")
     assert 0 < vtime.confidence < found.matches[0].confidence and vtime.expected_improvement < 0.05
     assert "fifo" not in names and [(a.policy_name, a.ejections) for a in found.avoid] == [("fifo", 1)]
     assert "batch" not in names[:2]  # its only outcome is for another workload

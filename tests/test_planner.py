@@ -13,6 +13,8 @@ from schedcp import rpc
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,
+    executor_pb2,
+    executor_pb2_grpc,
     goal_pb2,
     learner_pb2,
     learner_pb2_grpc,
@@ -24,6 +26,7 @@ from schedcp.v1 import (
 from services.planner import goals, synthesis
 from services.verifier import native_checks
 from tests.conftest import cpu_hogs, latency_probe
+from tests.llm_server import reply, scripted_llm
 from tests.test_services import call
 
 LATENCY, BATCH = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE, profile_pb2.WORKLOAD_CLASS_BATCH
@@ -126,43 +129,109 @@ def wait_registered(addr: str, timeout_s: float = 20) -> None:
         time.sleep(0.5)
 
 
-def test_tune_runs_a_whole_cycle_and_keeps_what_helps(services, workload):
+def tune(addr: str, **fields) -> list[cycle_pb2.CycleEvent]:
+    async def run() -> list[cycle_pb2.CycleEvent]:
+        async with rpc.channel(addr) as channel:
+            stub = planner_pb2_grpc.PlannerServiceStub(channel)
+            return [e async for e in stub.Tune(planner_pb2.TuneRequest(host_id="testhost", **fields))]
+    return asyncio.run(run())
+
+
+def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(services, workload):
     cpu_hogs(workload)
     latency_probe(workload)
-    services.start("observer", "verifier", "executor", "learner", "planner")
-    wait_registered(services.addr("planner"))
+    proposal = {"objective": "tail_latency", "target_group_ids": ["comm:cyclictest"],
+                "batch_group_ids": ["comm:stress-ng-cpu"], "rationale": "cyclictest waits behind the hogs",
+                "confidence": 0.9}
+    # One scripted answer: a second LLM call would get HTTP 500 and show in the count.
+    with scripted_llm([reply(proposal, 300, 60)]) as (url, script):
+        services.env.update(OPENAI_BASE_URL=url, OPENAI_API_KEY="test", SCHEDCP_GOAL_PROVIDER="openai")
+        services.start("observer", "verifier", "executor", "learner", "planner")
+        wait_registered(services.addr("planner"))
+        events = tune(services.addr("planner"))
+        stages = [e.stage for e in events]
+        assert stages[0] == cycle_pb2.CYCLE_STAGE_OBSERVE and stages[-1] == cycle_pb2.CYCLE_STAGE_RESULT
+        for stage in (cycle_pb2.CYCLE_STAGE_GOAL, cycle_pb2.CYCLE_STAGE_CANDIDATES, cycle_pb2.CYCLE_STAGE_VERIFY,
+                      cycle_pb2.CYCLE_STAGE_DEPLOY, cycle_pb2.CYCLE_STAGE_MEASURE):
+            assert stage in stages, [e.message for e in events]
+        result = events[-1]
+        assert result.status == common_pb2.STAGE_STATUS_SUCCEEDED and " kept: " in result.message, result.message
+        assert goal_of(events).provider == "openai" and result.llm_usage.calls == 1
+        kept = result.deployment.deployment.policy_name
+        success = result.deployment.metrics[0]
+        assert success.metric.name == "runq_latency_p99_us" and success.improvement >= 0.2, success
+        assert len({e.cycle_id for e in events}) == 1 and len({e.trace_id for e in events}) == 1
+        assert events[0].trace_id
 
-    async def tune() -> list[cycle_pb2.CycleEvent]:
-        async with rpc.channel(services.addr("planner")) as channel:
-            stub = planner_pb2_grpc.PlannerServiceStub(channel)
-            return [e async for e in stub.Tune(planner_pb2.TuneRequest(host_id="testhost"))]
+        # Tuning the tuned host again changes nothing: the same policy is already running.
+        same = tune(services.addr("planner"), provider="rules")
+        assert same[-1].status == common_pb2.STAGE_STATUS_SKIPPED, [e.message for e in same]
+        assert f"{kept} is already running" in same[-1].message
+        wait_for_outcome(services.addr("learner"), kept)
+        # Back to the default scheduling: the same workload as before, which the learner now
+        # knows. The next cycle reuses the kept goal and policy and never calls the LLM.
+        call(services.addr("executor"), lambda ch: executor_pb2_grpc.ExecutorServiceStub(ch).Rollback(
+            executor_pb2.RollbackRequest(reason="test: the workload returns")))
+        time.sleep(2)
+        again = tune(services.addr("planner"))
+        assert len(script.requests) == 1 and again[-1].llm_usage.calls == 0, [e.message for e in again]
+    goal = goal_of(again)
+    assert goal.provider == "learner" and goal.rationale.startswith(f"reused: {kept} was kept"), goal.rationale
+    candidates = next(e.candidates for e in again if e.stage == cycle_pb2.CYCLE_STAGE_CANDIDATES)
+    first = candidates.candidates[0]
+    assert (first.artifact.name, first.path) == (kept, cycle_pb2.SYNTHESIS_PATH_REUSE), candidates
+    assert cycle_pb2.CYCLE_STAGE_DEPLOY in [e.stage for e in again], [e.message for e in again]
 
-    events = asyncio.run(tune())
-    stages = [e.stage for e in events]
-    assert stages[0] == cycle_pb2.CYCLE_STAGE_OBSERVE and stages[-1] == cycle_pb2.CYCLE_STAGE_RESULT
-    for stage in (cycle_pb2.CYCLE_STAGE_GOAL, cycle_pb2.CYCLE_STAGE_CANDIDATES, cycle_pb2.CYCLE_STAGE_VERIFY,
-                  cycle_pb2.CYCLE_STAGE_DEPLOY, cycle_pb2.CYCLE_STAGE_MEASURE):
-        assert stage in stages, [e.message for e in events]
-    result = events[-1]
-    assert result.status == common_pb2.STAGE_STATUS_SUCCEEDED and " kept: " in result.message, result.message
-    kept = result.deployment.deployment.policy_name
-    success = result.deployment.metrics[0]
-    assert success.metric.name == "runq_latency_p99_us" and success.improvement >= 0.2, success
-    assert len({e.cycle_id for e in events}) == 1 and len({e.trace_id for e in events}) == 1 and events[0].trace_id
 
-    # The executor's Outcome reached the learner: the next plan for this workload reuses the
-    # policy that was kept, ahead of the library order.
+def goal_of(events: list[cycle_pb2.CycleEvent]) -> goal_pb2.OptimizationGoal:
+    return next(e.goal for e in events if e.stage == cycle_pb2.CYCLE_STAGE_GOAL)
+
+
+def wait_for_outcome(learner_addr: str, policy_name: str, timeout_s: float = 20) -> None:
     def history(ch):
-        return learner_pb2_grpc.LearnerServiceStub(ch).History(learner_pb2.LearnerHistoryRequest(policy_name=kept))
+        return learner_pb2_grpc.LearnerServiceStub(ch).History(learner_pb2.LearnerHistoryRequest(
+            policy_name=policy_name))
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not call(services.addr("learner"), history).outcomes:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not call(learner_addr, history).outcomes:
         time.sleep(0.5)
-    plan = call(services.addr("planner"), lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).Plan(
-        planner_pb2.PlanRequest(host_id="testhost")))
-    first = plan.candidates.candidates[0]
-    assert (first.artifact.name, first.path) == (kept, cycle_pb2.SYNTHESIS_PATH_REUSE), plan.candidates
-    assert "similar outcome" in first.rationale
+
+
+def kept_match(policy: str, goal: goal_pb2.OptimizationGoal, similarity: float = 0.95,
+               confidence: float = 0.33, improvement: float = 0.9) -> learner_pb2.SearchPoliciesResponse:
+    record = policy_pb2.PolicyRecord(metadata=policy_pb2.PolicyMetadata(name=policy))
+    return learner_pb2.SearchPoliciesResponse(matches=[learner_pb2.PolicyMatch(
+        policy=record, goal=goal, similarity=similarity, confidence=confidence, expected_improvement=improvement,
+        reason="1 similar outcome(s)")])
+
+
+def test_a_kept_goal_is_reused_only_for_the_same_workload_and_intent():
+    p = profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0))
+    goal = goals.infer(p)
+    reused = synthesis.reused_goal(synthesis.reusable(kept_match("batch_sched_idle", goal), p, ""))
+    assert reused.provider == "learner" and list(reused.target_groups) == list(goal.target_groups)
+    assert reused.rationale.startswith("reused: batch_sched_idle was kept") and goal.rationale in reused.rationale
+    without_batch = profile(group("nginx", LATENCY, 0.2), group("x264", BATCH, 4.0))
+    refused = {
+        "another intent": (kept_match("batch_sched_idle", goal), p, "throughput please"),
+        "a group it guards is gone": (kept_match("batch_sched_idle", goal), without_batch, ""),
+        "a less similar workload": (kept_match("batch_sched_idle", goal, similarity=0.6), p, ""),
+        "too little confidence": (kept_match("batch_sched_idle", goal, confidence=0.1), p, ""),
+        "less than the goal's improvement": (kept_match("batch_sched_idle", goal, improvement=0.1), p, ""),
+        "no recorded goal": (kept_match("batch_sched_idle", goal_pb2.OptimizationGoal()), p, ""),
+    }
+    for why, args in refused.items():
+        assert synthesis.reusable(*args) is None, why
+
+
+def test_a_repository_policy_outside_the_library_joins_the_candidates():
+    p = profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0), backends=("sched_ext", "native"))
+    goal = goals.infer(p)
+    written = policy_pb2.PolicyArtifact(name="gen_boost", kind=policy_pb2.POLICY_KIND_SCHED_EXT)
+    ranked = synthesis.rank(synthesis.candidates(goal, p), kept_match("gen_boost", goal), {"gen_boost": written})
+    first = ranked.candidates[0]
+    assert (first.artifact.name, first.path) == ("gen_boost", cycle_pb2.SYNTHESIS_PATH_REUSE)
+    assert "latency_boost" in [c.artifact.name for c in ranked.candidates[1:]]
 
 
 def test_the_learner_ranks_library_candidates():

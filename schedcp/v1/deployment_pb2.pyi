@@ -121,7 +121,7 @@ class MetricComparison(_message.Message):
     def __init__(self, metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., baseline: _Optional[float] = ..., observed: _Optional[float] = ..., improvement: _Optional[float] = ..., satisfied: _Optional[bool] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("outcome_id", "cycle_id", "deployment_id", "host_id", "host_class", "policy_name", "artifact_digest", "parameters", "signature", "objective", "success", "guards", "result", "reason", "canary_window", "at")
+    __slots__ = ("outcome_id", "cycle_id", "deployment_id", "host_id", "host_class", "policy_name", "artifact_digest", "parameters", "signature", "objective", "success", "guards", "result", "reason", "canary_window", "at", "goal")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +145,7 @@ class Outcome(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     CANARY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
     outcome_id: str
     cycle_id: str
     deployment_id: str
@@ -161,4 +162,5 @@ class Outcome(_message.Message):
     reason: str
     canary_window: _duration_pb2.Duration
     at: _timestamp_pb2.Timestamp
-    def __init__(self, outcome_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., host_id: _Optional[str] = ..., host_class: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ..., objective: _Optional[_Union[_goal_pb2.Objective, str]] = ..., success: _Optional[_Union[MetricComparison, _Mapping]] = ..., guards: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., result: _Optional[_Union[OutcomeResult, str]] = ..., reason: _Optional[str] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    goal: _goal_pb2.OptimizationGoal
+    def __init__(self, outcome_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., host_id: _Optional[str] = ..., host_class: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ..., objective: _Optional[_Union[_goal_pb2.Objective, str]] = ..., success: _Optional[_Union[MetricComparison, _Mapping]] = ..., guards: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., result: _Optional[_Union[OutcomeResult, str]] = ..., reason: _Optional[str] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ...) -> None: ...

@@ -25,18 +25,20 @@ class SearchPoliciesRequest(_message.Message):
     def __init__(self, signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ..., host: _Optional[_Union[_host_pb2.HostFacts, _Mapping]] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class PolicyMatch(_message.Message):
-    __slots__ = ("policy", "expected_improvement", "confidence", "similarity", "reason")
+    __slots__ = ("policy", "expected_improvement", "confidence", "similarity", "reason", "goal")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
     policy: _policy_pb2.PolicyRecord
     expected_improvement: float
     confidence: float
     similarity: float
     reason: str
-    def __init__(self, policy: _Optional[_Union[_policy_pb2.PolicyRecord, _Mapping]] = ..., expected_improvement: _Optional[float] = ..., confidence: _Optional[float] = ..., similarity: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    goal: _goal_pb2.OptimizationGoal
+    def __init__(self, policy: _Optional[_Union[_policy_pb2.PolicyRecord, _Mapping]] = ..., expected_improvement: _Optional[float] = ..., confidence: _Optional[float] = ..., similarity: _Optional[float] = ..., reason: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ...) -> None: ...
 
 class AntiPattern(_message.Message):
     __slots__ = ("policy_name", "parameters_key", "reason", "regressions", "ejections")

@@ -395,7 +395,8 @@ class Executor:
             host_id=deployment.host_id, host_class=host_class(deployment.backend),
             policy_name=deployment.policy_name, artifact_digest=deployment.artifact_digest,
             parameters=request.artifact.parameters, signature=request.signature, objective=request.goal.objective,
-            guards=verdict.guards, result=result, reason=deployment.reason, canary_window=request.canary.canary_window)
+            guards=verdict.guards, result=result, reason=deployment.reason, canary_window=request.canary.canary_window,
+            goal=request.goal)
         if verdict.success is not None:
             outcome.success.CopyFrom(verdict.success)
         outcome.at.GetCurrentTime()

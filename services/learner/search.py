@@ -6,7 +6,8 @@ width SIMILARITY_WIDTH). Expected improvement is the weighted mean of measured i
 confidence grows with the effective number of similar outcomes and shrinks with their spread.
 Ejections and repeated regressions on similar workloads make a policy an anti-pattern: it is
 returned under `avoid`, never among the matches. Policies without outcomes are returned last,
-with zero confidence, when their metadata says they serve the goal.
+with zero confidence, when their metadata says they serve the goal. A match carries the goal
+of its most similar kept outcome, which the planner may reuse for the same workload.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 from collections import defaultdict
 
 from schedcp.errors import InvalidArgument
+from schedcp.policies import GOAL_WORDS
 from schedcp.v1 import deployment_pb2, goal_pb2, host_pb2, learner_pb2, policy_pb2, profile_pb2
 from services.learner.outcomes import OutcomeLedger, parameters_key
 
@@ -22,8 +24,6 @@ R = deployment_pb2
 SIMILARITY_WIDTH = 0.3
 MIN_SIMILARITY = 0.2
 DEFAULT_LIMIT = 5
-_GOALS = {goal_pb2.OBJECTIVE_TAIL_LATENCY: "latency", goal_pb2.OBJECTIVE_THROUGHPUT: "throughput",
-          goal_pb2.OBJECTIVE_MAKESPAN: "makespan", goal_pb2.OBJECTIVE_FAIRNESS: "fairness"}
 
 
 def similarity(a: profile_pb2.WorkloadSignature, b: profile_pb2.WorkloadSignature) -> float:
@@ -49,6 +49,8 @@ class _Votes:
         self.count = 0
         self.ejections = 0
         self.regressions = 0
+        self.goal: goal_pb2.OptimizationGoal | None = None
+        self._goal_similarity = 0.0
 
     def add(self, outcome: deployment_pb2.Outcome, w: float) -> None:
         self.best_similarity = max(self.best_similarity, w)
@@ -57,6 +59,8 @@ class _Votes:
             return
         if outcome.result not in (R.OUTCOME_RESULT_KEPT, R.OUTCOME_RESULT_ROLLED_BACK):
             return
+        if outcome.result == R.OUTCOME_RESULT_KEPT and outcome.HasField("goal") and w > self._goal_similarity:
+            self.goal, self._goal_similarity = outcome.goal, w
         x = outcome.success.improvement
         self.count += 1
         self.regressions += x < 0
@@ -100,12 +104,12 @@ def search(request: learner_pb2.SearchPoliciesRequest, records: list[policy_pb2.
         elif v.count:
             matches.append(learner_pb2.PolicyMatch(
                 policy=by_name[name], expected_improvement=v.mean, confidence=v.confidence,
-                similarity=v.best_similarity,
+                similarity=v.best_similarity, goal=v.goal,
                 reason=f"{v.count} similar outcome(s) with {params or 'default parameters'}: "
                        f"mean improvement {100 * v.mean:+.1f}%"))
     matches.sort(key=lambda m: m.expected_improvement * m.confidence, reverse=True)
     tried = {m.policy.metadata.name for m in matches} | {a.policy_name for a in response.avoid}
-    goal = _GOALS.get(objective)
+    goal = GOAL_WORDS.get(objective)
     for name, record in sorted(by_name.items()):
         serves = goal is None or goal in record.metadata.goals
         if name not in tried and serves:

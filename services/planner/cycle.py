@@ -7,8 +7,10 @@ one deployed ends the cycle, kept or rolled back by its canary (the executor pub
 Outcome the learner learns from). When no library policy passes on a sched_ext host and the
 openai provider is in use, the LLM writes a scheduler (generate.py), verified and repaired
 from the verifier's findings for a few rounds. A goal with no objective, or no candidate, ends
-the cycle with the reason. The whole cycle is one trace: the Tune span is the parent of every
-call.
+the cycle with the reason, and so does a chosen policy that is already running on the host
+(the same verified artifact). A written program that passes is stored in the learner's
+repository, so later cycles can reuse it without the LLM. The whole cycle is one trace: the
+Tune span is the parent of every call.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Cycle:
                 yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_RUNNING,
                                        f"generated program, round {number}: {summary}")
             if generation.verdict is not None:
+                await self._planner.remember(generation.verdict, generation.rationale, goal)
                 async for event in self._deploy_and_report(cycle, host, generation.verdict, goal, profile):
                     yield event
                 return
@@ -101,6 +104,12 @@ class Cycle:
     async def _deploy_and_report(self, cycle: _CycleEvents, host: host_pb2.HostRegistration,
                                  verdict: verdict_pb2.Verdict, goal: goal_pb2.OptimizationGoal, profile):
         name = verdict.artifact.name
+        running = await self._running(host)
+        if running is not None and running.artifact_digest == verdict.artifact.digest:
+            yield await cycle.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_SKIPPED,
+                                   f"{name} is already running on this host (deployment {running.deployment_id}): "
+                                   "nothing to change")
+            return
         last = None
         async for event in self._deploy(host, verdict, goal, profile, cycle.cycle_id):
             last = event
@@ -122,6 +131,17 @@ class Cycle:
             # Not a verdict (e.g. no sandbox kernel for this host): this candidate cannot be used.
             return verdict_pb2.Verdict(summary=f"not verified: {exc.details()} ({exc.code().name})")
         return verdict
+
+    async def _running(self, host: host_pb2.HostRegistration) -> deployment_pb2.Deployment | None:
+        """The deployment in force on the host, if any (None too when the executor cannot say:
+        the Deploy that follows will report why)."""
+        try:
+            async with rpc.channel(host.executor_addr) as channel:
+                status = await executor_pb2_grpc.ExecutorServiceStub(channel).Status(executor_pb2.StatusRequest())
+        except grpc.aio.AioRpcError as exc:
+            log.warning("the executor of %s did not report its status: %s", host.host_id, exc.details())
+            return None
+        return status.current if status.HasField("current") else None
 
     async def _deploy(self, host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,
                       goal: goal_pb2.OptimizationGoal, profile, cycle_id: str):

@@ -48,6 +48,7 @@ class Generation:
 
     verdict: verdict_pb2.Verdict | None = None
     rounds: list[str] = field(default_factory=list)
+    rationale: str = ""
 
 
 Verify = Callable[[policy_pb2.PolicyArtifact], Awaitable[verdict_pb2.Verdict]]
@@ -84,7 +85,7 @@ class Generator:
                 sched_ext=policy_pb2.SchedExtProgram(source=proposal.source)))
             result.rounds.append(verdict.summary)
             if verdict.claims.approved:
-                result.verdict = verdict
+                result.verdict, result.rationale = verdict, proposal.rationale
                 return result
             messages.append({"role": "user", "content": "The verifier rejected it:\n" + findings_text(verdict)
                              + "\nFix these problems and answer again with the whole program."})

@@ -1,5 +1,11 @@
 """Plan: observe a host, infer the goal, list the candidates; nothing verified or deployed.
-(Tune, the full cycle in cycle.py, builds on this.)"""
+(Tune, the full cycle in cycle.py, builds on this.)
+
+Cheapest first: when the learner has a kept outcome for a workload this similar, with the same
+operator intent and every group it named still present, its goal is reused as it was (no goal
+inference, no LLM call) and its policy leads the candidates; otherwise the goal provider
+decides. Repository policies that are not in the library (LLM-written ones the learner has
+good outcomes for) join the candidates with their stored artifact."""
 
 from __future__ import annotations
 
@@ -7,10 +13,14 @@ import logging
 import uuid
 
 import grpc
+from google.protobuf.message import DecodeError
+from nats.errors import Error as NatsError
 
-from schedcp import rpc
+from schedcp import artifacts, rpc
+from schedcp.bus import Bus
 from schedcp.config import Settings
-from schedcp.errors import InvalidArgument
+from schedcp.errors import FailedPrecondition, InvalidArgument, NotFound
+from schedcp.policies import GOAL_WORDS
 from schedcp.v1 import (
     cycle_pb2,
     goal_pb2,
@@ -20,7 +30,9 @@ from schedcp.v1 import (
     observer_pb2,
     observer_pb2_grpc,
     planner_pb2,
+    policy_pb2,
     profile_pb2,
+    verdict_pb2,
 )
 from services.planner import goals, synthesis
 from services.planner.hosts import HostDirectory
@@ -32,8 +44,9 @@ PROVIDERS = ("rules", "openai")
 
 
 class Planner:
-    def __init__(self, hosts: HostDirectory, settings: Settings) -> None:
+    def __init__(self, hosts: HostDirectory, settings: Settings, bus: Bus) -> None:
         self._hosts = hosts
+        self._bus = bus
         self._settings = settings
         self._rpc_timeout_s = settings.rpc_timeout_s
         self._learner_addr = settings.learner_addr
@@ -51,7 +64,12 @@ class Planner:
 
     async def goal(self, profile: profile_pb2.WorkloadProfile, intent: str, provider: str,
                    usage: Usage) -> goal_pb2.OptimizationGoal:
-        """The goal from the requested provider (the configured one when empty)."""
+        """The goal of a kept outcome for this workload when one may be reused; else the
+        requested provider's (the configured one when empty)."""
+        search = await self._search(learner_pb2.SearchPoliciesRequest(signature=profile.signature, host=profile.host))
+        match = synthesis.reusable(search, profile, intent)
+        if match is not None:
+            return synthesis.reused_goal(match)
         if self.provider_of(provider) == "openai":
             return await self._openai.infer(profile, intent, usage)
         return goals.infer(profile, intent)
@@ -64,17 +82,52 @@ class Planner:
         """Library candidates, ranked by the learner's outcomes for similar workloads. Without
         the learner the library order stands (and the log says why)."""
         found = synthesis.candidates(goal, profile)
-        if not found.candidates:
+        search = await self._search(learner_pb2.SearchPoliciesRequest(signature=profile.signature,
+                                                                      host=profile.host, goal=goal))
+        if search is None:
             return found
-        request = learner_pb2.SearchPoliciesRequest(signature=profile.signature, host=profile.host, goal=goal)
+        return synthesis.rank(found, search, await self._stored(search, found))
+
+    async def _search(self, request: learner_pb2.SearchPoliciesRequest) -> learner_pb2.SearchPoliciesResponse | None:
+        """The learner's answer; None (logged) when it cannot be asked."""
+        if not request.signature.values:
+            return None
         try:
             async with rpc.channel(self._learner_addr, self._rpc_timeout_s) as channel:
-                search = await learner_pb2_grpc.LearnerServiceStub(channel).SearchPolicies(request)
+                return await learner_pb2_grpc.LearnerServiceStub(channel).SearchPolicies(request)
         except grpc.aio.AioRpcError as exc:
-            log.warning("the learner could not rank the candidates (%s: %s); using the library order",
+            log.warning("the learner could not be asked (%s: %s): no reuse, library order",
                         exc.code().name, exc.details())
-            return found
-        return synthesis.rank(found, search)
+            return None
+
+    async def _stored(self, search: learner_pb2.SearchPoliciesResponse,
+                      found: cycle_pb2.CandidateList) -> dict[str, policy_pb2.PolicyArtifact]:
+        """Artifacts of matched repository policies with outcomes that the library did not offer."""
+        offered = {c.artifact.name for c in found.candidates}
+        stored = {}
+        for match in search.matches:
+            record = match.policy
+            if match.confidence <= 0 or record.metadata.name in offered or not record.artifact_digest:
+                continue
+            try:
+                stored[record.metadata.name] = await artifacts.fetch(self._bus, record.artifact_digest)
+            except (NotFound, FailedPrecondition, NatsError, DecodeError) as exc:
+                log.warning("repository policy %s is not usable: %s", record.metadata.name, exc)
+        return stored
+
+    async def remember(self, verdict: verdict_pb2.Verdict, rationale: str, goal: goal_pb2.OptimizationGoal) -> None:
+        """Store a verified LLM-written policy in the learner's repository (with the verifier's
+        signed approval), so its outcomes make it reusable. A failure is logged: the cycle goes on."""
+        artifact = verdict.artifact
+        metadata = policy_pb2.PolicyMetadata(name=artifact.name, kind=artifact.kind, description=rationale[:500],
+                                             goals=[GOAL_WORDS[goal.objective]])
+        request = learner_pb2.PutPolicyRequest(artifact=artifact, metadata=metadata, verdict=verdict.signed)
+        try:
+            async with rpc.channel(self._learner_addr, self._rpc_timeout_s) as channel:
+                await learner_pb2_grpc.LearnerServiceStub(channel).PutPolicy(request)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not store %s in the repository (%s: %s)", artifact.name, exc.code().name,
+                        exc.details())
 
     def check_provider(self, provider: str) -> None:
         if provider not in ("", *PROVIDERS):

@@ -29,7 +29,7 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:
     hosts = HostDirectory(ctx.bus)
-    planner = Planner(hosts, ctx.settings)
+    planner = Planner(hosts, ctx.settings, ctx.bus)
     cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr)
     if ctx.settings.planner_auto:
         async def tune_host(host_id: str) -> None:

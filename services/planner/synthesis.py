@@ -1,6 +1,7 @@
 """Candidates for a goal from the policy library, with parameters for this host (the `tune`
 path), ranked by what the learner knows (`rank`: a policy with good outcomes on similar
-workloads goes first as `reuse`; one that was ejected or made things worse is dropped).
+workloads goes first as `reuse`; one that was ejected or made things worse is dropped), and
+the reuse test for a kept outcome's goal (`reusable`).
 
 Latency goals on a host without sched_ext get the native batch demotions, in the order they
 measured on this project's test host (PLATFORM.md: cyclictest p99 608 us -> 72 us with the
@@ -15,6 +16,11 @@ from schedcp import native_policies, policies
 from schedcp.policies import PolicyMetadata
 from schedcp.v1 import common_pb2, cycle_pb2, goal_pb2, learner_pb2, policy_pb2, profile_pb2
 
+# A kept outcome's goal is reused for a workload at least this similar (learner similarity,
+# 1 = identical signature) when the learner's confidence in its policy is at least this (one
+# kept outcome on an identical workload gives ~0.33).
+REUSE_MIN_SIMILARITY = 0.8
+REUSE_MIN_CONFIDENCE = 0.3
 # (policy, expected improvement of the success metric, confidence), best first.
 NATIVE_LATENCY = (("batch_idle_cgroup", 0.88, 0.8), ("batch_sched_idle", 0.86, 0.8))
 SCHED_EXT = {
@@ -65,14 +71,47 @@ def _native(meta: PolicyMetadata, batch: list[common_pb2.GroupMatcher], improvem
                                rationale=f"{meta.name}: {meta.description}")
 
 
-def rank(found: cycle_pb2.CandidateList, search: learner_pb2.SearchPoliciesResponse) -> cycle_pb2.CandidateList:
+def reusable(search: learner_pb2.SearchPoliciesResponse | None, profile: profile_pb2.WorkloadProfile,
+             intent: str) -> learner_pb2.PolicyMatch | None:
+    """The learner's best match whose goal may be reused as it is: kept before on a workload
+    at least REUSE_MIN_SIMILARITY alike, with enough confidence and the improvement its goal
+    asked for, under the same operator intent, and with every group the goal names present in
+    this profile (a goal about groups that are gone would measure nothing)."""
+    present = [g.matcher for g in profile.groups]
+    for match in search.matches if search else ():
+        goal = match.goal
+        if (goal.objective and goal.intent == intent and match.similarity >= REUSE_MIN_SIMILARITY
+                and match.confidence >= REUSE_MIN_CONFIDENCE and match.expected_improvement >= goal.min_improvement
+                and all(m in present for m in _groups_named(goal))):
+            return match
+    return None
+
+
+def reused_goal(match: learner_pb2.PolicyMatch) -> goal_pb2.OptimizationGoal:
+    goal = goal_pb2.OptimizationGoal()
+    goal.CopyFrom(match.goal)
+    goal.provider = "learner"
+    goal.rationale = (f"reused: {match.policy.metadata.name} was kept on a workload this similar "
+                      f"(similarity {match.similarity:.2f}; {match.reason}); the goal then: {goal.rationale}")
+    return goal
+
+
+def _groups_named(goal: goal_pb2.OptimizationGoal) -> list[common_pb2.GroupMatcher]:
+    return [*goal.target_groups, *goal.success_metric.groups, *(m for g in goal.guards for m in g.metric.groups)]
+
+
+def rank(found: cycle_pb2.CandidateList, search: learner_pb2.SearchPoliciesResponse,
+         stored: dict[str, policy_pb2.PolicyArtifact] | None = None) -> cycle_pb2.CandidateList:
     """Put the learner's matches first (path REUSE, its expected improvement and confidence)
-    and drop its anti-patterns; the rest keep their order."""
+    and drop its anti-patterns; the rest keep their order. `stored` holds the artifacts of
+    repository policies the library did not offer (LLM-written ones), by name."""
     avoid = {a.policy_name: a.reason for a in search.avoid}
     matches = {m.policy.metadata.name: m for m in search.matches}
     kept = [c for c in found.candidates if c.artifact.name not in avoid]
+    kept += [cycle_pb2.Candidate(artifact=artifact) for name, artifact in (stored or {}).items() if name not in avoid]
     reused = []
-    for name in [m.policy.metadata.name for m in search.matches]:
+    # Matches without outcomes (confidence 0) are only the library's say-so: not reuse.
+    for name in [m.policy.metadata.name for m in search.matches if m.confidence > 0]:
         candidate = next((c for c in kept if c.artifact.name == name), None)
         if candidate is None:
             continue
