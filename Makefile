@@ -37,6 +37,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.observer_overhead
 	$(PY) -m bench.sched_ext_latency
 	$(PY) -m bench.verifier_stages
+	$(PY) -m bench.planner_fleet
 
 # Build (once; cached in SCHEDCP_CACHE_DIR) the sandbox kernel, libbpf, loader, probes and policies.
 sandbox: $(STAMP)

@@ -8,16 +8,17 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from schedcp.config import Settings, load_settings
+from schedcp.config import Role, Settings, load_settings
 from schedcp.probe import ServiceStatus
 from schedcp.stack import LocalStack, ephemeral_env
 
 
 @contextlib.contextmanager
-def running_stack(**env: str) -> Iterator[tuple[LocalStack, list[ServiceStatus], Settings]]:
+def running_stack(roles: Iterable[Role] = tuple(Role),
+                  **env: str) -> Iterator[tuple[LocalStack, list[ServiceStatus], Settings]]:
     with tempfile.TemporaryDirectory(prefix="schedcp-bench-") as tmp:
         saved = {k: v for k, v in os.environ.items() if k.startswith("SCHEDCP_")}
         os.environ.update({**ephemeral_env(), "SCHEDCP_DATA_DIR": str(Path(tmp)), "SCHEDCP_LOG_LEVEL": "WARNING",
@@ -25,7 +26,7 @@ def running_stack(**env: str) -> Iterator[tuple[LocalStack, list[ServiceStatus],
         try:
             settings = load_settings()
             stack = LocalStack(settings)
-            statuses = asyncio.run(stack.start())
+            statuses = asyncio.run(stack.start(roles=roles))
             try:
                 yield stack, statuses, settings
             finally:

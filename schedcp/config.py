@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     planner_min_interval_s: float = Field(
         default=600.0, ge=0, description="Least time between two automatic tunings of one host."
     )
+    planner_max_cycles: int = Field(
+        default=128, ge=1, le=4096,
+        description="Most automatic cycles one planner runs at once; more wait their turn.",
+    )
     goal_provider: Literal["rules", "openai"] = Field(
         default="rules", description="How the planner infers goals: deterministic rules, or an LLM."
     )

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -132,8 +132,10 @@ class LocalStack:
             env[env_var(name)] = str(value)
         return env
 
-    async def start(self, progress: Callable[[str], None] = lambda _: None) -> list[ServiceStatus]:
-        """Start nats-server and the services and wait until every one is SERVING."""
+    async def start(self, progress: Callable[[str], None] = lambda _: None,
+                    roles: Iterable[Role] = tuple(Role)) -> list[ServiceStatus]:
+        """Start nats-server and the services (all five unless `roles` says which) and wait
+        until every one is SERVING."""
         self._check_can_start()
         host, port = self._nats_endpoint()
         store = self.data_dir / "nats"
@@ -146,11 +148,11 @@ class LocalStack:
             progress(f"nats-server on {host}:{port} (JetStream store {store})")
             await self._wait_for_port(children[0], host, port)
             env = self._child_env()
-            for role in Role:
+            for role in roles:
                 progress(f"{role.value} on {self.settings.addr(role)}")
                 children.append(self._spawn(role.value, [sys.executable, "-m", f"services.{role.value}"], env))
                 self._save(children)
-            return await self._wait_until_serving(children)
+            return await self._wait_until_serving(children, set(roles))
         except BaseException:
             self.stop()
             raise
@@ -167,12 +169,12 @@ class LocalStack:
         raise StartupError(f"{child.name} did not listen on {host}:{port} within {READY_TIMEOUT_S:.0f}s; "
                            f"see {child.log}")
 
-    async def _wait_until_serving(self, children: list[Child]) -> list[ServiceStatus]:
+    async def _wait_until_serving(self, children: list[Child], roles: set[Role]) -> list[ServiceStatus]:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             for child in children:
                 self._fail_if_dead(child)
-            statuses = await probe_all(self.settings, timeout_s=1.0)
+            statuses = [s for s in await probe_all(self.settings, timeout_s=1.0) if Role(s.role) in roles]
             if all(s.serving for s in statuses):
                 return statuses
             if time.monotonic() > deadline:

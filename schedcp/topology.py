@@ -85,6 +85,14 @@ STREAMS: tuple[StreamSpec, ...] = (
                max_age_s=30 * DAY),
 )
 
+# What nats-py accepts as a KV key (it refuses anything else): host ids and outcome ids are keys.
+_KV_KEY = re.compile(r"[-/_=.a-zA-Z0-9]{1,200}")
+
+
+def is_kv_key(key: str) -> bool:
+    return _KV_KEY.fullmatch(key) is not None
+
+
 HOSTS_BUCKET = BucketSpec("schedcp_hosts", "Host registry: each host's addresses and facts.", ttl_s=60.0)
 POLICIES_BUCKET = BucketSpec("schedcp_policies", "Policy records by name, with past versions.", history=64)
 VERDICTS_BUCKET = BucketSpec("schedcp_verdicts", "Signed verdicts by artifact digest and kernel.",

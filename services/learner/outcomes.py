@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -31,8 +30,6 @@ CLUSTER_STEP = 0.25
 # least MIN_PROVEN_IMPROVEMENT and whose lower 1-sigma bound is above zero.
 PROVEN_MIN_COUNT = 3
 MIN_PROVEN_IMPROVEMENT = 0.05
-# What a NATS KV key may be (nats-py refuses anything else): outcome ids are KV keys.
-_KV_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]{1,200}$")
 
 
 def parameters_key(parameters) -> str:
@@ -56,7 +53,7 @@ def validate(outcome: deployment_pb2.Outcome) -> None:
     missing = [name for name in ("outcome_id", "policy_name", "host_id") if not getattr(outcome, name)]
     if missing:
         raise MalformedMessage(f"outcome lacks {', '.join(missing)}")
-    if not _KV_KEY.match(outcome.outcome_id):
+    if not topology.is_kv_key(outcome.outcome_id):
         raise MalformedMessage(f"outcome id {outcome.outcome_id!r} may use only letters, digits and -/_=.")
     if outcome.result == R.OUTCOME_RESULT_UNSPECIFIED:
         raise MalformedMessage(f"outcome {outcome.outcome_id} has no result")

@@ -1,8 +1,16 @@
-"""The policy repository: PolicyRecords in JetStream KV, keyed by policy name."""
+"""The policy repository: PolicyRecords in JetStream KV, keyed by policy name.
+
+Searches read every record, and a planner serving a fleet searches many times a second; the
+whole list is therefore read at most once per LIST_CACHE_S, by one caller while the others
+wait for it (each read of the bucket's keys costs a JetStream consumer, and the server caps
+them: the planner bench hit "maximum consumers limit reached" before this). This learner's own
+writes are seen at once; another replica's within LIST_CACHE_S."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from google.protobuf import timestamp_pb2
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -13,12 +21,17 @@ from schedcp.errors import FailedPrecondition, InvalidArgument, NotFound
 from schedcp.v1 import learner_pb2, policy_pb2, verifier_pb2
 
 log = logging.getLogger(__name__)
+LIST_CACHE_S = 1.0
+
 
 class PolicyRepository:
     """Reads and writes policy records; the newest version of a name is the KV's latest value."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
+        self._listing: list[policy_pb2.PolicyRecord] | None = None
+        self._listed_at = 0.0
+        self._listing_lock = asyncio.Lock()
 
     async def get(self, name: str) -> policy_pb2.PolicyRecord:
         record, _ = await self.latest(name)
@@ -42,11 +55,11 @@ class PolicyRepository:
         kv = await self._bus.kv(topology.POLICIES_BUCKET)
         name, data = artifacts.check_name(record.metadata.name), record.SerializeToString(deterministic=True)
         try:
-            if after_revision:
-                return await kv.update(name, data, last=after_revision)
-            return await kv.create(name, data)
+            revision = await (kv.update(name, data, last=after_revision) if after_revision else kv.create(name, data))
         except KeyWrongLastSequenceError:
             raise FailedPrecondition(f"policy {name!r} changed while this version was being stored; retry") from None
+        self._listing = None
+        return revision
 
     async def put_verified(self, request: learner_pb2.PutPolicyRequest,
                            trusted: list[verifier_pb2.TrustKey]) -> learner_pb2.PutPolicyResponse:
@@ -87,7 +100,11 @@ class PolicyRepository:
         return [_parse(e.value) for e in entries if e.value]
 
     async def list(self, kind: int = policy_pb2.POLICY_KIND_UNSPECIFIED) -> list[policy_pb2.PolicyRecord]:
-        records = [_parse(value) for _, value in await self._bus.kv_entries(topology.POLICIES_BUCKET)]
+        async with self._listing_lock:
+            if self._listing is None or time.monotonic() - self._listed_at > LIST_CACHE_S:
+                entries = await self._bus.kv_entries(topology.POLICIES_BUCKET)
+                self._listing, self._listed_at = [_parse(value) for _, value in entries], time.monotonic()
+            records = self._listing
         return [r for r in records if kind in (policy_pb2.POLICY_KIND_UNSPECIFIED, r.metadata.kind)]
 
 

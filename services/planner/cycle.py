@@ -16,6 +16,7 @@ Tune span is the parent of every call.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -34,6 +35,7 @@ from schedcp.v1 import (
     host_pb2,
     planner_pb2,
     policy_pb2,
+    profile_pb2,
     verdict_pb2,
     verifier_pb2,
     verifier_pb2_grpc,
@@ -45,6 +47,8 @@ from services.planner.planning import Planner
 log = logging.getLogger(__name__)
 C = cycle_pb2
 CANARY_WINDOW_S = 5
+# An automatic cycle starts from the profile that triggered it when it is at most this old.
+PUBLISHED_PROFILE_MAX_AGE_S = 30
 MAX_CANDIDATES_TRIED = 3
 
 
@@ -54,14 +58,20 @@ class Cycle:
         self._bus = bus
         self._verifier_addr = verifier_addr
 
-    async def tune(self, request: planner_pb2.TuneRequest) -> AsyncIterator[cycle_pb2.CycleEvent]:
+    async def tune(self, request: planner_pb2.TuneRequest,
+                   published: profile_pb2.WorkloadProfile | None = None) -> AsyncIterator[cycle_pb2.CycleEvent]:
+        """One cycle; `published` is the profile that triggered an automatic one, used instead of
+        profiling the host again while it is fresh."""
         self._planner.check_provider(request.provider)
         host = await self._planner.host(request.host_id)
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
-        yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_STARTED, "profiling the host")
-        profile = await self._planner.observe(host.observer_addr)
+        if published is not None and _age_s(published) <= PUBLISHED_PROFILE_MAX_AGE_S:
+            profile, how = published, f"the published profile {published.profile_id}"
+        else:
+            yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_STARTED, "profiling the host")
+            profile, how = await self._planner.observe(host.observer_addr), "profiled"
         yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_SUCCEEDED,
-                               f"{len(profile.groups)} groups", profile=profile)
+                               f"{how}: {len(profile.groups)} groups", profile=profile)
         usage = Usage()
         goal = await self._planner.goal(profile, request.intent, request.provider, usage)
         cycle.usage = usage
@@ -150,6 +160,12 @@ class Cycle:
         async with rpc.channel(host.executor_addr) as channel:
             async for event in executor_pb2_grpc.ExecutorServiceStub(channel).Deploy(request):
                 yield event
+
+
+def _age_s(profile: profile_pb2.WorkloadProfile) -> float:
+    """Seconds since the profile's window ended."""
+    end = profile.window_start.ToNanoseconds() + profile.window.ToNanoseconds()
+    return (time.time_ns() - end) / 1e9
 
 
 def canary_for(goal: goal_pb2.OptimizationGoal) -> deployment_pb2.CanarySpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from google.protobuf.message import DecodeError
+from nats.js.errors import KeyNotFoundError
 
 from schedcp import topology
 from schedcp.bus import Bus
@@ -23,22 +24,34 @@ class HostDirectory:
     async def list(self) -> list[host_pb2.HostRegistration]:
         hosts = []
         for key, value in await self._bus.kv_entries(topology.HOSTS_BUCKET):
-            registration = host_pb2.HostRegistration()
-            try:
-                registration.ParseFromString(value)
-            except DecodeError:
-                log.warning("host registry entry %r is not a HostRegistration; skipped", key)
-                continue
-            hosts.append(registration)
+            registration = _parse(key, value)
+            if registration is not None:
+                hosts.append(registration)
         return hosts
 
     async def get(self, host_id: str) -> host_pb2.HostRegistration:
-        """The registration of `host_id`; a clear error naming the known hosts otherwise."""
-        hosts = await self.list()
-        known = ", ".join(sorted(h.host_id for h in hosts)) or "none"
+        """The registration of `host_id` (one KV read: a planner serves thousands of hosts); a
+        clear error naming the known hosts otherwise."""
+        if topology.is_kv_key(host_id):
+            kv = await self._bus.kv(topology.HOSTS_BUCKET)
+            try:
+                entry = await kv.get(host_id)
+            except KeyNotFoundError:
+                entry = None
+            registration = _parse(host_id, entry.value) if entry and entry.value else None
+            if registration is not None:
+                return registration
+        known = ", ".join(sorted(h.host_id for h in await self.list())) or "none"
         if not host_id:
             raise InvalidArgument(f"host_id is required (registered hosts: {known})")
-        for host in hosts:
-            if host.host_id == host_id:
-                return host
         raise NotFound(f"host {host_id!r} is not registered (registered hosts: {known}); is its observer running?")
+
+
+def _parse(key: str, value: bytes) -> host_pb2.HostRegistration | None:
+    registration = host_pb2.HostRegistration()
+    try:
+        registration.ParseFromString(value)
+    except DecodeError:
+        log.warning("host registry entry %r is not a HostRegistration; skipped", key)
+        return None
+    return registration

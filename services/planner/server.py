@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schedcp.service import GrpcService, ServiceContext
-from schedcp.v1 import planner_pb2, planner_pb2_grpc
+from schedcp.v1 import planner_pb2, planner_pb2_grpc, profile_pb2
 from services.planner.cycle import Cycle
 from services.planner.hosts import HostDirectory
 from services.planner.planning import Planner
@@ -32,11 +32,12 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     planner = Planner(hosts, ctx.settings, ctx.bus)
     cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr)
     if ctx.settings.planner_auto:
-        async def tune_host(host_id: str) -> None:
-            async for _ in cycle.tune(planner_pb2.TuneRequest(host_id=host_id)):
+        async def tune_host(profile: profile_pb2.WorkloadProfile) -> None:
+            async for _ in cycle.tune(planner_pb2.TuneRequest(host_id=profile.host.host_id), profile):
                 pass  # the events are published on schedcp.cycle.<host>
 
-        await DriftWatcher(ctx.bus, tune_host, ctx.settings.planner_min_interval_s).start()
+        await DriftWatcher(ctx.bus, tune_host, ctx.settings.planner_min_interval_s,
+                           ctx.settings.planner_max_cycles).start()
     ctx.details["auto"] = (f"on, at most every {ctx.settings.planner_min_interval_s:g} s per host"
                            if ctx.settings.planner_auto else "off")
     return [GrpcService.of(PlannerServicer(hosts, planner, cycle), planner_pb2, planner_pb2_grpc)]

@@ -1,6 +1,8 @@
 """Automatic tuning (SCHEDCP_PLANNER_AUTO): follow every host's profiles and run a Tune when the
 workload drifted since the host was last tuned: another group dominates the CPU, or one of
-the main groups changed class. At most once per SCHEDCP_PLANNER_MIN_INTERVAL_S per host.
+the main groups changed class. At most once per SCHEDCP_PLANNER_MIN_INTERVAL_S per host, and
+at most SCHEDCP_PLANNER_MAX_CYCLES cycles at once (the rest wait). The cycle starts from the
+profile that triggered it.
 
 Replicas share one durable consumer as a queue group, so each profile reaches one of them;
 a host is claimed in the `schedcp_planner` KV bucket by compare-and-set before it is tuned,
@@ -27,7 +29,7 @@ CONSUMER = QUEUE = "planner-auto"
 MAIN_GROUPS = 5
 MIN_CONFIDENCE = 0.5
 
-TuneHost = Callable[[str], Awaitable[None]]
+TuneHost = Callable[[profile_pb2.WorkloadProfile], Awaitable[None]]
 
 
 def workload_state(profile: profile_pb2.WorkloadProfile) -> dict:
@@ -52,10 +54,11 @@ def drifted(before: dict | None, now: dict) -> str:
 
 
 class DriftWatcher:
-    def __init__(self, bus: Bus, tune: TuneHost, min_interval_s: float) -> None:
+    def __init__(self, bus: Bus, tune: TuneHost, min_interval_s: float, max_cycles: int = 128) -> None:
         self._bus = bus
         self._tune = tune
         self._min_interval_s = min_interval_s
+        self._slots = asyncio.Semaphore(max_cycles)
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
@@ -83,12 +86,13 @@ class DriftWatcher:
             return  # another replica claimed this host first
         log.info("auto-tuning %s: %s", host, why)
         # Tune runs beside the consumer: a long cycle must not hold up other hosts' profiles.
-        task = asyncio.create_task(self._run(host), name=f"auto-tune {host}")
+        task = asyncio.create_task(self._run(profile), name=f"auto-tune {host}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, host: str) -> None:
-        try:
-            await self._tune(host)
-        except Exception:
-            log.exception("auto-tuning %s failed", host)
+    async def _run(self, profile: profile_pb2.WorkloadProfile) -> None:
+        async with self._slots:
+            try:
+                await self._tune(profile)
+            except Exception:
+                log.exception("auto-tuning %s failed", profile.host.host_id)
