@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from schedcp import __version__, rpc
+from schedcp import __version__, rpc, tls
 from schedcp.config import ConfigError, Settings, load_settings
 from schedcp.errors import (
     EXIT_CONFIG,
@@ -244,6 +244,19 @@ def _artifact_from_file(path: Path, name: str, params: list[str]) -> policy_pb2.
     return artifact
 
 
+def cmd_certs(settings: Settings, args: argparse.Namespace) -> int:
+    directory = Path(args.dir or settings.tls_dir or settings.data_dir / "tls")
+    written = tls.create_dev_certs(directory, args.host)
+    if args.json:
+        print(json.dumps({"dir": str(directory), "files": [str(p) for p in written]}))
+        return 0
+    out.print(f"A development CA and certificates for {', '.join(tls.IDENTITIES)} in {directory} "
+              f"(keys readable by you only). Use them with:\n  export SCHEDCP_TLS_DIR={directory}\n"
+              "Every service then requires mutual TLS, and the CLI presents the operator certificate.",
+              markup=False, highlight=False)
+    return 0
+
+
 def cmd_version(settings: Settings, args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -292,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a parameter (a `const volatile` global) to verify with; repeatable")
     verify.add_argument("--name", default="", help="policy name recorded in the verdict (default: none)")
     verify.add_argument("--no-cache", action="store_true", help="run the stages even if a verdict is cached")
+    certs = add("certs", cmd_certs, "Make TLS certificates: `schedcp certs init` creates a development CA and a "
+                "certificate for every service and for the CLI (operator), for SCHEDCP_TLS_DIR.")
+    certs.add_argument("action", choices=["init"], help="init: create the CA and the certificates")
+    certs.add_argument("--dir", default="", help="where (default: SCHEDCP_TLS_DIR, else <data dir>/tls)")
+    certs.add_argument("--host", action="append", default=[], metavar="NAME",
+                       help="another DNS name or IP the services are reached by (besides localhost); repeatable")
     add("version", cmd_version, "Print the schedcp version.")
     return parser
 
@@ -300,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        rpc.use_tls(tls.files_for(settings, tls.OPERATOR))
         return args.handler(settings, args)
     except ConfigError as exc:
         err.print(f"schedcp: configuration error: {exc}", markup=False, highlight=False)

@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -195,6 +195,33 @@ class Settings(BaseSettings):
         description="How long an approving verdict stays valid (rejections: one hour).",
     )
 
+    metrics_addr: str = Field(
+        default="",
+        description="Serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 picks one); empty: off. "
+        "`schedcp up` gives each service one.",
+    )
+    tls_dir: str = Field(
+        default="",
+        description="Mutual TLS for gRPC: a directory with ca.pem and <identity>.pem/<identity>-key.pem "
+        "(`schedcp certs init` makes one); empty: no TLS, loopback only.",
+    )
+    tls_cert: str = Field(default="", description="This process's certificate (PEM), instead of SCHEDCP_TLS_DIR.")
+    tls_key: str = Field(default="", description="Its private key (PEM), with SCHEDCP_TLS_CERT.")
+    tls_ca: str = Field(default="", description="The CA that signs every schedcp certificate, with SCHEDCP_TLS_CERT.")
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Settings:
+        explicit = {"SCHEDCP_TLS_CERT": self.tls_cert, "SCHEDCP_TLS_KEY": self.tls_key, "SCHEDCP_TLS_CA": self.tls_ca}
+        missing = [name for name, value in explicit.items() if not value]
+        if len(missing) not in (0, len(explicit)):
+            raise ValueError(f"set SCHEDCP_TLS_CERT, SCHEDCP_TLS_KEY and SCHEDCP_TLS_CA together ({', '.join(missing)} "
+                             "missing), or use SCHEDCP_TLS_DIR")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_dir or self.tls_cert)
+
     def addr(self, role: Role) -> str:
         """The gRPC address of a service."""
         return getattr(self, f"{role.value}_addr")
@@ -268,9 +295,11 @@ def _check_unknown_env() -> None:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    field = str(error["loc"][0]) if error["loc"] else "?"
-    value = error.get("input")
     message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # a rule across settings: its message names them
+        return message
+    field = str(error["loc"][0])
+    value = error.get("input")
     return f"{env_var(field)}={value!r} is invalid: {message}; fix it or unset it for the default"
 
 

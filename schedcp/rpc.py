@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pydantic
+from google.protobuf.message import DecodeError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from schedcp import errors, telemetry
+from schedcp import access, errors, metrics, telemetry, tls
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +75,12 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class RuntimeInterceptor(grpc.aio.ServerInterceptor):
-    """Tracing, default deadlines and error mapping for every handler of a server."""
+    """Tracing, default deadlines, access checks (with TLS: `schedcp.access`) and error mapping
+    for every handler of a server."""
 
-    def __init__(self, default_timeout_s: float) -> None:
+    def __init__(self, default_timeout_s: float, check_access: bool = False) -> None:
         self._default_timeout_s = default_timeout_s
+        self._check_access = check_access
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -85,7 +91,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, headers, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
@@ -97,7 +103,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(method, headers, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
@@ -108,7 +114,8 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, method: str, headers: dict[str, str], behaviour: Callable) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with _served(method, headers, context):
+            async with _served(method, headers, context, self._check_access):
+                _check_decoded(request)
                 timeout = None if context.time_remaining() is not None else self._default_timeout_s
                 async with asyncio.timeout(timeout):
                     return await behaviour(request, context)
@@ -119,20 +126,56 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         # Streams (Tune, Verify, Deploy) legitimately run for minutes: they end when they finish
         # or when the caller cancels or its own deadline passes, never by a server default.
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with _served(method, headers, context):
+            async with _served(method, headers, context, self._check_access):
+                _check_decoded(request)
                 async for response in behaviour(request, context):
                     yield response
 
         return wrapped
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request whose bytes are not the message the method takes."""
+
+    message_type: str
+    error: str
+
+
+def _lenient(deserializer: Callable | None) -> Callable | None:
+    """gRPC answers bytes that do not parse with INTERNAL; this lets the handler answer
+    INVALID_ARGUMENT with what was expected instead."""
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)
+    message_type = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "the request message")
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(message_type, str(exc))
+
+    return deserialize
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidArgument(f"the request is not a valid {request.message_type} ({request.error})")
+
+
 @contextlib.asynccontextmanager
-async def _served(method: str, headers: dict[str, str], context: grpc.aio.ServicerContext):
+async def _served(method: str, headers: dict[str, str], context: grpc.aio.ServicerContext, check_access: bool):
     parent = telemetry.extract(headers)
+    started = time.monotonic()
     with telemetry.tracer().start_as_current_span(
         method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(method)
-    ) as span:
+    ) as span, _counted(method, context, started):
         try:
+            if check_access:
+                identity = tls.peer_identity(context)
+                span.set_attribute("schedcp.peer", identity)
+                access.check(method, identity)
             yield
         except grpc.aio.AbortError:
             _record_status(span, context.code())
@@ -150,6 +193,23 @@ async def _served(method: str, headers: dict[str, str], context: grpc.aio.Servic
             await context.abort(code, message)
         else:
             _record_status(span, context.code())
+
+
+@contextlib.contextmanager
+def _counted(method: str, context: grpc.aio.ServicerContext, started: float):
+    """The call in schedcp_rpc_requests_total (by its final status) and its duration."""
+    code = "CANCELLED"
+    try:
+        yield
+        code = (context.code() or grpc.StatusCode.OK).name
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        code = (context.code() or grpc.StatusCode.UNKNOWN).name
+        raise
+    finally:
+        metrics.RPC_REQUESTS.labels(method, code).inc()
+        metrics.RPC_DURATION.labels(method).observe(time.monotonic() - started)
 
 
 def _record_status(span: trace.Span, code: grpc.StatusCode | None) -> None:
@@ -226,10 +286,29 @@ class _ClientStreaming(grpc.aio.UnaryStreamClientInterceptor, grpc.aio.StreamStr
     intercept_stream_stream = _intercept
 
 
-def channel(target: str, default_timeout_s: float = 30.0, **options: Any) -> grpc.aio.Channel:
-    """An insecure aio channel with schedcp's client interceptors (tracing, default deadline)."""
-    return grpc.aio.insecure_channel(
-        target,
-        interceptors=[_ClientUnary(default_timeout_s), _ClientStreaming()],
-        options=list(options.items()),
-    )
+# This process's client identity (set once at start by the service runtime or the CLI).
+_identity: tls.TlsFiles | None = None
+_PROCESS = object()
+
+
+def use_tls(files: tls.TlsFiles | None) -> None:
+    """Make every channel this process opens present these TLS files (None: plaintext)."""
+    global _identity
+    _identity = files
+
+
+@functools.lru_cache(maxsize=8)
+def _credentials(files: tls.TlsFiles) -> grpc.ChannelCredentials:
+    return tls.channel_credentials(files)
+
+
+def channel(target: str, default_timeout_s: float = 30.0, identity: Any = _PROCESS,
+            **options: Any) -> grpc.aio.Channel:
+    """An aio channel with schedcp's client interceptors (tracing, default deadline), over mutual
+    TLS with this process's identity when TLS is on (`identity` overrides it: TlsFiles or None)."""
+    files = _identity if identity is _PROCESS else identity
+    interceptors = [_ClientUnary(default_timeout_s), _ClientStreaming()]
+    if files is None:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors, options=list(options.items()))
+    return grpc.aio.secure_channel(target, _credentials(files), interceptors=interceptors,
+                                   options=list(options.items()))

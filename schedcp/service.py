@@ -29,12 +29,13 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from schedcp import __version__, topology
+from schedcp import __version__, rpc, tls, topology
 from schedcp.bus import Bus
 from schedcp.config import ConfigError, Role, Settings, addr_env_var, load_settings
 from schedcp.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, DependencyUnavailable, StartupError
 from schedcp.logs import setup_logging
-from schedcp.net import port_free, split_address
+from schedcp.metrics import serve as serve_metrics
+from schedcp.net import is_loopback, port_free, split_address
 from schedcp.rpc import RuntimeInterceptor
 from schedcp.telemetry import setup_tracing
 from schedcp.v1 import info_pb2, info_pb2_grpc
@@ -118,13 +119,20 @@ class _InfoServicer(info_pb2_grpc.InfoServiceServicer):
 Build = Callable[[ServiceContext], Awaitable[list[GrpcService]]]
 
 
-def bind(server: grpc.aio.Server, role: Role, addr: str) -> str:
-    """Listen on `addr`; return the address actually bound (port 0 picks a free port)."""
+def bind(server: grpc.aio.Server, role: Role, addr: str, files: tls.TlsFiles | None) -> str:
+    """Listen on `addr` (over mutual TLS when `files` are given; without, only on loopback);
+    return the address actually bound (port 0 picks a free port)."""
+    host = split_address(addr)[0]
+    if files is None and not is_loopback(host):
+        raise StartupError(
+            f"{addr_env_var(role)}={addr} is not a loopback address, and without TLS schedcp listens on "
+            "loopback only: set SCHEDCP_TLS_DIR (`schedcp certs init` makes one) or listen on 127.0.0.1")
+    credentials = tls.server_credentials(files) if files else None
     port = 0
     # Checked first so the answer is our one line rather than gRPC core's log.
     if port_free(*split_address(addr)):
         with contextlib.suppress(RuntimeError):  # lost a race for the port
-            port = server.add_insecure_port(addr)
+            port = server.add_secure_port(addr, credentials) if credentials else server.add_insecure_port(addr)
     if port == 0:
         raise StartupError(
             f"cannot listen on {addr}: the port is taken or the address is not on this host; "
@@ -135,8 +143,10 @@ def bind(server: grpc.aio.Server, role: Role, addr: str) -> str:
 
 async def serve(role: Role, settings: Settings, build: Build) -> None:
     """Serve until SIGTERM/SIGINT. Raises StartupError/DependencyUnavailable before serving."""
+    files = tls.files_for(settings, role.value)
+    rpc.use_tls(files)
     server = grpc.aio.server(
-        interceptors=[RuntimeInterceptor(settings.rpc_timeout_s)],
+        interceptors=[RuntimeInterceptor(settings.rpc_timeout_s, check_access=files is not None)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -145,19 +155,23 @@ async def serve(role: Role, settings: Settings, build: Build) -> None:
             ("grpc.so_reuseport", 0),
         ],
     )
-    listen_addr = bind(server, role, settings.addr(role))
+    listen_addr = bind(server, role, settings.addr(role), files)
     bus = await Bus.connect(
         settings.nats_url, name=f"schedcp-{role.value}@{settings.host_id}",
         timeout_s=settings.nats_connect_timeout_s, replicas=settings.nats_replicas,
     )
     ctx = ServiceContext(role=role, settings=settings, bus=bus, listen_addr=listen_addr)
+    if settings.metrics_addr:
+        ctx.details["metrics"] = f"http://{serve_metrics(settings.metrics_addr)}/metrics"
     try:
         await bus.ensure_topology()
         services = await build(ctx)
         health_servicer = await _register(server, ctx, services)
         await server.start()
-        log.info("%s %s serving on %s (host %s, NATS %s)", role.value, __version__, listen_addr,
-                 settings.host_id, settings.nats_url)
+        log.info("%s %s serving on %s (host %s, NATS %s); %s", role.value, __version__, listen_addr,
+                 settings.host_id, settings.nats_url,
+                 f"mutual TLS as {role.value!r} (CA {files.ca})" if files else
+                 "TLS off: loopback only, every local caller is trusted (set SCHEDCP_TLS_DIR for more)")
         ctx.spawn(_heartbeat(ctx), "heartbeat")
         await _wait_for_stop_signal()
         log.info("stopping: no new calls, %.0fs for calls in flight", settings.shutdown_grace_s)

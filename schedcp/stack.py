@@ -150,7 +150,10 @@ class LocalStack:
             env = self._child_env()
             for role in roles:
                 progress(f"{role.value} on {self.settings.addr(role)}")
-                children.append(self._spawn(role.value, [sys.executable, "-m", f"services.{role.value}"], env))
+                # Each service its own metrics port (`schedcp status` shows where).
+                metrics = {env_var("metrics_addr"): f"127.0.0.1:{free_port()}"}
+                children.append(self._spawn(role.value, [sys.executable, "-m", f"services.{role.value}"],
+                                            {**env, **metrics}))
                 self._save(children)
             return await self._wait_until_serving(children, set(roles))
         except BaseException:

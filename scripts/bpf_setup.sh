@@ -7,14 +7,15 @@
 #    observer's probes read tracepoint fields only, so headers of another kernel version serve;
 #  - rt-tests (cyclictest) and stress-ng, the workloads the tests and benchmarks run;
 #  - the sched_ext toolchain (sandbox/build.py): qemu, clang/llvm, bpftool, busybox-static,
-#    zstd, and the static libraries the loader links (libelf, zlib, libzstd).
+#    zstd, and the static libraries the loader links (libelf, zlib, libzstd);
+#  - prometheus, which a test runs to scrape every service's metrics.
 # Anything that cannot be had is a warning, not a failure: the observer then runs procfs-only
 # and says why.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 HEADERS="$VENV/share/schedcp/kernel-headers"
-PACKAGES=(python3-bpfcc rt-tests stress-ng qemu-system-x86 clang llvm bpftool busybox-static zstd
+PACKAGES=(python3-bpfcc rt-tests stress-ng qemu-system-x86 clang llvm bpftool busybox-static zstd prometheus
           libelf-dev zlib1g-dev libzstd-dev)
 
 warn() { echo "bpf_setup: $*" >&2; }

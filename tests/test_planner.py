@@ -214,14 +214,15 @@ def test_a_kept_goal_is_reused_only_for_the_same_workload_and_intent():
     without_batch = profile(group("nginx", LATENCY, 0.2), group("x264", BATCH, 4.0))
     refused = {
         "another intent": (kept_match("batch_sched_idle", goal), p, "throughput please"),
-        "a group it guards is gone": (kept_match("batch_sched_idle", goal), without_batch, ""),
-        "a less similar workload": (kept_match("batch_sched_idle", goal, similarity=0.6), p, ""),
-        "too little confidence": (kept_match("batch_sched_idle", goal, confidence=0.1), p, ""),
-        "less than the goal's improvement": (kept_match("batch_sched_idle", goal, improvement=0.1), p, ""),
-        "no recorded goal": (kept_match("batch_sched_idle", goal_pb2.OptimizationGoal()), p, ""),
+        "comm='ffmpeg' is not in this profile": (kept_match("batch_sched_idle", goal), without_batch, ""),
+        "only 0.40 alike": (kept_match("batch_sched_idle", goal, similarity=0.4), p, ""),
+        "confidence 0.10 is too low": (kept_match("batch_sched_idle", goal, confidence=0.1), p, ""),
+        "improved 10%, less than the goal's 20%": (kept_match("batch_sched_idle", goal, improvement=0.1), p, ""),
+        "no kept outcome recorded its goal": (kept_match("batch_sched_idle", goal_pb2.OptimizationGoal()), p, ""),
     }
-    for why, args in refused.items():
-        assert synthesis.reusable(*args) is None, why
+    for why, (search, prof, intent) in refused.items():
+        assert synthesis.reusable(search, prof, intent) is None, why
+        assert why in synthesis.why_not_reused(search.matches[0], prof, intent)
 
 
 def test_a_repository_policy_outside_the_library_joins_the_candidates():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ NATIVE_LIBRARY = [m for m in policies.library() if m.kind == "native"]
 LIBRARY_PARAMS = {"latency_boost": {"boost_comm": "probe-wakeup"}}
 # The shared boot runs ~16 candidates for ~10 s each under TCG: longer than the default limit.
 IN_VM_TIMEOUT = pytest.mark.timeout(900)
+# The whole batch normally takes about two minutes under TCG.
+VM_TIMEOUT_S = 360
 
 
 def case_id(path: Path) -> str:
@@ -66,7 +69,14 @@ def vm_results(toolchain, tmp_path_factory) -> dict[str, list[verdict_pb2.StageR
         results[name], obj = early_stages(source, toolchain, tmp_path_factory.mktemp("c"))
         if obj:
             candidates.append(sandbox_stages.Candidate(name, obj, params, ops_name))
-    for name, outcome in sandbox_stages.run(candidates, toolchain.kernel(), toolchain).items():
+    outcomes = sandbox_stages.run(candidates, toolchain.kernel(), toolchain, timeout_s=VM_TIMEOUT_S)
+    if any("(timeout)" in f.message for o in outcomes.values() for f in o.kernel_verifier.findings):
+        # Once in a full `make test` run (not reproduced in 10 boots alone) the batch's guest
+        # stopped making progress inside one candidate; the batch runs again once, and a second
+        # hang fails the tests. The service boots once per candidate and rejects a hang.
+        warnings.warn("the sandbox VM timed out on the corpus batch; booting it again", stacklevel=1)
+        outcomes = sandbox_stages.run(candidates, toolchain.kernel(), toolchain, timeout_s=VM_TIMEOUT_S)
+    for name, outcome in outcomes.items():
         results[name] += [outcome.kernel_verifier, outcome.dynamic]
     return results
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from schedcp import artifacts, sched_ext, topology, verdicts
+from schedcp import artifacts, metrics, sched_ext, topology, verdicts
 from schedcp.bus import Bus
 from schedcp.config import Settings
 from schedcp.errors import FailedPrecondition, InvalidArgument
@@ -96,6 +96,7 @@ class Executor:
         except (verdicts.UntrustedVerdict, verdicts.VerdictNotApplicable, FailedPrecondition) as exc:
             deployment.state, deployment.reason = S.DEPLOYMENT_STATE_REFUSED, str(exc)
             await self._event(deployment, f"refused: {exc}")
+            _count_ended(deployment)
             raise
         # The deployment runs in a task of its own: a caller that goes away does not leave a
         # policy applied and unjudged; Rollback and shutdown cancel it, and it cleans up.
@@ -120,6 +121,7 @@ class Executor:
                     raise
                 finally:
                     self._running = None
+                    _count_ended(deployment)
         finally:
             events.put_nowait(None)
 
@@ -137,6 +139,7 @@ class Executor:
         async with self._lock:
             rolled = self._current.deployment if self._current else None
             if rolled is not None:
+                metrics.ROLLBACKS.labels("request").inc()
                 await self._revert()
                 rolled.state, rolled.reason = S.DEPLOYMENT_STATE_ROLLED_BACK, reason or "rollback requested"
                 await self._event(rolled, f"rolled back: {rolled.reason}")
@@ -282,14 +285,15 @@ class Executor:
             yield await self._ejected(deployment, request, self._scx.last_exit)
             return
         verdict = canary.judge(spec, baseline.values, observed.values)
-        metrics = ([verdict.success] if verdict.success else []) + verdict.guards
+        comparisons = ([verdict.success] if verdict.success else []) + verdict.guards
         if verdict.keep or spec.report_only:
             deployment.state = S.DEPLOYMENT_STATE_KEPT
             deployment.reason = verdict.reason if verdict.keep else f"kept (report only) although: {verdict.reason}"
         else:
+            metrics.ROLLBACKS.labels("canary").inc()
             await self._revert()
             deployment.state, deployment.reason = S.DEPLOYMENT_STATE_ROLLED_BACK, verdict.reason
-        yield await self._event(deployment, deployment.reason, metrics)
+        yield await self._event(deployment, deployment.reason, comparisons)
         await self._publish_outcome(request, deployment, verdict)
         if deployment.state == S.DEPLOYMENT_STATE_ROLLED_BACK:
             await self._restore_previous()
@@ -355,6 +359,7 @@ class Executor:
         deployment.reason = "ejected by the kernel: " + " / ".join(
             str(record[k]) for k in ("kind_name", "reason", "msg") if record.get(k))
         event = await self._event(deployment, deployment.reason)
+        metrics.ROLLBACKS.labels("ejected").inc()
         await self._publish_outcome(request, deployment, None)
         await self._revert()
         await self._restore_previous()
@@ -405,6 +410,12 @@ class Executor:
                                                      deployment.deployment_id), outcome, msg_id=outcome.outcome_id)
         except Exception as exc:
             log.warning("could not publish the outcome of %s: %s", deployment.deployment_id, exc)
+
+
+def _count_ended(deployment: deployment_pb2.Deployment) -> None:
+    """schedcp_executor_deployments_total by the state the deployment flow ended in."""
+    state = S.DeploymentState.Name(deployment.state).removeprefix("DEPLOYMENT_STATE_").lower()
+    metrics.DEPLOYMENTS.labels(state).inc()
 
 
 def host_class(backend: str) -> str:

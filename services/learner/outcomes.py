@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from schedcp import topology
+from schedcp import metrics, topology
 from schedcp.bus import Bus, Delivery, MalformedMessage
 from schedcp.v1 import common_pb2, deployment_pb2, policy_pb2
 
@@ -125,6 +125,7 @@ class OutcomeLedger:
             # Stored by an earlier attempt whose reply (or our fold) was lost: count what was stored.
             outcome = deployment_pb2.Outcome.FromString((await kv.get(outcome.outcome_id)).value)
         self._fold(outcome)
+        metrics.OUTCOMES.labels(R.OutcomeResult.Name(outcome.result).removeprefix("OUTCOME_RESULT_").lower()).inc()
         return True
 
     def _fold(self, outcome: deployment_pb2.Outcome) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from schedcp import topology
+from schedcp import metrics, topology
 from schedcp.bus import Bus
 from schedcp.v1 import profile_pb2
 from services.observer.profiler import Profiler
@@ -37,10 +38,12 @@ class ProfilePublisher:
                 try:
                     if state is None:
                         state = await loop.run_in_executor(thread, self._sampler.begin)
+                    cpu_before = time.process_time()
                     window, state = await loop.run_in_executor(
                         thread, self._sampler.window, self._interval_s, PROFILE_TICK, None, state)
                     profile = await loop.run_in_executor(thread, self._profiler.build, window,
                                                          profile_pb2.DETAIL_LEVEL_FULL)
+                    metrics.WINDOW_CPU.labels(window.source).observe(time.process_time() - cpu_before)
                 except Exception:  # one bad window (a /proc race, a map read) must not end profiling
                     log.exception("profiling failed; starting afresh in %.1f s", self._interval_s)
                     state = None
@@ -56,5 +59,6 @@ class ProfilePublisher:
             # Not traced: a profile every few seconds is not part of any decision cycle.
             await self._bus.publish(self._subject, profile, msg_id=profile.profile_id, traced=False)
             self.published += 1
+            metrics.PROFILES_PUBLISHED.inc()
         except Exception as exc:  # NATS down or slow: keep profiling, the next one may get through
             log.warning("could not publish profile %s: %s", profile.profile_id, exc)

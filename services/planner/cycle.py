@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import duration_pb2
 
-from schedcp import rpc, telemetry, topology
+from schedcp import metrics, rpc, telemetry, topology
 from schedcp.bus import Bus
 from schedcp.v1 import (
     common_pb2,
@@ -198,12 +198,14 @@ class _CycleEvents:
         self._host_id = host_id
         self._bus = bus
         self.usage = Usage()
+        self._stage, self._stage_started = C.CYCLE_STAGE_UNSPECIFIED, time.monotonic()
 
     async def emit(self, stage: int, status: int, message: str, **detail) -> cycle_pb2.CycleEvent:
         event = cycle_pb2.CycleEvent(cycle_id=self.cycle_id, host_id=self._host_id, stage=stage, status=status,
                                      message=message, trace_id=telemetry.current_trace_id(),
                                      llm_usage=self.usage.message(), **detail)
         event.at.GetCurrentTime()
+        self._time_stages(stage, status)
         log.info("cycle %s on %s: %s %s: %s", self.cycle_id[:8], self._host_id,
                  C.CycleStage.Name(stage).removeprefix("CYCLE_STAGE_").lower(),
                  common_pb2.StageStatus.Name(status).removeprefix("STAGE_STATUS_").lower(), message)
@@ -212,3 +214,18 @@ class _CycleEvents:
         except Exception as exc:  # the caller still gets the event; the stream is best effort
             log.warning("could not publish the cycle event: %s", exc)
         return event
+
+    def _time_stages(self, stage: int, status: int) -> None:
+        """A stage lasts from its first event to the next stage's; the result ends the cycle."""
+        now = time.monotonic()
+        if stage != self._stage:
+            if self._stage != C.CYCLE_STAGE_UNSPECIFIED:
+                metrics.CYCLE_STAGE_DURATION.labels(_name(C.CycleStage, self._stage)).observe(now - self._stage_started)
+            self._stage, self._stage_started = stage, now
+        if stage == C.CYCLE_STAGE_RESULT:
+            metrics.CYCLES.labels(_name(common_pb2.StageStatus, status)).inc()
+
+
+def _name(enum, value: int) -> str:
+    """`CYCLE_STAGE_VERIFY` -> `verify`, `STAGE_STATUS_SUCCEEDED` -> `succeeded`."""
+    return enum.Name(value).split("_", 2)[-1].lower()

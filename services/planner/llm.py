@@ -21,7 +21,7 @@ import openai
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schedcp import telemetry
+from schedcp import metrics, telemetry
 from schedcp.config import Settings
 from schedcp.v1 import cycle_pb2, goal_pb2, profile_pb2
 from services.planner import goals
@@ -85,13 +85,12 @@ class LlmClient:
             client = openai.AsyncOpenAI(base_url=self._base_url, api_key=self._api_key,
                                         timeout=self._settings.llm_timeout_s,
                                         max_retries=self._settings.llm_max_retries)
-            return await self._call(client, messages, schema, usage)
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise LlmUnavailable(f"the LLM call failed: {type(exc).__name__}: {exc}") from exc
-        except openai.APIStatusError as exc:
-            raise LlmUnavailable(f"the LLM endpoint answered {exc.status_code}") from exc
+            reply = await self._call(client, messages, schema, usage)
         except openai.OpenAIError as exc:
-            raise LlmUnavailable(f"the openai provider is not configured ({exc})") from exc
+            metrics.LLM_CALLS.labels("failed").inc()
+            raise LlmUnavailable(_explain(exc)) from exc
+        metrics.LLM_CALLS.labels("ok").inc()
+        return reply
 
     async def _call(self, client: openai.AsyncOpenAI, messages: list[dict], schema: type[BaseModel],
                     usage: Usage) -> str:
@@ -111,11 +110,21 @@ class LlmClient:
             usage.input_tokens += tokens_in
             usage.output_tokens += tokens_out
             usage.cost_usd += cost
+            metrics.LLM_TOKENS.labels("input").inc(tokens_in)
+            metrics.LLM_TOKENS.labels("output").inc(tokens_out)
             span.set_attributes({"gen_ai.response.model": response.model or model,
                                  "gen_ai.usage.input_tokens": tokens_in, "gen_ai.usage.output_tokens": tokens_out,
                                  "schedcp.llm.latency_ms": 1000 * (time.monotonic() - started),
                                  "schedcp.llm.cost_usd": cost})
             return response.choices[0].message.content or ""
+
+
+def _explain(exc: openai.OpenAIError) -> str:
+    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
+        return f"the LLM call failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, openai.APIStatusError):
+        return f"the LLM endpoint answered {exc.status_code}"
+    return f"the openai provider is not configured ({exc})"
 
 
 class OpenAIGoals:

@@ -73,6 +73,10 @@ class Planner:
         match = synthesis.reusable(search, profile, intent)
         if match is not None:
             return synthesis.reused_goal(match)
+        tried = [m for m in search.matches if m.confidence > 0] if search else []
+        if tried:
+            log.info("not reusing %s's goal: %s", tried[0].policy.metadata.name,
+                     synthesis.why_not_reused(tried[0], profile, intent))
         if self.provider_of(provider) == "openai":
             return await self._openai.infer(profile, intent, usage)
         return goals.infer(profile, intent)

@@ -12,15 +12,17 @@ the latency group by name, then vtime. Throughput goals need sched_ext (`batch`)
 
 from __future__ import annotations
 
-from schedcp import native_policies, policies
+from schedcp import matchers, native_policies, policies
 from schedcp.policies import PolicyMetadata
 from schedcp.v1 import common_pb2, cycle_pb2, goal_pb2, learner_pb2, policy_pb2, profile_pb2
 
 # A kept outcome's goal is reused for a workload at least this similar (learner similarity,
 # 1 = identical signature) when the learner's confidence in its policy is at least this (one
-# kept outcome on an identical workload gives ~0.33).
-REUSE_MIN_SIMILARITY = 0.8
-REUSE_MIN_CONFIDENCE = 0.3
+# kept outcome gives 0.33 on an identical workload, 0.2 at similarity 0.5). Kept low because
+# the signature of one real workload moves between runs (a helper process classified latency
+# one time and not the next); the groups the goal names must be present as well.
+REUSE_MIN_SIMILARITY = 0.5
+REUSE_MIN_CONFIDENCE = 0.15
 # (policy, expected improvement of the success metric, confidence), best first.
 NATIVE_LATENCY = (("batch_idle_cgroup", 0.88, 0.8), ("batch_sched_idle", 0.86, 0.8))
 SCHED_EXT = {
@@ -77,14 +79,27 @@ def reusable(search: learner_pb2.SearchPoliciesResponse | None, profile: profile
     at least REUSE_MIN_SIMILARITY alike, with enough confidence and the improvement its goal
     asked for, under the same operator intent, and with every group the goal names present in
     this profile (a goal about groups that are gone would measure nothing)."""
-    present = [g.matcher for g in profile.groups]
     for match in search.matches if search else ():
-        goal = match.goal
-        if (goal.objective and goal.intent == intent and match.similarity >= REUSE_MIN_SIMILARITY
-                and match.confidence >= REUSE_MIN_CONFIDENCE and match.expected_improvement >= goal.min_improvement
-                and all(m in present for m in _groups_named(goal))):
+        if not why_not_reused(match, profile, intent):
             return match
     return None
+
+
+def why_not_reused(match: learner_pb2.PolicyMatch, profile: profile_pb2.WorkloadProfile, intent: str) -> str:
+    """Why `reusable` passes over this match ("" when it does not)."""
+    goal = match.goal
+    present = [g.matcher for g in profile.groups]
+    missing = [matchers.describe(m) for m in _groups_named(goal) if m not in present]
+    checks = (
+        (not goal.objective, "no kept outcome recorded its goal"),
+        (goal.intent != intent, f"it served another intent ({goal.intent!r})"),
+        (match.similarity < REUSE_MIN_SIMILARITY, f"the workload is only {match.similarity:.2f} alike"),
+        (match.confidence < REUSE_MIN_CONFIDENCE, f"confidence {match.confidence:.2f} is too low"),
+        (match.expected_improvement < goal.min_improvement,
+         f"it improved {match.expected_improvement:.0%}, less than the goal's {goal.min_improvement:.0%}"),
+        (bool(missing), f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in this profile"),
+    )
+    return next((why for failed, why in checks if failed), "")
 
 
 def reused_goal(match: learner_pb2.PolicyMatch) -> goal_pb2.OptimizationGoal:

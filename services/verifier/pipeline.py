@@ -23,7 +23,7 @@ from pathlib import Path
 from google.protobuf import duration_pb2
 
 from sandbox.build import BuildError, Kernel, Toolchain, catalogue, find_kernel
-from schedcp import artifacts
+from schedcp import artifacts, metrics
 from schedcp.bus import Bus
 from schedcp.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2
@@ -116,6 +116,7 @@ class Pipeline:
                 yield progress
         verified.digest = artifacts.digest_of(verified)
         verdict = self._sign(verified, kernel, results, request_digest)
+        _count(verdict, results)
         await artifacts.store(self._bus, verified)
         if not _inconclusive(results):
             await self._cache.put(verdict)
@@ -204,6 +205,16 @@ class Pipeline:
         return verdict_pb2.Verdict(signed=signed, claims=claims, stages=[*results, sign_result],
                                    summary=summarise(approved, results), artifact=artifact,
                                    request_digest=request_digest)
+
+
+def _count(verdict: verdict_pb2.Verdict, results: list[verdict_pb2.StageResult]) -> None:
+    """The verdict and its stages in the Prometheus series."""
+    metrics.VERDICTS.labels("approved" if verdict.claims.approved else "rejected").inc()
+    for result in results:
+        stage = verdict_pb2.VerifyStage.Name(result.stage).removeprefix("VERIFY_STAGE_").lower()
+        metrics.VERIFY_STAGE_DURATION.labels(stage).observe(result.duration.ToNanoseconds() / 1e9)
+        if result.status == common_pb2.STAGE_STATUS_FAILED:
+            metrics.REJECTIONS.labels(stage).inc()
 
 
 def normalised(artifact: policy_pb2.PolicyArtifact) -> policy_pb2.PolicyArtifact:
