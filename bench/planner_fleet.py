@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 
 from bench.stack import running_stack
-from schedcp import topology
+from schedcp import nats_auth, topology
 from schedcp.bus import Bus
 from schedcp.config import Role
 from schedcp.v1 import (
@@ -96,9 +96,9 @@ def profile(host_id: str, index: int) -> profile_pb2.WorkloadProfile:
     return p
 
 
-async def run_fleet(nats_url: str, executors_addr: str, n: int, tag: str) -> dict:
+async def run_fleet(nats_url: str, executors_addr: str, n: int, tag: str, **nats_options) -> dict:
     """Register n hosts, publish their profiles at once, wait for every cycle's result."""
-    bus = await Bus.connect(nats_url, f"bench-fleet-{tag}")
+    bus = await Bus.connect(nats_url, f"bench-fleet-{tag}", **nats_options)
     hosts = [f"sim-{tag}-{i:04d}" for i in range(n)]
     results: dict[str, dict] = {}
     published: dict[str, float] = {}
@@ -178,7 +178,8 @@ def main() -> None:
             order = args.sizes if rep % 2 == 0 else list(reversed(args.sizes))
             for n in order:
                 run = asyncio.run(with_executors(
-                    lambda addr, n=n, rep=rep: run_fleet(settings.nats_url, addr, n, f"r{rep}n{n}")))
+                    lambda addr, n=n, rep=rep: run_fleet(settings.nats_url, addr, n, f"r{rep}n{n}",
+                                                         **nats_auth.connect_options(settings))))
                 runs[n].append(run)
                 print(f"rep {rep + 1}: N={n}: {run['decided']}/{n} decided ({run['kept']} kept) in "
                       f"{run['seconds']:.1f} s: {run['decisions_per_s']:.1f}/s, "

@@ -1,6 +1,6 @@
 """The real local stack for a benchmark run: nats-server and the five services, as `schedcp up`
 starts them, on free ports with a private data dir, stopped (and the environment restored)
-afterwards."""
+afterwards. The settings it yields carry the operator's NATS identity."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ def running_stack(roles: Iterable[Role] = tuple(Role),
         os.environ.update({**ephemeral_env(), "SCHEDCP_DATA_DIR": str(Path(tmp)), "SCHEDCP_LOG_LEVEL": "WARNING",
                            **env})
         try:
-            settings = load_settings()
-            stack = LocalStack(settings)
+            stack = LocalStack(load_settings())
             statuses = asyncio.run(stack.start(roles=roles))
+            # The benchmark itself talks to NATS as the operator (the stack has auth on).
+            os.environ.update(stack.operator_env())
             try:
-                yield stack, statuses, settings
+                yield stack, statuses, load_settings()
             finally:
                 stack.stop()
         finally:

@@ -64,28 +64,34 @@ class Bus:
         self._last_error: Exception | None = None
 
     @classmethod
-    async def connect(cls, url: str, name: str, timeout_s: float = 2.0, replicas: int = 1) -> Bus:
+    async def connect(cls, url: str, name: str, timeout_s: float = 2.0, replicas: int = 1, **options) -> Bus:
         """Connect, or raise DependencyUnavailable saying how to fix it. Once connected, the
-        client reconnects forever and logs each disconnect and reconnect."""
+        client reconnects forever and logs each disconnect and reconnect. `options` carry the
+        identity and TLS (`schedcp.nats_auth.connect_options`)."""
         bus = cls(replicas)
         bus._url = url
         try:
             # nats-py retries the first connection as long as later reconnects (forever here),
             # so bound it: a process that cannot reach NATS at start should say so and exit.
-            await asyncio.wait_for(bus._open(url, name, timeout_s), timeout_s + 1)
+            await asyncio.wait_for(bus._open(url, name, timeout_s, options), timeout_s + 1)
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             bus._closing = True
             await bus.nc.close()
             cause = bus._last_error or exc
             reason = str(cause) or type(cause).__name__
+            if "authorization" in reason.lower():
+                raise DependencyUnavailable(
+                    f"NATS at {url} refused this process's credentials ({reason}): check SCHEDCP_NATS_USER and "
+                    "SCHEDCP_NATS_PASSWORD_FILE, or SCHEDCP_NATS_CREDS_FILE") from exc
             raise DependencyUnavailable(
                 f"cannot reach NATS at {url} ({reason}); start a local stack with `schedcp up` "
                 "or point SCHEDCP_NATS_URL at a running nats-server"
             ) from exc
         return bus
 
-    async def _open(self, url: str, name: str, timeout_s: float) -> None:
+    async def _open(self, url: str, name: str, timeout_s: float, options: dict) -> None:
         await self.nc.connect(
+            **options,
             servers=[s.strip() for s in url.split(",")],
             name=name,
             connect_timeout=timeout_s,

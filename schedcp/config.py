@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     nats_replicas: int = Field(
         default=1, ge=1, le=5, description="JetStream replicas of streams and buckets (3 in a cluster)."
     )
+    nats_user: str = Field(default="", description="NATS user (this process's role), with SCHEDCP_NATS_PASSWORD_FILE.")
+    nats_password_file: str = Field(default="", description="File holding the NATS user's password.")
+    nats_creds_file: str = Field(default="", description="NATS credentials file (JWT and nkey seed) instead of a user.")
+    nats_tls_ca: str = Field(default="", description="CA certificate (PEM) for TLS to NATS; empty: plain TCP.")
     observer_addr: Address = Field(default="127.0.0.1:50051", description="Observer gRPC address.")
     planner_addr: Address = Field(default="127.0.0.1:50052", description="Planner gRPC address.")
     executor_addr: Address = Field(default="127.0.0.1:50053", description="Executor gRPC address.")
@@ -216,6 +220,12 @@ class Settings(BaseSettings):
         if len(missing) not in (0, len(explicit)):
             raise ValueError(f"set SCHEDCP_TLS_CERT, SCHEDCP_TLS_KEY and SCHEDCP_TLS_CA together ({', '.join(missing)} "
                              "missing), or use SCHEDCP_TLS_DIR")
+        return self
+
+    @model_validator(mode="after")
+    def _nats_password_with_user(self) -> Settings:
+        if bool(self.nats_user) != bool(self.nats_password_file):
+            raise ValueError("set SCHEDCP_NATS_USER and SCHEDCP_NATS_PASSWORD_FILE together")
         return self
 
     @property

@@ -29,7 +29,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from schedcp import __version__, rpc, tls, topology
+from schedcp import __version__, nats_auth, rpc, tls, topology
 from schedcp.bus import Bus
 from schedcp.config import ConfigError, Role, Settings, addr_env_var, load_settings
 from schedcp.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, DependencyUnavailable, StartupError
@@ -159,6 +159,7 @@ async def serve(role: Role, settings: Settings, build: Build) -> None:
     bus = await Bus.connect(
         settings.nats_url, name=f"schedcp-{role.value}@{settings.host_id}",
         timeout_s=settings.nats_connect_timeout_s, replicas=settings.nats_replicas,
+        **nats_auth.connect_options(settings),
     )
     ctx = ServiceContext(role=role, settings=settings, bus=bus, listen_addr=listen_addr)
     if settings.metrics_addr:

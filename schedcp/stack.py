@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from schedcp import nats_auth
 from schedcp.config import ENV_PREFIX, Role, Settings, addr_env_var, env_var
 from schedcp.errors import StartupError
 from schedcp.net import free_port, port_free, split_address
@@ -78,6 +79,7 @@ class LocalStack:
         self.data_dir = settings.data_dir
         self.state_file = self.data_dir / "stack.json"
         self.log_dir = self.data_dir / "logs"
+        self.auth_dir = self.data_dir / "nats-auth"
 
     def _nats_endpoint(self) -> tuple[str, int]:
         servers = self.settings.nats_url.split(",")
@@ -125,6 +127,18 @@ class LocalStack:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps([asdict(c) for c in children], indent=1))
 
+    def _own_env(self, role: Role) -> dict[str, str]:
+        """A service's own settings: its NATS identity and a metrics port of its own
+        (`schedcp status` shows where)."""
+        return {env_var("nats_user"): role.value,
+                env_var("nats_password_file"): str(nats_auth.password_file(self.auth_dir, role.value)),
+                env_var("metrics_addr"): f"127.0.0.1:{free_port()}"}
+
+    def operator_env(self) -> dict[str, str]:
+        """Settings for a tool that talks to this stack's NATS as the operator (benchmarks)."""
+        return {env_var("nats_user"): nats_auth.OPERATOR,
+                env_var("nats_password_file"): str(nats_auth.password_file(self.auth_dir, nats_auth.OPERATOR))}
+
     def _child_env(self) -> dict[str, str]:
         """The children get exactly this process's settings, so everyone agrees on addresses."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
@@ -140,8 +154,10 @@ class LocalStack:
         host, port = self._nats_endpoint()
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
-        children = [self._spawn(NATS, [nats_server_binary(), "-js", "-sd", str(store), "-a", host,
-                                       "-p", str(port), "-n", f"schedcp-{self.settings.host_id}"],
+        # Auth on: every service connects as its role, with a fresh password (nats_auth).
+        nats_config = nats_auth.write_server_config(self.auth_dir)
+        children = [self._spawn(NATS, [nats_server_binary(), "-c", str(nats_config), "-js", "-sd", str(store),
+                                       "-a", host, "-p", str(port), "-n", f"schedcp-{self.settings.host_id}"],
                                 os.environ.copy())]
         self._save(children)
         try:
@@ -150,10 +166,8 @@ class LocalStack:
             env = self._child_env()
             for role in roles:
                 progress(f"{role.value} on {self.settings.addr(role)}")
-                # Each service its own metrics port (`schedcp status` shows where).
-                metrics = {env_var("metrics_addr"): f"127.0.0.1:{free_port()}"}
                 children.append(self._spawn(role.value, [sys.executable, "-m", f"services.{role.value}"],
-                                            {**env, **metrics}))
+                                            {**env, **self._own_env(role)}))
                 self._save(children)
             return await self._wait_until_serving(children, set(roles))
         except BaseException:
