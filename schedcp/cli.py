@@ -32,6 +32,7 @@ from schedcp.errors import (
 from schedcp.probe import ServiceStatus, probe_all
 from schedcp.stack import LocalStack
 from schedcp.v1 import (
+    deployment_pb2,
     observer_pb2,
     observer_pb2_grpc,
     planner_pb2,
@@ -133,6 +134,27 @@ def cmd_hosts(settings: Settings, args: argparse.Namespace) -> int:
         table.add_row(h.host_id, f.kernel_release, str(f.cpu.logical_cpus), scx, ",".join(f.backends),
                       h.observer_addr, h.executor_addr)
     out.print(table)
+    return 0
+
+
+def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    async def fetch() -> planner_pb2.ListAuditResponse:
+        async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
+            return await planner_pb2_grpc.PlannerServiceStub(channel).ListAudit(
+                planner_pb2.ListAuditRequest(host_id=args.host or "", limit=args.limit))
+
+    response = asyncio.run(fetch())
+    if args.json:
+        print(json_format.MessageToJson(response, indent=2))
+        return 0
+    table = Table(title="audit trail (oldest first)", title_justify="left")
+    for column in ("when (UTC)", "host", "action", "policy", "by", "digest", "verdict", "why"):
+        table.add_column(column)
+    for r in response.records:
+        action = deployment_pb2.AuditAction.Name(r.action).removeprefix("AUDIT_ACTION_").lower()
+        table.add_row(r.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), r.host_id, action, r.policy_name, r.actor,
+                      r.artifact_digest[:12], r.verdict_id[:12], r.reason)
+    out.print(table if response.records else "no audit records yet: nothing was deployed")
     return 0
 
 
@@ -311,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--dir", default="", help="where (default: SCHEDCP_TLS_DIR, else <data dir>/tls)")
     certs.add_argument("--host", action="append", default=[], metavar="NAME",
                        help="another DNS name or IP the services are reached by (besides localhost); repeatable")
+    history = add("history", cmd_history, "Show the audit trail: every deploy, keep, rollback, refusal and "
+                  "ejection on every host (or one), who caused it, the artifact digest and verdict, and why.")
+    history.add_argument("host", nargs="?", help="only this host's records")
+    history.add_argument("-n", "--limit", type=int, default=50, help="the newest this many (default 50, at most 1000)")
     add("version", cmd_version, "Print the schedcp version.")
     return parser
 

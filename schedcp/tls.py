@@ -79,6 +79,11 @@ def peer_identity(context: grpc.aio.ServicerContext) -> str:
     return names[0].decode(errors="replace")
 
 
+def caller(context: grpc.aio.ServicerContext) -> str:
+    """Who is calling, for records: the certificate identity, or "local <peer>" without TLS."""
+    return peer_identity(context) or f"local {context.peer()}"
+
+
 def role_of(identity: str) -> str:
     return identity.split(".", 1)[0]
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from schedcp.probe import probe
 from schedcp.stack import ephemeral_env, nats_server_binary
+from services.verifier.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -194,3 +196,26 @@ def latency_probe(start: Callable[..., subprocess.Popen], seconds: int = 120) ->
     """cyclictest as a normal (SCHED_OTHER) task waking every millisecond. --laptop: do not
     touch /dev/cpu_dma_latency, a host-wide setting."""
     return start("cyclictest", "--policy=other", "--interval=1000", "--quiet", f"--duration={seconds}", "--laptop")
+
+
+@pytest.fixture
+def hogs(workload, tmp_path):
+    """CPU hogs whose task name is unique to this test (a symlink to sh: comm is its name)."""
+    comm = f"hog-{uuid.uuid4().hex[:8]}"
+    (tmp_path / comm).symlink_to("/bin/sh")  # before any hog starts: tests fork hogs by this path too
+
+    def start(count: int = HOGS_PER_CPU * (os.cpu_count() or 1)) -> list[int]:
+        return [workload(str(tmp_path / comm), "-c", "while :; do :; done").pid for _ in range(count)]
+
+    start.comm = comm
+    return start
+
+
+@pytest.fixture
+def stack(services):
+    """An observer and an executor; `stack.key` signs verdicts as the verifier would."""
+    services.env["SCHEDCP_OBSERVER_MODE"] = "auto"
+    key = SigningKey.load_or_create(Path(services.env["SCHEDCP_DATA_DIR"]) / "verifier" / "ed25519.pem")
+    services.start("observer", "executor")
+    services.key = key
+    return services

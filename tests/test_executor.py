@@ -30,25 +30,12 @@ from schedcp.v1 import (
 )
 from services.executor.native import get_sched
 from services.verifier.signing import SigningKey
-from tests.conftest import HOGS_PER_CPU, latency_probe
+from tests.conftest import latency_probe
 from tests.test_services import call
 
 S = deployment_pb2
 SCHED_OTHER, SCHED_IDLE = 0, 5
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="restoring nice/policy of other processes needs root")
-
-
-@pytest.fixture
-def hogs(workload, tmp_path):
-    """CPU hogs whose task name is unique to this test (a symlink to sh: comm is its name)."""
-    comm = f"hog-{uuid.uuid4().hex[:8]}"
-    (tmp_path / comm).symlink_to("/bin/sh")  # before any hog starts: tests fork hogs by this path too
-
-    def start(count: int = HOGS_PER_CPU * (os.cpu_count() or 1)) -> list[int]:
-        return [workload(str(tmp_path / comm), "-c", "while :; do :; done").pid for _ in range(count)]
-
-    start.comm = comm
-    return start
 
 
 def policy_of(pid: int) -> tuple[int, int]:
@@ -104,15 +91,6 @@ async def deploy(addr: str, request: executor_pb2.DeployRequest, until_state: in
 
 def executor_call(addr: str, method: str, request):
     return call(addr, lambda ch: getattr(executor_pb2_grpc.ExecutorServiceStub(ch), method)(request))
-
-
-@pytest.fixture
-def stack(services):
-    services.env["SCHEDCP_OBSERVER_MODE"] = "auto"
-    key = SigningKey.load_or_create(Path(services.env["SCHEDCP_DATA_DIR"]) / "verifier" / "ed25519.pem")
-    services.start("observer", "executor")
-    services.key = key
-    return services
 
 
 def test_a_verified_batch_demotion_is_kept_then_rolled_back_to_every_original(stack, hogs, workload):

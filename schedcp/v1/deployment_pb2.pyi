@@ -34,6 +34,16 @@ class OutcomeResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_RESULT_ROLLED_BACK: _ClassVar[OutcomeResult]
     OUTCOME_RESULT_EJECTED: _ClassVar[OutcomeResult]
     OUTCOME_RESULT_FAILED: _ClassVar[OutcomeResult]
+
+class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUDIT_ACTION_UNSPECIFIED: _ClassVar[AuditAction]
+    AUDIT_ACTION_DEPLOY: _ClassVar[AuditAction]
+    AUDIT_ACTION_KEEP: _ClassVar[AuditAction]
+    AUDIT_ACTION_ROLLBACK: _ClassVar[AuditAction]
+    AUDIT_ACTION_REFUSE: _ClassVar[AuditAction]
+    AUDIT_ACTION_EJECT: _ClassVar[AuditAction]
+    AUDIT_ACTION_FAIL: _ClassVar[AuditAction]
 DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 DEPLOYMENT_STATE_CHECKING: DeploymentState
 DEPLOYMENT_STATE_BASELINE: DeploymentState
@@ -49,6 +59,13 @@ OUTCOME_RESULT_KEPT: OutcomeResult
 OUTCOME_RESULT_ROLLED_BACK: OutcomeResult
 OUTCOME_RESULT_EJECTED: OutcomeResult
 OUTCOME_RESULT_FAILED: OutcomeResult
+AUDIT_ACTION_UNSPECIFIED: AuditAction
+AUDIT_ACTION_DEPLOY: AuditAction
+AUDIT_ACTION_KEEP: AuditAction
+AUDIT_ACTION_ROLLBACK: AuditAction
+AUDIT_ACTION_REFUSE: AuditAction
+AUDIT_ACTION_EJECT: AuditAction
+AUDIT_ACTION_FAIL: AuditAction
 
 class CanarySpec(_message.Message):
     __slots__ = ("baseline_window", "canary_window", "success_metric", "min_improvement", "guards", "report_only")
@@ -67,7 +84,7 @@ class CanarySpec(_message.Message):
     def __init__(self, baseline_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., min_improvement: _Optional[float] = ..., guards: _Optional[_Iterable[_Union[_goal_pb2.GuardConstraint, _Mapping]]] = ..., report_only: _Optional[bool] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("deployment_id", "host_id", "cycle_id", "policy_name", "artifact_digest", "verdict_id", "backend", "state", "reason", "previous_deployment_id", "started_at", "updated_at")
+    __slots__ = ("deployment_id", "host_id", "cycle_id", "policy_name", "artifact_digest", "verdict_id", "backend", "state", "reason", "previous_deployment_id", "started_at", "updated_at", "requested_by", "verdict_key_id")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     CYCLE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +97,8 @@ class Deployment(_message.Message):
     PREVIOUS_DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     host_id: str
     cycle_id: str
@@ -92,7 +111,9 @@ class Deployment(_message.Message):
     previous_deployment_id: str
     started_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, deployment_id: _Optional[str] = ..., host_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., verdict_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., reason: _Optional[str] = ..., previous_deployment_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    requested_by: str
+    verdict_key_id: str
+    def __init__(self, deployment_id: _Optional[str] = ..., host_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., verdict_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., reason: _Optional[str] = ..., previous_deployment_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requested_by: _Optional[str] = ..., verdict_key_id: _Optional[str] = ...) -> None: ...
 
 class DeploymentEvent(_message.Message):
     __slots__ = ("deployment", "message", "at", "metrics")
@@ -164,3 +185,31 @@ class Outcome(_message.Message):
     at: _timestamp_pb2.Timestamp
     goal: _goal_pb2.OptimizationGoal
     def __init__(self, outcome_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., host_id: _Optional[str] = ..., host_class: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ..., objective: _Optional[_Union[_goal_pb2.Objective, str]] = ..., success: _Optional[_Union[MetricComparison, _Mapping]] = ..., guards: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., result: _Optional[_Union[OutcomeResult, str]] = ..., reason: _Optional[str] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ...) -> None: ...
+
+class AuditRecord(_message.Message):
+    __slots__ = ("record_id", "at", "host_id", "action", "actor", "deployment_id", "cycle_id", "policy_name", "artifact_digest", "verdict_id", "verdict_key_id", "reason")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    at: _timestamp_pb2.Timestamp
+    host_id: str
+    action: AuditAction
+    actor: str
+    deployment_id: str
+    cycle_id: str
+    policy_name: str
+    artifact_digest: str
+    verdict_id: str
+    verdict_key_id: str
+    reason: str
+    def __init__(self, record_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., actor: _Optional[str] = ..., deployment_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., verdict_id: _Optional[str] = ..., verdict_key_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -1,3 +1,4 @@
+from schedcp.v1 import deployment_pb2 as _deployment_pb2
 from schedcp.v1 import cycle_pb2 as _cycle_pb2
 from schedcp.v1 import goal_pb2 as _goal_pb2
 from schedcp.v1 import host_pb2 as _host_pb2
@@ -50,3 +51,17 @@ class ListHostsResponse(_message.Message):
     HOSTS_FIELD_NUMBER: _ClassVar[int]
     hosts: _containers.RepeatedCompositeFieldContainer[_host_pb2.HostRegistration]
     def __init__(self, hosts: _Optional[_Iterable[_Union[_host_pb2.HostRegistration, _Mapping]]] = ...) -> None: ...
+
+class ListAuditRequest(_message.Message):
+    __slots__ = ("host_id", "limit")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    limit: int
+    def __init__(self, host_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListAuditResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[_deployment_pb2.AuditRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[_deployment_pb2.AuditRecord, _Mapping]]] = ...) -> None: ...

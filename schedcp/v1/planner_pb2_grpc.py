@@ -50,6 +50,11 @@ class PlannerServiceStub:
                 request_serializer=schedcp_dot_v1_dot_planner__pb2.ListHostsRequest.SerializeToString,
                 response_deserializer=schedcp_dot_v1_dot_planner__pb2.ListHostsResponse.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/schedcp.v1.PlannerService/ListAudit',
+                request_serializer=schedcp_dot_v1_dot_planner__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=schedcp_dot_v1_dot_planner__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class PlannerServiceServicer:
@@ -75,6 +80,13 @@ class PlannerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """The fleet's audit trail (every deploy, keep, rollback, refusal, ejection), newest last.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlannerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_PlannerServiceServicer_to_server(servicer, server):
                     servicer.ListHosts,
                     request_deserializer=schedcp_dot_v1_dot_planner__pb2.ListHostsRequest.FromString,
                     response_serializer=schedcp_dot_v1_dot_planner__pb2.ListHostsResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=schedcp_dot_v1_dot_planner__pb2.ListAuditRequest.FromString,
+                    response_serializer=schedcp_dot_v1_dot_planner__pb2.ListAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class PlannerService:
             '/schedcp.v1.PlannerService/ListHosts',
             schedcp_dot_v1_dot_planner__pb2.ListHostsRequest.SerializeToString,
             schedcp_dot_v1_dot_planner__pb2.ListHostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/schedcp.v1.PlannerService/ListAudit',
+            schedcp_dot_v1_dot_planner__pb2.ListAuditRequest.SerializeToString,
+            schedcp_dot_v1_dot_planner__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

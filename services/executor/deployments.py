@@ -25,9 +25,9 @@ from google.protobuf import json_format
 from schedcp import artifacts, metrics, sched_ext, topology, verdicts
 from schedcp.bus import Bus
 from schedcp.config import Settings
-from schedcp.errors import FailedPrecondition, InvalidArgument
+from schedcp.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from schedcp.v1 import deployment_pb2, executor_pb2, policy_pb2
-from services.executor import canary
+from services.executor import audit, canary
 from services.executor.native import ApplyReport, NativeBackend
 from services.executor.sched_ext_backend import SchedExtBackend
 
@@ -80,6 +80,7 @@ class Executor:
         self._native = native
         self._scx = scx
         self._events = events
+        self._audit = audit.AuditTrail(bus, settings.host_id)
         self._lock = asyncio.Lock()
         self._current: Applied | None = None
         self._previous: Applied | None = None
@@ -88,14 +89,15 @@ class Executor:
         self._running: asyncio.Task | None = None
 
     # --- the RPCs ----------------------------------------------------------------------------
-    async def deploy(self, request: executor_pb2.DeployRequest) -> AsyncIterator[deployment_pb2.DeploymentEvent]:
-        deployment = self._new_deployment(request)
+    async def deploy(self, request: executor_pb2.DeployRequest,
+                     requested_by: str = "") -> AsyncIterator[deployment_pb2.DeploymentEvent]:
+        deployment = self._new_deployment(request, requested_by)
         yield await self._event(deployment, "checking the verdict, the artifact's digest and this host's kernel")
         try:
             self._check(request, deployment)
         except (verdicts.UntrustedVerdict, verdicts.VerdictNotApplicable, FailedPrecondition) as exc:
             deployment.state, deployment.reason = S.DEPLOYMENT_STATE_REFUSED, str(exc)
-            await self._event(deployment, f"refused: {exc}")
+            await self._event(deployment, f"refused: {exc}", actor=requested_by)
             _count_ended(deployment)
             raise
         # The deployment runs in a task of its own: a caller that goes away does not leave a
@@ -132,7 +134,7 @@ class Executor:
         deployment.state, deployment.reason = S.DEPLOYMENT_STATE_ROLLED_BACK, "cancelled before it was judged"
         await self._event(deployment, deployment.reason)
 
-    async def rollback(self, reason: str) -> executor_pb2.RollbackResponse:
+    async def rollback(self, reason: str, requested_by: str = "") -> executor_pb2.RollbackResponse:
         """Stop a deployment in progress, revert the one in force, and apply the last known good
         again (or leave the host on its defaults)."""
         await self._cancel_running()
@@ -142,7 +144,7 @@ class Executor:
                 metrics.ROLLBACKS.labels("request").inc()
                 await self._revert()
                 rolled.state, rolled.reason = S.DEPLOYMENT_STATE_ROLLED_BACK, reason or "rollback requested"
-                await self._event(rolled, f"rolled back: {rolled.reason}")
+                await self._event(rolled, f"rolled back: {rolled.reason}", actor=requested_by)
             restored = await self._restore_previous()
             if rolled is None and restored is None:
                 return executor_pb2.RollbackResponse(message="nothing deployed: the host runs its defaults")
@@ -190,7 +192,7 @@ class Executor:
                 await task
 
     # --- steps -------------------------------------------------------------------------------
-    def _new_deployment(self, request: executor_pb2.DeployRequest) -> deployment_pb2.Deployment:
+    def _new_deployment(self, request: executor_pb2.DeployRequest, requested_by: str) -> deployment_pb2.Deployment:
         artifact = request.artifact
         if artifact.WhichOneof("body") is None:
             raise InvalidArgument("the artifact has no body (sched_ext or native)")
@@ -198,8 +200,8 @@ class Executor:
         deployment = deployment_pb2.Deployment(
             deployment_id=uuid.uuid4().hex[:16], host_id=self._settings.host_id, cycle_id=request.cycle_id,
             policy_name=artifact.name, artifact_digest=artifacts.digest_of(artifact),
-            verdict_id=request.verdict.claims.verdict_id, backend=artifact.WhichOneof("body"),
-            state=S.DEPLOYMENT_STATE_CHECKING)
+            verdict_id=request.verdict.claims.verdict_id, verdict_key_id=request.verdict.claims.key_id,
+            backend=artifact.WhichOneof("body"), state=S.DEPLOYMENT_STATE_CHECKING, requested_by=requested_by)
         deployment.started_at.GetCurrentTime()
         return deployment
 
@@ -238,9 +240,16 @@ class Executor:
             self._check(request, deployment)
         except (verdicts.UntrustedVerdict, verdicts.VerdictNotApplicable, FailedPrecondition) as exc:
             deployment.state, deployment.reason = S.DEPLOYMENT_STATE_REFUSED, str(exc)
-            yield await self._event(deployment, f"refused: {exc}")
+            yield await self._event(deployment, f"refused: {exc}", actor=deployment.requested_by)
             return
         deployment.state = S.DEPLOYMENT_STATE_APPLYING
+        try:
+            await self._audit.require(self._audit.record_of(deployment, deployment.requested_by,
+                                                            f"verdict {deployment.verdict_id} checked"))
+        except DependencyUnavailable as exc:
+            deployment.state, deployment.reason = S.DEPLOYMENT_STATE_FAILED, str(exc)
+            yield await self._event(deployment, deployment.reason)
+            return
         replaced = self._current
         if replaced is not None:
             deployment.previous_deployment_id = replaced.deployment.deployment_id
@@ -374,8 +383,14 @@ class Executor:
                 log.info("applied the policy to %d new threads", report.threads)
 
     async def _event(self, deployment: deployment_pb2.Deployment, message: str,
-                     metrics: list[deployment_pb2.MetricComparison] | None = None) -> deployment_pb2.DeploymentEvent:
+                     metrics: list[deployment_pb2.MetricComparison] | None = None,
+                     actor: str = "") -> deployment_pb2.DeploymentEvent:
+        """Record a step: the local history, the deployment stream, and for an ending (kept,
+        rolled back, refused, ejected, failed) the audit trail, by `actor` (default: the
+        executor's own decision)."""
         deployment.updated_at.GetCurrentTime()
+        if deployment.state in audit.ACTIONS and deployment.state != S.DEPLOYMENT_STATE_APPLYING:
+            await self._audit.note(self._audit.record_of(deployment, actor or audit.EXECUTOR, message))
         event = deployment_pb2.DeploymentEvent(deployment=deployment, message=message, metrics=metrics or [])
         event.at.GetCurrentTime()
         log.info("deployment %s (%s): %s: %s", deployment.deployment_id, deployment.policy_name or "unnamed",

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from sandbox.build import BuildError, Toolchain
-from schedcp import sched_ext
+from schedcp import sched_ext, tls
 from schedcp.procfs import cpu_controller
 from schedcp.service import GrpcService, ServiceContext
 from schedcp.v1 import executor_pb2, executor_pb2_grpc
@@ -24,11 +24,11 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         self._executor = executor
 
     async def Deploy(self, request, context):
-        async for event in self._executor.deploy(request):
+        async for event in self._executor.deploy(request, tls.caller(context)):
             yield event
 
     async def Rollback(self, request, context):
-        return await self._executor.rollback(request.reason)
+        return await self._executor.rollback(request.reason, tls.caller(context))
 
     async def Status(self, request, context):
         return self._executor.status()

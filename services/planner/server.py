@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from schedcp.bus import Bus
 from schedcp.service import GrpcService, ServiceContext
 from schedcp.v1 import planner_pb2, planner_pb2_grpc, profile_pb2
+from services.planner import audit
 from services.planner.cycle import Cycle
 from services.planner.hosts import HostDirectory
 from services.planner.planning import Planner
@@ -11,8 +13,9 @@ from services.planner.triggers import DriftWatcher
 
 
 class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
-    def __init__(self, hosts: HostDirectory, planner: Planner, cycle: Cycle) -> None:
+    def __init__(self, hosts: HostDirectory, planner: Planner, cycle: Cycle, bus: Bus) -> None:
         self._hosts = hosts
+        self._bus = bus
         self._planner = planner
         self._cycle = cycle
 
@@ -25,6 +28,9 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
 
     async def ListHosts(self, request, context):
         return planner_pb2.ListHostsResponse(hosts=await self._hosts.list())
+
+    async def ListAudit(self, request, context):
+        return planner_pb2.ListAuditResponse(records=await audit.newest(self._bus, request.host_id, request.limit))
 
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:
@@ -40,4 +46,4 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
                            ctx.settings.planner_max_cycles).start()
     ctx.details["auto"] = (f"on, at most every {ctx.settings.planner_min_interval_s:g} s per host"
                            if ctx.settings.planner_auto else "off")
-    return [GrpcService.of(PlannerServicer(hosts, planner, cycle), planner_pb2, planner_pb2_grpc)]
+    return [GrpcService.of(PlannerServicer(hosts, planner, cycle, ctx.bus), planner_pb2, planner_pb2_grpc)]
