@@ -173,7 +173,10 @@ def main() -> None:
     runs: dict[int, list[dict]] = {n: [] for n in args.sizes}
     roles = (Role.VERIFIER, Role.LEARNER, Role.PLANNER)
     with running_stack(roles=roles, SCHEDCP_PLANNER_AUTO="true", SCHEDCP_PLANNER_MIN_INTERVAL_S="0",
-                       SCHEDCP_GOAL_PROVIDER="rules") as (_, _, settings):
+                       SCHEDCP_GOAL_PROVIDER="rules",
+                       # One planner verifying for a thousand hosts at once: a fleet's central
+                       # verifier serves its planner without the per-client limit meant for tools.
+                       SCHEDCP_RATE_LIMIT_VERIFY_PER_MIN="0") as (_, _, settings):
         for rep in range(args.repetitions):
             order = args.sizes if rep % 2 == 0 else list(reversed(args.sizes))
             for n in order:

@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        rpc.use_tls(tls.files_for(settings, tls.OPERATOR))
+        rpc.configure_clients(tls.files_for(settings, tls.OPERATOR), settings.stream_timeout_s)
         return args.handler(settings, args)
     except ConfigError as exc:
         err.print(f"schedcp: configuration error: {exc}", markup=False, highlight=False)

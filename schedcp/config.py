@@ -72,6 +72,7 @@ def _check_nats_url(value: str) -> str:
 
 
 Address = Annotated[str, AfterValidator(_check_address)]
+OptionalAddress = Annotated[str, AfterValidator(lambda value: value and _check_address(value))]
 
 
 def _check_profile_interval(value: float) -> float:
@@ -131,6 +132,14 @@ class Settings(BaseSettings):
     executor_addr: Address = Field(default="127.0.0.1:50053", description="Executor gRPC address.")
     verifier_addr: Address = Field(default="127.0.0.1:50054", description="Verifier gRPC address.")
     learner_addr: Address = Field(default="127.0.0.1:50055", description="Learner gRPC address.")
+    observer_advertise_addr: OptionalAddress = Field(
+        default="",
+        description="The address other machines reach this host's observer by, as registered for the planner "
+        "(behind NAT, port forwards, or listening on 0.0.0.0); empty: the address it listens on.",
+    )
+    executor_advertise_addr: OptionalAddress = Field(
+        default="", description="The same for this host's executor; empty: SCHEDCP_EXECUTOR_ADDR.",
+    )
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="State: NATS store of the local stack, logs, keys, journals.",
@@ -193,6 +202,18 @@ class Settings(BaseSettings):
         default="",
         description="Ed25519 public keys (hex, comma separated) whose verdicts are trusted; empty: the key "
         "of the verifier sharing this data dir.",
+    )
+    rate_limit_tune_per_min: int = Field(
+        default=30, ge=0, le=100000,
+        description="Tune calls one client (certificate, or address without TLS) may start a minute; 0: no limit.",
+    )
+    rate_limit_verify_per_min: int = Field(
+        default=120, ge=0, le=100000,
+        description="Verify calls one client may make a minute (a whole minute's worth may come at once); 0: no limit.",
+    )
+    stream_timeout_s: float = Field(
+        default=1800.0, gt=0, le=24 * 3600,
+        description="Deadline for outgoing streaming calls (Verify, Deploy, Tune) that set none.",
     )
     verdict_ttl_s: float = Field(
         default=7 * 24 * 3600.0, ge=60, le=90 * 24 * 3600,

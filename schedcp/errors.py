@@ -25,6 +25,10 @@ class FailedPrecondition(RuntimeError):
     """The system is not in a state where the request can run; FAILED_PRECONDITION."""
 
 
+class ResourceExhausted(RuntimeError):
+    """The caller used up its share (a rate limit); RESOURCE_EXHAUSTED, saying when to retry."""
+
+
 class DependencyUnavailable(RuntimeError):
     """Something a process needs (NATS, another service) cannot be reached; the message says
     what and how to fix it."""

@@ -8,7 +8,8 @@ Server side, `RuntimeInterceptor` wraps every handler so that it
   trace id to find the logged traceback by.
 
 Client side, `channel()` opens an aio channel whose calls run in CLIENT spans, carry the trace
-context, and get the default deadline when the caller passes no timeout.
+context, and get a deadline when the caller passes no timeout (unary calls the channel's
+default, streams the process's `SCHEDCP_STREAM_TIMEOUT_S`): no outbound call waits forever.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from schedcp import access, errors, metrics, telemetry, tls
+from schedcp import access, errors, limits, metrics, telemetry, tls
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ _STATUS_FOR_EXCEPTION: tuple[tuple[type[BaseException], grpc.StatusCode], ...] =
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.DependencyUnavailable, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
@@ -75,12 +77,13 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class RuntimeInterceptor(grpc.aio.ServerInterceptor):
-    """Tracing, default deadlines, access checks (with TLS: `schedcp.access`) and error mapping
-    for every handler of a server."""
+    """Tracing, default deadlines, access checks (with TLS: `schedcp.access`), rate limits
+    (`schedcp.limits`) and error mapping for every handler of a server."""
 
-    def __init__(self, default_timeout_s: float, check_access: bool = False) -> None:
+    def __init__(self, default_timeout_s: float, check_access: bool = False,
+                 limiter: limits.RateLimiter | None = None) -> None:
         self._default_timeout_s = default_timeout_s
-        self._check_access = check_access
+        self._guard = _Guard(check_access, limiter)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -114,7 +117,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, method: str, headers: dict[str, str], behaviour: Callable) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with _served(method, headers, context, self._check_access):
+            async with _served(method, headers, context, self._guard):
                 _check_decoded(request)
                 timeout = None if context.time_remaining() is not None else self._default_timeout_s
                 async with asyncio.timeout(timeout):
@@ -126,12 +129,28 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         # Streams (Tune, Verify, Deploy) legitimately run for minutes: they end when they finish
         # or when the caller cancels or its own deadline passes, never by a server default.
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with _served(method, headers, context, self._check_access):
+            async with _served(method, headers, context, self._guard):
                 _check_decoded(request)
                 async for response in behaviour(request, context):
                     yield response
 
         return wrapped
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """Who may call (with TLS) and how often (rate limits), checked before any handler runs."""
+
+    check_access: bool
+    limiter: limits.RateLimiter | None
+
+    def admit(self, method: str, context: grpc.aio.ServicerContext, span: trace.Span) -> None:
+        identity = tls.peer_identity(context)
+        if self.check_access:
+            span.set_attribute("schedcp.peer", identity)
+            access.check(method, identity)
+        if self.limiter is not None and tls.role_of(identity) not in limits.UNLIMITED_ROLES:
+            self.limiter.check(method, limits.client_key(identity, context.peer()))
 
 
 @dataclass(frozen=True)
@@ -165,17 +184,14 @@ def _check_decoded(request: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _served(method: str, headers: dict[str, str], context: grpc.aio.ServicerContext, check_access: bool):
+async def _served(method: str, headers: dict[str, str], context: grpc.aio.ServicerContext, guard: _Guard):
     parent = telemetry.extract(headers)
     started = time.monotonic()
     with telemetry.tracer().start_as_current_span(
         method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(method)
     ) as span, _counted(method, context, started):
         try:
-            if check_access:
-                identity = tls.peer_identity(context)
-                span.set_attribute("schedcp.peer", identity)
-                access.check(method, identity)
+            guard.admit(method, context, span)
             yield
         except grpc.aio.AbortError:
             _record_status(span, context.code())
@@ -260,12 +276,15 @@ _PENDING: set[asyncio.Task] = set()
 
 
 class _ClientStreaming(grpc.aio.UnaryStreamClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, default_timeout_s: float) -> None:
+        self._timeout = default_timeout_s
+
     async def _intercept(self, continuation, details, request):
         name = _method_name(details)
         span = telemetry.tracer().start_span(name, kind=SpanKind.CLIENT, attributes=_rpc_attributes(name))
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            call = await continuation(_call_details(details, None), request)
+            call = await continuation(_call_details(details, self._timeout), request)
         finally:
             otel_context.detach(token)
 
@@ -286,15 +305,18 @@ class _ClientStreaming(grpc.aio.UnaryStreamClientInterceptor, grpc.aio.StreamStr
     intercept_stream_stream = _intercept
 
 
-# This process's client identity (set once at start by the service runtime or the CLI).
+# This process's client identity and streaming deadline (set once at start by the service
+# runtime or the CLI).
 _identity: tls.TlsFiles | None = None
+_stream_timeout_s = 1800.0
 _PROCESS = object()
 
 
-def use_tls(files: tls.TlsFiles | None) -> None:
-    """Make every channel this process opens present these TLS files (None: plaintext)."""
-    global _identity
-    _identity = files
+def configure_clients(files: tls.TlsFiles | None, stream_timeout_s: float) -> None:
+    """Make every channel this process opens present these TLS files (None: plaintext) and give
+    its streaming calls this deadline when they set none."""
+    global _identity, _stream_timeout_s
+    _identity, _stream_timeout_s = files, stream_timeout_s
 
 
 @functools.lru_cache(maxsize=8)
@@ -304,10 +326,11 @@ def _credentials(files: tls.TlsFiles) -> grpc.ChannelCredentials:
 
 def channel(target: str, default_timeout_s: float = 30.0, identity: Any = _PROCESS,
             **options: Any) -> grpc.aio.Channel:
-    """An aio channel with schedcp's client interceptors (tracing, default deadline), over mutual
-    TLS with this process's identity when TLS is on (`identity` overrides it: TlsFiles or None)."""
+    """An aio channel with schedcp's client interceptors (tracing; deadlines: `default_timeout_s`
+    for unary calls, the process's stream timeout for streams), over mutual TLS with this
+    process's identity when TLS is on (`identity` overrides it: TlsFiles or None)."""
     files = _identity if identity is _PROCESS else identity
-    interceptors = [_ClientUnary(default_timeout_s), _ClientStreaming()]
+    interceptors = [_ClientUnary(default_timeout_s), _ClientStreaming(_stream_timeout_s)]
     if files is None:
         return grpc.aio.insecure_channel(target, interceptors=interceptors, options=list(options.items()))
     return grpc.aio.secure_channel(target, _credentials(files), interceptors=interceptors,

@@ -29,10 +29,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from schedcp import __version__, nats_auth, rpc, tls, topology
+from schedcp import __version__, limits, nats_auth, rpc, tls, topology
 from schedcp.bus import Bus
 from schedcp.config import ConfigError, Role, Settings, addr_env_var, load_settings
 from schedcp.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, DependencyUnavailable, StartupError
+from schedcp.limits import RateLimiter
 from schedcp.logs import setup_logging
 from schedcp.metrics import serve as serve_metrics
 from schedcp.net import is_loopback, port_free, split_address
@@ -144,9 +145,11 @@ def bind(server: grpc.aio.Server, role: Role, addr: str, files: tls.TlsFiles | N
 async def serve(role: Role, settings: Settings, build: Build) -> None:
     """Serve until SIGTERM/SIGINT. Raises StartupError/DependencyUnavailable before serving."""
     files = tls.files_for(settings, role.value)
-    rpc.use_tls(files)
+    rpc.configure_clients(files, settings.stream_timeout_s)
     server = grpc.aio.server(
-        interceptors=[RuntimeInterceptor(settings.rpc_timeout_s, check_access=files is not None)],
+        interceptors=[RuntimeInterceptor(settings.rpc_timeout_s, check_access=files is not None,
+                                         limiter=RateLimiter({limits.TUNE: settings.rate_limit_tune_per_min,
+                                                              limits.VERIFY: settings.rate_limit_verify_per_min}))],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -45,7 +45,8 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
 
     profiler = Profiler(sampler, facts)
     registry = HostRegistry(
-        ctx.bus, settings.host_id, observer_addr=ctx.listen_addr, executor_addr=settings.executor_addr,
+        ctx.bus, settings.host_id, observer_addr=settings.observer_advertise_addr or ctx.listen_addr,
+        executor_addr=settings.executor_advertise_addr or settings.executor_addr,
         facts=facts,
     )
     await registry.register()
