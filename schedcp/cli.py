@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from schedcp import __version__, rpc, tls
+from schedcp import __version__, nats_auth, rpc, tls
 from schedcp.config import ConfigError, Settings, load_settings
 from schedcp.errors import (
     EXIT_CONFIG,
@@ -279,6 +279,20 @@ def cmd_certs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nats_auth(settings: Settings, args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    config = nats_auth.write_server_config(directory)
+    if args.json:
+        print(json.dumps({"dir": str(directory), "config": str(config)}))
+        return 0
+    out.print(f"NATS users for {', '.join(nats_auth.IDENTITIES)} with fresh passwords and their publish "
+              f"permissions in {config}; the passwords in {directory}/<identity>.password (readable by you "
+              f"only). Start the server with `nats-server -js -c {config}` and give each process its role's "
+              "password: SCHEDCP_NATS_USER=planner SCHEDCP_NATS_PASSWORD_FILE=.../planner.password.",
+              markup=False, highlight=False)
+    return 0
+
+
 def cmd_version(settings: Settings, args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -333,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--dir", default="", help="where (default: SCHEDCP_TLS_DIR, else <data dir>/tls)")
     certs.add_argument("--host", action="append", default=[], metavar="NAME",
                        help="another DNS name or IP the services are reached by (besides localhost); repeatable")
+    auth = add("nats-auth", cmd_nats_auth, "Make NATS users: `schedcp nats-auth init` writes a password for every "
+               "role and a nats-server configuration with each role's publish permissions (what `schedcp up` "
+               "runs with), for a NATS server of your own. Existing passwords are replaced.")
+    auth.add_argument("action", choices=["init"], help="init: write the passwords and the server configuration")
+    auth.add_argument("--dir", default="nats-auth",
+                      help="where (default: ./nats-auth; not the local stack's own, which `schedcp up` manages)")
     history = add("history", cmd_history, "Show the audit trail: every deploy, keep, rollback, refusal and "
                   "ejection on every host (or one), who caused it, the artifact digest and verdict, and why.")
     history.add_argument("host", nargs="?", help="only this host's records")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from schedcp import nats_auth, topology
+from schedcp import cli, nats_auth, topology
 from schedcp.bus import Bus
 from schedcp.config import load_settings
 from schedcp.errors import DependencyUnavailable
@@ -108,3 +108,15 @@ def test_roles_publish_only_what_they_own(secured_nats):
     asyncio.run(publish_as("executor"))
     assert asyncio.run(stored_outcomes(url, auth)) == 1
     asyncio.run(write_repository_as("learner"))
+
+
+def test_nats_auth_init_writes_a_configuration_nats_server_accepts(tmp_path, capsys):
+    auth = tmp_path / "auth"
+    assert cli.main(["--json", "nats-auth", "init", "--dir", str(auth)]) == 0
+    assert '"config"' in capsys.readouterr().out
+    for identity in nats_auth.IDENTITIES:
+        password = nats_auth.password_file(auth, identity)
+        assert password.stat().st_mode & 0o777 == 0o600 and len(password.read_text().strip()) >= 24
+    checked = subprocess.run([nats_server_binary(), "-t", "-c", str(auth / "nats.conf")], capture_output=True,
+                             text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
