@@ -1,5 +1,5 @@
 # schedcp entry points. Every target bootstraps what it needs on a fresh machine.
-#   make run    start the local stack, show it healthy, profile this host, stop it
+#   make run    start the local stack, tune this host once under a demo workload, stop it
 #   make test   lint, then run the test suite
 #   make bench  benchmarks; reports (JSON, markdown, PNG) in bench/results/
 #   make sandbox build the sched_ext toolchain and micro-VM pieces (tests do it too)
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 run: $(STAMP)
 	$(RUN_ENV) $(SCHEDCP) up --detach
-	@$(RUN_ENV) $(SCHEDCP) hosts && $(RUN_ENV) $(SCHEDCP) profile --window 2; rc=$$?; $(RUN_ENV) $(SCHEDCP) down; exit $$rc
+	@$(RUN_ENV) $(SCHEDCP) hosts && $(RUN_ENV) $(SCHEDCP) demo; rc=$$?; $(RUN_ENV) $(SCHEDCP) down; exit $$rc
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
-from rich.console import Console
 from rich.table import Table
 
-from schedcp import __version__, nats_auth, rpc, tls
+from schedcp import __version__, cli_cycle, nats_auth, params, rpc, tls
 from schedcp.config import ConfigError, Settings, load_settings
+from schedcp.console import err, out
 from schedcp.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
     DependencyUnavailable,
     InvalidArgument,
+    NotFound,
     StartupError,
 )
 from schedcp.probe import ServiceStatus, probe_all
@@ -43,10 +44,6 @@ from schedcp.v1 import (
     verifier_pb2,
     verifier_pb2_grpc,
 )
-
-# Piped output gets wide tables instead of rich's 80-column fallback.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True)
 
 
 def _status_table(statuses: list[ServiceStatus]) -> Table:
@@ -162,13 +159,7 @@ async def _observer_addr(settings: Settings, host: str | None) -> str:
     """The local observer, or the one `host` registered (asked of the planner)."""
     if not host:
         return settings.observer_addr
-    async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
-        hosts = (await planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(planner_pb2.ListHostsRequest())).hosts
-    for h in hosts:
-        if h.host_id == host:
-            return h.observer_addr
-    known = ", ".join(sorted(h.host_id for h in hosts)) or "none"
-    raise DependencyUnavailable(f"no host {host!r} is registered (registered: {known}); see `schedcp hosts`")
+    return (await cli_cycle.registered_host(settings, host)).observer_addr
 
 
 _DETAIL = {"summary": profile_pb2.DETAIL_LEVEL_SUMMARY, "detailed": profile_pb2.DETAIL_LEVEL_DETAILED,
@@ -239,7 +230,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if verdict.claims.approved else EXIT_FAILED
 
 
-def _artifact_from_file(path: Path, name: str, params: list[str]) -> policy_pb2.PolicyArtifact:
+def _artifact_from_file(path: Path, name: str, items: list[str]) -> policy_pb2.PolicyArtifact:
     """A .bpf.c file as a sched_ext artifact with --param values, or a NativePolicy in JSON."""
     try:
         text = path.read_text()
@@ -253,16 +244,9 @@ def _artifact_from_file(path: Path, name: str, params: list[str]) -> policy_pb2.
             raise InvalidArgument(f"{path} is not a NativePolicy in JSON: {exc}") from None
         return artifact
     artifact.sched_ext.source = text
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidArgument(f"--param wants NAME=VALUE, got {item!r}")
-        if value.lstrip("-").isdigit():
-            artifact.parameters[key].int_value = int(value)
-        elif value in ("true", "false"):
-            artifact.parameters[key].bool_value = value == "true"
-        else:
-            artifact.parameters[key].string_value = value
+    for item in items:
+        name, value = params.parse(item)
+        artifact.parameters[name].CopyFrom(value)
     return artifact
 
 
@@ -357,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "ejection on every host (or one), who caused it, the artifact digest and verdict, and why.")
     history.add_argument("host", nargs="?", help="only this host's records")
     history.add_argument("-n", "--limit", type=int, default=50, help="the newest this many (default 50, at most 1000)")
+    cli_cycle.register(add)
     add("version", cmd_version, "Print the schedcp version.")
     return parser
 
@@ -373,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidArgument as exc:
         err.print(f"schedcp: {exc}", markup=False, highlight=False)
         return EXIT_CONFIG
+    except NotFound as exc:
+        err.print(f"schedcp: {exc}", markup=False, highlight=False)
+        return EXIT_FAILED
     except (StartupError, DependencyUnavailable) as exc:
         err.print(f"schedcp: {exc}", markup=False, highlight=False)
         return EXIT_UNAVAILABLE

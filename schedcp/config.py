@@ -225,6 +225,11 @@ class Settings(BaseSettings):
         description="Serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 picks one); empty: off. "
         "`schedcp up` gives each service one.",
     )
+    jaeger_url: str = Field(
+        default="",
+        description="Jaeger's query endpoint (http://HOST:16686) for `schedcp trace`; empty: the local stack's "
+        "trace store.",
+    )
     tls_dir: str = Field(
         default="",
         description="Mutual TLS for gRPC: a directory with ca.pem and <identity>.pem/<identity>-key.pem "

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from schedcp import nats_auth
+from schedcp import nats_auth, telemetry
 from schedcp.config import ENV_PREFIX, Role, Settings, addr_env_var, env_var
 from schedcp.errors import StartupError
 from schedcp.net import free_port, port_free, split_address
@@ -29,6 +29,10 @@ from schedcp.probe import ServiceStatus, probe_all
 
 READY_TIMEOUT_S = 30.0
 NATS = "nats"
+TRACES = "tracestore"
+# The services export spans in batches this often (ms) to the local trace store, so a cycle's
+# trace is readable a moment after it ends (the SDK's default is 5 s).
+TRACE_EXPORT_DELAY_MS = "500"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Child:
     pid: int
     start_ticks: int
     log: str
+    # Where it listens, for children whose address is not a setting (the trace store).
+    listen: str = ""
 
     def alive(self) -> bool:
         return _start_ticks(self.pid) == self.start_ticks
@@ -80,6 +86,7 @@ class LocalStack:
         self.state_file = self.data_dir / "stack.json"
         self.log_dir = self.data_dir / "logs"
         self.auth_dir = self.data_dir / "nats-auth"
+        self.trace_dir = self.data_dir / "traces"
 
     def _nats_endpoint(self) -> tuple[str, int]:
         servers = self.settings.nats_url.split(",")
@@ -113,7 +120,7 @@ class LocalStack:
                     f"holds it (ss -ltnp 'sport = :{port}') or set {variable} to a free address"
                 )
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], listen: str = "") -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log_file:
@@ -121,7 +128,7 @@ class LocalStack:
             # stops the children in order, instead of every process at once.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        return Child(name, proc.pid, _start_ticks(proc.pid), str(log_path))
+        return Child(name, proc.pid, _start_ticks(proc.pid), str(log_path), listen)
 
     def _save(self, children: list[Child]) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +171,11 @@ class LocalStack:
             progress(f"nats-server on {host}:{port} (JetStream store {store})")
             await self._wait_for_port(children[0], host, port)
             env = self._child_env()
+            if telemetry.otlp_endpoint() is None:
+                children.append(await self._start_trace_store(progress))
+                self._save(children)
+                env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{children[-1].listen}",
+                           OTEL_BSP_SCHEDULE_DELAY=TRACE_EXPORT_DELAY_MS)
             for role in roles:
                 progress(f"{role.value} on {self.settings.addr(role)}")
                 children.append(self._spawn(role.value, [sys.executable, "-m", f"services.{role.value}"],
@@ -173,6 +185,15 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+
+    async def _start_trace_store(self, progress: Callable[[str], None]) -> Child:
+        """The local trace store (schedcp/tracestore.py), for when no OTLP endpoint is set."""
+        port = free_port()
+        progress(f"trace store on 127.0.0.1:{port} (spans in {self.trace_dir})")
+        child = self._spawn(TRACES, [sys.executable, "-m", "schedcp.tracestore", "--listen", f"127.0.0.1:{port}",
+                                     "--dir", str(self.trace_dir)], os.environ.copy(), listen=f"127.0.0.1:{port}")
+        await self._wait_for_port(child, "127.0.0.1", port)
+        return child
 
     async def _wait_for_port(self, child: Child, host: str, port: int) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -212,14 +233,15 @@ class LocalStack:
         """Stop the services, then nats-server: SIGTERM, then SIGKILL after the grace period.
         Returns the names of the processes that were running."""
         alive = self.running()
-        services = [c for c in alive if c.name != NATS]
-        nats_servers = [c for c in alive if c.name == NATS]
-        # Services first, so they can finish their work with NATS still up.
-        self._terminate(services)
-        self._terminate(nats_servers)
+        services = [c for c in alive if c.name not in (NATS, TRACES)]
+        infrastructure = [[c for c in alive if c.name == name] for name in (TRACES, NATS)]
+        # Services first, so they can finish their work with NATS still up and flush their
+        # last spans to the trace store.
+        for group in (services, *infrastructure):
+            self._terminate(group)
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
-        return [c.name for c in services + nats_servers]
+        return [c.name for group in (services, *infrastructure) for c in group]
 
     def _terminate(self, children: list[Child]) -> None:
         for child in children:

@@ -19,6 +19,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from schedcp import __version__
 
 TRACER_NAME = "schedcp"
+# The attribute the planner puts on a cycle's Tune span, so a cycle id finds its trace.
+CYCLE_ATTRIBUTE = "schedcp.cycle_id"
 _OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
@@ -68,6 +70,11 @@ def inject(carrier: dict[str, str]) -> dict[str, str]:
 def extract(carrier: dict[str, str] | None):
     """The trace context carried in headers, to parent a span on."""
     return propagate.extract(carrier or {})
+
+
+def mark_cycle(cycle_id: str) -> None:
+    """Label the active span as the root of a decision cycle (what `schedcp trace CYCLE` finds)."""
+    trace.get_current_span().set_attribute(CYCLE_ATTRIBUTE, cycle_id)
 
 
 def current_trace_id() -> str:

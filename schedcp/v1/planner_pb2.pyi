@@ -1,3 +1,4 @@
+from schedcp.v1 import common_pb2 as _common_pb2
 from schedcp.v1 import deployment_pb2 as _deployment_pb2
 from schedcp.v1 import cycle_pb2 as _cycle_pb2
 from schedcp.v1 import goal_pb2 as _goal_pb2
@@ -11,14 +12,25 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TuneRequest(_message.Message):
-    __slots__ = ("host_id", "intent", "provider")
+    __slots__ = ("host_id", "intent", "provider", "policy", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.ParamValue, _Mapping]] = ...) -> None: ...
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     INTENT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     intent: str
     provider: str
-    def __init__(self, host_id: _Optional[str] = ..., intent: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
+    policy: str
+    parameters: _containers.MessageMap[str, _common_pb2.ParamValue]
+    def __init__(self, host_id: _Optional[str] = ..., intent: _Optional[str] = ..., provider: _Optional[str] = ..., policy: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("host_id", "intent", "provider")

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
+from schedcp import params
 from schedcp.errors import FailedPrecondition
 from schedcp.v1 import policy_pb2, verdict_pb2
 
@@ -154,8 +155,5 @@ class SchedExtBackend:
 def loader_args(artifact: policy_pb2.PolicyArtifact) -> list[str]:
     args = []
     for key, value in sorted(artifact.parameters.items()):
-        kind = value.WhichOneof("value")
-        raw = getattr(value, kind) if kind else ""
-        text = ("true" if raw else "false") if kind == "bool_value" else str(raw)
-        args += ["--param", f"{key}={text}"]
+        args += ["--param", f"{key}={params.text(value)}"]
     return args

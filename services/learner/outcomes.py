@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from schedcp import metrics, topology
+from schedcp import metrics, params, topology
 from schedcp.bus import Bus, Delivery, MalformedMessage
-from schedcp.v1 import common_pb2, deployment_pb2, policy_pb2
+from schedcp.v1 import deployment_pb2, policy_pb2
 
 log = logging.getLogger(__name__)
 R = deployment_pb2
@@ -34,12 +34,7 @@ MIN_PROVEN_IMPROVEMENT = 0.05
 
 def parameters_key(parameters) -> str:
     """A stable text form of a parameter map: `slice_us=3000,wakeup_preempt=true`."""
-    def text(v: common_pb2.ParamValue) -> str:
-        kind = v.WhichOneof("value")
-        value = getattr(v, kind) if kind else ""
-        return str(value).lower() if isinstance(value, bool) else str(value)
-
-    return ",".join(f"{k}={text(parameters[k])}" for k in sorted(parameters))
+    return ",".join(f"{k}={params.text(parameters[k])}" for k in sorted(parameters))
 
 
 def signature_cluster(signature) -> str:

@@ -63,8 +63,10 @@ class Cycle:
         """One cycle; `published` is the profile that triggered an automatic one, used instead of
         profiling the host again while it is fresh."""
         self._planner.check_provider(request.provider)
+        self._planner.check_policy(request.policy)
         host = await self._planner.host(request.host_id)
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
+        telemetry.mark_cycle(cycle.cycle_id)
         if published is not None and _age_s(published) <= PUBLISHED_PROFILE_MAX_AGE_S:
             profile, how = published, f"the published profile {published.profile_id}"
         else:
@@ -81,7 +83,8 @@ class Cycle:
                                    f"nothing to do: {goal.rationale}")
             return
         yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SUCCEEDED, goal.rationale, goal=goal)
-        found = await self._planner.candidates(goal, profile)
+        found = (self._planner.named(request, goal, profile) if request.policy
+                 else await self._planner.candidates(goal, profile))
         names = ", ".join(c.artifact.name for c in found.candidates) or "none"
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED, f"candidates: {names}",
                                candidates=found)

@@ -95,6 +95,17 @@ class Planner:
             return found
         return synthesis.rank(found, search, await self._stored(search, found))
 
+    def check_policy(self, name: str) -> None:
+        """InvalidArgument unless `name` is a library policy (before a cycle starts)."""
+        if name and name not in {m.name for m in self._library}:
+            raise InvalidArgument(f"no library policy {name!r}; `schedcp policies` lists them "
+                                  f"({', '.join(sorted(m.name for m in self._library))})")
+
+    def named(self, request: planner_pb2.TuneRequest, goal: goal_pb2.OptimizationGoal,
+              profile: profile_pb2.WorkloadProfile) -> cycle_pb2.CandidateList:
+        """The library policy the request names, as the only candidate."""
+        return synthesis.named(request.policy, request.parameters, goal, profile, self._library)
+
     async def _search(self, request: learner_pb2.SearchPoliciesRequest) -> learner_pb2.SearchPoliciesResponse | None:
         """The learner's answer; None (logged) when it cannot be asked."""
         if not request.signature.values:

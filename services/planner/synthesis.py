@@ -12,7 +12,8 @@ the latency group by name, then vtime. Throughput goals need sched_ext (`batch`)
 
 from __future__ import annotations
 
-from schedcp import matchers, native_policies, policies
+from schedcp import matchers, native_policies, params, policies
+from schedcp.errors import FailedPrecondition
 from schedcp.policies import PolicyMetadata
 from schedcp.v1 import common_pb2, cycle_pb2, goal_pb2, learner_pb2, policy_pb2, profile_pb2
 
@@ -49,6 +50,30 @@ def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadPro
     return cycle_pb2.CandidateList(candidates=found, chosen=0)
 
 
+def named(name: str, parameters, goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,
+          library: list[PolicyMetadata]) -> cycle_pb2.CandidateList:
+    """The one candidate an operator asked for by name (`schedcp deploy`), with their parameters
+    over what the cycle would choose; a native policy applies to the goal's batch or latency
+    groups as its metadata says."""
+    meta = next(m for m in library if m.name == name)  # Planner.check_policy came first
+    if meta.kind == "sched_ext":
+        if "sched_ext" not in profile.host.backends:
+            raise FailedPrecondition(f"{name} is a sched_ext scheduler and {profile.host.host_id} has no sched_ext "
+                                     "(its kernel lacks CONFIG_SCHED_CLASS_EXT); choose a native policy")
+        candidate = _sched_ext(meta, goal, 0.0, 0.0)
+        for key, value in parameters.items():
+            candidate.artifact.parameters[key].CopyFrom(value)
+    else:
+        batch = [m for g in goal.guards for m in g.metric.groups]
+        groups = list(goal.target_groups) if meta.group == "latency" else batch
+        if not groups:
+            raise FailedPrecondition(f"{name} applies to the {meta.group} group and the goal names none "
+                                     f"({goal.rationale}); say which with --intent")
+        candidate = _native(meta, groups, 0.0, 0.0, params.pythons(parameters))
+    candidate.rationale = f"{name}: asked for by the operator. {meta.description}"
+    return cycle_pb2.CandidateList(candidates=[candidate], chosen=0)
+
+
 def _sched_ext(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal, improvement: float,
                confidence: float) -> cycle_pb2.Candidate:
     artifact = policy_pb2.PolicyArtifact(
@@ -63,11 +88,11 @@ def _sched_ext(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal, improvemen
                                expected_improvement=improvement, confidence=confidence, rationale=why)
 
 
-def _native(meta: PolicyMetadata, batch: list[common_pb2.GroupMatcher], improvement: float,
-            confidence: float) -> cycle_pb2.Candidate:
+def _native(meta: PolicyMetadata, group: list[common_pb2.GroupMatcher], improvement: float,
+            confidence: float, values: native_policies.Params | None = None) -> cycle_pb2.Candidate:
     artifact = policy_pb2.PolicyArtifact(name=meta.name, kind=policy_pb2.POLICY_KIND_NATIVE,
                                          origin=policy_pb2.POLICY_ORIGIN_LIBRARY,
-                                         native=native_policies.build(meta, {}, batch))
+                                         native=native_policies.build(meta, values or {}, group))
     return cycle_pb2.Candidate(artifact=artifact, path=cycle_pb2.SYNTHESIS_PATH_TUNE,
                                expected_improvement=improvement, confidence=confidence,
                                rationale=f"{meta.name}: {meta.description}")
