@@ -63,8 +63,8 @@ class Cycle:
         """One cycle; `published` is the profile that triggered an automatic one, used instead of
         profiling the host again while it is fresh."""
         self._planner.check_provider(request.provider)
-        self._planner.check_policy(request.policy)
         host = await self._planner.host(request.host_id)
+        self._planner.check_policy(request.policy, host)
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
         telemetry.mark_cycle(cycle.cycle_id)
         if published is not None and _age_s(published) <= PUBLISHED_PROFILE_MAX_AGE_S:

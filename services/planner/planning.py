@@ -95,11 +95,18 @@ class Planner:
             return found
         return synthesis.rank(found, search, await self._stored(search, found))
 
-    def check_policy(self, name: str) -> None:
-        """InvalidArgument unless `name` is a library policy (before a cycle starts)."""
-        if name and name not in {m.name for m in self._library}:
+    def check_policy(self, name: str, host: host_pb2.HostRegistration) -> None:
+        """Before a cycle for a named policy starts: InvalidArgument unless it is a library
+        policy, FailedPrecondition when the host cannot run it."""
+        if not name:
+            return
+        meta = next((m for m in self._library if m.name == name), None)
+        if meta is None:
             raise InvalidArgument(f"no library policy {name!r}; `schedcp policies` lists them "
                                   f"({', '.join(sorted(m.name for m in self._library))})")
+        if meta.kind == "sched_ext" and "sched_ext" not in host.facts.backends:
+            raise FailedPrecondition(f"{name} is a sched_ext scheduler and {host.host_id} has no sched_ext (its "
+                                     "kernel lacks CONFIG_SCHED_CLASS_EXT); choose a native policy")
 
     def named(self, request: planner_pb2.TuneRequest, goal: goal_pb2.OptimizationGoal,
               profile: profile_pb2.WorkloadProfile) -> cycle_pb2.CandidateList:

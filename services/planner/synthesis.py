@@ -57,9 +57,6 @@ def named(name: str, parameters, goal: goal_pb2.OptimizationGoal, profile: profi
     groups as its metadata says."""
     meta = next(m for m in library if m.name == name)  # Planner.check_policy came first
     if meta.kind == "sched_ext":
-        if "sched_ext" not in profile.host.backends:
-            raise FailedPrecondition(f"{name} is a sched_ext scheduler and {profile.host.host_id} has no sched_ext "
-                                     "(its kernel lacks CONFIG_SCHED_CLASS_EXT); choose a native policy")
         candidate = _sched_ext(meta, goal, 0.0, 0.0)
         for key, value in parameters.items():
             candidate.artifact.parameters[key].CopyFrom(value)
