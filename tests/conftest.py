@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from schedcp import rpc, tls
 from schedcp.probe import probe
 from schedcp.stack import ephemeral_env, nats_server_binary
 from services.verifier.signing import SigningKey
@@ -219,3 +220,18 @@ def stack(services):
     services.start("observer", "executor")
     services.key = key
     return services
+
+
+def identity(directory: Path, name: str, ca: Path | None = None) -> tls.TlsFiles:
+    """The TLS files of one identity in a `schedcp certs init` directory."""
+    return tls.TlsFiles(ca or directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}-key.pem")
+
+
+@pytest.fixture
+def secured(services, tmp_path, monkeypatch):
+    """Services with TLS on; this test process calls as the operator unless told otherwise."""
+    certs = tmp_path / "tls"
+    tls.create_dev_certs(certs)
+    services.env["SCHEDCP_TLS_DIR"] = str(certs)
+    monkeypatch.setattr(rpc, "_identity", identity(certs, tls.OPERATOR))
+    return services, certs

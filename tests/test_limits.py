@@ -12,7 +12,7 @@ import pytest
 from schedcp import limits, native_policies, policies, rpc, tls
 from schedcp.errors import ResourceExhausted
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2, verifier_pb2_grpc
-from tests.test_security import identity
+from tests.conftest import identity
 
 
 class Clock:
@@ -90,10 +90,9 @@ def test_a_tool_over_its_verify_limit_is_told_when_to_retry(services):
     assert "called Verify more than 2 times a minute" in codes[2][1] and "retry in 30 s" in codes[2][1]
 
 
-def test_with_tls_the_planner_is_not_limited_and_the_operator_is(services, tmp_path):
-    certs = tmp_path / "tls"
-    tls.create_dev_certs(certs)
-    services.env.update(SCHEDCP_TLS_DIR=str(certs), SCHEDCP_RATE_LIMIT_VERIFY_PER_MIN="1")
+def test_with_tls_the_planner_is_not_limited_and_the_operator_is(secured):
+    services, certs = secured
+    services.env["SCHEDCP_RATE_LIMIT_VERIFY_PER_MIN"] = "1"
     services.start("verifier")
     addr = services.addr("verifier")
     assert {code for code, _ in verify_codes(addr, 3, identity(certs, "planner"))} == {grpc.StatusCode.OK}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from pathlib import Path
 
 import grpc
 import pytest
@@ -17,22 +16,8 @@ from schedcp import rpc, tls
 from schedcp.config import ConfigError, load_settings
 from schedcp.net import free_port
 from schedcp.v1 import executor_pb2, executor_pb2_grpc, info_pb2, info_pb2_grpc, observer_pb2, observer_pb2_grpc
-from tests.conftest import ROOT
+from tests.conftest import ROOT, identity
 from tests.test_services import call
-
-
-def identity(directory: Path, name: str, ca: Path | None = None) -> tls.TlsFiles:
-    return tls.TlsFiles(ca or directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}-key.pem")
-
-
-@pytest.fixture
-def secured(services, tmp_path, monkeypatch):
-    """Services with TLS on; this test process calls as the operator unless told otherwise."""
-    certs = tmp_path / "tls"
-    tls.create_dev_certs(certs)
-    services.env["SCHEDCP_TLS_DIR"] = str(certs)
-    monkeypatch.setattr(rpc, "_identity", identity(certs, tls.OPERATOR))
-    return services, certs
 
 
 def deploy_as(addr: str, files: tls.TlsFiles | None) -> tuple[grpc.StatusCode, str]:
