@@ -38,6 +38,9 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.sched_ext_latency
 	$(PY) -m bench.verifier_stages
 	$(PY) -m bench.planner_fleet
+	$(PY) -m bench.colocation
+	$(PY) -m bench.makespan
+	$(PY) -m bench.summary
 
 # Build (once; cached in SCHEDCP_CACHE_DIR) the sandbox kernel, libbpf, loader, probes and policies.
 sandbox: $(STAMP)

@@ -1,0 +1,85 @@
+"""The headline figures of every benchmark in one page: reads bench/results/*.json (whatever
+`make bench` has produced so far) and writes bench/results/README.md, each line linking to its
+full report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _colocation(d: dict) -> list[str]:
+    s = d["summary"]
+    kept = sorted({c["policy"] for c in d["cycles"] if c["kept"]}) or ["none"]
+    lines = [f"cyclictest p99 {s['default']['cyclictest_p99_us']:.0f} us (default) -> "
+             f"{s['schedcp']['cyclictest_p99_us']:.0f} us (schedcp: {', '.join(kept)}); alone "
+             f"{s['alone']['cyclictest_p99_us']:.0f} us",
+             f"reqwork p99 {s['default']['reqwork_p99_us']:.0f} -> {s['schedcp']['reqwork_p99_us']:.0f} us; alone "
+             f"{s['alone']['reqwork_p99_us']:.0f} us",
+             f"batch throughput under schedcp: {s['schedcp']['batch_ops_per_s'] / s['default']['batch_ops_per_s']:.0%} "
+             "of default"]
+    lines += [f"target {name}: {'met' if ok else 'not met'}" for name, ok in d["targets"].items()]
+    for path in sorted({c["path"] for c in d["cycles"]}):
+        cycles = [c for c in d["cycles"] if c["path"] == path]
+        lines.append(f"cycle cost, {path} path: {min(c['wall_s'] for c in cycles):.1f}-"
+                     f"{max(c['wall_s'] for c in cycles):.1f} s, {sum(c['llm_tokens'] for c in cycles)} LLM tokens")
+    return lines
+
+
+def _makespan(d: dict) -> list[str]:
+    s = d["summary"]
+    return [f"{name}: makespan {v['makespan_ms'] / 1000:.2f} s ({-v['reduction']:+.0%} vs EEVDF)"
+            for name, v in s.items()] + [f"target: at least {d['target_reduction']:.0%} lower"]
+
+
+def _planner_fleet(d: dict) -> list[str]:
+    return [f"{n} hosts: {v['decisions_per_s']:.0f} decisions/s, decision p99 {v['latency_p99_ms']:.0f} ms "
+            f"(queueing included), one cycle p50 {v['service_p50_ms']:.0f} ms" for n, v in d["summary"].items()]
+
+
+def _verifier(d: dict) -> list[str]:
+    return [f"{name}: {'approved' if v['approved'] else 'rejected'} in {v['cold_total_s']:.2f} s cold, "
+            f"{v['cached_total_ms']:.0f} ms cached" for name, v in d["summary"].items()]
+
+
+def _observer(d: dict) -> list[str]:
+    return [f"{pool}, {mode}: {v['observer_cpu_pct_median']:.2f} % CPU + "
+            f"{v['kernel_probe_pct_median']:.2f} % in-kernel" for pool, modes in d["summary"].items()
+            for mode, v in modes.items()]
+
+
+def _sched_ext_latency(d: dict) -> list[str]:
+    return [f"{name}: wakeup p50 {v['p50_us']:.0f} us, p99 {v['p99_us']:.0f} us (TCG)"
+            for name, v in d["summary"].items()]
+
+
+SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
+    "colocation": ("Co-location: latency service beside CPU batch (this host)", _colocation),
+    "makespan": ("Batch long tail: makespan (sandbox VM)", _makespan),
+    "planner_fleet": ("Planner at fleet scale (rules provider)", _planner_fleet),
+    "verifier_stages": ("Verifier: time to a verdict", _verifier),
+    "observer_overhead": ("Observer overhead (1 s profiles, ~600 threads)", _observer),
+    "sched_ext_latency": ("EEVDF vs latency_boost wakeup latency (sandbox VM)", _sched_ext_latency),
+}
+
+
+def main() -> None:
+    lines = ["# Benchmark results", "", "Headline figures from the reports in this folder (`make bench` rewrites "
+             "them; each section's date is its last run). Full tables, methods and plots in each report.", ""]
+    for name, (title, summarise) in SECTIONS.items():
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            lines += [f"## {title}", "", "not run yet", ""]
+            continue
+        data = json.loads(path.read_text())
+        lines += [f"## {title}", "", f"[{name}.md]({name}.md), {data.get('date', '?')}", ""]
+        lines += [f"- {line}" for line in summarise(data)] + [""]
+    (RESULTS / "README.md").write_text("\n".join(lines))
+    print((RESULTS / "README.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
