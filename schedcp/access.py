@@ -16,6 +16,7 @@ RESTRICTED: dict[str, tuple[str, ...]] = {
     "/schedcp.v1.ObserverService/Measure": ("executor", "planner"),
     "/schedcp.v1.LearnerService/PutPolicy": ("planner", OPERATOR),
     "/schedcp.v1.PlannerService/Tune": ("planner", OPERATOR),
+    "/schedcp.v1.PlannerService/SetAuto": ("planner", OPERATOR),
 }
 
 

@@ -125,6 +125,8 @@ def _print_result(result: cycle_pb2.CycleEvent) -> None:
 
 def cmd_tune(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host_id
+    if args.auto:
+        return _set_auto(settings, host, args.auto == "on", args.json)
     if args.dry_run:
         return _plan(settings, planner_pb2.PlanRequest(host_id=host, intent=args.intent, provider=args.provider),
                      args.json)
@@ -132,6 +134,20 @@ def cmd_tune(settings: Settings, args: argparse.Namespace) -> int:
         say(f"tuning {host}" + (f" for {args.intent!r}" if args.intent else "") + " ...", err)
     request = planner_pb2.TuneRequest(host_id=host, intent=args.intent, provider=args.provider)
     return _exit_code(run_cycle(settings, request, args.json))
+
+
+def _set_auto(settings: Settings, host: str, enabled: bool, as_json: bool) -> int:
+    async def call() -> planner_pb2.SetAutoResponse:
+        async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
+            return await planner_pb2_grpc.PlannerServiceStub(channel).SetAuto(
+                planner_pb2.SetAutoRequest(host_id=host, enabled=enabled))
+
+    response = asyncio.run(call())
+    if as_json:
+        print(json_format.MessageToJson(response, indent=2, always_print_fields_with_no_presence=True))
+    else:
+        say(response.message)
+    return 0
 
 
 def _plan(settings: Settings, request: planner_pb2.PlanRequest, as_json: bool) -> int:
@@ -346,6 +362,9 @@ def register(add: Add) -> None:
     tune.add_argument("--provider", choices=["rules", "openai"], default="",
                       help="how the goal is inferred (default: SCHEDCP_GOAL_PROVIDER)")
     tune.add_argument("--dry-run", action="store_true", help="only the goal and the candidates; nothing deployed")
+    tune.add_argument("--auto", nargs="?", const="on", choices=["on", "off"],
+                      help="instead of one cycle now: let the planner tune this host on its next profile and "
+                      "whenever its workload changes (SCHEDCP_PLANNER_MIN_INTERVAL_S apart); --auto off stops it")
     deploy = add("deploy", cmd_deploy, "Deploy one library policy on a host: the planner infers the goal (the "
                  "groups it applies to, the canary's metric), the verifier checks the policy for that host's "
                  "kernel, the host's executor runs it as a canary and keeps it or rolls back.")

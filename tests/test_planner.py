@@ -47,6 +47,17 @@ def profile(*groups, cpus: int = 2, backends=("native",), cpu_idle: bool = True)
     return p
 
 
+def test_a_makespan_goal_naming_the_long_job_tunes_ljf_for_it():
+    p = profile(group("job-short", BATCH, 3.0), group("job-long", BATCH, 0.2), backends=("sched_ext", "native"))
+    goal = goal_pb2.OptimizationGoal(objective=goal_pb2.OBJECTIVE_MAKESPAN,
+                                     target_groups=[common_pb2.GroupMatcher(comm="job-long")])
+    [candidate] = synthesis.candidates(goal, p).candidates
+    assert candidate.artifact.name == "ljf"
+    assert candidate.artifact.parameters["long_comm"].string_value == "job-long"
+    assert candidate.artifact.parameters["max_lead_ms"].int_value == synthesis.KNOWN_LONG_JOB_LEAD_MS
+    assert "'job-long' is the long job" in candidate.rationale
+
+
 def test_a_latency_group_beside_batch_work_is_protected():
     goal = goals.infer(profile(group("nginx", LATENCY, 0.2, p99_us=3500), group("ffmpeg", BATCH, 4.0)))
     assert goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and goal.provider == "rules"

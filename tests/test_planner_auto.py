@@ -6,12 +6,14 @@ verifier: simulated hosts (the fleet bench's) that publish a profile are tuned f
 from __future__ import annotations
 
 import asyncio
+import json
 
 from bench.planner_fleet import run_fleet, with_executors
 from schedcp import topology
 from schedcp.bus import Bus
 from schedcp.v1 import profile_pb2
 from services.planner import triggers
+from tests.test_cycle_cli import schedcp
 from tests.test_planner import BATCH, LATENCY, group, profile
 
 
@@ -22,7 +24,8 @@ def host_profile(host: str, dominant: str, probe_class: int = LATENCY) -> profil
     return p
 
 
-async def replicas(url: str, count: int, min_interval_s: float) -> tuple[list[Bus], list[str]]:
+async def replicas(url: str, count: int, min_interval_s: float,
+                   every_host: bool = True) -> tuple[list[Bus], list[str]]:
     tuned: list[str] = []
 
     async def tune(profile: profile_pb2.WorkloadProfile) -> None:
@@ -32,7 +35,7 @@ async def replicas(url: str, count: int, min_interval_s: float) -> tuple[list[Bu
     for i in range(count):
         bus = await Bus.connect(url, f"planner-{i}")
         await bus.ensure_topology()
-        await triggers.DriftWatcher(bus, tune, min_interval_s).start()
+        await triggers.DriftWatcher(bus, tune, min_interval_s, every_host=every_host).start()
         buses.append(bus)
     return buses, tuned
 
@@ -73,6 +76,33 @@ def test_the_minimum_interval_holds_per_host(nats_server):
             await buses[0].close()
 
     assert asyncio.run(scenario()) == ["h1", "h2"]
+
+
+def test_without_planner_auto_only_hosts_opted_in_are_tuned(nats_server):
+    async def scenario():
+        buses, tuned = await replicas(nats_server.url, 1, min_interval_s=0, every_host=False)
+        bus = buses[0]
+        try:
+            await triggers.set_auto(bus, "h1", True)
+            await publish_and_settle(bus, host_profile("h1", "make"), host_profile("h2", "make"))
+            await triggers.set_auto(bus, "h1", False)
+            await triggers.set_auto(bus, "h2", True)
+            await publish_and_settle(bus, host_profile("h1", "ffmpeg"), host_profile("h2", "ffmpeg"))
+            return tuned
+        finally:
+            await bus.close()
+
+    assert asyncio.run(scenario()) == ["h1", "h2"]
+
+
+def test_tune_auto_opts_a_registered_host_in_and_out(services):
+    services.start("observer", "planner")
+    on = schedcp(services.env, "tune", "testhost", "--auto")
+    assert on.returncode == 0 and "automatic tuning on for testhost" in on.stdout, on.stderr
+    off = schedcp(services.env, "--json", "tune", "testhost", "--auto", "off")
+    assert off.returncode == 0 and json.loads(off.stdout)["enabled"] is False, off.stderr
+    unknown = schedcp(services.env, "tune", "nohost", "--auto")
+    assert unknown.returncode == 1 and "host 'nohost' is not registered" in unknown.stderr
 
 
 def test_drift_names_what_changed():

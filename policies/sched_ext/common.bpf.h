@@ -50,6 +50,19 @@ struct schedcp_exit schedcp_exit_info SEC(".bss");
         *(volatile s32 *)&schedcp_exit_info.kind = (ei)->kind;                           \
     } while (0)
 
+/* Whether the task's name starts with `prefix` (at most 15 characters; "" matches nothing).
+ * The name is compared where it is, never copied out of the task. */
+static __always_inline bool comm_has_prefix(const struct task_struct *p, const volatile char *prefix)
+{
+    if (!prefix[0])
+        return false;
+    for (int i = 0; i < 16 && prefix[i]; i++) {
+        if (p->comm[i] != prefix[i])
+            return false;
+    }
+    return true;
+}
+
 /* vtime comparison that survives wrap-around. */
 static __always_inline bool vtime_before(u64 a, u64 b)
 {

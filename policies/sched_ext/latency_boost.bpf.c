@@ -44,17 +44,8 @@ static __always_inline u64 slice_ns(void)
 
 static __always_inline bool matches(struct task_struct *p)
 {
-    if (boost_comm[0]) {
-        bool same = true;
-        for (int i = 0; i < 16 && boost_comm[i]; i++) {
-            if (p->comm[i] != boost_comm[i]) {
-                same = false;
-                break;
-            }
-        }
-        if (same)
-            return true;
-    }
+    if (comm_has_prefix(p, boost_comm))
+        return true;
     for (int i = 0; i < MAX_BOOST_TGIDS; i++) {
         if (boost_tgid[i] && boost_tgid[i] == (u32)p->tgid)
             return true;

@@ -54,6 +54,24 @@ class PlanResponse(_message.Message):
     llm_usage: _cycle_pb2.LlmUsage
     def __init__(self, cycle_id: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., candidates: _Optional[_Union[_cycle_pb2.CandidateList, _Mapping]] = ..., llm_usage: _Optional[_Union[_cycle_pb2.LlmUsage, _Mapping]] = ...) -> None: ...
 
+class SetAutoRequest(_message.Message):
+    __slots__ = ("host_id", "enabled")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    enabled: bool
+    def __init__(self, host_id: _Optional[str] = ..., enabled: _Optional[bool] = ...) -> None: ...
+
+class SetAutoResponse(_message.Message):
+    __slots__ = ("host_id", "enabled", "message")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    enabled: bool
+    message: str
+    def __init__(self, host_id: _Optional[str] = ..., enabled: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ListHostsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

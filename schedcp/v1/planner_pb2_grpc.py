@@ -45,6 +45,11 @@ class PlannerServiceStub:
                 request_serializer=schedcp_dot_v1_dot_planner__pb2.PlanRequest.SerializeToString,
                 response_deserializer=schedcp_dot_v1_dot_planner__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.SetAuto = channel.unary_unary(
+                '/schedcp.v1.PlannerService/SetAuto',
+                request_serializer=schedcp_dot_v1_dot_planner__pb2.SetAutoRequest.SerializeToString,
+                response_deserializer=schedcp_dot_v1_dot_planner__pb2.SetAutoResponse.FromString,
+                _registered_method=True)
         self.ListHosts = channel.unary_unary(
                 '/schedcp.v1.PlannerService/ListHosts',
                 request_serializer=schedcp_dot_v1_dot_planner__pb2.ListHostsRequest.SerializeToString,
@@ -69,6 +74,14 @@ class PlannerServiceServicer:
 
     def Plan(self, request, context):
         """A dry run: the goal and the chosen candidate, nothing verified or deployed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAuto(self, request, context):
+        """Turn automatic tuning of one host on or off: the planner then tunes it whenever its
+        workload drifts (every host is tuned so when the planner runs with SCHEDCP_PLANNER_AUTO).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +112,11 @@ def add_PlannerServiceServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=schedcp_dot_v1_dot_planner__pb2.PlanRequest.FromString,
                     response_serializer=schedcp_dot_v1_dot_planner__pb2.PlanResponse.SerializeToString,
+            ),
+            'SetAuto': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAuto,
+                    request_deserializer=schedcp_dot_v1_dot_planner__pb2.SetAutoRequest.FromString,
+                    response_serializer=schedcp_dot_v1_dot_planner__pb2.SetAutoResponse.SerializeToString,
             ),
             'ListHosts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListHosts,
@@ -165,6 +183,33 @@ class PlannerService:
             '/schedcp.v1.PlannerService/Plan',
             schedcp_dot_v1_dot_planner__pb2.PlanRequest.SerializeToString,
             schedcp_dot_v1_dot_planner__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAuto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/schedcp.v1.PlannerService/SetAuto',
+            schedcp_dot_v1_dot_planner__pb2.SetAutoRequest.SerializeToString,
+            schedcp_dot_v1_dot_planner__pb2.SetAutoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from schedcp.bus import Bus
+from schedcp.config import Settings
 from schedcp.service import GrpcService, ServiceContext
 from schedcp.v1 import planner_pb2, planner_pb2_grpc, profile_pb2
-from services.planner import audit
+from services.planner import audit, triggers
 from services.planner.cycle import Cycle
 from services.planner.hosts import HostDirectory
 from services.planner.planning import Planner
@@ -13,8 +14,9 @@ from services.planner.triggers import DriftWatcher
 
 
 class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
-    def __init__(self, hosts: HostDirectory, planner: Planner, cycle: Cycle, bus: Bus) -> None:
+    def __init__(self, hosts: HostDirectory, planner: Planner, cycle: Cycle, bus: Bus, settings: Settings) -> None:
         self._hosts = hosts
+        self._settings = settings
         self._bus = bus
         self._planner = planner
         self._cycle = cycle
@@ -25,6 +27,21 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
 
     async def Plan(self, request, context):
         return await self._planner.plan(request)
+
+    async def SetAuto(self, request, context):
+        host = await self._hosts.get(request.host_id)
+        await triggers.set_auto(self._bus, host.host_id, request.enabled)
+        return planner_pb2.SetAutoResponse(host_id=host.host_id, enabled=request.enabled,
+                                           message=self._auto_message(host.host_id, request.enabled))
+
+    def _auto_message(self, host: str, enabled: bool) -> str:
+        interval = f"at most every {self._settings.planner_min_interval_s:g} s"
+        if self._settings.planner_auto:
+            return f"this planner tunes every host automatically (SCHEDCP_PLANNER_AUTO), {host} included, {interval}"
+        if enabled:
+            return (f"automatic tuning on for {host}: tuned on its next profile, then whenever its workload "
+                    f"changes, {interval}; `schedcp history {host}` shows what was done")
+        return f"automatic tuning off for {host}"
 
     async def ListHosts(self, request, context):
         return planner_pb2.ListHostsResponse(hosts=await self._hosts.list())
@@ -37,13 +54,14 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     hosts = HostDirectory(ctx.bus)
     planner = Planner(hosts, ctx.settings, ctx.bus)
     cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr)
-    if ctx.settings.planner_auto:
-        async def tune_host(profile: profile_pb2.WorkloadProfile) -> None:
-            async for _ in cycle.tune(planner_pb2.TuneRequest(host_id=profile.host.host_id), profile):
-                pass  # the events are published on schedcp.cycle.<host>
+    async def tune_host(profile: profile_pb2.WorkloadProfile) -> None:
+        async for _ in cycle.tune(planner_pb2.TuneRequest(host_id=profile.host.host_id), profile):
+            pass  # the events are published on schedcp.cycle.<host>
 
-        await DriftWatcher(ctx.bus, tune_host, ctx.settings.planner_min_interval_s,
-                           ctx.settings.planner_max_cycles).start()
-    ctx.details["auto"] = (f"on, at most every {ctx.settings.planner_min_interval_s:g} s per host"
-                           if ctx.settings.planner_auto else "off")
-    return [GrpcService.of(PlannerServicer(hosts, planner, cycle, ctx.bus), planner_pb2, planner_pb2_grpc)]
+    # Always watching: without SCHEDCP_PLANNER_AUTO only the hosts opted in are tuned.
+    await DriftWatcher(ctx.bus, tune_host, ctx.settings.planner_min_interval_s, ctx.settings.planner_max_cycles,
+                       every_host=ctx.settings.planner_auto).start()
+    ctx.details["auto"] = (f"every host, at most every {ctx.settings.planner_min_interval_s:g} s per host"
+                           if ctx.settings.planner_auto else "hosts opted in (schedcp tune HOST --auto)")
+    servicer = PlannerServicer(hosts, planner, cycle, ctx.bus, ctx.settings)
+    return [GrpcService.of(servicer, planner_pb2, planner_pb2_grpc)]

@@ -1,8 +1,10 @@
-"""Automatic tuning (SCHEDCP_PLANNER_AUTO): follow every host's profiles and run a Tune when the
-workload drifted since the host was last tuned: another group dominates the CPU, or one of
-the main groups changed class. At most once per SCHEDCP_PLANNER_MIN_INTERVAL_S per host, and
-at most SCHEDCP_PLANNER_MAX_CYCLES cycles at once (the rest wait). The cycle starts from the
-profile that triggered it.
+"""Automatic tuning: follow the hosts' profiles and run a Tune when a host's workload drifted
+since it was last tuned: another group dominates the CPU, or one of the main groups changed
+class. Every host with SCHEDCP_PLANNER_AUTO, else only the hosts an operator opted in
+(`schedcp tune HOST --auto`: key `auto.<host>` in the `schedcp_planner` bucket, see `set_auto`).
+At most once per SCHEDCP_PLANNER_MIN_INTERVAL_S per host, and at most
+SCHEDCP_PLANNER_MAX_CYCLES cycles at once (the rest wait). The cycle starts from the profile
+that triggered it.
 
 Replicas share one durable consumer as a queue group, so each profile reaches one of them;
 a host is claimed in the `schedcp_planner` KV bucket by compare-and-set before it is tuned,
@@ -12,6 +14,7 @@ so two replicas that see two profiles of one host cannot both tune it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -53,10 +56,38 @@ def drifted(before: dict | None, now: dict) -> str:
     return ""
 
 
+def auto_key(host: str) -> str:
+    """The opt-in key of one host (host ids have no dots, so it never names a host's record)."""
+    return f"auto.{host}"
+
+
+async def set_auto(bus: Bus, host: str, enabled: bool) -> None:
+    """Opt a host in to (or out of) automatic tuning."""
+    kv = await bus.kv(topology.PLANNER_BUCKET)
+    if enabled:
+        await kv.put(auto_key(host), b"1")
+    else:
+        with contextlib.suppress(KeyNotFoundError):
+            await kv.delete(auto_key(host))
+
+
+async def auto_enabled(bus: Bus, host: str) -> bool:
+    kv = await bus.kv(topology.PLANNER_BUCKET)
+    try:
+        entry = await kv.get(auto_key(host))
+    except KeyNotFoundError:
+        return False
+    return entry.value == b"1"
+
+
 class DriftWatcher:
-    def __init__(self, bus: Bus, tune: TuneHost, min_interval_s: float, max_cycles: int = 128) -> None:
+    """Tunes drifted hosts: all of them (`every_host`) or those opted in."""
+
+    def __init__(self, bus: Bus, tune: TuneHost, min_interval_s: float, max_cycles: int = 128,
+                 every_host: bool = True) -> None:
         self._bus = bus
         self._tune = tune
+        self._every_host = every_host
         self._min_interval_s = min_interval_s
         self._slots = asyncio.Semaphore(max_cycles)
         self._tasks: set[asyncio.Task] = set()
@@ -67,7 +98,7 @@ class DriftWatcher:
 
     async def on_profile(self, profile: profile_pb2.WorkloadProfile, delivery: Delivery | None = None) -> None:
         host = profile.host.host_id
-        if not host:
+        if not host or not (self._every_host or await auto_enabled(self._bus, host)):
             return
         now = workload_state(profile)
         kv = await self._bus.kv(topology.PLANNER_BUCKET)
