@@ -20,7 +20,8 @@ from rich.table import Table
 
 from schedcp import __version__, cli_cycle, nats_auth, params, rpc, tls
 from schedcp.config import ConfigError, Settings, load_settings
-from schedcp.console import err, out
+from schedcp.console import err, out, print_message
+from schedcp.console import table as table_of
 from schedcp.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -47,9 +48,7 @@ from schedcp.v1 import (
 
 
 def _status_table(statuses: list[ServiceStatus]) -> Table:
-    table = Table(title="schedcp services", title_justify="left")
-    for column in ("service", "address", "health", "version", "pid", "details"):
-        table.add_column(column)
+    table = table_of("schedcp services", ("service", "address", "health", "version", "pid", "details"))
     for s in statuses:
         colour = "green" if s.serving else "red"
         details = ", ".join(f"{k}={v}" for k, v in sorted(s.info.details.items())) if s.info else s.error
@@ -114,17 +113,14 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(settings: Settings, args: argparse.Namespace) -> int:
-    async def fetch() -> planner_pb2.ListHostsResponse:
-        async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
-            return await planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(planner_pb2.ListHostsRequest())
-
-    response = asyncio.run(fetch())
+    request = planner_pb2.ListHostsRequest()
+    response = cli_cycle.ask(settings.planner_addr, settings.rpc_timeout_s,
+                             lambda channel: planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(request))
     if args.json:
-        print(json_format.MessageToJson(response, indent=2))
+        print_message(response)
         return 0
-    table = Table(title="registered hosts", title_justify="left")
-    for column in ("host", "kernel", "cpus", "sched_ext", "backends", "observer", "executor"):
-        table.add_column(column)
+    table = table_of("registered hosts",
+                     ("host", "kernel", "cpus", "sched_ext", "backends", "observer", "executor"))
     for h in response.hosts:
         f = h.facts
         scx = "unsupported" if "sched_ext" not in f.backends else (f.sched_ext.ops_name or "no scheduler")
@@ -135,18 +131,14 @@ def cmd_hosts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
-    async def fetch() -> planner_pb2.ListAuditResponse:
-        async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
-            return await planner_pb2_grpc.PlannerServiceStub(channel).ListAudit(
-                planner_pb2.ListAuditRequest(host_id=args.host or "", limit=args.limit))
-
-    response = asyncio.run(fetch())
+    request = planner_pb2.ListAuditRequest(host_id=args.host or "", limit=args.limit)
+    response = cli_cycle.ask(settings.planner_addr, settings.rpc_timeout_s,
+                             lambda channel: planner_pb2_grpc.PlannerServiceStub(channel).ListAudit(request))
     if args.json:
-        print(json_format.MessageToJson(response, indent=2))
+        print_message(response)
         return 0
-    table = Table(title="audit trail (oldest first)", title_justify="left")
-    for column in ("when (UTC)", "host", "action", "policy", "by", "digest", "verdict", "why"):
-        table.add_column(column)
+    table = table_of("audit trail (oldest first)",
+                     ("when (UTC)", "host", "action", "policy", "by", "digest", "verdict", "why"))
     for r in response.records:
         action = deployment_pb2.AuditAction.Name(r.action).removeprefix("AUDIT_ACTION_").lower()
         table.add_row(r.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), r.host_id, action, r.policy_name, r.actor,
@@ -184,7 +176,7 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
         err.print(f"sampling {args.host or 'this host'} for {args.window:g} s ...", highlight=False)
     profile = asyncio.run(fetch())
     if args.json:
-        print(json_format.MessageToJson(profile, indent=2))
+        print_message(profile)
         return 0
     table = Table(title=f"{profile.host.host_id}: workload over {args.window:g} s ({profile.sampler})",
                   title_justify="left")
@@ -217,7 +209,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
     verdict = asyncio.run(run())
     if args.json:
-        print(json_format.MessageToJson(verdict, indent=2))
+        print_message(verdict)
     else:
         out.print(("cached " if verdict.cached else "") + verdict.summary, markup=False, highlight=False)
         for stage in verdict.stages:

@@ -8,14 +8,16 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from google.protobuf import json_format
+import grpc
 from rich.table import Table
 
 from schedcp import matchers, params, rpc, tracestore
 from schedcp.config import Settings
-from schedcp.console import err, out, say
+from schedcp.console import err, out, print_message, say
+from schedcp.console import table as table_of
 from schedcp.demo import DemoWorkload
 from schedcp.errors import EXIT_FAILED, DependencyUnavailable, NotFound
 from schedcp.stack import LocalStack
@@ -37,6 +39,16 @@ from schedcp.v1 import (
 )
 
 Add = Callable[[str, Callable[[Settings, argparse.Namespace], int], str], argparse.ArgumentParser]
+T = TypeVar("T")
+
+
+def ask(addr: str, timeout_s: float, invoke: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
+    """One call from the CLI to the service at `addr`, on an event loop of its own."""
+    async def run() -> T:
+        async with rpc.channel(addr, timeout_s) as channel:
+            return await invoke(channel)
+
+    return asyncio.run(run())
 
 
 async def registered_host(settings: Settings, host_id: str) -> host_pb2.HostRegistration:
@@ -66,9 +78,7 @@ def _metric_name(metric: common_pb2.MetricSpec) -> str:
 
 
 def _comparisons_table(comparisons, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("metric", "before", "after", "change", "met"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
+    table = table_of(title, ("metric", "before", "after", "change", "met"))
     for c in comparisons:
         change = (c.observed - c.baseline) / c.baseline if c.baseline else 0.0
         table.add_row(_metric_name(c.metric), f"{c.baseline:.4g}", f"{c.observed:.4g}", f"{change:+.0%}",
@@ -93,7 +103,7 @@ def run_cycle(settings: Settings, request: planner_pb2.TuneRequest, as_json: boo
             async for event in planner_pb2_grpc.PlannerServiceStub(channel).Tune(request):
                 last = event
                 if as_json:
-                    print(json_format.MessageToJson(event, indent=None), flush=True)
+                    print_message(event, indent=None)
                 else:
                     _print_event(event, started)
         return last
@@ -137,27 +147,22 @@ def cmd_tune(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _set_auto(settings: Settings, host: str, enabled: bool, as_json: bool) -> int:
-    async def call() -> planner_pb2.SetAutoResponse:
-        async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
-            return await planner_pb2_grpc.PlannerServiceStub(channel).SetAuto(
-                planner_pb2.SetAutoRequest(host_id=host, enabled=enabled))
-
-    response = asyncio.run(call())
+    request = planner_pb2.SetAutoRequest(host_id=host, enabled=enabled)
+    response = ask(settings.planner_addr, settings.rpc_timeout_s,
+                   lambda channel: planner_pb2_grpc.PlannerServiceStub(channel).SetAuto(request))
     if as_json:
-        print(json_format.MessageToJson(response, indent=2, always_print_fields_with_no_presence=True))
+        print_message(response, with_defaults=True)
     else:
         say(response.message)
     return 0
 
 
 def _plan(settings: Settings, request: planner_pb2.PlanRequest, as_json: bool) -> int:
-    async def fetch() -> planner_pb2.PlanResponse:
-        async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s + 10) as channel:
-            return await planner_pb2_grpc.PlannerServiceStub(channel).Plan(request)
-
-    plan = asyncio.run(fetch())
+    # The planner profiles the host first (a couple of seconds).
+    plan = ask(settings.planner_addr, settings.rpc_timeout_s + 10,
+               lambda channel: planner_pb2_grpc.PlannerServiceStub(channel).Plan(request))
     if as_json:
-        print(json_format.MessageToJson(plan, indent=2))
+        print_message(plan)
         return 0
     goal = plan.goal
     say(f"goal: {_word(goal_pb2.Objective, goal.objective)} ({goal.provider or 'no provider'}): {goal.rationale}")
@@ -193,7 +198,7 @@ def rollback(settings: Settings, host_id: str, reason: str) -> executor_pb2.Roll
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     response = rollback(settings, args.host, args.reason)
     if args.json:
-        print(json_format.MessageToJson(response, indent=2))
+        print_message(response)
     else:
         say(response.message)
     return 0
@@ -228,17 +233,14 @@ def cmd_policies(settings: Settings, args: argparse.Namespace) -> int:
     if args.search:
         return _search(settings, args.search, args.json)
 
-    async def fetch() -> learner_pb2.ListPoliciesResponse:
-        async with rpc.channel(settings.learner_addr, settings.rpc_timeout_s) as channel:
-            return await learner_pb2_grpc.LearnerServiceStub(channel).ListPolicies(learner_pb2.ListPoliciesRequest())
-
-    response = asyncio.run(fetch())
+    request = learner_pb2.ListPoliciesRequest()
+    response = ask(settings.learner_addr, settings.rpc_timeout_s,
+                   lambda channel: learner_pb2_grpc.LearnerServiceStub(channel).ListPolicies(request))
     if args.json:
-        print(json_format.MessageToJson(response, indent=2))
+        print_message(response)
         return 0
-    table = Table(title="policy repository", title_justify="left")
-    for column in ("policy", "kind", "origin", "goals", "outcomes", "proven", "description"):
-        table.add_column(column)
+    table = table_of("policy repository",
+                     ("policy", "kind", "origin", "goals", "outcomes", "proven", "description"))
     for record in response.policies:
         meta = record.metadata
         outcomes, proven = _effects(record)
@@ -264,11 +266,10 @@ def _search(settings: Settings, host_id: str, as_json: bool) -> int:
         say(f"profiling {host_id} for 2 s, then asking the learner for policies that fit ...", err)
     response = asyncio.run(fetch())
     if as_json:
-        print(json_format.MessageToJson(response, indent=2))
+        print_message(response)
         return 0
-    table = Table(title=f"policies for {host_id}'s workload, best first", title_justify="left")
-    for column in ("policy", "similarity", "expected", "confidence", "why"):
-        table.add_column(column)
+    table = table_of(f"policies for {host_id}'s workload, best first",
+                     ("policy", "similarity", "expected", "confidence", "why"))
     for match in response.matches:
         table.add_row(match.policy.metadata.name, f"{match.similarity:.2f}", f"{match.expected_improvement:+.0%}",
                       f"{match.confidence:.2f}", match.reason)
@@ -279,14 +280,11 @@ def _search(settings: Settings, host_id: str, as_json: bool) -> int:
 
 
 def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
-    async def fetch() -> policy_pb2.PolicyRecord:
-        async with rpc.channel(settings.learner_addr, settings.rpc_timeout_s) as channel:
-            return await learner_pb2_grpc.LearnerServiceStub(channel).GetPolicy(
-                learner_pb2.GetPolicyRequest(name=args.name, version=args.version))
-
-    record = asyncio.run(fetch())
+    request = learner_pb2.GetPolicyRequest(name=args.name, version=args.version)
+    record = ask(settings.learner_addr, settings.rpc_timeout_s,
+                 lambda channel: learner_pb2_grpc.LearnerServiceStub(channel).GetPolicy(request))
     if args.json:
-        print(json_format.MessageToJson(record, indent=2))
+        print_message(record)
         return 0
     meta = record.metadata
     say(f"{meta.name} ({_word(policy_pb2.PolicyKind, meta.kind)}, {_word(policy_pb2.PolicyOrigin, record.origin)}, "
@@ -296,9 +294,7 @@ def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
     if meta.limitations:
         say("limits: " + "; ".join(meta.limitations))
     if meta.parameters:
-        table = Table(title="parameters", title_justify="left")
-        for column in ("name", "type", "default", "range", "unit", "meaning"):
-            table.add_column(column)
+        table = table_of("parameters", ("name", "type", "default", "range", "unit", "meaning"))
         for p in meta.parameters:
             bounds = f"{p.min:g}..{p.max:g}" if p.HasField("min") and p.HasField("max") else ""
             table.add_row(p.name, _word(policy_pb2.ParamType, p.type), params.text(p.default_value), bounds,
