@@ -62,6 +62,7 @@ class Bus:
         self._url = ""
         self._closing = False
         self._last_error: Exception | None = None
+        self._refused: Exception | None = None
 
     @classmethod
     async def connect(cls, url: str, name: str, timeout_s: float = 2.0, replicas: int = 1, **options) -> Bus:
@@ -77,14 +78,16 @@ class Bus:
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             bus._closing = True
             await bus.nc.close()
-            cause = bus._last_error or exc
+            cause = bus._refused or bus._last_error or exc
             reason = str(cause) or type(cause).__name__
             if "authorization" in reason.lower():
                 raise DependencyUnavailable(
                     f"NATS at {url} refused this process's credentials ({reason}): check SCHEDCP_NATS_USER and "
                     "SCHEDCP_NATS_PASSWORD_FILE, or SCHEDCP_NATS_CREDS_FILE") from exc
+            # A server that refuses credentials may reset the connection before its reason arrives.
+            hint = " (a reset may also be a refusal of this process's credentials)" if "reset" in reason else ""
             raise DependencyUnavailable(
-                f"cannot reach NATS at {url} ({reason}); start a local stack with `schedcp up` "
+                f"cannot reach NATS at {url} ({reason}){hint}; start a local stack with `schedcp up` "
                 "or point SCHEDCP_NATS_URL at a running nats-server"
             ) from exc
         return bus
@@ -105,6 +108,10 @@ class Bus:
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
+        if "authorization" in str(exc).lower():
+            # Kept: the server closes right after refusing, and the next attempt may see only
+            # "connection reset", which would hide the real cause.
+            self._refused = exc
         # Connection errors repeat on every reconnect attempt; the disconnect is already logged.
         transient = isinstance(exc, OSError | TimeoutError | nats.errors.ConnectionClosedError)
         log.log(logging.DEBUG if transient else logging.WARNING, "NATS: %s", exc)
