@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import stat
 from pathlib import Path
 
 INIT = Path(__file__).resolve().parent / "init.sh"
@@ -24,12 +26,14 @@ class Cpio:
         self._ino = 1
         self._dirs: set[str] = set()
 
-    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
-        fields = [self._ino, mode, 0, 0, 2 if mode == _DIR else 1, 0, len(data), 0, 0, rdev[0], rdev[1],
-                  len(name) + 1, 0]
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0),
+               owner: tuple[int, int] = (0, 0)) -> None:
+        encoded = os.fsencode(name)  # the size field counts bytes, not characters
+        fields = [self._ino, mode, owner[0], owner[1], 2 if stat.S_ISDIR(mode) else 1, 0, len(data), 0, 0,
+                  rdev[0], rdev[1], len(encoded) + 1, 0]
         self._ino += 1
         header = b"070701" + b"".join(b"%08X" % f for f in fields)
-        self._out.write(header + name.encode() + b"\0")
+        self._out.write(header + encoded + b"\0")
         self._pad()
         self._out.write(data)
         self._pad()
@@ -55,9 +59,39 @@ class Cpio:
         self.directory(name.rsplit("/", 1)[0])
         self._entry(name.strip("/"), _CHR, rdev=(major, minor))
 
+    def tree(self, root: Path) -> None:
+        """Everything under `root` as it is on disk: modes and owners, symlinks as links, hard
+        links as copies; device nodes are left out (the VM mounts devtmpfs)."""
+        for path in sorted(root.rglob("*")):
+            info = path.lstat()
+            name = str(path.relative_to(root))
+            owner = (info.st_uid, info.st_gid)
+            if stat.S_ISDIR(info.st_mode):
+                self._dirs.add(name)
+                self._entry(name, info.st_mode, owner=owner)
+            elif stat.S_ISLNK(info.st_mode):
+                self._entry(name, info.st_mode, os.readlink(path).encode(), owner=owner)
+            elif stat.S_ISREG(info.st_mode):
+                self._entry(name, info.st_mode, path.read_bytes(), owner=owner)
+
     def finish(self) -> bytes:
         self._entry("TRAILER!!!", 0)
         return gzip.compress(self._out.getvalue(), compresslevel=1)
+
+
+def tree(root: Path) -> bytes:
+    """A directory tree (a whole root filesystem) as a gzipped initramfs."""
+    archive = Cpio()
+    archive.tree(root)
+    return archive.finish()
+
+
+def overlay(files: dict[str, bytes]) -> bytes:
+    """Files only (path -> content), to append to another initramfs: the kernel unpacks both."""
+    archive = Cpio()
+    for name, data in files.items():
+        archive.file(name, data)
+    return archive.finish()
 
 
 def build(files: dict[str, bytes], busybox: Path = BUSYBOX) -> bytes:

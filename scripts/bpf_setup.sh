@@ -8,14 +8,15 @@
 #  - rt-tests (cyclictest) and stress-ng, the workloads the tests and benchmarks run;
 #  - the sched_ext toolchain (sandbox/build.py): qemu, clang/llvm, bpftool, busybox-static,
 #    zstd, and the static libraries the loader links (libelf, zlib, libzstd);
-#  - prometheus, which a test runs to scrape every service's metrics.
+#  - prometheus, which a test runs to scrape every service's metrics;
+#  - mmdebstrap, which builds the fleet host VMs' Debian root filesystem (sandbox/hostimage.py).
 # Anything that cannot be had is a warning, not a failure: the observer then runs procfs-only
 # and says why.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 HEADERS="$VENV/share/schedcp/kernel-headers"
-PACKAGES=(python3-bpfcc rt-tests stress-ng qemu-system-x86 clang llvm bpftool busybox-static zstd prometheus
+PACKAGES=(python3-bpfcc rt-tests stress-ng qemu-system-x86 clang llvm bpftool busybox-static zstd prometheus mmdebstrap
           libelf-dev zlib1g-dev libzstd-dev)
 
 warn() { echo "bpf_setup: $*" >&2; }
