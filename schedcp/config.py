@@ -148,6 +148,11 @@ class Settings(BaseSettings):
         default_factory=default_cache_dir,
         description="Downloads and builds that can be remade: sandbox kernels, libbpf, the loader, compiled policies.",
     )
+    loader_path: str = Field(
+        default="",
+        description="A prebuilt schedcp-loader for the executor's sched_ext schedulers (hosts without a "
+        "compiler); empty: built once in the cache dir.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Least severe log level printed."
     )

@@ -87,6 +87,8 @@ class LocalStack:
         self.log_dir = self.data_dir / "logs"
         self.auth_dir = self.data_dir / "nats-auth"
         self.trace_dir = self.data_dir / "traces"
+        # How each child was started (argv, env), for restart(); kept by the starting process only.
+        self._recipes: dict[str, tuple[list[str], dict[str, str], str]] = {}
 
     def _nats_endpoint(self) -> tuple[str, int]:
         servers = self.settings.nats_url.split(",")
@@ -121,6 +123,7 @@ class LocalStack:
                 )
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], listen: str = "") -> Child:
+        self._recipes[name] = (argv, env, listen)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log_file:
@@ -242,6 +245,23 @@ class LocalStack:
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
         return [c.name for group in (services, *infrastructure) for c in group]
+
+    async def restart(self, name: str) -> Child:
+        """Stop one child (SIGTERM, then SIGKILL after the grace period) and start it again as it
+        was started, with the same settings and state (fault drills: a restarted planner or
+        nats-server). Only the process that started the stack can do this."""
+        if name not in self._recipes:
+            raise StartupError(f"{name} was not started by this process, so it cannot be restarted from here")
+        children = self.running()
+        self._terminate([c for c in children if c.name == name])
+        argv, env, listen = self._recipes[name]
+        child = self._spawn(name, argv, env, listen)
+        self._save([c for c in children if c.name != name] + [child])
+        if name == NATS:
+            await self._wait_for_port(child, *self._nats_endpoint())
+        elif name in {r.value for r in Role}:
+            await self._wait_until_serving([child], {Role(name)})
+        return child
 
     def _terminate(self, children: list[Child]) -> None:
         for child in children:

@@ -182,17 +182,26 @@ def test_kill_9_mid_deploy_then_restart_restores_the_originals(stack, hogs, work
     assert all(policy_of(pid) == (SCHED_OTHER, 0) for pid in hog_pids)
     status = executor_call(stack.addr("executor"), "Status", executor_pb2.StatusRequest())
     assert status.journalled_changes == 0 and not status.HasField("current")
+    # The record of the killed deployment is closed, not left "in canary".
+    last = executor_call(stack.addr("executor"), "History", executor_pb2.HistoryRequest()).events[-1]
+    assert last.deployment.deployment_id == events[-1].deployment.deployment_id
+    assert last.deployment.state == S.DEPLOYMENT_STATE_ROLLED_BACK
+    assert "stopped without reverting" in last.message and "journal" in last.message
 
 
 def test_a_clean_shutdown_restores_the_originals(stack, hogs):
     hog_pids = hogs(2)
     artifact = native_artifact("batch_sched_idle", hogs.comm)
-    asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
+    events = asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
         artifact=artifact, verdict=sign(stack.key, artifact))))
     assert all(policy_of(pid)[0] == SCHED_IDLE for pid in hog_pids)
     code, output = stack.stop("executor")
     assert code == 0, output
     assert all(policy_of(pid) == (SCHED_OTHER, 0) for pid in hog_pids)
+    stack.start("executor")  # a clean stop is recorded as such, not taken for a crash
+    last = executor_call(stack.addr("executor"), "History", executor_pb2.HistoryRequest()).events[-1]
+    assert last.deployment.deployment_id == events[-1].deployment.deployment_id
+    assert last.deployment.state == S.DEPLOYMENT_STATE_ROLLED_BACK and last.message == "reverted: the executor stopped"
 
 
 def test_unverified_artifacts_are_refused_with_an_event_each(stack, hogs, tmp_path):

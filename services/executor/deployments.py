@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 S = deployment_pb2
 RESCAN_INTERVAL_S = 1.0
 HISTORY_LIMIT = 1000
+# Deployment states in which a policy is applied on the host.
+IN_FORCE = (S.DEPLOYMENT_STATE_APPLYING, S.DEPLOYMENT_STATE_CANARY, S.DEPLOYMENT_STATE_KEPT)
 
 
 @dataclass
@@ -167,22 +169,43 @@ class Executor:
         return self._events.last(min(limit or 100, HISTORY_LIMIT))
 
     async def recover(self) -> int:
-        """At start: undo changes a previous run left (killed mid-deploy, crashed, power loss)."""
+        """At start: undo changes a previous run left (killed mid-deploy, crashed, power loss),
+        and close the record of the deployment that was in force then."""
         left = self._native.journalled()
         if left:
             report = await asyncio.to_thread(self._native.revert)
             log.warning("restored %d changes left by a previous run (%d threads gone since, %d errors: %s)",
                         report.restored, report.gone, len(report.errors), "; ".join(report.errors[:3]))
+        await self._close_interrupted()
         return left
+
+    async def _close_interrupted(self) -> None:
+        """A previous run that died with a policy applied left its last event saying so; nothing
+        of it is in force now (a sched_ext scheduler goes with its loader, native changes were
+        just restored), so the history, the event stream and the audit trail say that too. No
+        outcome: an interruption says nothing about the policy."""
+        last = self._events.last(1)
+        if not last or last[0].deployment.state not in IN_FORCE:
+            return
+        deployment = last[0].deployment
+        undone = ("the kernel went back to the fair class when its loader exited"
+                  if deployment.backend == "sched_ext" else "its changes were restored from the journal")
+        deployment.state = S.DEPLOYMENT_STATE_ROLLED_BACK
+        deployment.reason = f"the executor stopped without reverting it (crash or kill); {undone}"
+        await self._event(deployment, deployment.reason)
 
     async def close(self) -> None:
         """Clean shutdown: nothing schedcp changed outlives the executor."""
         await self._cancel_running()
         async with self._lock:
-            deployed = self._current.deployment.policy_name if self._current else ""
-            if deployed or self._native.journalled() or (self._scx and self._scx.active):
+            current = self._current.deployment if self._current else None
+            if current or self._native.journalled() or (self._scx and self._scx.active):
                 await self._revert()
-                log.info("restored the host's settings at shutdown (%s was deployed)", deployed or "nothing")
+                log.info("restored the host's settings at shutdown (%s was deployed)",
+                         current.policy_name if current else "nothing")
+            if current is not None:
+                current.state, current.reason = S.DEPLOYMENT_STATE_ROLLED_BACK, "reverted: the executor stopped"
+                await self._event(current, current.reason)
 
     async def _cancel_running(self) -> None:
         task = self._running

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 from sandbox.build import BuildError, Toolchain
@@ -43,13 +44,24 @@ def sched_ext_backend(ctx: ServiceContext, state: Path) -> SchedExtBackend | Non
         ctx.details["sched_ext"] = "not in this kernel: native policies only"
         return None
     try:
-        loader = Toolchain(ctx.settings.cache_dir).loader(static=False)
+        loader = prebuilt_loader(ctx.settings.loader_path) or Toolchain(ctx.settings.cache_dir).loader(static=False)
     except BuildError as exc:
         log.warning("sched_ext policies cannot be deployed here: %s", exc)
         ctx.details["sched_ext"] = f"loader unavailable: {exc}"
         return None
     ctx.details["sched_ext"] = f"loader {loader}"
     return SchedExtBackend(LocalLoaderHost(loader, state / "objects", sched_ext.host_kernel()))
+
+
+def prebuilt_loader(path: str) -> Path | None:
+    """SCHEDCP_LOADER_PATH, checked: a loader that cannot run is a clear error, not a failed deploy."""
+    if not path:
+        return None
+    loader = Path(path)
+    if not (loader.is_file() and os.access(loader, os.X_OK)):
+        raise BuildError(f"SCHEDCP_LOADER_PATH={path} is not an executable file; fix it, or unset it to build the "
+                         "loader in the cache dir")
+    return loader
 
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:

@@ -15,6 +15,8 @@ Tune span is the parent of every call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -50,6 +52,12 @@ CANARY_WINDOW_S = 5
 # An automatic cycle starts from the profile that triggered it when it is at most this old.
 PUBLISHED_PROFILE_MAX_AGE_S = 30
 MAX_CANDIDATES_TRIED = 3
+# The end recorded for a cycle whose Tune call was cancelled (the caller went away, or the
+# planner stopped): what happens to a deployment it had started.
+INTERRUPTED = ("interrupted before its result (the caller went away or the planner stopped); a deployment "
+               "already started goes on without the planner: the host's executor judges its canary and publishes "
+               "the outcome for the learner (`schedcp history` shows it)")
+CLOSE_TIMEOUT_S = 5.0
 
 
 class Cycle:
@@ -67,6 +75,18 @@ class Cycle:
         self._planner.check_policy(request.policy, host)
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
         telemetry.mark_cycle(cycle.cycle_id)
+        try:
+            async for event in self._stages(cycle, host, request, published):
+                yield event
+        except asyncio.CancelledError:
+            await cycle.close_unfinished(INTERRUPTED)
+            raise
+        except Exception as exc:
+            await cycle.close_unfinished(f"the cycle failed: {exc}")
+            raise
+
+    async def _stages(self, cycle: _CycleEvents, host: host_pb2.HostRegistration, request: planner_pb2.TuneRequest,
+                      published: profile_pb2.WorkloadProfile | None) -> AsyncIterator[cycle_pb2.CycleEvent]:
         if published is not None and _age_s(published) <= PUBLISHED_PROFILE_MAX_AGE_S:
             profile, how = published, f"the published profile {published.profile_id}"
         else:
@@ -217,6 +237,15 @@ class _CycleEvents:
         except Exception as exc:  # the caller still gets the event; the stream is best effort
             log.warning("could not publish the cycle event: %s", exc)
         return event
+
+    async def close_unfinished(self, why: str) -> None:
+        """Record the end of a cycle that stops without a result, so its record is never left
+        open; best effort (bounded: this runs while the planner may be stopping)."""
+        if self._stage == C.CYCLE_STAGE_RESULT:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_FAILED, why),
+                                   CLOSE_TIMEOUT_S)
 
     def _time_stages(self, stage: int, status: int) -> None:
         """A stage lasts from its first event to the next stage's; the result ends the cycle."""
