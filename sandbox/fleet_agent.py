@@ -5,9 +5,12 @@ settings, and takes commands from the machine outside on one TCP port (reached t
 loopback-only forward), one JSON object a line, answered by one JSON object a line:
 
   {"cmd": "state"}                          sched_ext state and ops, the services' pids
+  {"cmd": "workload"}                       start the workload (once the services are up:
+                                            under emulation they start twice as fast alone)
   {"cmd": "kill", "role": R, "signal": 9}   signal a service, as a crash would
   {"cmd": "start", "role": R}               start a service again
   {"cmd": "log", "role": R, "lines": 40}    the end of a service's log
+  {"cmd": "top", "seconds": 5}              the processes that used the most CPU meanwhile
   {"cmd": "poweroff"}                       stop everything (services get SIGTERM) and exit
 
 Standard library only: it runs with the guest's Python before anything else is known to work.
@@ -37,9 +40,12 @@ class Supervisor:
         self.procs: dict[str, subprocess.Popen] = {}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
 
-    def start_workload(self) -> None:
+    def start_workload(self) -> dict:
         for index, argv in enumerate(self.config["workload"]):
-            self.procs[f"workload-{index}"] = self._spawn(f"workload-{index}", argv, os.environ.copy())
+            name = f"workload-{index}"
+            if name not in self.procs:
+                self.procs[name] = self._spawn(name, argv, os.environ.copy())
+        return {name: proc.pid for name, proc in self.procs.items() if name.startswith("workload")}
 
     def start(self, role: str) -> int:
         proc = self.procs.get(role)
@@ -103,16 +109,46 @@ def _pids_named(comm: str) -> list[int]:
     return pids
 
 
+def _cpu_ticks() -> dict[int, int]:
+    """utime + stime of every process, by pid."""
+    ticks = {}
+    for entry in Path("/proc").iterdir():
+        stat = _read(entry / "stat") if entry.name.isdigit() else ""
+        if stat:
+            fields = stat[stat.rindex(")") + 2:].split()
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def _label(pid: int) -> str:
+    argv = _read(Path(f"/proc/{pid}/cmdline")).replace("\0", " ").strip()
+    return f"{pid} {argv or _read(Path(f'/proc/{pid}/comm'))}"[:80]
+
+
+def top(seconds: float, count: int = 8) -> list[tuple[str, float]]:
+    """The processes that used the most CPU over `seconds`, in % of one CPU."""
+    hz = os.sysconf("SC_CLK_TCK")
+    before = _cpu_ticks()
+    time.sleep(seconds)
+    used = {pid: ticks - before[pid] for pid, ticks in _cpu_ticks().items() if pid in before}
+    ranked = sorted(used.items(), key=lambda item: -item[1])[:count]
+    return [(_label(pid), round(100 * ticks / hz / seconds, 1)) for pid, ticks in ranked]
+
+
 def answer(supervisor: Supervisor, request: dict) -> dict:
     cmd, role = request.get("cmd"), request.get("role", "")
     if role and role not in supervisor.config["roles"]:
         return {"error": f"unknown role {role!r}"}
     if cmd == "state":
         return supervisor.state()
+    if cmd == "workload":
+        return supervisor.start_workload()
     if cmd == "kill":
         return supervisor.kill(role, int(request.get("signal", signal.SIGKILL)))
     if cmd == "start":
         return {"pid": supervisor.start(role)}
+    if cmd == "top":
+        return {"top": top(float(request.get("seconds", 5)))}
     if cmd == "log":
         return supervisor.log(role, int(request.get("lines", 40)))
     return {"error": f"unknown command {cmd!r}"}
@@ -138,7 +174,6 @@ def serve(supervisor: Supervisor, port: int) -> None:
 def main() -> None:
     config = json.loads(Path(sys.argv[1]).read_text())
     supervisor = Supervisor(config)
-    supervisor.start_workload()
     started = time.monotonic()
     for role in config["roles"]:
         supervisor.start(role)

@@ -192,6 +192,11 @@ class Settings(BaseSettings):
         default=128, ge=1, le=4096,
         description="Most automatic cycles one planner runs at once; more wait their turn.",
     )
+    canary_window_s: float = Field(
+        default=5.0, ge=1, le=600,
+        description="How long a host's executor measures the baseline, then the canary, of a deployment the "
+        "planner starts.",
+    )
     goal_provider: Literal["rules", "openai"] = Field(
         default="rules", description="How the planner infers goals: deterministic rules, or an LLM."
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from schedcp import matchers
@@ -10,6 +12,8 @@ from schedcp.procfs import ProcessInfo, parse_cgroups, parse_stat
 from schedcp.v1 import common_pb2, profile_pb2
 from services.observer.classify import classify
 from services.observer.histogram import Histogram, slot_bounds_ns, slot_of
+from services.observer.profiler import _measurement
+from services.observer.sampling import ThreadActivity, Window
 
 C = profile_pb2
 
@@ -150,3 +154,17 @@ def test_max_groups_keeps_the_busiest_half_and_the_most_waking():
     assert [g.group_id for g in _keep(groups, 2)] == ["hog", "probe"]
     assert [g.group_id for g in _keep(groups, 3)] == ["hog", "build", "probe"]
     assert _keep(groups, 10) == groups
+
+
+def test_a_measurement_leaves_the_observers_own_cpu_out_of_the_shares():
+    own = os.getpid()
+    window = Window(started_at=0.0, duration_s=2.0, num_cpus=2, source="procfs", host_busy_s=3.5,
+                    processes={own: process(own, "python3"), 10: process(10, "stress-ng-cpu")},
+                    threads={own: ThreadActivity(own, own, cpu_ns=1_000_000_000),
+                             10: ThreadActivity(10, 10, cpu_ns=2_000_000_000)})
+    batch = matchers.compile_matcher(common_pb2.GroupMatcher(comm="stress-ng-cpu"))
+    response = _measurement(window, [batch], {batch.describe(): [window.processes[10]]})
+    # 4 CPU-seconds in the window, 1 of them the observer's: the batch had 2 of the 3 left.
+    assert response.observer_cpu_share == pytest.approx(0.25)
+    assert response.groups[0].cpu_share == pytest.approx(2 / 3)
+    assert response.foreign_cpu_share == pytest.approx(0.5 / 3)

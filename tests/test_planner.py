@@ -9,10 +9,12 @@ import time
 import grpc
 import pytest
 
-from schedcp import rpc
+from schedcp import rpc, topology
+from schedcp.bus import Bus, decode
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,
+    deployment_pb2,
     executor_pb2,
     executor_pb2_grpc,
     goal_pb2,
@@ -257,3 +259,48 @@ def test_the_learner_ranks_library_candidates():
     assert [(c.artifact.name, c.path) for c in ranked.candidates] == [
         ("batch_sched_idle", cycle_pb2.SYNTHESIS_PATH_REUSE)]
     assert ranked.candidates[0].expected_improvement == 0.9
+
+
+def test_a_cycle_whose_caller_goes_mid_canary_is_closed_and_its_deployment_judged_anyway(services, workload,
+                                                                                          nats_server):
+    cpu_hogs(workload)
+    latency_probe(workload)
+    services.start("observer", "verifier", "executor", "learner", "planner")
+    wait_registered(services.addr("planner"))
+
+    async def tune_until_canary() -> list[cycle_pb2.CycleEvent]:
+        events = []
+        async with rpc.channel(services.addr("planner")) as channel:
+            stream = planner_pb2_grpc.PlannerServiceStub(channel).Tune(planner_pb2.TuneRequest(host_id="testhost"))
+            async for event in stream:
+                events.append(event)
+                if event.deployment.deployment.state == deployment_pb2.DEPLOYMENT_STATE_CANARY:
+                    stream.cancel()  # the caller goes away while the canary runs
+                    break
+        return events
+
+    events = asyncio.run(tune_until_canary())
+    deployment_id = events[-1].deployment.deployment.deployment_id
+    assert deployment_id, [e.message for e in events]
+    # The executor judges the canary without anyone listening, and the learner hears of it.
+    deadline = time.monotonic() + 60
+    while not (outcomes := [o for o in call(services.addr("learner"), lambda ch: learner_pb2_grpc.LearnerServiceStub(
+            ch).History(learner_pb2.LearnerHistoryRequest(host_id="testhost"))).outcomes
+            if o.deployment_id == deployment_id]):
+        assert time.monotonic() < deadline, "no outcome for the deployment whose cycle was cancelled"
+        time.sleep(0.5)
+    closing = asyncio.run(last_cycle_event(nats_server.url, "testhost", events[0].cycle_id))
+    assert closing.stage == cycle_pb2.CYCLE_STAGE_RESULT and closing.status == common_pb2.STAGE_STATUS_FAILED
+    assert closing.message.startswith("interrupted before its result"), closing.message
+    assert outcomes[0].result in (deployment_pb2.OUTCOME_RESULT_KEPT, deployment_pb2.OUTCOME_RESULT_ROLLED_BACK)
+
+
+async def last_cycle_event(nats_url: str, host: str, cycle_id: str) -> cycle_pb2.CycleEvent:
+    """The newest event of a cycle on its JetStream stream."""
+    connection = await Bus.connect(nats_url, "test")
+    try:
+        subject = topology.subject(topology.Kind.CYCLE, host, cycle_id)
+        message = await connection.js.get_last_msg(topology.stream_for(subject).name, subject)
+    finally:
+        await connection.close()
+    return decode(message.data, message.headers or {}, cycle_pb2.CycleEvent)

@@ -63,13 +63,15 @@ class GroupMeasurement(_message.Message):
     def __init__(self, matcher: _Optional[_Union[_common_pb2.GroupMatcher, _Mapping]] = ..., matched_threads: _Optional[int] = ..., runq_latency: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., cpu_share: _Optional[float] = ..., cpu_seconds: _Optional[float] = ..., wakeups_per_s: _Optional[float] = ..., voluntary_switches: _Optional[int] = ..., involuntary_switches: _Optional[int] = ...) -> None: ...
 
 class MeasureResponse(_message.Message):
-    __slots__ = ("groups", "measured", "sampler", "foreign_cpu_share")
+    __slots__ = ("groups", "measured", "sampler", "foreign_cpu_share", "observer_cpu_share")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     MEASURED_FIELD_NUMBER: _ClassVar[int]
     SAMPLER_FIELD_NUMBER: _ClassVar[int]
     FOREIGN_CPU_SHARE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVER_CPU_SHARE_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[GroupMeasurement]
     measured: _duration_pb2.Duration
     sampler: str
     foreign_cpu_share: float
-    def __init__(self, groups: _Optional[_Iterable[_Union[GroupMeasurement, _Mapping]]] = ..., measured: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sampler: _Optional[str] = ..., foreign_cpu_share: _Optional[float] = ...) -> None: ...
+    observer_cpu_share: float
+    def __init__(self, groups: _Optional[_Iterable[_Union[GroupMeasurement, _Mapping]]] = ..., measured: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sampler: _Optional[str] = ..., foreign_cpu_share: _Optional[float] = ..., observer_cpu_share: _Optional[float] = ...) -> None: ...

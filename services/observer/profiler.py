@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -135,8 +136,10 @@ def _check_enum(enum, name: str, value: int) -> None:
 def _measurement(window: Window, compiled: list[matchers.Matcher],
                  matched: dict[str, list[procfs.ProcessInfo]]) -> observer_pb2.MeasureResponse:
     duration = max(window.duration_s, 1e-9)
-    capacity = duration * window.num_cpus
-    response = observer_pb2.MeasureResponse(sampler=window.source)
+    machine = duration * window.num_cpus
+    own_s = sum(t.cpu_ns for t in window.threads.values() if t.pid == os.getpid()) / 1e9
+    capacity = max(machine - own_s, 1e-9)
+    response = observer_pb2.MeasureResponse(sampler=window.source, observer_cpu_share=own_s / machine)
     response.measured.FromNanoseconds(int(window.duration_s * 1e9))
     counted: set[int] = set()
     matched_cpu_ns = 0
@@ -155,7 +158,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
         ))
         matched_cpu_ns += sum(t.cpu_ns for t in threads if t.tid not in counted)
         counted.update(t.tid for t in threads)
-    response.foreign_cpu_share = max(0.0, window.host_busy_s - matched_cpu_ns / 1e9) / capacity
+    response.foreign_cpu_share = max(0.0, window.host_busy_s - own_s - matched_cpu_ns / 1e9) / capacity
     return response
 
 

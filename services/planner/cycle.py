@@ -48,7 +48,6 @@ from services.planner.planning import Planner
 
 log = logging.getLogger(__name__)
 C = cycle_pb2
-CANARY_WINDOW_S = 5
 # An automatic cycle starts from the profile that triggered it when it is at most this old.
 PUBLISHED_PROFILE_MAX_AGE_S = 30
 MAX_CANDIDATES_TRIED = 3
@@ -61,10 +60,11 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class Cycle:
-    def __init__(self, planner: Planner, bus: Bus, verifier_addr: str) -> None:
+    def __init__(self, planner: Planner, bus: Bus, verifier_addr: str, canary_window_s: float) -> None:
         self._planner = planner
         self._bus = bus
         self._verifier_addr = verifier_addr
+        self._canary_window_s = canary_window_s
 
     async def tune(self, request: planner_pb2.TuneRequest,
                    published: profile_pb2.WorkloadProfile | None = None) -> AsyncIterator[cycle_pb2.CycleEvent]:
@@ -178,8 +178,9 @@ class Cycle:
 
     async def _deploy(self, host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,
                       goal: goal_pb2.OptimizationGoal, profile, cycle_id: str):
-        request = executor_pb2.DeployRequest(artifact=verdict.artifact, verdict=verdict, canary=canary_for(goal),
-                                             goal=goal, signature=profile.signature, cycle_id=cycle_id)
+        request = executor_pb2.DeployRequest(artifact=verdict.artifact, verdict=verdict,
+                                             canary=canary_for(goal, self._canary_window_s), goal=goal,
+                                             signature=profile.signature, cycle_id=cycle_id)
         async with rpc.channel(host.executor_addr) as channel:
             async for event in executor_pb2_grpc.ExecutorServiceStub(channel).Deploy(request):
                 yield event
@@ -191,9 +192,10 @@ def _age_s(profile: profile_pb2.WorkloadProfile) -> float:
     return (time.time_ns() - end) / 1e9
 
 
-def canary_for(goal: goal_pb2.OptimizationGoal) -> deployment_pb2.CanarySpec:
+def canary_for(goal: goal_pb2.OptimizationGoal, window_s: float) -> deployment_pb2.CanarySpec:
     """The goal as the executor's canary: its success metric, least improvement and guards."""
-    window = duration_pb2.Duration(seconds=CANARY_WINDOW_S)
+    window = duration_pb2.Duration()
+    window.FromMilliseconds(int(window_s * 1000))
     return deployment_pb2.CanarySpec(baseline_window=window, canary_window=window, success_metric=goal.success_metric,
                                      min_improvement=goal.min_improvement, guards=goal.guards)
 
