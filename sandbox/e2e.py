@@ -55,6 +55,7 @@ S = deployment_pb2
 C = cycle_pb2
 FALLBACK_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 300.0
+CYCLES_PER_HOST = 3
 
 
 class CheckFailed(Exception):
@@ -188,16 +189,19 @@ class Scenario:
             entry[host.name] = await self._tune_until_kept(host)
 
     async def _tune_until_kept(self, host: VmHost) -> dict:
-        """A cycle on `host` that must end with a sched_ext policy kept. A canary that rolls back
-        is the product working (an emulated CPU is a noisy place to measure), so one more cycle
-        is allowed, and the report says so."""
-        run = await tune(self.fleet, host.name)
-        result = run.result
-        if not run.error and result is not None and run.deployment is not None and \
-                run.deployment.state == S.DEPLOYMENT_STATE_ROLLED_BACK:
-            say(f"  {host.name}: the canary rolled the policy back ({result.message}); one more cycle")
-            self.report.setdefault("retried", []).append({"host": host.name, "reason": result.message})
+        """Cycles on `host` until one keeps a policy (at most CYCLES_PER_HOST). A canary that rolls
+        back is the product working: the VMs share this machine's two CPUs, and a stall of one
+        VM's emulated CPUs during its canary takes a tenth of the batch's share, which is what
+        the guard allows. Every extra cycle is reported."""
+        for attempt in range(1, CYCLES_PER_HOST + 1):
             run = await tune(self.fleet, host.name)
+            result = run.result
+            rolled_back = (not run.error and result is not None and run.deployment is not None
+                           and run.deployment.state == S.DEPLOYMENT_STATE_ROLLED_BACK)
+            if not rolled_back or attempt == CYCLES_PER_HOST:
+                break
+            say(f"  {host.name}: the canary rolled the policy back ({result.message}); another cycle")
+            self.report.setdefault("retried", []).append({"host": host.name, "reason": result.message})
         self.runs[host.name] = run
         return await self._kept_and_enabled(host, run)
 
@@ -337,10 +341,15 @@ class Scenario:
         say(f"  learner: outcome {outcome.outcome_id}; the cycle's record ends: {closing.message[:90]}...")
         say(f"  {host.name}: sched_ext {kernel} ({ops or 'fair class'}); the planner serves again and sees "
             f"{', '.join(sorted(hosts))}")
-        if ended.deployment.state == S.DEPLOYMENT_STATE_KEPT:
-            self.runs[host.name] = run
         entry.update(deployment_id=deployment_id, ended=state, outcome=outcome.outcome_id, kernel=kernel,
                      cycle_record=closing.message)
+        if ended.deployment.state == S.DEPLOYMENT_STATE_KEPT:
+            self.runs[host.name] = run
+        else:
+            # The restart's own load on this machine stalls the VMs' CPUs: a canary measured
+            # through it may well fail. The restarted planner tunes the host again.
+            say(f"  {host.name}: the restarted planner tunes it again")
+            entry["tuned_again"] = await self._tune_until_kept(host)
 
     async def _ended(self, host: VmHost, deployment_id: str) -> deployment_pb2.DeploymentEvent | None:
         history = await executor_call(host, "History", executor_pb2.HistoryRequest(limit=20))
@@ -366,11 +375,13 @@ class Scenario:
     async def restart_nats(self, host: VmHost) -> None:
         entry = self.step("fault: restart nats-server")
         before = await self._durable_counts()
-        restarted_at = time.time()
         started = time.monotonic()
         await self.fleet.stack.restart("nats")
         say(f"  nats-server restarted in {time.monotonic() - started:.1f} s (same JetStream store)")
-        await until("every host's observer registering again", lambda: self._reregistered(restarted_at),
+        # The registry is in JetStream too: what it holds now was written before the restart (the
+        # guests' clocks are their own, so no comparison with this machine's).
+        stale = await until("the planner reading the registry again", self._last_seen, SETTLE_TIMEOUT_S, 2)
+        await until("every host's observer registering again", lambda: self._reregistered(stale),
                     SETTLE_TIMEOUT_S, 2)
         after = await self._durable_counts()
         check(after == before, f"JetStream lost records across the restart: before {before}, after {after}")
@@ -393,9 +404,12 @@ class Scenario:
             counts[f"outcomes {name}"] = len(await outcomes(self.fleet, name))
         return counts
 
-    async def _reregistered(self, since: float) -> bool:
-        seen = {r.host_id: r.last_seen.ToNanoseconds() / 1e9 for r in await self.fleet.registrations()}
-        return all(seen.get(name, 0) > since for name in self.hosts)
+    async def _last_seen(self) -> dict[str, int]:
+        return {r.host_id: r.last_seen.ToNanoseconds() for r in await self.fleet.registrations()}
+
+    async def _reregistered(self, stale: dict[str, int]) -> bool:
+        seen = await self._last_seen()
+        return all(seen.get(name, 0) > stale.get(name, 0) for name in self.hosts)
 
     async def end_state(self) -> None:
         entry = self.step("end state")
