@@ -31,6 +31,7 @@ from schedcp.stack import TRACES, LocalStack, ephemeral_env
 from schedcp.v1 import planner_pb2, planner_pb2_grpc
 
 AGENT = Path(__file__).resolve().parent / "fleet_agent.py"
+WORK_MARKER = ".schedcp-fleet"
 CENTRAL = (Role.PLANNER, Role.VERIFIER, Role.LEARNER)
 ON_HOST = (Role.OBSERVER, Role.EXECUTOR)
 GUEST_PORTS = {"agent": 7000, Role.OBSERVER.value: 50051, Role.EXECUTOR.value: 50053}
@@ -143,8 +144,7 @@ class Fleet:
         return self
 
     async def _start(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
-        self.work.mkdir(parents=True)
+        self._fresh_work_dir()
         tls.create_dev_certs(self.certs)
         rpc.configure_clients(tls.files_for(self.settings, tls.OPERATOR), self.settings.stream_timeout_s)
         started = time.monotonic()
@@ -160,6 +160,15 @@ class Fleet:
                 HostVm(kernel, image, self._guest_files(host), forwards, host.console, self.memory_mb))
             self.progress(f"{host.name}: booting (2 vCPUs, {self.memory_mb} MiB; console {host.console})")
         await self._wait_registered(started)
+
+    def _fresh_work_dir(self) -> None:
+        """Empty the work dir of a previous run; refuse any other non-empty directory."""
+        marker = self.work / WORK_MARKER
+        if self.work.exists() and any(self.work.iterdir()) and not marker.exists():
+            raise FleetError(f"{self.work} is not empty and not a previous fleet run's directory; choose another")
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        marker.write_text("a fleet run's state (sandbox/fleet.py); emptied by the next run\n")
 
     def _guest_files(self, host: VmHost) -> dict[str, bytes]:
         trace_store = next(c.listen for c in self.stack.running() if c.name == TRACES)

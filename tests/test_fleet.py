@@ -1,0 +1,72 @@
+"""The fleet harness's parts that need no VM (`make e2e` runs the rest, in CI after the tests):
+the in-VM agent's answers, the work directory's guard, and restarting one child of a local
+stack, as the fault drills do."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from sandbox import fleet_agent
+from sandbox.fleet import WORK_MARKER, Fleet, FleetError
+from schedcp.config import Settings, env_var
+from schedcp.errors import StartupError
+from schedcp.stack import NATS, LocalStack, ephemeral_env
+
+
+def test_the_agents_top_names_the_process_that_used_the_cpu():
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
+    try:
+        ranked = fleet_agent.top(1.0)
+    finally:
+        busy.kill()
+        busy.wait()
+    label, percent = next((name, pct) for name, pct in ranked if name.startswith(f"{busy.pid} "))
+    assert "time.time()" in label and percent > 30, ranked
+
+
+def test_the_agent_refuses_unknown_roles_and_commands():
+    supervisor = fleet_agent.Supervisor.__new__(fleet_agent.Supervisor)
+    supervisor.config = {"roles": {"executor": {}}}
+    assert fleet_agent.answer(supervisor, {"cmd": "kill", "role": "planner"}) == {"error": "unknown role 'planner'"}
+    assert fleet_agent.answer(supervisor, {"cmd": "reboot"}) == {"error": "unknown command 'reboot'"}
+
+
+def test_a_fleet_run_empties_only_its_own_work_directory(tmp_path):
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(FleetError, match="not a previous fleet run's directory"):
+        Fleet(foreign, ["vm-a"])._fresh_work_dir()
+    assert (foreign / "keep.txt").read_text() == "mine"
+    previous = tmp_path / "run"
+    previous.mkdir()
+    (previous / WORK_MARKER).write_text("")
+    (previous / "old.log").write_text("old")
+    Fleet(previous, ["vm-a"])._fresh_work_dir()
+    assert [p.name for p in previous.iterdir()] == [WORK_MARKER]
+
+
+def test_a_stack_restarts_its_nats_server_on_the_same_port_and_store(tmp_path):
+    addresses = ephemeral_env()
+    settings = Settings(data_dir=tmp_path / "data", nats_url=addresses[env_var("nats_url")],
+                        **{name.removeprefix("SCHEDCP_").lower(): value for name, value in addresses.items()
+                           if name.endswith("_ADDR")})
+    stack = LocalStack(settings)
+    port = int(settings.nats_url.rsplit(":", 1)[1])
+    try:
+        asyncio.run(stack.start(roles=()))
+        before = next(c for c in stack.running() if c.name == NATS)
+        after = asyncio.run(stack.restart(NATS))
+        assert after.pid != before.pid and not before.alive() and after.alive()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            assert conn.recv(4) == b"INFO"  # the new server answers where the old one did
+        assert [c.name for c in stack.running()].count(NATS) == 1
+        with pytest.raises(StartupError, match="was not started by this process"):
+            asyncio.run(LocalStack(settings).restart(NATS))
+    finally:
+        stack.stop()
