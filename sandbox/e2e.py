@@ -1,4 +1,4 @@
-"""`make e2e`: the fleet end to end (issue 10). Two micro-VM hosts on the pinned sched_ext kernel,
+"""`make e2e`: the fleet end to end. Two micro-VM hosts on the pinned sched_ext kernel,
 each with its own observer and executor, and the central planner, verifier and learner on this
 machine (sandbox/fleet.py). Each VM runs a 1 kHz latency probe beside CPU batch.
 
@@ -34,10 +34,12 @@ from pathlib import Path
 
 import grpc
 
+from sandbox.build import BuildError
 from sandbox.fleet import Fleet, FleetError, VmHost
 from schedcp import bus as busmod
 from schedcp import nats_auth, params, rpc, topology, tracestore
 from schedcp.config import Role
+from schedcp.errors import StartupError
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,
@@ -441,7 +443,7 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         async with Fleet(work, list(HOSTS), progress=lambda line: say(f"  {line}")) as fleet:
             report = await Scenario(fleet).run()
-    except (CheckFailed, FleetError) as exc:
+    except (CheckFailed, FleetError, BuildError, StartupError) as exc:
         say(f"\nE2E FAILED after {time.monotonic() - started:.0f} s: {exc}\nlogs: {work}/central/logs, consoles: "
             f"{work}/*.console.log")
         return 1
@@ -453,7 +455,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.e2e", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m sandbox.e2e", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", help="directory for the run's state, logs and VM consoles (default: a new "
                                        "temporary one; emptied first)")
