@@ -1,6 +1,8 @@
 /* Verifier corpus: half-second slices and no preemption: a waking task waits behind every
- * CPU hog's whole slice.
- * expect: DYN003
+ * CPU hog's whole slice. That destroys the sleeper's latency (DYN003); on an emulator whose
+ * host is busy, a wait of a few slices also outlasts the verifier's 2 s watchdog cap, and the
+ * kernel ejects the scheduler during that same test (DYN001, seen in CI). Either rejects it.
+ * expect: DYN003 | DYN001
  */
 #include "common.bpf.h"
 
