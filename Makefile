@@ -43,7 +43,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.makespan
 	$(PY) -m bench.summary
 
-# Two VM hosts tuned by the central services, then the fault drills (sandbox/e2e.py; ~12 min
+# Two VM hosts tuned by the central services, then the fault drills (sandbox/e2e.py; ~7 min
 # under TCG, the host image cached in SCHEDCP_CACHE_DIR). Evidence in .schedcp-e2e/report.json.
 e2e: $(STAMP)
 	$(PY) -m sandbox.e2e --work $(CURDIR)/.schedcp-e2e --report $(CURDIR)/.schedcp-e2e/report.json
