@@ -336,6 +336,11 @@ static void read_file(const char *path, char *buf, size_t size)
 	fclose(f);
 }
 
+// How long to wait for the kernel's account of a scheduler's end (the exit record ops.exit
+// writes, the log lines): it comes from the disable work item, which a busy machine (an
+// emulated VM on a loaded host, seen in CI) can run well after sysfs stops saying enabled.
+#define EXIT_ACCOUNT_WAIT_MS 2000
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -359,7 +364,7 @@ static void kmsg_exit_reason(const char *ops, char *reason, size_t rsize, char *
 	char record[2048], prefix[160];
 	snprintf(prefix, sizeof(prefix), "sched_ext: %s: ", ops);
 	reason[0] = msg[0] = 0;
-	for (int tries = 0; kmsg_fd >= 0 && tries < 50 && !reason[0]; tries++) {
+	for (int tries = 0; kmsg_fd >= 0 && tries < EXIT_ACCOUNT_WAIT_MS / 10 && !reason[0]; tries++) {
 		ssize_t n;
 		while ((n = read(kmsg_fd, record, sizeof(record) - 1)) > 0 || (n < 0 && errno == EPIPE)) {
 			if (n <= 0)
@@ -477,7 +482,7 @@ int main(int argc, char **argv)
 	read_file("/sys/kernel/sched_ext/root/ops", name, sizeof(name));
 	if (strcmp(state, "enabled") != 0 || (exit_info && exit_info->kind)) {
 		// An error while enabling leaves "disabling" before ops.exit has run.
-		for (int i = 0; i < 100 && exit_info && !exit_info->kind; i++)
+		for (int i = 0; i < EXIT_ACCOUNT_WAIT_MS / 10 && exit_info && !exit_info->kind; i++)
 			sleep_ms(10);
 		print_exit(exit_info, name[0] ? name : ops_name, "kernel");
 		report_error("enable", libbpf_messages, "the scheduler did not enable (sched_ext state: %s)", state);
@@ -495,7 +500,7 @@ int main(int argc, char **argv)
 	while (!stop_requested) {
 		read_file("/sys/kernel/sched_ext/state", state, sizeof(state));
 		if (strcmp(state, "enabled") != 0 || (exit_info && exit_info->kind)) {
-			for (int i = 0; i < 40 && exit_info && !exit_info->kind; i++)
+			for (int i = 0; i < EXIT_ACCOUNT_WAIT_MS / 5 && exit_info && !exit_info->kind; i++)
 				sleep_ms(5);
 			print_exit(exit_info, name, "kernel");
 			bpf_link__destroy(link);
@@ -504,7 +509,7 @@ int main(int argc, char **argv)
 		sleep_ms(50);
 	}
 	bpf_link__destroy(link);
-	for (int i = 0; i < 40 && exit_info && !exit_info->kind; i++)
+	for (int i = 0; i < EXIT_ACCOUNT_WAIT_MS / 5 && exit_info && !exit_info->kind; i++)
 		sleep_ms(5);
 	print_exit(exit_info, name, "signal");
 	bpf_object__close(obj);
