@@ -28,6 +28,7 @@ from schedcp.net import free_port, port_free, split_address
 from schedcp.probe import ServiceStatus, probe_all
 
 READY_TIMEOUT_S = 30.0
+STOP_MARGIN_S = 10.0
 NATS = "nats"
 TRACES = "tracestore"
 # The services export spans in batches this often (ms) to the local trace store, so a cycle's
@@ -267,7 +268,9 @@ class LocalStack:
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_grace_s + 3
+        # The grace period, then the services' own shutdown (closing records, reverting what an
+        # executor applied, flushing spans), which a loaded machine can slow to seconds.
+        deadline = time.monotonic() + self.settings.shutdown_grace_s + STOP_MARGIN_S
         while any(c.alive() for c in children) and time.monotonic() < deadline:
             time.sleep(0.05)
         for child in children:

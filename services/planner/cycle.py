@@ -65,6 +65,9 @@ class Cycle:
         self._bus = bus
         self._verifier_addr = verifier_addr
         self._canary_window_s = canary_window_s
+        # Cycles in flight, so a stopping planner can close the records of those it could not
+        # finish even when their handlers were cancelled too abruptly to do it themselves.
+        self._open: set[_CycleEvents] = set()
 
     async def tune(self, request: planner_pb2.TuneRequest,
                    published: profile_pb2.WorkloadProfile | None = None) -> AsyncIterator[cycle_pb2.CycleEvent]:
@@ -75,6 +78,7 @@ class Cycle:
         self._planner.check_policy(request.policy, host)
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
         telemetry.mark_cycle(cycle.cycle_id)
+        self._open.add(cycle)
         try:
             async for event in self._stages(cycle, host, request, published):
                 yield event
@@ -84,6 +88,14 @@ class Cycle:
         except Exception as exc:
             await cycle.close_unfinished(f"the cycle failed: {exc}")
             raise
+        finally:
+            if cycle.ended:
+                self._open.discard(cycle)
+
+    async def close(self) -> None:
+        """At shutdown, after the gRPC server stopped: the end of every cycle still open."""
+        for cycle in list(self._open):
+            await cycle.close_unfinished(INTERRUPTED)
 
     async def _stages(self, cycle: _CycleEvents, host: host_pb2.HostRegistration, request: planner_pb2.TuneRequest,
                       published: profile_pb2.WorkloadProfile | None) -> AsyncIterator[cycle_pb2.CycleEvent]:
@@ -224,6 +236,8 @@ class _CycleEvents:
         self._bus = bus
         self.usage = Usage()
         self._stage, self._stage_started = C.CYCLE_STAGE_UNSPECIFIED, time.monotonic()
+        # Its result is on the stream: the record is closed.
+        self.ended = False
 
     async def emit(self, stage: int, status: int, message: str, **detail) -> cycle_pb2.CycleEvent:
         event = cycle_pb2.CycleEvent(cycle_id=self.cycle_id, host_id=self._host_id, stage=stage, status=status,
@@ -236,6 +250,7 @@ class _CycleEvents:
                  common_pb2.StageStatus.Name(status).removeprefix("STAGE_STATUS_").lower(), message)
         try:
             await self._bus.publish(topology.subject(topology.Kind.CYCLE, self._host_id, self.cycle_id), event)
+            self.ended = stage == C.CYCLE_STAGE_RESULT
         except Exception as exc:  # the caller still gets the event; the stream is best effort
             log.warning("could not publish the cycle event: %s", exc)
         return event
@@ -243,7 +258,7 @@ class _CycleEvents:
     async def close_unfinished(self, why: str) -> None:
         """Record the end of a cycle that stops without a result, so its record is never left
         open; best effort (bounded: this runs while the planner may be stopping)."""
-        if self._stage == C.CYCLE_STAGE_RESULT:
+        if self.ended:
             return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_FAILED, why),
