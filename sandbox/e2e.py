@@ -373,12 +373,9 @@ class Scenario:
             "nats_password_file": str(nats_auth.password_file(self.fleet.stack.auth_dir, nats_auth.OPERATOR))})
         bus = await busmod.Bus.connect(settings.nats_url, "e2e", 10, **nats_auth.connect_options(settings))
         try:
-            subject = topology.subject(topology.Kind.CYCLE, host, cycle_id)
-            stream = topology.stream_for(subject).name
-            message = await bus.js.get_last_msg(stream, subject)
+            return await bus.last_message(topology.subject(topology.Kind.CYCLE, host, cycle_id), cycle_pb2.CycleEvent)
         finally:
             await bus.close()
-        return busmod.decode(message.data, message.headers or {}, cycle_pb2.CycleEvent)
 
     async def restart_nats(self, host: VmHost) -> None:
         entry = self.step("fault: restart nats-server")

@@ -200,6 +200,11 @@ class Bus:
                 entries.append((key, entry.value))
         return entries
 
+    async def last_message(self, subject: str, message_type: type[M]) -> M:
+        """The newest message JetStream keeps on `subject` (a stream's subject), decoded."""
+        raw = await self.js.get_last_msg(topology.stream_for(subject).name, subject)
+        return decode(raw.data, raw.headers or {}, message_type)
+
     async def publish(self, subject: str, message: pb_message.Message, *, msg_id: str | None = None,
                       traced: bool = True) -> None:
         """Publish a protobuf message, in a PRODUCER span unless `traced` is False (heartbeats,

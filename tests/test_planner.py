@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from schedcp import rpc, topology
-from schedcp.bus import Bus, decode
+from schedcp.bus import Bus
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,
@@ -299,8 +299,7 @@ async def last_cycle_event(nats_url: str, host: str, cycle_id: str) -> cycle_pb2
     """The newest event of a cycle on its JetStream stream."""
     connection = await Bus.connect(nats_url, "test")
     try:
-        subject = topology.subject(topology.Kind.CYCLE, host, cycle_id)
-        message = await connection.js.get_last_msg(topology.stream_for(subject).name, subject)
+        return await connection.last_message(topology.subject(topology.Kind.CYCLE, host, cycle_id),
+                                             cycle_pb2.CycleEvent)
     finally:
         await connection.close()
-    return decode(message.data, message.headers or {}, cycle_pb2.CycleEvent)
