@@ -79,17 +79,21 @@ class Cycle:
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
         telemetry.mark_cycle(cycle.cycle_id)
         self._open.add(cycle)
+        cancelled = False
         try:
             async for event in self._stages(cycle, host, request, published):
                 yield event
         except asyncio.CancelledError:
+            cancelled = True
             await cycle.close_unfinished(INTERRUPTED)
             raise
         except Exception as exc:
             await cycle.close_unfinished(f"the cycle failed: {exc}")
             raise
         finally:
-            if cycle.ended:
+            # Only a cancelled cycle whose end could not be recorded stays for close(): one that
+            # ran to its result was not interrupted, even if publishing that result failed.
+            if cycle.ended or not cancelled:
                 self._open.discard(cycle)
 
     async def close(self) -> None:
