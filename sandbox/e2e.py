@@ -441,8 +441,8 @@ async def main_async(args: argparse.Namespace) -> int:
         async with Fleet(work, list(HOSTS), progress=lambda line: say(f"  {line}")) as fleet:
             report = await Scenario(fleet).run()
     except (CheckFailed, FleetError, BuildError, StartupError) as exc:
-        say(f"\nE2E FAILED after {time.monotonic() - started:.0f} s: {exc}\nlogs: {work}/central/logs, consoles: "
-            f"{work}/*.console.log")
+        say(f"\nE2E FAILED after {time.monotonic() - started:.0f} s: {exc}\nlogs: {work}/central/logs, the VMs' "
+            f"services: {work}/*.observer.log and *.executor.log, consoles: {work}/*.console.log")
         return 1
     report["wall_s"] = round(time.monotonic() - started, 1)
     if args.report:

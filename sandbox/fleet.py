@@ -44,6 +44,7 @@ GUEST_LOADER = "/usr/local/bin/schedcp-loader"
 WORKLOAD = (("cyclictest", "-q", "-i", "1000", "-t", "1"), ("stress-ng", "--cpu", "4", "--quiet"))
 # Everything in a VM runs under TCG emulation (no KVM on CI machines): calls get generous deadlines.
 RPC_TIMEOUT_S = 120.0
+GUEST_LOG_LINES = 200_000
 BOOT_TIMEOUT_S = 900.0
 WORKLOAD_SETTLE_S = 15.0
 # Emulated CPUs make short windows noisy: a 5 s canary once missed the batch guard by 0.1 %.
@@ -234,11 +235,20 @@ class Fleet:
             response = await planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(planner_pb2.ListHostsRequest())
         return list(response.hosts)
 
+    def _save_guest_logs(self, host: VmHost) -> None:
+        """The guest's observer and executor logs, as work/<host>.<role>.log: the VM's disk is gone
+        once it powers off."""
+        for role in ON_HOST:
+            text = host.ask("log", role=role.value, lines=GUEST_LOG_LINES)["log"]
+            (self.work / f"{host.name}.{role.value}.log").write_text(text + "\n")
+
     async def __aexit__(self, *exc: object) -> None:
-        """Power the VMs off (their executors revert what they applied), then stop the stack."""
+        """Keep the VMs' service logs, power the VMs off (their executors revert what they
+        applied), then stop the stack."""
         for host in self.hosts:
             if host.vm is not None and host.vm.wait(0) is None:
                 with contextlib.suppress(OSError, FleetError, json.JSONDecodeError):
+                    self._save_guest_logs(host)
                     host.ask("poweroff", timeout_s=60)
                 if host.vm.wait(60) is None:
                     self.progress(f"{host.name}: did not power off within 60 s; stopped")

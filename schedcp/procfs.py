@@ -48,6 +48,10 @@ class ThreadCounters(NamedTuple):
     runs: int
     voluntary: int
     involuntary: int
+    # When these were read (time.monotonic()). A scan of a busy or emulated host can take a
+    # good part of a second, so a thread read late in one scan and early in the next was
+    # watched for a different span than the scans' own start times say.
+    read_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -243,6 +247,8 @@ class HostScan:
     """One pass over every visible thread."""
 
     taken_at: float
+    # How long the pass took: the spread of its threads' read_at.
+    took_s: float
     processes: dict[int, ProcessInfo]
     threads: dict[int, ThreadCounters]
     host_busy_s: float
@@ -271,6 +277,9 @@ class ProcfsScanner:
 
     def scan(self) -> HostScan:
         taken_at = time.monotonic()
+        # Read with taken_at, not after the pass: a window's busy time and its duration must
+        # cover the same span.
+        busy_s = host_cpu_busy_s()
         processes: dict[int, ProcessInfo] = {}
         threads: dict[int, ThreadCounters] = {}
         ran_now: set[int] = set()
@@ -291,7 +300,7 @@ class ProcfsScanner:
         last_ran.update(dict.fromkeys(ran_now, taken_at))
         self._processes, self._threads, self._owners, self._last_ran = processes, threads, owners, last_ran
         active = {tid for tid, at in last_ran.items() if taken_at - at <= self.RECENT_S}
-        return HostScan(taken_at, processes, threads, host_cpu_busy_s(), active)
+        return HostScan(taken_at, time.monotonic() - taken_at, processes, threads, busy_s, active)
 
     def _scan_process(self, pid: int, threads: dict[int, ThreadCounters], ran_now: set[int]) -> ProcessInfo | None:
         known = self._processes.get(pid)
@@ -322,17 +331,18 @@ class ProcfsScanner:
                 continue
             finally:
                 os.close(fd)
+            read_at = time.monotonic()
             previous = cache.get(tid)
             if previous is not None and previous.pid == pid and previous.runs == runs \
                     and previous.cpu_ns == cpu_ns and previous.run_delay_ns == run_delay_ns:
-                out[tid] = previous  # untouched since the last scan, as most threads are
+                out[tid] = previous._replace(read_at=read_at)  # untouched since the last scan, as most threads are
                 continue
             # It ran (or waited, or is new): its switch counters moved too. A hog that was never
             # switched out still moves cpu_ns.
             ran = True
             ran_now.add(tid)
             voluntary, involuntary = _status_switches(read_bytes(base + "status") or b"")
-            out[tid] = ThreadCounters(tid, pid, cpu_ns, run_delay_ns, runs, voluntary, involuntary)
+            out[tid] = ThreadCounters(tid, pid, cpu_ns, run_delay_ns, runs, voluntary, involuntary, read_at)
         return ran
 
 

@@ -116,10 +116,33 @@ def test_a_reused_thread_id_counts_from_zero():
 
     old = ThreadCounters(tid=7, pid=7, cpu_ns=9_000, run_delay_ns=500, runs=90, voluntary=80, involuntary=10)
     new = ThreadCounters(tid=7, pid=7, cpu_ns=1_000, run_delay_ns=100, runs=3, voluntary=2, involuntary=1)
-    delta = _procfs_delta(old, new)
+    delta = _procfs_delta(old, new, 10.0)
     assert (delta.cpu_ns, delta.runs, delta.voluntary) == (1_000, 3, 2)
     other_process = new._replace(pid=8, cpu_ns=20_000, runs=200)
-    assert _procfs_delta(old, other_process).cpu_ns == 20_000
+    assert _procfs_delta(old, other_process, 10.0).cpu_ns == 20_000
+
+
+def test_cpu_time_is_aligned_to_the_window_from_each_threads_own_reads():
+    from schedcp.procfs import ThreadCounters
+    from services.observer.sampling import _procfs_delta
+
+    # A saturated thread read 0.9 s into the first scan and 0.1 s into the last of a 10 s
+    # window was watched for 9.2 s: 9.2 s of CPU is a full CPU over the window.
+    before = ThreadCounters(7, 7, cpu_ns=0, run_delay_ns=0, runs=1, voluntary=0, involuntary=0, read_at=100.9)
+    after = before._replace(cpu_ns=9_200_000_000, runs=50, read_at=110.1)
+    assert _procfs_delta(before, after, 10.0).cpu_ns == 10_000_000_000
+    # Born in the window: its time since birth counts as it is.
+    assert _procfs_delta(None, after, 10.0).cpu_ns == 9_200_000_000
+
+
+def test_a_scan_stamps_every_thread_within_the_pass():
+    from schedcp.procfs import ProcfsScanner
+
+    scanner = ProcfsScanner()
+    for scan in (scanner.scan(), scanner.scan()):  # the second serves unchanged threads from the cache
+        stamps = [t.read_at for t in scan.threads.values()]
+        assert os.getpid() in scan.threads
+        assert scan.taken_at <= min(stamps) and max(stamps) <= scan.taken_at + scan.took_s
 
 
 def test_bpf_deltas_combine_into_one_histogram():

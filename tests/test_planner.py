@@ -224,6 +224,8 @@ def test_a_kept_goal_is_reused_only_for_the_same_workload_and_intent():
     reused = synthesis.reused_goal(synthesis.reusable(kept_match("batch_sched_idle", goal), p, ""))
     assert reused.provider == "learner" and list(reused.target_groups) == list(goal.target_groups)
     assert reused.rationale.startswith("reused: batch_sched_idle was kept") and goal.rationale in reused.rationale
+    again = synthesis.reused_goal(synthesis.reusable(kept_match("batch_sched_idle", reused), p, ""))
+    assert again.rationale.count("reused:") == 1 and again.rationale.endswith(goal.rationale), again.rationale
     without_batch = profile(group("nginx", LATENCY, 0.2), group("x264", BATCH, 4.0))
     refused = {
         "another intent": (kept_match("batch_sched_idle", goal), p, "throughput please"),

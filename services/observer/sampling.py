@@ -79,6 +79,8 @@ class Tick:
 # Periodic profiles run all the time: a small read budget. Measure is short and asked for: a large one.
 PROFILE_TICK = Tick(0.25, 100)
 MEASURE_TICK = Tick(0.01, 2000)
+# A scan taking more than this part of its window is worth a line in the log.
+SLOW_SCAN_SHARE = 0.02
 
 
 class ProcfsSource:
@@ -96,10 +98,11 @@ class ProcfsSource:
                    if tid in start.threads}
         latencies, last = self._tick(watched, until, stop, tick)
         end = self._scanner.scan()
+        duration_s = end.taken_at - start.taken_at
         threads = {}
         for tid, after in end.threads.items():
             before = start.threads.get(tid)
-            activity = _procfs_delta(before, after)
+            activity = _procfs_delta(before, after, duration_s)
             if activity is None:
                 continue
             # What the ticks did not see (all of it for unwatched threads) is one mean sample.
@@ -109,7 +112,10 @@ class ProcfsSource:
             if runs > 0:
                 activity.latency.add((after.run_delay_ns - (seen.run_delay_ns if seen else 0)) / runs, runs)
             threads[tid] = activity
-        window = Window(_wall(start.taken_at), end.taken_at - start.taken_at, end.processes, threads,
+        if max(start.took_s, end.took_s) > SLOW_SCAN_SHARE * duration_s:
+            log.info("procfs window of %.1f s: its scans took %.2f s and %.2f s (CPU times aligned per thread)",
+                     duration_s, start.took_s, end.took_s)
+        window = Window(_wall(start.taken_at), duration_s, end.processes, threads,
                         end.host_busy_s - start.host_busy_s, self.name)
         return window, end
 
@@ -136,6 +142,16 @@ class ProcfsSource:
         return latencies, last
 
 
+def _over(cpu_ns: int, before: procfs.ThreadCounters | None, after: procfs.ThreadCounters,
+          duration_s: float) -> int:
+    """`cpu_ns`, used between the thread's two reads, as if used over `duration_s`. A thread
+    born in the window has no first read: its time counts as it is."""
+    span = after.read_at - before.read_at if before is not None and before.read_at else 0.0
+    if span <= duration_s / 2:  # not two reads of one window's scans: nothing to align
+        return cpu_ns
+    return round(cpu_ns * duration_s / span)
+
+
 def _counts_went_down(before, after) -> bool:
     """Cumulative counters only grow: if one went down, the thread id now names another thread.
     (Checked for every thread every window, hence plain comparisons.)"""
@@ -143,7 +159,12 @@ def _counts_went_down(before, after) -> bool:
         or after.involuntary < before.involuntary
 
 
-def _procfs_delta(before: procfs.ThreadCounters | None, after: procfs.ThreadCounters) -> ThreadActivity | None:
+def _procfs_delta(before: procfs.ThreadCounters | None, after: procfs.ThreadCounters,
+                  duration_s: float) -> ThreadActivity | None:
+    """What a thread did between two scans `duration_s` apart. Its CPU time is scaled to that
+    duration from the span between its own two reads: a scan of a loaded emulated host takes
+    up to a second, and unscaled a saturated group's share came out 10 % too high or too low
+    depending on where in each scan its threads were read. (Counts are left as read.)"""
     if before is not None and (before.pid != after.pid or _counts_went_down(before, after)):
         before = None
     b = before or procfs.ThreadCounters(after.tid, after.pid, 0, 0, 0, 0, 0)
@@ -151,7 +172,7 @@ def _procfs_delta(before: procfs.ThreadCounters | None, after: procfs.ThreadCoun
         return None
     voluntary = after.voluntary - b.voluntary
     return ThreadActivity(
-        tid=after.tid, pid=after.pid, cpu_ns=after.cpu_ns - b.cpu_ns,
+        tid=after.tid, pid=after.pid, cpu_ns=_over(after.cpu_ns - b.cpu_ns, before, after, duration_s),
         run_delay_ns=after.run_delay_ns - b.run_delay_ns, runs=after.runs - b.runs,
         # Every voluntary switch is a sleep that ended (or will end) in a wakeup.
         wakeups=voluntary, voluntary=voluntary, involuntary=after.involuntary - b.involuntary,

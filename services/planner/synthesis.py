@@ -24,6 +24,7 @@ from schedcp.v1 import common_pb2, cycle_pb2, goal_pb2, learner_pb2, policy_pb2,
 # one time and not the next); the groups the goal names must be present as well.
 REUSE_MIN_SIMILARITY = 0.5
 REUSE_MIN_CONFIDENCE = 0.15
+GOAL_THEN = "; the goal then: "
 # ljf's head start for a long job the goal names (max_lead_ms).
 KNOWN_LONG_JOB_LEAD_MS = 2000
 # (policy, expected improvement of the success metric, confidence), best first.
@@ -137,8 +138,10 @@ def reused_goal(match: learner_pb2.PolicyMatch) -> goal_pb2.OptimizationGoal:
     goal = goal_pb2.OptimizationGoal()
     goal.CopyFrom(match.goal)
     goal.provider = "learner"
+    # A goal reused before quotes the one it came from: quote that first reasoning, not a chain.
+    first = goal.rationale.rpartition(GOAL_THEN)[2]
     goal.rationale = (f"reused: {match.policy.metadata.name} was kept on a workload this similar "
-                      f"(similarity {match.similarity:.2f}; {match.reason}); the goal then: {goal.rationale}")
+                      f"(similarity {match.similarity:.2f}; {match.reason}){GOAL_THEN}{first}")
     return goal
 
 
