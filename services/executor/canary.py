@@ -108,19 +108,21 @@ def judge(spec: deployment_pb2.CanarySpec, baseline: dict[str, float], observed:
             problems.append(f"{spec.success_metric.name} improved {100 * success.improvement:.0f} % "
                             f"({success.baseline:.0f} -> {success.observed:.0f}), less than the "
                             f"{100 * spec.min_improvement:.0f} % required")
-    guards = []
+    guards, held = [], []
     for guard in spec.guards:
         comparison = compare(guard.metric, baseline, observed)
         comparison.satisfied = guard_holds(guard, comparison.baseline, comparison.observed)
         guards.append(comparison)
-        if not comparison.satisfied:
-            problems.append(f"guard {guard.description or guard.metric.name} failed "
-                            f"({comparison.baseline:.3g} -> {comparison.observed:.3g})")
+        # The numbers either way: how close a kept canary came to its guard matters too.
+        verdict = "held" if comparison.satisfied else "failed"
+        told = (f"guard {guard.description or guard.metric.name} {verdict} "
+                f"({comparison.baseline:.3g} -> {comparison.observed:.3g})")
+        (held if comparison.satisfied else problems).append(told)
     if problems:
         return Judgement(False, "; ".join(problems), success, guards)
     detail = (f"{success.metric.name} {success.baseline:.0f} -> {success.observed:.0f} "
               f"({100 * success.improvement:.0f} % better)") if success else "no success metric"
-    return Judgement(True, f"{detail}; {len(guards)} guard(s) held", success, guards)
+    return Judgement(True, "; ".join([detail, *held]), success, guards)
 
 
 def compare(metric: common_pb2.MetricSpec, baseline: dict[str, float],
