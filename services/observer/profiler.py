@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import uuid
@@ -23,6 +24,7 @@ MEASURE_LIMITS_S = (0.1, 600.0)
 DEFAULT_MAX_GROUPS = 20
 MAX_GROUPS_LIMIT = 1000
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def seconds(duration: duration_pb2.Duration, name: str, limits: tuple[float, float], default: float) -> float:
@@ -159,6 +161,12 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
         matched_cpu_ns += sum(t.cpu_ns for t in threads if t.tid not in counted)
         counted.update(t.tid for t in threads)
     response.foreign_cpu_share = max(0.0, window.host_busy_s - own_s - matched_cpu_ns / 1e9) / capacity
+    # Where every CPU second went: a canary judged later is read against this line.
+    shares = ", ".join(f"{matchers.describe(g.matcher)} {g.cpu_share:.3f}" for g in response.groups)
+    log.info("measured %.1f s on %d CPUs: %s; the observer %.3f, others %.3f, idle %.3f of the CPUs",
+             duration, window.num_cpus, shares,
+             response.observer_cpu_share, response.foreign_cpu_share,
+             max(0.0, machine - window.host_busy_s) / machine)
     return response
 
 
