@@ -18,6 +18,7 @@ Standard library only: it runs with the guest's Python before anything else is k
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -65,7 +66,10 @@ class Supervisor:
         if proc is None or proc.poll() is not None:
             return {"error": f"{role} is not running"}
         proc.send_signal(signum)
-        proc.wait(STOP_GRACE_S)
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            return {"error": f"{role} (pid {proc.pid}) still runs {STOP_GRACE_S} s after signal {signum}"}
         return {"pid": proc.pid, "status": proc.returncode}
 
     def state(self) -> dict:
@@ -161,14 +165,31 @@ def serve(supervisor: Supervisor, port: int) -> None:
         conn, _ = server.accept()
         with conn, conn.makefile("rw") as stream:
             for line in stream:
-                request = json.loads(line)
-                if request.get("cmd") == "poweroff":
+                if _is_poweroff(line):
                     supervisor.stop_all()
                     stream.write(json.dumps({"stopped": True}) + "\n")
                     stream.flush()
                     return
-                stream.write(json.dumps(answer(supervisor, request)) + "\n")
+                stream.write(json.dumps(reply(supervisor, line)) + "\n")
                 stream.flush()
+
+
+def _is_poweroff(line: str) -> bool:
+    with contextlib.suppress(ValueError, AttributeError):
+        return json.loads(line).get("cmd") == "poweroff"
+    return False
+
+
+def reply(supervisor: Supervisor, line: str) -> dict:
+    """The answer to one request line; a request that fails is an error answer, and the agent
+    serves on (it is the drills' only way into the VM)."""
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError("a request is a JSON object")
+        return answer(supervisor, request)
+    except Exception as exc:  # any failure is the caller's to read
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def main() -> None:

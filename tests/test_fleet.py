@@ -36,6 +36,25 @@ def test_the_agent_refuses_unknown_roles_and_commands():
     assert fleet_agent.answer(supervisor, {"cmd": "reboot"}) == {"error": "unknown command 'reboot'"}
 
 
+def test_a_failing_request_is_an_error_answer_and_the_agent_serves_on(monkeypatch):
+    monkeypatch.setattr(fleet_agent, "STOP_GRACE_S", 0.5)
+    supervisor = fleet_agent.Supervisor.__new__(fleet_agent.Supervisor)
+    supervisor.config = {"roles": {"executor": {}}}
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint(flush=True)\ntime.sleep(30)"],
+                                stdout=subprocess.PIPE)
+    supervisor.procs = {"executor": stubborn}
+    try:
+        stubborn.stdout.readline()  # its handler is in place
+        answer = fleet_agent.reply(supervisor, '{"cmd": "kill", "role": "executor", "signal": 15}')
+        assert answer == {"error": f"executor (pid {stubborn.pid}) still runs 0.5 s after signal 15"}
+        assert fleet_agent.reply(supervisor, "not json")["error"].startswith("JSONDecodeError")
+        assert fleet_agent.reply(supervisor, '["kill"]') == {"error": "ValueError: a request is a JSON object"}
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+
+
 def test_a_fleet_run_empties_only_its_own_work_directory(tmp_path):
     foreign = tmp_path / "notes"
     foreign.mkdir()
