@@ -145,6 +145,25 @@ def test_a_scan_stamps_every_thread_within_the_pass():
         assert scan.taken_at <= min(stamps) and max(stamps) <= scan.taken_at + scan.took_s
 
 
+def test_a_windows_busy_time_covers_what_its_threads_ran():
+    import subprocess
+    import sys
+
+    from services.observer.sampling import Sampler
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        window, _ = Sampler("procfs").window(1.0)
+    finally:
+        hog.kill()
+        hog.wait()
+    ran_s = sum(t.cpu_ns for t in window.threads.values()) / 1e9
+    assert sum(t.cpu_ns for t in window.threads.values() if t.pid == hog.pid) > 0.5e9
+    # Busy time is the window's capacity less the CPUs' idle time: at least what the visible
+    # threads ran (kernel work adds to it), at most the capacity.
+    assert 0.9 * ran_s <= window.host_busy_s <= window.duration_s * window.num_cpus, (ran_s, window.host_busy_s)
+
+
 def test_bpf_deltas_combine_into_one_histogram():
     from services.observer.bpf import BpfCounters
     from services.observer.histogram import SLOTS

@@ -116,7 +116,7 @@ class ProcfsSource:
             log.info("procfs window of %.1f s: its scans took %.2f s and %.2f s (CPU times aligned per thread)",
                      duration_s, start.took_s, end.took_s)
         window = Window(_wall(start.taken_at), duration_s, end.processes, threads,
-                        end.host_busy_s - start.host_busy_s, self.name)
+                        _busy_s(duration_s, end.host_idle_s - start.host_idle_s), self.name)
         return window, end
 
     @staticmethod
@@ -152,6 +152,12 @@ def _over(cpu_ns: int, before: procfs.ThreadCounters | None, after: procfs.Threa
     return round(cpu_ns * duration_s / span)
 
 
+def _busy_s(duration_s: float, idle_s: float) -> float:
+    """CPU seconds the host's CPUs were busy in a window: its capacity less their idle time
+    (procfs.host_cpu_idle_s says why not /proc/stat's busy fields)."""
+    return max(0.0, duration_s * (os.cpu_count() or 1) - idle_s)
+
+
 def _counts_went_down(before, after) -> bool:
     """Cumulative counters only grow: if one went down, the thread id now names another thread.
     (Checked for every thread every window, hence plain comparisons.)"""
@@ -183,7 +189,7 @@ def _procfs_delta(before: procfs.ThreadCounters | None, after: procfs.ThreadCoun
 class BpfState:
     taken_at: float
     counters: dict[int, BpfCounters]
-    host_busy_s: float
+    host_idle_s: float
 
 
 class BpfSource:
@@ -194,7 +200,7 @@ class BpfSource:
         self._processes: dict[int, ProcessInfo] = {}
 
     def begin(self) -> BpfState:
-        return BpfState(time.monotonic(), self._sampler.read(), procfs.host_cpu_busy_s())
+        return BpfState(time.monotonic(), self._sampler.read(), procfs.host_cpu_idle_s())
 
     def finish(self, start: BpfState, until: float, stop: threading.Event, tick: Tick,
                watch: set[int] | None = None) -> tuple[Window, BpfState]:
@@ -207,8 +213,9 @@ class BpfSource:
                 threads[tid] = activity
         processes = self._resolve_processes(threads)
         threads = {tid: t for tid, t in threads.items() if t.pid in processes}
-        window = Window(_wall(start.taken_at), end.taken_at - start.taken_at, processes, threads,
-                        end.host_busy_s - start.host_busy_s, self.name)
+        duration_s = end.taken_at - start.taken_at
+        window = Window(_wall(start.taken_at), duration_s, processes, threads,
+                        _busy_s(duration_s, end.host_idle_s - start.host_idle_s), self.name)
         return window, end
 
     def _resolve_processes(self, threads: dict[int, ThreadActivity]) -> dict[int, ProcessInfo]:
