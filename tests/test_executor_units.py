@@ -38,3 +38,12 @@ def test_a_failed_guard_rolls_back_however_good_the_latency():
     verdict = canary.judge(s, *windows(s, p99=(4000, 500), share=(0.98, 0.85)))
     assert not verdict.keep
     assert verdict.reason == "guard the batch keeps its share failed (0.98 -> 0.85)"
+
+
+def test_a_throughput_canary_that_gained_nothing_says_so_in_shares():
+    share = common_pb2.MetricSpec(name="cpu_share", groups=[BATCH], direction=common_pb2.DIRECTION_HIGHER_IS_BETTER)
+    s = deployment_pb2.CanarySpec(success_metric=share, min_improvement=0.05)
+    before, after = {canary.key(share): 0.979}, {canary.key(share): 0.973}
+    verdict = canary.judge(s, before, after)
+    assert not verdict.keep
+    assert verdict.reason == "cpu_share improved -1 % (0.979 -> 0.973), less than the 5 % required"

@@ -113,7 +113,7 @@ def judge(spec: deployment_pb2.CanarySpec, baseline: dict[str, float], observed:
         success.satisfied = success.improvement >= spec.min_improvement
         if not success.satisfied:
             problems.append(f"{spec.success_metric.name} improved {100 * success.improvement:.0f} % "
-                            f"({success.baseline:.0f} -> {success.observed:.0f}), less than the "
+                            f"({_number(success.baseline)} -> {_number(success.observed)}), less than the "
                             f"{100 * spec.min_improvement:.0f} % required")
     guards, held = [], []
     for guard in spec.guards:
@@ -123,13 +123,18 @@ def judge(spec: deployment_pb2.CanarySpec, baseline: dict[str, float], observed:
         # The numbers either way: how close a kept canary came to its guard matters too.
         verdict = "held" if comparison.satisfied else "failed"
         told = (f"guard {guard.description or guard.metric.name} {verdict} "
-                f"({comparison.baseline:.3g} -> {comparison.observed:.3g})")
+                f"({_number(comparison.baseline)} -> {_number(comparison.observed)})")
         (held if comparison.satisfied else problems).append(told)
     if problems:
         return Judgement(False, "; ".join(problems), success, guards)
-    detail = (f"{success.metric.name} {success.baseline:.0f} -> {success.observed:.0f} "
+    detail = (f"{success.metric.name} {_number(success.baseline)} -> {_number(success.observed)} "
               f"({100 * success.improvement:.0f} % better)") if success else "no success metric"
     return Judgement(True, "; ".join([detail, *held]), success, guards)
+
+
+def _number(value: float) -> str:
+    """Microseconds whole, shares and rates to three figures (a CPU share of 0.98 is not "1")."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def compare(metric: common_pb2.MetricSpec, baseline: dict[str, float],
