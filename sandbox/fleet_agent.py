@@ -18,7 +18,6 @@ Standard library only: it runs with the guest's Python before anything else is k
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -143,6 +142,9 @@ def answer(supervisor: Supervisor, request: dict) -> dict:
     cmd, role = request.get("cmd"), request.get("role", "")
     if role and role not in supervisor.config["roles"]:
         return {"error": f"unknown role {role!r}"}
+    if cmd == "poweroff":
+        supervisor.stop_all()
+        return {"stopped": True}
     if cmd == "state":
         return supervisor.state()
     if cmd == "workload":
@@ -165,19 +167,11 @@ def serve(supervisor: Supervisor, port: int) -> None:
         conn, _ = server.accept()
         with conn, conn.makefile("rw") as stream:
             for line in stream:
-                if _is_poweroff(line):
-                    supervisor.stop_all()
-                    stream.write(json.dumps({"stopped": True}) + "\n")
-                    stream.flush()
-                    return
-                stream.write(json.dumps(reply(supervisor, line)) + "\n")
+                answered = reply(supervisor, line)
+                stream.write(json.dumps(answered) + "\n")
                 stream.flush()
-
-
-def _is_poweroff(line: str) -> bool:
-    with contextlib.suppress(ValueError, AttributeError):
-        return json.loads(line).get("cmd") == "poweroff"
-    return False
+                if answered.get("stopped"):
+                    return
 
 
 def reply(supervisor: Supervisor, line: str) -> dict:

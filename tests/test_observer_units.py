@@ -200,7 +200,7 @@ def test_max_groups_keeps_the_busiest_half_and_the_most_waking():
 
 def test_a_measurement_leaves_the_observers_own_cpu_out_of_the_shares():
     own = os.getpid()
-    window = Window(started_at=0.0, duration_s=2.0, num_cpus=2, source="procfs", host_busy_s=3.5,
+    window = Window(started_at=0.0, duration_s=2.0, num_cpus=2, source="procfs", host_idle_s=0.5,
                     processes={own: process(own, "python3"), 10: process(10, "stress-ng-cpu")},
                     threads={own: ThreadActivity(own, own, cpu_ns=1_000_000_000),
                              10: ThreadActivity(10, 10, cpu_ns=2_000_000_000)})

@@ -166,7 +166,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
     log.info("measured %.1f s on %d CPUs: %s; the observer %.3f, others %.3f, idle %.3f of the CPUs",
              duration, window.num_cpus, shares,
              response.observer_cpu_share, response.foreign_cpu_share,
-             max(0.0, machine - window.host_busy_s) / machine)
+             window.host_idle_s / machine)
     return response
 
 
