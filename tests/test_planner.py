@@ -18,6 +18,7 @@ from schedcp.v1 import (
     executor_pb2,
     executor_pb2_grpc,
     goal_pb2,
+    host_pb2,
     learner_pb2,
     learner_pb2_grpc,
     planner_pb2,
@@ -26,6 +27,7 @@ from schedcp.v1 import (
     profile_pb2,
 )
 from services.planner import goals, synthesis
+from services.planner.cycle import INTERRUPTED, Cycle
 from services.verifier import native_checks
 from tests.conftest import cpu_hogs, latency_probe
 from tests.llm_server import reply, scripted_llm
@@ -305,3 +307,57 @@ async def last_cycle_event(nats_url: str, host: str, cycle_id: str) -> cycle_pb2
                                              cycle_pb2.CycleEvent)
     finally:
         await connection.close()
+
+
+class _OneHost:
+    """The part of the Planner a cycle asks before its stages: one registered host."""
+
+    def check_provider(self, provider: str) -> None:
+        pass
+
+    def check_policy(self, name: str, host) -> None:
+        pass
+
+    async def host(self, host_id: str) -> host_pb2.HostRegistration:
+        return host_pb2.HostRegistration(host_id=host_id)
+
+
+class _CanaryForever(Cycle):
+    """A cycle whose stages reach a canary and then wait, as a real one waits on the executor."""
+
+    async def _stages(self, cycle, host, request, published):
+        yield await cycle.emit(cycle_pb2.CYCLE_STAGE_MEASURE, common_pb2.STAGE_STATUS_RUNNING, "canary")
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("how", ["closed at its yield", "cancelled twice"])
+def test_an_interrupted_cycle_is_closed_however_its_handler_goes(nats_server, how):
+    async def scenario() -> cycle_pb2.CycleEvent:
+        bus = await Bus.connect(nats_server.url, "test")
+        await bus.ensure_topology()
+        cycle = _CanaryForever(_OneHost(), bus, "127.0.0.1:1", 5.0)
+        events = cycle.tune(planner_pb2.TuneRequest(host_id="testhost"))
+        first = await events.__anext__()
+        if how == "closed at its yield":  # what a gRPC handler whose caller went away gets
+            await events.aclose()
+        else:  # cancelled in the stages, then again while it records its end
+            task = asyncio.ensure_future(events.__anext__())
+            await asyncio.sleep(0.1)
+            task.cancel()
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            last = await bus.last_message(topology.subject(topology.Kind.CYCLE, "testhost", first.cycle_id),
+                                          cycle_pb2.CycleEvent)
+            if last.stage == cycle_pb2.CYCLE_STAGE_RESULT:
+                break
+            await asyncio.sleep(0.1)
+        await bus.close()
+        return last
+
+    last = asyncio.run(scenario())
+    assert (last.stage, last.status, last.message) == (cycle_pb2.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_FAILED,
+                                                        INTERRUPTED)

@@ -68,6 +68,7 @@ class Cycle:
         # Cycles in flight, so a stopping planner can close the records of those it could not
         # finish even when their handlers were cancelled too abruptly to do it themselves.
         self._open: set[_CycleEvents] = set()
+        self._closing: set[asyncio.Task] = set()
 
     async def tune(self, request: planner_pb2.TuneRequest,
                    published: profile_pb2.WorkloadProfile | None = None) -> AsyncIterator[cycle_pb2.CycleEvent]:
@@ -79,25 +80,42 @@ class Cycle:
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
         telemetry.mark_cycle(cycle.cycle_id)
         self._open.add(cycle)
-        cancelled = False
+        interrupted = True
         try:
             async for event in self._stages(cycle, host, request, published):
                 yield event
-        except asyncio.CancelledError:
-            cancelled = True
-            await cycle.close_unfinished(INTERRUPTED)
-            raise
+            interrupted = False
         except Exception as exc:
+            interrupted = False
             await cycle.close_unfinished(f"the cycle failed: {exc}")
             raise
         finally:
-            # Only a cancelled cycle whose end could not be recorded stays for close(): one that
-            # ran to its result was not interrupted, even if publishing that result failed.
-            if cycle.ended or not cancelled:
+            # Cancelled, or closed by its consumer (a gRPC handler whose caller went away is
+            # closed at its yield, or finalised later by the garbage collector): the end is
+            # recorded by a task of its own, which a second cancellation cannot cut short. One
+            # that ran to its result was not interrupted, even if publishing that result failed.
+            if interrupted and not cycle.ended:
+                self._close_later(cycle)
+            else:
                 self._open.discard(cycle)
+
+    def _close_later(self, cycle: _CycleEvents) -> None:
+        def done(_: asyncio.Task) -> None:
+            self._closing.discard(task)
+            if cycle.ended:  # otherwise it stays open for close() at shutdown
+                self._open.discard(cycle)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # finalised after its loop ended: close() cannot run either
+            return
+        task = loop.create_task(cycle.close_unfinished(INTERRUPTED))
+        self._closing.add(task)
+        task.add_done_callback(done)
 
     async def close(self) -> None:
         """At shutdown, after the gRPC server stopped: the end of every cycle still open."""
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for cycle in list(self._open):
             await cycle.close_unfinished(INTERRUPTED)
 
