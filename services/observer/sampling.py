@@ -120,7 +120,7 @@ class ProcfsSource:
                 activity.latency.add((after.run_delay_ns - (seen.run_delay_ns if seen else 0)) / runs, runs)
             threads[tid] = activity
         if max(start.took_s, end.took_s) > SLOW_SCAN_SHARE * duration_s:
-            log.info("procfs window of %.1f s: its scans took %.2f s and %.2f s (CPU times aligned per thread)",
+            log.debug("procfs window of %.1f s: its scans took %.2f s and %.2f s (CPU times aligned per thread)",
                      duration_s, start.took_s, end.took_s)
         window = Window(_wall(start.taken_at), duration_s, end.processes, threads,
                         end.host_idle_s - start.host_idle_s, self.name)
