@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 TYPE_HEADER = "Schedcp-Type"
 REASON_HEADER = "Schedcp-Reason"
 M = TypeVar("M", bound=pb_message.Message)
+# How long one JetStream API request may take (nats-py's default).
+JETSTREAM_TIMEOUT_S = 5.0
+# Setting up the topology at start: tries of one JetStream request timeout each, and the pause between.
+TOPOLOGY_ATTEMPTS = 5
+TOPOLOGY_RETRY_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Bus:
 
     def __init__(self, replicas: int = 1) -> None:
         self.nc = Client()
-        self.js: JetStreamContext = self.nc.jetstream()
+        self.js: JetStreamContext = self.nc.jetstream(timeout=JETSTREAM_TIMEOUT_S)
         self._replicas = replicas
         self._buckets: dict[str, KeyValue] = {}
         self._url = ""
@@ -132,8 +137,24 @@ class Bus:
     def connected(self) -> bool:
         return self.nc.is_connected
 
-    async def ensure_topology(self) -> None:
-        """Create (or bring up to date) every stream, KV bucket and Object Store. Idempotent."""
+    async def ensure_topology(self, attempts: int = TOPOLOGY_ATTEMPTS) -> None:
+        """Create (or bring up to date) every stream, KV bucket and Object Store. Idempotent, so
+        a JetStream request that times out (a loaded server, or this process starting on a
+        stalled emulated CPU: seen in `make e2e`) is retried before DependencyUnavailable."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._ensure_topology()
+            except nats.errors.TimeoutError:
+                if attempt == attempts:
+                    raise DependencyUnavailable(
+                        f"JetStream at {self._url} did not answer while setting up the streams ({attempts} tries "
+                        f"of {JETSTREAM_TIMEOUT_S:g} s); is nats-server running with JetStream (-js) and not "
+                        "overloaded?") from None
+                log.warning("JetStream did not answer within %g s while setting up the streams (try %d of %d); "
+                            "trying again", JETSTREAM_TIMEOUT_S, attempt, attempts)
+                await asyncio.sleep(TOPOLOGY_RETRY_PAUSE_S)
+
+    async def _ensure_topology(self) -> None:
         for spec in topology.STREAMS:
             config = api.StreamConfig(
                 name=spec.name,

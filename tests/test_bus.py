@@ -1,11 +1,12 @@
 """The NATS runtime against a real nats-server: topology, durable and core messaging, errors."""
 
 import asyncio
+import signal
 
 import pytest
 
 from schedcp import topology
-from schedcp.bus import REASON_HEADER, Bus, Delivery
+from schedcp.bus import JETSTREAM_TIMEOUT_S, REASON_HEADER, Bus, Delivery
 from schedcp.errors import DependencyUnavailable, InvalidArgument
 from schedcp.net import free_port
 from schedcp.v1 import cycle_pb2, deployment_pb2, info_pb2
@@ -98,6 +99,25 @@ async def test_core_subjects_are_fire_and_forget(bus):
     await bus.nc.flush()
     await bus.publish(subject, info_pb2.ServiceInfo(role="observer"))
     assert await asyncio.wait_for(got.get(), 5) == "observer"
+
+
+async def test_setting_up_the_topology_outlasts_a_stalled_server(nats_server):
+    connected = await Bus.connect(nats_server.url, "test")
+    try:
+        nats_server.proc.send_signal(signal.SIGSTOP)  # as a server, or this process, stalls
+        try:
+            with pytest.raises(DependencyUnavailable, match=r"JetStream at .* did not answer .*\(1 tries of 5 s\)"):
+                await connected.ensure_topology(attempts=1)
+            setup = asyncio.ensure_future(connected.ensure_topology())
+            await asyncio.sleep(JETSTREAM_TIMEOUT_S + 1)  # the first try has timed out
+            assert not setup.done()
+        finally:
+            nats_server.proc.send_signal(signal.SIGCONT)
+        await asyncio.wait_for(setup, 30)
+        for spec in topology.STREAMS:
+            await connected.js.stream_info(spec.name)
+    finally:
+        await connected.close()
 
 
 async def test_unreachable_nats_says_what_and_how():
