@@ -43,20 +43,20 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.makespan
 	$(PY) -m bench.summary
 
-# Two VM hosts tuned by the central services, then the fault drills (sandbox/e2e.py; ~7 min
+# Two VM hosts tuned by the central services, then the fault drills (harness/e2e.py; ~7 min
 # under TCG, the host image cached in SCHEDCP_CACHE_DIR). Evidence in .schedcp-e2e/report.json.
 e2e: $(STAMP)
-	$(PY) -m sandbox.e2e --work $(CURDIR)/.schedcp-e2e --report $(CURDIR)/.schedcp-e2e/report.json
+	$(PY) -m harness.e2e --work $(CURDIR)/.schedcp-e2e --report $(CURDIR)/.schedcp-e2e/report.json
 
 # Build (once; cached in SCHEDCP_CACHE_DIR) the sandbox kernel, libbpf, loader, probes and policies.
 sandbox: $(STAMP)
-	$(PY) -m sandbox
+	$(PY) -m schedcp.toolchain
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check schedcp services tests scripts bench sandbox
+	$(VENV)/bin/ruff check schedcp services tests scripts bench harness
 
 clean:
 	rm -rf $(VENV) .schedcp .schedcp-e2e build .pytest_cache .ruff_cache *.egg-info

@@ -37,8 +37,8 @@ from pathlib import Path
 import yaml
 
 from bench.stack import running_stack
-from schedcp import rpc
-from schedcp.config import Settings, load_settings
+from schedcp.runtime import rpc
+from schedcp.runtime.config import Settings, load_settings
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,

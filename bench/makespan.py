@@ -20,8 +20,8 @@ import statistics
 import time
 from pathlib import Path
 
-from sandbox import build, runner
-from schedcp import params, policies
+from schedcp.domain import params, policies
+from schedcp.toolchain import build, runner
 from schedcp.v1 import common_pb2, goal_pb2, host_pb2, profile_pb2
 from services.planner import synthesis
 

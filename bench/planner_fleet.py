@@ -34,9 +34,9 @@ from pathlib import Path
 import grpc
 
 from bench.stack import running_stack
-from schedcp import nats_auth, topology
-from schedcp.bus import Bus
-from schedcp.config import Role
+from schedcp.runtime import nats_auth, topology
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import Role
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,

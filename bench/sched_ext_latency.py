@@ -14,8 +14,8 @@ import statistics
 import time
 from pathlib import Path
 
-from sandbox import build, runner
-from schedcp import policies
+from schedcp.domain import policies
+from schedcp.toolchain import build, runner
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("p50_us", "p90_us", "p99_us", "max_us")

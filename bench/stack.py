@@ -11,9 +11,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from schedcp.config import Role, Settings, load_settings
-from schedcp.probe import ServiceStatus
-from schedcp.stack import LocalStack, ephemeral_env
+from schedcp.cli.probe import ServiceStatus
+from schedcp.cli.stack import LocalStack, ephemeral_env
+from schedcp.runtime.config import Role, Settings, load_settings
 
 
 @contextlib.contextmanager

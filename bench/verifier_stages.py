@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from bench.stack import running_stack
-from sandbox.build import Toolchain
-from sandbox.runner import accelerator
-from schedcp import native_policies, policies, rpc
+from schedcp.domain import native_policies, policies
+from schedcp.runtime import rpc
+from schedcp.toolchain.build import Toolchain
+from schedcp.toolchain.runner import accelerator
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2, verifier_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent

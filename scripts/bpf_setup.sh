@@ -6,10 +6,10 @@
 #    are downloaded and extracted (not installed) into $VENV/share/schedcp/kernel-headers. The
 #    observer's probes read tracepoint fields only, so headers of another kernel version serve;
 #  - rt-tests (cyclictest) and stress-ng, the workloads the tests and benchmarks run;
-#  - the sched_ext toolchain (sandbox/build.py): qemu, clang/llvm, bpftool, busybox-static,
+#  - the sched_ext toolchain (schedcp/toolchain/build.py): qemu, clang/llvm, bpftool, busybox-static,
 #    zstd, and the static libraries the loader links (libelf, zlib, libzstd);
 #  - prometheus, which a test runs to scrape every service's metrics;
-#  - mmdebstrap, which builds the fleet host VMs' Debian root filesystem (sandbox/hostimage.py).
+#  - mmdebstrap, which builds the fleet host VMs' Debian root filesystem (harness/hostimage.py).
 # Anything that cannot be had is a warning, not a failure: the observer then runs procfs-only
 # and says why.
 set -uo pipefail

@@ -22,9 +22,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from schedcp import rpc, tls
-from schedcp.probe import probe
-from schedcp.stack import ephemeral_env, nats_server_binary
+from schedcp.cli.probe import probe
+from schedcp.cli.stack import ephemeral_env, nats_server_binary
+from schedcp.runtime import rpc, tls
 from services.verifier.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,9 +10,9 @@ import grpc
 import nats.js.errors
 import pytest
 
-from schedcp import artifacts
-from schedcp.bus import Bus
-from schedcp.cli import main as cli
+from schedcp.cli.main import main as cli
+from schedcp.domain import artifacts
+from schedcp.runtime.bus import Bus
 from schedcp.v1 import deployment_pb2, executor_pb2, planner_pb2, planner_pb2_grpc, verdict_pb2
 from tests.test_executor import deploy, executor_call, native_artifact, sign
 from tests.test_services import call

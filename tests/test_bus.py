@@ -5,10 +5,10 @@ import signal
 
 import pytest
 
-from schedcp import topology
-from schedcp.bus import JETSTREAM_TIMEOUT_S, REASON_HEADER, Bus, Delivery
-from schedcp.errors import DependencyUnavailable, InvalidArgument
-from schedcp.net import free_port
+from schedcp.runtime import topology
+from schedcp.runtime.bus import JETSTREAM_TIMEOUT_S, REASON_HEADER, Bus, Delivery
+from schedcp.runtime.errors import DependencyUnavailable, InvalidArgument
+from schedcp.runtime.net import free_port
 from schedcp.v1 import cycle_pb2, deployment_pb2, info_pb2
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from schedcp.config import ConfigError, known_env_vars, load_settings
+from schedcp.runtime.config import ConfigError, known_env_vars, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

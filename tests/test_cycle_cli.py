@@ -15,9 +15,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2 as otlp_common
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from schedcp import params, tracestore
-from schedcp.demo import DemoWorkload
-from schedcp.errors import InvalidArgument
+from schedcp.cli import tracestore
+from schedcp.cli.demo import DemoWorkload
+from schedcp.domain import params
+from schedcp.runtime.errors import InvalidArgument
 from tests.conftest import ROOT, cpu_hogs, latency_probe
 
 SCHEDCP = ROOT / ".venv" / "bin" / "schedcp"

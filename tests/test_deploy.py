@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from schedcp.config import Role, known_env_vars, load_settings
+from schedcp.runtime.config import Role, known_env_vars, load_settings
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from schedcp import artifacts, native_policies, policies, procfs, rpc, sched_ext
+from schedcp.domain import artifacts, native_policies, policies, procfs, sched_ext
+from schedcp.runtime import rpc
 from schedcp.v1 import (
     common_pb2,
     deployment_pb2,

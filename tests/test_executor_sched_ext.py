@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.agent import AgentVm
-from sandbox.build import Toolchain
-from schedcp import policies
-from schedcp.bus import Bus
-from schedcp.config import load_settings
+from harness.agent import AgentVm
+from schedcp.domain import policies
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import load_settings
+from schedcp.toolchain.build import Toolchain
 from schedcp.v1 import deployment_pb2, executor_pb2, policy_pb2, verdict_pb2
 from services.executor.deployments import EventLog, Executor
 from services.executor.journal import Journal
@@ -114,8 +114,8 @@ def test_deploy_eject_and_restore_in_a_sched_ext_vm(nats_server, tmp_path):
 @pytest.mark.skipif(Path("/sys/kernel/sched_ext").exists(),
                     reason="this host has sched_ext: the test must not load a scheduler on the host")
 def test_the_local_loader_path_reports_why_this_kernel_refuses(tmp_path):
-    from schedcp import sched_ext
-    from schedcp.errors import FailedPrecondition
+    from schedcp.domain import sched_ext
+    from schedcp.runtime.errors import FailedPrecondition
     from services.executor.sched_ext_backend import LocalLoaderHost
 
     toolchain = Toolchain()

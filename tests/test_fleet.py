@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from sandbox import fleet_agent
-from sandbox.fleet import WORK_MARKER, Fleet, FleetError
-from schedcp.config import Settings, env_var
-from schedcp.errors import StartupError
-from schedcp.stack import NATS, LocalStack, ephemeral_env
+from harness import fleet_agent
+from harness.fleet import WORK_MARKER, Fleet, FleetError
+from schedcp.cli.stack import NATS, LocalStack, ephemeral_env
+from schedcp.runtime.config import Settings, env_var
+from schedcp.runtime.errors import StartupError
 
 
 def test_the_agents_top_names_the_process_that_used_the_cpu():

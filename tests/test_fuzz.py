@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schedcp import rpc
-from schedcp.probe import probe
-from schedcp.service import MAX_MESSAGE_BYTES
+from schedcp.cli.probe import probe
+from schedcp.runtime import rpc
+from schedcp.runtime.service import MAX_MESSAGE_BYTES
 from schedcp.v1 import executor_pb2, info_pb2, learner_pb2, observer_pb2, planner_pb2, verifier_pb2
 from tests.conftest import NatsServer, ServiceProcesses, service_env
 

@@ -1,4 +1,4 @@
-"""The fleet host image (sandbox/hostimage.py), booted for real: the pinned sched_ext kernel with
+"""The fleet host image (harness/hostimage.py), booted for real: the pinned sched_ext kernel with
 a Debian root filesystem, schedcp installed from its wheel for the guest's own Python, and
 user-mode networking both ways (the guest reaches a server on the host's loopback through
 10.0.2.2; the host reaches a server in the guest through a port forward)."""
@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from sandbox.build import BuildError, Toolchain
-from sandbox.hostimage import HostImage, HostVm
-from schedcp.net import free_port
+from harness.hostimage import HostImage, HostVm
+from schedcp.runtime.net import free_port
+from schedcp.toolchain.build import BuildError, Toolchain
 
 GUEST_PORT = 7000
 
@@ -36,7 +36,7 @@ def image():
 def start_script(host_port: int) -> str:
     return f"""
 PY=/opt/schedcp/bin/python
-$PY -c 'import schedcp.service, services.observer.server, services.executor.server; print("imports ok")'
+$PY -c 'import schedcp.runtime.service, services.observer.server, services.executor.server; print("imports ok")'
 $PY -c 'import socket; socket.create_connection(("10.0.2.2", {host_port}), timeout=30).sendall(b"guest to host")'
 echo "sched_ext $(cat /sys/kernel/sched_ext/state) loader $(test -x /usr/local/bin/schedcp-loader && echo present)"
 $PY -c '

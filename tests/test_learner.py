@@ -12,8 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from schedcp import artifacts, policies, topology
-from schedcp.bus import Bus
+from schedcp.domain import artifacts, policies
+from schedcp.runtime import topology
+from schedcp.runtime.bus import Bus
 from schedcp.v1 import (
     deployment_pb2,
     goal_pb2,

@@ -1,4 +1,4 @@
-"""Per-client rate limits on Tune and Verify (schedcp/limits.py): the bucket's arithmetic with a
+"""Per-client rate limits on Tune and Verify (schedcp/runtime/limits.py): the bucket's arithmetic with a
 clock the test drives, then a real verifier that refuses a tool's third call in a minute while
 the planner's certificate is not limited."""
 
@@ -9,8 +9,9 @@ import asyncio
 import grpc
 import pytest
 
-from schedcp import limits, native_policies, policies, rpc, tls
-from schedcp.errors import ResourceExhausted
+from schedcp.domain import native_policies, policies
+from schedcp.runtime import limits, rpc, tls
+from schedcp.runtime.errors import ResourceExhausted
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2, verifier_pb2_grpc
 from tests.conftest import identity
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from schedcp import rpc, sched_ext
-from schedcp.net import free_port
+from schedcp.domain import sched_ext
+from schedcp.runtime import rpc
+from schedcp.runtime.net import free_port
 from schedcp.v1 import (
     executor_pb2,
     planner_pb2,

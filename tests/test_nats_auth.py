@@ -1,4 +1,4 @@
-"""NATS with auth on, as `schedcp up` runs it (schedcp/nats_auth.py), against a real nats-server:
+"""NATS with auth on, as `schedcp up` runs it (schedcp/runtime/nats_auth.py), against a real nats-server:
 wrong credentials cannot connect (so cannot publish an outcome or read the repository), a role
 cannot publish what another role owns, and the roles that own a subject or bucket can; the
 local stack starts with auth and every service connects as its role."""
@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from schedcp import cli, nats_auth, topology
-from schedcp.bus import Bus
-from schedcp.config import load_settings
-from schedcp.errors import DependencyUnavailable
-from schedcp.net import free_port
-from schedcp.stack import nats_server_binary
+from schedcp.cli.main import main as cli
+from schedcp.cli.stack import nats_server_binary
+from schedcp.runtime import nats_auth, topology
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import load_settings
+from schedcp.runtime.errors import DependencyUnavailable
+from schedcp.runtime.net import free_port
 from schedcp.v1 import deployment_pb2, policy_pb2
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from schedcp.errors import StartupError
+from schedcp.runtime.errors import StartupError
 from schedcp.v1 import profile_pb2
 from services.observer import hostfacts
 from services.observer.profiler import Profiler

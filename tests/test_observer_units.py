@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from schedcp import matchers
-from schedcp.errors import InvalidArgument
-from schedcp.procfs import ProcessInfo, parse_cgroups, parse_stat
+from schedcp.domain import matchers
+from schedcp.domain.procfs import ProcessInfo, parse_cgroups, parse_stat
+from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2, profile_pb2
 from services.observer.classify import classify
 from services.observer.histogram import Histogram, slot_bounds_ns, slot_of
@@ -111,7 +111,7 @@ def test_classification_rules(name, f, expected):
 
 
 def test_a_reused_thread_id_counts_from_zero():
-    from schedcp.procfs import ThreadCounters
+    from schedcp.domain.procfs import ThreadCounters
     from services.observer.sampling import _procfs_delta
 
     old = ThreadCounters(tid=7, pid=7, cpu_ns=9_000, run_delay_ns=500, runs=90, voluntary=80, involuntary=10)
@@ -123,7 +123,7 @@ def test_a_reused_thread_id_counts_from_zero():
 
 
 def test_cpu_time_is_aligned_to_the_window_from_each_threads_own_reads():
-    from schedcp.procfs import ThreadCounters
+    from schedcp.domain.procfs import ThreadCounters
     from services.observer.sampling import _procfs_delta
 
     # A saturated thread read 0.9 s into the first scan and 0.1 s into the last of a 10 s
@@ -136,7 +136,7 @@ def test_cpu_time_is_aligned_to_the_window_from_each_threads_own_reads():
 
 
 def test_a_scan_stamps_every_thread_within_the_pass():
-    from schedcp.procfs import ProcfsScanner
+    from schedcp.domain.procfs import ProcfsScanner
 
     scanner = ProcfsScanner()
     for scan in (scanner.scan(), scanner.scan()):  # the second serves unchanged threads from the cache

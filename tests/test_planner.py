@@ -9,8 +9,8 @@ import time
 import grpc
 import pytest
 
-from schedcp import rpc, topology
-from schedcp.bus import Bus
+from schedcp.runtime import rpc, topology
+from schedcp.runtime.bus import Bus
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,

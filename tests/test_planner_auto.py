@@ -9,8 +9,8 @@ import asyncio
 import json
 
 from bench.planner_fleet import run_fleet, with_executors
-from schedcp import topology
-from schedcp.bus import Bus
+from schedcp.runtime import topology
+from schedcp.runtime.bus import Bus
 from schedcp.v1 import profile_pb2
 from services.planner import triggers
 from tests.test_cycle_cli import schedcp

@@ -8,8 +8,9 @@ import asyncio
 
 import pytest
 
-from schedcp import policies, rpc
-from schedcp.config import load_settings
+from schedcp.domain import policies
+from schedcp.runtime import rpc
+from schedcp.runtime.config import load_settings
 from schedcp.v1 import goal_pb2, policy_pb2, verdict_pb2, verifier_pb2, verifier_pb2_grpc
 from services.planner import generate, goals
 from services.planner.llm import LlmClient, Usage

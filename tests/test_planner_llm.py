@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from schedcp.config import load_settings
+from schedcp.runtime.config import load_settings
 from schedcp.v1 import goal_pb2, planner_pb2, planner_pb2_grpc
 from services.planner import llm
 from tests.conftest import cpu_hogs, latency_probe

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from schedcp.net import free_port
+from schedcp.runtime.net import free_port
 from tests.conftest import ROOT, service_env
 
 SCHEDCP = Path(ROOT / ".venv" / "bin" / "schedcp")

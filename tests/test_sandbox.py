@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import build, runner
-from schedcp import policies
+from schedcp.domain import policies
+from schedcp.toolchain import build, runner
 
 HERE = Path(__file__).resolve().parent
 BAD = HERE / "sched_ext"

@@ -1,4 +1,4 @@
-"""Mutual TLS and access control between services (schedcp/tls.py, schedcp/access.py), against
+"""Mutual TLS and access control between services (schedcp/runtime/tls.py, schedcp/runtime/access.py), against
 real service processes: callers without a certificate or with one from another CA are refused
 at the handshake, a certificate of the wrong role cannot deploy, the planner's can; without
 TLS a service refuses to listen beyond loopback."""
@@ -12,9 +12,9 @@ import sys
 import grpc
 import pytest
 
-from schedcp import rpc, tls
-from schedcp.config import ConfigError, load_settings
-from schedcp.net import free_port
+from schedcp.runtime import rpc, tls
+from schedcp.runtime.config import ConfigError, load_settings
+from schedcp.runtime.net import free_port
 from schedcp.v1 import executor_pb2, executor_pb2_grpc, info_pb2, info_pb2_grpc, observer_pb2, observer_pb2_grpc
 from tests.conftest import ROOT, identity
 from tests.test_services import call

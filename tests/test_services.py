@@ -12,8 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from schedcp import __version__, policies, rpc, topology
-from schedcp.bus import Bus
+from schedcp import __version__
+from schedcp.domain import policies
+from schedcp.runtime import rpc, topology
+from schedcp.runtime.bus import Bus
 from schedcp.v1 import (
     executor_pb2,
     executor_pb2_grpc,

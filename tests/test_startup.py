@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from schedcp.net import free_port
+from schedcp.runtime.net import free_port
 from tests.conftest import ROOT, service_env
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from opentelemetry.trace import SpanKind
 
-from schedcp import rpc, telemetry
+from schedcp.runtime import rpc, telemetry
 from schedcp.v1 import observer_pb2, observer_pb2_grpc
 from tests.otlp_receiver import OtlpReceiver
 from tests.tracehop import SUBJECT, run_hop

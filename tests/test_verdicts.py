@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from schedcp import artifacts, verdicts
+from schedcp.domain import artifacts, verdicts
 from schedcp.v1 import policy_pb2, verdict_pb2
 from services.verifier.signing import SigningKey
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from sandbox.build import Toolchain
-from schedcp import native_policies, policies
-from schedcp.errors import InvalidArgument
+from schedcp.domain import native_policies, policies
+from schedcp.runtime.errors import InvalidArgument
+from schedcp.toolchain.build import Toolchain
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2
 from services.verifier import native_checks, pipeline, sandbox_stages, stages
 

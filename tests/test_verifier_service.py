@@ -11,8 +11,9 @@ import time
 import grpc
 import pytest
 
-from schedcp import artifacts, native_policies, policies, rpc, verdicts
-from schedcp.bus import Bus
+from schedcp.domain import artifacts, native_policies, policies, verdicts
+from schedcp.runtime import rpc
+from schedcp.runtime.bus import Bus
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2, verifier_pb2_grpc
 from tests.test_services import call
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.build import Toolchain
-from schedcp import policies
+from schedcp.domain import policies
+from schedcp.toolchain.build import Toolchain
 from schedcp.v1 import common_pb2, verdict_pb2
 from services.verifier import stages
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from schedcp import policies
+from schedcp.domain import policies
 from services.verifier import static_analysis
 
 CORPUS = sorted((Path(__file__).parent / "verifier_corpus" / "static").glob("*.bpf.c"))

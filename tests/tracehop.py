@@ -12,8 +12,8 @@ import sys
 
 import grpc
 
-from schedcp import rpc, telemetry, topology
-from schedcp.bus import Bus, Delivery
+from schedcp.runtime import rpc, telemetry, topology
+from schedcp.runtime.bus import Bus, Delivery
 from schedcp.v1 import cycle_pb2, info_pb2, info_pb2_grpc
 
 HOST = "testhost"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import uuid
 
-from schedcp import topology
-from schedcp.bus import Bus
-from schedcp.errors import DependencyUnavailable
+from schedcp.runtime import topology
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.errors import DependencyUnavailable
 from schedcp.v1 import deployment_pb2
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from schedcp import matchers, rpc
-from schedcp.errors import InvalidArgument
+from schedcp.domain import matchers
+from schedcp.runtime import rpc
+from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, observer_pb2, observer_pb2_grpc
 
 LATENCY = {"runq_latency_p50_us": "p50_us", "runq_latency_p90_us": "p90_us", "runq_latency_p99_us": "p99_us",

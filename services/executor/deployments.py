@@ -22,10 +22,11 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from schedcp import artifacts, metrics, sched_ext, topology, verdicts
-from schedcp.bus import Bus
-from schedcp.config import Settings
-from schedcp.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
+from schedcp.domain import artifacts, sched_ext, verdicts
+from schedcp.runtime import metrics, topology
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import Settings
+from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from schedcp.v1 import deployment_pb2, executor_pb2, policy_pb2
 from services.executor import audit, canary
 from services.executor.native import ApplyReport, NativeBackend

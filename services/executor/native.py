@@ -7,7 +7,7 @@ move into a cgroup that schedcp creates for the rule, with cpu.idle or a weight 
 cpu.weight, v1 cpu.shares). Threads and processes started later are picked up by rescan().
 
 Never touched, whatever the policy says: real-time threads, and the processes of
-schedcp/protected.py (init, kernel threads, system daemons, schedcp itself).
+schedcp/domain/protected.py (init, kernel threads, system daemons, schedcp itself).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schedcp import matchers, procfs, protected
-from schedcp.errors import FailedPrecondition
+from schedcp.domain import matchers, procfs, protected
+from schedcp.runtime.errors import FailedPrecondition
 from schedcp.v1 import policy_pb2
 from services.executor.journal import Change, Journal
 

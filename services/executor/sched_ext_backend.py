@@ -19,8 +19,8 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-from schedcp import params
-from schedcp.errors import FailedPrecondition
+from schedcp.domain import params
+from schedcp.runtime.errors import FailedPrecondition
 from schedcp.v1 import policy_pb2, verdict_pb2
 
 log = logging.getLogger(__name__)

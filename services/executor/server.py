@@ -7,10 +7,11 @@ import logging
 import os
 from pathlib import Path
 
-from sandbox.build import BuildError, Toolchain
-from schedcp import sched_ext, tls
-from schedcp.procfs import cpu_controller
-from schedcp.service import GrpcService, ServiceContext
+from schedcp.domain import sched_ext
+from schedcp.domain.procfs import cpu_controller
+from schedcp.runtime import tls
+from schedcp.runtime.service import GrpcService, ServiceContext
+from schedcp.toolchain.build import BuildError, Toolchain
 from schedcp.v1 import executor_pb2, executor_pb2_grpc
 from services.executor.deployments import EventLog, Executor
 from services.executor.journal import Journal

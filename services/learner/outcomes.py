@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from schedcp import metrics, params, topology
-from schedcp.bus import Bus, Delivery, MalformedMessage
+from schedcp.domain import params
+from schedcp.runtime import metrics, topology
+from schedcp.runtime.bus import Bus, Delivery, MalformedMessage
 from schedcp.v1 import deployment_pb2, policy_pb2
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from schedcp.errors import InvalidArgument
-from schedcp.policies import GOAL_WORDS
+from schedcp.domain.policies import GOAL_WORDS
+from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import deployment_pb2, goal_pb2, host_pb2, learner_pb2, policy_pb2, profile_pb2
 from services.learner.outcomes import OutcomeLedger, parameters_key
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from schedcp import artifacts, policies
-from schedcp.bus import Bus
-from schedcp.errors import FailedPrecondition
+from schedcp.domain import artifacts, policies
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.errors import FailedPrecondition
 from schedcp.v1 import common_pb2, policy_pb2
 from services.learner.repository import PolicyRepository
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from schedcp import verdicts
-from schedcp.config import Settings
-from schedcp.errors import InvalidArgument, NotFound
-from schedcp.service import GrpcService, ServiceContext
+from schedcp.domain import verdicts
+from schedcp.runtime.config import Settings
+from schedcp.runtime.errors import InvalidArgument, NotFound
+from schedcp.runtime.service import GrpcService, ServiceContext
 from schedcp.v1 import learner_pb2, learner_pb2_grpc
 from services.learner import search, seeding
 from services.learner.outcomes import OutcomeLedger

@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from schedcp import matchers, procfs
-from schedcp.procfs import ProcessInfo
+from schedcp.domain import matchers, procfs
+from schedcp.domain.procfs import ProcessInfo
 from schedcp.v1 import common_pb2, profile_pb2
 from services.observer.sampling import ThreadActivity, Window, latency_of
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from schedcp import procfs, sched_ext
+from schedcp.domain import procfs, sched_ext
 from schedcp.v1 import host_pb2
 
 CPU_SYSFS = Path("/sys/devices/system/cpu")

@@ -12,8 +12,8 @@ from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from schedcp import matchers, procfs
-from schedcp.errors import InvalidArgument, NotFound
+from schedcp.domain import matchers, procfs
+from schedcp.runtime.errors import InvalidArgument, NotFound
 from schedcp.v1 import host_pb2, observer_pb2, profile_pb2
 from services.observer import classify, describe, grouping, signature
 from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Window, latency_of

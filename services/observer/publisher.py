@@ -7,8 +7,8 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from schedcp import metrics, topology
-from schedcp.bus import Bus
+from schedcp.runtime import metrics, topology
+from schedcp.runtime.bus import Bus
 from schedcp.v1 import profile_pb2
 from services.observer.profiler import Profiler
 from services.observer.sampling import PROFILE_TICK, Sampler

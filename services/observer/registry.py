@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from google.protobuf import timestamp_pb2
 
-from schedcp import __version__, topology
-from schedcp.bus import Bus
+from schedcp import __version__
+from schedcp.runtime import topology
+from schedcp.runtime.bus import Bus
 from schedcp.v1 import host_pb2
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from schedcp import procfs
-from schedcp.errors import StartupError
-from schedcp.procfs import HostScan, ProcessInfo
+from schedcp.domain import procfs
+from schedcp.domain.procfs import HostScan, ProcessInfo
+from schedcp.runtime.errors import StartupError
 from services.observer.bpf import BpfCounters, BpfSampler, BpfUnavailable
 from services.observer.histogram import Histogram
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from schedcp.service import GrpcService, ServiceContext
+from schedcp.runtime.service import GrpcService, ServiceContext
 from schedcp.v1 import observer_pb2, observer_pb2_grpc
 from services.observer import hostfacts
 from services.observer.profiler import Profiler

@@ -1,7 +1,7 @@
 """Start the planner: python -m services.planner"""
 
-from schedcp.config import Role
-from schedcp.service import run_service
+from schedcp.runtime.config import Role
+from schedcp.runtime.service import run_service
 from services.planner.server import build
 
 run_service(Role.PLANNER, build)

@@ -9,9 +9,9 @@ import nats.errors
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from schedcp import topology
-from schedcp.bus import Bus
-from schedcp.errors import InvalidArgument
+from schedcp.runtime import topology
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import deployment_pb2
 
 DEFAULT_LIMIT = 50

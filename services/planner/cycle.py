@@ -25,8 +25,8 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import duration_pb2
 
-from schedcp import metrics, rpc, telemetry, topology
-from schedcp.bus import Bus
+from schedcp.runtime import metrics, rpc, telemetry, topology
+from schedcp.runtime.bus import Bus
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,

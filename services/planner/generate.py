@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schedcp import policies
+from schedcp.domain import policies
 from schedcp.v1 import goal_pb2, policy_pb2, profile_pb2, verdict_pb2
 from services.planner.llm import LlmClient, LlmUnavailable, Usage, prompt, short_error
 

@@ -7,9 +7,9 @@ import logging
 from google.protobuf.message import DecodeError
 from nats.js.errors import KeyNotFoundError
 
-from schedcp import topology
-from schedcp.bus import Bus
-from schedcp.errors import InvalidArgument, NotFound
+from schedcp.runtime import topology
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.errors import InvalidArgument, NotFound
 from schedcp.v1 import host_pb2
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ import openai
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schedcp import metrics, telemetry
-from schedcp.config import Settings
+from schedcp.runtime import metrics, telemetry
+from schedcp.runtime.config import Settings
 from schedcp.v1 import cycle_pb2, goal_pb2, profile_pb2
 from services.planner import goals
 

@@ -16,11 +16,12 @@ import grpc
 from google.protobuf.message import DecodeError
 from nats.errors import Error as NatsError
 
-from schedcp import artifacts, policies, rpc
-from schedcp.bus import Bus
-from schedcp.config import Settings
-from schedcp.errors import FailedPrecondition, InvalidArgument, NotFound
-from schedcp.policies import GOAL_WORDS
+from schedcp.domain import artifacts, policies
+from schedcp.domain.policies import GOAL_WORDS
+from schedcp.runtime import rpc
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import Settings
+from schedcp.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from schedcp.v1 import (
     cycle_pb2,
     goal_pb2,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from schedcp.bus import Bus
-from schedcp.config import Settings
-from schedcp.service import GrpcService, ServiceContext
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import Settings
+from schedcp.runtime.service import GrpcService, ServiceContext
 from schedcp.v1 import planner_pb2, planner_pb2_grpc, profile_pb2
 from services.planner import audit, triggers
 from services.planner.cycle import Cycle

@@ -12,9 +12,9 @@ the latency group by name, then vtime. Throughput goals need sched_ext (`batch`)
 
 from __future__ import annotations
 
-from schedcp import matchers, native_policies, params, policies
-from schedcp.errors import FailedPrecondition
-from schedcp.policies import PolicyMetadata
+from schedcp.domain import matchers, native_policies, params, policies
+from schedcp.domain.policies import PolicyMetadata
+from schedcp.runtime.errors import FailedPrecondition
 from schedcp.v1 import common_pb2, cycle_pb2, goal_pb2, learner_pb2, policy_pb2, profile_pb2
 
 # A kept outcome's goal is reused for a workload at least this similar (learner similarity,

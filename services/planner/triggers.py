@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from schedcp import topology
-from schedcp.bus import Bus, Delivery
+from schedcp.runtime import topology
+from schedcp.runtime.bus import Bus, Delivery
 from schedcp.v1 import profile_pb2
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from sandbox.build import Kernel, Toolchain, require_tool
+from schedcp.toolchain.build import Kernel, Toolchain, require_tool
 from schedcp.v1 import verdict_pb2
 from services.verifier.static_analysis import ALLOWED_HELPERS, ALLOWED_KFUNCS, finding
 

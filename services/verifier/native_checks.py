@@ -2,7 +2,7 @@
 of stages 1-4: every rule well formed, every value within bounds, and no matcher that could
 reach a process the host cannot do without.
 
-Protection here is by examples (schedcp/protected.py): a matcher that would select pid 1 or 2,
+Protection here is by examples (schedcp/domain/protected.py): a matcher that would select pid 1 or 2,
 a system daemon or kernel thread by name, their cgroups or command lines, or schedcp's own
 services is refused. The executor re-checks every real process before changing it.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from schedcp import matchers, protected
-from schedcp.errors import InvalidArgument
+from schedcp.domain import matchers, protected
+from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2
 from services.verifier.static_analysis import finding
 

@@ -22,10 +22,11 @@ from pathlib import Path
 
 from google.protobuf import duration_pb2
 
-from sandbox.build import BuildError, Kernel, Toolchain, catalogue, find_kernel
-from schedcp import artifacts, metrics
-from schedcp.bus import Bus
-from schedcp.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
+from schedcp.domain import artifacts
+from schedcp.runtime import metrics
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
+from schedcp.toolchain.build import BuildError, Kernel, Toolchain, catalogue, find_kernel
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2
 from services.verifier import native_checks, sandbox_stages, stages
 from services.verifier.signing import SigningKey
@@ -274,7 +275,8 @@ def target_kernel(target: verdict_pb2.TargetKernel, kind: int) -> verdict_pb2.Ta
         known = ", ".join(f"{e.release} (BTF {e.btf_sha256[:12]})" for e in catalogue())
         raise FailedPrecondition(
             f"no sandbox kernel matches the target kernel {target.release or '?'} (BTF "
-            f"{target.btf_sha256[:12] or '?'}), so its BPF verifier cannot be run: add it to sandbox/kernels.toml "
+            f"{target.btf_sha256[:12] or '?'}), so its BPF verifier cannot be run: add it to "
+            "schedcp/toolchain/kernels.toml "
             f"(known: {known})") from None
     return verdict_pb2.TargetKernel(release=entry.release, btf_sha256=entry.btf_sha256, arch=target.arch or "x86_64")
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from sandbox import runner
-from sandbox.build import Kernel, Toolchain
-from schedcp.errors import DependencyUnavailable
+from schedcp.runtime.errors import DependencyUnavailable
+from schedcp.toolchain import runner
+from schedcp.toolchain.build import Kernel, Toolchain
 from schedcp.v1 import common_pb2, verdict_pb2
 from services.verifier.stages import LOG_LIMIT, stage_result, status_of
 from services.verifier.static_analysis import finding

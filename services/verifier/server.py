@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sandbox.build import Toolchain
-from schedcp.service import GrpcService, ServiceContext
+from schedcp.runtime.service import GrpcService, ServiceContext
+from schedcp.toolchain.build import Toolchain
 from schedcp.v1 import verifier_pb2, verifier_pb2_grpc
 from services.verifier.pipeline import Pipeline, PipelineOptions
 from services.verifier.signing import SigningKey

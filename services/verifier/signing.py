@@ -12,8 +12,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schedcp import verdicts
-from schedcp.errors import StartupError
+from schedcp.domain import verdicts
+from schedcp.runtime.errors import StartupError
 from schedcp.v1 import verdict_pb2, verifier_pb2
 
 log = logging.getLogger(__name__)

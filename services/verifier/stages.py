@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from sandbox.build import BuildError, Kernel, Toolchain
+from schedcp.toolchain.build import BuildError, Kernel, Toolchain
 from schedcp.v1 import common_pb2, verdict_pb2
 from services.verifier import build_checks, static_analysis
 

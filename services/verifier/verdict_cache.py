@@ -15,9 +15,10 @@ import time
 
 from nats.js.errors import KeyNotFoundError
 
-from schedcp import artifacts, topology, verdicts
-from schedcp.bus import Bus
-from schedcp.errors import InvalidArgument, NotFound
+from schedcp.domain import artifacts, verdicts
+from schedcp.runtime import topology
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.errors import InvalidArgument, NotFound
 from schedcp.v1 import verdict_pb2, verifier_pb2
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,256 @@
+"""A fleet on one machine (issue 10): the central services (planner, verifier, learner, with
+nats-server and the trace store) as a local stack with mutual TLS and NATS auth, and host VMs
+booted from the host image (harness/hostimage.py), each running its own observer and executor
+under harness/fleet_agent.py.
+
+Inside a VM the services reach the central NATS and trace store through 10.0.2.2 (qemu's
+user-mode network maps it to this machine's loopback); the planner reaches each VM's observer
+and executor through loopback-only forwards, which the VM's observer registers as the host's
+advertised addresses. The services in the VMs listen on 0.0.0.0, so TLS is on everywhere (the
+development CA of `schedcp certs init`, whose certificates name 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.hostimage import HostImage, HostVm
+from schedcp.cli.stack import TRACES, LocalStack, ephemeral_env
+from schedcp.runtime import nats_auth, rpc, tls
+from schedcp.runtime.config import Role, Settings, env_var, load_settings
+from schedcp.runtime.net import free_port
+from schedcp.toolchain.build import Toolchain
+from schedcp.v1 import planner_pb2, planner_pb2_grpc
+
+AGENT = Path(__file__).resolve().parent / "fleet_agent.py"
+WORK_MARKER = ".schedcp-fleet"
+CENTRAL = (Role.PLANNER, Role.VERIFIER, Role.LEARNER)
+ON_HOST = (Role.OBSERVER, Role.EXECUTOR)
+GUEST_PORTS = {"agent": 7000, Role.OBSERVER.value: 50051, Role.EXECUTOR.value: 50053}
+GUEST_CONFIG = "/etc/schedcp"
+GUEST_LOADER = "/usr/local/bin/schedcp-loader"
+# The VMs' workload: a 1 kHz latency probe beside CPU batch (2 hogs per vCPU), the co-location
+# the planner's rules recognise. Each VM's starts just before its first cycle, so the only
+# verification that boots the verifier's own VM (the first: the second host's comes from the
+# verdict cache) competes with one busy VM for this machine's two CPUs, not two.
+WORKLOAD = (("cyclictest", "-q", "-i", "1000", "-t", "1"), ("stress-ng", "--cpu", "4", "--quiet"))
+# Everything in a VM runs under TCG emulation (no KVM on CI machines): calls get generous deadlines.
+RPC_TIMEOUT_S = 120.0
+GUEST_LOG_LINES = 200_000
+BOOT_TIMEOUT_S = 900.0
+WORKLOAD_SETTLE_S = 15.0
+# Emulated CPUs make short windows noisy: a 5 s canary once missed the batch guard by 0.1 %.
+CANARY_WINDOW_S = 10.0
+
+
+class FleetError(RuntimeError):
+    """Something the fleet needs did not happen; the message says what and where to look."""
+
+
+@dataclass
+class VmHost:
+    """One host VM: its forwards on this machine's loopback and its console log."""
+
+    name: str
+    ports: dict[str, int]
+    console: Path
+    vm: HostVm | None = None
+    workload: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def observer_addr(self) -> str:
+        return f"127.0.0.1:{self.ports[Role.OBSERVER.value]}"
+
+    @property
+    def executor_addr(self) -> str:
+        return f"127.0.0.1:{self.ports[Role.EXECUTOR.value]}"
+
+    def ask(self, cmd: str, timeout_s: float = 60.0, **args) -> dict:
+        """One command to the VM's agent (fleet_agent.py), its JSON answer."""
+        with socket.create_connection(("127.0.0.1", self.ports["agent"]), timeout=timeout_s) as conn, \
+                conn.makefile("rw") as stream:
+            stream.write(json.dumps({"cmd": cmd, **args}) + "\n")
+            stream.flush()
+            line = stream.readline()
+        if not line:
+            raise FleetError(f"the agent in {self.name} closed the connection (console: {self.console})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise FleetError(f"{self.name}: {answer['error']}")
+        return answer
+
+    def sched_ext(self) -> tuple[str, str]:
+        """(state, ops) as the VM's kernel shows them in /sys/kernel/sched_ext."""
+        state = self.ask("state")
+        return state["state"], state["ops"]
+
+    async def start_workload(self, progress: Callable[[str], None]) -> None:
+        """Start the VM's workload (once) and give it WORKLOAD_SETTLE_S: under emulation
+        stress-ng starts its workers one by one, and a profile taken meanwhile sees a different
+        workload (once: "only batch work contends")."""
+        if self.workload:
+            return
+        self.workload = self.ask("workload")
+        progress(f"{self.name}: workload started: " + ", ".join(
+            f"{' '.join(argv)} (pid {pid})" for argv, pid in zip(WORKLOAD, self.workload.values(), strict=True))
+            + f"; letting it settle for {WORKLOAD_SETTLE_S:.0f} s")
+        await asyncio.sleep(WORKLOAD_SETTLE_S)
+
+    def console_tail(self, lines: int = 40) -> str:
+        text = self.console.read_text(errors="replace") if self.console.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Fleet:
+    """The central stack and the host VMs; `async with Fleet(...)` starts both and stops both."""
+
+    def __init__(self, work: Path, host_names: list[str], memory_mb: int = 2048,
+                 progress: Callable[[str], None] = print) -> None:
+        self.work = work
+        self.progress = progress
+        self.memory_mb = memory_mb
+        self.certs = work / "tls"
+        self.settings = self._central_settings()
+        self.stack = LocalStack(self.settings)
+        self.hosts = [VmHost(name, {key: free_port() for key in GUEST_PORTS}, work / f"{name}.console.log")
+                      for name in host_names]
+        self._exit = contextlib.ExitStack()
+
+    def _central_settings(self) -> Settings:
+        ports = ephemeral_env()
+        return load_settings(
+            host_id="central", data_dir=self.work / "central", tls_dir=str(self.certs), rpc_timeout_s=RPC_TIMEOUT_S,
+            canary_window_s=CANARY_WINDOW_S,
+            nats_url=ports[env_var("nats_url")],
+            **{f"{role.value}_addr": ports[env_var(f"{role.value}_addr")] for role in Role})
+
+    @property
+    def trace_dir(self) -> Path:
+        return self.stack.trace_dir
+
+    async def __aenter__(self) -> Fleet:
+        try:
+            await self._start()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        self._fresh_work_dir()
+        tls.create_dev_certs(self.certs)
+        rpc.configure_clients(tls.files_for(self.settings, tls.OPERATOR), self.settings.stream_timeout_s)
+        started = time.monotonic()
+        toolchain = Toolchain(self.settings.cache_dir)
+        kernel = toolchain.kernel()
+        image = HostImage(toolchain).image(kernel)
+        self.progress(f"host image {image.name} ({image.stat().st_size >> 20} MiB, kernel {kernel.entry.release}) "
+                      f"ready in {time.monotonic() - started:.0f} s")
+        await self.stack.start(self.progress, roles=CENTRAL)
+        for host in self.hosts:
+            forwards = {port: GUEST_PORTS[key] for key, port in host.ports.items()}
+            host.vm = self._exit.enter_context(
+                HostVm(kernel, image, self._guest_files(host), forwards, host.console, self.memory_mb))
+            self.progress(f"{host.name}: booting (2 vCPUs, {self.memory_mb} MiB; console {host.console})")
+        await self._wait_registered(started)
+
+    def _fresh_work_dir(self) -> None:
+        """Empty the work dir of a previous run; refuse any other non-empty directory."""
+        marker = self.work / WORK_MARKER
+        if self.work.exists() and any(self.work.iterdir()) and not marker.exists():
+            raise FleetError(f"{self.work} is not empty and not a previous fleet run's directory; choose another")
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        marker.write_text("a fleet run's state (harness/fleet.py); emptied by the next run\n")
+
+    def _guest_files(self, host: VmHost) -> dict[str, bytes]:
+        trace_store = next(c.listen for c in self.stack.running() if c.name == TRACES)
+        verifier_key = (self.settings.data_dir / "verifier" / "ed25519.pub").read_text().strip()
+        env = {
+            env_var("host_id"): host.name,
+            env_var("nats_url"): self.settings.nats_url.replace("127.0.0.1", "10.0.2.2"),
+            env_var("nats_connect_timeout_s"): "30",
+            env_var("tls_dir"): f"{GUEST_CONFIG}/tls",
+            env_var("data_dir"): "/var/lib/schedcp",
+            env_var("cache_dir"): "/var/cache/schedcp",
+            env_var("loader_path"): GUEST_LOADER,
+            env_var("trusted_verifier_keys"): verifier_key,
+            env_var("observer_mode"): "procfs",  # no BCC in the image
+            env_var("profile_interval_s"): "0",  # the planner profiles on demand
+            env_var("rpc_timeout_s"): str(RPC_TIMEOUT_S),
+            env_var("observer_addr"): f"127.0.0.1:{GUEST_PORTS[Role.OBSERVER.value]}",
+            env_var("executor_addr"): f"127.0.0.1:{GUEST_PORTS[Role.EXECUTOR.value]}",
+            env_var("observer_advertise_addr"): host.observer_addr,
+            env_var("executor_advertise_addr"): host.executor_addr,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{trace_store.replace('127.0.0.1', '10.0.2.2')}",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+        }
+        roles = {role.value: {env_var(f"{role.value}_addr"): f"0.0.0.0:{GUEST_PORTS[role.value]}",
+                              env_var("nats_user"): role.value,
+                              env_var("nats_password_file"): f"{GUEST_CONFIG}/nats/{role.value}.password"}
+                 for role in ON_HOST}
+        config = {"env": env, "roles": roles, "workload": [list(argv) for argv in WORKLOAD],
+                  "agent_port": GUEST_PORTS["agent"]}
+        files = {"etc/schedcp/fleet.json": json.dumps(config, indent=1).encode(),
+                 "etc/schedcp/agent.py": AGENT.read_bytes(),
+                 "etc/schedcp/start.sh": f"exec python3 {GUEST_CONFIG}/agent.py {GUEST_CONFIG}/fleet.json\n".encode(),
+                 "etc/schedcp/tls/ca.pem": (self.certs / "ca.pem").read_bytes()}
+        for role in ON_HOST:
+            files[f"etc/schedcp/tls/{role.value}.pem"] = (self.certs / f"{role.value}.pem").read_bytes()
+            files[f"etc/schedcp/tls/{role.value}-key.pem"] = (self.certs / f"{role.value}-key.pem").read_bytes()
+            files[f"etc/schedcp/nats/{role.value}.password"] = nats_auth.password_file(
+                self.stack.auth_dir, role.value).read_bytes()
+        return files
+
+    async def _wait_registered(self, started: float) -> None:
+        """Until every VM's observer has registered the host with sched_ext in its backends."""
+        waiting = {h.name: h for h in self.hosts}
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while waiting:
+            for host in waiting.values():
+                if host.vm.wait(0) is not None:
+                    raise FleetError(f"{host.name} powered off during start:\n{host.console_tail()}")
+            for registration in await self.registrations():
+                host = waiting.get(registration.host_id)
+                if host is not None and "sched_ext" in registration.facts.backends:
+                    del waiting[host.name]
+                    self.progress(f"{host.name}: registered after {time.monotonic() - started:.0f} s (kernel "
+                                  f"{registration.facts.kernel_release}, observer {registration.observer_addr}, "
+                                  f"executor {registration.executor_addr})")
+            if time.monotonic() > deadline:
+                raise FleetError(f"not registered within {BOOT_TIMEOUT_S:.0f} s: {', '.join(waiting)}; consoles: "
+                                 + ", ".join(str(h.console) for h in waiting.values()))
+            await asyncio.sleep(2.0)
+
+    async def registrations(self) -> list:
+        async with rpc.channel(self.settings.planner_addr, RPC_TIMEOUT_S) as channel:
+            response = await planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(planner_pb2.ListHostsRequest())
+        return list(response.hosts)
+
+    def _save_guest_logs(self, host: VmHost) -> None:
+        """The guest's observer and executor logs, as work/<host>.<role>.log: the VM's disk is gone
+        once it powers off."""
+        for role in ON_HOST:
+            text = host.ask("log", role=role.value, lines=GUEST_LOG_LINES)["log"]
+            (self.work / f"{host.name}.{role.value}.log").write_text(text + "\n")
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Keep the VMs' service logs, power the VMs off (their executors revert what they
+        applied), then stop the stack."""
+        for host in self.hosts:
+            if host.vm is not None and host.vm.wait(0) is None:
+                with contextlib.suppress(OSError, FleetError, json.JSONDecodeError):
+                    self._save_guest_logs(host)
+                    host.ask("poweroff", timeout_s=60)
+                if host.vm.wait(60) is None:
+                    self.progress(f"{host.name}: did not power off within 60 s; stopped")
+        self._exit.close()
+        self.stack.stop()

