@@ -5,7 +5,7 @@
 #   make e2e    the fleet end to end: two sched_ext micro-VM hosts, the central services, fault drills
 #   make sandbox build the sched_ext toolchain and micro-VM pieces (tests do it too)
 #   make protos regenerate schedcp/v1 from protos/ (commit the result)
-#   make lint   ruff
+#   make lint   ruff, and the import layers (scripts/check_layers.py)
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -57,6 +57,7 @@ protos: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check schedcp services tests scripts bench harness
+	$(PY) scripts/check_layers.py
 
 clean:
 	rm -rf $(VENV) .schedcp .schedcp-e2e build .pytest_cache .ruff_cache *.egg-info

@@ -24,7 +24,7 @@ from schedcp.cli.console import err, out, print_message
 from schedcp.cli.console import table as table_of
 from schedcp.cli.probe import ServiceStatus, probe_all
 from schedcp.cli.stack import LocalStack
-from schedcp.domain import params
+from schedcp.domain import params, policies
 from schedcp.runtime import nats_auth, rpc, tls
 from schedcp.runtime.config import ConfigError, Settings, load_settings
 from schedcp.runtime.errors import (
@@ -198,7 +198,7 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    artifact = _artifact_from_file(Path(args.file), args.name, args.param)
+    artifact = _artifact_from_file(_verify_source(args.file), args.name, args.param)
     request = verifier_pb2.VerifyRequest(artifact=artifact, no_cache=args.no_cache)
 
     async def run() -> verdict_pb2.Verdict:
@@ -223,6 +223,18 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         out.print(f"verdict {verdict.claims.verdict_id}, artifact {verdict.claims.artifact_digest[:16]}..., "
                   f"kernel {verdict.claims.kernel.release}", markup=False, highlight=False)
     return 0 if verdict.claims.approved else EXIT_FAILED
+
+
+def _verify_source(argument: str) -> Path:
+    """A file, or a sched_ext policy of the installed library by name (no checkout needed)."""
+    path = Path(argument)
+    if path.exists() or "/" in argument or "." in argument:
+        return path
+    library = {meta.name: meta for meta in policies.library() if meta.kind == "sched_ext"}
+    if argument not in library:
+        raise InvalidArgument(f"{argument!r} is neither a file nor a sched_ext policy of the library "
+                              f"({', '.join(sorted(library))})")
+    return policies.source_of(library[argument])
 
 
 def _artifact_from_file(path: Path, name: str, items: list[str]) -> policy_pb2.PolicyArtifact:
@@ -315,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = add("verify", cmd_verify, "Run the verifier's stages on your own scheduler (a sched_ext .bpf.c "
                   "file) or native policy (a NativePolicy .json file) and print the verdict. Exits 0 when "
                   "approved, 1 when rejected.")
-    verify.add_argument("file", help="FILE.bpf.c (sched_ext) or FILE.json (native policy)")
+    verify.add_argument("file", help="FILE.bpf.c (sched_ext), FILE.json (native policy) or the name of a "
+                        "sched_ext policy of the library (e.g. fifo)")
     verify.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a parameter (a `const volatile` global) to verify with; repeatable")
     verify.add_argument("--name", default="", help="policy name recorded in the verdict (default: none)")

@@ -1,4 +1,4 @@
-"""`python -m schedcp.toolchain` (`make sandbox`): build every sandbox piece and compile the policy library, with progress."""
+"""`python -m schedcp.toolchain` (`make sandbox`): build every sandbox piece and the policy library."""
 
 from __future__ import annotations
 
