@@ -30,8 +30,9 @@ run: $(STAMP)
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-$(BENCH_STAMP): $(STAMP)
+$(BENCH_STAMP): $(STAMP) scripts/bench_setup.sh
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	scripts/bench_setup.sh
 	touch $@
 
 bench: $(BENCH_STAMP)
@@ -41,6 +42,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.planner_fleet
 	$(PY) -m bench.colocation
 	$(PY) -m bench.makespan
+	$(PY) -m bench.scenarios
 	$(PY) -m bench.summary
 
 # Two VM hosts tuned by the central services, then the fault drills (harness/e2e.py; ~7 min

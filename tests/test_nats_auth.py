@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from schedcp.cli.main import main as cli
+from schedcp.cli import main as cli
 from schedcp.cli.stack import nats_server_binary
 from schedcp.runtime import nats_auth, topology
 from schedcp.runtime.bus import Bus

@@ -33,10 +33,25 @@ def _latency_slice(p: Params) -> policy_pb2.NativeRule:
                                  description=f"latency group with a {p['slice_us']} us slice at nice {p['nice']}")
 
 
+def _long_slice(p: Params) -> policy_pb2.NativeRule:
+    batch = bool(p["use_sched_batch"])
+    return policy_pb2.NativeRule(policy=policy_pb2.SCHED_POLICY_BATCH if batch else policy_pb2.SCHED_POLICY_OTHER,
+                                 slice_us=int(p["slice_us"]),
+                                 description=f"group as {'SCHED_BATCH' if batch else 'SCHED_OTHER'} with a "
+                                             f"{p['slice_us']} us slice")
+
+
+def _favour_group(p: Params) -> policy_pb2.NativeRule:
+    return policy_pb2.NativeRule(policy=policy_pb2.SCHED_POLICY_OTHER, nice=int(p["nice"]),
+                                 description=f"group at nice {p['nice']}")
+
+
 RULES: dict[str, Callable[[Params], policy_pb2.NativeRule]] = {
     "batch_idle_cgroup": _batch_idle_cgroup,
     "batch_sched_idle": _batch_sched_idle,
     "latency_slice": _latency_slice,
+    "long_slice": _long_slice,
+    "favour_group": _favour_group,
 }
 
 

@@ -41,3 +41,14 @@ def text(value: common_pb2.ParamValue) -> str:
 
 def pythons(parameters: Mapping[str, common_pb2.ParamValue]) -> dict[str, object]:
     return {name: python(value) for name, value in parameters.items()}
+
+
+def of(held: object) -> common_pb2.ParamValue:
+    """A Python value (bool, int, float or str) as a ParamValue."""
+    if isinstance(held, bool):
+        return common_pb2.ParamValue(bool_value=held)
+    if isinstance(held, int):
+        return common_pb2.ParamValue(int_value=held)
+    if isinstance(held, float):
+        return common_pb2.ParamValue(float_value=held)
+    return common_pb2.ParamValue(string_value=str(held))

@@ -81,16 +81,17 @@ class PolicyMetadata(BaseModel):
     # sched_ext: the name the kernel shows in /sys/kernel/sched_ext/root/ops.
     ops_name: str = ""
     # native: the settings the executor applies, in words (schedcp/domain/native_policies.py turns them
-    # into rules), and which of the goal's groups they apply to.
+    # into rules), and which of the goal's groups they apply to: its guarded batch groups ("batch"),
+    # the latency groups it protects ("latency"), or its target groups whatever the objective ("target").
     settings: list[str] = []
-    group: Literal["", "batch", "latency"] = ""
+    group: Literal["", "batch", "latency", "target"] = ""
 
     @model_validator(mode="after")
     def _kind_fields(self) -> PolicyMetadata:
         if self.kind == "sched_ext" and not self.ops_name:
             raise ValueError("a sched_ext policy needs ops_name")
         if self.kind == "native" and not (self.settings and self.group):
-            raise ValueError("a native policy needs settings and the group they apply to (batch or latency)")
+            raise ValueError("a native policy needs settings and the group they apply to (batch, latency or target)")
         names = [p.name for p in self.parameters]
         if len(names) != len(set(names)):
             raise ValueError(f"duplicate parameter names in {names}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -87,11 +89,13 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
     threads = group.threads
     duration = max(window.duration_s, 1e-9)
     cpu_ns = sum(t.cpu_ns for t in threads)
+    wait_ns = sum(t.run_delay_ns for t in threads)
     switches = sum(t.voluntary + t.involuntary for t in threads)
     voluntary = sum(t.voluntary for t in threads)
+    wakeups = sum(t.wakeups for t in threads)
     return profile_pb2.GroupFeatures(
         cpu_share=cpu_ns / NS / (duration * window.num_cpus),
-        wakeups_per_s=sum(t.wakeups for t in threads) / duration,
+        wakeups_per_s=wakeups / duration,
         voluntary_ratio=voluntary / switches if switches else 0.0,
         # A burst ends at a switch; a thread that never switched ran the whole window at once.
         mean_burst_us=cpu_ns / max(switches, 1) / 1000,
@@ -100,9 +104,26 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
         active_threads=sum(1 for t in threads if t.runs or t.cpu_ns),
         cpu_seconds=cpu_ns / NS,
         cpu_pressure_some_avg10=_cgroup_pressure(group),
-        demand=(cpu_ns + sum(t.run_delay_ns for t in threads)) / NS / duration,
+        demand=(cpu_ns + wait_ns) / NS / duration,
         has_tty=any(p.has_tty for p in group.processes.values()),
+        # A group that never woke did all its work in one go: its CPU time is one unit.
+        cpu_per_wakeup_us=cpu_ns / 1000 / max(wakeups, 1),
+        wait_share=wait_ns / (cpu_ns + wait_ns) if cpu_ns + wait_ns else 0.0,
+        **_lifetimes(group, window),
     )
+
+
+def _lifetimes(group: Group, window: Window) -> dict:
+    """How many processes, how old, how close together they started, how many started in the window."""
+    starts = sorted(p.start_s for p in group.processes.values() if p.start_s)
+    if not starts:
+        return {"processes": len(group.processes)}
+    boot_wall = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    window_start = window.started_at - boot_wall
+    window_end = window_start + window.duration_s
+    return {"processes": len(group.processes), "median_age_s": max(0.0, window_end - statistics.median(starts)),
+            "start_spread_s": starts[-1] - starts[0],
+            "spawns_per_s": sum(s >= window_start for s in starts) / max(window.duration_s, 1e-9)}
 
 
 def select(threads: Iterable[ThreadActivity], processes: dict[int, ProcessInfo],

@@ -1,0 +1,242 @@
+"""Run the scenario suite on this host and write bench/results/scenarios.{md,json,png}.
+
+Per scenario: the programs start; the observer profiles them (contended, and for scenarios
+beside batch also without the batch: quiet) and its classes are checked against the ground
+truth; then repetitions, each measuring every arm once in a rotating order: `default`,
+`schedcp` (a decision cycle with no intent, then the measurement under what it kept) and the
+oracle's arms (every library policy with a small parameter grid, aimed at the true groups).
+Medians per arm; the oracle is the best arm whose batch kept >= 90 % of its default throughput.
+Everything runs through a real local stack; every policy is rolled back after its measurement
+and every program is killed, so the host is left as it was found.
+
+Examples:
+  python -m bench.scenarios                       # the whole suite, 3 repetitions
+  python -m bench.scenarios --only web_batch,quiet --repetitions 1 --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.scenarios import arms as arms_mod
+from bench.scenarios import programs
+from bench.scenarios.arms import Arm
+from bench.scenarios.programs import Processes
+from bench.scenarios.suite import BATCH_PER_CPU, CPUS, SCENARIOS, Env, Scenario
+from bench.stack import running_stack
+from schedcp.runtime.config import Settings
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+GUARD_RATIO = 0.9
+PROFILE_S = 5
+WARM_S = 4.0
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def warm(scenario: Scenario, env: Env, with_batch: bool) -> Processes:
+    procs = Processes()
+    if with_batch:
+        programs.start_stress(procs, BATCH_PER_CPU * CPUS, 900, env.tmp / "warm-stress.yaml")
+    scenario.warm(env, procs)
+    time.sleep(WARM_S)
+    return procs
+
+
+def classification(scenario: Scenario, env: Env, settings: Settings) -> list[dict]:
+    rows = []
+    conditions = [("contended", True)]
+    if scenario.beside_batch:
+        conditions.append(("quiet", False))
+    for condition, batch in conditions:
+        procs = warm(scenario, env, with_batch=batch and scenario.beside_batch)
+        try:
+            found = arms_mod.profile(settings, PROFILE_S)
+        finally:
+            procs.stop()
+        for row in arms_mod.labelled_groups(scenario, found):
+            rows.append({"scenario": scenario.name, "condition": condition, **row})
+            log(f"  {condition}: {row['group']} read {row['read']} ({row['confidence']:.2f}), "
+                f"truth {row['truth']}: {row['reason']}")
+    return rows
+
+
+def run_arm(scenario: Scenario, env: Env, arm: Arm, settings: Settings) -> tuple[dict, dict | None]:
+    cycle = None
+    applied = False
+    if arm.name == "schedcp":
+        procs = warm(scenario, env, with_batch=scenario.beside_batch)
+        try:
+            cycle = arms_mod.tune(settings)
+        finally:
+            procs.stop()
+        applied = cycle["kept"]
+        log(f"  schedcp: {cycle['objective'] or 'no goal'}; {cycle['result']} ({cycle['wall_s']} s)")
+    elif arm.artifact is not None:
+        arms_mod.deploy(settings, arm.artifact)
+        applied = True
+    try:
+        return scenario.measure(env), cycle
+    finally:
+        if applied:
+            arms_mod.rollback(settings)
+
+
+def run_scenario(scenario: Scenario, settings: Settings, repetitions: int, seconds: float, tmp: Path) -> dict:
+    env = Env(tmp / scenario.name, seconds)
+    env.tmp.mkdir(parents=True)
+    log(f"{scenario.name}: {scenario.summary}")
+    facts = arms_mod.host_facts(settings)
+    arms = [Arm("default"), Arm("schedcp"), *arms_mod.oracle_arms(scenario, facts)]
+    runs: dict[str, list[dict]] = {a.name: [] for a in arms}
+    cycles: list[dict] = []
+    try:
+        scenario.start(env)
+        labels = classification(scenario, env, settings)
+        for rep in range(repetitions):
+            order = arms[rep % len(arms):] + arms[:rep % len(arms)]
+            for arm in order:
+                result, cycle = run_arm(scenario, env, arm, settings)
+                runs[arm.name].append(result)
+                if cycle:
+                    cycles.append(cycle)
+                log(f"  rep {rep + 1} {arm.name}: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
+    finally:
+        env.procs.stop()
+    return summarise(scenario, arms, runs, cycles, labels)
+
+
+def summarise(scenario: Scenario, arms: list[Arm], runs: dict, cycles: list[dict], labels: list[dict]) -> dict:
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    primary = {a.name: median(a.name, scenario.primary) for a in arms}
+    guard = {a.name: median(a.name, "batch_ops_per_s") for a in arms} if scenario.beside_batch else {}
+    sign = 1 if scenario.lower_is_better else -1
+
+    def better(a: float, b: float) -> bool:
+        return sign * a < sign * b
+
+    eligible = [a.name for a in arms[2:] if not guard or guard[a.name] >= GUARD_RATIO * guard["default"]]
+    oracle = min(eligible, key=lambda n: sign * primary[n], default="default")
+    if better(primary["default"], primary[oracle]):
+        oracle = "default"
+    gain = primary["default"] - primary[oracle]
+    auto_gain = primary["default"] - primary["schedcp"]
+    relative_oracle = abs(gain) / primary["default"] if primary["default"] else 0.0
+    captured = auto_gain / gain if gain else None
+    return {
+        "name": scenario.name, "summary": scenario.summary, "objective": scenario.objective,
+        "primary": scenario.primary, "lower_is_better": scenario.lower_is_better,
+        "arms": {a.name: {"parameters": a.parameters, "median": primary[a.name],
+                          **({"batch_ops_per_s": guard[a.name]} if guard else {})} for a in arms},
+        "default": primary["default"], "schedcp": primary["schedcp"], "oracle_arm": oracle,
+        "oracle": primary[oracle], "oracle_gain": relative_oracle, "captured": captured,
+        "schedcp_batch_ratio": guard["schedcp"] / guard["default"] if guard else None,
+        "cycles": cycles, "classification": labels, "runs": runs,
+        "extra": {k: statistics.median(r[k] for r in runs["schedcp"]) for k in ("bound_s",) if k in runs["schedcp"][0]},
+    }
+
+
+def confusion(rows: list[dict]) -> dict:
+    matrix: dict[str, dict[str, int]] = {}
+    for row in rows:
+        matrix.setdefault(row["truth"], {}).setdefault(row["read"], 0)
+        matrix[row["truth"]][row["read"]] += 1
+    return matrix
+
+
+def report(results: list[dict], args: argparse.Namespace) -> None:
+    rows = [r for s in results for r in s["classification"]]
+    right = sum(r["truth"] == r["read"] for r in rows)
+    data = {"date": time.strftime("%Y-%m-%d"), "kernel": os.uname().release, "cpus": CPUS,
+            "repetitions": args.repetitions, "seconds": args.seconds, "scenarios": results,
+            "classification": {"right": right, "groups": len(rows), "confusion": confusion(rows)}}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = args.name
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    lines = [f"# Scenario suite ({name}): real programs, schedcp against the oracle",
+             "", f"{os.uname().release}, {CPUS} CPUs, {data['date']}; {args.repetitions} repetitions of every arm, "
+             f"rotating order, {args.seconds:g} s windows; medians. `schedcp` is one decision cycle with no intent "
+             "(rules provider), then the measurement under what it kept; the oracle is the best library policy and "
+             f"parameters tried on the scenario's true groups whose batch kept >= {GUARD_RATIO:.0%} of its throughput.",
+             "", "| scenario | objective | metric | default | schedcp | oracle (arm) | oracle gain | captured | "
+             "schedcp decided |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in results:
+        captured = "-" if s["captured"] is None else f"{100 * s['captured']:.0f} %"
+        decided = "; ".join(f"{c['objective'] or 'none'} -> {c['policy'] or 'nothing kept'}" for c in s["cycles"][:3])
+        lines.append(f"| {s['name']} | {s['objective']} | {s['primary']} | {s['default']:.4g} | {s['schedcp']:.4g} | "
+                     f"{s['oracle']:.4g} ({s['oracle_arm']}) | {100 * s['oracle_gain']:.0f} % | {captured} | "
+                     f"{decided} |")
+    lines += ["", f"Classification: {right} of {len(rows)} labelled groups right (quiet and contended).", "",
+              "| truth \\ read | " + " | ".join(CLASSES) + " |", "|---|" + "---|" * len(CLASSES)]
+    matrix = data["classification"]["confusion"]
+    for truth in CLASSES:
+        lines.append(f"| {truth} | " + " | ".join(str(matrix.get(truth, {}).get(read, 0)) for read in CLASSES) + " |")
+    lines += ["", "## Per scenario", ""]
+    for s in results:
+        lines += [f"### {s['name']}: {s['summary']}", "", f"| arm | {s['primary']} (median) | batch bogo-ops/s |",
+                  "|---|---|---|"]
+        for arm, m in s["arms"].items():
+            batch = f"{m['batch_ops_per_s']:.0f}" if "batch_ops_per_s" in m else "-"
+            lines.append(f"| {arm} | {m['median']:.4g} | {batch} |")
+        for c in s["cycles"]:
+            lines.append(f"\nschedcp: goal {c['objective'] or 'none'} ({c['goal']}); candidates "
+                         f"{', '.join(c['candidates']) or 'none'}; {c['result']}")
+        lines.append("")
+    lines += [f"![scenarios]({name}.png)", "", "Reproduce: `python -m bench.scenarios` (part of `make bench`).", ""]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    plot(results, RESULTS / f"{name}.png")
+    print((RESULTS / f"{name}.md").read_text())
+
+
+CLASSES = ("latency_sensitive", "batch", "interactive", "background", "unspecified")
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(results)), 3.8))
+    width = 0.27
+    for i, (key, label) in enumerate((("default", "default"), ("schedcp", "schedcp"), ("oracle", "oracle"))):
+        values = [s[key] / s["default"] if s["default"] else 1.0 for s in results]
+        ax.bar([x + (i - 1) * width for x in range(len(results))], values, width, label=label)
+    ax.set_xticks(range(len(results)), [s["name"] for s in results], rotation=20)
+    ax.set_ylabel("primary metric / default (lower is better)")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scenarios", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help=f"comma-separated scenarios (of {', '.join(SCENARIOS)})")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window (10)")
+    parser.add_argument("--name", default="scenarios", help="report name in bench/results (scenarios)")
+    args = parser.parse_args()
+    chosen = [SCENARIOS[n] for n in args.only.split(",")] if args.only else list(SCENARIOS.values())
+    results = []
+    with running_stack(SCHEDCP_GOAL_PROVIDER="rules") as (_, _, settings), \
+            tempfile.TemporaryDirectory(prefix="schedcp-scenarios-") as tmp:
+        for scenario in chosen:
+            results.append(run_scenario(scenario, settings, args.repetitions, args.seconds, Path(tmp)))
+    report(results, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""The scenarios: real programs we did not write, each with its ground truth (which group is
+which class, which objective is right) and its own measure of success.
+
+A scenario is either *continuous* (servers and batch run throughout; a measurement is a window
+of the load generator's own numbers) or *runs to completion* (a batch of jobs; a measurement is
+one run, its makespan). `start` brings up what runs throughout; `warm` is what runs while
+schedcp profiles the host (for a run-to-completion scenario, one more run of the same jobs);
+`measure` is one measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.scenarios import programs
+from bench.scenarios.programs import Processes
+from schedcp.runtime.config import load_settings
+from schedcp.toolchain.build import LIBBPF_SHA256, LIBBPF_URL, _fetch
+
+CPUS = os.cpu_count() or 1
+BATCH_PER_CPU = 2
+SETTLE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Truth:
+    """A group as the observer names it (process name) and what it really is."""
+
+    comm: str
+    label: str  # latency_sensitive | batch | background
+    role: str  # service | client | batch | jobs
+
+
+@dataclass
+class Env:
+    """What a scenario's steps share: its processes, a private directory, the window length."""
+
+    tmp: Path
+    seconds: float
+    procs: Processes = field(default_factory=Processes)
+    state: dict = field(default_factory=dict)
+
+
+@dataclass
+class Scenario:
+    name: str
+    summary: str
+    objective: str  # tail_latency | throughput | makespan | none
+    truth: tuple[Truth, ...]
+    primary: str
+    lower_is_better: bool = True
+    continuous: bool = True
+    # Runs beside CPU batch (stress-ng): the batch's throughput is a guard that must hold.
+    beside_batch: bool = False
+
+    def start(self, env: Env) -> None:
+        """Bring up what runs throughout (servers, batch)."""
+
+    def warm(self, env: Env, procs: Processes) -> None:
+        """Start, in `procs`, the load that runs while schedcp observes (the batch beside it is
+        the suite's to start); the suite stops them after the decision cycle."""
+
+    def measure(self, env: Env) -> dict:
+        raise NotImplementedError
+
+    def groups(self, role: str) -> list[str]:
+        return [t.comm for t in self.truth if t.role == role]
+
+
+class WebBesideBatch(Scenario):
+    def __init__(self) -> None:
+        super().__init__(
+            "web_batch", "nginx (gzip per request, paced wrk clients) beside CPU batch (stress-ng)",
+            "tail_latency",
+            (Truth("nginx", "latency_sensitive", "service"), Truth("wrk", "latency_sensitive", "client"),
+             Truth("stress-ng-cpu", "batch", "batch")),
+            primary="p99_ms", beside_batch=True)
+
+    def start(self, env: Env) -> None:
+        env.state["nginx"] = programs.start_nginx(env.procs, env.tmp / "nginx", workers=CPUS)
+
+    def warm(self, env: Env, procs: Processes) -> None:
+        programs.start_wrk(procs, env.state["nginx"].url, connections=16, threads=2, think_ms=4, script_dir=env.tmp)
+
+    def measure(self, env: Env) -> dict:
+        return _beside_batch(env, lambda: programs.wrk(env.state["nginx"].url, env.seconds, connections=16,
+                                                       threads=2, think_ms=4, script_dir=env.tmp))
+
+
+class WebOversubscribed(Scenario):
+    def __init__(self) -> None:
+        super().__init__(
+            "web_oversubscribed", f"nginx with {4 * CPUS} workers and 64 busy wrk connections on {CPUS} CPUs, alone",
+            "tail_latency",
+            (Truth("nginx", "latency_sensitive", "service"), Truth("wrk", "latency_sensitive", "client")),
+            primary="p99_ms")
+
+    def start(self, env: Env) -> None:
+        env.state["nginx"] = programs.start_nginx(env.procs, env.tmp / "nginx", workers=4 * CPUS)
+
+    def warm(self, env: Env, procs: Processes) -> None:
+        programs.start_wrk(procs, env.state["nginx"].url, connections=64, threads=2, think_ms=1, script_dir=env.tmp)
+
+    def measure(self, env: Env) -> dict:
+        return programs.wrk(env.state["nginx"].url, env.seconds, connections=64, threads=2, think_ms=1,
+                            script_dir=env.tmp)
+
+
+class KeyValueBesideBatch(Scenario):
+    def __init__(self) -> None:
+        super().__init__(
+            "kv_batch", "redis-server driven by redis-benchmark (GET/SET, 16 clients) beside CPU batch",
+            "tail_latency",
+            (Truth("redis-server", "latency_sensitive", "service"),
+             Truth("redis-benchmark", "latency_sensitive", "client"), Truth("stress-ng-cpu", "batch", "batch")),
+            primary="p99_ms", beside_batch=True)
+
+    def start(self, env: Env) -> None:
+        env.state["port"] = programs.start_redis(env.procs, env.tmp / "redis")
+
+    def warm(self, env: Env, procs: Processes) -> None:
+        procs.start("redis-benchmark", "-p", str(env.state["port"]), "-n", "100000000", "-c", "16", "-t",
+                        "get,set", "-q", "-l")
+
+    def measure(self, env: Env) -> dict:
+        return _beside_batch(env, lambda: programs.redis_benchmark(env.state["port"], requests=int(
+            20000 * env.seconds), clients=16))
+
+
+class ParallelBuild(Scenario):
+    def __init__(self) -> None:
+        super().__init__(
+            "build", f"make -j{2 * CPUS} of libbpf 1.5's sources (the sandbox's own download)", "makespan",
+            (Truth("make", "background", "jobs"), Truth("cc1", "batch", "jobs"), Truth("gcc", "background", "jobs"),
+             Truth("as", "batch", "jobs")),
+            primary="makespan_s", continuous=False)
+
+    def _source(self, env: Env) -> Path:
+        src = env.tmp / "libbpf"
+        if not src.exists():
+            cache = load_settings().cache_dir / "sandbox" / "downloads"
+            tarball = _fetch(LIBBPF_URL, LIBBPF_SHA256, cache / Path(LIBBPF_URL).name)
+            with tarfile.open(tarball) as tar:
+                tar.extractall(src, filter="data")
+        return next(src.glob("libbpf-*")) / "src"
+
+    def _build(self, env: Env, objdir: str) -> list[str]:
+        return ["make", "-s", f"-j{2 * CPUS}", "BUILD_STATIC_ONLY=1", f"OBJDIR={env.tmp / objdir}"]
+
+    def warm(self, env: Env, procs: Processes) -> None:
+        procs.start("sh", "-c", " && ".join(f"rm -rf {env.tmp / 'warm'} && {' '.join(self._build(env, 'warm'))}"
+                                                for _ in range(20)), cwd=self._source(env))
+
+    def measure(self, env: Env) -> dict:
+        src = self._source(env)
+        shutil.rmtree(env.tmp / "obj", ignore_errors=True)
+        return programs.run_jobs(env.procs, [self._build(env, "obj")], cwd=src)
+
+
+class LongTail(Scenario):
+    """One long job and many short ones of the same program, started together (SchedCP's case)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "long_tail", f"one long xz job and {4 * CPUS} short ones started together", "makespan",
+            (Truth("xz", "batch", "jobs"),), primary="makespan_s", continuous=False)
+
+    def _jobs(self, env: Env) -> list[list[str]]:
+        data = env.tmp / "data"
+        if not data.exists():
+            data.mkdir()
+            # Compressible but not trivial: xz at -6 does real work on it.
+            block = b"".join(f"{i} {i * 2654435761 % 4294967296:x} ".encode() for i in range(60000))
+            (data / "long").write_bytes(block * 10)
+            (data / "short").write_bytes(block * 1)
+        short = [["xz", "-6", "-T1", "-c", "-k", str(data / "short")]] * (4 * CPUS)
+        return [["xz", "-6", "-T1", "-c", "-k", str(data / "long")], *short]
+
+    def warm(self, env: Env, procs: Processes) -> None:
+        jobs = " ".join(" ".join(j) + " >/dev/null &" for j in self._jobs(env))
+        procs.start("sh", "-c", f"for i in 1 2 3 4 5 6 7 8; do {jobs} wait; done")
+
+    def measure(self, env: Env) -> dict:
+        result = programs.run_jobs(env.procs, self._jobs(env))
+        # The bound no schedule can beat: the long job alone, or all the work spread evenly.
+        cpu = result["cpu_s"]
+        return {**result, "bound_s": max(cpu[0], sum(cpu) / CPUS)}
+
+
+class Messaging(Scenario):
+    def __init__(self) -> None:
+        super().__init__(
+            "hackbench", "hackbench: 4 groups of 20 senders and 20 receivers over sockets", "throughput",
+            (Truth("hackbench", "batch", "jobs"),), primary="time_s", continuous=False)
+
+    def warm(self, env: Env, procs: Processes) -> None:
+        procs.start("sh", "-c", "for i in $(seq 50); do hackbench -g 4 -l 2000 -P; done")
+
+    def measure(self, env: Env) -> dict:
+        return programs.hackbench(groups=4, loops=2000)
+
+
+class PeriodicBesideBatch(Scenario):
+    """rt-app periodic tasks, bursts 50 us to 5 ms: latency-class ground truth beside batch."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "rtapp_batch", "rt-app periodic tasks (50 us to 5 ms of work every 2-20 ms) beside CPU batch",
+            "tail_latency",
+            (Truth("rt-app", "latency_sensitive", "service"), Truth("stress-ng-cpu", "batch", "batch")),
+            primary="wakeup_p99_us", beside_batch=True)
+
+    def start(self, env: Env) -> None:
+        env.state["ns_per_loop"] = programs.rtapp_calibrate(env.tmp)
+
+    def warm(self, env: Env, procs: Processes) -> None:
+        procs.start("rt-app", str(_rtapp_config(env, 600, "warm")))
+
+    def measure(self, env: Env) -> dict:
+        def run() -> dict:
+            config = _rtapp_config(env, env.seconds, "run")
+            programs.run_jobs(env.procs, [["rt-app", str(config)]], cwd=env.tmp)
+            return programs.rtapp_latency(env.tmp / "rtapp-run")
+
+        return _beside_batch(env, run)
+
+
+class Quiet(Scenario):
+    """A lightly loaded host: the right answer is to change nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "quiet", "redis-server at a light request rate, nothing else", "none",
+            (Truth("redis-server", "latency_sensitive", "service"),
+             Truth("redis-benchmark", "latency_sensitive", "client")), primary="p99_ms")
+
+    def start(self, env: Env) -> None:
+        env.state["port"] = programs.start_redis(env.procs, env.tmp / "redis")
+
+    def warm(self, env: Env, procs: Processes) -> None:
+        procs.start("redis-benchmark", "-p", str(env.state["port"]), "-n", "100000000", "-c", "2", "-t", "get",
+                        "-q", "-l")
+
+    def measure(self, env: Env) -> dict:
+        return programs.redis_benchmark(env.state["port"], requests=int(4000 * env.seconds), clients=2, tests="get")
+
+
+def _beside_batch(env: Env, load) -> dict:
+    """The batch for the window, then `load`; the batch's bogo-ops/s come with the result."""
+    report = env.tmp / "stress.yaml"
+    report.unlink(missing_ok=True)
+    stress = programs.start_stress(env.procs, BATCH_PER_CPU * CPUS, env.seconds + SETTLE_S + 2, report)
+    time.sleep(SETTLE_S)  # the executor finds the new batch processes (it rescans every second)
+    result = load()
+    stress.wait(timeout=env.seconds + 60)
+    return {**result, "batch_ops_per_s": programs.stress_ops_per_s(report)}
+
+
+def _rtapp_config(env: Env, seconds: float, name: str) -> Path:
+    """Four periodic tasks: (run us, period us) from 50 us / 2 ms to 5 ms / 20 ms."""
+    tasks = {f"rt{i}": {"loop": -1, "run": run, "timer": {"ref": f"t{i}", "period": period}}
+             for i, (run, period) in enumerate(((50, 2000), (300, 4000), (1000, 10000), (5000, 20000)))}
+    logdir = env.tmp / f"rtapp-{name}"
+    shutil.rmtree(logdir, ignore_errors=True)
+    logdir.mkdir(parents=True)
+    config = {"tasks": tasks, "global": {"duration": int(seconds), "default_policy": "SCHED_OTHER",
+                                         "calibration": env.state["ns_per_loop"], "logdir": str(logdir),
+                                         "log_basename": "rt", "lock_pages": False}}
+    path = env.tmp / f"rtapp-{name}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+SCENARIOS = {s.name: s for s in (WebBesideBatch(), WebOversubscribed(), KeyValueBesideBatch(), ParallelBuild(),
+                                  LongTail(), Messaging(), PeriodicBesideBatch(), Quiet())}
