@@ -168,12 +168,14 @@ def tune(settings: Settings) -> dict:
     goal = next((e.goal for e in events if e.HasField("goal")), None)
     found = next((e.candidates for e in events if e.HasField("candidates")), None)
     kept = result.status == common_pb2.STAGE_STATUS_SUCCEEDED and result.HasField("deployment")
+    deployed = next((e.verdict.artifact for e in events if e.HasField("verdict")
+                     and e.verdict.artifact.digest == result.deployment.deployment.artifact_digest), None)
     return {"wall_s": round(time.monotonic() - started, 2),
             "objective": goal_pb2.Objective.Name(goal.objective).removeprefix("OBJECTIVE_").lower() if goal else "",
             "goal": goal.rationale if goal else "",
             "candidates": [c.artifact.name for c in found.candidates] if found else [],
             "policy": result.deployment.deployment.policy_name if kept else "",
-            "parameters": dict(params.pythons(result.deployment.deployment.parameters)) if kept else {},
+            "parameters": params.pythons(deployed.parameters) if kept and deployed else {},
             "kept": kept, "result": result.message}
 
 
