@@ -16,8 +16,8 @@ import logging
 import os
 import platform
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -46,6 +46,61 @@ class Applied:
 
     deployment: deployment_pb2.Deployment
     request: executor_pb2.DeployRequest
+
+
+@dataclass
+class Run:
+    """One deployment going through Executor._run's steps, and what the steps found so far."""
+
+    request: executor_pb2.DeployRequest
+    deployment: deployment_pb2.Deployment
+    baseline: canary.Window = field(default_factory=lambda: canary.Window({}, 0.0))
+    observed: canary.Window = field(default_factory=lambda: canary.Window({}, 0.0))
+    # Set once applying starts: from then on, ending in anything but kept means reverting.
+    host_touched: bool = False
+
+    @property
+    def spec(self) -> deployment_pb2.CanarySpec:
+        return self.request.canary
+
+    @property
+    def measured(self) -> bool:
+        """Whether the canary has metrics: without any there is no baseline and no judgement."""
+        return bool(canary.metrics_of(self.request.canary))
+
+
+@dataclass(frozen=True)
+class Next:
+    """Go on with `step`; with `say`, first stream an event with that message (in the state the
+    step that returned this left the deployment in)."""
+
+    step: Step
+    say: str = ""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ends: the deployment's final state and reason. `message` is the event's text when
+    it is not the reason, `actor` who the audit trail names (default: the executor), `comparisons`
+    the canary's numbers, and `judgement` the verdict a judged canary reports to the learner."""
+
+    state: int  # a DeploymentState
+    reason: str
+    message: str = ""
+    actor: str = ""
+    comparisons: list[deployment_pb2.MetricComparison] = field(default_factory=list)
+    judgement: canary.Judgement | None = None
+
+
+@dataclass(frozen=True)
+class Ejected:
+    """The run ends because the kernel ejected the scheduler; `record` is the loader's exit record."""
+
+    record: dict
+
+
+# A step of a run: does its part of the deployment, says where the run goes next.
+Step = Callable[[Run], Awaitable[Next | Ending | Ejected]]
 
 
 class EventLog:
@@ -245,91 +300,154 @@ class Executor:
         if deployment.backend == "sched_ext" and not request.artifact.sched_ext.object:
             raise FailedPrecondition("the artifact has no compiled object: deploy the artifact from the verdict")
 
+    # --- the deployment run, as a state machine ----------------------------------------------
+    # Each step does one piece of work and returns where the run goes next: another step (with
+    # an event to stream first when it has something to say before a long wait), or how the run
+    # ends. _run drives the steps and streams the events; _end is the one way a run ends (an
+    # ejection excepted: _ejected, shared with the watcher).
+    #
+    #   step                   goes on to                                   or ends
+    #   _start                 _measure_baseline if the canary has metrics,
+    #                          else _check_again
+    #   _measure_baseline      _check_again                                 failed: baseline not measured
+    #   _check_again           _record_deploy                               refused (e.g. the verdict expired)
+    #   _record_deploy         _apply_policy                                failed: the audit trail is unavailable
+    #   _apply_policy          _start_canary                                failed: could not apply (reverted)
+    #   _start_canary          _measure_canary                              kept: the canary has no metrics
+    #   _measure_canary        _judge, or _measure_canary_again when other  failed: canary not measured (reverted)
+    #                          processes loaded the host meanwhile
+    #   _measure_canary_again  _judge                                       failed: canary not measured (reverted)
+    #   _judge                                                              ejected, kept, kept (report only),
+    #                                                                       rolled back (reverted)
+
     async def _run(self, request: executor_pb2.DeployRequest,
                    deployment: deployment_pb2.Deployment) -> AsyncIterator[deployment_pb2.DeploymentEvent]:
-        spec = request.canary
-        measured = bool(canary.metrics_of(spec))
-        baseline = canary.Window({}, 0.0)
-        if measured:
-            deployment.state = S.DEPLOYMENT_STATE_BASELINE
-            yield await self._event(deployment, f"measuring the baseline for {_seconds(spec.baseline_window):g} s")
-            try:
-                baseline = await canary.measure(self._settings.observer_addr, spec, _seconds(spec.baseline_window))
-            except Exception as exc:
-                deployment.state, deployment.reason = S.DEPLOYMENT_STATE_FAILED, f"baseline not measured: {exc}"
-                yield await self._event(deployment, deployment.reason)
-                return
-        # Checked again right before applying: the verdict may have expired while this waited.
-        try:
-            self._check(request, deployment)
-        except (verdicts.UntrustedVerdict, verdicts.VerdictNotApplicable, FailedPrecondition) as exc:
-            deployment.state, deployment.reason = S.DEPLOYMENT_STATE_REFUSED, str(exc)
-            yield await self._event(deployment, f"refused: {exc}", actor=deployment.requested_by)
+        run = Run(request, deployment)
+        where: Next | Ending | Ejected = Next(self._start)
+        while isinstance(where, Next):
+            where = await where.step(run)
+            if isinstance(where, Next) and where.say:
+                yield await self._event(deployment, where.say)
+        if isinstance(where, Ejected):
+            # The kernel already took the scheduler off: recorded as the ejection watcher does.
+            yield await self._ejected(deployment, request, where.record)
             return
+        async for event in self._end(run, where):
+            yield event
+
+    async def _end(self, run: Run, ending: Ending) -> AsyncIterator[deployment_pb2.DeploymentEvent]:
+        """End the run. A policy that was (even partly) applied and is not kept is reverted before
+        the ending is recorded, so the event tells the truth about the host, and the last known
+        good goes back on after it; a judged canary is an outcome for the learner."""
+        undo = run.host_touched and ending.state != S.DEPLOYMENT_STATE_KEPT
+        if undo:
+            await self._revert()
+        run.deployment.state, run.deployment.reason = ending.state, ending.reason
+        yield await self._event(run.deployment, ending.message or ending.reason, ending.comparisons,
+                                actor=ending.actor)
+        if ending.judgement is not None:
+            await self._publish_outcome(run.request, run.deployment, ending.judgement)
+        if undo:
+            await self._restore_previous()
+
+    async def _start(self, run: Run) -> Next:
+        if not run.measured:
+            return Next(self._check_again)
+        run.deployment.state = S.DEPLOYMENT_STATE_BASELINE
+        return Next(self._measure_baseline, f"measuring the baseline for {_seconds(run.spec.baseline_window):g} s")
+
+    async def _measure_baseline(self, run: Run) -> Next | Ending:
+        try:
+            run.baseline = await canary.measure(self._settings.observer_addr, run.spec,
+                                                _seconds(run.spec.baseline_window))
+        except Exception as exc:
+            return Ending(S.DEPLOYMENT_STATE_FAILED, f"baseline not measured: {exc}")
+        return Next(self._check_again)
+
+    async def _check_again(self, run: Run) -> Next | Ending:
+        """Checked again right before applying: the verdict may have expired while this waited
+        (for the lock, for the baseline)."""
+        try:
+            self._check(run.request, run.deployment)
+        except (verdicts.UntrustedVerdict, verdicts.VerdictNotApplicable, FailedPrecondition) as exc:
+            return Ending(S.DEPLOYMENT_STATE_REFUSED, str(exc), message=f"refused: {exc}",
+                          actor=run.deployment.requested_by)
+        return Next(self._record_deploy)
+
+    async def _record_deploy(self, run: Run) -> Next | Ending:
+        """The audit trail shows the deployment before the host runs it (APPLYING: a DEPLOY record)."""
+        deployment = run.deployment
         deployment.state = S.DEPLOYMENT_STATE_APPLYING
         try:
             await self._audit.require(self._audit.record_of(deployment, deployment.requested_by,
                                                             f"verdict {deployment.verdict_id} checked"))
         except DependencyUnavailable as exc:
-            deployment.state, deployment.reason = S.DEPLOYMENT_STATE_FAILED, str(exc)
-            yield await self._event(deployment, deployment.reason)
-            return
+            return Ending(S.DEPLOYMENT_STATE_FAILED, str(exc))
+        return Next(self._apply_policy)
+
+    async def _apply_policy(self, run: Run) -> Next | Ending:
+        """Stop the policy in force (it becomes the last known good), then start the new one."""
+        deployment = run.deployment
         replaced = self._current
         if replaced is not None:
             deployment.previous_deployment_id = replaced.deployment.deployment_id
             await self._revert()
             self._previous = replaced
+        # From here on an ending other than kept reverts: a failed apply may have left part of
+        # the policy behind (journalled native changes, a loader that started).
+        run.host_touched = True
         try:
-            report = await self._apply(deployment, request.artifact)
+            report = await self._apply(deployment, run.request.artifact)
         except Exception as exc:
             if not isinstance(exc, (OSError, FailedPrecondition, InvalidArgument)):
                 log.exception("applying %s failed", deployment.deployment_id)
-            await self._revert()
-            deployment.state, deployment.reason = S.DEPLOYMENT_STATE_FAILED, f"could not apply: {exc}"
-            yield await self._event(deployment, deployment.reason)
-            await self._restore_previous()
-            return
-        self._current = Applied(deployment, request)
+            return Ending(S.DEPLOYMENT_STATE_FAILED, f"could not apply: {exc}")
+        self._current = Applied(deployment, run.request)
         errors = (f" ({len(report.errors)} could not be changed: {'; '.join(report.errors[:3])})"
                   if report.errors else "")
-        yield await self._event(deployment, report.detail or f"applied to {report.processes} processes "
-                                                              f"({report.threads} thread settings changed){errors}")
-        if not measured:
-            deployment.state, deployment.reason = S.DEPLOYMENT_STATE_KEPT, "kept: the canary has no metrics to judge"
-            yield await self._event(deployment, deployment.reason)
-            return
-        deployment.state = S.DEPLOYMENT_STATE_CANARY
-        yield await self._event(deployment, f"canary: measuring for {_seconds(spec.canary_window):g} s")
+        return Next(self._start_canary, report.detail or f"applied to {report.processes} processes "
+                                                         f"({report.threads} thread settings changed){errors}")
+
+    async def _start_canary(self, run: Run) -> Next | Ending:
+        if not run.measured:
+            return Ending(S.DEPLOYMENT_STATE_KEPT, "kept: the canary has no metrics to judge")
+        run.deployment.state = S.DEPLOYMENT_STATE_CANARY
+        return Next(self._measure_canary, f"canary: measuring for {_seconds(run.spec.canary_window):g} s")
+
+    async def _measure_canary(self, run: Run) -> Next | Ending:
         try:
-            observed = await canary.measure(self._settings.observer_addr, spec, _seconds(spec.canary_window))
-            if canary.disturbed(baseline, observed):
-                yield await self._event(deployment, f"other processes used {100 * observed.foreign_cpu_share:.0f} % "
-                                                    f"of the CPU during the canary (baseline "
-                                                    f"{100 * baseline.foreign_cpu_share:.0f} %): measuring again")
-                observed = await canary.measure(self._settings.observer_addr, spec, _seconds(spec.canary_window))
-        except Exception as exc:  # an unjudged policy does not stay
-            await self._revert()
-            deployment.state, deployment.reason = S.DEPLOYMENT_STATE_FAILED, f"canary not measured: {exc}"
-            yield await self._event(deployment, deployment.reason)
-            await self._restore_previous()
-            return
-        if deployment.backend == "sched_ext" and not self._scx.active:
+            run.observed = await canary.measure(self._settings.observer_addr, run.spec,
+                                                _seconds(run.spec.canary_window))
+        except Exception as exc:
+            return _canary_not_measured(exc)
+        if canary.disturbed(run.baseline, run.observed):
+            return Next(self._measure_canary_again,
+                        f"other processes used {100 * run.observed.foreign_cpu_share:.0f} % of the CPU during the "
+                        f"canary (baseline {100 * run.baseline.foreign_cpu_share:.0f} %): measuring again")
+        return Next(self._judge)
+
+    async def _measure_canary_again(self, run: Run) -> Next | Ending:
+        """Once only: a host that stays busy is judged as it is rather than never."""
+        try:
+            run.observed = await canary.measure(self._settings.observer_addr, run.spec,
+                                                _seconds(run.spec.canary_window))
+        except Exception as exc:
+            return _canary_not_measured(exc)
+        return Next(self._judge)
+
+    async def _judge(self, run: Run) -> Ending | Ejected:
+        if run.deployment.backend == "sched_ext" and not self._scx.active:
             # Ejected during the canary: the measurement was of the fair class, not the policy.
-            yield await self._ejected(deployment, request, self._scx.last_exit)
-            return
-        verdict = canary.judge(spec, baseline.values, observed.values)
+            return Ejected(self._scx.last_exit)
+        verdict = canary.judge(run.spec, run.baseline.values, run.observed.values)
         comparisons = ([verdict.success] if verdict.success else []) + verdict.guards
-        if verdict.keep or spec.report_only:
-            deployment.state = S.DEPLOYMENT_STATE_KEPT
-            deployment.reason = verdict.reason if verdict.keep else f"kept (report only) although: {verdict.reason}"
-        else:
-            metrics.ROLLBACKS.labels("canary").inc()
-            await self._revert()
-            deployment.state, deployment.reason = S.DEPLOYMENT_STATE_ROLLED_BACK, verdict.reason
-        yield await self._event(deployment, deployment.reason, comparisons)
-        await self._publish_outcome(request, deployment, verdict)
-        if deployment.state == S.DEPLOYMENT_STATE_ROLLED_BACK:
-            await self._restore_previous()
+        if verdict.keep:
+            return Ending(S.DEPLOYMENT_STATE_KEPT, verdict.reason, comparisons=comparisons, judgement=verdict)
+        if run.spec.report_only:
+            return Ending(S.DEPLOYMENT_STATE_KEPT, f"kept (report only) although: {verdict.reason}",
+                          comparisons=comparisons, judgement=verdict)
+        metrics.ROLLBACKS.labels("canary").inc()
+        return Ending(S.DEPLOYMENT_STATE_ROLLED_BACK, verdict.reason, comparisons=comparisons, judgement=verdict)
 
     async def _apply(self, deployment: deployment_pb2.Deployment, artifact: policy_pb2.PolicyArtifact):
         if artifact.WhichOneof("body") == "sched_ext":
@@ -455,6 +573,11 @@ def _count_ended(deployment: deployment_pb2.Deployment) -> None:
     """schedcp_executor_deployments_total by the state the deployment flow ended in."""
     state = S.DeploymentState.Name(deployment.state).removeprefix("DEPLOYMENT_STATE_").lower()
     metrics.DEPLOYMENTS.labels(state).inc()
+
+
+def _canary_not_measured(exc: Exception) -> Ending:
+    # An unjudged policy does not stay: this ending reverts it.
+    return Ending(S.DEPLOYMENT_STATE_FAILED, f"canary not measured: {exc}")
 
 
 def host_class(backend: str) -> str:
