@@ -31,3 +31,13 @@ def test_comments_do_not_trigger_rules():
 def test_library_policies_pass(meta):
     findings = static_analysis.analyse(policies.source_of(meta).read_text())
     assert static_analysis.passed(findings) and not findings, findings
+
+
+def test_a_library_headers_callbacks_count_but_do_not_mask_the_candidates_own():
+    batch = (policies.LIBRARY / "sched_ext" / "batch.bpf.c").read_text()
+    assert "vtime_enqueue" in batch and "BPF_PROG(vtime_enqueue" not in batch  # it is vtime_sched.bpf.h's
+    assert static_analysis.analyse(batch) == []
+    own = batch.replace('SEC(".struct_ops.link")', 'SEC("struct_ops/vtime_enqueue")\n'
+                        "void BPF_PROG(vtime_enqueue, struct task_struct *p, u64 enq_flags) {}\n\n"
+                        'SEC(".struct_ops.link")')
+    assert "SCX013" in [f.rule_id for f in static_analysis.analyse(own)]

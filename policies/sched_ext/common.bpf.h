@@ -3,8 +3,11 @@
  *
  * Debian bookworm's bpftool emits no kfunc prototypes into vmlinux.h, so they are declared
  * here; each one was checked against the sandbox kernel's BTF
- * (`bpftool btf dump file vmlinux | grep "FUNC 'scx_bpf_"`). Names are the 6.12+ ones
- * (scx_bpf_dsq_insert*, scx_bpf_dsq_move_to_local); scx_bpf_dispatch/consume are gone.
+ * (`bpftool btf dump file vmlinux | grep "FUNC 'scx_bpf_"`). Names are the 6.13+ ones: 6.13
+ * renamed scx_bpf_dispatch[_vtime] to scx_bpf_dsq_insert[_vtime] and scx_bpf_consume to
+ * scx_bpf_dsq_move_to_local (6.12 has only the old names); scx_bpf_now arrived in 6.14. The
+ * release each kfunc arrived in is schedcp/domain/kernels.py's KFUNC_SINCE, against which every
+ * policy's min_kernel is checked: declare a new kfunc there too.
  */
 #pragma once
 

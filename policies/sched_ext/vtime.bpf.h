@@ -1,5 +1,5 @@
-/* Weighted virtual time, shared by the policies that order a queue by it (vtime, batch,
- * latency_boost).
+/* Weighted virtual time, shared by the policies that order a queue by it (vtime and batch,
+ * through vtime_sched.bpf.h, and latency_boost).
  *
  * A task's vtime advances by the CPU time it used, scaled by 100/weight (nice 0 = weight
  * 100), so heavier tasks advance slower and get more CPU. The queue's clock, vtime_now,

@@ -3,7 +3,9 @@
 policies/sched_ext/<name>.toml describes <name>.bpf.c (its parameters are the program's
 `const volatile` globals, set by the loader at load time); policies/native/<name>.toml
 describes a template of EEVDF/cgroup settings for hosts without sched_ext. The learner seeds
-the repository from these files; the planner tunes parameters within their ranges.
+the repository from these files; the planner tunes parameters within their ranges, and offers a
+sched_ext policy only to hosts at least at its `min_kernel`, which the loader checks against the
+kfuncs the program calls (schedcp/domain/kernels.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schedcp import DATA
+from schedcp.domain import kernels
 from schedcp.v1 import goal_pb2
 
 LIBRARY = DATA / "policies"
@@ -59,7 +62,10 @@ class Requirements(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sched_ext: bool
-    min_kernel: str = ""
+    # The oldest Linux release that runs the policy, major.minor[.patch]; for sched_ext at least
+    # the release of the newest kfunc it calls (checked by `load`).
+    min_kernel: str = Field(default="", pattern=r"^(\d+\.\d+(\.\d+)?)?$")
+    # The sched_ext kfuncs the program calls (checked by `load` against the source).
     kfuncs: list[str] = []
     cgroup: Literal["any", "v1", "v2"] = "any"
 
@@ -121,7 +127,8 @@ def load(path: Path) -> PolicyMetadata:
 
 
 def _check_source(source: Path, meta: PolicyMetadata) -> None:
-    """The parameters must be the program's `const volatile` globals, and the ops name its own."""
+    """The parameters must be the program's `const volatile` globals, the ops name its own, the
+    kfuncs the ones it calls, and min_kernel no older than the newest of them."""
     if not source.exists():
         raise LibraryError(f"{source} is missing (named by {meta.name}.toml)")
     text = source.read_text()
@@ -132,6 +139,49 @@ def _check_source(source: Path, meta: PolicyMetadata) -> None:
                            f"{sorted(listed)}")
     if f'.name = "{meta.ops_name}"' not in text:
         raise LibraryError(f"{source}: ops name {meta.ops_name!r} not found")
+    calls = kfunc_calls(source)
+    if calls != set(meta.requires.kfuncs):
+        raise LibraryError(f"{source}: calls the kfuncs {sorted(calls)}, the metadata lists "
+                           f"{sorted(meta.requires.kfuncs)}")
+    if unknown := sorted(calls - kernels.KFUNC_SINCE.keys()):
+        raise LibraryError(f"{source}: no release known for {unknown}: add the release each arrived in to "
+                           "schedcp/domain/kernels.py (KFUNC_SINCE)")
+    needed = kernels.required_by(calls)
+    if not kernels.at_least(meta.requires.min_kernel, kernels.text(needed)):
+        newest = sorted(k for k in calls if kernels.KFUNC_SINCE[k] == needed)
+        raise LibraryError(f"{source}: min_kernel {meta.requires.min_kernel or 'unset'} is older than "
+                           f"{kernels.text(needed)}, where {', '.join(newest)} arrived")
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
+_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
+_DECLARATION = re.compile(r"\bextern\b[^;]*;")
+_CALL = re.compile(r"\b(scx_bpf_\w+)\s*\(")
+
+
+def library_headers(text: str, directory: Path) -> list[Path]:
+    """The library headers (`*.bpf.h` files of `directory`, by plain name) that a program's
+    `text` includes, directly or through another one, in the order they are reached."""
+    found: list[Path] = []
+    pending = [text]
+    while pending:
+        for name in _INCLUDE.findall(_COMMENT.sub(" ", pending.pop(0))):
+            if not re.fullmatch(r"\w+\.bpf\.h", name):
+                continue
+            path = directory / name
+            if path.is_file() and path not in found:
+                found.append(path)
+                pending.append(path.read_text())
+    return found
+
+
+def kfunc_calls(source: Path) -> set[str]:
+    """The sched_ext kfuncs a library program calls, in its own text or in the library headers
+    it includes (vtime_sched.bpf.h holds the callbacks of vtime and batch); the declarations in
+    common.bpf.h are not calls."""
+    texts = [source.read_text(), *(h.read_text() for h in library_headers(source.read_text(), source.parent))]
+    code = _DECLARATION.sub(" ", _COMMENT.sub(" ", "\n".join(texts)))
+    return set(_CALL.findall(code))
 
 
 def library(root: Path = LIBRARY) -> list[PolicyMetadata]:

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from nats.errors import Error as NatsError
 
-from schedcp.domain import artifacts, policies
+from schedcp.domain import artifacts, kernels, policies
 from schedcp.domain.policies import GOAL_WORDS
 from schedcp.runtime import rpc
 from schedcp.runtime.bus import Bus
@@ -94,7 +94,7 @@ class Planner:
                                                                       host=profile.host, goal=goal))
         if search is None:
             return found
-        return synthesis.rank(found, search, await self._stored(search, found))
+        return synthesis.rank(found, search, await self._stored(search, found, profile.host.kernel_release))
 
     def check_policy(self, name: str, host: host_pb2.HostRegistration) -> None:
         """Before a cycle for a named policy starts: InvalidArgument unless it is a library
@@ -108,6 +108,8 @@ class Planner:
         if meta.kind == "sched_ext" and "sched_ext" not in host.facts.backends:
             raise FailedPrecondition(f"{name} is a sched_ext scheduler and {host.host_id} has no sched_ext (its "
                                      "kernel lacks CONFIG_SCHED_CLASS_EXT); choose a native policy")
+        if meta.kind == "sched_ext" and (why := synthesis.too_old(meta, host.facts.kernel_release)):
+            raise FailedPrecondition(f"{why} ({host.host_id}); choose another policy")
 
     def named(self, request: planner_pb2.TuneRequest, goal: goal_pb2.OptimizationGoal,
               profile: profile_pb2.WorkloadProfile) -> cycle_pb2.CandidateList:
@@ -126,14 +128,20 @@ class Planner:
                         exc.code().name, exc.details())
             return None
 
-    async def _stored(self, search: learner_pb2.SearchPoliciesResponse,
-                      found: cycle_pb2.CandidateList) -> dict[str, policy_pb2.PolicyArtifact]:
-        """Artifacts of matched repository policies with outcomes that the library did not offer."""
+    async def _stored(self, search: learner_pb2.SearchPoliciesResponse, found: cycle_pb2.CandidateList,
+                      kernel_release: str) -> dict[str, policy_pb2.PolicyArtifact]:
+        """Artifacts of matched repository policies with outcomes that the library did not offer,
+        unless they need a newer kernel than the host's (as the library's are left out)."""
         offered = {c.artifact.name for c in found.candidates}
         stored = {}
         for match in search.matches:
             record = match.policy
             if match.confidence <= 0 or record.metadata.name in offered or not record.artifact_digest:
+                continue
+            minimum = record.metadata.requirements.min_kernel
+            if kernels.at_least(kernel_release, minimum) is False:
+                log.info("repository policy %s needs Linux %s or newer, the host runs %s: not offered",
+                         record.metadata.name, minimum, kernel_release)
                 continue
             try:
                 stored[record.metadata.name] = await artifacts.fetch(self._bus, record.artifact_digest)

@@ -7,16 +7,20 @@ Latency goals on a host without sched_ext get the native batch demotions, in the
 measured on this project's test host (PLATFORM.md: cyclictest p99 608 us -> 72 us with the
 batch in a cpu.idle cgroup, 79-88 us as SCHED_IDLE); with sched_ext, latency_boost boosting
 the latency group by name, then vtime. Throughput goals need sched_ext (`batch`); makespan
-`ljf`.
+`ljf`. A sched_ext policy is offered only to a host whose kernel is at least its min_kernel (the
+release of the newest kfunc it calls): an older kernel would refuse to load it.
 """
 
 from __future__ import annotations
 
-from schedcp.domain import matchers, native_policies, params, policies
+import logging
+
+from schedcp.domain import kernels, matchers, native_policies, params, policies
 from schedcp.domain.policies import PolicyMetadata
 from schedcp.runtime.errors import FailedPrecondition
 from schedcp.v1 import common_pb2, cycle_pb2, goal_pb2, learner_pb2, policy_pb2, profile_pb2
 
+log = logging.getLogger(__name__)
 # A kept outcome's goal is reused for a workload at least this similar (learner similarity,
 # 1 = identical signature) when the learner's confidence in its policy is at least this (one
 # kept outcome gives 0.33 on an identical workload, 0.2 at similarity 0.5). Kept low because
@@ -41,8 +45,12 @@ def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadPro
     """Library candidates for the goal on this host, best first (empty when none applies)."""
     by_name = {m.name: m for m in (library or policies.library())}
     found: list[cycle_pb2.Candidate] = []
+    skipped: list[str] = []
     if "sched_ext" in profile.host.backends:
         for name, improvement, confidence in SCHED_EXT.get(goal.objective, ()):
+            if why := too_old(by_name[name], profile.host.kernel_release):
+                skipped.append(why)
+                continue
             found.append(_sched_ext(by_name[name], goal, improvement, confidence))
     if goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and goal.guards:
         batch = list(goal.guards[0].metric.groups)
@@ -50,7 +58,20 @@ def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadPro
             if name == "batch_idle_cgroup" and not profile.host.cgroup.cpu_idle_supported:
                 continue
             found.append(_native(by_name[name], batch, improvement, confidence))
+    if skipped:
+        log.info("not offered on %s: %s", profile.host.host_id or "this host", "; ".join(skipped))
+        for candidate in found:  # the candidates that remain say what was passed over
+            candidate.rationale += f" (Not offered: {'; '.join(skipped)}.)"
     return cycle_pb2.CandidateList(candidates=found, chosen=0)
+
+
+def too_old(meta: PolicyMetadata, kernel_release: str) -> str:
+    """Why a host running `kernel_release` cannot load `meta` ("" when it can). A release that
+    cannot be read (not reported) does not exclude it: the verifier's sandbox and the kernel
+    still judge the program."""
+    if kernels.at_least(kernel_release, meta.requires.min_kernel) is False:
+        return f"{meta.name} needs Linux {meta.requires.min_kernel} or newer, the host runs {kernel_release}"
+    return ""
 
 
 def named(name: str, parameters, goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,

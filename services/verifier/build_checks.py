@@ -21,10 +21,9 @@ from pathlib import Path
 
 from schedcp.toolchain.build import Kernel, Toolchain, require_tool
 from schedcp.v1 import verdict_pb2
-from services.verifier.static_analysis import ALLOWED_HELPERS, ALLOWED_KFUNCS, finding
+from services.verifier.static_analysis import ALLOWED_HELPERS, ALLOWED_KFUNCS, POLICY_HEADERS, finding
 
 ERROR = verdict_pb2.SEVERITY_ERROR
-POLICY_HEADERS = ("common.bpf.h", "vtime.bpf.h")
 _LINE_MARKER = re.compile(r'^# (\d+) "([^"]*)"')
 _ASM = re.compile(r"\b(asm|__asm__|__asm)\b")
 _HELPER_DEF = re.compile(r"\(\s*\*\s*const\s+(\w+)\s*\)\s*\([^;]*=\s*\(void \*\)\s*(\d+);")
@@ -44,7 +43,7 @@ def source_findings(candidate: Path, kernel: Kernel, toolchain: Toolchain) -> li
         what = f"header {missing[0]!r} was not found" if missing else "the preprocessor failed"
         return [finding("SCX002", ERROR, 0, f"{what}; only the allowed headers can be included")]
     findings = [finding("SCX002", ERROR, 0, f"{path} is included but is not an allowed header",
-                         "include only common.bpf.h, vtime.bpf.h, vmlinux.h and libbpf's bpf/*.h")
+                         f"include only {', '.join(POLICY_HEADERS)}, vmlinux.h and libbpf's bpf/*.h")
                 for path in _foreign(_dependencies(deps_file), candidate, kernel, toolchain)]
     for line, text in _own_lines(result.stdout, candidate):
         if _ASM.search(text):

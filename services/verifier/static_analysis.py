@@ -15,13 +15,17 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from schedcp.domain import policies
 from schedcp.v1 import verdict_pb2
 
 ERROR, WARNING = verdict_pb2.SEVERITY_ERROR, verdict_pb2.SEVERITY_WARNING
 MAX_BYTES = 64 * 1024
 MAX_LINES = 1500
 MAX_TIMEOUT_MS = 30000
-ALLOWED_INCLUDES = {'"common.bpf.h"', '"vtime.bpf.h"', '"vmlinux.h"', "<bpf/bpf_helpers.h>", "<bpf/bpf_tracing.h>",
+# The library's own headers (reviewed with the library). A candidate may include them, and the
+# callbacks they define (vtime_sched.bpf.h's) are read there when a rule looks at a callback.
+POLICY_HEADERS = ("common.bpf.h", "vtime.bpf.h", "vtime_sched.bpf.h")
+ALLOWED_INCLUDES = {*(f'"{h}"' for h in POLICY_HEADERS), '"vmlinux.h"', "<bpf/bpf_helpers.h>", "<bpf/bpf_tracing.h>",
                     "<bpf/bpf_core_read.h>"}
 ALLOWED_KFUNCS = {
     "scx_bpf_create_dsq", "scx_bpf_dsq_insert", "scx_bpf_dsq_insert_vtime", "scx_bpf_dsq_move_to_local",
@@ -55,18 +59,18 @@ BUILTIN_DSQS = {"SCX_DSQ_LOCAL", "SCX_DSQ_GLOBAL", "SCX_DSQ_LOCAL_ON"}
 
 @dataclass
 class Source:
-    """The candidate's text, with comments blanked out (line numbers kept)."""
+    """The candidate's text, with comments blanked out (line numbers kept), and the code of the
+    library headers it includes."""
 
     text: str
     code: str
+    headers: str = ""
 
     @classmethod
     def of(cls, text: str) -> Source:
-        def blank(match: re.Match) -> str:
-            return re.sub(r"[^\n]", " ", match.group(0))
-
-        code = re.sub(r"/\*.*?\*/|//[^\n]*", blank, text, flags=re.S)
-        return cls(text, code)
+        included = policies.library_headers(text, policies.LIBRARY / "sched_ext")
+        headers = "\n".join(_uncommented(h.read_text()) for h in included if h.name in POLICY_HEADERS)
+        return cls(text, _uncommented(text), headers)
 
     def line_of(self, offset: int) -> int:
         return self.code.count("\n", 0, offset) + 1
@@ -81,16 +85,29 @@ class Source:
         return match, {k: v.strip() for k, v in fields.items()}
 
     def function_body(self, name: str) -> str | None:
-        """Body of a BPF_PROG(name, ...) or plain function called `name`."""
-        match = re.search(rf"(?:BPF_PROG\(\s*{name}\b[^)]*\)|\b{name}\s*\([^;{{]*\))\s*\{{", self.code)
-        if not match:
-            return None
-        depth, start = 1, match.end()
-        for i in range(start, len(self.code)):
-            depth += {"{": 1, "}": -1}.get(self.code[i], 0)
-            if depth == 0:
-                return self.code[start:i]
-        return self.code[start:]
+        """Body of a BPF_PROG(name, ...) or plain function called `name`: the candidate's own,
+        else one an included library header defines."""
+        own = _body(self.code, name)
+        return own if own is not None else _body(self.headers, name)
+
+
+def _uncommented(text: str) -> str:
+    def blank(match: re.Match) -> str:
+        return re.sub(r"[^\n]", " ", match.group(0))
+
+    return re.sub(r"/\*.*?\*/|//[^\n]*", blank, text, flags=re.S)
+
+
+def _body(code: str, name: str) -> str | None:
+    match = re.search(rf"(?:BPF_PROG\(\s*{name}\b[^)]*\)|\b{name}\s*\([^;{{]*\))\s*\{{", code)
+    if not match:
+        return None
+    depth, start = 1, match.end()
+    for i in range(start, len(code)):
+        depth += {"{": 1, "}": -1}.get(code[i], 0)
+        if depth == 0:
+            return code[start:i]
+    return code[start:]
 
 
 def finding(rule: str, severity: int, line: int, message: str, hint: str = "") -> verdict_pb2.Finding:
