@@ -94,14 +94,19 @@ def features(**values) -> profile_pb2.GroupFeatures:
 
 @pytest.mark.parametrize(("name", "f", "expected"), [
     ("four CPU hogs", features(active_threads=4, demand=3.9, cpu_share=0.98, voluntary_ratio=0.0,
-                               mean_burst_us=3000), C.WORKLOAD_CLASS_BATCH),
+                               mean_burst_us=3000, cpu_per_wakeup_us=4e6), C.WORKLOAD_CLASS_BATCH),
     ("hogs starved by contention", features(active_threads=40, demand=39, cpu_share=0.5, voluntary_ratio=0.0,
-                                            mean_burst_us=1500), C.WORKLOAD_CLASS_BATCH),
-    ("a 1 kHz probe", features(wakeups_per_s=1000, cpu_share=0.004, demand=0.01, mean_burst_us=8),
-     C.WORKLOAD_CLASS_LATENCY_SENSITIVE),
-    ("a shell", features(has_tty=True, wakeups_per_s=3, cpu_share=0.001, mean_burst_us=200),
+                                            mean_burst_us=1500, cpu_per_wakeup_us=5e4), C.WORKLOAD_CLASS_BATCH),
+    ("a 1 kHz probe", features(wakeups_per_s=1000, cpu_share=0.004, demand=0.01, mean_burst_us=8,
+                               cpu_per_wakeup_us=8), C.WORKLOAD_CLASS_LATENCY_SENSITIVE),
+    # The service beside batch: its workers wait to run most of the time (demand near 1
+    # per thread), but still block after each 2.5 ms request.
+    ("request workers starved by batch", features(active_threads=4, demand=3.8, cpu_share=0.3, wakeups_per_s=240,
+                                                  voluntary_ratio=0.55, mean_burst_us=900, cpu_per_wakeup_us=2500,
+                                                  wait_share=0.8), C.WORKLOAD_CLASS_LATENCY_SENSITIVE),
+    ("a shell", features(has_tty=True, wakeups_per_s=3, cpu_share=0.001, mean_burst_us=200, cpu_per_wakeup_us=200),
      C.WORKLOAD_CLASS_INTERACTIVE),
-    ("an idle daemon", features(wakeups_per_s=1, cpu_share=0.0001, mean_burst_us=50),
+    ("an idle daemon", features(wakeups_per_s=1, cpu_share=0.0001, mean_burst_us=50, cpu_per_wakeup_us=50),
      C.WORKLOAD_CLASS_BACKGROUND),
 ])
 def test_classification_rules(name, f, expected):

@@ -228,14 +228,35 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window (10)")
     parser.add_argument("--name", default="scenarios", help="report name in bench/results (scenarios)")
+    parser.add_argument("--features", metavar="FILE", help="only profile each scenario (quiet and contended) and "
+                        "write the labelled groups' features to FILE (for tests/data/scenario_features.json)")
     args = parser.parse_args()
     chosen = [SCENARIOS[n] for n in args.only.split(",")] if args.only else list(SCENARIOS.values())
     results = []
     with running_stack(SCHEDCP_GOAL_PROVIDER="rules") as (_, _, settings), \
             tempfile.TemporaryDirectory(prefix="schedcp-scenarios-") as tmp:
         for scenario in chosen:
-            results.append(run_scenario(scenario, settings, args.repetitions, args.seconds, Path(tmp)))
-    report(results, args)
+            if args.features:
+                results += profile_only(scenario, settings, Path(tmp))
+            else:
+                results.append(run_scenario(scenario, settings, args.repetitions, args.seconds, Path(tmp)))
+    if args.features:
+        Path(args.features).write_text(json.dumps(results, indent=1) + "\n")
+        right = sum(r["truth"] == r["read"] for r in results)
+        print(f"{right} of {len(results)} labelled groups read right; features in {args.features}")
+    else:
+        report(results, args)
+
+
+def profile_only(scenario: Scenario, settings: Settings, tmp: Path) -> list[dict]:
+    env = Env(tmp / scenario.name, 0)
+    env.tmp.mkdir(parents=True)
+    log(f"{scenario.name}: {scenario.summary}")
+    try:
+        scenario.start(env)
+        return classification(scenario, env, settings)
+    finally:
+        env.procs.stop()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from google.protobuf import json_format
+
 from bench.scenarios.suite import Scenario
 from schedcp.domain import native_policies, params, policies
 from schedcp.domain.policies import PolicyMetadata
@@ -114,6 +116,10 @@ def _artifact(meta: PolicyMetadata, point: dict, groups: list[common_pb2.GroupMa
 
 
 def _true_groups(scenario: Scenario, group: str) -> list[common_pb2.GroupMatcher]:
+    """The groups a native policy's `group` means on this scenario: the batch it demotes, the
+    service it protects, or the objective's targets (the service for latency, else the jobs)."""
+    if group == "target":
+        group = "latency" if scenario.objective == "tail_latency" else "batch"
     roles = {"batch": ("batch", "jobs"), "latency": ("service",)}.get(group, ())
     return [common_pb2.GroupMatcher(comm=t.comm) for t in scenario.truth if t.role in roles]
 
@@ -206,13 +212,11 @@ def labelled_groups(scenario: Scenario, found: profile_pb2.WorkloadProfile) -> l
     for group in found.groups:
         if group.name not in truth:
             continue
-        f = group.features
         rows.append({"group": group.name, "truth": truth[group.name].label,
                      "read": profile_pb2.WorkloadClass.Name(group.classification.workload_class)
                      .removeprefix("WORKLOAD_CLASS_").lower(),
                      "confidence": group.classification.confidence, "reason": group.classification.reason,
-                     "features": {k: round(getattr(f, k), 4) for k in (
-                         "cpu_share", "demand", "wakeups_per_s", "voluntary_ratio", "mean_burst_us", "threads",
-                         "active_threads")} | {"runq_p99_us": round(f.runq_latency.p99_us, 1)}})
+                     # Every feature, as the observer sent it: what the classifier's tests replay.
+                     "features": json_format.MessageToDict(group.features, preserving_proto_field_name=True)})
     return rows
 

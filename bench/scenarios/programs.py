@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -56,7 +57,10 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 10.0) -
 
 # ---- nginx and wrk -------------------------------------------------------------------------
 
+# Workers run as the bench's own user (as root, nginx would switch them to `nobody`, who cannot
+# read the bench's private directory).
 NGINX_CONF = """daemon off;
+user {user};
 master_process on;
 worker_processes {workers};
 pid {root}/nginx.pid;
@@ -64,6 +68,7 @@ error_log {root}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  default_type text/plain;
   client_body_temp_path {root}/tmp/body; proxy_temp_path {root}/tmp/proxy;
   fastcgi_temp_path {root}/tmp/fastcgi; uwsgi_temp_path {root}/tmp/uwsgi; scgi_temp_path {root}/tmp/scgi;
   server {{ listen 127.0.0.1:{port}; root {root}/www; gzip {gzip}; gzip_comp_level 6; gzip_types text/plain; }}
@@ -89,6 +94,7 @@ def start_nginx(procs: Processes, root: Path, workers: int, page_kib: int = 64, 
     (root / "www" / "page.txt").write_text((text * (1 + page_kib * 1024 // max(1, len(text))))[: page_kib * 1024])
     port = free_port()
     (root / "nginx.conf").write_text(NGINX_CONF.format(workers=workers, root=root, port=port,
+                                                       user=pwd.getpwuid(os.getuid()).pw_name,
                                                        gzip="on" if gzip else "off"))
     proc = procs.start("nginx", "-p", str(root), "-c", str(root / "nginx.conf"))
     wait_listening(port, proc)

@@ -1,7 +1,8 @@
 """Which kind of workload a group is, from its features, with a confidence and a reason.
 
-Rules over per-active-thread rates (demand, wakeups), so a group's size does not decide its
-class; only "background" also looks at the group's total CPU share. Each class gets a
+Rules over what a thread does between sleeps (CPU per wakeup, wakeups per active thread,
+voluntary switches) and how much it wants the CPU (demand), so neither a group's size nor the
+contention it meets decides its class; only "background" also looks at the group's CPU share. Each class gets a
 membership score in 0..1 built from linear ramps between thresholds; the highest wins and its
 score is the confidence. The thresholds (and why) are below; docs/observer.md explains them.
 """
@@ -18,14 +19,18 @@ def ramp(x: float, low: float, high: float) -> float:
     return min(1.0, max(0.0, (x - low) / (high - low)))
 
 
-# A thread that is running or waiting to run more than 80 % of the time wants a whole CPU:
-# CPU bound (counted as demand, so starvation under contention does not hide it).
-BATCH_DEMAND = (0.3, 0.8)
-# Latency-sensitive threads sleep and wake often (>= 200/s per thread is clearly so), block by
-# themselves (voluntary switches), and run short bursts (under 1 ms).
-LATENCY_WAKEUPS = (20.0, 200.0)
-LATENCY_VOLUNTARY = (0.5, 0.9)
-LATENCY_BURST_US = (1000.0, 5000.0)
+# What a group's threads do between sleeps decides its class, not how much CPU they get: under
+# contention a starved request worker waits to run most of the time (its demand nears 1, like a
+# CPU hog's), but it still blocks by itself after every unit of work, and that unit stays small.
+#
+# CPU bound (batch): tens of ms or more of CPU per wakeup (a thread that never blocks did all its
+# work in one go), and wanting the CPU a good part of the time it is there.
+BATCH_WORK_PER_WAKEUP_US = (2000.0, 20000.0)
+BATCH_DEMAND = (0.05, 0.3)
+# Latency-sensitive: blocks by itself (voluntary switches) often enough to matter, a few ms of
+# work per wakeup at most (a request, a message, a period's work), whatever its demand.
+LATENCY_WAKEUPS = (5.0, 50.0)
+LATENCY_VOLUNTARY = (0.2, 0.6)
 # Background: under 0.5 % of the host's CPU and rarely awake.
 BACKGROUND_CPU = (0.005, 0.05)
 BACKGROUND_WAKEUPS = (10.0, 100.0)
@@ -33,11 +38,10 @@ BACKGROUND_WAKEUPS = (10.0, 100.0)
 
 def scores(f: profile_pb2.GroupFeatures) -> dict[int, float]:
     active = max(f.active_threads, 1)
-    demand = f.demand / active
     wakeups = f.wakeups_per_s / active
-    batch = ramp(demand, *BATCH_DEMAND)
-    latency = (ramp(wakeups, *LATENCY_WAKEUPS) * ramp(f.voluntary_ratio, *LATENCY_VOLUNTARY)
-               * (1 - ramp(f.mean_burst_us, *LATENCY_BURST_US)) * (1 - batch))
+    large_units = ramp(f.cpu_per_wakeup_us, *BATCH_WORK_PER_WAKEUP_US)
+    batch = large_units * ramp(f.demand / active, *BATCH_DEMAND)
+    latency = ramp(wakeups, *LATENCY_WAKEUPS) * ramp(f.voluntary_ratio, *LATENCY_VOLUNTARY) * (1 - large_units)
     quiet = (1 - ramp(f.cpu_share, *BACKGROUND_CPU)) * (1 - ramp(wakeups, *BACKGROUND_WAKEUPS)) * (1 - batch)
     # A terminal makes a quiet or moderately busy group a person's: interactive, not background.
     interactive = (1 - batch) * (1 - latency) if f.has_tty else 0.0
@@ -54,13 +58,19 @@ def _reason(cls: int, f: profile_pb2.GroupFeatures) -> str:
     per_thread = f"{f.wakeups_per_s / active:.0f} wakeups/s per active thread"
     if cls == C.WORKLOAD_CLASS_BATCH:
         return (f"{active} active thread(s) running or runnable {100 * f.demand / active:.0f}% of the time, "
-                f"blocking in {100 * f.voluntary_ratio:.0f}% of their switches: CPU bound")
+                f"{_us(f.cpu_per_wakeup_us)} of CPU per wakeup, blocking in {100 * f.voluntary_ratio:.0f}% of their "
+                "switches: CPU bound")
     if cls == C.WORKLOAD_CLASS_LATENCY_SENSITIVE:
-        return (f"{per_thread}, {100 * f.voluntary_ratio:.0f}% voluntary switches, "
-                f"mean burst {f.mean_burst_us:.0f} us: sleeps and wakes for short work")
+        waiting = f", waiting {100 * f.wait_share:.0f}% of what it wants" if f.wait_share >= 0.5 else ""
+        return (f"{per_thread}, {100 * f.voluntary_ratio:.0f}% voluntary switches, {_us(f.cpu_per_wakeup_us)} of CPU "
+                f"per wakeup{waiting}: sleeps and wakes for short work")
     if cls == C.WORKLOAD_CLASS_INTERACTIVE:
         return f"has a controlling terminal, {100 * f.cpu_share:.1f}% CPU, {per_thread}: a person's session"
     return f"{100 * f.cpu_share:.2f}% CPU and {per_thread}: mostly idle"
+
+
+def _us(value: float) -> str:
+    return f"{value / 1000:.1f} ms" if value >= 1000 else f"{value:.0f} us"
 
 
 def classify(f: profile_pb2.GroupFeatures) -> profile_pb2.Classification:

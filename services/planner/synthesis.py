@@ -86,7 +86,7 @@ def named(name: str, parameters, goal: goal_pb2.OptimizationGoal, profile: profi
             candidate.artifact.parameters[key].CopyFrom(value)
     else:
         batch = [m for g in goal.guards for m in g.metric.groups]
-        groups = list(goal.target_groups) if meta.group == "latency" else batch
+        groups = list(goal.target_groups) if meta.group in ("latency", "target") else batch
         if not groups:
             raise FailedPrecondition(f"{name} applies to the {meta.group} group and the goal names none "
                                      f"({goal.rationale}); say which with --intent")
