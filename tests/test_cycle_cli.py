@@ -47,6 +47,10 @@ def test_deploy_a_chosen_policy_then_roll_it_back(fleet, workload):
     state = result["deployment"]["deployment"]["state"]
     assert state in ("DEPLOYMENT_STATE_KEPT", "DEPLOYMENT_STATE_ROLLED_BACK"), result
     assert deployed.returncode == (0 if state == "DEPLOYMENT_STATE_KEPT" else 1)
+    # The judged canary's outcome reached the learner before the result.
+    learned = events[-2]
+    assert (learned["stage"], learned["status"]) == ("CYCLE_STAGE_LEARN", "STAGE_STATUS_SUCCEEDED"), learned
+    assert learned["outcome"]["deploymentId"] == result["deployment"]["deployment"]["deploymentId"], learned
     if state == "DEPLOYMENT_STATE_KEPT":
         undone = schedcp(fleet.env, "rollback", "testhost", "--reason", "test over")
         assert undone.returncode == 0 and "rolled back batch_sched_idle" in undone.stdout, undone.stderr

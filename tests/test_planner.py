@@ -11,6 +11,8 @@ import pytest
 
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import load_settings
+from schedcp.runtime.net import free_port
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,
@@ -26,8 +28,10 @@ from schedcp.v1 import (
     policy_pb2,
     profile_pb2,
 )
+from services.planner import cycle as cycle_module
 from services.planner import goals, synthesis
 from services.planner.cycle import INTERRUPTED, Cycle
+from services.planner.planning import Planner
 from services.verifier import native_checks
 from tests.conftest import cpu_hogs, latency_probe
 from tests.llm_server import reply, scripted_llm
@@ -60,6 +64,7 @@ def test_a_makespan_goal_naming_the_long_job_tunes_ljf_for_it():
     assert candidate.artifact.parameters["long_comm"].string_value == "job-long"
     assert candidate.artifact.parameters["max_lead_ms"].int_value == synthesis.KNOWN_LONG_JOB_LEAD_MS
     assert "'job-long' is the long job" in candidate.rationale
+    assert candidate.artifact.origin == policy_pb2.POLICY_ORIGIN_TUNED  # parameters chosen for this goal
 
 
 def test_a_latency_group_beside_batch_work_is_protected():
@@ -101,6 +106,9 @@ def test_candidates_fit_the_host_and_pass_the_native_checks(backends, cpu_idle, 
     found = synthesis.candidates(goals.infer(p), p)
     assert [c.artifact.name for c in found.candidates] == expected
     assert all(c.path == cycle_pb2.SYNTHESIS_PATH_TUNE and c.rationale for c in found.candidates)
+    # latency_boost is told the latency group's name; the others run with the library's defaults.
+    assert [c.artifact.origin == policy_pb2.POLICY_ORIGIN_TUNED for c in found.candidates] == [
+        name == "latency_boost" for name in expected]
     for c in found.candidates:
         if c.artifact.WhichOneof("body") == "native":
             assert [m.comm for m in c.artifact.native.rules[0].match] == ["ffmpeg"]
@@ -177,12 +185,26 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
         assert success.metric.name == "runq_latency_p99_us" and success.improvement >= 0.2, success
         assert len({e.cycle_id for e in events}) == 1 and len({e.trace_id for e in events}) == 1
         assert events[0].trace_id
+        # After the canary and before the result: the learner applied the deployment's outcome.
+        learn = [e for e in events if e.stage == cycle_pb2.CYCLE_STAGE_LEARN]
+        assert [e.status for e in learn] == [common_pb2.STAGE_STATUS_STARTED, common_pb2.STAGE_STATUS_SUCCEEDED], \
+            [e.message for e in learn]
+        assert stages.index(cycle_pb2.CYCLE_STAGE_MEASURE) < stages.index(cycle_pb2.CYCLE_STAGE_LEARN)
+        assert stages[-2] == cycle_pb2.CYCLE_STAGE_LEARN
+        learned = learn[-1].outcome
+        assert (learned.cycle_id, learned.deployment_id, learned.result) == (
+            result.cycle_id, result.deployment.deployment.deployment_id, deployment_pb2.OUTCOME_RESULT_KEPT), learned
+        assert learn[-1].message.startswith(f"the learner applied outcome {learned.outcome_id}: {kept} kept")
+        # So the learner has it now, with no waiting.
+        applied = call(services.addr("learner"), lambda ch: learner_pb2_grpc.LearnerServiceStub(ch).History(
+            learner_pb2.LearnerHistoryRequest(policy_name=kept))).outcomes
+        assert learned.outcome_id in [o.outcome_id for o in applied], applied
 
         # Tuning the tuned host again changes nothing: the same policy is already running.
         same = tune(services.addr("planner"), provider="rules")
         assert same[-1].status == common_pb2.STAGE_STATUS_SKIPPED, [e.message for e in same]
         assert f"{kept} is already running" in same[-1].message
-        wait_for_outcome(services.addr("learner"), kept)
+        assert cycle_pb2.CYCLE_STAGE_LEARN not in [e.stage for e in same]  # nothing deployed, nothing to learn
         # Back to the default scheduling: the same workload as before, which the learner now
         # knows. The next cycle reuses the kept goal and policy and never calls the LLM.
         call(services.addr("executor"), lambda ch: executor_pb2_grpc.ExecutorServiceStub(ch).Rollback(
@@ -200,16 +222,6 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
 
 def goal_of(events: list[cycle_pb2.CycleEvent]) -> goal_pb2.OptimizationGoal:
     return next(e.goal for e in events if e.stage == cycle_pb2.CYCLE_STAGE_GOAL)
-
-
-def wait_for_outcome(learner_addr: str, policy_name: str, timeout_s: float = 20) -> None:
-    def history(ch):
-        return learner_pb2_grpc.LearnerServiceStub(ch).History(learner_pb2.LearnerHistoryRequest(
-            policy_name=policy_name))
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not call(learner_addr, history).outcomes:
-        time.sleep(0.5)
 
 
 def kept_match(policy: str, goal: goal_pb2.OptimizationGoal, similarity: float = 0.95,
@@ -361,3 +373,47 @@ def test_an_interrupted_cycle_is_closed_however_its_handler_goes(nats_server, ho
     last = asyncio.run(scenario())
     assert (last.stage, last.status, last.message) == (cycle_pb2.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_FAILED,
                                                         INTERRUPTED)
+
+
+class _NoBus:
+    """Cycle events go nowhere (what is tested is what the cycle says)."""
+
+    async def publish(self, subject, message, **kwargs) -> None:
+        pass
+
+
+def test_a_learner_that_does_not_confirm_the_outcome_in_time_gets_a_learn_event_saying_so(monkeypatch):
+    monkeypatch.setattr(cycle_module, "LEARN_WAIT_S", 0.6)
+    planner = Planner(None, load_settings(learner_addr=f"127.0.0.1:{free_port()}"), None)  # nobody listens there
+    cycle = Cycle(planner, _NoBus(), "127.0.0.1:1", 5.0)
+    kept = deployment_pb2.Deployment(deployment_id="d1", host_id="testhost", state=deployment_pb2.DEPLOYMENT_STATE_KEPT)
+
+    async def learn() -> list[cycle_pb2.CycleEvent]:
+        return [e async for e in cycle._learn(cycle_module._CycleEvents("c1", "testhost", _NoBus()), kept)]
+
+    started = time.monotonic()
+    events = asyncio.run(learn())
+    assert 0.6 <= time.monotonic() - started < 5
+    assert [(e.stage, e.status) for e in events] == [(cycle_pb2.CYCLE_STAGE_LEARN, common_pb2.STAGE_STATUS_STARTED),
+                                                     (cycle_pb2.CYCLE_STAGE_LEARN, common_pb2.STAGE_STATUS_RUNNING)]
+    assert events[-1].message.startswith("the learner has not confirmed the outcome of deployment d1 within 0.6 s "
+                                         "(the learner could not be asked: UNAVAILABLE"), events[-1].message
+    assert not events[-1].HasField("outcome")
+
+
+def test_only_a_deployment_with_an_outcome_gets_a_learn_stage():
+    def ended(state: int, measured: bool) -> deployment_pb2.DeploymentEvent:
+        event = deployment_pb2.DeploymentEvent(deployment=deployment_pb2.Deployment(state=state))
+        if measured:
+            event.metrics.add(improvement=0.5)
+        return event
+
+    S = deployment_pb2
+    published = [(S.DEPLOYMENT_STATE_KEPT, True), (S.DEPLOYMENT_STATE_ROLLED_BACK, True),
+                 (S.DEPLOYMENT_STATE_EJECTED, False)]
+    # Kept with nothing to measure, cancelled before its judgement, refused, failed: no outcome.
+    none = [(S.DEPLOYMENT_STATE_KEPT, False), (S.DEPLOYMENT_STATE_ROLLED_BACK, False),
+            (S.DEPLOYMENT_STATE_REFUSED, False), (S.DEPLOYMENT_STATE_FAILED, False)]
+    assert all(cycle_module._outcome_published(ended(*case)) for case in published)
+    assert not any(cycle_module._outcome_published(ended(*case)) for case in none)
+    assert not cycle_module._outcome_published(None)

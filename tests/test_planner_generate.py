@@ -11,7 +11,7 @@ import pytest
 from schedcp.domain import policies
 from schedcp.runtime import rpc
 from schedcp.runtime.config import load_settings
-from schedcp.v1 import goal_pb2, policy_pb2, verdict_pb2, verifier_pb2, verifier_pb2_grpc
+from schedcp.v1 import cycle_pb2, goal_pb2, policy_pb2, verdict_pb2, verifier_pb2, verifier_pb2_grpc
 from services.planner import generate, goals
 from services.planner.llm import LlmClient, Usage
 from tests.llm_server import reply, scripted_llm
@@ -53,6 +53,11 @@ def test_a_rejected_program_is_repaired_from_the_verifier_findings(services):
     artifact = result.verdict.artifact
     assert artifact.origin == policy_pb2.POLICY_ORIGIN_LLM_WRITTEN and artifact.sched_ext.object
     assert artifact.sched_ext.ops_name == "schedcp_gen_boost"
+    # What the cycle lists as its candidate: the program as written, on the `generate` path.
+    candidate = result.candidate
+    assert (candidate.path, candidate.artifact.name, candidate.rationale) == (
+        cycle_pb2.SYNTHESIS_PATH_GENERATE, "gen-boost", "fifo, fixed")
+    assert candidate.artifact.sched_ext.source == FIFO
 
 
 def test_generation_stops_after_its_rounds_with_nothing_unverified(services):

@@ -11,6 +11,7 @@ import time
 import grpc
 import pytest
 
+from schedcp.cli.main import _artifact_from_file, _verify_source
 from schedcp.domain import artifacts, native_policies, policies, verdicts
 from schedcp.runtime import rpc
 from schedcp.runtime.bus import Bus
@@ -143,3 +144,13 @@ def test_get_verdict_names_what_is_missing(verifier):
             call(verifier, lambda ch, v=verdict_id: verifier_pb2_grpc.VerifierServiceStub(ch).GetVerdict(
                 verifier_pb2.GetVerdictRequest(verdict_id=v)))
         assert caught.value.code() == code
+
+
+def test_schedcp_verify_says_whose_policy_it_checks(tmp_path):
+    source = policies.source_of(FIFO).read_text()
+    own = tmp_path / "mine.bpf.c"
+    own.write_text(source)
+    library = _artifact_from_file(*_verify_source("fifo"), "", [])
+    mine = _artifact_from_file(*_verify_source(str(own)), "mine", [])
+    assert (library.origin, mine.origin) == (policy_pb2.POLICY_ORIGIN_LIBRARY, policy_pb2.POLICY_ORIGIN_OPERATOR)
+    assert library.sched_ext.source == mine.sched_ext.source == source

@@ -198,7 +198,7 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    artifact = _artifact_from_file(_verify_source(args.file), args.name, args.param)
+    artifact = _artifact_from_file(*_verify_source(args.file), args.name, args.param)
     request = verifier_pb2.VerifyRequest(artifact=artifact, no_cache=args.no_cache)
 
     async def run() -> verdict_pb2.Verdict:
@@ -225,25 +225,26 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if verdict.claims.approved else EXIT_FAILED
 
 
-def _verify_source(argument: str) -> Path:
-    """A file, or a sched_ext policy of the installed library by name (no checkout needed)."""
+def _verify_source(argument: str) -> tuple[Path, int]:
+    """A file (the operator's own policy), or a sched_ext policy of the installed library by
+    name (no checkout needed); with the artifact's origin."""
     path = Path(argument)
     if path.exists() or "/" in argument or "." in argument:
-        return path
+        return path, policy_pb2.POLICY_ORIGIN_OPERATOR
     library = {meta.name: meta for meta in policies.library() if meta.kind == "sched_ext"}
     if argument not in library:
         raise InvalidArgument(f"{argument!r} is neither a file nor a sched_ext policy of the library "
                               f"({', '.join(sorted(library))})")
-    return policies.source_of(library[argument])
+    return policies.source_of(library[argument]), policy_pb2.POLICY_ORIGIN_LIBRARY
 
 
-def _artifact_from_file(path: Path, name: str, items: list[str]) -> policy_pb2.PolicyArtifact:
+def _artifact_from_file(path: Path, origin: int, name: str, items: list[str]) -> policy_pb2.PolicyArtifact:
     """A .bpf.c file as a sched_ext artifact with --param values, or a NativePolicy in JSON."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
-    artifact = policy_pb2.PolicyArtifact(name=name)
+    artifact = policy_pb2.PolicyArtifact(name=name, origin=origin)
     if path.suffix == ".json":
         try:
             json_format.Parse(text, artifact.native)

@@ -24,10 +24,11 @@ from schedcp.v1 import goal_pb2
 LIBRARY = DATA / "policies"
 _NAME = r"^[a-z][a-z0-9_]{0,47}$"
 GoalWord = Literal["latency", "throughput", "makespan", "fairness"]
-# How a policy's metadata names the objectives it serves.
+# How a policy's metadata names the objectives it serves. "fairness" only describes a policy:
+# no goal asks for it (there is no fairness objective).
 GOAL_WORDS: dict[int, GoalWord] = {
     goal_pb2.OBJECTIVE_TAIL_LATENCY: "latency", goal_pb2.OBJECTIVE_THROUGHPUT: "throughput",
-    goal_pb2.OBJECTIVE_MAKESPAN: "makespan", goal_pb2.OBJECTIVE_FAIRNESS: "fairness"}
+    goal_pb2.OBJECTIVE_MAKESPAN: "makespan"}
 
 
 class Parameter(BaseModel):

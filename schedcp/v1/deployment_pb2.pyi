@@ -33,7 +33,6 @@ class OutcomeResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_RESULT_KEPT: _ClassVar[OutcomeResult]
     OUTCOME_RESULT_ROLLED_BACK: _ClassVar[OutcomeResult]
     OUTCOME_RESULT_EJECTED: _ClassVar[OutcomeResult]
-    OUTCOME_RESULT_FAILED: _ClassVar[OutcomeResult]
 
 class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -58,7 +57,6 @@ OUTCOME_RESULT_UNSPECIFIED: OutcomeResult
 OUTCOME_RESULT_KEPT: OutcomeResult
 OUTCOME_RESULT_ROLLED_BACK: OutcomeResult
 OUTCOME_RESULT_EJECTED: OutcomeResult
-OUTCOME_RESULT_FAILED: OutcomeResult
 AUDIT_ACTION_UNSPECIFIED: AuditAction
 AUDIT_ACTION_DEPLOY: AuditAction
 AUDIT_ACTION_KEEP: AuditAction

@@ -14,21 +14,17 @@ class Objective(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBJECTIVE_TAIL_LATENCY: _ClassVar[Objective]
     OBJECTIVE_THROUGHPUT: _ClassVar[Objective]
     OBJECTIVE_MAKESPAN: _ClassVar[Objective]
-    OBJECTIVE_FAIRNESS: _ClassVar[Objective]
 
 class Comparison(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     COMPARISON_UNSPECIFIED: _ClassVar[Comparison]
     COMPARISON_AT_LEAST: _ClassVar[Comparison]
-    COMPARISON_AT_MOST: _ClassVar[Comparison]
 OBJECTIVE_UNSPECIFIED: Objective
 OBJECTIVE_TAIL_LATENCY: Objective
 OBJECTIVE_THROUGHPUT: Objective
 OBJECTIVE_MAKESPAN: Objective
-OBJECTIVE_FAIRNESS: Objective
 COMPARISON_UNSPECIFIED: Comparison
 COMPARISON_AT_LEAST: Comparison
-COMPARISON_AT_MOST: Comparison
 
 class GuardConstraint(_message.Message):
     __slots__ = ("metric", "comparison", "ratio_to_baseline", "absolute", "description")

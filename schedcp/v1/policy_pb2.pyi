@@ -29,7 +29,6 @@ class ParamType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PARAM_TYPE_UNSPECIFIED: _ClassVar[ParamType]
     PARAM_TYPE_INT: _ClassVar[ParamType]
-    PARAM_TYPE_FLOAT: _ClassVar[ParamType]
     PARAM_TYPE_BOOL: _ClassVar[ParamType]
     PARAM_TYPE_STRING: _ClassVar[ParamType]
 
@@ -51,7 +50,6 @@ POLICY_ORIGIN_LLM_WRITTEN: PolicyOrigin
 POLICY_ORIGIN_OPERATOR: PolicyOrigin
 PARAM_TYPE_UNSPECIFIED: ParamType
 PARAM_TYPE_INT: ParamType
-PARAM_TYPE_FLOAT: ParamType
 PARAM_TYPE_BOOL: ParamType
 PARAM_TYPE_STRING: ParamType
 SCHED_POLICY_UNSPECIFIED: SchedPolicy

@@ -26,7 +26,6 @@ class VerifyStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 class Severity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SEVERITY_UNSPECIFIED: _ClassVar[Severity]
-    SEVERITY_INFO: _ClassVar[Severity]
     SEVERITY_WARNING: _ClassVar[Severity]
     SEVERITY_ERROR: _ClassVar[Severity]
 VERIFY_STAGE_UNSPECIFIED: VerifyStage
@@ -37,7 +36,6 @@ VERIFY_STAGE_DYNAMIC: VerifyStage
 VERIFY_STAGE_NATIVE_CHECKS: VerifyStage
 VERIFY_STAGE_SIGN: VerifyStage
 SEVERITY_UNSPECIFIED: Severity
-SEVERITY_INFO: Severity
 SEVERITY_WARNING: Severity
 SEVERITY_ERROR: Severity
 

@@ -147,7 +147,6 @@ def compare(metric: common_pb2.MetricSpec, baseline: dict[str, float],
 
 
 def guard_holds(guard: goal_pb2.GuardConstraint, before: float, after: float) -> bool:
+    """A guard is a floor (COMPARISON_AT_LEAST): the metric keeps at least its bound."""
     bound = guard.ratio_to_baseline * before if guard.WhichOneof("bound") == "ratio_to_baseline" else guard.absolute
-    if guard.comparison == goal_pb2.COMPARISON_AT_MOST:
-        return after <= bound
     return after >= bound

@@ -1,16 +1,19 @@
 """Tune: one decision cycle on one host, as a stream of CycleEvents (also published on
 schedcp.cycle.<host>.<cycle>): observe -> goal -> candidates -> verify -> deploy (the host's
-executor runs the canary) -> result.
+executor runs the canary) -> learn -> result.
 
 Candidates are tried best first: one the verifier rejects is skipped for the next; the first
 one deployed ends the cycle, kept or rolled back by its canary (the executor publishes the
-Outcome the learner learns from). When no library policy passes on a sched_ext host and the
-openai provider is in use, the LLM writes a scheduler (generate.py), verified and repaired
-from the verifier's findings for a few rounds. A goal with no objective, or no candidate, ends
-the cycle with the reason, and so does a chosen policy that is already running on the host
-(the same verified artifact). A written program that passes is stored in the learner's
-repository, so later cycles can reuse it without the LLM. The whole cycle is one trace: the
-Tune span is the parent of every call.
+Outcome the learner learns from). When the deployment produced an Outcome (a judged canary,
+an ejection), the cycle waits, at most LEARN_WAIT_S, until the learner lists it as applied
+(History of the host) and says so in a learn event; a cycle without an outcome has no learn
+event. When no library policy passes on a sched_ext host and the openai provider is in use,
+the LLM writes a scheduler (generate.py), verified and repaired from the verifier's findings
+for a few rounds. A goal with no objective, or no candidate, ends the cycle with the reason,
+and so does a chosen policy that is already running on the host (the same verified artifact).
+A written program that passes is stored in the learner's repository, so later cycles can
+reuse it without the LLM. The whole cycle is one trace: the Tune span is the parent of every
+call.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ INTERRUPTED = ("interrupted before its result (the caller went away or the plann
                "already started goes on without the planner: the host's executor judges its canary and publishes "
                "the outcome for the learner (`schedcp history` shows it)")
 CLOSE_TIMEOUT_S = 5.0
+# How long a cycle waits for the learner to apply its deployment's outcome. The learner follows
+# the outcome stream with a durable consumer and applies one in milliseconds; this covers a busy
+# or restarting learner without holding the cycle (and its caller) long when the learner is
+# down: the outcome waits in its stream, and the learner applies it whenever it reads it.
+LEARN_WAIT_S = 10.0
 
 
 class Cycle:
@@ -161,6 +169,9 @@ class Cycle:
                 yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_RUNNING,
                                        f"generated program, round {number}: {summary}")
             if generation.verdict is not None:
+                yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
+                                       f"candidates: {generation.candidate.artifact.name} (written by the LLM)",
+                                       candidates=C.CandidateList(candidates=[generation.candidate]))
                 await self._planner.remember(generation.verdict, generation.rationale, goal)
                 async for event in self._deploy_and_report(cycle, host, generation.verdict, goal, profile):
                     yield event
@@ -181,7 +192,27 @@ class Cycle:
         async for event in self._deploy(host, verdict, goal, profile, cycle.cycle_id):
             last = event
             yield await cycle.emit(_stage_of(event), common_pb2.STAGE_STATUS_RUNNING, event.message, deployment=event)
+        if _outcome_published(last):
+            async for event in self._learn(cycle, last.deployment):
+                yield event
         yield await cycle.emit(C.CYCLE_STAGE_RESULT, *_result(name, last), deployment=last)
+
+    async def _learn(self, cycle: _CycleEvents, deployment: deployment_pb2.Deployment):
+        """Wait (at most LEARN_WAIT_S) until the learner has applied the deployment's outcome.
+        Not confirmed in time is not a failure of the cycle: the learner applies the outcome
+        when it reads it from its stream (RUNNING says the planner stopped waiting)."""
+        yield await cycle.emit(C.CYCLE_STAGE_LEARN, common_pb2.STAGE_STATUS_STARTED,
+                               f"waiting for the learner to apply the outcome of deployment {deployment.deployment_id}")
+        outcome, why = await self._planner.applied_outcome(deployment.host_id, deployment.deployment_id,
+                                                           LEARN_WAIT_S)
+        if outcome is not None:
+            yield await cycle.emit(C.CYCLE_STAGE_LEARN, common_pb2.STAGE_STATUS_SUCCEEDED, _learned(outcome),
+                                   outcome=outcome)
+            return
+        yield await cycle.emit(C.CYCLE_STAGE_LEARN, common_pb2.STAGE_STATUS_RUNNING,
+                               f"the learner has not confirmed the outcome of deployment {deployment.deployment_id} "
+                               f"within {LEARN_WAIT_S:g} s{f' ({why})' if why else ''}; the learner applies it when "
+                               "it reads it from the outcome stream")
 
     async def _verify(self, artifact: policy_pb2.PolicyArtifact,
                       host: host_pb2.HostRegistration) -> verdict_pb2.Verdict:
@@ -237,6 +268,27 @@ def canary_for(goal: goal_pb2.OptimizationGoal, window_s: float) -> deployment_p
 def _stage_of(event: deployment_pb2.DeploymentEvent) -> int:
     measuring = (deployment_pb2.DEPLOYMENT_STATE_BASELINE, deployment_pb2.DEPLOYMENT_STATE_CANARY)
     return C.CYCLE_STAGE_MEASURE if event.deployment.state in measuring else C.CYCLE_STAGE_DEPLOY
+
+
+def _outcome_published(last: deployment_pb2.DeploymentEvent | None) -> bool:
+    """Whether the executor published an Outcome for the deployment that ended so: it does for
+    a judged canary (kept or rolled back, with its measurements) and for an ejection; not for a
+    refusal, a failure, a deployment cancelled before its judgement or one kept with nothing to
+    measure (docs/executor.md)."""
+    if last is None:
+        return False
+    state = last.deployment.state
+    judged = state in (deployment_pb2.DEPLOYMENT_STATE_KEPT, deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK)
+    return state == deployment_pb2.DEPLOYMENT_STATE_EJECTED or (judged and bool(last.metrics))
+
+
+def _learned(outcome: deployment_pb2.Outcome) -> str:
+    """`the learner applied outcome d1-kept: batch_idle_cgroup kept, improvement of runq_latency_p99_us +93 %`."""
+    result = deployment_pb2.OutcomeResult.Name(outcome.result).removeprefix("OUTCOME_RESULT_").lower()
+    told = f"the learner applied outcome {outcome.outcome_id}: {outcome.policy_name} {result.replace('_', ' ')}"
+    if outcome.HasField("success"):
+        told += f", improvement of {outcome.success.metric.name} {100 * outcome.success.improvement:+.0f} %"
+    return told
 
 
 def _result(name: str, last: deployment_pb2.DeploymentEvent | None) -> tuple[int, str]:

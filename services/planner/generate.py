@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schedcp.domain import policies
-from schedcp.v1 import goal_pb2, policy_pb2, profile_pb2, verdict_pb2
+from schedcp.v1 import cycle_pb2, goal_pb2, policy_pb2, profile_pb2, verdict_pb2
 from services.planner.llm import LlmClient, LlmUnavailable, Usage, prompt, short_error
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,13 @@ class CodeProposal(BaseModel):
 
 @dataclass
 class Generation:
-    """The verified artifact when a round succeeded, and what each round's verdict said."""
+    """The verified artifact when a round succeeded (and the program as a candidate of the
+    `generate` path), and what each round's verdict said."""
 
     verdict: verdict_pb2.Verdict | None = None
     rounds: list[str] = field(default_factory=list)
     rationale: str = ""
+    candidate: cycle_pb2.Candidate | None = None
 
 
 Verify = Callable[[policy_pb2.PolicyArtifact], Awaitable[verdict_pb2.Verdict]]
@@ -79,13 +81,16 @@ class Generator:
                 messages.append({"role": "user", "content": f"That reply is invalid: {short_error(exc)}. Answer "
                                                             "again with JSON that matches the schema."})
                 continue
-            verdict = await self._verify(policy_pb2.PolicyArtifact(
+            artifact = policy_pb2.PolicyArtifact(
                 name=proposal.name.replace("_", "-"), kind=policy_pb2.POLICY_KIND_SCHED_EXT,
                 origin=policy_pb2.POLICY_ORIGIN_LLM_WRITTEN,
-                sched_ext=policy_pb2.SchedExtProgram(source=proposal.source)))
+                sched_ext=policy_pb2.SchedExtProgram(source=proposal.source))
+            verdict = await self._verify(artifact)
             result.rounds.append(verdict.summary)
             if verdict.claims.approved:
                 result.verdict, result.rationale = verdict, proposal.rationale
+                result.candidate = cycle_pb2.Candidate(artifact=artifact, path=cycle_pb2.SYNTHESIS_PATH_GENERATE,
+                                                       rationale=proposal.rationale)
                 return result
             messages.append({"role": "user", "content": "The verifier rejected it:\n" + findings_text(verdict)
                              + "\nFix these problems and answer again with the whole program."})

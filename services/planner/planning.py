@@ -5,11 +5,14 @@ Cheapest first: when the learner has a kept outcome for a workload this similar,
 operator intent and every group it named still present, its goal is reused as it was (no goal
 inference, no LLM call) and its policy leads the candidates; otherwise the goal provider
 decides. Repository policies that are not in the library (LLM-written ones the learner has
-good outcomes for) join the candidates with their stored artifact."""
+good outcomes for) join the candidates with their stored artifact. For Tune's learn stage, the
+learner's History says when it has applied a deployment's outcome (`applied_outcome`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 
 import grpc
@@ -24,6 +27,7 @@ from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from schedcp.v1 import (
     cycle_pb2,
+    deployment_pb2,
     goal_pb2,
     host_pb2,
     learner_pb2,
@@ -42,6 +46,11 @@ from services.planner.llm import LlmClient, OpenAIGoals, Usage
 log = logging.getLogger(__name__)
 OBSERVE_WINDOW_S = 2.0
 PROVIDERS = ("rules", "openai")
+# While a cycle waits for its outcome to be applied, the learner is asked this often, for the
+# host's newest outcomes: one deployment runs at a time on a host and the cycle asks right
+# after its deployment ended, so its outcome is among the first few.
+LEARNER_POLL_S = 0.2
+HOST_OUTCOMES = 10
 
 
 class Planner:
@@ -162,6 +171,32 @@ class Planner:
         except grpc.aio.AioRpcError as exc:
             log.warning("could not store %s in the repository (%s: %s)", artifact.name, exc.code().name,
                         exc.details())
+
+    async def applied_outcome(self, host_id: str, deployment_id: str,
+                              wait_s: float) -> tuple[deployment_pb2.Outcome | None, str]:
+        """The deployment's Outcome once the learner has applied it (History lists only applied
+        outcomes), asked every LEARNER_POLL_S for at most `wait_s`; else None and, when the last
+        ask failed, why."""
+        request = learner_pb2.LearnerHistoryRequest(host_id=host_id, limit=HOST_OUTCOMES)
+        deadline = time.monotonic() + wait_s
+        why = ""
+        async with rpc.channel(self._learner_addr, self._rpc_timeout_s) as channel:
+            stub = learner_pb2_grpc.LearnerServiceStub(channel)
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    history = await stub.History(request, timeout=min(self._rpc_timeout_s, max(left, LEARNER_POLL_S)))
+                    why = ""
+                except grpc.aio.AioRpcError as exc:
+                    why = f"the learner could not be asked: {exc.code().name}: {(exc.details() or '').split(';')[0]}"
+                else:
+                    found = next((o for o in history.outcomes if o.deployment_id == deployment_id), None)
+                    if found is not None:
+                        return found, ""
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None, why
+                await asyncio.sleep(min(LEARNER_POLL_S, left))
 
     def check_provider(self, provider: str) -> None:
         if provider not in ("", *PROVIDERS):

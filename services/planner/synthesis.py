@@ -112,6 +112,8 @@ def _sched_ext(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal, improvemen
         artifact.parameters["long_comm"].string_value = comm
         artifact.parameters["max_lead_ms"].int_value = KNOWN_LONG_JOB_LEAD_MS
         why += f" {comm!r} is the long job."
+    if artifact.parameters:  # chosen here, for this goal: no longer the library's defaults
+        artifact.origin = policy_pb2.POLICY_ORIGIN_TUNED
     return cycle_pb2.Candidate(artifact=artifact, path=cycle_pb2.SYNTHESIS_PATH_TUNE,
                                expected_improvement=improvement, confidence=confidence, rationale=why)
 
