@@ -57,8 +57,9 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 10.0) -
 
 # ---- nginx and wrk -------------------------------------------------------------------------
 
-# Workers run as the bench's own user (as root, nginx would switch them to `nobody`, who cannot
-# read the bench's private directory).
+# reuseport: the kernel spreads connections over the workers (without it one worker can take
+# them all and be CPU bound while the others sleep). Workers run as the bench's own user (as
+# root, nginx would switch them to `nobody`, who cannot read the bench's private directory).
 NGINX_CONF = """daemon off;
 user {user};
 master_process on;
@@ -71,7 +72,8 @@ http {{
   default_type text/plain;
   client_body_temp_path {root}/tmp/body; proxy_temp_path {root}/tmp/proxy;
   fastcgi_temp_path {root}/tmp/fastcgi; uwsgi_temp_path {root}/tmp/uwsgi; scgi_temp_path {root}/tmp/scgi;
-  server {{ listen 127.0.0.1:{port}; root {root}/www; gzip {gzip}; gzip_comp_level 6; gzip_types text/plain; }}
+  server {{ listen 127.0.0.1:{port} reuseport; root {root}/www;
+            gzip {gzip}; gzip_comp_level 6; gzip_types text/plain; }}
 }}
 """
 # Per request, wrk's connection waits this long before its next one: a paced client population

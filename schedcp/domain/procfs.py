@@ -156,6 +156,51 @@ def read_schedstat(pid: int, tid: int) -> tuple[int, int, int] | None:
     return int(cpu_ns), int(run_delay_ns), int(runs)
 
 
+TCP_LISTEN = "0A"
+UNIX_ACCEPTCON = 0x10000
+
+
+def parse_listening(tcp: bytes, unix: bytes) -> set[int]:
+    """Socket inodes that accept connections: TCP sockets in LISTEN (/proc/net/tcp, tcp6) and
+    unix stream sockets flagged __SO_ACCEPTCON (/proc/net/unix)."""
+    inodes = set()
+    for line in tcp.decode(errors="replace").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[3] == TCP_LISTEN:
+            inodes.add(int(fields[9]))
+    for line in unix.decode(errors="replace").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 6 and int(fields[3], 16) & UNIX_ACCEPTCON:
+            inodes.add(int(fields[6]))
+    inodes.discard(0)
+    return inodes
+
+
+def serves(pids: list[int]) -> bool:
+    """Whether one of the processes holds a socket that accepts connections: it serves requests.
+    Read in the first process's network namespace; only root sees other users' descriptors."""
+    if not pids:
+        return False
+    net = f"{PROC}/{pids[0]}/net"
+    tcp = b"".join(read_bytes(f"{net}/{name}") or b"" for name in ("tcp", "tcp6"))
+    listening = parse_listening(tcp, read_bytes(f"{net}/unix") or b"")
+    if not listening:
+        return False
+    for pid in pids:
+        try:
+            names = os.listdir(f"{PROC}/{pid}/fd")
+        except OSError:
+            continue
+        for name in names:
+            try:
+                target = os.readlink(f"{PROC}/{pid}/fd/{name}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and int(target[8:-1]) in listening:
+                return True
+    return False
+
+
 def host_cpu_idle_s() -> float:
     """CPU seconds all CPUs spent idle (or waiting for I/O) since boot (/proc/stat).
 

@@ -15,6 +15,9 @@ from schedcp.v1 import common_pb2, profile_pb2
 from services.observer.sampling import ThreadActivity, Window, latency_of
 
 NS = 1e9
+# Whether a group serves requests is looked up (its descriptors read) only when it uses at least
+# this share of the host's CPU: idle daemons that listen do not need it, and the scan costs.
+SERVES_MIN_CPU_SHARE = 0.01
 
 
 @dataclass
@@ -110,6 +113,8 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
         cpu_per_wakeup_us=cpu_ns / 1000 / max(wakeups, 1),
         wait_share=wait_ns / (cpu_ns + wait_ns) if cpu_ns + wait_ns else 0.0,
         **_lifetimes(group, window),
+        serves=cpu_ns / NS >= SERVES_MIN_CPU_SHARE * duration * window.num_cpus
+        and procfs.serves(list(group.processes)),
     )
 
 
