@@ -73,9 +73,15 @@ def test_a_latency_group_beside_batch_work_is_protected():
     assert [m.comm for m in goal.target_groups] == ["nginx"]
     assert goal.success_metric.name == "runq_latency_p99_us"
     assert goal.success_metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER
+    # The trade-off the guard states: nginx takes the CPU it needs, ffmpeg the rest, and together
+    # they keep 90 % of what they used (not "ffmpeg keeps what it had while nginx starved").
     (guard,) = goal.guards
-    assert [m.comm for m in guard.metric.groups] == ["ffmpeg"] and guard.ratio_to_baseline == 0.9
+    assert [m.comm for m in guard.metric.groups] == ["nginx", "ffmpeg"] and guard.ratio_to_baseline == 0.9
+    assert [m.comm for m in synthesis.others(goal)] == ["ffmpeg"]
     assert "p99 3500 us for nginx" in goal.rationale and "4.0 CPUs" in goal.rationale
+    keep = goals.infer(profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0)),
+                       intent="lower nginx's p99 but keep the batch's throughput")
+    assert [m.comm for m in keep.guards[0].metric.groups] == ["ffmpeg"]
 
 
 def test_contended_batch_alone_asks_for_throughput_and_a_quiet_host_for_nothing():

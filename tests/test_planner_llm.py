@@ -34,7 +34,7 @@ def test_a_valid_structured_reply_becomes_the_goal(spans):
     goal, usage, requests = infer([reply(GOOD, 150, 50)])
     assert goal.provider == "openai" and goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY
     assert [m.comm for m in goal.target_groups] == ["nginx"] and goal.rationale == "nginx waits behind ffmpeg"
-    assert [m.comm for m in goal.guards[0].metric.groups] == ["ffmpeg"]
+    assert [m.comm for m in goal.guards[0].metric.groups] == ["nginx", "ffmpeg"]
     assert (usage.calls, usage.input_tokens, usage.output_tokens) == (1, 150, 50)
     assert usage.cost_usd == pytest.approx((150 * 0.15 + 50 * 0.6) / 1e6)
     sent = requests[0]

@@ -2,9 +2,11 @@
 schedcp.cycle.<host>.<cycle>): observe -> goal -> candidates -> verify -> deploy (the host's
 executor runs the canary) -> learn -> result.
 
-Candidates are tried best first: one the verifier rejects is skipped for the next; the first
-one deployed ends the cycle, kept or rolled back by its canary (the executor publishes the
-Outcome the learner learns from). When the deployment produced an Outcome (a judged canary,
+Candidates are tried best first, at most MAX_CANDIDATES_TRIED of them: one the verifier
+rejects is skipped for the next, and so is one whose canary rolled back (it measured that the
+policy does not help here, and which library policy wins has to be measured); the first one
+kept ends the cycle (the executor publishes each canary's Outcome, the learner learns from
+both). A policy the operator chose is tried alone. When the deployment produced an Outcome (a judged canary,
 an ejection), the cycle waits, at most LEARN_WAIT_S, until the learner lists it as applied
 (History of the host) and says so in a learn event; a cycle without an outcome has no learn
 event. When no library policy passes on a sched_ext host and the openai provider is in use,
@@ -150,16 +152,32 @@ class Cycle:
         names = ", ".join(c.artifact.name for c in found.candidates) or "none"
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED, f"candidates: {names}",
                                candidates=found)
+        judged: deployment_pb2.DeploymentEvent | None = None
         for candidate in found.candidates[:MAX_CANDIDATES_TRIED]:
             yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_STARTED,
                                    f"verifying {candidate.artifact.name}")
             verdict = await self._verify(candidate.artifact, host)
             status = common_pb2.STAGE_STATUS_SUCCEEDED if verdict.claims.approved else common_pb2.STAGE_STATUS_FAILED
             yield await cycle.emit(C.CYCLE_STAGE_VERIFY, status, verdict.summary, verdict=verdict)
-            if verdict.claims.approved:
-                async for event in self._deploy_and_report(cycle, host, verdict, goal, profile):
-                    yield event
+            if not verdict.claims.approved:
+                continue
+            if judged is None and (skipped := await self._already_running(cycle, host, verdict)):
+                yield skipped
                 return
+            async for event in self._canary(cycle, host, verdict, goal, profile):
+                yield event
+            judged = cycle.deployed
+            # A canary that rolled back measured that this policy does not help here; the next
+            # candidate may (which one wins is measured, not assumed). An operator's choice is
+            # tried alone.
+            if request.policy or not _rolled_back(judged):
+                break
+            yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_RUNNING,
+                                   f"{verdict.artifact.name} rolled back: trying the next candidate")
+        if judged is not None:
+            yield await cycle.emit(C.CYCLE_STAGE_RESULT, *_result(judged.deployment.policy_name, judged),
+                                   deployment=judged)
+            return
         if self._planner.provider_of(request.provider) == "openai" and "sched_ext" in host.facts.backends:
             yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_RUNNING,
                                    "no library policy passed: the LLM writes one (verified, repaired from findings)")
@@ -181,21 +199,34 @@ class Cycle:
 
     async def _deploy_and_report(self, cycle: _CycleEvents, host: host_pb2.HostRegistration,
                                  verdict: verdict_pb2.Verdict, goal: goal_pb2.OptimizationGoal, profile):
-        name = verdict.artifact.name
-        running = await self._running(host)
-        if running is not None and running.artifact_digest == verdict.artifact.digest:
-            yield await cycle.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_SKIPPED,
-                                   f"{name} is already running on this host (deployment {running.deployment_id}): "
-                                   "nothing to change")
+        if skipped := await self._already_running(cycle, host, verdict):
+            yield skipped
             return
-        last = None
+        async for event in self._canary(cycle, host, verdict, goal, profile):
+            yield event
+        yield await cycle.emit(C.CYCLE_STAGE_RESULT, *_result(verdict.artifact.name, cycle.deployed),
+                               deployment=cycle.deployed)
+
+    async def _already_running(self, cycle: _CycleEvents, host: host_pb2.HostRegistration,
+                               verdict: verdict_pb2.Verdict) -> cycle_pb2.CycleEvent | None:
+        """When the verified artifact is what the host runs already, the cycle's RESULT (it ends)."""
+        running = await self._running(host)
+        if running is None or running.artifact_digest != verdict.artifact.digest:
+            return None
+        return await cycle.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_SKIPPED,
+                                f"{verdict.artifact.name} is already running on this host (deployment "
+                                f"{running.deployment_id}): nothing to change")
+
+    async def _canary(self, cycle: _CycleEvents, host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,
+                      goal: goal_pb2.OptimizationGoal, profile):
+        """Deploy as a canary and wait for the learner; the last deployment event is `cycle.deployed`."""
+        cycle.deployed = None
         async for event in self._deploy(host, verdict, goal, profile, cycle.cycle_id):
-            last = event
+            cycle.deployed = event
             yield await cycle.emit(_stage_of(event), common_pb2.STAGE_STATUS_RUNNING, event.message, deployment=event)
-        if _outcome_published(last):
-            async for event in self._learn(cycle, last.deployment):
+        if _outcome_published(cycle.deployed):
+            async for event in self._learn(cycle, cycle.deployed.deployment):
                 yield event
-        yield await cycle.emit(C.CYCLE_STAGE_RESULT, *_result(name, last), deployment=last)
 
     async def _learn(self, cycle: _CycleEvents, deployment: deployment_pb2.Deployment):
         """Wait (at most LEARN_WAIT_S) until the learner has applied the deployment's outcome.
@@ -282,6 +313,10 @@ def _outcome_published(last: deployment_pb2.DeploymentEvent | None) -> bool:
     return state == deployment_pb2.DEPLOYMENT_STATE_EJECTED or (judged and bool(last.metrics))
 
 
+def _rolled_back(last: deployment_pb2.DeploymentEvent | None) -> bool:
+    return last is not None and last.deployment.state == deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK
+
+
 def _learned(outcome: deployment_pb2.Outcome) -> str:
     """`the learner applied outcome d1-kept: batch_idle_cgroup kept, improvement of runq_latency_p99_us +93 %`."""
     result = deployment_pb2.OutcomeResult.Name(outcome.result).removeprefix("OUTCOME_RESULT_").lower()
@@ -309,6 +344,8 @@ class _CycleEvents:
         self._host_id = host_id
         self._bus = bus
         self.usage = Usage()
+        # The last event of the deployment the cycle is canarying (or canaried last).
+        self.deployed: deployment_pb2.DeploymentEvent | None = None
         self._stage, self._stage_started = C.CYCLE_STAGE_UNSPECIFIED, time.monotonic()
         # Its result is on the stream: the record is closed.
         self.ended = False

@@ -1,12 +1,20 @@
-"""Goal inference, `rules` provider: deterministic, no key, from the profile's classes.
+"""Goal inference, `rules` provider: deterministic, no key, from the profile's classes and what
+its groups are (services that accept connections, batches of jobs started together).
 
-- latency-sensitive groups share the host with batch groups -> protect the latency groups'
-  p99 run-queue wait, guarding the batch groups' CPU share (>= 90 % of before);
-- batch groups only, contending for the CPUs (demand above capacity) -> throughput;
+- latency-sensitive work shares the host with batch work -> protect the latency groups' p99
+  run-queue wait; the guard is the real trade-off: the service takes the CPU it needs and the
+  batch the rest, so together they keep >= 90 % of the CPU they used (no CPU idles while work
+  waits), not "the batch keeps what it had while it starved the service";
+- latency-sensitive groups contending among themselves (more demand than CPUs, no batch to
+  demote: an over-subscribed service) -> their p99 run-queue wait, guarding their CPU share;
+- a batch of jobs (many processes of one program, started together or one after another), or
+  batch groups, contending for the CPUs -> throughput: CPU work done per second, or for jobs
+  that sleep and wake for messages, wakeups per second;
 - otherwise nothing worth changing: a goal with no objective and the reason.
 
 An operator's intent narrows it: a group named in it becomes the target, and "throughput",
-"latency"/"p99" or "makespan" picks the objective.
+"latency"/"p99" or "makespan" picks the objective; "keep the batch" asks for the old guard (the
+batch keeps 90 % of its own CPU share).
 """
 
 from __future__ import annotations
@@ -18,68 +26,131 @@ from schedcp.v1 import common_pb2, goal_pb2, profile_pb2
 MIN_CONFIDENCE = 0.5
 LATENCY_MIN_IMPROVEMENT = 0.2
 THROUGHPUT_MIN_IMPROVEMENT = 0.05
-BATCH_GUARD_RATIO = 0.9
+GUARD_RATIO = 0.9
+# Demand (CPU + run-queue wait, in CPUs) above capacity by this factor is contention.
+CONTENDED = 1.05
+# A batch of jobs: this many processes of one program at least, all started within a few
+# seconds of each other and recently, or new ones starting all the time. A service (it accepts
+# connections) is never one.
+JOB_MIN_PROCESSES = 3
+JOB_START_SPREAD_S = 10.0
+JOB_MAX_AGE_S = 120.0
+JOB_SPAWNS_PER_S = 0.5
 LATENCY = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE
 BATCH = profile_pb2.WORKLOAD_CLASS_BATCH
 _OBJECTIVE_WORDS = ((goal_pb2.OBJECTIVE_THROUGHPUT, r"throughput|faster batch|more work"),
                     (goal_pb2.OBJECTIVE_MAKESPAN, r"makespan|finish sooner|finish faster"),
                     (goal_pb2.OBJECTIVE_TAIL_LATENCY, r"latency|p99|tail|responsive"))
+_KEEP_BATCH = r"keep(ing)? (the )?batch('s)?( (throughput|share|cpu( share)?))?"
 
 
 def infer(profile: profile_pb2.WorkloadProfile, intent: str = "") -> goal_pb2.OptimizationGoal:
-    latency = _confident(profile, LATENCY)
-    batch = _confident(profile, BATCH)
+    jobs = [g for g in profile.groups if is_job_batch(g) and _confident_in_any(g)]
+    latency = [g for g in _confident(profile, LATENCY) if g not in jobs]
+    batch = [g for g in _confident(profile, BATCH) if g not in jobs]
     named = [g for g in profile.groups if intent and re.search(rf"\b{re.escape(g.name)}\b", intent, re.I)]
-    objective = _objective_in(intent)
-    if named and objective != goal_pb2.OBJECTIVE_THROUGHPUT:
+    # "keep the batch's throughput" states a guard, not the objective.
+    objective = _objective_in(re.sub(_KEEP_BATCH, "", intent, flags=re.I))
+    if named and objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_TAIL_LATENCY):
         latency = named
-        batch = [g for g in batch if g not in named]
+        batch, jobs = [g for g in batch if g not in named], [g for g in jobs if g not in named]
     elif named:
-        batch = named
-    if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_TAIL_LATENCY) and latency and batch:
-        return protect_latency(latency, batch, intent)
-    if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_THROUGHPUT) and batch \
-            and _contended(profile, batch):
-        return throughput(batch, profile, intent)
+        latency, batch, jobs = [g for g in latency if g not in named], [], named
+    wants_latency = objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_TAIL_LATENCY)
+    if wants_latency and latency and (batch or jobs):
+        return protect_latency(latency, batch + jobs, intent)
+    if wants_latency and latency and _contended(profile, latency):
+        return oversubscribed(latency, profile, intent)
+    work = jobs + batch
+    if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_THROUGHPUT) and work \
+            and _contended(profile, work):
+        return throughput(work, profile, intent)
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_UNSPECIFIED, provider="rules", intent=intent, confidence=1.0,
-        rationale=_nothing_to_do(profile, latency, batch, objective))
+        rationale=_nothing_to_do(profile, latency, work, objective))
 
 
-def protect_latency(latency: list, batch: list, intent: str) -> goal_pb2.OptimizationGoal:
-    """Protect the latency groups' p99 run-queue wait from the batch groups, guarding their CPU."""
+def is_job_batch(group: profile_pb2.WorkloadGroup) -> bool:
+    """Many processes of one program started together (recently, within seconds of each other)
+    or a steady stream of new ones: jobs that run to completion, not a service."""
+    f = group.features
+    if f.serves:
+        return False
+    together = (f.processes >= JOB_MIN_PROCESSES and f.start_spread_s <= JOB_START_SPREAD_S
+                and f.median_age_s <= JOB_MAX_AGE_S)
+    return together or f.spawns_per_s >= JOB_SPAWNS_PER_S
+
+
+def protect_latency(latency: list, others: list, intent: str) -> goal_pb2.OptimizationGoal:
+    """Protect the latency groups' p99 run-queue wait from the other work; guard the CPU they
+    use together (or, when the intent asks, the other work's own share)."""
     worst = max(latency, key=lambda g: g.features.runq_latency.p99_us)
-    cpus = sum(g.features.demand for g in batch)
+    cpus = sum(g.features.demand for g in others)
+    keep_batch = bool(re.search(_KEEP_BATCH, intent, re.I))
+    guard = _own_share_guard(others) if keep_batch else _shared_guard(latency, others)
     goal = goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_TAIL_LATENCY, target_groups=[g.matcher for g in latency],
         success_metric=_metric("runq_latency_p99_us", latency, common_pb2.DIRECTION_LOWER_IS_BETTER),
         min_improvement=LATENCY_MIN_IMPROVEMENT, intent=intent, provider="rules",
-        confidence=min(g.classification.confidence for g in [*latency, *batch]),
-        rationale=(f"{_names(latency)} wake often and wait to run (p99 {worst.features.runq_latency.p99_us:.0f} us "
-                   f"for {worst.name}) behind {_names(batch)}, which want {cpus:.1f} CPUs: protect "
-                   f"{'its' if len(latency) == 1 else 'their'} p99 run-queue wait, keeping at least "
-                   f"{BATCH_GUARD_RATIO:.0%} of the batch CPU share"))
-    goal.guards.append(_batch_guard(batch))
+        confidence=min(_confidence(g) for g in [*latency, *others]),
+        rationale=(f"{_names(latency)} {_how(latency)} and wait to run (p99 {worst.features.runq_latency.p99_us:.0f} "
+                   f"us for {worst.name}) behind {_names(others)}, which want {cpus:.1f} CPUs: protect "
+                   f"{'its' if len(latency) == 1 else 'their'} p99 run-queue wait; {guard.description}"))
+    goal.guards.append(guard)
     return goal
 
 
-def throughput(batch: list, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
-    """More CPU work per second for the batch groups."""
-    demand = sum(g.features.demand for g in batch)
+def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
+    """Latency groups that want more CPU than there is, with nothing to demote: their p99
+    run-queue wait, without losing the CPU work they get done."""
+    demand = sum(g.features.demand for g in latency)
+    worst = max(latency, key=lambda g: g.features.runq_latency.p99_us)
+    guard = goal_pb2.GuardConstraint(
+        metric=_metric("cpu_share", latency, common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
+        description=f"{_names(latency)} keep at least {GUARD_RATIO:.0%} of their CPU share (no work lost)")
     return goal_pb2.OptimizationGoal(
-        objective=goal_pb2.OBJECTIVE_THROUGHPUT, target_groups=[g.matcher for g in batch],
-        success_metric=_metric("cpu_share", batch, common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        objective=goal_pb2.OBJECTIVE_TAIL_LATENCY, target_groups=[g.matcher for g in latency],
+        success_metric=_metric("runq_latency_p99_us", latency, common_pb2.DIRECTION_LOWER_IS_BETTER),
+        min_improvement=LATENCY_MIN_IMPROVEMENT, intent=intent, provider="rules",
+        confidence=min(_confidence(g) for g in latency), guards=[guard],
+        rationale=(f"{_names(latency)} {_how(latency)} and want {demand:.1f} CPUs of "
+                   f"{profile.host.cpu.logical_cpus or '?'} with no batch to demote (p99 run-queue wait "
+                   f"{worst.features.runq_latency.p99_us:.0f} us for {worst.name}): an over-subscribed service; "
+                   f"lower its p99 run-queue wait, {guard.description}"))
+
+
+def throughput(work: list, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
+    """More work per second for batch groups or a batch of jobs: CPU work, or for jobs that wake
+    for messages rather than compute, wakeups (messages handled) per second."""
+    demand = sum(g.features.demand for g in work)
+    messaging = all(g.classification.workload_class == LATENCY for g in work)
+    metric = "wakeups_per_s" if messaging else "cpu_share"
+    what = "messages handled (wakeups) per second" if messaging else "CPU work done per second"
+    jobs = [g for g in work if is_job_batch(g)]
+    kind = f"a batch of jobs ({_names(jobs)}: {_job_evidence(jobs[0])})" if jobs else "only batch work"
+    return goal_pb2.OptimizationGoal(
+        objective=goal_pb2.OBJECTIVE_THROUGHPUT, target_groups=[g.matcher for g in work],
+        success_metric=_metric(metric, work, common_pb2.DIRECTION_HIGHER_IS_BETTER),
         min_improvement=THROUGHPUT_MIN_IMPROVEMENT, intent=intent, provider="rules",
-        confidence=min(g.classification.confidence for g in batch),
-        rationale=(f"only batch work contends ({_names(batch)} want {demand:.1f} CPUs of "
-                   f"{profile.host.cpu.logical_cpus or '?'}): more CPU work done per second"))
+        confidence=min(_confidence(g) for g in work),
+        rationale=(f"{kind} contends ({_names(work)} want {demand:.1f} CPUs of "
+                   f"{profile.host.cpu.logical_cpus or '?'}): more {what}"))
 
 
-def _batch_guard(batch: list) -> goal_pb2.GuardConstraint:
+def _shared_guard(latency: list, others: list) -> goal_pb2.GuardConstraint:
     return goal_pb2.GuardConstraint(
-        metric=_metric("cpu_share", batch, common_pb2.DIRECTION_HIGHER_IS_BETTER),
-        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=BATCH_GUARD_RATIO,
-        description=f"{_names(batch)} keep at least {BATCH_GUARD_RATIO:.0%} of their CPU share")
+        metric=_metric("cpu_share", [*latency, *others], common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
+        description=(f"{_names(latency)} and {_names(others)} together keep at least {GUARD_RATIO:.0%} of the CPU "
+                     "they used (the protected work takes what it needs, the rest goes to the others)"))
+
+
+def _own_share_guard(others: list) -> goal_pb2.GuardConstraint:
+    return goal_pb2.GuardConstraint(
+        metric=_metric("cpu_share", others, common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
+        description=f"{_names(others)} keep at least {GUARD_RATIO:.0%} of their CPU share")
 
 
 def _metric(name: str, groups: list, direction: int) -> common_pb2.MetricSpec:
@@ -91,8 +162,27 @@ def _confident(profile: profile_pb2.WorkloadProfile, workload_class: int) -> lis
             if g.classification.workload_class == workload_class and g.classification.confidence >= MIN_CONFIDENCE]
 
 
-def _contended(profile: profile_pb2.WorkloadProfile, batch: list) -> bool:
-    return sum(g.features.demand for g in batch) > max(1, profile.host.cpu.logical_cpus) * 1.05
+def _confident_in_any(group: profile_pb2.WorkloadGroup) -> bool:
+    return group.classification.workload_class in (LATENCY, BATCH) and group.classification.confidence >= MIN_CONFIDENCE
+
+
+def _confidence(group: profile_pb2.WorkloadGroup) -> float:
+    return group.classification.confidence or 1.0  # named by the operator: their word
+
+
+def _contended(profile: profile_pb2.WorkloadProfile, groups: list) -> bool:
+    return sum(g.features.demand for g in groups) > max(1, profile.host.cpu.logical_cpus) * CONTENDED
+
+
+def _how(groups: list) -> str:
+    return "serve requests" if any(g.features.serves for g in groups) else "wake often for short work"
+
+
+def _job_evidence(group: profile_pb2.WorkloadGroup) -> str:
+    f = group.features
+    if f.spawns_per_s >= JOB_SPAWNS_PER_S:
+        return f"{f.spawns_per_s:.1f} new processes per second"
+    return f"{f.processes} processes started within {f.start_spread_s:.0f} s of each other"
 
 
 def _objective_in(intent: str) -> int:
@@ -107,11 +197,13 @@ def _names(groups: list) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def _nothing_to_do(profile, latency: list, batch: list, objective: int) -> str:
+def _nothing_to_do(profile, latency: list, work: list, objective: int) -> str:
     if objective == goal_pb2.OBJECTIVE_MAKESPAN:
-        return "makespan needs the jobs' lengths, which a profile does not show; the rules provider cannot infer it"
-    if latency and not batch:
-        return f"{_names(latency)} do not compete with batch work: nothing to protect them from"
-    if batch:
-        return f"{_names(batch)} fit in the host's {profile.host.cpu.logical_cpus} CPUs: no contention to resolve"
+        return ("makespan needs to know which jobs are long; with no contended batch of jobs in the profile "
+                "there is nothing to order")
+    if latency and not work:
+        return (f"{_names(latency)} fit in the host's {profile.host.cpu.logical_cpus} CPUs with nothing to "
+                "protect them from")
+    if work:
+        return f"{_names(work)} fit in the host's {profile.host.cpu.logical_cpus} CPUs: no contention to resolve"
     return "no latency-sensitive or batch group with confident classification: nothing to optimise"

@@ -3,12 +3,13 @@ path), ranked by what the learner knows (`rank`: a policy with good outcomes on 
 workloads goes first as `reuse`; one that was ejected or made things worse is dropped), and
 the reuse test for a kept outcome's goal (`reusable`).
 
-Latency goals on a host without sched_ext get the native batch demotions, in the order they
-measured on this project's test host (PLATFORM.md: cyclictest p99 608 us -> 72 us with the
-batch in a cpu.idle cgroup, 79-88 us as SCHED_IDLE); with sched_ext, latency_boost boosting
-the latency group by name, then vtime. Throughput goals need sched_ext (`batch`); makespan
-`ljf`. A sched_ext policy is offered only to a host whose kernel is at least its min_kernel (the
-release of the newest kfunc it calls): an older kernel would refuse to load it.
+Latency goals get the native demotions of the other work the goal guards (cpu.idle cgroup,
+SCHED_IDLE) or, with nothing to demote, a long slice without wakeup preemption or a short slice
+for the service; with sched_ext, latency_boost boosting the latency group by name, then vtime.
+Throughput goals get the long slice (native) or `batch` (sched_ext); makespan `favour_group`
+for the long jobs (native) or `ljf`. A sched_ext policy is offered only to a host whose kernel
+is at least its min_kernel (the release of the newest kfunc it calls): an older kernel would
+refuse to load it.
 """
 
 from __future__ import annotations
@@ -31,13 +32,39 @@ REUSE_MIN_CONFIDENCE = 0.15
 GOAL_THEN = "; the goal then: "
 # ljf's head start for a long job the goal names (max_lead_ms).
 KNOWN_LONG_JOB_LEAD_MS = 2000
-# (policy, expected improvement of the success metric, confidence), best first.
-NATIVE_LATENCY = (("batch_idle_cgroup", 0.88, 0.8), ("batch_sched_idle", 0.86, 0.8))
+# (policy, expected improvement of the success metric, confidence), best first. Which one wins
+# on a workload is measured, not assumed: the cycle tries the next when a canary rolls back
+# (planner.cycle.MAX_CANARIES), and the learner's outcomes reorder them for similar workloads.
+# Latency with other work to demote (PLATFORM.md: cyclictest p99 608 us -> 72 us with the batch
+# in a cpu.idle cgroup, 79-88 us as SCHED_IDLE).
+NATIVE_PROTECT = (("batch_idle_cgroup", 0.88, 0.8), ("batch_sched_idle", 0.86, 0.8))
+# Latency with nothing to demote (an over-subscribed service): fewer preemptions in the middle of
+# a request, or shorter slices and more weight for it.
+NATIVE_OVERSUBSCRIBED = (("long_slice", 0.3, 0.4), ("latency_slice", 0.2, 0.3))
+NATIVE = {
+    goal_pb2.OBJECTIVE_THROUGHPUT: (("long_slice", 0.05, 0.4),),
+    goal_pb2.OBJECTIVE_MAKESPAN: (("favour_group", 0.15, 0.5),),
+}
 SCHED_EXT = {
     goal_pb2.OBJECTIVE_TAIL_LATENCY: (("latency_boost", 0.75, 0.6), ("vtime", 0.3, 0.5)),
     goal_pb2.OBJECTIVE_THROUGHPUT: (("batch", 0.05, 0.4),),
     goal_pb2.OBJECTIVE_MAKESPAN: (("ljf", 0.15, 0.5),),
 }
+
+
+def others(goal: goal_pb2.OptimizationGoal) -> list[common_pb2.GroupMatcher]:
+    """The groups a goal guards besides its targets: the work a demotion applies to."""
+    found: list[common_pb2.GroupMatcher] = []
+    for matcher in (m for g in goal.guards for m in g.metric.groups):
+        if matcher not in goal.target_groups and matcher not in found:
+            found.append(matcher)
+    return found
+
+
+def _native_table(goal: goal_pb2.OptimizationGoal) -> tuple[tuple[str, float, float], ...]:
+    if goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY:
+        return NATIVE_PROTECT if others(goal) else NATIVE_OVERSUBSCRIBED
+    return NATIVE.get(goal.objective, ())
 
 
 def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,
@@ -52,17 +79,22 @@ def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadPro
                 skipped.append(why)
                 continue
             found.append(_sched_ext(by_name[name], goal, improvement, confidence))
-    if goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and goal.guards:
-        batch = list(goal.guards[0].metric.groups)
-        for name, improvement, confidence in NATIVE_LATENCY:
-            if name == "batch_idle_cgroup" and not profile.host.cgroup.cpu_idle_supported:
-                continue
-            found.append(_native(by_name[name], batch, improvement, confidence))
+    for name, improvement, confidence in _native_table(goal):
+        if name == "batch_idle_cgroup" and not profile.host.cgroup.cpu_idle_supported:
+            continue
+        groups = _groups_for(by_name[name], goal)
+        if groups:
+            found.append(_native(by_name[name], groups, improvement, confidence))
     if skipped:
         log.info("not offered on %s: %s", profile.host.host_id or "this host", "; ".join(skipped))
         for candidate in found:  # the candidates that remain say what was passed over
             candidate.rationale += f" (Not offered: {'; '.join(skipped)}.)"
     return cycle_pb2.CandidateList(candidates=found, chosen=0)
+
+
+def _groups_for(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal) -> list[common_pb2.GroupMatcher]:
+    """The goal's groups a native policy applies to, as its metadata says."""
+    return list(goal.target_groups) if meta.group in ("latency", "target") else others(goal)
 
 
 def too_old(meta: PolicyMetadata, kernel_release: str) -> str:
@@ -85,8 +117,7 @@ def named(name: str, parameters, goal: goal_pb2.OptimizationGoal, profile: profi
         for key, value in parameters.items():
             candidate.artifact.parameters[key].CopyFrom(value)
     else:
-        batch = [m for g in goal.guards for m in g.metric.groups]
-        groups = list(goal.target_groups) if meta.group in ("latency", "target") else batch
+        groups = _groups_for(meta, goal)
         if not groups:
             raise FailedPrecondition(f"{name} applies to the {meta.group} group and the goal names none "
                                      f"({goal.rationale}); say which with --intent")
