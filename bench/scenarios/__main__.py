@@ -19,10 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from google.protobuf import json_format
 
 from bench.scenarios import arms as arms_mod
 from bench.scenarios import programs
@@ -51,7 +55,11 @@ def warm(scenario: Scenario, env: Env, with_batch: bool) -> Processes:
     return procs
 
 
-def classification(scenario: Scenario, env: Env, settings: Settings) -> list[dict]:
+def classification(scenario: Scenario, env: Env, settings: Settings,
+                   profiles: list[dict] | None = None) -> list[dict]:
+    """The observer's classes of the scenario's labelled groups, contended (and quiet, beside
+    batch); each profile is appended to `profiles` when given."""
+    profiles = [] if profiles is None else profiles
     rows = []
     conditions = [("contended", True)]
     if scenario.beside_batch:
@@ -62,6 +70,9 @@ def classification(scenario: Scenario, env: Env, settings: Settings) -> list[dic
             found = arms_mod.profile(settings, PROFILE_S)
         finally:
             procs.stop()
+        del found.texts[:]
+        profiles.append({"scenario": scenario.name, "condition": condition, "objective": scenario.objective,
+                         "profile": json_format.MessageToDict(found, preserving_proto_field_name=True)})
         for row in arms_mod.labelled_groups(scenario, found):
             rows.append({"scenario": scenario.name, "condition": condition, **row})
             log(f"  {condition}: {row['group']} read {row['read']} ({row['confidence']:.2f}), "
@@ -83,9 +94,11 @@ def run_arm(scenario: Scenario, env: Env, arm: Arm, settings: Settings) -> tuple
     elif arm.artifact is not None:
         arms_mod.deploy(settings, arm.artifact)
         applied = True
+    env.state["alone"] = arm.name == "alone"
     try:
         return scenario.measure(env), cycle
     finally:
+        env.state["alone"] = False
         if applied:
             arms_mod.rollback(settings)
 
@@ -95,7 +108,8 @@ def run_scenario(scenario: Scenario, settings: Settings, repetitions: int, secon
     env.tmp.mkdir(parents=True)
     log(f"{scenario.name}: {scenario.summary}")
     facts = arms_mod.host_facts(settings)
-    arms = [Arm("default"), Arm("schedcp"), *arms_mod.oracle_arms(scenario, facts)]
+    arms = [Arm("default"), Arm("schedcp"), *([Arm("alone")] if scenario.beside_batch else []),
+            *arms_mod.oracle_arms(scenario, facts)]
     runs: dict[str, list[dict]] = {a.name: [] for a in arms}
     cycles: list[dict] = []
     try:
@@ -120,13 +134,15 @@ def summarise(scenario: Scenario, arms: list[Arm], runs: dict, cycles: list[dict
         return statistics.median(r[key] for r in runs[name])
 
     primary = {a.name: median(a.name, scenario.primary) for a in arms}
-    guard = {a.name: median(a.name, "batch_ops_per_s") for a in arms} if scenario.beside_batch else {}
+    guard = ({a.name: median(a.name, "batch_ops_per_s") for a in arms if a.name != "alone"}
+             if scenario.beside_batch else {})
     sign = 1 if scenario.lower_is_better else -1
 
     def better(a: float, b: float) -> bool:
         return sign * a < sign * b
 
-    eligible = [a.name for a in arms[2:] if not guard or guard[a.name] >= GUARD_RATIO * guard["default"]]
+    eligible = [a.name for a in arms if a.artifact is not None
+                and (not guard or guard[a.name] >= GUARD_RATIO * guard["default"])]
     oracle = min(eligible, key=lambda n: sign * primary[n], default="default")
     if better(primary["default"], primary[oracle]):
         oracle = "default"
@@ -138,10 +154,11 @@ def summarise(scenario: Scenario, arms: list[Arm], runs: dict, cycles: list[dict
         "name": scenario.name, "summary": scenario.summary, "objective": scenario.objective,
         "primary": scenario.primary, "lower_is_better": scenario.lower_is_better,
         "arms": {a.name: {"parameters": a.parameters, "median": primary[a.name],
-                          **({"batch_ops_per_s": guard[a.name]} if guard else {})} for a in arms},
+                          "batch_ops_per_s": guard.get(a.name)} for a in arms},
         "default": primary["default"], "schedcp": primary["schedcp"], "oracle_arm": oracle,
         "oracle": primary[oracle], "oracle_gain": relative_oracle, "captured": captured,
         "schedcp_batch_ratio": guard["schedcp"] / guard["default"] if guard else None,
+        "alone": primary.get("alone"),
         "cycles": cycles, "classification": labels, "runs": runs,
         "extra": {k: statistics.median(r[k] for r in runs["schedcp"]) for k in ("bound_s",) if k in runs["schedcp"][0]},
     }
@@ -182,12 +199,17 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
     matrix = data["classification"]["confusion"]
     for truth in CLASSES:
         lines.append(f"| {truth} | " + " | ".join(str(matrix.get(truth, {}).get(read, 0)) for read in CLASSES) + " |")
+    checks = targets(results, right, len(rows))
+    data["targets"] = checks
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    lines += ["", "Targets (issue 19; benchmark figures, not tests):", ""]
+    lines += [f"- {check}: {'met' if ok else 'NOT met'}" for check, ok in checks.items()]
     lines += ["", "## Per scenario", ""]
     for s in results:
         lines += [f"### {s['name']}: {s['summary']}", "", f"| arm | {s['primary']} (median) | batch bogo-ops/s |",
                   "|---|---|---|"]
         for arm, m in s["arms"].items():
-            batch = f"{m['batch_ops_per_s']:.0f}" if "batch_ops_per_s" in m else "-"
+            batch = f"{m['batch_ops_per_s']:.0f}" if m.get("batch_ops_per_s") is not None else "-"
             lines.append(f"| {arm} | {m['median']:.4g} | {batch} |")
         for c in s["cycles"]:
             lines.append(f"\nschedcp: goal {c['objective'] or 'none'} ({c['goal']}); candidates "
@@ -200,6 +222,30 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
 
 
 CLASSES = ("latency_sensitive", "batch", "interactive", "background", "unspecified")
+# Where even the oracle gains less than this, schedcp must simply not make things worse.
+SMALL_GAIN = 0.05
+
+
+def targets(results: list[dict], right: int, labelled: int) -> dict[str, bool]:
+    """The issue's targets, each met or not (benchmark figures, not tests)."""
+    checks = {f"classification right for >= 95 % of labelled groups ({right}/{labelled})":
+              labelled > 0 and right >= 0.95 * labelled}
+    for s in results:
+        worse = (s["schedcp"] - s["default"]) * (1 if s["lower_is_better"] else -1) / s["default"]
+        if s["oracle_gain"] < SMALL_GAIN:
+            limit = 0.02 if s["objective"] == "none" else SMALL_GAIN
+            checks[f"{s['name']}: not worse than default by > {limit:.0%} (oracle gains {s['oracle_gain']:.0%})"] = \
+                worse <= limit
+        else:
+            checks[f"{s['name']}: >= 80 % of the oracle's improvement captured"] = (s["captured"] or 0) >= 0.8
+        if s.get("alone"):
+            checks[f"{s['name']}: service p99 within 1.25x of alone"] = s["schedcp"] <= 1.25 * s["alone"]
+            checks[f"{s['name']}: service p99 >= 3x better than default"] = s["default"] >= 3 * s["schedcp"]
+            checks[f"{s['name']}: batch keeps >= 90 % of its throughput"] = (s["schedcp_batch_ratio"] or 0) >= 0.9
+        if "bound_s" in s["extra"]:
+            checks[f"{s['name']}: makespan within 5 % of max(L, W/ncpu)"] = s["schedcp"] <= 1.05 * s["extra"]["bound_s"]
+            checks[f"{s['name']}: makespan >= 20 % below default"] = s["schedcp"] <= 0.8 * s["default"]
+    return checks
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -229,8 +275,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window (10)")
     parser.add_argument("--name", default="scenarios", help="report name in bench/results (scenarios)")
     parser.add_argument("--features", metavar="FILE", help="only profile each scenario (quiet and contended) and "
-                        "write the labelled groups' features to FILE (for tests/data/scenario_features.json)")
+                        "write the profiles and the labelled groups' features to FILE (the data of "
+                        "tests/test_scenario_truth.py: tests/data/scenario_features.json)")
     args = parser.parse_args()
+    # A stopped suite still rolls back, kills its programs and stops its stack (finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     chosen = [SCENARIOS[n] for n in args.only.split(",")] if args.only else list(SCENARIOS.values())
     results = []
     with running_stack(SCHEDCP_GOAL_PROVIDER="rules") as (_, _, settings), \
@@ -241,7 +290,8 @@ def main() -> None:
             else:
                 results.append(run_scenario(scenario, settings, args.repetitions, args.seconds, Path(tmp)))
     if args.features:
-        Path(args.features).write_text(json.dumps(results, indent=1) + "\n")
+        Path(args.features).write_text(json.dumps({"host": {"kernel": os.uname().release, "cpus": CPUS},
+                                                   "groups": results, "profiles": PROFILES}, indent=1) + "\n")
         right = sum(r["truth"] == r["read"] for r in results)
         print(f"{right} of {len(results)} labelled groups read right; features in {args.features}")
     else:
@@ -254,9 +304,13 @@ def profile_only(scenario: Scenario, settings: Settings, tmp: Path) -> list[dict
     log(f"{scenario.name}: {scenario.summary}")
     try:
         scenario.start(env)
-        return classification(scenario, env, settings)
+        return classification(scenario, env, settings, PROFILES)
     finally:
         env.procs.stop()
+
+
+# Every profile the --features mode took, for tests/data/scenario_features.json.
+PROFILES: list[dict] = []
 
 
 if __name__ == "__main__":

@@ -235,7 +235,8 @@ def rtapp_calibrate(tmp: Path) -> int:
     config = tmp / "rtapp-calibrate.json"
     config.write_text('{"tasks": {"c": {"loop": 1, "run": 1000}}, "global": {"duration": 1, '
                       '"calibration": "CPU0", "log_size": "disable", "lock_pages": false}}')
-    out = subprocess.run(["rt-app", str(config)], capture_output=True, text=True, timeout=60, process_group=0)
+    out = subprocess.run(["rt-app", str(config)], capture_output=True, text=True, timeout=60, process_group=0,
+                         cwd=tmp)  # it writes a log beside itself
     return int(re.search(r"pLoad = (\d+)ns", out.stdout + out.stderr).group(1))
 
 

@@ -31,8 +31,8 @@ BATCH_DEMAND = (0.05, 0.3)
 # work per wakeup at most (a request, a message, a period's work), whatever its demand.
 LATENCY_WAKEUPS = (5.0, 50.0)
 LATENCY_VOLUNTARY = (0.2, 0.6)
-# A group that serves requests (it accepts connections) and waits to run for over half of what it
-# wants is a starved server, whatever its switches say.
+# A group that serves requests (it accepts connections) and keeps waking for them, or waits to run
+# for over half of what it wants, is a server, whatever its switches say.
 STARVED_SERVER_WAIT = (0.3, 0.5)
 # Background: under 0.5 % of the host's CPU and rarely awake.
 BACKGROUND_CPU = (0.005, 0.05)
@@ -43,12 +43,10 @@ def scores(f: profile_pb2.GroupFeatures) -> dict[int, float]:
     active = max(f.active_threads, 1)
     wakeups = f.wakeups_per_s / active
     large_units = ramp(f.cpu_per_wakeup_us, *BATCH_WORK_PER_WAKEUP_US)
-    # A server starved of CPU never sleeps (its requests pile up): it looks CPU bound, but it is
-    # waiting for the CPU, not using it all.
-    starved_server = ramp(f.wait_share, *STARVED_SERVER_WAIT) if f.serves else 0.0
-    batch = large_units * ramp(f.demand / active, *BATCH_DEMAND) * (1 - starved_server)
+    server = _server(f, wakeups)
+    batch = large_units * ramp(f.demand / active, *BATCH_DEMAND) * (1 - server)
     latency = max(ramp(wakeups, *LATENCY_WAKEUPS) * ramp(f.voluntary_ratio, *LATENCY_VOLUNTARY) * (1 - large_units),
-                  starved_server)
+                  server)
     quiet = (1 - ramp(f.cpu_share, *BACKGROUND_CPU)) * (1 - ramp(wakeups, *BACKGROUND_WAKEUPS)) * (1 - batch)
     # A terminal makes a quiet or moderately busy group a person's: interactive, not background.
     interactive = (1 - batch) * (1 - latency) if f.has_tty else 0.0
@@ -60,6 +58,16 @@ def scores(f: profile_pb2.GroupFeatures) -> dict[int, float]:
     }
 
 
+def _server(f: profile_pb2.GroupFeatures, wakeups: float) -> float:
+    """How surely a group that accepts connections is serving requests: it keeps waking for them
+    (a busy server handles several per wakeup, so its units of work look large), or it is
+    starved of CPU and never sleeps because its requests pile up. Either way it waits for work
+    from outside, not for the CPU alone."""
+    if not f.serves:
+        return 0.0
+    return max(ramp(wakeups, *LATENCY_WAKEUPS), ramp(f.wait_share, *STARVED_SERVER_WAIT))
+
+
 def _reason(cls: int, f: profile_pb2.GroupFeatures) -> str:
     active = max(f.active_threads, 1)
     per_thread = f"{f.wakeups_per_s / active:.0f} wakeups/s per active thread"
@@ -68,8 +76,10 @@ def _reason(cls: int, f: profile_pb2.GroupFeatures) -> str:
                 f"{_us(f.cpu_per_wakeup_us)} of CPU per wakeup, blocking in {100 * f.voluntary_ratio:.0f}% of their "
                 "switches: CPU bound")
     if cls == C.WORKLOAD_CLASS_LATENCY_SENSITIVE and f.serves and f.voluntary_ratio < LATENCY_VOLUNTARY[1]:
-        return (f"serves connections and waits to run {100 * f.wait_share:.0f}% of what it wants, blocking in "
-                f"{100 * f.voluntary_ratio:.0f}% of its switches: a server starved of CPU (its requests pile up)")
+        starved = f.wait_share >= STARVED_SERVER_WAIT[0]
+        return (f"serves connections, {per_thread}, waits to run {100 * f.wait_share:.0f}% of what it wants, "
+                f"blocking in {100 * f.voluntary_ratio:.0f}% of its switches: "
+                + ("a server starved of CPU (its requests pile up)" if starved else "a busy server"))
     if cls == C.WORKLOAD_CLASS_LATENCY_SENSITIVE:
         waiting = f", waiting {100 * f.wait_share:.0f}% of what it wants" if f.wait_share >= 0.5 else ""
         return (f"{per_thread}, {100 * f.voluntary_ratio:.0f}% voluntary switches, {_us(f.cpu_per_wakeup_us)} of CPU "

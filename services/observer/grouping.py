@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from schedcp.domain import matchers, procfs
+from schedcp.domain import matchers, procfs, protected
 from schedcp.domain.procfs import ProcessInfo
 from schedcp.v1 import common_pb2, profile_pb2
 from services.observer.sampling import ThreadActivity, Window, latency_of
@@ -49,13 +49,14 @@ def _key(kind: int, process: ProcessInfo) -> tuple[str, str, common_pb2.GroupMat
 
 
 def group_window(window: Window, kind: int) -> list[Group]:
-    """Groups of user-space threads that did something in the window. Kernel threads are
-    left out: policies do not move them (see kernel_cpu_s)."""
+    """Groups of user-space threads that did something in the window. Kernel threads and the
+    processes no policy may change (schedcp itself, init, the host's daemons: protected.py) are
+    left out: a goal about them could not be served (see kernel_cpu_s)."""
     kind = kind or profile_pb2.GROUPING_KIND_COMM
     groups: dict[str, Group] = {}
     for thread in window.threads.values():
         process = window.processes.get(thread.pid)
-        if process is None or process.kernel_thread:
+        if process is None or process.kernel_thread or protected.reason_protected(process):
             continue
         gid, name, matcher = _key(kind, process)
         group = groups.get(gid)

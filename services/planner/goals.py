@@ -13,7 +13,8 @@ its groups are (services that accept connections, batches of jobs started togeth
 - otherwise nothing worth changing: a goal with no objective and the reason.
 
 An operator's intent narrows it: a group named in it becomes the target, and "throughput",
-"latency"/"p99" or "makespan" picks the objective; "keep the batch" asks for the old guard (the
+"latency"/"p99" or "makespan" picks the objective (a makespan goal runs the named long jobs
+first: which jobs are long is not in a profile); "keep the batch" asks for the old guard (the
 batch keeps 90 % of its own CPU share).
 """
 
@@ -62,6 +63,9 @@ def infer(profile: profile_pb2.WorkloadProfile, intent: str = "") -> goal_pb2.Op
     if wants_latency and latency and _contended(profile, latency):
         return oversubscribed(latency, profile, intent)
     work = jobs + batch
+    if objective == goal_pb2.OBJECTIVE_MAKESPAN and named:
+        return makespan(named, [g for g in _confident(profile, BATCH) + _confident(profile, LATENCY)
+                                if g not in named], intent)
     if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_THROUGHPUT) and work \
             and _contended(profile, work):
         return throughput(work, profile, intent)
@@ -136,6 +140,24 @@ def throughput(work: list, profile: profile_pb2.WorkloadProfile, intent: str) ->
         confidence=min(_confidence(g) for g in work),
         rationale=(f"{kind} contends ({_names(work)} want {demand:.1f} CPUs of "
                    f"{profile.host.cpu.logical_cpus or '?'}): more {what}"))
+
+
+def makespan(long_jobs: list, others: list, intent: str) -> goal_pb2.OptimizationGoal:
+    """Finish a batch sooner by running its long jobs first: the long jobs' CPU share up, the
+    batch as a whole losing none (the bound is max(longest job, work / CPUs))."""
+    everyone = [*long_jobs, *[g for g in others if g not in long_jobs]]
+    guard = goal_pb2.GuardConstraint(
+        metric=_metric("cpu_share", everyone, common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
+        description=f"{_names(everyone)} together keep at least {GUARD_RATIO:.0%} of the CPU they used")
+    return goal_pb2.OptimizationGoal(
+        objective=goal_pb2.OBJECTIVE_MAKESPAN, target_groups=[g.matcher for g in long_jobs],
+        success_metric=_metric("cpu_share", long_jobs, common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        min_improvement=LATENCY_MIN_IMPROVEMENT, intent=intent, provider="rules", guards=[guard],
+        confidence=min(_confidence(g) for g in long_jobs),
+        rationale=(f"{_names(long_jobs)} {'is the long job' if len(long_jobs) == 1 else 'are the long jobs'}: run "
+                   f"{'it' if len(long_jobs) == 1 else 'them'} first so the batch ends when the longest work "
+                   f"does; {guard.description}"))
 
 
 def _shared_guard(latency: list, others: list) -> goal_pb2.GuardConstraint:

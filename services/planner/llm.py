@@ -29,8 +29,14 @@ from services.planner import goals
 log = logging.getLogger(__name__)
 REPAIR_ROUNDS = 1
 SYSTEM = ("You are the goal-inference agent of schedcp, a Linux CPU scheduling control plane. From a host's "
-          "workload groups, decide what to optimise: protect the tail latency of latency-sensitive groups from "
-          "batch groups (tail_latency), raise batch throughput (throughput), or nothing (none). Use only the "
+          "workload groups, decide what to optimise: protect the tail latency of latency-sensitive groups from the "
+          "work that competes with them (tail_latency with batch_group_ids), or of latency-sensitive groups that "
+          "contend among themselves (tail_latency without batch_group_ids: an over-subscribed service); raise the "
+          "throughput of batch work or of a batch of jobs (throughput); finish a batch of jobs sooner by running "
+          "its long jobs first (makespan, naming the long jobs as targets); or nothing (none). Evidence: a group "
+          "that serves connections is a service, even when starved of CPU it never sleeps; cpu_per_wakeup_us is "
+          "the size of one unit of work; wait_share is how much of what it wants a group waits for; many "
+          "processes started within seconds of each other, or new ones every second, are jobs. Use only the "
           "group ids given. Answer with JSON only.")
 
 
@@ -39,8 +45,9 @@ class GoalProposal(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    objective: Literal["tail_latency", "throughput", "none"]
-    target_group_ids: list[str] = Field(max_length=16, description="groups to protect (tail_latency) or speed up")
+    objective: Literal["tail_latency", "throughput", "makespan", "none"]
+    target_group_ids: list[str] = Field(max_length=16, description="groups to protect (tail_latency), speed up "
+                                        "(throughput) or run first (makespan: the long jobs)")
     batch_group_ids: list[str] = Field(max_length=16, description="groups competing with the targets")
     rationale: str = Field(min_length=1, max_length=2000)
     confidence: float = Field(ge=0, le=1)
@@ -154,7 +161,12 @@ def prompt(profile: profile_pb2.WorkloadProfile, intent: str) -> str:
     groups = [{"id": g.group_id, "name": g.name, "class": _class_name(g),
                "confidence": round(g.classification.confidence, 2), "cpus_wanted": round(g.features.demand, 2),
                "wakeups_per_s": round(g.features.wakeups_per_s),
-               "runq_wait_p99_us": round(g.features.runq_latency.p99_us)} for g in profile.groups]
+               "runq_wait_p99_us": round(g.features.runq_latency.p99_us),
+               "cpu_per_wakeup_us": round(g.features.cpu_per_wakeup_us), "wait_share": round(g.features.wait_share, 2),
+               "serves_connections": g.features.serves, "processes": g.features.processes,
+               "started_within_s": round(g.features.start_spread_s, 1),
+               "new_processes_per_s": round(g.features.spawns_per_s, 1), "jobs": goals.is_job_batch(g)}
+              for g in profile.groups]
     return json.dumps({"host_cpus": profile.host.cpu.logical_cpus, "groups": groups,
                        "operator_intent": intent or None})
 
@@ -174,12 +186,16 @@ def to_goal(proposal: GoalProposal, profile: profile_pb2.WorkloadProfile, intent
     batch = [by_id[i] for i in proposal.batch_group_ids]
     if proposal.objective == "tail_latency" and targets and batch:
         goal = goals.protect_latency(targets, batch, intent)
+    elif proposal.objective == "tail_latency" and targets:
+        goal = goals.oversubscribed(targets, profile, intent)
     elif proposal.objective == "throughput" and targets:
         goal = goals.throughput(targets, profile, intent)
+    elif proposal.objective == "makespan" and targets:
+        goal = goals.makespan(targets, batch, intent)
     elif proposal.objective == "none":
         goal = goal_pb2.OptimizationGoal(objective=goal_pb2.OBJECTIVE_UNSPECIFIED, intent=intent)
     else:
-        raise ValueError(f"objective {proposal.objective} needs target (and, for tail_latency, batch) group ids")
+        raise ValueError(f"objective {proposal.objective} needs target group ids")
     goal.provider, goal.confidence, goal.rationale = "openai", proposal.confidence, proposal.rationale
     return goal
 
