@@ -56,7 +56,21 @@ def _sched_ext_latency(d: dict) -> list[str]:
             for name, v in d["summary"].items()]
 
 
+def _scenarios(d: dict) -> list[str]:
+    lines = []
+    for s in d["scenarios"]:
+        captured = "-" if s["captured"] is None else f"{s['captured']:.0%}"
+        decided = sorted({c["policy"] or "nothing kept" for c in s["cycles"]}) or ["no cycle"]
+        lines.append(f"{s['name']} ({s['primary']}): default {s['default']:.4g}, schedcp {s['schedcp']:.4g} "
+                     f"({', '.join(decided)}), oracle {s['oracle']:.4g} ({s['oracle_arm']}); captured {captured}")
+    c = d["classification"]
+    lines.append(f"classification: {c['right']} of {c['groups']} labelled groups right")
+    lines += [f"target {name}: {'met' if ok else 'not met'}" for name, ok in d.get("targets", {}).items()]
+    return lines
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
+    "scenarios": ("Scenario suite: real programs, schedcp against the oracle (this host)", _scenarios),
     "colocation": ("Co-location: latency service beside CPU batch (this host)", _colocation),
     "makespan": ("Batch long tail: makespan (sandbox VM)", _makespan),
     "planner_fleet": ("Planner at fleet scale (rules provider)", _planner_fleet),

@@ -102,6 +102,51 @@ def test_the_intent_names_the_target_and_the_objective():
     assert makespan.objective == goal_pb2.OBJECTIVE_UNSPECIFIED and "makespan" in makespan.rationale
 
 
+def jobs(name: str, workload_class: int, demand: float, processes: int = 40, spread_s: float = 1.0):
+    g = group(name, workload_class, demand)
+    g.features.processes, g.features.start_spread_s, g.features.median_age_s = processes, spread_s, 5.0
+    return g
+
+
+def test_a_service_contending_with_itself_is_an_oversubscribed_service():
+    nginx = group("nginx", LATENCY, 6.0, p99_us=9000)
+    nginx.features.serves = True
+    goal = goals.infer(profile(nginx, group("wrk", LATENCY, 0.2)))
+    assert goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and "over-subscribed" in goal.rationale
+    assert [g.comm for g in goal.guards[0].metric.groups] == ["nginx", "wrk"] and not synthesis.others(goal)
+    names = [c.artifact.name for c in synthesis.candidates(goal, profile(nginx)).candidates]
+    assert names == ["long_slice", "latency_slice"]
+    # The same service within the host's CPUs: nothing to do.
+    nginx.features.demand = 1.2
+    assert goals.infer(profile(nginx)).objective == goal_pb2.OBJECTIVE_UNSPECIFIED
+
+
+def test_a_batch_of_jobs_is_not_a_service_to_protect():
+    # hackbench: its processes sleep and wake for short work, but 40 of them started together.
+    goal = goals.infer(profile(jobs("hackbench", LATENCY, 30.0)))
+    assert goal.objective == goal_pb2.OBJECTIVE_THROUGHPUT and goal.success_metric.name == "wakeups_per_s"
+    assert "40 processes started within 1 s" in goal.rationale
+    # A service is never a batch of jobs, however many workers started together.
+    server = jobs("nginx", LATENCY, 30.0)
+    server.features.serves = True
+    assert goals.infer(profile(server)).objective == goal_pb2.OBJECTIVE_TAIL_LATENCY
+    # Jobs beside a service are work to demote like any batch.
+    beside = goals.infer(profile(group("redis", LATENCY, 0.5), jobs("cc1", BATCH, 3.0)))
+    assert [m.comm for m in synthesis.others(beside)] == ["cc1"]
+
+
+def test_a_makespan_intent_naming_the_long_job_runs_it_first():
+    p = profile(jobs("xz-long", BATCH, 1.0, processes=1), jobs("xz", BATCH, 8.0))
+    goal = goals.infer(p, intent="finish the batch sooner (makespan): xz-long is the long job")
+    assert goal.objective == goal_pb2.OBJECTIVE_MAKESPAN and [m.comm for m in goal.target_groups] == ["xz-long"]
+    assert goal.success_metric.name == "cpu_share" and [m.comm for m in goal.success_metric.groups] == ["xz-long"]
+    assert [m.comm for m in goal.guards[0].metric.groups] == ["xz-long", "xz"]
+    [candidate] = synthesis.candidates(goal, p).candidates
+    assert candidate.artifact.name == "favour_group"
+    assert [m.comm for m in candidate.artifact.native.rules[0].match] == ["xz-long"]
+    assert native_checks.check(candidate.artifact.native) == []
+
+
 @pytest.mark.parametrize(("backends", "cpu_idle", "expected"), [
     (("native",), True, ["batch_idle_cgroup", "batch_sched_idle"]),
     (("native",), False, ["batch_sched_idle"]),

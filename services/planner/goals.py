@@ -49,7 +49,9 @@ def infer(profile: profile_pb2.WorkloadProfile, intent: str = "") -> goal_pb2.Op
     jobs = [g for g in profile.groups if is_job_batch(g) and _confident_in_any(g)]
     latency = [g for g in _confident(profile, LATENCY) if g not in jobs]
     batch = [g for g in _confident(profile, BATCH) if g not in jobs]
-    named = [g for g in profile.groups if intent and re.search(rf"\b{re.escape(g.name)}\b", intent, re.I)]
+    # A name as a whole word of the intent: "xz" is not named by "xz-long".
+    named = [g for g in profile.groups
+             if intent and re.search(rf"(?<![\w.-]){re.escape(g.name)}(?![\w-])", intent, re.I)]
     # "keep the batch's throughput" states a guard, not the objective.
     objective = _objective_in(re.sub(_KEEP_BATCH, "", intent, flags=re.I))
     if named and objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_TAIL_LATENCY):
