@@ -59,8 +59,9 @@ def test_a_makespan_goal_naming_the_long_job_tunes_ljf_for_it():
     p = profile(group("job-short", BATCH, 3.0), group("job-long", BATCH, 0.2), backends=("sched_ext", "native"))
     goal = goal_pb2.OptimizationGoal(objective=goal_pb2.OBJECTIVE_MAKESPAN,
                                      target_groups=[common_pb2.GroupMatcher(comm="job-long")])
-    [candidate] = synthesis.candidates(goal, p).candidates
-    assert candidate.artifact.name == "ljf"
+    candidate, native = synthesis.candidates(goal, p).candidates
+    assert candidate.artifact.name == "ljf" and native.artifact.name == "favour_group"
+    assert [m.comm for m in native.artifact.native.rules[0].match] == ["job-long"]
     assert candidate.artifact.parameters["long_comm"].string_value == "job-long"
     assert candidate.artifact.parameters["max_lead_ms"].int_value == synthesis.KNOWN_LONG_JOB_LEAD_MS
     assert "'job-long' is the long job" in candidate.rationale

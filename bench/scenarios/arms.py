@@ -42,7 +42,7 @@ from schedcp.v1 import (
 
 # Grid points per numeric parameter besides its default (spread over its range, geometric for
 # ranges over two decades).
-GRID_POINTS = 2
+GRID_POINTS = 1
 
 
 @dataclass
