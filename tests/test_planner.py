@@ -149,9 +149,9 @@ def test_a_makespan_intent_naming_the_long_job_runs_it_first():
 
 
 @pytest.mark.parametrize(("backends", "cpu_idle", "expected"), [
-    (("native",), True, ["batch_idle_cgroup", "batch_sched_idle"]),
+    (("native",), True, ["batch_sched_idle", "batch_idle_cgroup"]),
     (("native",), False, ["batch_sched_idle"]),
-    (("sched_ext", "native"), True, ["latency_boost", "vtime", "batch_idle_cgroup", "batch_sched_idle"]),
+    (("sched_ext", "native"), True, ["latency_boost", "vtime", "batch_sched_idle", "batch_idle_cgroup"]),
 ])
 def test_candidates_fit_the_host_and_pass_the_native_checks(backends, cpu_idle, expected):
     p = profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0), backends=backends, cpu_idle=cpu_idle)

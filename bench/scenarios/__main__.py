@@ -126,7 +126,9 @@ def run_scenario(scenario: Scenario, settings: Settings, repetitions: int, secon
                     f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
     finally:
         env.procs.stop()
-    return summarise(scenario, arms, runs, cycles, labels)
+    result = summarise(scenario, arms, runs, cycles, labels)
+    result["ran"] = {"at": time.strftime("%Y-%m-%d %H:%M"), "repetitions": repetitions, "seconds": seconds}
+    return result
 
 
 def summarise(scenario: Scenario, arms: list[Arm], runs: dict, cycles: list[dict], labels: list[dict]) -> dict:
@@ -172,7 +174,22 @@ def confusion(rows: list[dict]) -> dict:
     return matrix
 
 
+def merged(results: list[dict], name: str) -> list[dict]:
+    """The report's earlier scenarios with these runs in their place (--update: rerun some)."""
+    path = RESULTS / f"{name}.json"
+    before = json.loads(path.read_text()) if path.exists() else {"scenarios": []}
+    earlier = before["scenarios"]
+    for s in earlier:
+        s.setdefault("ran", {"at": before.get("date", "?"), "repetitions": before.get("repetitions"),
+                             "seconds": before.get("seconds")})
+    fresh = {s["name"]: s for s in results}
+    kept = [fresh.pop(s["name"], s) for s in earlier]
+    return kept + list(fresh.values())
+
+
 def report(results: list[dict], args: argparse.Namespace) -> None:
+    if args.update:
+        results = merged(results, args.name)
     rows = [r for s in results for r in s["classification"]]
     right = sum(r["truth"] == r["read"] for r in rows)
     data = {"date": time.strftime("%Y-%m-%d"), "kernel": os.uname().release, "cpus": CPUS,
@@ -206,7 +223,11 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
     lines += [f"- {check}: {'met' if ok else 'NOT met'}" for check, ok in checks.items()]
     lines += ["", "## Per scenario", ""]
     for s in results:
-        lines += [f"### {s['name']}: {s['summary']}", "", f"| arm | {s['primary']} (median) | batch bogo-ops/s |",
+        ran = s.get("ran", {})
+        lines += [f"### {s['name']}: {s['summary']}", "",
+                  f"Run {ran.get('at', '?')}, {ran.get('repetitions', '?')} repetitions of "
+                  f"{ran.get('seconds', '?')} s.",
+                  "", f"| arm | {s['primary']} (median) | batch bogo-ops/s |",
                   "|---|---|---|"]
         for arm, m in s["arms"].items():
             batch = f"{m['batch_ops_per_s']:.0f}" if m.get("batch_ops_per_s") is not None else "-"
@@ -274,6 +295,8 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window (10)")
     parser.add_argument("--name", default="scenarios", help="report name in bench/results (scenarios)")
+    parser.add_argument("--update", action="store_true", help="replace only these scenarios in the report, keeping "
+                        "the others from its last run (each scenario says when and how it ran)")
     parser.add_argument("--features", metavar="FILE", help="only profile each scenario (quiet and contended) and "
                         "write the profiles and the labelled groups' features to FILE (the data of "
                         "tests/test_scenario_truth.py: tests/data/scenario_features.json)")

@@ -35,9 +35,11 @@ KNOWN_LONG_JOB_LEAD_MS = 2000
 # (policy, expected improvement of the success metric, confidence), best first. Which one wins
 # on a workload is measured, not assumed: the cycle tries the next when a canary rolls back
 # (planner.cycle.MAX_CANARIES), and the learner's outcomes reorder them for similar workloads.
-# Latency with other work to demote (PLATFORM.md: cyclictest p99 608 us -> 72 us with the batch
-# in a cpu.idle cgroup, 79-88 us as SCHED_IDLE).
-NATIVE_PROTECT = (("batch_idle_cgroup", 0.88, 0.8), ("batch_sched_idle", 0.86, 0.8))
+# Latency with other work to demote. SCHED_IDLE first: on real services beside CPU batch it came
+# out ahead on this project's test host (bench/results/scenarios.md: nginx p99 59 ms by default,
+# 13-14 ms with the batch SCHED_IDLE, 29-34 ms with it in a cpu.idle cgroup; redis 7.9 ms, 0.2
+# ms and 5.4 ms), where cyclictest had found them alike (PLATFORM.md: 79-88 us and 72 us).
+NATIVE_PROTECT = (("batch_sched_idle", 0.86, 0.8), ("batch_idle_cgroup", 0.88, 0.8))
 # Latency with nothing to demote (an over-subscribed service): fewer preemptions in the middle of
 # a request, or shorter slices and more weight for it.
 NATIVE_OVERSUBSCRIBED = (("long_slice", 0.3, 0.4), ("latency_slice", 0.2, 0.3))
