@@ -118,10 +118,14 @@ def _artifact(meta: PolicyMetadata, point: dict, groups: list[common_pb2.GroupMa
 def _true_groups(scenario: Scenario, group: str) -> list[common_pb2.GroupMatcher]:
     """The groups a native policy's `group` means on this scenario: the batch it demotes, the
     service it protects, or the objective's targets (the service for latency, else the jobs)."""
-    if group == "target":
-        group = "latency" if scenario.objective == "tail_latency" else "batch"
-    roles = {"batch": ("batch", "jobs"), "latency": ("service",)}.get(group, ())
-    return [common_pb2.GroupMatcher(comm=t.comm) for t in scenario.truth if t.role in roles]
+    if group == "target" and scenario.groups("long"):
+        roles: tuple[str, ...] = ("long",)  # makespan: the long jobs first
+    elif group == "target":
+        roles = ("service",) if scenario.objective == "tail_latency" else ("batch", "jobs")
+    else:
+        roles = {"batch": ("batch", "jobs"), "latency": ("service",)}.get(group, ())
+    return [common_pb2.GroupMatcher(cmdline_regex=t.cmdline) if t.cmdline else common_pb2.GroupMatcher(comm=t.comm)
+            for t in scenario.truth if t.role in roles]
 
 
 async def _host(settings: Settings) -> host_pb2.HostFacts:
@@ -207,7 +211,7 @@ def profile(settings: Settings, seconds: float) -> profile_pb2.WorkloadProfile:
 
 def labelled_groups(scenario: Scenario, found: profile_pb2.WorkloadProfile) -> list[dict]:
     """The profile's groups that the scenario labels: true class, read class, confidence, features."""
-    truth = {t.comm: t for t in scenario.truth}
+    truth = {t.comm: t for t in scenario.truth if not t.cmdline}
     rows = []
     for group in found.groups:
         if group.name not in truth:
