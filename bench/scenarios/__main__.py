@@ -138,27 +138,12 @@ def summarise(scenario: Scenario, arms: list[Arm], runs: dict, cycles: list[dict
     primary = {a.name: median(a.name, scenario.primary) for a in arms}
     guard = ({a.name: median(a.name, "batch_ops_per_s") for a in arms if a.name != "alone"}
              if scenario.beside_batch else {})
-    sign = 1 if scenario.lower_is_better else -1
-
-    def better(a: float, b: float) -> bool:
-        return sign * a < sign * b
-
-    eligible = [a.name for a in arms if a.artifact is not None
-                and (not guard or guard[a.name] >= GUARD_RATIO * guard["default"])]
-    oracle = min(eligible, key=lambda n: sign * primary[n], default="default")
-    if better(primary["default"], primary[oracle]):
-        oracle = "default"
-    gain = primary["default"] - primary[oracle]
-    auto_gain = primary["default"] - primary["schedcp"]
-    relative_oracle = abs(gain) / primary["default"] if primary["default"] else 0.0
-    captured = auto_gain / gain if gain else None
     return {
         "name": scenario.name, "summary": scenario.summary, "objective": scenario.objective,
         "primary": scenario.primary, "lower_is_better": scenario.lower_is_better,
         "arms": {a.name: {"parameters": a.parameters, "median": primary[a.name],
                           "batch_ops_per_s": guard.get(a.name)} for a in arms},
-        "default": primary["default"], "schedcp": primary["schedcp"], "oracle_arm": oracle,
-        "oracle": primary[oracle], "oracle_gain": relative_oracle, "captured": captured,
+        "default": primary["default"], "schedcp": primary["schedcp"],
         "schedcp_batch_ratio": guard["schedcp"] / guard["default"] if guard else None,
         "alone": primary.get("alone"),
         "cycles": cycles, "classification": labels, "runs": runs,
@@ -174,12 +159,29 @@ def confusion(rows: list[dict]) -> dict:
     return matrix
 
 
-def unguarded_best(s: dict) -> tuple[str, float]:
-    """The library arm with the best primary metric, whatever its batch kept."""
+def judge(s: dict) -> dict:
+    """The oracle (the best library arm, or the default when none beats it), its gain and the
+    share of it schedcp captured; the arm also held to the batch keeping >= 90 % of its default
+    throughput. A protected service that needs 1.2 of 2 CPUs takes them from the batch, so that
+    second figure shows the cost of the issue's batch target, not a better answer."""
     sign = 1 if s["lower_is_better"] else -1
-    tried = {n: a["median"] for n, a in s["arms"].items() if n not in ("default", "schedcp", "alone")}
-    name = min(tried, key=lambda n: sign * tried[n], default="default")
-    return name, tried.get(name, s["default"])
+    arms = {n: a for n, a in s["arms"].items() if n not in ("default", "schedcp", "alone")}
+
+    def best(names: list[str]) -> str:
+        name = min(names, key=lambda n: sign * arms[n]["median"], default="default")
+        return name if name != "default" and sign * arms[name]["median"] < sign * s["default"] else "default"
+
+    def value(name: str) -> float:
+        return s["default"] if name == "default" else arms[name]["median"]
+
+    batch = s["arms"]["default"].get("batch_ops_per_s")
+    oracle = best(list(arms))
+    guarded = best([n for n, a in arms.items()
+                    if batch is None or (a.get("batch_ops_per_s") or 0) >= GUARD_RATIO * batch])
+    gain = s["default"] - value(oracle)
+    return {**s, "oracle_arm": oracle, "oracle": value(oracle), "guarded_arm": guarded, "guarded": value(guarded),
+            "oracle_gain": abs(gain) / s["default"] if s["default"] else 0.0,
+            "captured": (s["default"] - s["schedcp"]) / gain if gain else None}
 
 
 def merged(results: list[dict], name: str) -> list[dict]:
@@ -198,6 +200,7 @@ def merged(results: list[dict], name: str) -> list[dict]:
 def report(results: list[dict], args: argparse.Namespace) -> None:
     if args.update:
         results = merged(results, args.name)
+    results = [judge(s) for s in results]
     rows = [r for s in results for r in s["classification"]]
     right = sum(r["truth"] == r["read"] for r in rows)
     data = {"date": time.strftime("%Y-%m-%d"), "kernel": os.uname().release, "cpus": CPUS,
@@ -210,20 +213,20 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
              "", f"{os.uname().release}, {CPUS} CPUs, {data['date']}; {args.repetitions} repetitions of every arm, "
              f"rotating order, {args.seconds:g} s windows; medians. `schedcp` is one decision cycle with no intent "
              "(rules provider), then the measurement under what it kept; the oracle is the best library policy and "
-             f"parameters tried on the scenario's true groups whose batch kept >= {GUARD_RATIO:.0%} of its throughput.",
+             "parameters tried on the scenario's true groups.",
              "", "| scenario | objective | metric | default | alone | schedcp | oracle (arm) | oracle gain | "
-             "captured | best, batch unguarded (arm) | schedcp decided |", "|---" * 11 + "|"]
+             "captured | best with the batch at >= 90 % (arm) | schedcp decided |", "|---" * 11 + "|"]
     for s in results:
         captured = "-" if s["captured"] is None else f"{100 * s['captured']:.0f} %"
         decided = "; ".join(f"{c['objective'] or 'none'} -> {c['policy'] or 'nothing kept'}" for c in s["cycles"][:3])
-        best_arm, best = unguarded_best(s)
         alone = f"{s['alone']:.4g}" if s.get("alone") else "-"
         lines.append(f"| {s['name']} | {s['objective']} | {s['primary']} | {s['default']:.4g} | {alone} | "
                      f"{s['schedcp']:.4g} | {s['oracle']:.4g} ({s['oracle_arm']}) | {100 * s['oracle_gain']:.0f} % | "
-                     f"{captured} | {best:.4g} ({best_arm}) | {decided} |")
-    lines += ["", "The oracle is held to the batch keeping >= 90 % of its default throughput (the issue's target); "
-              "the unguarded best is the best arm whatever the batch kept: a service that needs 1.2 of 2 CPUs "
-              "takes them from the batch once protected."]
+                     f"{captured} | {s['guarded']:.4g} ({s['guarded_arm']}) | {decided} |")
+    lines += ["", "The oracle is the best library arm on the scenario's true groups. Beside it, the best arm that "
+              "also kept the batch at >= 90 % of its default throughput (the issue's batch target): a service that "
+              "needs 1.2 of 2 CPUs takes them from the batch once protected, so on web_batch that arm protects "
+              "little."]
     lines += ["", f"Classification: {right} of {len(rows)} labelled groups right (quiet and contended).", "",
               "| truth \\ read | " + " | ".join(CLASSES) + " |", "|---|" + "---|" * len(CLASSES)]
     matrix = data["classification"]["confusion"]
@@ -316,7 +319,9 @@ def main() -> None:
                         "tests/test_scenario_truth.py: tests/data/scenario_features.json)")
     args = parser.parse_args()
     if args.render:
-        report(json.loads((RESULTS / f"{args.name}.json").read_text())["scenarios"], args)
+        data = json.loads((RESULTS / f"{args.name}.json").read_text())
+        args.repetitions, args.seconds = data["repetitions"], data["seconds"]
+        report(data["scenarios"], args)
         return
     # A stopped suite still rolls back, kills its programs and stops its stack (finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
