@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.scenarios.programs import Processes as Workload
 from bench.stack import running_stack
 from schedcp.runtime import rpc
 from schedcp.runtime.config import Settings, load_settings
@@ -63,27 +63,6 @@ def build_reqwork(cache: Path) -> Path:
         binary.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(source)], check=True)
     return binary
-
-
-class Workload:
-    """Processes the bench starts, each in its own process group (killed with its children).
-    They stay in the bench's session: a session of their own would get its own autogroup,
-    which shields the probes from the batch by itself."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, *argv: str, stdout=subprocess.DEVNULL) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, process_group=0)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        self.procs.clear()
 
 
 def percentile_from_histogram(histogram: dict[str, int], overflows: int, q: float) -> float:

@@ -111,10 +111,8 @@ def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: 
     run-queue wait, without losing the CPU work they get done."""
     demand = sum(g.features.demand for g in latency)
     worst = max(latency, key=lambda g: g.features.runq_latency.p99_us)
-    guard = goal_pb2.GuardConstraint(
-        metric=_metric("cpu_share", latency, common_pb2.DIRECTION_HIGHER_IS_BETTER),
-        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
-        description=f"{_names(latency)} keep at least {GUARD_RATIO:.0%} of their CPU share (no work lost)")
+    guard = _share_guard(latency, f"{_names(latency)} keep at least {GUARD_RATIO:.0%} of their CPU share "
+                                  "(no work lost)")
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_TAIL_LATENCY, target_groups=[g.matcher for g in latency],
         success_metric=_metric("runq_latency_p99_us", latency, common_pb2.DIRECTION_LOWER_IS_BETTER),
@@ -148,10 +146,8 @@ def makespan(long_jobs: list, others: list, intent: str) -> goal_pb2.Optimizatio
     """Finish a batch sooner by running its long jobs first: the long jobs' CPU share up, the
     batch as a whole losing none (the bound is max(longest job, work / CPUs))."""
     everyone = [*long_jobs, *[g for g in others if g not in long_jobs]]
-    guard = goal_pb2.GuardConstraint(
-        metric=_metric("cpu_share", everyone, common_pb2.DIRECTION_HIGHER_IS_BETTER),
-        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
-        description=f"{_names(everyone)} together keep at least {GUARD_RATIO:.0%} of the CPU they used")
+    guard = _share_guard(everyone, f"{_names(everyone)} together keep at least {GUARD_RATIO:.0%} of the CPU they "
+                                   "used")
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_MAKESPAN, target_groups=[g.matcher for g in long_jobs],
         success_metric=_metric("cpu_share", long_jobs, common_pb2.DIRECTION_HIGHER_IS_BETTER),
@@ -162,19 +158,21 @@ def makespan(long_jobs: list, others: list, intent: str) -> goal_pb2.Optimizatio
                    f"does; {guard.description}"))
 
 
-def _shared_guard(latency: list, others: list) -> goal_pb2.GuardConstraint:
+def _share_guard(groups: list, description: str) -> goal_pb2.GuardConstraint:
+    """The groups' CPU share (summed) keeps at least GUARD_RATIO of what it was before."""
     return goal_pb2.GuardConstraint(
-        metric=_metric("cpu_share", [*latency, *others], common_pb2.DIRECTION_HIGHER_IS_BETTER),
-        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
-        description=(f"{_names(latency)} and {_names(others)} together keep at least {GUARD_RATIO:.0%} of the CPU "
-                     "they used (the protected work takes what it needs, the rest goes to the others)"))
+        metric=_metric("cpu_share", groups, common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO, description=description)
+
+
+def _shared_guard(latency: list, others: list) -> goal_pb2.GuardConstraint:
+    return _share_guard([*latency, *others],
+                        f"{_names(latency)} and {_names(others)} together keep at least {GUARD_RATIO:.0%} of the CPU "
+                        "they used (the protected work takes what it needs, the rest goes to the others)")
 
 
 def _own_share_guard(others: list) -> goal_pb2.GuardConstraint:
-    return goal_pb2.GuardConstraint(
-        metric=_metric("cpu_share", others, common_pb2.DIRECTION_HIGHER_IS_BETTER),
-        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
-        description=f"{_names(others)} keep at least {GUARD_RATIO:.0%} of their CPU share")
+    return _share_guard(others, f"{_names(others)} keep at least {GUARD_RATIO:.0%} of their CPU share")
 
 
 def _metric(name: str, groups: list, direction: int) -> common_pb2.MetricSpec:
