@@ -27,6 +27,7 @@ from schedcp.v1 import (
     planner_pb2_grpc,
     policy_pb2,
     profile_pb2,
+    verdict_pb2,
 )
 from services.planner import cycle as cycle_module
 from services.planner import goals, synthesis
@@ -469,3 +470,72 @@ def test_only_a_deployment_with_an_outcome_gets_a_learn_stage():
     assert all(cycle_module._outcome_published(ended(*case)) for case in published)
     assert not any(cycle_module._outcome_published(ended(*case)) for case in none)
     assert not cycle_module._outcome_published(None)
+
+
+class _ThreeCandidates(_OneHost):
+    """A planner whose goal has three library candidates; the host runs nothing yet."""
+
+    async def observe(self, observer_addr: str) -> profile_pb2.WorkloadProfile:
+        return profile(group("nginx", LATENCY, 0.5), group("ffmpeg", BATCH, 4.0))
+
+    async def goal(self, profile_, intent, provider, usage) -> goal_pb2.OptimizationGoal:
+        return goals.infer(profile_, intent)
+
+    async def candidates(self, goal, profile_) -> cycle_pb2.CandidateList:
+        names = ("batch_sched_idle", "batch_idle_cgroup", "favour_group")
+        return cycle_pb2.CandidateList(candidates=[
+            cycle_pb2.Candidate(artifact=policy_pb2.PolicyArtifact(name=n, digest=n)) for n in names])
+
+    def provider_of(self, provider: str) -> str:
+        return "rules"
+
+
+class _Canaries(Cycle):
+    """Every candidate is approved; each canary ends as `verdicts` says, by policy name."""
+
+    def __init__(self, verdicts: dict[str, int]) -> None:
+        super().__init__(_ThreeCandidates(), _NoBus(), "127.0.0.1:1", 5.0)
+        self.verdicts, self.deployed_names = verdicts, []
+
+    async def _verify(self, artifact, host):
+        return verdict_pb2.Verdict(artifact=artifact, claims=verdict_pb2.VerdictClaims(approved=True),
+                                   summary=f"{artifact.name} approved")
+
+    async def _running(self, host):
+        return None
+
+    async def _deploy(self, host, verdict, goal, profile_, cycle_id):
+        self.deployed_names.append(verdict.artifact.name)
+        state = self.verdicts[verdict.artifact.name]
+        yield deployment_pb2.DeploymentEvent(
+            deployment=deployment_pb2.Deployment(policy_name=verdict.artifact.name, state=state),
+            message=f"{verdict.artifact.name} {deployment_pb2.DeploymentState.Name(state)}")
+
+    async def _learn(self, cycle, deployment):
+        return
+        yield
+
+
+@pytest.mark.parametrize(("verdicts", "tried", "result"), [
+    ({"batch_sched_idle": deployment_pb2.DEPLOYMENT_STATE_KEPT}, ["batch_sched_idle"], "batch_sched_idle kept"),
+    ({"batch_sched_idle": deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK,
+      "batch_idle_cgroup": deployment_pb2.DEPLOYMENT_STATE_KEPT},
+     ["batch_sched_idle", "batch_idle_cgroup"], "batch_idle_cgroup kept"),
+    ({name: deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK
+      for name in ("batch_sched_idle", "batch_idle_cgroup", "favour_group")},
+     ["batch_sched_idle", "batch_idle_cgroup", "favour_group"], "favour_group rolled back"),
+    # A failure is not a measurement that the policy does not help: the cycle ends with it.
+    ({"batch_sched_idle": deployment_pb2.DEPLOYMENT_STATE_FAILED}, ["batch_sched_idle"], "batch_sched_idle failed"),
+], ids=["first kept", "second kept after a rollback", "all rolled back", "a failure ends it"])
+def test_a_rolled_back_canary_is_followed_by_the_next_candidate(verdicts, tried, result):
+    cycle = _Canaries(verdicts)
+
+    async def run() -> list[cycle_pb2.CycleEvent]:
+        return [e async for e in cycle.tune(planner_pb2.TuneRequest(host_id="testhost"))]
+
+    events = asyncio.run(run())
+    assert cycle.deployed_names == tried
+    assert events[-1].stage == cycle_pb2.CYCLE_STAGE_RESULT and events[-1].message.startswith(result), events[-1]
+    retries = [e.message for e in events if e.message.endswith("trying the next candidate")]
+    assert retries == [f"{name} rolled back: trying the next candidate" for name in tried[:-1]
+                       if verdicts[name] == deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK]

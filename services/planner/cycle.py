@@ -153,7 +153,8 @@ class Cycle:
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED, f"candidates: {names}",
                                candidates=found)
         judged: deployment_pb2.DeploymentEvent | None = None
-        for candidate in found.candidates[:MAX_CANDIDATES_TRIED]:
+        tried = found.candidates[:MAX_CANDIDATES_TRIED]
+        for index, candidate in enumerate(tried):
             yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_STARTED,
                                    f"verifying {candidate.artifact.name}")
             verdict = await self._verify(candidate.artifact, host)
@@ -170,7 +171,7 @@ class Cycle:
             # A canary that rolled back measured that this policy does not help here; the next
             # candidate may (which one wins is measured, not assumed). An operator's choice is
             # tried alone.
-            if request.policy or not _rolled_back(judged):
+            if request.policy or not _rolled_back(judged) or index == len(tried) - 1:
                 break
             yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_RUNNING,
                                    f"{verdict.artifact.name} rolled back: trying the next candidate")
