@@ -55,17 +55,12 @@ def warm(scenario: Scenario, env: Env, with_batch: bool) -> Processes:
     return procs
 
 
-def classification(scenario: Scenario, env: Env, settings: Settings,
-                   profiles: list[dict] | None = None) -> list[dict]:
-    """The observer's classes of the scenario's labelled groups, contended (and quiet, beside
-    batch); each profile is appended to `profiles` when given."""
-    profiles = [] if profiles is None else profiles
-    rows = []
-    conditions = [("contended", True)]
-    if scenario.beside_batch:
-        conditions.append(("quiet", False))
-    for condition, batch in conditions:
-        procs = warm(scenario, env, with_batch=batch and scenario.beside_batch)
+def classification(scenario: Scenario, env: Env, settings: Settings) -> tuple[list[dict], list[dict]]:
+    """The observer's classes of the scenario's labelled groups, contended (and, beside batch,
+    quiet: the service without it), with the profiles they came from."""
+    rows, profiles = [], []
+    for condition in ("contended", "quiet") if scenario.beside_batch else ("contended",):
+        procs = warm(scenario, env, with_batch=scenario.beside_batch and condition == "contended")
         try:
             found = arms_mod.profile(settings, PROFILE_S)
         finally:
@@ -77,7 +72,7 @@ def classification(scenario: Scenario, env: Env, settings: Settings,
             rows.append({"scenario": scenario.name, "condition": condition, **row})
             log(f"  {condition}: {row['group']} read {row['read']} ({row['confidence']:.2f}), "
                 f"truth {row['truth']}: {row['reason']}")
-    return rows
+    return rows, profiles
 
 
 def run_arm(scenario: Scenario, env: Env, arm: Arm, settings: Settings) -> tuple[dict, dict | None]:
@@ -114,7 +109,7 @@ def run_scenario(scenario: Scenario, settings: Settings, repetitions: int, secon
     cycles: list[dict] = []
     try:
         scenario.start(env)
-        labels = classification(scenario, env, settings)
+        labels, _ = classification(scenario, env, settings)
         for rep in range(repetitions):
             order = arms[rep % len(arms):] + arms[:rep % len(arms)]
             for arm in order:
@@ -326,36 +321,33 @@ def main() -> None:
     # A stopped suite still rolls back, kills its programs and stops its stack (finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     chosen = [SCENARIOS[n] for n in args.only.split(",")] if args.only else list(SCENARIOS.values())
-    results = []
+    results, profiles = [], []
     with running_stack(SCHEDCP_GOAL_PROVIDER="rules") as (_, _, settings), \
             tempfile.TemporaryDirectory(prefix="schedcp-scenarios-") as tmp:
         for scenario in chosen:
             if args.features:
-                results += profile_only(scenario, settings, Path(tmp))
+                rows, taken = profile_only(scenario, settings, Path(tmp))
+                results, profiles = results + rows, profiles + taken
             else:
                 results.append(run_scenario(scenario, settings, args.repetitions, args.seconds, Path(tmp)))
     if args.features:
         Path(args.features).write_text(json.dumps({"host": {"kernel": os.uname().release, "cpus": CPUS},
-                                                   "groups": results, "profiles": PROFILES}, indent=1) + "\n")
+                                                   "groups": results, "profiles": profiles}, indent=1) + "\n")
         right = sum(r["truth"] == r["read"] for r in results)
         print(f"{right} of {len(results)} labelled groups read right; features in {args.features}")
     else:
         report(results, args)
 
 
-def profile_only(scenario: Scenario, settings: Settings, tmp: Path) -> list[dict]:
+def profile_only(scenario: Scenario, settings: Settings, tmp: Path) -> tuple[list[dict], list[dict]]:
     env = Env(tmp / scenario.name, 0)
     env.tmp.mkdir(parents=True)
     log(f"{scenario.name}: {scenario.summary}")
     try:
         scenario.start(env)
-        return classification(scenario, env, settings, PROFILES)
+        return classification(scenario, env, settings)
     finally:
         env.procs.stop()
-
-
-# Every profile the --features mode took, for tests/data/scenario_features.json.
-PROFILES: list[dict] = []
 
 
 if __name__ == "__main__":

@@ -415,11 +415,8 @@ class Executor:
         return Next(self._measure_canary, f"canary: measuring for {_seconds(run.spec.canary_window):g} s")
 
     async def _measure_canary(self, run: Run) -> Next | Ending:
-        try:
-            run.observed = await canary.measure(self._settings.observer_addr, run.spec,
-                                                _seconds(run.spec.canary_window))
-        except Exception as exc:
-            return _canary_not_measured(exc)
+        if failed := await self._measure(run):
+            return failed
         if canary.disturbed(run.baseline, run.observed):
             return Next(self._measure_canary_again,
                         f"other processes used {100 * run.observed.foreign_cpu_share:.0f} % of the CPU during the "
@@ -428,12 +425,16 @@ class Executor:
 
     async def _measure_canary_again(self, run: Run) -> Next | Ending:
         """Once only: a host that stays busy is judged as it is rather than never."""
+        return await self._measure(run) or Next(self._judge)
+
+    async def _measure(self, run: Run) -> Ending | None:
+        """One canary window into run.observed; the ending when it could not be measured."""
         try:
             run.observed = await canary.measure(self._settings.observer_addr, run.spec,
                                                 _seconds(run.spec.canary_window))
         except Exception as exc:
             return _canary_not_measured(exc)
-        return Next(self._judge)
+        return None
 
     async def _judge(self, run: Run) -> Ending | Ejected:
         if run.deployment.backend == "sched_ext" and not self._scx.active:

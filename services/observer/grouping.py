@@ -56,7 +56,7 @@ def group_window(window: Window, kind: int) -> list[Group]:
     groups: dict[str, Group] = {}
     for thread in window.threads.values():
         process = window.processes.get(thread.pid)
-        if process is None or process.kernel_thread or protected.reason_protected(process):
+        if process is None or process.kernel_thread or _protected(process):
             continue
         gid, name, matcher = _key(kind, process)
         group = groups.get(gid)
@@ -65,6 +65,22 @@ def group_window(window: Window, kind: int) -> list[Group]:
         group.processes[process.pid] = process
         group.threads.append(thread)
     return list(groups.values())
+
+
+# Whether a process is protected, by what identifies it: reason_protected reads its command
+# line, which is worth doing once per process, not once per thread and window.
+_PROTECTED: dict[tuple, bool] = {}
+_PROTECTED_MAX = 8192
+
+
+def _protected(process: ProcessInfo) -> bool:
+    key = (process.pid, process.start_s, process.comm, process.cgroup, process.unified_cgroup)
+    found = _PROTECTED.get(key)
+    if found is None:
+        if len(_PROTECTED) >= _PROTECTED_MAX:
+            _PROTECTED.clear()
+        found = _PROTECTED[key] = bool(protected.reason_protected(process))
+    return found
 
 
 def kernel_cpu_s(window: Window) -> float:

@@ -46,7 +46,7 @@ _KEEP_BATCH = r"keep(ing)? (the )?batch('s)?( (throughput|share|cpu( share)?))?"
 
 
 def infer(profile: profile_pb2.WorkloadProfile, intent: str = "") -> goal_pb2.OptimizationGoal:
-    jobs = [g for g in profile.groups if is_job_batch(g) and _confident_in_any(g)]
+    jobs = [g for g in _confident(profile, LATENCY, BATCH) if is_job_batch(g)]
     latency = [g for g in _confident(profile, LATENCY) if g not in jobs]
     batch = [g for g in _confident(profile, BATCH) if g not in jobs]
     # A name as a whole word of the intent: "xz" is not named by "xz-long".
@@ -66,8 +66,7 @@ def infer(profile: profile_pb2.WorkloadProfile, intent: str = "") -> goal_pb2.Op
         return oversubscribed(latency, profile, intent)
     work = jobs + batch
     if objective == goal_pb2.OBJECTIVE_MAKESPAN and named:
-        return makespan(named, [g for g in _confident(profile, BATCH) + _confident(profile, LATENCY)
-                                if g not in named], intent)
+        return makespan(named, [g for g in _confident(profile, BATCH, LATENCY) if g not in named], intent)
     if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_THROUGHPUT) and work \
             and _contended(profile, work):
         return throughput(work, profile, intent)
@@ -179,13 +178,10 @@ def _metric(name: str, groups: list, direction: int) -> common_pb2.MetricSpec:
     return common_pb2.MetricSpec(name=name, groups=[g.matcher for g in groups], direction=direction)
 
 
-def _confident(profile: profile_pb2.WorkloadProfile, workload_class: int) -> list:
+def _confident(profile: profile_pb2.WorkloadProfile, *classes: int) -> list:
+    """The profile's groups of these classes, classified with enough confidence, in its order."""
     return [g for g in profile.groups
-            if g.classification.workload_class == workload_class and g.classification.confidence >= MIN_CONFIDENCE]
-
-
-def _confident_in_any(group: profile_pb2.WorkloadGroup) -> bool:
-    return group.classification.workload_class in (LATENCY, BATCH) and group.classification.confidence >= MIN_CONFIDENCE
+            if g.classification.workload_class in classes and g.classification.confidence >= MIN_CONFIDENCE]
 
 
 def _confidence(group: profile_pb2.WorkloadGroup) -> float:
