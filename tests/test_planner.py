@@ -110,6 +110,43 @@ def jobs(name: str, workload_class: int, demand: float, processes: int = 40, spr
     return g
 
 
+def long_tail_batch(processes: int = 9):
+    """xz jobs started together, one of which the observer found long."""
+    xz = jobs("xz", BATCH, 9.0, processes=processes)
+    xz.long_jobs.add(pid=7, cmdline="xz -c /data/long", work_ratio=8.0, evidence="7.3 s of CPU against 0.9 s",
+                     matcher=common_pb2.GroupMatcher(cmdline_regex=r"^xz\ \-c\ /data/long$"))
+    return xz
+
+
+@pytest.mark.parametrize("intent", ["", "finish the batch sooner (makespan)"])
+def test_a_batch_with_a_long_job_runs_it_first_with_a_weight_that_gives_it_a_cpu(intent):
+    p = profile(long_tail_batch())
+    goal = goals.infer(p, intent=intent)
+    assert goal.objective == goal_pb2.OBJECTIVE_MAKESPAN, goal.rationale
+    assert [m.cmdline_regex for m in goal.target_groups] == [r"^xz\ \-c\ /data/long$"]
+    assert [m.comm for m in goal.guards[0].metric.groups] == ["xz"] and "7.3 s of CPU" in goal.rationale
+    [candidate] = synthesis.candidates(goal, p).candidates
+    assert candidate.artifact.name == "favour_group" and candidate.artifact.origin == policy_pb2.POLICY_ORIGIN_TUNED
+    # 8 short jobs on the one CPU the long job leaves: it needs 8x their weight, nice -10 (9.3x).
+    assert candidate.artifact.native.rules[0].nice == -10 == candidate.artifact.parameters["nice"].int_value
+    assert native_checks.check(candidate.artifact.native) == []
+    # 2 short jobs beside it on 4 CPUs: a slight lead is enough.
+    roomy = profile(long_tail_batch(processes=3), cpus=4)
+    roomy.groups[0].features.demand = 5.0
+    [candidate] = synthesis.candidates(goals.infer(roomy), roomy).candidates
+    assert candidate.artifact.native.rules[0].nice == -1
+
+
+def test_without_evidence_of_a_long_job_a_batch_asks_for_throughput_and_makespan_says_what_is_missing():
+    p = profile(jobs("xz", BATCH, 9.0))
+    assert goals.infer(p).objective == goal_pb2.OBJECTIVE_THROUGHPUT
+    goal = goals.infer(p, intent="finish the batch sooner")
+    assert goal.objective == goal_pb2.OBJECTIVE_UNSPECIFIED and "name the long job" in goal.rationale
+    # An operator asking for throughput gets it, long job or not.
+    assert goals.infer(profile(long_tail_batch()), intent="more throughput").objective == \
+        goal_pb2.OBJECTIVE_THROUGHPUT
+
+
 def test_a_service_contending_with_itself_is_an_oversubscribed_service():
     nginx = group("nginx", LATENCY, 6.0, p99_us=9000)
     nginx.features.serves = True

@@ -109,7 +109,7 @@ class Classification(_message.Message):
     def __init__(self, workload_class: _Optional[_Union[WorkloadClass, str]] = ..., confidence: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WorkloadGroup(_message.Message):
-    __slots__ = ("group_id", "name", "kind", "matcher", "pids", "cgroup", "features", "classification", "settings")
+    __slots__ = ("group_id", "name", "kind", "matcher", "pids", "cgroup", "features", "classification", "settings", "long_jobs")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class WorkloadGroup(_message.Message):
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    LONG_JOBS_FIELD_NUMBER: _ClassVar[int]
     group_id: str
     name: str
     kind: GroupingKind
@@ -128,7 +129,22 @@ class WorkloadGroup(_message.Message):
     features: GroupFeatures
     classification: Classification
     settings: SchedSettings
-    def __init__(self, group_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[GroupingKind, str]] = ..., matcher: _Optional[_Union[_common_pb2.GroupMatcher, _Mapping]] = ..., pids: _Optional[_Iterable[int]] = ..., cgroup: _Optional[str] = ..., features: _Optional[_Union[GroupFeatures, _Mapping]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., settings: _Optional[_Union[SchedSettings, _Mapping]] = ...) -> None: ...
+    long_jobs: _containers.RepeatedCompositeFieldContainer[LongJob]
+    def __init__(self, group_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[GroupingKind, str]] = ..., matcher: _Optional[_Union[_common_pb2.GroupMatcher, _Mapping]] = ..., pids: _Optional[_Iterable[int]] = ..., cgroup: _Optional[str] = ..., features: _Optional[_Union[GroupFeatures, _Mapping]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., settings: _Optional[_Union[SchedSettings, _Mapping]] = ..., long_jobs: _Optional[_Iterable[_Union[LongJob, _Mapping]]] = ...) -> None: ...
+
+class LongJob(_message.Message):
+    __slots__ = ("pid", "cmdline", "matcher", "work_ratio", "evidence")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CMDLINE_FIELD_NUMBER: _ClassVar[int]
+    MATCHER_FIELD_NUMBER: _ClassVar[int]
+    WORK_RATIO_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    cmdline: str
+    matcher: _common_pb2.GroupMatcher
+    work_ratio: float
+    evidence: str
+    def __init__(self, pid: _Optional[int] = ..., cmdline: _Optional[str] = ..., matcher: _Optional[_Union[_common_pb2.GroupMatcher, _Mapping]] = ..., work_ratio: _Optional[float] = ..., evidence: _Optional[str] = ...) -> None: ...
 
 class WorkloadSignature(_message.Message):
     __slots__ = ("version", "dimensions", "values")

@@ -90,6 +90,7 @@ def full(profile: profile_pb2.WorkloadProfile) -> str:
             f"mean {_us(lat.mean_us)} p90 {_us(lat.p90_us)} p99.9 {_us(lat.p999_us)} over {lat.samples} runs "
             f"({lat.source})",
             f"  wait histogram: {histogram or 'no samples'}",
+            *(f"  long job {j.cmdline!r} (pid {j.pid}): {j.evidence}" for j in g.long_jobs),
         ]
     lines.append(f"Kernel threads: CPU {_pct(profile.kernel_cpu_share)}.")
     dims = ", ".join(f"{d}={v:g}" for d, v in zip(profile.signature.dimensions, profile.signature.values, strict=True))

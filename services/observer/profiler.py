@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from schedcp.domain import matchers, procfs
 from schedcp.runtime.errors import InvalidArgument, NotFound
 from schedcp.v1 import host_pb2, observer_pb2, profile_pb2
-from services.observer import classify, describe, grouping, signature
+from services.observer import classify, describe, grouping, jobs, signature
 from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Window, latency_of
 
 DEFAULT_WINDOW_S = 2.0
@@ -44,6 +44,7 @@ class Profiler:
     def __init__(self, sampler: Sampler, facts: Callable[[], host_pb2.HostFacts]) -> None:
         self._sampler = sampler
         self._facts = facts
+        self._jobs = jobs.JobHistory()
 
     async def profile(self, request: observer_pb2.GetProfileRequest) -> profile_pb2.WorkloadProfile:
         window_s = seconds(request.window, "window", WINDOW_LIMITS_S, DEFAULT_WINDOW_S)
@@ -86,9 +87,11 @@ class Profiler:
         profile.texts.extend(describe.texts(profile, detail))
         return profile
 
-    @staticmethod
-    def _group(group: grouping.Group, window: Window) -> profile_pb2.WorkloadGroup:
+    def _group(self, group: grouping.Group, window: Window) -> profile_pb2.WorkloadGroup:
         features = grouping.features(group, window)
+        self._jobs.record(group.processes.values())
+        # A service's processes are not jobs that end.
+        long_jobs = [] if features.serves else jobs.long_jobs(list(group.processes.values()), self._jobs)
         busiest = max(group.threads, key=lambda t: t.cpu_ns)
         settings = procfs.read_sched_settings(busiest.pid, busiest.tid)
         return profile_pb2.WorkloadGroup(
@@ -97,6 +100,7 @@ class Profiler:
             classification=classify.classify(features),
             settings=profile_pb2.SchedSettings(policy=settings.policy, nice=settings.nice,
                                                slice_us=settings.slice_us) if settings else None,
+            long_jobs=long_jobs,
         )
 
     async def measure(self, request: observer_pb2.MeasureRequest) -> observer_pb2.MeasureResponse:

@@ -12,10 +12,14 @@ its groups are (services that accept connections, batches of jobs started togeth
   that sleep and wake for messages, wakeups per second;
 - otherwise nothing worth changing: a goal with no objective and the reason.
 
+- a batch of jobs some of which are far longer than the rest (the observer's long_jobs: the CPU
+  their command lines used before, or inputs many times larger) -> makespan: run the long jobs
+  first, the batch losing no CPU; without that evidence, throughput.
+
 An operator's intent narrows it: a group named in it becomes the target, and "throughput",
 "latency"/"p99" or "makespan" picks the objective (a makespan goal runs the named long jobs
-first: which jobs are long is not in a profile); "keep the batch" asks for the old guard (the
-batch keeps 90 % of its own CPU share).
+first, or the observer's long jobs when none is named); "keep the batch" asks for the old guard
+(the batch keeps 90 % of its own CPU share).
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ from schedcp.v1 import common_pb2, goal_pb2, profile_pb2
 MIN_CONFIDENCE = 0.5
 LATENCY_MIN_IMPROVEMENT = 0.2
 THROUGHPUT_MIN_IMPROVEMENT = 0.05
+# A long job's CPU share in one window depends on where the batch is (beside the short jobs it
+# gets its fair part, alone at the end a whole CPU), so two windows differ by tens of per cent
+# whatever is deployed. More weight cannot give it less CPU; what the canary must catch is a
+# batch losing CPU (the guard), and a share that did not rise at all.
+MAKESPAN_MIN_IMPROVEMENT = 0.05
 GUARD_RATIO = 0.9
 # Demand (CPU + run-queue wait, in CPUs) above capacity by this factor is contention.
 CONTENDED = 1.05
@@ -40,7 +49,7 @@ JOB_SPAWNS_PER_S = 0.5
 LATENCY = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE
 BATCH = profile_pb2.WORKLOAD_CLASS_BATCH
 _OBJECTIVE_WORDS = ((goal_pb2.OBJECTIVE_THROUGHPUT, r"throughput|faster batch|more work"),
-                    (goal_pb2.OBJECTIVE_MAKESPAN, r"makespan|finish sooner|finish faster"),
+                    (goal_pb2.OBJECTIVE_MAKESPAN, r"makespan|finish(es)? (\w+ ){0,3}(sooner|faster|earlier)"),
                     (goal_pb2.OBJECTIVE_TAIL_LATENCY, r"latency|p99|tail|responsive"))
 _KEEP_BATCH = r"keep(ing)? (the )?batch('s)?( (throughput|share|cpu( share)?))?"
 
@@ -67,6 +76,10 @@ def infer(profile: profile_pb2.WorkloadProfile, intent: str = "") -> goal_pb2.Op
     work = jobs + batch
     if objective == goal_pb2.OBJECTIVE_MAKESPAN and named:
         return makespan(named, [g for g in _confident(profile, BATCH, LATENCY) if g not in named], intent)
+    long = long_jobs(jobs)
+    if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_MAKESPAN) and long \
+            and _contended(profile, work):
+        return makespan_of(long, work, intent)
     if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_THROUGHPUT) and work \
             and _contended(profile, work):
         return throughput(work, profile, intent)
@@ -150,11 +163,39 @@ def makespan(long_jobs: list, others: list, intent: str) -> goal_pb2.Optimizatio
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_MAKESPAN, target_groups=[g.matcher for g in long_jobs],
         success_metric=_metric("cpu_share", long_jobs, common_pb2.DIRECTION_HIGHER_IS_BETTER),
-        min_improvement=LATENCY_MIN_IMPROVEMENT, intent=intent, provider="rules", guards=[guard],
+        min_improvement=MAKESPAN_MIN_IMPROVEMENT, intent=intent, provider="rules", guards=[guard],
         confidence=min(_confidence(g) for g in long_jobs),
         rationale=(f"{_names(long_jobs)} {'is the long job' if len(long_jobs) == 1 else 'are the long jobs'}: run "
                    f"{'it' if len(long_jobs) == 1 else 'them'} first so the batch ends when the longest work "
                    f"does; {guard.description}"))
+
+
+def long_jobs(jobs: list) -> list:
+    """The long jobs the observer found in batches of jobs, once per command line (a rerun of
+    one is the same job)."""
+    found = {}
+    for group in jobs:
+        for job in group.long_jobs:
+            found.setdefault(job.matcher.cmdline_regex, job)
+    return list(found.values())
+
+
+def makespan_of(long: list, work: list, intent: str) -> goal_pb2.OptimizationGoal:
+    """Finish a batch of jobs sooner when some of its jobs are far longer than the rest (the
+    observer's evidence: CPU their command line used before, or their inputs): run those first,
+    the batch as a whole losing no CPU."""
+    guard = _share_guard(work, f"{_names(work)} together keep at least {GUARD_RATIO:.0%} of the CPU they used")
+    shown = "; ".join(f"{j.cmdline!r}: {j.evidence}" for j in long[:3])
+    return goal_pb2.OptimizationGoal(
+        objective=goal_pb2.OBJECTIVE_MAKESPAN, target_groups=[j.matcher for j in long],
+        success_metric=common_pb2.MetricSpec(name="cpu_share", groups=[j.matcher for j in long],
+                                             direction=common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        min_improvement=MAKESPAN_MIN_IMPROVEMENT, intent=intent, provider="rules", guards=[guard],
+        confidence=min(_confidence(g) for g in work),
+        rationale=(f"a batch of jobs ({_names(work)}) contends and {len(long)} of its jobs "
+                   f"{'is' if len(long) == 1 else 'are'} far longer than the others ({shown}): its makespan is "
+                   f"the long {'job' if len(long) == 1 else 'jobs'}'; run {'it' if len(long) == 1 else 'them'} "
+                   f"first; {guard.description}"))
 
 
 def _share_guard(groups: list, description: str) -> goal_pb2.GuardConstraint:
@@ -217,8 +258,9 @@ def _names(groups: list) -> str:
 
 def _nothing_to_do(profile, latency: list, work: list, objective: int) -> str:
     if objective == goal_pb2.OBJECTIVE_MAKESPAN:
-        return ("makespan needs to know which jobs are long; with no contended batch of jobs in the profile "
-                "there is nothing to order")
+        return ("makespan needs to know which jobs are long: no contended batch of jobs in the profile has jobs "
+                "far longer than the others (by the CPU their command lines used before, or by their inputs); "
+                "name the long job in the intent")
     if latency and not work:
         return (f"{_names(latency)} fit in the host's {profile.host.cpu.logical_cpus} CPUs with nothing to "
                 "protect them from")

@@ -33,7 +33,8 @@ SYSTEM = ("You are the goal-inference agent of schedcp, a Linux CPU scheduling c
           "work that competes with them (tail_latency with batch_group_ids), or of latency-sensitive groups that "
           "contend among themselves (tail_latency without batch_group_ids: an over-subscribed service); raise the "
           "throughput of batch work or of a batch of jobs (throughput); finish a batch of jobs sooner by running "
-          "its long jobs first (makespan, naming the long jobs as targets); or nothing (none). Evidence: a group "
+          "its long jobs first (makespan, naming the long jobs as targets, or the batch whose long_jobs the "
+          "observer found); or nothing (none). Evidence: a group "
           "that serves connections is a service, even when starved of CPU it never sleeps; cpu_per_wakeup_us is "
           "the size of one unit of work; wait_share is how much of what it wants a group waits for; many "
           "processes started within seconds of each other, or new ones every second, are jobs. Use only the "
@@ -165,7 +166,8 @@ def prompt(profile: profile_pb2.WorkloadProfile, intent: str) -> str:
                "cpu_per_wakeup_us": round(g.features.cpu_per_wakeup_us), "wait_share": round(g.features.wait_share, 2),
                "serves_connections": g.features.serves, "processes": g.features.processes,
                "started_within_s": round(g.features.start_spread_s, 1),
-               "new_processes_per_s": round(g.features.spawns_per_s, 1), "jobs": goals.is_job_batch(g)}
+               "new_processes_per_s": round(g.features.spawns_per_s, 1), "jobs": goals.is_job_batch(g),
+               "long_jobs": [{"cmdline": j.cmdline, "evidence": j.evidence} for j in g.long_jobs[:4]]}
               for g in profile.groups]
     return json.dumps({"host_cpus": profile.host.cpu.logical_cpus, "groups": groups,
                        "operator_intent": intent or None})
@@ -190,6 +192,9 @@ def to_goal(proposal: GoalProposal, profile: profile_pb2.WorkloadProfile, intent
         goal = goals.oversubscribed(targets, profile, intent)
     elif proposal.objective == "throughput" and targets:
         goal = goals.throughput(targets, profile, intent)
+    elif proposal.objective == "makespan" and (long := goals.long_jobs(targets)):
+        # A batch named as the target: the observer's long jobs in it are what runs first.
+        goal = goals.makespan_of(long, [*targets, *(g for g in batch if g not in targets)], intent)
     elif proposal.objective == "makespan" and targets:
         goal = goals.makespan(targets, batch, intent)
     elif proposal.objective == "none":

@@ -15,6 +15,7 @@ refuse to load it.
 from __future__ import annotations
 
 import logging
+import math
 
 from schedcp.domain import kernels, matchers, native_policies, params, policies
 from schedcp.domain.policies import PolicyMetadata
@@ -86,7 +87,8 @@ def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadPro
             continue
         groups = _groups_for(by_name[name], goal)
         if groups:
-            found.append(_native(by_name[name], groups, improvement, confidence))
+            found.append(_native(by_name[name], groups, improvement, confidence,
+                                 derived(by_name[name], goal, profile)))
     if skipped:
         log.info("not offered on %s: %s", profile.host.host_id or "this host", "; ".join(skipped))
         for candidate in found:  # the candidates that remain say what was passed over
@@ -128,6 +130,30 @@ def named(name: str, parameters, goal: goal_pb2.OptimizationGoal, profile: profi
     return cycle_pb2.CandidateList(candidates=[candidate], chosen=0)
 
 
+def derived(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal,
+            profile: profile_pb2.WorkloadProfile) -> dict[str, object]:
+    """Parameters chosen from the profile over the library's defaults ({} when none is).
+
+    favour_group for the observer's long jobs: the weight that gives each long job a CPU of its
+    own against the program's other jobs (EEVDF balances weight across CPUs: k long jobs of
+    weight w beside n others of weight 1024 on c CPUs keep theirs when w >= 1024 n / (c - k);
+    nice is log1.25 of the weight ratio), within the policy's range."""
+    if meta.name != "favour_group" or goal.objective != goal_pb2.OBJECTIVE_MAKESPAN:
+        return {}
+    targets = [m.cmdline_regex for m in goal.target_groups if m.cmdline_regex]
+    batches = [g for g in profile.groups if any(j.matcher.cmdline_regex in targets for j in g.long_jobs)]
+    if not batches:
+        return {}
+    long = sum(1 for g in batches for j in g.long_jobs if j.matcher.cmdline_regex in targets)
+    others = sum(g.features.processes for g in batches) - long
+    free_cpus = (profile.host.cpu.logical_cpus or 1) - long
+    spec = meta.parameter("nice")
+    if free_cpus <= 0 or others <= 0:
+        return {"nice": spec.min}  # every CPU is a long job's: the others fill what they leave
+    ratio = others / free_cpus
+    return {"nice": max(spec.min, min(spec.max, -math.ceil(math.log(max(ratio, 1.0)) / math.log(1.25))))}
+
+
 def _sched_ext(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal, improvement: float,
                confidence: float) -> cycle_pb2.Candidate:
     artifact = policy_pb2.PolicyArtifact(
@@ -156,9 +182,14 @@ def _native(meta: PolicyMetadata, group: list[common_pb2.GroupMatcher], improvem
     artifact = policy_pb2.PolicyArtifact(name=meta.name, kind=policy_pb2.POLICY_KIND_NATIVE,
                                          origin=policy_pb2.POLICY_ORIGIN_LIBRARY,
                                          native=native_policies.build(meta, values or {}, group))
+    why = f"{meta.name}: {meta.description}"
+    for name, value in (values or {}).items():  # recorded, so outcomes say what was deployed
+        artifact.parameters[name].CopyFrom(params.of(value))
+    if values:
+        artifact.origin = policy_pb2.POLICY_ORIGIN_TUNED
+        why += f" With {', '.join(f'{k}={v}' for k, v in values.items())}, chosen for this workload."
     return cycle_pb2.Candidate(artifact=artifact, path=cycle_pb2.SYNTHESIS_PATH_TUNE,
-                               expected_improvement=improvement, confidence=confidence,
-                               rationale=f"{meta.name}: {meta.description}")
+                               expected_improvement=improvement, confidence=confidence, rationale=why)
 
 
 def reusable(search: learner_pb2.SearchPoliciesResponse | None, profile: profile_pb2.WorkloadProfile,
