@@ -1,19 +1,25 @@
 """The openai goal provider against a local OpenAI-compatible server that replays scripted
 answers: a valid structured reply becomes the goal; malformed JSON is repaired in one more
 round; schema violations, unknown groups, timeouts, errors and a spent token budget fall back
-to the rules provider, and the goal says why."""
+to the rules provider, and the goal says why. The scripted server also plays the kinds of
+server people run, which accept different structured-output formats: the client negotiates the
+mode once per endpoint and model, again after an error, sends schemas without the bounds that
+blow up decoding grammars, and enforces those bounds itself."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 
 import pytest
+from pydantic import BaseModel, Field
 
 from schedcp.runtime.config import load_settings
 from schedcp.v1 import goal_pb2, planner_pb2, planner_pb2_grpc
-from services.planner import llm
+from services.planner import llm, structured
 from tests.conftest import cpu_hogs, latency_probe
-from tests.llm_server import reply, scripted_llm
+from tests.llm_server import KINDS, reply, scripted_llm
 from tests.test_planner import BATCH, LATENCY, group, profile, wait_registered
 from tests.test_services import call
 
@@ -22,9 +28,16 @@ GOOD = {"objective": "tail_latency", "target_group_ids": ["comm:nginx"], "batch_
         "rationale": "nginx waits behind ffmpeg", "confidence": 0.8}
 
 
-def infer(replies: list[dict], **settings) -> tuple[goal_pb2.OptimizationGoal, llm.Usage, list[dict]]:
+@pytest.fixture(autouse=True)
+def no_negotiated_modes(monkeypatch):
+    """Each test's server is new to the client (a port of an earlier test's may be reused)."""
+    monkeypatch.setattr(llm, "_NEGOTIATED", {})
+
+
+def infer(replies: list[dict], kind: str = "openai",
+          **settings) -> tuple[goal_pb2.OptimizationGoal, llm.Usage, list[dict]]:
     usage = llm.Usage()
-    with scripted_llm(replies) as (url, script):
+    with scripted_llm(replies, kind) as (url, script):
         provider = llm.OpenAIGoals(load_settings(llm_max_retries=0, **settings), base_url=url, api_key="test")
         goal = asyncio.run(provider.infer(PROFILE, "", usage))
     return goal, usage, script.requests
@@ -102,3 +115,117 @@ def test_plan_with_the_openai_provider_counts_its_usage(services, workload):
     assert (plan.llm_usage.calls, plan.llm_usage.input_tokens, plan.llm_usage.output_tokens) == (1, 300, 60)
     assert script.requests[0]["model"] == "scripted-model"
     assert plan.candidates.candidates[0].artifact.native.rules[0].match[0].comm == "stress-ng-cpu"
+
+
+# Each kind of server, and the formats the first call sends until one is accepted: the last.
+NEGOTIATIONS = {
+    "openai": ["json_schema"],
+    "refuses json_schema with a bare 500": ["json_schema", "json_schema", "json_object+schema"],
+    "refuses json_schema with a 500 naming it": ["json_schema", "json_object+schema"],
+    "json_object without a schema only": ["json_schema", "json_object+schema", "json_object"],
+    "text only": ["json_schema", "json_object+schema", "json_object", "text"],
+}
+assert set(NEGOTIATIONS) == set(KINDS)
+
+
+@pytest.mark.parametrize("kind", NEGOTIATIONS)
+def test_the_mode_is_negotiated_once_and_again_after_an_error(kind, spans, caplog):
+    caplog.set_level(logging.INFO, logger=llm.__name__)
+    first = NEGOTIATIONS[kind]
+    mode = first[-1]
+    with scripted_llm([reply(GOOD), reply(GOOD), {"status": 503}, reply(GOOD)], kind) as (url, script):
+        provider = llm.OpenAIGoals(load_settings(llm_max_retries=0), base_url=url, api_key="test")
+        goals = [asyncio.run(provider.infer(PROFILE, "", llm.Usage())) for _ in range(4)]
+    assert [g.provider for g in goals] == ["openai", "openai", "rules", "openai"]
+    assert "answered 503" in goals[2].rationale
+    # The second call reuses the mode (one request); the error makes the fourth negotiate again.
+    assert script.formats == [*first, mode, mode, *first]
+    assert caplog.text.count(f"structured output as {mode}\n") == 2
+    chats = [s for s in spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert [s.attributes["schedcp.llm.structured_output"] for s in chats] == script.formats
+
+
+def test_a_mode_refused_later_steps_down_from_it():
+    with scripted_llm([reply(GOOD), reply(GOOD)]) as (url, script):
+        provider = llm.OpenAIGoals(load_settings(llm_max_retries=0), base_url=url, api_key="test")
+        asyncio.run(provider.infer(PROFILE, "", llm.Usage()))
+        script.refuses = KINDS["json_object without a schema only"]  # another server behind the address
+        goal = asyncio.run(provider.infer(PROFILE, "", llm.Usage()))
+    assert goal.provider == "openai"
+    assert script.formats == ["json_schema", "json_schema", "json_object+schema", "json_object"]
+
+
+def test_a_passing_500_does_not_step_down():
+    goal, _, requests = infer([{"status": 500}, reply(GOOD), reply(GOOD)])
+    assert goal.provider == "openai"
+    assert [r["response_format"]["type"] for r in requests] == ["json_schema", "json_schema"]
+
+
+def test_the_clients_own_retry_is_the_second_try_of_a_bare_500():
+    with scripted_llm([reply(GOOD)], "refuses json_schema with a bare 500") as (url, script):
+        provider = llm.OpenAIGoals(load_settings(llm_max_retries=1), base_url=url, api_key="test")
+        goal = asyncio.run(provider.infer(PROFILE, "", llm.Usage()))
+    assert goal.provider == "openai"
+    assert script.formats == ["json_schema", "json_schema", "json_object+schema"]
+
+
+def test_text_mode_puts_the_schema_in_the_prompt_and_extracts_the_fenced_json():
+    prose = f"The {{batch}} is the problem.\n```json\n{json.dumps(GOOD, indent=2)}\n```\nHope this helps."
+    goal, usage, requests = infer([reply(prose)], "text only")
+    assert goal.provider == "openai" and goal.rationale == GOOD["rationale"] and usage.calls == 1
+    assert "response_format" not in requests[-1]
+    system = requests[-1]["messages"][0]["content"]
+    assert system.startswith(llm.SYSTEM) and '"maxLength": 2000' in system  # the full schema, to read
+
+
+@pytest.mark.parametrize("kind", ["openai", "refuses json_schema with a bare 500"])
+def test_the_schema_sent_for_decoding_has_no_bounds(kind):
+    _, _, requests = infer([reply(GOOD)], kind)
+    response_format = requests[-1]["response_format"]
+    sent = response_format["json_schema"]["schema"] if kind == "openai" else response_format["schema"]
+    assert sent == structured.decoding_schema(llm.GoalProposal)
+    for field in ("target_group_ids", "batch_group_ids", "rationale"):
+        assert not {"minLength", "maxLength", "minItems", "maxItems"} & set(sent["properties"][field])
+    assert sent["properties"]["confidence"] == {"maximum": 1, "minimum": 0, "title": "Confidence", "type": "number"}
+
+
+@pytest.mark.parametrize("bad, bound", [
+    ({**GOOD, "rationale": "x" * 2001}, "at most 2000 characters"),
+    ({**GOOD, "batch_group_ids": ["comm:ffmpeg"] * 17}, "at most 16 items"),
+], ids=["rationale too long", "too many ids"])
+def test_a_bound_left_out_of_decoding_is_enforced_after_it(bad, bound):
+    goal, _, requests = infer([reply(bad), reply(GOOD)])
+    assert goal.provider == "openai" and bound in requests[1]["messages"][-1]["content"]
+    goal, _, _ = infer([reply(bad), reply(bad)])
+    assert goal.provider == "rules" and bound in goal.rationale
+
+
+class Inner(BaseModel):
+    maxLength: list[str] = Field(max_length=3)  # a property named like a bound is kept
+
+
+class Outer(BaseModel):
+    inner: list[Inner] = Field(min_length=1, max_length=16)
+    text: str = Field(min_length=1, max_length=2000)
+
+
+def test_bounds_are_left_out_at_every_depth():
+    schema = structured.decoding_schema(Outer)
+    assert schema["properties"]["inner"] == {"items": {"$ref": "#/$defs/Inner"}, "title": "Inner", "type": "array"}
+    assert schema["properties"]["text"] == {"title": "Text", "type": "string"}
+    assert schema["$defs"]["Inner"]["properties"] == {
+        "maxLength": {"items": {"type": "string"}, "title": "Maxlength", "type": "array"}}
+    Outer.model_validate_json(json.dumps({"inner": [{"maxLength": ["a"]}], "text": "t"}))  # the model keeps them
+
+
+@pytest.mark.parametrize("answer, found", [
+    ('{"a": 1}', '{"a": 1}'),
+    ('Sure:\n```json\n{"a": "}"}\n```', '{"a": "}"}'),
+    ('```\n{"a": 1}\n```', '{"a": 1}'),
+    ('Use {braces} well: {"a": {"b": 2}} done', '{"a": {"b": 2}}'),
+    ('```c\nint x() { return 0; }\n```\nAnswer: {"a": 1}', '{"a": 1}'),
+    ("{not json", "{not json"),
+], ids=["bare", "fenced with a brace in a string", "fenced without a tag", "prose with braces",
+        "a code block before the JSON", "none"])
+def test_the_json_is_taken_from_the_answer(answer, found):
+    assert structured.extract_json(answer) == found

@@ -2,11 +2,13 @@
 and OPENAI_API_KEY; SCHEDCP_LLM_MODEL).
 
 The model gets the profile's groups (ids, classes, numbers) and the intent, and answers with a
-structured GoalProposal (JSON schema, validated by pydantic). A reply that does not parse or
-validate, or names groups the profile does not have, is sent back once with the error; then,
-or on a timeout, a transport error or a spent token budget, the rules provider decides and the
-goal says why (`provider` is "rules", the rationale names the failure). Every call is a span
-with the GenAI attributes (model, tokens, estimated cost); prompts are not recorded.
+structured GoalProposal (validated by pydantic); how the structure is asked for depends on what
+the endpoint accepts, negotiated once per endpoint and model (`structured.py`). A reply that
+does not parse or validate, or names groups the profile does not have, is sent back once with
+the error; then, or on a timeout, a transport error or a spent token budget, the rules provider
+decides and the goal says why (`provider` is "rules", the rationale names the failure). Every
+call is a span with the GenAI attributes (model, tokens, estimated cost) and the structured-
+output mode; prompts are not recorded.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from schedcp.runtime import metrics, telemetry
 from schedcp.runtime.config import Settings
 from schedcp.v1 import cycle_pb2, goal_pb2, profile_pb2
-from services.planner import goals
+from services.planner import goals, structured
+from services.planner.structured import MODES, Mode
 
 log = logging.getLogger(__name__)
 REPAIR_ROUNDS = 1
@@ -77,8 +80,14 @@ class LlmUnavailable(Exception):
     cycle's token budget is spent. The message says which."""
 
 
+# The structured-output mode each (endpoint, model) answered in, for the life of the process:
+# found out by the first call, and again by the call after any error (the endpoint may have
+# been restarted with another server or model behind the same address).
+_NEGOTIATED: dict[tuple[str, str], Mode] = {}
+
+
 class LlmClient:
-    """Chat completions with a JSON-schema answer, each call a GenAI span, usage counted."""
+    """Chat completions with a structured answer, each call a GenAI span, usage counted."""
 
     def __init__(self, settings: Settings, base_url: str | None = None, api_key: str | None = None) -> None:
         self._settings = settings
@@ -86,6 +95,7 @@ class LlmClient:
         self._api_key = api_key
 
     async def complete(self, messages: list[dict], schema: type[BaseModel], usage: Usage) -> str:
+        """The answer's JSON (not yet validated). `messages` starts with the system message."""
         budget = self._settings.llm_token_budget
         if usage.tokens >= budget:
             raise LlmUnavailable(f"the cycle's LLM token budget ({budget}) is spent")
@@ -93,23 +103,74 @@ class LlmClient:
             client = openai.AsyncOpenAI(base_url=self._base_url, api_key=self._api_key,
                                         timeout=self._settings.llm_timeout_s,
                                         max_retries=self._settings.llm_max_retries)
-            reply = await self._call(client, messages, schema, usage)
+            reply = await self._structured(client, messages, schema, usage)
         except openai.OpenAIError as exc:
             metrics.LLM_CALLS.labels("failed").inc()
             raise LlmUnavailable(_explain(exc)) from exc
         metrics.LLM_CALLS.labels("ok").inc()
+        return structured.extract_json(reply)
+
+    async def _structured(self, client: openai.AsyncOpenAI, messages: list[dict], schema: type[BaseModel],
+                          usage: Usage) -> str:
+        """The answer in the mode negotiated for this endpoint and model, negotiated first when
+        there is none."""
+        key = (str(client.base_url), self._settings.llm_model)
+        known = _NEGOTIATED.get(key)
+        if known is not None:
+            try:
+                reply = await self._attempt(client, known, messages, schema, usage)
+            except openai.OpenAIError:
+                _NEGOTIATED.pop(key, None)  # the next call negotiates again, from the best mode
+                raise
+            if reply is not None:
+                return reply
+            # Refused now: step down from it (the modes before it were refused when it was negotiated).
+            _NEGOTIATED.pop(key, None)
+            return await self._negotiate(key, client, messages, schema, usage, MODES[MODES.index(known) + 1:])
+        return await self._negotiate(key, client, messages, schema, usage, MODES)
+
+    async def _negotiate(self, key: tuple[str, str], client: openai.AsyncOpenAI, messages: list[dict],
+                         schema: type[BaseModel], usage: Usage, modes: tuple[Mode, ...]) -> str:
+        """The answer in the first of these modes the server does not refuse, which is kept for
+        the next calls. Plain text, the last, is never refused (`_attempt` raises instead), so the
+        loop ends with an answer."""
+        for mode in modes:
+            reply = await self._attempt(client, mode, messages, schema, usage)
+            if reply is not None:
+                break
+        _NEGOTIATED[key] = mode
+        log.info("LLM endpoint %s, model %s: structured output as %s", *key, mode)
         return reply
 
-    async def _call(self, client: openai.AsyncOpenAI, messages: list[dict], schema: type[BaseModel],
+    async def _attempt(self, client: openai.AsyncOpenAI, mode: Mode, messages: list[dict],
+                       schema: type[BaseModel], usage: Usage) -> str | None:
+        """The answer in this mode, or None when the server refuses the mode. A 500 that does
+        not say why may be a passing failure: it counts as a refusal only when the same request
+        failed again (the client's own retries, when configured, already sent it again)."""
+        tries = 1 if self._settings.llm_max_retries else 2
+        for attempt in range(1, tries + 1):
+            try:
+                return await self._call(client, mode, messages, schema, usage)
+            except openai.APIStatusError as exc:
+                if structured.bare_500(exc) and attempt < tries:
+                    continue
+                # A bare 500 on the last try is a refusal. Without a response_format, an invalid
+                # request is not about the mode.
+                if mode is Mode.TEXT or not (structured.refuses_mode(exc) or structured.bare_500(exc)):
+                    raise
+                log.info("LLM endpoint %s refuses structured output as %s: %s", client.base_url, mode,
+                         str(exc)[:300])
+                return None
+
+    async def _call(self, client: openai.AsyncOpenAI, mode: Mode, messages: list[dict], schema: type[BaseModel],
                     usage: Usage) -> str:
         model = self._settings.llm_model
         with telemetry.tracer().start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes={
-                "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": model}) as span:
+                "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": model,
+                "schedcp.llm.structured_output": str(mode)}) as span:
             started = time.monotonic()
-            response = await client.chat.completions.create(
-                model=model, messages=messages, temperature=0,
-                response_format={"type": "json_schema", "json_schema": {
-                    "name": schema.__name__.lower(), "strict": True, "schema": schema.model_json_schema()}})
+            response = await client.chat.completions.create(model=model, temperature=0,
+                                                            **structured.request(mode, messages, schema))
             tokens_in = response.usage.prompt_tokens if response.usage else 0
             tokens_out = response.usage.completion_tokens if response.usage else 0
             cost = (tokens_in * self._settings.llm_usd_per_mtok_input
