@@ -3,6 +3,8 @@ kernel's BTF (stages 3 and 4 run in the corpus test's VM boot)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from schedcp.domain import policies
@@ -13,6 +15,7 @@ from services.verifier import footprint, stages
 
 FIFO = (policies.LIBRARY / "sched_ext" / "fifo.bpf.c").read_text()
 LIBRARY = [m for m in policies.library() if m.kind == "sched_ext"]
+CORPUS_COMPILE = Path(__file__).parent / "verifier_corpus" / "compile"
 # The kernel fields each library policy touches, as docs/verifier.md lists them (SCX016).
 EXIT = {"scx_exit_info.kind", "scx_exit_info.exit_code"}
 VTIME = {"task_struct.scx.dsq_vtime", "task_struct.scx.slice", "task_struct.scx.weight"}
@@ -78,3 +81,14 @@ def test_an_object_whose_btf_cannot_be_read_is_refused(toolchain, tmp_path):
     result, obj = stages.compile_stage(junk, toolchain.kernel(), toolchain, tmp_path)
     assert result.status == common_pb2.STAGE_STATUS_FAILED and obj is None
     assert [f.rule_id for f in result.findings] == ["SCX015"] and "cannot be judged" in result.findings[0].message
+
+
+@pytest.mark.xfail(strict=True, reason="SCX016 sees CO-RE relocations only; a read by raw offset leaves none "
+                   "(docs/verifier.md, 'What SCX016 does not see'). It passes the kernel's verifier too.")
+def test_a_credential_read_by_raw_offset_is_refused(toolchain, tmp_path):
+    cred_read = (CORPUS_COMPILE / "reads_cred.bpf.c").read_text().replace(
+        "if (p->cred->uid.val == 0)",
+        "const struct cred *c = *(const struct cred **)((void *)p + __builtin_offsetof(struct task_struct, cred));\n"
+        "    if (c && *(u32 *)((void *)c + __builtin_offsetof(struct cred, uid)) == 0)")
+    result, _ = stages.compile_stage(cred_read, toolchain.kernel(), toolchain, tmp_path)
+    assert result.status == common_pb2.STAGE_STATUS_FAILED
