@@ -161,6 +161,8 @@ def test_library_native_policies_pass_with_any_parameters_in_range(meta):
 def test_the_corpus_covers_every_error_rule():
     static = {e for p in CORPUS.glob("static/*.bpf.c") for e in expectations(p.read_text())}
     assert {f"SCX{n:03d}" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13)} <= static
+    compiled = {e.split()[0] for p in CORPUS.glob("compile/*.bpf.c") for e in expectations(p.read_text())}
+    assert {"SCX014", "SCX015", "SCX016"} <= compiled
     native = {json.loads(p.read_text())["expect"] for p in NATIVE}
     assert {f"NAT{n:03d}" for n in (1, 2, 3, 4, 5, 7, 9, 10)} <= native
     assert len(EARLY) + len(IN_VM) + len(NATIVE) >= 20

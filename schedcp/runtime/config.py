@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         default=1, ge=1, le=64,
         description="Sandbox micro-VMs the verifier runs at once; further requests queue.",
     )
+    verifier_memory_budget_mib: float = Field(
+        default=16.0, gt=0, le=65536,
+        description="Kernel memory a sched_ext scheduler's maps and global data may take (MiB, reckoned for the "
+        "reference machine of docs/verifier.md); more is rejected at the compile stage.",
+    )
     planner_auto: bool = Field(
         default=False, description="The planner tunes a host on its own when its workload changes (profile drift)."
     )

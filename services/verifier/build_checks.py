@@ -9,18 +9,23 @@ may not contain inline assembly (`.incbin` can pull in any file too). Nothing th
 preprocessor prints is returned: only which rule failed and the offending path.
 
 After compiling: every helper the object calls (by number) and every kfunc it imports (its
-undefined symbols) must be on the allow-list of the static rules.
+undefined symbols) must be on the allow-list of the static rules; its maps and global data must
+fit the kernel memory budget (footprint, SCX015); the kernel fields it touches must be on the
+allow-list of scheduling state (kernel_reads, SCX016).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import struct
 import subprocess
 from pathlib import Path
 
+from schedcp.toolchain.bpf_object import BpfObject, ObjectError
 from schedcp.toolchain.build import Kernel, Toolchain, require_tool
 from schedcp.v1 import verdict_pb2
+from services.verifier import footprint, kernel_reads
 from services.verifier.static_analysis import ALLOWED_HELPERS, ALLOWED_KFUNCS, POLICY_HEADERS, finding
 
 ERROR = verdict_pb2.SEVERITY_ERROR
@@ -52,8 +57,9 @@ def source_findings(candidate: Path, kernel: Kernel, toolchain: Toolchain) -> li
     return findings
 
 
-def object_findings(obj: Path, toolchain: Toolchain) -> list[verdict_pb2.Finding]:
-    """Helpers called by number and kfuncs imported by the compiled object, against the allow-list."""
+def object_findings(obj: Path, toolchain: Toolchain, budget: footprint.Budget) -> list[verdict_pb2.Finding]:
+    """Helpers called by number and kfuncs imported by the compiled object, against the allow-list;
+    its kernel memory against the budget; the kernel fields it touches against theirs."""
     allowed_ids = {number for number, name in helper_names(toolchain.libbpf() / "include").items()
                    if name in ALLOWED_HELPERS}
     names = helper_names(toolchain.libbpf() / "include")
@@ -64,7 +70,19 @@ def object_findings(obj: Path, toolchain: Toolchain) -> list[verdict_pb2.Finding
     for symbol in sorted(_imports(obj) - ALLOWED_KFUNCS):
         findings.append(finding("SCX004", ERROR, 0, f"the compiled program imports {symbol!r}, which is not an allowed "
                                               "kfunc"))
-    return findings
+    return findings + _footprint_and_reads(obj, budget)
+
+
+def _footprint_and_reads(obj: Path, budget: footprint.Budget) -> list[verdict_pb2.Finding]:
+    """SCX015 and SCX016; an object they cannot read (a candidate's own data put into its BTF
+    sections, say) is refused, since its memory and reads cannot be judged."""
+    try:
+        parsed = BpfObject.read(obj)
+        return footprint.findings(parsed, budget) + kernel_reads.findings(parsed)
+    except (ObjectError, struct.error, IndexError, ValueError) as exc:
+        return [finding("SCX015", ERROR, 0, f"the compiled object's maps, sections and kernel reads cannot be "
+                        f"read ({exc}), so its kernel memory and what it reads cannot be judged",
+                        "do not put data into the .BTF, .BTF.ext or .maps sections yourself")]
 
 
 @functools.cache

@@ -28,7 +28,7 @@ from schedcp.runtime.bus import Bus
 from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from schedcp.toolchain.build import BuildError, Kernel, Toolchain, catalogue, find_kernel
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2
-from services.verifier import native_checks, sandbox_stages, stages
+from services.verifier import footprint, native_checks, sandbox_stages, stages
 from services.verifier.signing import SigningKey
 from services.verifier.verdict_cache import VerdictCache
 
@@ -47,6 +47,7 @@ class PipelineOptions:
     verdict_ttl_s: float = 7 * 24 * 3600.0
     vm_slots: int = 1
     bounds: sandbox_stages.DynamicBounds | None = None
+    memory_budget: footprint.Budget = footprint.DEFAULT_BUDGET
 
 
 class Pipeline:
@@ -138,7 +139,8 @@ class Pipeline:
                         f"compiling against {target.release} (first use prepares the sandbox kernel)")
         kernel = await asyncio.to_thread(self._kernel, target)
         with tempfile.TemporaryDirectory(prefix="schedcp-verify-") as workdir:
-            result, obj = await asyncio.to_thread(stages.compile_stage, source, kernel, self._toolchain, Path(workdir))
+            result, obj = await asyncio.to_thread(stages.compile_stage, source, kernel, self._toolchain, Path(workdir),
+                                                  self._options.memory_budget)
             object_bytes = obj.read_bytes() if obj else b""
         if result.status == common_pb2.STAGE_STATUS_FAILED and not result.findings:
             # No finding means clang never judged the candidate: the toolchain itself failed.

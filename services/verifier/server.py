@@ -5,6 +5,7 @@ from __future__ import annotations
 from schedcp.runtime.service import GrpcService, ServiceContext
 from schedcp.toolchain.build import Toolchain
 from schedcp.v1 import verifier_pb2, verifier_pb2_grpc
+from services.verifier import footprint
 from services.verifier.pipeline import Pipeline, PipelineOptions
 from services.verifier.signing import SigningKey
 
@@ -30,6 +31,7 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     key = SigningKey.load_or_create(settings.data_dir / "verifier" / "ed25519.pem")
     ctx.details["key_id"] = key.key_id
     ctx.details["vm_slots"] = str(settings.verifier_vm_slots)
-    options = PipelineOptions(verdict_ttl_s=settings.verdict_ttl_s, vm_slots=settings.verifier_vm_slots)
+    options = PipelineOptions(verdict_ttl_s=settings.verdict_ttl_s, vm_slots=settings.verifier_vm_slots,
+                              memory_budget=footprint.Budget.of_mib(settings.verifier_memory_budget_mib))
     pipeline = Pipeline(key, ctx.bus, Toolchain(settings.cache_dir), options)
     return [GrpcService.of(VerifierServicer(key, pipeline), verifier_pb2, verifier_pb2_grpc)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from schedcp.toolchain.build import BuildError, Kernel, Toolchain
 from schedcp.v1 import common_pb2, verdict_pb2
-from services.verifier import build_checks, static_analysis
+from services.verifier import build_checks, footprint, static_analysis
 
 LOG_LIMIT = 16000
 _CLANG_ERROR = re.compile(r"candidate\.bpf\.c:(\d+):(\d+): (error|warning): (.*)$", re.M)
@@ -33,11 +33,12 @@ def static_stage(source: str) -> verdict_pb2.StageResult:
                         findings=findings)
 
 
-def compile_stage(source: str, kernel: Kernel, toolchain: Toolchain,
-                  workdir: Path) -> tuple[verdict_pb2.StageResult, Path | None]:
+def compile_stage(source: str, kernel: Kernel, toolchain: Toolchain, workdir: Path,
+                  budget: footprint.Budget = footprint.DEFAULT_BUDGET) -> tuple[verdict_pb2.StageResult, Path | None]:
     """clang against `kernel`'s vmlinux.h; compiler errors become findings at their lines. The
     preprocessed candidate and the object are checked too (build_checks): what a regex over
-    the source can miss, they cannot."""
+    the source can miss, they cannot; so are the object's kernel memory (against `budget`) and
+    the kernel fields it touches."""
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     candidate = workdir / "candidate.bpf.c"
@@ -57,7 +58,7 @@ def compile_stage(source: str, kernel: Kernel, toolchain: Toolchain,
             findings.append(verdict_pb2.Finding(rule_id="CC", severity=verdict_pb2.SEVERITY_ERROR,
                                                 message="the compiler crashed on this source"))
         return stage_result(stage, status_of(False), started, findings=findings, log=log[-LOG_LIMIT:]), None
-    findings = build_checks.object_findings(obj, toolchain)
+    findings = build_checks.object_findings(obj, toolchain, budget)
     if findings:
         return stage_result(stage, status_of(False), started, findings=findings), None
     return stage_result(stage, status_of(True), started), obj
