@@ -3,7 +3,10 @@ it says either way."""
 
 from __future__ import annotations
 
-from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2
+import pytest
+
+from schedcp.runtime.errors import InvalidArgument
+from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, observer_pb2
 from services.executor import canary
 
 BATCH = common_pb2.GroupMatcher(comm="stress-ng-cpu")
@@ -47,3 +50,24 @@ def test_a_throughput_canary_that_gained_nothing_says_so_in_shares():
     verdict = canary.judge(s, before, after)
     assert not verdict.keep
     assert verdict.reason == "cpu_share improved -1 % (0.979 -> 0.973), less than the 5 % required"
+
+
+def test_each_latency_metric_reads_its_own_distribution_and_the_worst_group():
+    measured = [observer_pb2.GroupMeasurement(matcher=PROBE), observer_pb2.GroupMeasurement(matcher=BATCH)]
+    measured[0].runq_latency.p99_us, measured[0].response.p99_us = 40, 900
+    measured[1].runq_latency.p99_us, measured[1].response.p99_us = 70, 300
+    metric = common_pb2.MetricSpec(groups=[PROBE, BATCH])
+    metric.name = "runq_latency_p99_us"
+    assert canary.value_of(metric, measured) == 70
+    metric.name = "response_p99_us"
+    assert canary.value_of(metric, measured) == 900
+
+
+def test_an_unknown_metric_is_refused_with_the_names_that_exist():
+    s = spec()
+    s.success_metric.name = "request_p99_us"
+    s.baseline_window.FromSeconds(5)
+    s.canary_window.FromSeconds(5)
+    with pytest.raises(InvalidArgument, match="response_p99_us") as raised:
+        canary.check_spec(s)
+    assert "'request_p99_us' is not measurable" in str(raised.value)

@@ -56,6 +56,14 @@ def test_profile_tells_batch_from_latency_sensitive(busy_host, mode):
     assert batch.features.cpu_share > 10 * latency.features.cpu_share
     assert latency.features.wakeups_per_s > 500  # cyclictest wakes every millisecond
     assert latency.features.runq_latency.source == mode and latency.features.runq_latency.samples > 0
+    response = latency.features.response
+    if mode == "bpf":
+        # Every wakeup ends in a block (cyclictest sleeps again): about as many responses as
+        # wakeups, and each at least the wait before it ran.
+        assert response.samples > 0.5 * latency.features.wakeups_per_s * window.duration_s, response
+        assert response.p50_us >= latency.features.runq_latency.p50_us
+    else:
+        assert response.samples == 0  # procfs has no such counter
     assert batch.matcher.comm == "stress-ng-cpu" and batch.group_id == "comm:stress-ng-cpu"
     dims = dict(zip(profile.signature.dimensions, profile.signature.values, strict=True))
     assert dims["cpu_fraction_batch"] > dims["cpu_fraction_latency"] > 0

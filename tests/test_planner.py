@@ -155,6 +155,17 @@ def test_a_service_contending_with_itself_is_an_oversubscribed_service():
     assert [g.comm for g in goal.guards[0].metric.groups] == ["nginx", "wrk"] and not synthesis.others(goal)
     names = [c.artifact.name for c in synthesis.candidates(goal, profile(nginx)).candidates]
     assert names == ["long_slice", "latency_slice"]
+    on_sched_ext = synthesis.candidates(goal, profile(nginx, backends=("sched_ext", "native"))).candidates
+    assert [c.artifact.name for c in on_sched_ext] == ["batch", "long_slice", "latency_slice"]
+    # Sampled with procfs (no responses): the run-queue wait; with BPF, the response.
+    assert goal.success_metric.name == "runq_latency_p99_us"
+    nginx.features.response.samples, nginx.features.response.p99_us = 500, 20000
+    goal = goals.infer(profile(nginx, group("wrk", LATENCY, 0.2)))
+    assert goal.success_metric.name == "runq_latency_p99_us"  # wrk has no responses measured
+    wrk = group("wrk", LATENCY, 0.2)
+    wrk.features.response.samples = 40
+    goal = goals.infer(profile(nginx, wrk))
+    assert goal.success_metric.name == "response_p99_us" and "p99 response (wakeup to done) 20000 us" in goal.rationale
     # The same service within the host's CPUs: nothing to do.
     nginx.features.demand = 1.2
     assert goals.infer(profile(nginx)).objective == goal_pb2.OBJECTIVE_UNSPECIFIED
@@ -342,6 +353,14 @@ def test_a_kept_goal_is_reused_only_for_the_same_workload_and_intent():
     for why, (search, prof, intent) in refused.items():
         assert synthesis.reusable(search, prof, intent) is None, why
         assert why in synthesis.why_not_reused(search.matches[0], prof, intent)
+
+
+def test_a_kept_makespan_goal_is_reused_while_its_long_job_is_there():
+    p = profile(long_tail_batch())
+    goal = goals.infer(p)
+    assert synthesis.reusable(kept_match("favour_group", goal), p, "") is not None
+    gone = profile(jobs("xz", BATCH, 9.0))
+    assert "cmdline_regex=" in synthesis.why_not_reused(kept_match("favour_group", goal).matches[0], gone, "")
 
 
 def test_a_repository_policy_outside_the_library_joins_the_candidates():

@@ -2,8 +2,8 @@
 before (baseline) and after (canary) a policy is applied, then keep or roll back.
 
 Metrics by name, each over the groups its MetricSpec names (several matchers: the worst for a
-latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, cpu_share, cpu_seconds,
-wakeups_per_s.
+latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, response_{...}_us (wakeup to
+the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from schedcp.runtime import rpc
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, observer_pb2, observer_pb2_grpc
 
-LATENCY = {"runq_latency_p50_us": "p50_us", "runq_latency_p90_us": "p90_us", "runq_latency_p99_us": "p99_us",
-           "runq_latency_p999_us": "p999_us", "runq_latency_max_us": "max_us"}
+# A latency metric by name: which distribution of the measurement (run-queue wait, or response:
+# wakeup to the next block) and which statistic of it.
+LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "response")
+           for stat in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")}
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s"}
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
@@ -93,7 +95,8 @@ def key(metric: common_pb2.MetricSpec) -> str:
 
 def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMeasurement]) -> float:
     if metric.name in LATENCY:
-        return max(getattr(g.runq_latency, LATENCY[metric.name]) for g in measured)
+        field, stat = LATENCY[metric.name]
+        return max(getattr(getattr(g, field), stat) for g in measured)
     return sum(getattr(g, metric.name) for g in measured)
 
 

@@ -46,14 +46,18 @@ class BpfCounters:
     """Cumulative counters of one thread from the BPF program."""
 
     tid: int
-    tgid: int
-    runq_slots: Sequence[int]  # cumulative log2 ns buckets (histogram.SLOTS of them)
-    runq_delay_ns: int
-    runs: int
-    wakeups: int
-    cpu_ns: int
-    voluntary: int
-    involuntary: int
+    tgid: int = 0
+    runq_slots: Sequence[int] = ()  # cumulative log2 ns buckets (histogram.SLOTS of them)
+    runq_delay_ns: int = 0
+    runs: int = 0
+    wakeups: int = 0
+    cpu_ns: int = 0
+    voluntary: int = 0
+    involuntary: int = 0
+    # Wakeup to the next block (runqlat.bpf.c): log2 ns buckets, their sum and count.
+    response_slots: Sequence[int] = ()
+    response_ns: int = 0
+    responses: int = 0
 
 
 def _import_bcc():
@@ -169,11 +173,13 @@ class BpfSampler:
             if seen is not None and seen.runs == runs and seen.wakeups == wakeups and seen.cpu_ns == cpu_ns:
                 out[tid] = seen
                 continue
-            first_slot = at + field["runq_slots"]
+            first_slot, first_response = at + field["runq_slots"], at + field["response_slots"]
             out[tid] = BpfCounters(
                 tid=tid, tgid=words[at + field["tgid"]] & 0xFFFFFFFF, runq_slots=words[first_slot:first_slot + slots],
                 runq_delay_ns=words[at + field["runq_delay_ns"]], runs=runs, wakeups=wakeups, cpu_ns=cpu_ns,
                 voluntary=words[at + field["voluntary"]], involuntary=words[at + field["involuntary"]],
+                response_slots=words[first_response:first_response + slots],
+                response_ns=words[at + field["response_ns"]], responses=words[at + field["responses"]],
             )
         return out
 
@@ -183,7 +189,7 @@ class BpfSampler:
         out = dict(counters)
         for cpu in self._oncpu[0]:
             if cpu.tid and now > cpu.since:
-                known = out.get(cpu.tid) or BpfCounters(cpu.tid, 0, (), 0, 0, 0, 0, 0, 0)
+                known = out.get(cpu.tid) or BpfCounters(cpu.tid)
                 out[cpu.tid] = replace(known, cpu_ns=known.cpu_ns + now - cpu.since)
         return out
 

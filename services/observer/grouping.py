@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from schedcp.domain import matchers, procfs, protected
 from schedcp.domain.procfs import ProcessInfo
 from schedcp.v1 import common_pb2, profile_pb2
-from services.observer.sampling import ThreadActivity, Window, latency_of
+from services.observer.sampling import ThreadActivity, Window, latency_of, response_of
 
 NS = 1e9
 # Whether a group serves requests is looked up (its descriptors read) only when it uses at least
@@ -120,6 +120,7 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
         # A burst ends at a switch; a thread that never switched ran the whole window at once.
         mean_burst_us=cpu_ns / max(switches, 1) / 1000,
         runq_latency=latency_of(threads).to_stats(window.source),
+        response=response_of(threads).to_stats(window.source, with_buckets=False),
         threads=sum(p.num_threads for p in group.processes.values()),
         active_threads=sum(1 for t in threads if t.runs or t.cpu_ns),
         cpu_seconds=cpu_ns / NS,

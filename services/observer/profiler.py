@@ -16,7 +16,7 @@ from schedcp.domain import matchers, procfs
 from schedcp.runtime.errors import InvalidArgument, NotFound
 from schedcp.v1 import host_pb2, observer_pb2, profile_pb2
 from services.observer import classify, describe, grouping, jobs, signature
-from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Window, latency_of
+from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Window, latency_of, response_of
 
 DEFAULT_WINDOW_S = 2.0
 WINDOW_LIMITS_S = (0.1, 300.0)
@@ -156,6 +156,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
             matcher=matcher.source,
             matched_threads=sum(p.num_threads for p in matched[matcher.describe()]),
             runq_latency=latency_of(threads).to_stats(window.source),
+            response=response_of(threads).to_stats(window.source),
             cpu_share=cpu_ns / 1e9 / capacity,
             cpu_seconds=cpu_ns / 1e9,
             wakeups_per_s=sum(t.wakeups for t in threads) / duration,

@@ -14,6 +14,13 @@ struct thread_stats {
     u64 runq_slots[SLOTS];
     u64 runq_delay_ns;   // time spent runnable, waiting for a CPU
     u64 runs;            // times it got a CPU after waiting
+    // Response: from a wakeup to the thread's next block, so the wait to run, the work and any
+    // waits after preemption in the middle of it. For a request worker that is one request
+    // (or a batch of them) from arrival to done; a long slice can lengthen the first wait and
+    // still shorten the whole, which is what a request's latency sees.
+    u64 response_slots[SLOTS];
+    u64 response_ns;
+    u64 responses;
     u64 wakeups;
     u64 cpu_ns;
     u64 voluntary;       // switched out because it blocked
@@ -33,6 +40,8 @@ struct oncpu {
 // When each runnable thread joined a run queue. LRU: a thread that exits while runnable
 // must not leak an entry.
 BPF_TABLE("lru_hash", u32, u64, enqueued_at, 65536);
+// When each thread was last woken, until it blocks again (LRU for the same reason).
+BPF_TABLE("lru_hash", u32, u64, woke_at, 65536);
 // LRU too: the reader prunes exited threads, but a fork storm between reads must evict the
 // oldest entries rather than stop counting new threads.
 BPF_TABLE("lru_hash", u32, struct thread_stats, stats, 32768);
@@ -48,10 +57,19 @@ static __always_inline void mark_enqueued(u32 tid, u64 now) {
         enqueued_at.update(&tid, &now);
 }
 
+static __always_inline void add_to(u64 *slots, u64 delta) {
+    u32 slot = bpf_log2l(delta);
+    if (slot >= SLOTS)
+        slot = SLOTS - 1;
+    __sync_fetch_and_add(&slots[slot], 1);
+}
+
 static __always_inline int on_wakeup(u32 tid) {
     if (!tid)
         return 0;
-    mark_enqueued(tid, bpf_ktime_get_ns());
+    u64 now = bpf_ktime_get_ns();
+    mark_enqueued(tid, now);
+    woke_at.update(&tid, &now);
     struct thread_stats *s = stats_of(tid);
     if (s)
         __sync_fetch_and_add(&s->wakeups, 1);
@@ -84,6 +102,16 @@ TRACEPOINT_PROBE(sched, sched_switch) {
             else
                 __sync_fetch_and_add(&s->voluntary, 1);
         }
+        u64 *woke = still_runnable ? 0 : woke_at.lookup(&prev);
+        if (woke) {
+            u64 response = now - *woke;
+            woke_at.delete(&prev);
+            if (s) {
+                add_to(s->response_slots, response);
+                __sync_fetch_and_add(&s->response_ns, response);
+                __sync_fetch_and_add(&s->responses, 1);
+            }
+        }
     }
     if (cpu) {
         cpu->since = now;
@@ -100,10 +128,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     struct thread_stats *s = stats_of(next);
     if (!s)
         return 0;
-    u32 slot = bpf_log2l(delta);
-    if (slot >= SLOTS)
-        slot = SLOTS - 1;
-    __sync_fetch_and_add(&s->runq_slots[slot], 1);
+    add_to(s->runq_slots, delta);
     __sync_fetch_and_add(&s->runq_delay_ns, delta);
     __sync_fetch_and_add(&s->runs, 1);
     return 0;

@@ -50,6 +50,10 @@ class ThreadActivity:
     latency: Histogram | None = None
     slots: Sequence[int] = ()
     base: Sequence[int] = ()
+    # Responses (wakeup to the next block; BPF only), kept the same way as the slots above.
+    response_ns: int = 0
+    response_slots: Sequence[int] = ()
+    response_base: Sequence[int] = ()
 
 
 @dataclass
@@ -245,7 +249,7 @@ def _bpf_delta(before: BpfCounters | None, after: BpfCounters) -> ThreadActivity
     if before is not None and (_counts_went_down(before, after) or after.wakeups < before.wakeups):
         before = None
     if before is None:
-        before = BpfCounters(after.tid, after.tgid, (), 0, 0, 0, 0, 0, 0)
+        before = BpfCounters(after.tid, after.tgid)
     elif after.runs == before.runs and after.cpu_ns == before.cpu_ns and after.wakeups == before.wakeups:
         return None
     delay = after.runq_delay_ns - before.runq_delay_ns
@@ -259,6 +263,9 @@ def _bpf_delta(before: BpfCounters | None, after: BpfCounters) -> ThreadActivity
         involuntary=after.involuntary - before.involuntary,
         slots=after.runq_slots if after.runs != before.runs else (),
         base=before.runq_slots if after.runs != before.runs else (),
+        response_ns=after.response_ns - before.response_ns,
+        response_slots=after.response_slots if after.responses != before.responses else (),
+        response_base=before.response_slots if after.responses != before.responses else (),
     )
 
 
@@ -274,6 +281,25 @@ def latency_of(threads: Iterable[ThreadActivity]) -> Histogram:
             if thread.base:
                 bases.append(thread.base)
             out.total_ns += thread.run_delay_ns
+    return _add_slots(out, rows, bases)
+
+
+def response_of(threads: Iterable[ThreadActivity]) -> Histogram:
+    """The response histogram (wakeup to the next block) of some threads together; empty
+    where only procfs is read (it has no such counter)."""
+    out = Histogram()
+    rows, bases = [], []
+    for thread in threads:
+        if thread.response_slots:
+            rows.append(thread.response_slots)
+            if thread.response_base:
+                bases.append(thread.response_base)
+            out.total_ns += thread.response_ns
+    return _add_slots(out, rows, bases)
+
+
+def _add_slots(out: Histogram, rows: list[Sequence[int]], bases: list[Sequence[int]]) -> Histogram:
+    """`out` plus the column sums of `rows` less those of `bases` (cumulative BPF slots)."""
     if rows:
         # Column sums in C (zip(*rows)), then one subtraction per slot.
         ends = map(sum, zip(*rows, strict=True))

@@ -6,7 +6,8 @@ its groups are (services that accept connections, batches of jobs started togeth
   batch the rest, so together they keep >= 90 % of the CPU they used (no CPU idles while work
   waits), not "the batch keeps what it had while it starved the service";
 - latency-sensitive groups contending among themselves (more demand than CPUs, no batch to
-  demote: an over-subscribed service) -> their p99 run-queue wait, guarding their CPU share;
+  demote: an over-subscribed service) -> their p99 response (wakeup to the next block, with BPF
+  sampling; else run-queue wait), guarding their CPU share;
 - a batch of jobs (many processes of one program, started together or one after another), or
   batch groups, contending for the CPUs -> throughput: CPU work done per second, or for jobs
   that sleep and wake for messages, wakeups per second;
@@ -122,18 +123,25 @@ def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: 
     """Latency groups that want more CPU than there is, with nothing to demote: their p99
     run-queue wait, without losing the CPU work they get done."""
     demand = sum(g.features.demand for g in latency)
-    worst = max(latency, key=lambda g: g.features.runq_latency.p99_us)
     guard = _share_guard(latency, f"{_names(latency)} keep at least {GUARD_RATIO:.0%} of their CPU share "
                                   "(no work lost)")
+    # Among peers a policy trades the wait to run for fewer preemptions in the middle of the work
+    # (a long slice): only the time from wakeup to done sees both sides. Run-queue wait alone
+    # would call a long slice worse while requests finish sooner.
+    if all(g.features.response.samples for g in latency):
+        metric, what = "response_p99_us", "response (wakeup to done)"
+        worst = max(latency, key=lambda g: g.features.response.p99_us).features.response.p99_us
+    else:
+        metric, what = "runq_latency_p99_us", "run-queue wait"
+        worst = max(g.features.runq_latency.p99_us for g in latency)
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_TAIL_LATENCY, target_groups=[g.matcher for g in latency],
-        success_metric=_metric("runq_latency_p99_us", latency, common_pb2.DIRECTION_LOWER_IS_BETTER),
+        success_metric=_metric(metric, latency, common_pb2.DIRECTION_LOWER_IS_BETTER),
         min_improvement=LATENCY_MIN_IMPROVEMENT, intent=intent, provider="rules",
         confidence=min(_confidence(g) for g in latency), guards=[guard],
         rationale=(f"{_names(latency)} {_how(latency)} and want {demand:.1f} CPUs of "
-                   f"{profile.host.cpu.logical_cpus or '?'} with no batch to demote (p99 run-queue wait "
-                   f"{worst.features.runq_latency.p99_us:.0f} us for {worst.name}): an over-subscribed service; "
-                   f"lower its p99 run-queue wait, {guard.description}"))
+                   f"{profile.host.cpu.logical_cpus or '?'} with no batch to demote (p99 {what} {worst:.0f} us): "
+                   f"an over-subscribed service; lower its p99 {what}, {guard.description}"))
 
 
 def throughput(work: list, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
