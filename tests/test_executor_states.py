@@ -1,10 +1,10 @@
 """Every way a deployment run ends (Executor._run's state machine), without a host: the backends,
 the observer's measurements and the bus are fakes that record what the executor asked of them.
 
-Each row deploys a candidate over a kept "previous" policy and breaks one step (or lets the
-canary's judgement decide), then checks the end: the deployment's state and reason, whether the
-candidate was reverted, whether the previous policy was applied again, the outcome the learner
-got, and which policy the host runs afterwards."""
+Each row deploys a candidate over a kept "previous" policy (or on a host running its defaults)
+and breaks one step (or lets the canary's judgement decide), then checks the end: the
+deployment's state and reason, whether the candidate was reverted, whether the previous policy
+was applied again, the outcome the learner got, and which policy the host runs afterwards."""
 
 from __future__ import annotations
 
@@ -33,12 +33,14 @@ VERDICT_TTL_S = 3600
 # --- fakes ---------------------------------------------------------------------------------
 class FakeNative:
     """NativeBackend as the executor uses it; `in_force` is the deployment whose changes are on
-    the host. `fail_next_apply` makes the next apply change something, then raise."""
+    the host. `fail_next_apply` makes the next apply change something, then raise; with
+    `fail_after` set, only once that many more applies have gone well."""
 
     def __init__(self, calls: list[tuple[str, str]]) -> None:
         self.calls = calls
         self.in_force = ""
         self.fail_next_apply: Exception | None = None
+        self.fail_after = 0
 
     def journalled(self) -> int:
         return 1 if self.in_force else 0
@@ -46,7 +48,9 @@ class FakeNative:
     def apply(self, deployment_id: str, policy: policy_pb2.NativePolicy) -> ApplyReport:
         self.calls.append(("native.apply", deployment_id))
         self.in_force = deployment_id
-        if self.fail_next_apply is not None:
+        if self.fail_next_apply is not None and self.fail_after:
+            self.fail_after -= 1
+        elif self.fail_next_apply is not None:
             failure, self.fail_next_apply = self.fail_next_apply, None
             raise failure
         return ApplyReport(processes=2, threads=3)
@@ -124,15 +128,24 @@ class Clock:
 @dataclass
 class Row:
     name: str
-    # What the observer measures, in order (baseline, canary, canary again): the success
-    # metric's p99 in µs, (p99, CPU share of other processes), or an exception it fails with.
+    # What the observer measures, in order (baseline, canary, canary again; with rounds the
+    # baseline and canary of each): the success metric's p99 in µs, (p99, CPU share of other
+    # processes), or an exception it fails with.
     windows: list = field(default_factory=list)
     # Trouble outside the measurements: "expired" (the verdict expires during the baseline),
-    # "audit" (the audit trail is down), "apply" (the backend fails half-way), "ejected" (the
-    # kernel ejects the scheduler during the canary).
+    # "audit" (the audit trail is down), "apply" (the backend fails half-way), "apply again" (it
+    # does so when a round puts the policy back), "ejected" (the kernel ejects the scheduler
+    # during the canary window numbered `at`).
     fault: str = ""
+    at: int = 1
     report_only: bool = False
     backend: str = "native"
+    # The canary's rounds, and whether a previous policy is in force (rounds need none).
+    rounds: int = 0
+    previous: bool = True
+    # How many times the candidate is applied: once, none when the run ends before, and once
+    # more for each round that puts it back.
+    applies: int = 1
     # What must happen.
     state: int = S.DEPLOYMENT_STATE_UNSPECIFIED
     reason: str = ""
@@ -143,11 +156,11 @@ class Row:
 
 OBSERVER_DOWN = ConnectionError("observer unreachable")
 ROWS = [
-    Row("baseline not measured", windows=[OBSERVER_DOWN],
+    Row("baseline not measured", windows=[OBSERVER_DOWN], applies=0,
         state=S.DEPLOYMENT_STATE_FAILED, reason="baseline not measured: observer unreachable"),
-    Row("verdict expired during the baseline", windows=[4000], fault="expired",
+    Row("verdict expired during the baseline", windows=[4000], fault="expired", applies=0,
         state=S.DEPLOYMENT_STATE_REFUSED, reason="verify the policy again"),
-    Row("audit trail unavailable", windows=[4000], fault="audit",
+    Row("audit trail unavailable", windows=[4000], fault="audit", applies=0,
         state=S.DEPLOYMENT_STATE_FAILED, reason="the audit record could not be written"),
     Row("could not apply", windows=[4000], fault="apply",
         state=S.DEPLOYMENT_STATE_FAILED, reason="could not apply: [Errno 1] Operation not permitted",
@@ -174,6 +187,27 @@ ROWS = [
     Row("rolled back", windows=[4000, 3900],
         state=S.DEPLOYMENT_STATE_ROLLED_BACK, reason="improved 2 % (4000 -> 3900), less than the 20 % required",
         reverted=True, restored=True, outcome=S.OUTCOME_RESULT_ROLLED_BACK),
+    # Rounds: the policy goes off for each later baseline and on for its canary.
+    Row("rounds asked for over a previous policy: one round", windows=[4000, 500], rounds=3,
+        state=S.DEPLOYMENT_STATE_KEPT, reason="runq_latency_p99_us 4000 -> 500 (88 % better)",
+        outcome=S.OUTCOME_RESULT_KEPT),
+    Row("kept on the medians of 3 rounds", windows=[4000, 500, 3000, 3500, 5000, 400], rounds=3, previous=False,
+        applies=3, state=S.DEPLOYMENT_STATE_KEPT, reason="4000 -> 500 (88 % better) (medians of 3 rounds; "
+                                              "runq_latency_p99_us per round +88 %, -17 %, +92 %)",
+        outcome=S.OUTCOME_RESULT_KEPT),
+    Row("rolled back: one lucky round of 3", windows=[4000, 1000, 4000, 3900, 1000, 3000], rounds=3,
+        previous=False, applies=3, state=S.DEPLOYMENT_STATE_ROLLED_BACK,
+        reason="improved by 20 % in only 1 of 3 rounds", reverted=True, outcome=S.OUTCOME_RESULT_ROLLED_BACK),
+    Row("could not apply again in round 2", windows=[4000, 500, 4000], rounds=3, previous=False,
+        fault="apply again", applies=2, state=S.DEPLOYMENT_STATE_FAILED,
+        reason="could not apply again: [Errno 1] Operation not permitted", reverted=True),
+    Row("round baseline not measured", windows=[4000, 500, OBSERVER_DOWN], rounds=2, previous=False,
+        state=S.DEPLOYMENT_STATE_FAILED, reason="baseline not measured: observer unreachable", reverted=True),
+    Row("ejected in round 2", windows=[4000, 500, 4000, 500], rounds=2, previous=False, fault="ejected", at=3,
+        applies=2,
+        backend="sched_ext", state=S.DEPLOYMENT_STATE_EJECTED,
+        reason="ejected by the kernel: SCX_EXIT_ERROR_STALL / runnable task stall", reverted=True,
+        outcome=S.OUTCOME_RESULT_EJECTED),
 ]
 
 
@@ -188,10 +222,12 @@ async def test_every_way_a_deployment_ends(row: Row, tmp_path, monkeypatch):
     settings = Settings(data_dir=tmp_path, host_id="testhost", trusted_verifier_keys=key.public_raw.hex())
     executor = Executor(settings, bus, native, EventLog(tmp_path / "events.jsonl"), scx)
 
-    previous = await deploy(executor, request(key, native_artifact("previous")))
-    assert previous[-1].deployment.state == S.DEPLOYMENT_STATE_KEPT, [e.message for e in previous]
-    previous_id = previous[-1].deployment.deployment_id
-    calls.clear()
+    previous_id = ""
+    if row.previous:
+        previous = await deploy(executor, request(key, native_artifact("previous")))
+        assert previous[-1].deployment.state == S.DEPLOYMENT_STATE_KEPT, [e.message for e in previous]
+        previous_id = previous[-1].deployment.deployment_id
+        calls.clear()
 
     windows = list(row.windows or [])
 
@@ -199,7 +235,7 @@ async def test_every_way_a_deployment_ends(row: Row, tmp_path, monkeypatch):
         number = len(row.windows) - len(windows)  # 0: the baseline, then the canary
         if row.fault == "expired" and number == 0:
             clock.offset_s += 2 * VERDICT_TTL_S  # a baseline that outlives the verdict
-        if row.fault == "ejected" and number == 1:
+        if row.fault == "ejected" and number == row.at:
             scx.eject()
         measured = windows.pop(0)
         if isinstance(measured, Exception):
@@ -209,8 +245,9 @@ async def test_every_way_a_deployment_ends(row: Row, tmp_path, monkeypatch):
 
     monkeypatch.setattr(canary, "measure", measure)
     bus.audit_down = row.fault == "audit"
-    if row.fault == "apply":
+    if row.fault in ("apply", "apply again"):
         native.fail_next_apply = OSError(1, "Operation not permitted")
+        native.fail_after = int(row.fault == "apply again")
     artifact = sched_ext_artifact() if row.backend == "sched_ext" else native_artifact("candidate")
     events = await deploy(executor, request(key, artifact, canary_spec(row)))
     ended = events[-1].deployment
@@ -219,15 +256,19 @@ async def test_every_way_a_deployment_ends(row: Row, tmp_path, monkeypatch):
     assert ended.state == row.state, [e.message for e in events]
     assert row.reason in ended.reason and row.reason in events[-1].message
     assert not windows, "every measurement the row planned was taken"
-    reverted = any(what.endswith(".revert") and which == candidate_id for what, which in calls)
-    assert reverted == row.reverted, calls
-    restored = ("native.apply", previous_id) in calls
+    # Reverted at the end (a canary that alternates takes the policy off between rounds too).
+    touched = [what for what, which in calls if which == candidate_id]
+    assert bool(touched and touched[-1].endswith(".revert")) == row.reverted, calls
+    restored = bool(previous_id) and ("native.apply", previous_id) in calls
     assert restored == row.restored, calls
     assert (executor.history(1)[0].message == "restored previous (the last known good)") == row.restored
     assert [o.result for o in bus.outcomes(candidate_id)] == ([row.outcome] if row.outcome is not None else [])
     # Whatever happened, the host runs one policy: the candidate if kept, else the previous one.
     running = [d for d in (native.in_force, scx.started if scx.active else "") if d]
-    assert running == [candidate_id if row.state == S.DEPLOYMENT_STATE_KEPT else previous_id], calls
+    expected = candidate_id if row.state == S.DEPLOYMENT_STATE_KEPT else previous_id
+    assert running == ([expected] if expected else []), calls
+    # A canary that alternated took the policy off and put it back once per later round.
+    assert sum(1 for what, which in calls if what.endswith(".apply") and which == candidate_id) == row.applies, calls
     await executor.close()
 
 
@@ -266,4 +307,5 @@ def canary_spec(row: Row) -> S.CanarySpec | None:
         direction=common_pb2.DIRECTION_LOWER_IS_BETTER), min_improvement=0.2, report_only=row.report_only)
     spec.baseline_window.FromSeconds(1)
     spec.canary_window.FromSeconds(1)
+    spec.rounds = row.rounds
     return spec

@@ -595,3 +595,15 @@ def test_a_rolled_back_canary_is_followed_by_the_next_candidate(verdicts, tried,
     retries = [e.message for e in events if e.message.endswith("trying the next candidate")]
     assert retries == [f"{name} rolled back: trying the next candidate" for name in tried[:-1]
                        if verdicts[name] == deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK]
+
+
+def test_only_protecting_a_service_from_batch_work_is_judged_on_one_round():
+    nginx = group("nginx", LATENCY, 6.0, p99_us=9000)
+    goals_by_kind = {
+        "protect": goals.infer(profile(group("redis", LATENCY, 0.5), group("ffmpeg", BATCH, 4.0))),
+        "oversubscribed": goals.infer(profile(nginx)),
+        "throughput": goals.infer(profile(jobs("xz", BATCH, 9.0))),
+        "makespan": goals.infer(profile(long_tail_batch())),
+    }
+    rounds = {kind: cycle_module.canary_for(goal, 5.0).rounds for kind, goal in goals_by_kind.items()}
+    assert rounds == {"protect": 1, "oversubscribed": 3, "throughput": 3, "makespan": 3}

@@ -66,20 +66,22 @@ AUDIT_ACTION_EJECT: AuditAction
 AUDIT_ACTION_FAIL: AuditAction
 
 class CanarySpec(_message.Message):
-    __slots__ = ("baseline_window", "canary_window", "success_metric", "min_improvement", "guards", "report_only")
+    __slots__ = ("baseline_window", "canary_window", "success_metric", "min_improvement", "guards", "report_only", "rounds")
     BASELINE_WINDOW_FIELD_NUMBER: _ClassVar[int]
     CANARY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_METRIC_FIELD_NUMBER: _ClassVar[int]
     MIN_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
     GUARDS_FIELD_NUMBER: _ClassVar[int]
     REPORT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
     baseline_window: _duration_pb2.Duration
     canary_window: _duration_pb2.Duration
     success_metric: _common_pb2.MetricSpec
     min_improvement: float
     guards: _containers.RepeatedCompositeFieldContainer[_goal_pb2.GuardConstraint]
     report_only: bool
-    def __init__(self, baseline_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., min_improvement: _Optional[float] = ..., guards: _Optional[_Iterable[_Union[_goal_pb2.GuardConstraint, _Mapping]]] = ..., report_only: _Optional[bool] = ...) -> None: ...
+    rounds: int
+    def __init__(self, baseline_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., min_improvement: _Optional[float] = ..., guards: _Optional[_Iterable[_Union[_goal_pb2.GuardConstraint, _Mapping]]] = ..., report_only: _Optional[bool] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class Deployment(_message.Message):
     __slots__ = ("deployment_id", "host_id", "cycle_id", "policy_name", "artifact_digest", "verdict_id", "backend", "state", "reason", "previous_deployment_id", "started_at", "updated_at", "requested_by", "verdict_key_id")

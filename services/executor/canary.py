@@ -9,6 +9,7 @@ the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s.
 from __future__ import annotations
 
 import logging
+import statistics
 from dataclasses import dataclass
 
 from schedcp.domain import matchers
@@ -134,6 +135,27 @@ def judge(spec: deployment_pb2.CanarySpec, baseline: dict[str, float], observed:
     detail = (f"{success.metric.name} {_number(success.baseline)} -> {_number(success.observed)} "
               f"({100 * success.improvement:.0f} % better)") if success else "no success metric"
     return Judgement(True, "; ".join([detail, *held]), success, guards)
+
+
+def judge_rounds(spec: deployment_pb2.CanarySpec, rounds: list[tuple[Window, Window]]) -> Judgement:
+    """Several rounds of (baseline, canary): each metric's median over the baselines against its
+    median over the canaries, as `judge` would; and a success metric that improved by the least
+    required in only a minority of rounds is not kept (a median can hide one lucky window)."""
+    if len(rounds) == 1:
+        return judge(spec, rounds[0][0].values, rounds[0][1].values)
+    baseline = {k: statistics.median(b.values[k] for b, _ in rounds) for k in rounds[0][0].values}
+    observed = {k: statistics.median(o.values[k] for _, o in rounds) for k in rounds[0][1].values}
+    verdict = judge(spec, baseline, observed)
+    if not spec.HasField("success_metric"):
+        return verdict
+    each = [compare(spec.success_metric, b.values, o.values).improvement for b, o in rounds]
+    told = f"medians of {len(rounds)} rounds; {spec.success_metric.name} per round " + \
+           ", ".join(f"{100 * i:+.0f} %" for i in each)
+    agreeing = sum(1 for i in each if i >= spec.min_improvement)
+    if verdict.keep and 2 * agreeing <= len(rounds):
+        return Judgement(False, f"{spec.success_metric.name} improved by {100 * spec.min_improvement:.0f} % in only "
+                                f"{agreeing} of {len(rounds)} rounds ({told})", verdict.success, verdict.guards)
+    return Judgement(verdict.keep, f"{verdict.reason} ({told})", verdict.success, verdict.guards)
 
 
 def _number(value: float) -> str:

@@ -56,6 +56,10 @@ class Run:
     deployment: deployment_pb2.Deployment
     baseline: canary.Window = field(default_factory=lambda: canary.Window({}, 0.0))
     observed: canary.Window = field(default_factory=lambda: canary.Window({}, 0.0))
+    # The (baseline, canary) windows measured so far; more than one when the canary alternates.
+    rounds: list[tuple[canary.Window, canary.Window]] = field(default_factory=list)
+    # Whether the canary alternates: it asked for rounds and no other policy was in force.
+    alternating: bool = False
     # Set once applying starts: from then on, ending in anything but kept means reverting.
     host_touched: bool = False
 
@@ -314,10 +318,15 @@ class Executor:
     #   _record_deploy         _apply_policy                                failed: the audit trail is unavailable
     #   _apply_policy          _start_canary                                failed: could not apply (reverted)
     #   _start_canary          _measure_canary                              kept: the canary has no metrics
-    #   _measure_canary        _judge, or _measure_canary_again when other  failed: canary not measured (reverted)
-    #                          processes loaded the host meanwhile
-    #   _measure_canary_again  _judge                                       failed: canary not measured (reverted)
-    #   _judge                                                              ejected, kept, kept (report only),
+    #   _measure_canary        _end_round, or _measure_canary_again when    failed: canary not measured (reverted)
+    #                          other processes loaded the host meanwhile
+    #   _measure_canary_again  _end_round                                   failed: canary not measured (reverted)
+    #   _end_round             _pause when the canary alternates and has    ejected
+    #                          rounds to go, else _judge
+    #   _pause                 _measure_round_baseline (the policy is off)
+    #   _measure_round_baseline _resume                                     failed: baseline not measured
+    #   _resume                _measure_canary (the policy is on again)     failed: could not apply (reverted)
+    #   _judge                                                              kept, kept (report only),
     #                                                                       rolled back (reverted)
 
     async def _run(self, request: executor_pb2.DeployRequest,
@@ -357,12 +366,16 @@ class Executor:
         return Next(self._measure_baseline, f"measuring the baseline for {_seconds(run.spec.baseline_window):g} s")
 
     async def _measure_baseline(self, run: Run) -> Next | Ending:
+        return await self._baseline(run) or Next(self._check_again)
+
+    async def _baseline(self, run: Run) -> Ending | None:
+        """One baseline window into run.baseline; the ending when it could not be measured."""
         try:
             run.baseline = await canary.measure(self._settings.observer_addr, run.spec,
                                                 _seconds(run.spec.baseline_window))
         except Exception as exc:
             return Ending(S.DEPLOYMENT_STATE_FAILED, f"baseline not measured: {exc}")
-        return Next(self._check_again)
+        return None
 
     async def _check_again(self, run: Run) -> Next | Ending:
         """Checked again right before applying: the verdict may have expired while this waited
@@ -396,13 +409,12 @@ class Executor:
         # From here on an ending other than kept reverts: a failed apply may have left part of
         # the policy behind (journalled native changes, a loader that started).
         run.host_touched = True
-        try:
-            report = await self._apply(deployment, run.request.artifact)
-        except Exception as exc:
-            if not isinstance(exc, (OSError, FailedPrecondition, InvalidArgument)):
-                log.exception("applying %s failed", deployment.deployment_id)
-            return Ending(S.DEPLOYMENT_STATE_FAILED, f"could not apply: {exc}")
-        self._current = Applied(deployment, run.request)
+        # Alternating takes the policy off between canary windows: the host must then run what
+        # the first baseline saw, which it does only when nothing else was in force.
+        run.alternating = run.spec.rounds > 1 and replaced is None
+        report = await self._apply_run(run, "apply")
+        if isinstance(report, Ending):
+            return report
         errors = (f" ({len(report.errors)} could not be changed: {'; '.join(report.errors[:3])})"
                   if report.errors else "")
         return Next(self._start_canary, report.detail or f"applied to {report.processes} processes "
@@ -412,7 +424,9 @@ class Executor:
         if not run.measured:
             return Ending(S.DEPLOYMENT_STATE_KEPT, "kept: the canary has no metrics to judge")
         run.deployment.state = S.DEPLOYMENT_STATE_CANARY
-        return Next(self._measure_canary, f"canary: measuring for {_seconds(run.spec.canary_window):g} s")
+        rounds = (f" (round 1 of {run.spec.rounds}: the policy goes off and on between windows)" if run.alternating
+                  else " (one round: another policy was in force before)" if run.spec.rounds > 1 else "")
+        return Next(self._measure_canary, f"canary: measuring for {_seconds(run.spec.canary_window):g} s{rounds}")
 
     async def _measure_canary(self, run: Run) -> Next | Ending:
         if failed := await self._measure(run):
@@ -421,11 +435,37 @@ class Executor:
             return Next(self._measure_canary_again,
                         f"other processes used {100 * run.observed.foreign_cpu_share:.0f} % of the CPU during the "
                         f"canary (baseline {100 * run.baseline.foreign_cpu_share:.0f} %): measuring again")
-        return Next(self._judge)
+        return Next(self._end_round)
 
     async def _measure_canary_again(self, run: Run) -> Next | Ending:
         """Once only: a host that stays busy is judged as it is rather than never."""
-        return await self._measure(run) or Next(self._judge)
+        return await self._measure(run) or Next(self._end_round)
+
+    async def _end_round(self, run: Run) -> Next | Ejected:
+        if run.deployment.backend == "sched_ext" and not self._scx.active:
+            # Ejected during the canary: the measurement was of the fair class, not the policy.
+            return Ejected(self._scx.last_exit)
+        run.rounds.append((run.baseline, run.observed))
+        if run.alternating and len(run.rounds) < run.spec.rounds:
+            return Next(self._pause)
+        return Next(self._judge)
+
+    async def _pause(self, run: Run) -> Next:
+        await self._revert()
+        run.deployment.state = S.DEPLOYMENT_STATE_BASELINE
+        return Next(self._measure_round_baseline,
+                    f"round {len(run.rounds) + 1} of {run.spec.rounds}: policy off, measuring the baseline for "
+                    f"{_seconds(run.spec.baseline_window):g} s")
+
+    async def _measure_round_baseline(self, run: Run) -> Next | Ending:
+        return await self._baseline(run) or Next(self._resume)
+
+    async def _resume(self, run: Run) -> Next | Ending:
+        if isinstance(failed := await self._apply_run(run, "apply again"), Ending):
+            return failed
+        run.deployment.state = S.DEPLOYMENT_STATE_CANARY
+        return Next(self._measure_canary, f"round {len(run.rounds) + 1} of {run.spec.rounds}: policy on, measuring "
+                                          f"for {_seconds(run.spec.canary_window):g} s")
 
     async def _measure(self, run: Run) -> Ending | None:
         """One canary window into run.observed; the ending when it could not be measured."""
@@ -436,11 +476,8 @@ class Executor:
             return _canary_not_measured(exc)
         return None
 
-    async def _judge(self, run: Run) -> Ending | Ejected:
-        if run.deployment.backend == "sched_ext" and not self._scx.active:
-            # Ejected during the canary: the measurement was of the fair class, not the policy.
-            return Ejected(self._scx.last_exit)
-        verdict = canary.judge(run.spec, run.baseline.values, run.observed.values)
+    async def _judge(self, run: Run) -> Ending:
+        verdict = canary.judge_rounds(run.spec, run.rounds)
         comparisons = ([verdict.success] if verdict.success else []) + verdict.guards
         if verdict.keep:
             return Ending(S.DEPLOYMENT_STATE_KEPT, verdict.reason, comparisons=comparisons, judgement=verdict)
@@ -449,6 +486,17 @@ class Executor:
                           comparisons=comparisons, judgement=verdict)
         metrics.ROLLBACKS.labels("canary").inc()
         return Ending(S.DEPLOYMENT_STATE_ROLLED_BACK, verdict.reason, comparisons=comparisons, judgement=verdict)
+
+    async def _apply_run(self, run: Run, what: str) -> ApplyReport | Ending:
+        """Apply the run's policy and make it the one in force; the ending when that failed."""
+        try:
+            report = await self._apply(run.deployment, run.request.artifact)
+        except Exception as exc:
+            if not isinstance(exc, (OSError, FailedPrecondition, InvalidArgument)):
+                log.exception("%s %s failed", what, run.deployment.deployment_id)
+            return Ending(S.DEPLOYMENT_STATE_FAILED, f"could not {what}: {exc}")
+        self._current = Applied(run.deployment, run.request)
+        return report
 
     async def _apply(self, deployment: deployment_pb2.Deployment, artifact: policy_pb2.PolicyArtifact):
         if artifact.WhichOneof("body") == "sched_ext":
