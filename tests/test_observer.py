@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 
@@ -161,3 +162,38 @@ def test_unprivileged_observer_sees_its_own_tasks_through_procfs():
     assert result["uids"] == [nobody]
     assert result["spinner_seen"]
     assert result["groups"]["sh"] == C.WORKLOAD_CLASS_BATCH
+
+
+FORKING_SERVER = """
+import os, socket, sys, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+for _ in range(3):
+    if os.fork() == 0:
+        listener.close()  # as postgres and sshd do: the connection process does not accept
+        end = time.time() + 60
+        while time.time() < end:
+            sum(range(20000))
+            time.sleep(0.002)
+        os._exit(0)
+time.sleep(60)  # the listener itself stays idle: it is not in the window's group
+"""
+
+
+def test_a_server_that_forks_per_connection_serves_though_its_listener_is_idle(workload, tmp_path):
+    """Its workers (started together, like jobs) closed the listening socket; their idle parent
+    of the same name holds it. The group serves: it is a service, not a batch of jobs."""
+    comm = f"srv-{time.monotonic_ns() % 10**8}"
+    (tmp_path / comm).symlink_to(sys.executable)
+    workload(str(tmp_path / comm), "-c", FORKING_SERVER)
+    time.sleep(1.0)
+    sampler = make_sampler("procfs")
+    try:
+        window, _ = sampler.window(2.0)
+        profile = Profiler(sampler, lambda: hostfacts.collect("testhost")).build(window)
+    finally:
+        sampler.close()
+    [group] = [g for g in profile.groups if g.name == comm]
+    assert group.features.processes == 3, group  # the workers only: the listener did not run
+    assert group.features.serves

@@ -74,6 +74,8 @@ class ProcessInfo:
     # CPU time it has used since it started (user + system), when it was last read: with its
     # command line, how long a job of a batch runs.
     cpu_s: float = 0.0
+    # Its parent: a server that forks a process per connection holds its listening socket there.
+    ppid: int = 0
     _cmdline: str | None = field(default=None, repr=False)
 
     def cmdline(self) -> str:
@@ -113,14 +115,14 @@ def read_process(pid: int) -> ProcessInfo | None:
         uid = os.stat(f"{PROC}/{pid}").st_uid
     except (ValueError, OSError):
         return None
-    # fields[0] is field 3 of proc(5) (`state`): tty_nr is field 7, flags 9, utime 14, stime 15,
-    # num_threads 20, starttime 22.
+    # fields[0] is field 3 of proc(5) (`state`): ppid is field 4, tty_nr 7, flags 9, utime 14,
+    # stime 15, num_threads 20, starttime 22.
     cpu_path, unified = parse_cgroups(cgroups or b"")
     return ProcessInfo(
         pid=pid, comm=comm, cgroup=cpu_path, unified_cgroup=unified,
         kernel_thread=bool(int(fields[6]) & PF_KTHREAD), has_tty=int(fields[4]) != 0, uid=uid,
         num_threads=int(fields[17]), start_s=int(fields[19]) / _CLOCK_TICKS,
-        cpu_s=(int(fields[11]) + int(fields[12])) / _CLOCK_TICKS,
+        cpu_s=(int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, ppid=int(fields[1]),
     )
 
 

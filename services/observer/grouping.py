@@ -132,8 +132,20 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
         wait_share=wait_ns / (cpu_ns + wait_ns) if cpu_ns + wait_ns else 0.0,
         **_lifetimes(group, window),
         serves=cpu_ns / NS >= SERVES_MIN_CPU_SHARE * duration * window.num_cpus
-        and procfs.serves(list(group.processes)),
+        and procfs.serves(_with_listeners(group)),
     )
+
+
+def _with_listeners(group: Group) -> list[int]:
+    """The group's processes and their parents of the same name: a server that forks a process
+    per connection (postgres, sshd, Apache's prefork) holds its listening socket in the parent,
+    which may not have run in the window and so is not in the group."""
+    pids = list(group.processes)
+    for ppid in {p.ppid for p in group.processes.values() if p.ppid > 1} - set(pids):
+        parent = procfs.read_process(ppid)
+        if parent is not None and any(p.comm == parent.comm for p in group.processes.values()):
+            pids.append(ppid)
+    return pids
 
 
 def _lifetimes(group: Group, window: Window) -> dict:

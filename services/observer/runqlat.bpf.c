@@ -46,10 +46,16 @@ BPF_TABLE("lru_hash", u32, u64, woke_at, 65536);
 // oldest entries rather than stop counting new threads.
 BPF_TABLE("lru_hash", u32, struct thread_stats, stats, 32768);
 BPF_PERCPU_ARRAY(oncpu, struct oncpu, 1);
+// A zeroed thread_stats to start new threads from: the struct (two histograms) is larger than
+// the 512-byte BPF stack, so it cannot be a local. Never written.
+BPF_ARRAY(zero_stats, struct thread_stats, 1);
 
 static __always_inline struct thread_stats *stats_of(u32 tid) {
-    struct thread_stats zero = {};
-    return stats.lookup_or_try_init(&tid, &zero);
+    int first = 0;
+    struct thread_stats *zero = zero_stats.lookup(&first);
+    if (!zero)
+        return 0;
+    return stats.lookup_or_try_init(&tid, zero);
 }
 
 static __always_inline void mark_enqueued(u32 tid, u64 now) {
