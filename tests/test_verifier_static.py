@@ -114,7 +114,15 @@ def starved(dispatch: str, helpers: str = "") -> list[str]:
     ("    if (scx_bpf_dsq_move_to_local(SHARED_DSQ))\n        return;\n"
      "    lucky() ? scx_bpf_dsq_move_to_local(SLOW_DSQ) : 0;",
      "#define lucky() (bpf_get_prandom_u32() < 4096)\n", "through lucky -> bpf_get_prandom_u32()"),
-], ids=["early-return", "local-variable", "short-circuit", "counter", "helper-call-site", "ternary-macro"])
+    ("    if (prev && !bpf_strncmp(prev->comm, 4, \"sshd\"))\n        scx_bpf_dsq_move_to_local(SLOW_DSQ);\n"
+     "    scx_bpf_dsq_move_to_local(SHARED_DSQ);", "", 'when prev && !bpf_strncmp(prev->comm, 4, "sshd"), a condition '
+     "on a task's name"),
+    ("    if (IS_BACKUP(prev))\n        scx_bpf_dsq_move_to_local(SLOW_DSQ);\n"
+     "    scx_bpf_dsq_move_to_local(SHARED_DSQ);",
+     '#define IS_BACKUP(t) ((t) && __builtin_memcmp((t)->comm, "backup", 6) == 0)\n',
+     "through IS_BACKUP -> __builtin_memcmp()"),
+], ids=["early-return", "local-variable", "short-circuit", "counter", "helper-call-site", "ternary-macro", "strncmp",
+        "memcmp-macro"])
 def test_a_dsq_consumed_only_by_chance_time_name_or_pid_is_starved(dispatch, helpers, words):
     (message,) = starved(dispatch, helpers)
     assert message.startswith("DSQ 7 (SLOW_DSQ) is consumed only ") and words in message, message

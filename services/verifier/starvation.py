@@ -53,6 +53,7 @@ class Guard:
 
     cond: str
     holds: bool
+    shown: str = field(default="", compare=False)  # as written (string literals are blanked in `cond`)
 
 
 @dataclass(frozen=True)
@@ -176,29 +177,31 @@ def _returns(statement: str) -> bool:
     return statement.startswith("return")
 
 
-def guard_spans(code: str, fn: Function) -> list[tuple[int, int, Guard]]:
+def guard_spans(code: str, fn: Function, text: str) -> list[tuple[int, int, Guard]]:
     """The stretches of `fn`'s body that run only under a condition: the body of an `if`, a
-    loop or an `else`, and what follows an `if (...) return;` up to the end of its block."""
+    loop or an `else`, and what follows an `if (...) return;` up to the end of its block.
+    (`code` is `text` with literals blanked, at the same offsets.)"""
     spans = []
     for m in KEYWORD.finditer(code, fn.start, fn.end):
         paren = m.end() - 1
         close = _match(code, paren, "(", ")")
-        cond = code[paren + 1:close - 1]
+        cond, shown = code[paren + 1:close - 1], text[paren + 1:close - 1]
         if m.group(1) == "for":
-            parts = cond.split(";")
+            parts, shown_parts = cond.split(";"), shown.split(";")
             cond = parts[1] if len(parts) == 3 else ""
-        cond = " ".join(cond.split())
+            shown = shown_parts[1] if len(shown_parts) == 3 else cond
+        cond, shown = " ".join(cond.split()), " ".join(shown.split())
         if not cond:
             continue
         then_end = _statement_end(code, close)
-        spans.append((close, then_end, Guard(cond, True)))
+        spans.append((close, then_end, Guard(cond, True, shown)))
         if m.group(1) != "if":
             continue
         after = ELSE.match(code, then_end, fn.end)
         if after:
-            spans.append((after.end(), _statement_end(code, after.end()), Guard(cond, False)))
+            spans.append((after.end(), _statement_end(code, after.end()), Guard(cond, False, shown)))
         elif _returns(code[close:then_end]):
-            spans.append((then_end, _block_end(code, m.start(), fn.end), Guard(cond, False)))
+            spans.append((then_end, _block_end(code, m.start(), fn.end), Guard(cond, False, shown)))
     return spans
 
 
@@ -211,7 +214,7 @@ def _block_end(code: str, i: int, limit: int) -> int:
     return limit
 
 
-def _expression_guard(code: str, fn: Function, offset: int) -> Guard | None:
+def _expression_guard(code: str, fn: Function, offset: int, text: str) -> Guard | None:
     """`a && call(...)`, `a || call(...)`, `a ? call(...) : b`, `a ? b : call(...)`."""
     start = max(code.rfind(c, fn.start, offset) for c in ";{}")
     prefix = code[max(start + 1, fn.start):offset]
@@ -240,12 +243,13 @@ def _expression_guard(code: str, fn: Function, offset: int) -> Guard | None:
                         break
                 elif d == 0 and prefix[k] == "=" and prefix[k - 1] not in "=!<>" and prefix[k + 1:k + 2] != "=":
                     break
-            cond = " ".join(prefix[k + 1:j - (0 if c == "?" else 1)].split())
-            cond = re.sub(r"^(?:return|if\s*\()\s*", "", cond)
+            base = max(start + 1, fn.start)
+            cond, shown = (re.sub(r"^(?:return|if\s*\()\s*", "", " ".join(t[base + k + 1:base + j - (
+                0 if c == "?" else 1)].split())) for t in (code, text))
             if not cond:
                 return None
             holds = (op == "?" and not colon) or op == "&&"
-            return Guard(cond, holds)
+            return Guard(cond, holds, shown)
     return None
 
 
@@ -259,7 +263,8 @@ class Program:
     def __init__(self, code: str, headers: str, callbacks: set[str], budget: int = BUDGET):
         self.budget = budget
         self.own_end = len(code)
-        self.code = _directives(code + "\n" + headers)
+        self.text = code + "\n" + headers
+        self.code = _directives(self.text)
         self.macros = macros(code + "\n" + headers)
         self.functions = functions(self.code)
         self.callbacks = callbacks
@@ -288,9 +293,9 @@ class Program:
         if fn is None:
             return []
         if fn.name not in self._spans:
-            self._spans[fn.name] = guard_spans(self.code, fn)
+            self._spans[fn.name] = guard_spans(self.code, fn, self.text)
         local = [g for start, end, g in self._spans[fn.name] if start <= offset < end]
-        guard = _expression_guard(self.code, fn, offset)
+        guard = _expression_guard(self.code, fn, offset, self.text)
         local += [guard] if guard else []
         if fn.name not in self._calls:
             self._calls[fn.name] = [m.start() for m in re.finditer(rf"\b{fn.name}\s*\(", self.code)
@@ -400,6 +405,8 @@ def _rare(atom: str) -> bool | None:
     top = re.sub(r"\([^()]*\)", "()", atom)
     while top != (top := re.sub(r"\([^()]*\)", "()", top)):
         pass
+    if re.fullmatch(r"\s*(?:bpf_strn?cmp|__builtin_(?:memcmp|strn?cmp)|str\w*cmp|memcmp)\s*\(\)\s*", top):
+        return False  # a comparison function: non-zero (a mismatch) is the usual answer
     if "!=" in top:
         return False
     if "==" in top:
@@ -493,7 +500,8 @@ def sentence(s: Starved) -> str:
         where = f"in {s.where}(), " if s.where else "outside any function, "
         return (f"{name} is consumed only {where}which no callback of the ops runs: tasks inserted into it "
                 "can wait forever")
-    when = f"when {s.guard.cond}" if s.guard.holds else f"unless {s.guard.cond}"
+    condition = s.guard.shown or s.guard.cond
+    when = f"when {condition}" if s.guard.holds else f"unless {condition}"
     why = f"a condition on {s.suspicion.what}" + (f" (through {s.suspicion.through})" if s.suspicion.through else "")
     more = f" (and {s.others} other consume call{'s' if s.others > 1 else ''}, each under such a condition)" \
         if s.others else ""
