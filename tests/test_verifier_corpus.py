@@ -97,6 +97,15 @@ def test_early_candidates_are_rejected_at_their_stage(path, toolchain, tmp_path)
     assert_rejected_as_expected(results, path)
 
 
+STARVING = sorted(CORPUS.glob("static/starve_*.bpf.c"))
+
+
+@pytest.mark.parametrize("path", STARVING, ids=[case_id(p) for p in STARVING])
+def test_the_starving_candidates_compile_so_only_scx017_stops_them_before_the_vm(path, toolchain, tmp_path):
+    compiled, obj = stages.compile_stage(path.read_text(), toolchain.kernel(), toolchain, tmp_path)
+    assert compiled.status == common_pb2.STAGE_STATUS_SUCCEEDED and obj is not None, compiled.findings
+
+
 @IN_VM_TIMEOUT
 @pytest.mark.parametrize("path", IN_VM, ids=[case_id(p) for p in IN_VM])
 def test_candidates_in_the_vm_are_rejected_at_their_stage(path, vm_results):
@@ -161,6 +170,7 @@ def test_library_native_policies_pass_with_any_parameters_in_range(meta):
 def test_the_corpus_covers_every_error_rule():
     static = {e for p in CORPUS.glob("static/*.bpf.c") for e in expectations(p.read_text())}
     assert {f"SCX{n:03d}" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13)} <= static
+    assert {"SCX017"} <= {e.split()[0] for e in static}
     compiled = {e.split()[0] for p in CORPUS.glob("compile/*.bpf.c") for e in expectations(p.read_text())}
     assert {"SCX014", "SCX015", "SCX016"} <= compiled
     native = {json.loads(p.read_text())["expect"] for p in NATIVE}

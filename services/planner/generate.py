@@ -28,7 +28,8 @@ scx_bpf_dsq_move_to_local, scx_bpf_select_cpu_dfl, scx_bpf_kick_cpu, scx_bpf_dsq
 scx_bpf_now; no probe_read/probe_write helpers, no inline assembly;
 - exactly one SEC(".struct_ops.link") struct sched_ext_ops with .name = "schedcp_<name>", .timeout_ms between 1 \
 and 30000, an .exit that calls SCHEDCP_RECORD_EXIT(ei);
-- every custom DSQ is created in .init and consumed in .dispatch; every path of .enqueue inserts the task;
+- every custom DSQ is created in .init and consumed in .dispatch whenever it has tasks (never only at random, in a \
+time window, or for certain task names or pids); every path of .enqueue inserts the task;
 - loops have constant bounds; tunables are `const volatile` globals.
 Start from this skeleton (a correct FIFO scheduler):
 """

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from schedcp.domain import policies
 from schedcp.v1 import verdict_pb2
+from services.verifier import starvation
 
 ERROR, WARNING = verdict_pb2.SEVERITY_ERROR, verdict_pb2.SEVERITY_WARNING
 MAX_BYTES = 64 * 1024
@@ -210,6 +211,23 @@ def _dsqs(src: Source):
                           "starve", "move it to a local DSQ in ops.dispatch (scx_bpf_dsq_move_to_local)")
 
 
+def _starved(src: Source):
+    ops, fields = src.ops()
+    if ops is None:
+        return  # SCX005: without ops no callback runs, and nothing is consumed
+    callbacks = {_fn_name(v) for v in fields.values()}
+    try:
+        starved = starvation.starved(src.code, src.headers, callbacks)
+    except (starvation.TooComplex, RecursionError):
+        yield finding("SCX017", ERROR, 1, "the paths to the DSQ consume calls are too many or too deeply nested to "
+                      "check that every DSQ is served", "write ops.dispatch plainly: a few helpers, shallow nesting")
+        return
+    for s in starved:
+        yield finding("SCX017", ERROR, src.line_of(s.offset), starvation.sentence(s),
+                      "consume every DSQ you insert into whenever it has tasks (e.g. try it in ops.dispatch "
+                      "before or after the others); favour tasks by order or slice, not by skipping their queue")
+
+
 def _loops(src: Source):
     for m in re.finditer(r"\bwhile\s*\(\s*(1|true)\s*\)|\bfor\s*\(\s*[^;]*;\s*;", src.code):
         yield finding("SCX011", ERROR, src.line_of(m.start()), "an endless loop",
@@ -227,7 +245,7 @@ def _loops(src: Source):
                           "prefer for loops with a constant bound")
 
 
-RULES: tuple[Rule, ...] = (_size, _includes, _calls, _ops, _licence, _dsqs, _loops)
+RULES: tuple[Rule, ...] = (_size, _includes, _calls, _ops, _licence, _dsqs, _starved, _loops)
 
 
 def analyse(text: str) -> list[verdict_pb2.Finding]:
