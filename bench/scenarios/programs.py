@@ -3,19 +3,23 @@ started in process groups of their own with private configurations on free ports
 their own load generators or by their wall time, and killed with their children.
 
 They stay in the bench's session: a session of their own would get an autogroup of its own,
-which by itself shields one program from another and hides what a policy does.
+which by itself shields one program from another and hides what a policy does. (PostgreSQL's
+server processes are the exception we cannot change: see start_postgres.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,20 +32,46 @@ from schedcp.runtime.net import free_port
 class Processes:
     """Processes a scenario starts; `stop` kills each one's process group."""
 
+    # How long a program asked to shut down cleanly gets before its group is killed.
+    GRACEFUL_S = 10.0
+
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
+        self.graceful: dict[int, int] = {}
 
-    def start(self, *argv: str, cwd: Path | None = None, stdout=subprocess.DEVNULL) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=stdout, stderr=subprocess.DEVNULL, process_group=0)
+    def start(self, *argv: str, cwd: Path | None = None, stdout=subprocess.DEVNULL,
+              user: pwd.struct_passwd | None = None, stop_signal: int | None = None) -> subprocess.Popen:
+        """`user`: run as that user (postgres refuses root). `stop_signal`: what asks the program
+        to shut down cleanly, sent before its group is killed."""
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=stdout, stderr=subprocess.DEVNULL, process_group=0,
+                                **as_user(user))
         self.procs.append(proc)
+        if stop_signal is not None:
+            self.graceful[proc.pid] = stop_signal
         return proc
 
     def stop(self) -> None:
+        # A clean shutdown first where a program has one. postgres's children are in sessions
+        # of their own (each calls setsid), out of reach of killpg; the postmaster ends them and
+        # removes its System V shared memory segment as it exits. Killed, it would leave that
+        # segment behind on the host, and its children running until they notice it is gone.
+        for proc in self.procs:
+            sig = self.graceful.get(proc.pid)
+            if sig is not None and proc.poll() is None:
+                proc.send_signal(sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=self.GRACEFUL_S)
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         self.procs.clear()
+        self.graceful.clear()
+
+
+def as_user(user: pwd.struct_passwd | None) -> dict:
+    """subprocess arguments that run a program as `user` (its own group, none of ours), or as us."""
+    return {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
 def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
@@ -166,6 +196,140 @@ def parse_redis_csv(text: str) -> dict:
     return {"p50_ms": mean("p50_latency_ms"), "p99_ms": mean("p99_latency_ms"), "requests_per_s": mean("rps")}
 
 
+# ---- PostgreSQL and pgbench ----------------------------------------------------------------
+
+# The cluster's superuser, trusted on loopback: the cluster is private and lives for one run.
+PG_USER = "bench"
+# A CPU-bound database, as the suite needs: durability off (fsync, synchronous commit, full-page
+# writes) so that transactions wait for the CPU and the client, never for the disk, and
+# shared_buffers small but holding pgbench's whole data set. TCP on 127.0.0.1 only (Debian's
+# default socket directory, /var/run/postgresql, is the system cluster's) and dynamic shared
+# memory in files in the data directory rather than /dev/shm: nothing is left outside the
+# scenario's temp dir.
+PG_SETTINGS = {"listen_addresses": "127.0.0.1", "unix_socket_directories": "", "fsync": "off",
+               "synchronous_commit": "off", "full_page_writes": "off", "shared_buffers": "64MB",
+               "max_connections": "32", "dynamic_shared_memory_type": "mmap"}
+
+
+@dataclass
+class Postgres:
+    port: int
+
+    @property
+    def connection(self) -> list[str]:
+        """libpq client options (pgbench, pg_isready) for this cluster."""
+        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER]
+
+
+@functools.cache
+def pg_bin(name: str) -> str:
+    """A PostgreSQL program. Debian keeps the server's per major version, off PATH (/usr/bin has
+    wrappers that look for a system cluster): the newest version's, else PATH's."""
+    versions = sorted((d for d in Path("/usr/lib/postgresql").glob("*/bin") if d.parent.name.isdigit()),
+                      key=lambda d: int(d.parent.name))
+    for path in [*(str(d / name) for d in reversed(versions)), shutil.which(name)]:
+        if path and os.access(path, os.X_OK):
+            return path
+    raise RuntimeError(f"no PostgreSQL {name}: install postgresql (scripts/bench_setup.sh)")
+
+
+def pg_server_user() -> pwd.struct_passwd | None:
+    """Who runs the cluster: postgres refuses to run as root, so as root the `postgres` user the
+    Debian package creates; otherwise the bench's own user."""
+    if os.getuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        raise RuntimeError("postgres refuses root and this host has no postgres user: install postgresql "
+                           "(scripts/bench_setup.sh)") from None
+
+
+def hand_over(path: Path, user: pwd.struct_passwd) -> None:
+    """Give `path` to `user`, and let them reach it: the directories above it that the bench
+    made in the temp dir (the suite's own is private, mode 0700) get search permission for
+    others, not read (their names are random). Nothing outside the temp dir is changed."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    for parent in path.resolve().parents:
+        if parent == tmp or tmp not in parent.parents:
+            break
+        parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
+    os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def start_postgres(procs: Processes, root: Path, scale: int) -> Postgres:
+    """A cluster of our own, initdb'd into `root`, on a free port of 127.0.0.1, with pgbench's
+    tables at `scale` (100,000 accounts each). Stopped by `procs.stop` (a fast shutdown).
+
+    The postmaster stays in the bench's session, but every process it forks (a backend per
+    client, the checkpointer, the WAL writer...) calls setsid: with kernel.sched_autogroup_enabled
+    each gets an autogroup of its own, as it would under systemd. pgbench stays in ours."""
+    user = pg_server_user()
+    root.mkdir(parents=True)
+    if user is not None:
+        hand_over(root, user)
+    data = root / "data"
+    subprocess.run([pg_bin("initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust", "--locale=C", "-E", "UTF8",
+                    "--no-sync"], cwd=root, capture_output=True, check=True, timeout=120, process_group=0,
+                   **as_user(user))
+    port = free_port()
+    options = [f"-c{name}={value}" for name, value in {**PG_SETTINGS, "port": port}.items()]
+    # SIGINT is postgres's fast shutdown: sessions ended, the shared memory removed.
+    proc = procs.start(pg_bin("postgres"), "-D", str(data), *options, cwd=root, user=user,
+                       stop_signal=signal.SIGINT)
+    server = Postgres(port)
+    wait_accepting(server, proc)
+    subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", str(scale), *server.connection, "postgres"],
+                   capture_output=True, check=True, timeout=300, process_group=0)
+    return server
+
+
+def wait_accepting(server: Postgres, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Until the cluster accepts sessions: it listens before its startup has finished, and
+    refuses sessions until then."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"postgres exited ({proc.returncode}) before accepting sessions")
+        if subprocess.run([pg_bin("pg_isready"), "-q", *server.connection], timeout=10).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"postgres does not accept sessions on {server.port} after {timeout_s:g} s")
+
+
+def pgbench_load(clients: int, threads: int, rate: float) -> list[str]:
+    """pgbench's select-only transactions (lookups by key: CPU work and no lock waits, which no
+    scheduler shortens), started on a Poisson schedule at `rate` per second in all: an open load
+    rather than a closed loop that would make the server CPU bound by construction. No vacuum
+    first (select-only changes nothing)."""
+    return ["-n", "-S", "-c", str(clients), "-j", str(threads), "--rate", f"{rate:g}"]
+
+
+def start_pgbench(procs: Processes, server: Postgres, clients: int, threads: int, rate: float) -> subprocess.Popen:
+    """pgbench running in the background (for as long as a decision cycle observes)."""
+    return procs.start(pg_bin("pgbench"), *pgbench_load(clients, threads, rate), "-T", "900", *server.connection,
+                       "postgres")
+
+
+def pgbench(server: Postgres, seconds: float, clients: int, threads: int, rate: float, log_dir: Path) -> dict:
+    """A paced pgbench run: p50/p99 latency (ms) from every transaction's line in its log (with
+    --rate, measured from the transaction's scheduled start, so a late start counts) and
+    transactions/s."""
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True)
+    argv = [pg_bin("pgbench"), *pgbench_load(clients, threads, rate), "-T", str(max(1, round(seconds))), "--log",
+            f"--log-prefix={log_dir / 'tx'}", *server.connection, "postgres"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True,
+                         process_group=0).stdout
+    # One log per thread; a line: client, transaction, latency (us), script, epoch s, us, lag (us).
+    latencies = sorted(int(line.split()[2]) / 1000 for log in log_dir.iterdir()
+                       for line in log.read_text().splitlines())
+    if not latencies:
+        raise RuntimeError(f"pgbench logged no transactions in {log_dir}")
+    tps = float(re.search(r"^tps = ([\d.]+) \(without initial connection time\)", out, re.M).group(1))
+    return {"p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99), "tps": tps}
+
+
 # ---- CPU batch -----------------------------------------------------------------------------
 
 
@@ -255,5 +419,10 @@ def rtapp_latency(logdir: Path) -> dict:
     if not wakeups:
         raise RuntimeError(f"rt-app left no log lines in {logdir}")
     wakeups.sort()
-    return {"wakeup_p50_us": wakeups[len(wakeups) // 2], "wakeup_p99_us": wakeups[int(0.99 * (len(wakeups) - 1))],
+    return {"wakeup_p50_us": percentile(wakeups, 0.5), "wakeup_p99_us": percentile(wakeups, 0.99),
             "overrun_share": overruns / periods}
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The `q` quantile of sorted values (nearest rank below)."""
+    return ordered[int(q * (len(ordered) - 1))]
