@@ -121,6 +121,15 @@ def test_measure_of_nothing_running_is_not_found(observer):
     assert "comm='no-such-task'" in caught.value.details()
 
 
+def test_a_group_with_no_process_at_the_start_is_measured_beside_one_that_runs(observer, workload):
+    """Jobs come and go: a group between two of its jobs is measured (as what ran meanwhile)."""
+    sleeper = workload("sleep", "30")
+    response = observer_call(observer, "Measure", measure_request(
+        1, common_pb2.GroupMatcher(pid=sleeper.pid), common_pb2.GroupMatcher(comm="no-such-task")))
+    gone = next(g for g in response.groups if g.matcher.comm == "no-such-task")
+    assert gone.matched_threads == 0 and gone.cpu_seconds == 0
+
+
 def test_profiles_are_published_on_jetstream(services, nats_server):
     services.env["SCHEDCP_PROFILE_INTERVAL_S"] = "0.5"
     services.start("observer")
