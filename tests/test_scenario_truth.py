@@ -19,9 +19,9 @@ CLASSES = {"latency_sensitive": profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE, "b
            "background": profile_pb2.WORKLOAD_CLASS_BACKGROUND}
 OBJECTIVES = {"tail_latency": goal_pb2.OBJECTIVE_TAIL_LATENCY, "throughput": goal_pb2.OBJECTIVE_THROUGHPUT,
               "makespan": goal_pb2.OBJECTIVE_MAKESPAN, "none": goal_pb2.OBJECTIVE_UNSPECIFIED}
-# What the rules provider cannot infer yet, and why (a profile does not say which jobs are long).
-KNOWN_GAPS = {"long_tail": "makespan needs the jobs' lengths: the rules provider sees a batch of jobs and asks "
-                           "for throughput"}
+# What the rules provider cannot infer yet, and why (none today: the long_tail batch's long job is
+# known by its input, see services/observer/jobs.py).
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _id(row: dict) -> str:
@@ -54,4 +54,5 @@ def test_the_rules_provider_infers_the_right_objective_without_an_intent(entry, 
     for group in profile.groups:
         group.classification.CopyFrom(classify(group.features))
     goal = goals.infer(profile)
-    assert goal.objective == OBJECTIVES[expected], goal.rationale
+    # "a or b": either is right (a build is a fixed amount of work with, at times, one long compile).
+    assert goal.objective in [OBJECTIVES[o] for o in expected.split(" or ")], goal.rationale

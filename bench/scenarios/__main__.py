@@ -142,8 +142,19 @@ def summarise(scenario: Scenario, arms: list[Arm], runs: dict, cycles: list[dict
         "schedcp_batch_ratio": guard["schedcp"] / guard["default"] if guard else None,
         "alone": primary.get("alone"),
         "cycles": cycles, "classification": labels, "runs": runs,
-        "extra": {k: statistics.median(r[k] for r in runs["schedcp"]) for k in ("bound_s",) if k in runs["schedcp"][0]},
+        "extra": _over_bound(runs),
     }
+
+
+def _over_bound(runs: dict) -> dict:
+    """For a scenario with a makespan bound: its median, and schedcp's and default's makespans
+    over the bound of the same run (the host's speed moves between runs, and the bound, from the
+    jobs' own CPU times, moves with it)."""
+    if "bound_s" not in runs["schedcp"][0]:
+        return {}
+    return {"bound_s": statistics.median(r["bound_s"] for r in runs["schedcp"]),
+            **{f"{arm}_over_bound": statistics.median(r["makespan_s"] / r["bound_s"] for r in runs[arm])
+               for arm in ("schedcp", "default")}}
 
 
 def confusion(rows: list[dict]) -> dict:
@@ -274,8 +285,10 @@ def targets(results: list[dict], right: int, labelled: int) -> dict[str, bool]:
             checks[f"{s['name']}: service p99 within 1.25x of alone"] = s["schedcp"] <= 1.25 * s["alone"]
             checks[f"{s['name']}: service p99 >= 3x better than default"] = s["default"] >= 3 * s["schedcp"]
             checks[f"{s['name']}: batch keeps >= 90 % of its throughput"] = (s["schedcp_batch_ratio"] or 0) >= 0.9
-        if "bound_s" in s["extra"]:
-            checks[f"{s['name']}: makespan within 5 % of max(L, W/ncpu)"] = s["schedcp"] <= 1.05 * s["extra"]["bound_s"]
+        if "schedcp_over_bound" in s["extra"]:
+            extra = s["extra"]
+            checks[f"{s['name']}: makespan within 5 % of max(L, W/ncpu) (median of each run's ratio: "
+                   f"{extra['schedcp_over_bound']:.2f})"] = extra["schedcp_over_bound"] <= 1.05
             checks[f"{s['name']}: makespan >= 20 % below default"] = s["schedcp"] <= 0.8 * s["default"]
     return checks
 

@@ -201,8 +201,8 @@ def makespan_of(long: list, work: list, intent: str) -> goal_pb2.OptimizationGoa
         min_improvement=MAKESPAN_MIN_IMPROVEMENT, intent=intent, provider="rules", guards=[guard],
         confidence=min(_confidence(g) for g in work),
         rationale=(f"a batch of jobs ({_names(work)}) contends and {len(long)} of its jobs "
-                   f"{'is' if len(long) == 1 else 'are'} far longer than the others ({shown}): its makespan is "
-                   f"the long {'job' if len(long) == 1 else 'jobs'}'; run {'it' if len(long) == 1 else 'them'} "
+                   f"{'is' if len(long) == 1 else 'are'} far longer than the others ({shown}): the batch ends "
+                   f"when {'it does' if len(long) == 1 else 'they do'}; run {'it' if len(long) == 1 else 'them'} "
                    f"first; {guard.description}"))
 
 
