@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from schedcp.domain import procfs
 from schedcp.runtime.errors import StartupError
 from schedcp.v1 import profile_pb2
 from services.observer import hostfacts
@@ -198,25 +197,3 @@ def test_a_server_that_forks_per_connection_serves_though_its_listener_is_idle(w
     [group] = [g for g in profile.groups if g.name == comm]
     assert group.features.processes == 3, group  # the workers only: the listener did not run
     assert group.features.serves
-
-
-def test_groups_in_different_sessions_show_their_autogroups(workload, tmp_path):
-    """A program started from another session is in another autogroup, where a nice or
-    SCHED_IDLE setting cannot reach the first: the profile says which autogroup each is in."""
-    if not procfs.autogroups_enabled() or procfs.read_process(os.getpid()).cgroup not in ("", "/"):
-        pytest.skip("autogroups do not act on this test's processes (autogrouping off, or a cpu cgroup)")
-    here, apart = f"here-{os.getpid()}", f"apart-{os.getpid()}"
-    for name in (here, apart):
-        (tmp_path / name).symlink_to("/bin/sh")
-    loop = "while :; do sleep 0.01; done"
-    workload(str(tmp_path / here), "-c", loop)
-    workload("setsid", str(tmp_path / apart), "-c", loop)
-    time.sleep(0.5)
-    sampler = make_sampler("procfs")
-    try:
-        window, _ = sampler.window(1.0)
-        profile = Profiler(sampler, lambda: hostfacts.collect("testhost")).build(window)
-    finally:
-        sampler.close()
-    groups = {g.name: g.features.autogroup for g in profile.groups if g.name in (here, apart)}
-    assert groups[here] == procfs.read_autogroup(os.getpid()) and groups[apart] not in (0, groups[here]), groups

@@ -597,18 +597,6 @@ def test_a_rolled_back_canary_is_followed_by_the_next_candidate(verdicts, tried,
                        if verdicts[name] == deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK]
 
 
-def test_a_batch_in_another_session_is_put_in_an_idle_cgroup_first():
-    p = profile(group("redis", LATENCY, 0.5), group("ffmpeg", BATCH, 4.0))
-    goal = goals.infer(p)
-    order = lambda: [c.artifact.name for c in synthesis.candidates(goal, p).candidates]  # noqa: E731
-    assert order() == ["batch_sched_idle", "batch_idle_cgroup"]  # autogroups unknown: as measured
-    redis, ffmpeg = p.groups  # the profile's own copies
-    redis.features.autogroup = ffmpeg.features.autogroup = 7
-    assert order() == ["batch_sched_idle", "batch_idle_cgroup"]  # one session: SCHED_IDLE acts
-    ffmpeg.features.autogroup = 9
-    assert order() == ["batch_idle_cgroup", "batch_sched_idle"]
-
-
 def test_only_protecting_a_service_from_batch_work_is_judged_on_one_round():
     nginx = group("nginx", LATENCY, 6.0, p99_us=9000)
     goals_by_kind = {

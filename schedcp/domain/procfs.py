@@ -182,17 +182,6 @@ def parse_listening(tcp: bytes, unix: bytes) -> set[int]:
     return inodes
 
 
-def autogroups_enabled() -> bool:
-    return (read_bytes(f"{PROC}/sys/kernel/sched_autogroup_enabled") or b"0").strip() == b"1"
-
-
-def read_autogroup(pid: int) -> int:
-    """The id of the process's autogroup ("/autogroup-123 nice 0"), 0 when there is none."""
-    raw = read_bytes(f"{PROC}/{pid}/autogroup") or b""
-    name = raw.split(b" ", 1)[0]
-    return int(name[len(b"/autogroup-"):]) if name.startswith(b"/autogroup-") and name[11:].isdigit() else 0
-
-
 def serves(pids: list[int]) -> bool:
     """Whether one of the processes holds a socket that accepts connections: it serves requests.
     Read in the first process's network namespace; only root sees other users' descriptors."""

@@ -133,17 +133,7 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
         **_lifetimes(group, window),
         serves=cpu_ns / NS >= SERVES_MIN_CPU_SHARE * duration * window.num_cpus
         and procfs.serves(_with_listeners(group)),
-        autogroup=_autogroup(group),
     )
-
-
-def _autogroup(group: Group) -> int:
-    """The autogroup the group's processes share when autogroups act on them (autogrouping on,
-    the root cpu cgroup: the kernel uses autogroups only there); 0 when not, or when they differ."""
-    if any(p.cgroup not in ("", "/") for p in group.processes.values()) or not procfs.autogroups_enabled():
-        return 0
-    found = {procfs.read_autogroup(pid) for pid in group.processes}
-    return found.pop() if len(found) == 1 else 0
 
 
 def _with_listeners(group: Group) -> list[int]:

@@ -70,28 +70,10 @@ def others(goal: goal_pb2.OptimizationGoal) -> list[common_pb2.GroupMatcher]:
     return found
 
 
-def _native_table(goal: goal_pb2.OptimizationGoal,
-                  profile: profile_pb2.WorkloadProfile) -> tuple[tuple[str, float, float], ...]:
-    if goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and others(goal):
-        # SCHED_IDLE and nice act inside an autogroup only: a batch started from another session
-        # competes as a whole group with the service's, whatever its tasks' policy. A cpu.idle
-        # cgroup takes it out of autogrouping altogether.
-        return tuple(reversed(NATIVE_PROTECT)) if sessions_apart(goal, profile) else NATIVE_PROTECT
+def _native_table(goal: goal_pb2.OptimizationGoal) -> tuple[tuple[str, float, float], ...]:
     if goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY:
-        return NATIVE_OVERSUBSCRIBED
+        return NATIVE_PROTECT if others(goal) else NATIVE_OVERSUBSCRIBED
     return NATIVE.get(goal.objective, ())
-
-
-def sessions_apart(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile) -> bool:
-    """Whether some target and some group to demote are in different autogroups."""
-    by_matcher = {g.matcher.SerializeToString(deterministic=True): g for g in profile.groups}
-
-    def autogroups(matchers_: list) -> set[int]:
-        found = (by_matcher.get(m.SerializeToString(deterministic=True)) for m in matchers_)
-        return {g.features.autogroup for g in found if g is not None and g.features.autogroup}
-
-    targets, demoted = autogroups(list(goal.target_groups)), autogroups(others(goal))
-    return any(t != d for t in targets for d in demoted)
 
 
 def _sched_ext_table(goal: goal_pb2.OptimizationGoal) -> tuple[tuple[str, float, float], ...]:
@@ -112,7 +94,7 @@ def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadPro
                 skipped.append(why)
                 continue
             found.append(_sched_ext(by_name[name], goal, improvement, confidence))
-    for name, improvement, confidence in _native_table(goal, profile):
+    for name, improvement, confidence in _native_table(goal):
         if name == "batch_idle_cgroup" and not profile.host.cgroup.cpu_idle_supported:
             continue
         groups = _groups_for(by_name[name], goal)
