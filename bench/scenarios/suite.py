@@ -233,7 +233,9 @@ class LongTail(Scenario):
 
     def warm(self, env: Env, procs: Processes) -> None:
         jobs = " ".join(" ".join(j) + " >/dev/null &" for j in self._jobs(env))
-        procs.start("sh", "-c", f"for i in 1 2 3 4 5 6; do {jobs} wait; done")
+        # Until stopped: a decision cycle whose canary alternates runs for a minute or more, and
+        # a batch that ran out meanwhile would read as the policy losing CPU.
+        procs.start("sh", "-c", f"while :; do {jobs} wait; done")
 
     def measure(self, env: Env) -> dict:
         result = programs.run_jobs(env.procs, self._jobs(env))
@@ -251,7 +253,7 @@ class Messaging(Scenario):
             (Truth("hackbench", "latency_sensitive", "jobs"),), primary="time_s", continuous=False)
 
     def warm(self, env: Env, procs: Processes) -> None:
-        procs.start("sh", "-c", "for i in $(seq 50); do hackbench -g 4 -l 2000 -P; done")
+        procs.start("sh", "-c", "while :; do hackbench -g 4 -l 2000 -P; done")
 
     def measure(self, env: Env) -> dict:
         return programs.hackbench(groups=4, loops=2000)
