@@ -235,3 +235,17 @@ def secured(services, tmp_path, monkeypatch):
     services.env["SCHEDCP_TLS_DIR"] = str(certs)
     monkeypatch.setattr(rpc, "_identity", identity(certs, tls.OPERATOR))
     return services, certs
+
+
+def host_profile(seconds: float, mode: str = "procfs"):
+    """A profile of this host over one window of `seconds`, as the observer builds it."""
+    from services.observer import hostfacts
+    from services.observer.profiler import Profiler
+    from services.observer.sampling import Sampler
+
+    sampler = Sampler(mode)
+    try:
+        window, _ = sampler.window(seconds)
+        return Profiler(sampler, lambda: hostfacts.collect("testhost")).build(window)
+    finally:
+        sampler.close()

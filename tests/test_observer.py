@@ -16,7 +16,7 @@ from schedcp.v1 import profile_pb2
 from services.observer import hostfacts
 from services.observer.profiler import Profiler
 from services.observer.sampling import PROFILE_TICK, Sampler
-from tests.conftest import cpu_hogs, latency_probe
+from tests.conftest import cpu_hogs, host_profile, latency_probe
 
 C = profile_pb2
 
@@ -188,12 +188,6 @@ def test_a_server_that_forks_per_connection_serves_though_its_listener_is_idle(w
     (tmp_path / comm).symlink_to(sys.executable)
     workload(str(tmp_path / comm), "-c", FORKING_SERVER)
     time.sleep(1.0)
-    sampler = make_sampler("procfs")
-    try:
-        window, _ = sampler.window(2.0)
-        profile = Profiler(sampler, lambda: hostfacts.collect("testhost")).build(window)
-    finally:
-        sampler.close()
-    [group] = [g for g in profile.groups if g.name == comm]
+    [group] = [g for g in host_profile(2.0).groups if g.name == comm]
     assert group.features.processes == 3, group  # the workers only: the listener did not run
     assert group.features.serves

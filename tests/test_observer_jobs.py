@@ -11,10 +11,9 @@ import pytest
 from schedcp.domain import matchers
 from schedcp.domain.procfs import ProcessInfo
 from schedcp.v1 import profile_pb2
-from services.observer import hostfacts, jobs
+from services.observer import jobs
 from services.observer.jobs import JobHistory
-from services.observer.profiler import Profiler
-from services.observer.sampling import Sampler
+from tests.conftest import host_profile
 
 
 def job(pid: int, cmdline: str, cpu_s: float = 0.2, comm: str = "xz") -> ProcessInfo:
@@ -102,13 +101,7 @@ def test_the_observer_reports_the_long_job_of_real_jobs_on_this_host(workload, t
     for size in (1000, 100, 100, 100):
         workload(str(tmp_path / comm), "-c", loop, comm, str(size))
     time.sleep(0.5)
-    sampler = Sampler("procfs")
-    try:
-        window, _ = sampler.window(1.0)
-        profile = Profiler(sampler, lambda: hostfacts.collect("testhost")).build(window)
-    finally:
-        sampler.close()
-    [group] = [g for g in profile.groups if g.name == comm]
+    [group] = [g for g in host_profile(1.0).groups if g.name == comm]
     [long] = group.long_jobs
     assert long.cmdline.endswith(f"{comm} 1000"), long
     assert re.search(long.matcher.cmdline_regex, long.cmdline) and long.work_ratio == pytest.approx(10.0)

@@ -272,41 +272,38 @@ def _bpf_delta(before: BpfCounters | None, after: BpfCounters) -> ThreadActivity
 def latency_of(threads: Iterable[ThreadActivity]) -> Histogram:
     """The run-queue wait histogram of some threads together."""
     out = Histogram()
-    rows, bases = [], []
+    from_bpf = []
     for thread in threads:
         if thread.latency is not None:
             out.merge(thread.latency)
-        elif thread.slots:
-            rows.append(thread.slots)
-            if thread.base:
-                bases.append(thread.base)
-            out.total_ns += thread.run_delay_ns
-    return _add_slots(out, rows, bases)
+        else:
+            from_bpf.append(thread)
+    return _add_slots(out, from_bpf, "slots", "base", "run_delay_ns")
 
 
 def response_of(threads: Iterable[ThreadActivity]) -> Histogram:
     """The response histogram (wakeup to the next block) of some threads together; empty
     where only procfs is read (it has no such counter)."""
-    out = Histogram()
+    return _add_slots(Histogram(), threads, "response_slots", "response_base", "response_ns")
+
+
+def _add_slots(out: Histogram, threads: Iterable[ThreadActivity], slots: str, base: str, total: str) -> Histogram:
+    """`out` plus the threads' cumulative BPF slots (attribute `slots`) less those at the window's
+    start (`base`), and their summed `total`."""
     rows, bases = [], []
     for thread in threads:
-        if thread.response_slots:
-            rows.append(thread.response_slots)
-            if thread.response_base:
-                bases.append(thread.response_base)
-            out.total_ns += thread.response_ns
-    return _add_slots(out, rows, bases)
-
-
-def _add_slots(out: Histogram, rows: list[Sequence[int]], bases: list[Sequence[int]]) -> Histogram:
-    """`out` plus the column sums of `rows` less those of `bases` (cumulative BPF slots)."""
+        if row := getattr(thread, slots):
+            rows.append(row)
+            if start := getattr(thread, base):
+                bases.append(start)
+            out.total_ns += getattr(thread, total)
     if rows:
         # Column sums in C (zip(*rows)), then one subtraction per slot.
         ends = map(sum, zip(*rows, strict=True))
         starts = map(sum, zip(*bases, strict=True)) if bases else itertools.repeat(0)
-        for slot, (end, start) in enumerate(zip(ends, starts, strict=False)):  # starts may be endless
-            if end != start:
-                out.counts[slot] = out.counts.get(slot, 0) + end - start
+        for slot, (end, begin) in enumerate(zip(ends, starts, strict=False)):  # starts may be endless
+            if end != begin:
+                out.counts[slot] = out.counts.get(slot, 0) + end - begin
     return out
 
 
