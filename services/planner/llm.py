@@ -112,34 +112,23 @@ class LlmClient:
 
     async def _structured(self, client: openai.AsyncOpenAI, messages: list[dict], schema: type[BaseModel],
                           usage: Usage) -> str:
-        """The answer in the mode negotiated for this endpoint and model, negotiated first when
-        there is none."""
+        """The answer in the mode negotiated for this endpoint and model, or in the first mode
+        the server does not refuse (from the best when none is known, else stepping down from the
+        known one when the server refuses it now), which is kept for the next calls. Plain text,
+        the last, is never refused (`_attempt` raises instead), so the loop ends with an answer."""
         key = (str(client.base_url), self._settings.llm_model)
         known = _NEGOTIATED.get(key)
-        if known is not None:
-            try:
-                reply = await self._attempt(client, known, messages, schema, usage)
-            except openai.OpenAIError:
-                _NEGOTIATED.pop(key, None)  # the next call negotiates again, from the best mode
-                raise
-            if reply is not None:
-                return reply
-            # Refused now: step down from it (the modes before it were refused when it was negotiated).
-            _NEGOTIATED.pop(key, None)
-            return await self._negotiate(key, client, messages, schema, usage, MODES[MODES.index(known) + 1:])
-        return await self._negotiate(key, client, messages, schema, usage, MODES)
-
-    async def _negotiate(self, key: tuple[str, str], client: openai.AsyncOpenAI, messages: list[dict],
-                         schema: type[BaseModel], usage: Usage, modes: tuple[Mode, ...]) -> str:
-        """The answer in the first of these modes the server does not refuse, which is kept for
-        the next calls. Plain text, the last, is never refused (`_attempt` raises instead), so the
-        loop ends with an answer."""
-        for mode in modes:
-            reply = await self._attempt(client, mode, messages, schema, usage)
-            if reply is not None:
-                break
-        _NEGOTIATED[key] = mode
-        log.info("LLM endpoint %s, model %s: structured output as %s", *key, mode)
+        try:
+            for mode in MODES[MODES.index(known):] if known is not None else MODES:
+                reply = await self._attempt(client, mode, messages, schema, usage)
+                if reply is not None:
+                    break
+        except openai.OpenAIError:
+            _NEGOTIATED.pop(key, None)  # the next call negotiates again, from the best mode
+            raise
+        if mode is not known:
+            _NEGOTIATED[key] = mode
+            log.info("LLM endpoint %s, model %s: structured output as %s", *key, mode)
         return reply
 
     async def _attempt(self, client: openai.AsyncOpenAI, mode: Mode, messages: list[dict],
