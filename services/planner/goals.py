@@ -11,11 +11,10 @@ its groups are (services that accept connections, batches of jobs started togeth
 - a batch of jobs (many processes of one program, started together or one after another), or
   batch groups, contending for the CPUs -> throughput: CPU work done per second, or for jobs
   that sleep and wake for messages, wakeups per second;
-- otherwise nothing worth changing: a goal with no objective and the reason.
-
 - a batch of jobs some of which are far longer than the rest (the observer's long_jobs: the CPU
   their command lines used before, or inputs many times larger) -> makespan: run the long jobs
-  first, the batch losing no CPU; without that evidence, throughput.
+  first, the batch losing no CPU; without that evidence, throughput;
+- otherwise nothing worth changing: a goal with no objective and the reason.
 
 An operator's intent narrows it: a group named in it becomes the target, and "throughput",
 "latency"/"p99" or "makespan" picks the objective (a makespan goal runs the named long jobs
@@ -166,16 +165,10 @@ def makespan(long_jobs: list, others: list, intent: str) -> goal_pb2.Optimizatio
     """Finish a batch sooner by running its long jobs first: the long jobs' CPU share up, the
     batch as a whole losing none (the bound is max(longest job, work / CPUs))."""
     everyone = [*long_jobs, *[g for g in others if g not in long_jobs]]
-    guard = _share_guard(everyone, f"{_names(everyone)} together keep at least {GUARD_RATIO:.0%} of the CPU they "
-                                   "used")
-    return goal_pb2.OptimizationGoal(
-        objective=goal_pb2.OBJECTIVE_MAKESPAN, target_groups=[g.matcher for g in long_jobs],
-        success_metric=_metric("cpu_share", long_jobs, common_pb2.DIRECTION_HIGHER_IS_BETTER),
-        min_improvement=MAKESPAN_MIN_IMPROVEMENT, intent=intent, provider="rules", guards=[guard],
-        confidence=min(_confidence(g) for g in long_jobs),
-        rationale=(f"{_names(long_jobs)} {'is the long job' if len(long_jobs) == 1 else 'are the long jobs'}: run "
-                   f"{'it' if len(long_jobs) == 1 else 'them'} first so the batch ends when the longest work "
-                   f"does; {guard.description}"))
+    return _run_first(
+        [g.matcher for g in long_jobs], everyone, min(_confidence(g) for g in long_jobs), intent,
+        f"{_names(long_jobs)} {'is the long job' if len(long_jobs) == 1 else 'are the long jobs'}: run "
+        f"{'it' if len(long_jobs) == 1 else 'them'} first so the batch ends when the longest work does")
 
 
 def long_jobs(jobs: list) -> list:
@@ -192,18 +185,24 @@ def makespan_of(long: list, work: list, intent: str) -> goal_pb2.OptimizationGoa
     """Finish a batch of jobs sooner when some of its jobs are far longer than the rest (the
     observer's evidence: CPU their command line used before, or their inputs): run those first,
     the batch as a whole losing no CPU."""
-    guard = _share_guard(work, f"{_names(work)} together keep at least {GUARD_RATIO:.0%} of the CPU they used")
     shown = "; ".join(f"{j.cmdline!r}: {j.evidence}" for j in long[:3])
+    return _run_first(
+        [j.matcher for j in long], work, min(_confidence(g) for g in work), intent,
+        f"a batch of jobs ({_names(work)}) contends and {len(long)} of its jobs "
+        f"{'is' if len(long) == 1 else 'are'} far longer than the others ({shown}): the batch ends "
+        f"when {'it does' if len(long) == 1 else 'they do'}; run {'it' if len(long) == 1 else 'them'} first")
+
+
+def _run_first(targets: list[common_pb2.GroupMatcher], batch: list, confidence: float, intent: str,
+               why: str) -> goal_pb2.OptimizationGoal:
+    """A makespan goal: the targets' CPU share up, the whole batch keeping the CPU it used."""
+    guard = _share_guard(batch, f"{_names(batch)} together keep at least {GUARD_RATIO:.0%} of the CPU they used")
     return goal_pb2.OptimizationGoal(
-        objective=goal_pb2.OBJECTIVE_MAKESPAN, target_groups=[j.matcher for j in long],
-        success_metric=common_pb2.MetricSpec(name="cpu_share", groups=[j.matcher for j in long],
+        objective=goal_pb2.OBJECTIVE_MAKESPAN, target_groups=targets,
+        success_metric=common_pb2.MetricSpec(name="cpu_share", groups=targets,
                                              direction=common_pb2.DIRECTION_HIGHER_IS_BETTER),
         min_improvement=MAKESPAN_MIN_IMPROVEMENT, intent=intent, provider="rules", guards=[guard],
-        confidence=min(_confidence(g) for g in work),
-        rationale=(f"a batch of jobs ({_names(work)}) contends and {len(long)} of its jobs "
-                   f"{'is' if len(long) == 1 else 'are'} far longer than the others ({shown}): the batch ends "
-                   f"when {'it does' if len(long) == 1 else 'they do'}; run {'it' if len(long) == 1 else 'them'} "
-                   f"first; {guard.description}"))
+        confidence=confidence, rationale=f"{why}; {guard.description}")
 
 
 def _share_guard(groups: list, description: str) -> goal_pb2.GuardConstraint:
