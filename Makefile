@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.colocation
 	$(PY) -m bench.makespan
 	$(PY) -m bench.scenarios
+	$(PY) -m bench.scenarios --vm --grid-points 0
 	$(PY) -m bench.summary
 
 # Two VM hosts tuned by the central services, then the fault drills (harness/e2e.py; ~7 min

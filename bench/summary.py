@@ -71,6 +71,7 @@ def _scenarios(d: dict) -> list[str]:
 
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "scenarios": ("Scenario suite: real programs, schedcp against the oracle (this host)", _scenarios),
+    "scenarios-vm": ("Scenario suite in a sched_ext VM (qemu TCG, loads scaled to its speed)", _scenarios),
     "colocation": ("Co-location: latency service beside CPU batch (this host)", _colocation),
     "makespan": ("Batch long tail: makespan (sandbox VM)", _makespan),
     "planner_fleet": ("Planner at fleet scale (rules provider)", _planner_fleet),

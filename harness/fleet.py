@@ -51,6 +51,27 @@ WORKLOAD_SETTLE_S = 15.0
 CANARY_WINDOW_S = 10.0
 
 
+@dataclass(frozen=True)
+class Guest:
+    """What the host VMs carry besides schedcp: the image variant, the workload the agent starts,
+    more files for the VM's configuration initramfs and more guest ports to forward (name ->
+    port in the VM). The default is the e2e fleet's."""
+
+    image_name: str = "image"
+    packages: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    workload: tuple[tuple[str, ...], ...] = WORKLOAD
+    files: dict[str, bytes] = field(default_factory=dict)
+    extra_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {**GUEST_PORTS, **self.extra_ports}
+
+    def image(self, toolchain: Toolchain) -> HostImage:
+        return HostImage(toolchain, self.image_name, self.packages, self.requirements)
+
+
 class FleetError(RuntimeError):
     """Something the fleet needs did not happen; the message says what and where to look."""
 
@@ -64,6 +85,7 @@ class VmHost:
     console: Path
     vm: HostVm | None = None
     workload: dict[str, int] = field(default_factory=dict)
+    workload_argv: tuple[tuple[str, ...], ...] = WORKLOAD
 
     @property
     def observer_addr(self) -> str:
@@ -99,8 +121,9 @@ class VmHost:
         if self.workload:
             return
         self.workload = self.ask("workload")
+        started = zip(self.workload_argv, self.workload.values(), strict=True)
         progress(f"{self.name}: workload started: " + ", ".join(
-            f"{' '.join(argv)} (pid {pid})" for argv, pid in zip(WORKLOAD, self.workload.values(), strict=True))
+            f"{' '.join(argv)} (pid {pid})" for argv, pid in started)
             + f"; letting it settle for {WORKLOAD_SETTLE_S:.0f} s")
         await asyncio.sleep(WORKLOAD_SETTLE_S)
 
@@ -113,14 +136,16 @@ class Fleet:
     """The central stack and the host VMs; `async with Fleet(...)` starts both and stops both."""
 
     def __init__(self, work: Path, host_names: list[str], memory_mb: int = 2048,
-                 progress: Callable[[str], None] = print) -> None:
+                 progress: Callable[[str], None] = print, guest: Guest | None = None) -> None:
         self.work = work
         self.progress = progress
         self.memory_mb = memory_mb
+        self.guest = guest or Guest()
         self.certs = work / "tls"
         self.settings = self._central_settings()
         self.stack = LocalStack(self.settings)
-        self.hosts = [VmHost(name, {key: free_port() for key in GUEST_PORTS}, work / f"{name}.console.log")
+        self.hosts = [VmHost(name, {key: free_port() for key in self.guest.ports}, work / f"{name}.console.log",
+                             workload_argv=self.guest.workload)
                       for name in host_names]
         self._exit = contextlib.ExitStack()
 
@@ -151,12 +176,12 @@ class Fleet:
         started = time.monotonic()
         toolchain = Toolchain(self.settings.cache_dir)
         kernel = toolchain.kernel()
-        image = HostImage(toolchain).image(kernel)
+        image = self.guest.image(toolchain).image(kernel)
         self.progress(f"host image {image.name} ({image.stat().st_size >> 20} MiB, kernel {kernel.entry.release}) "
                       f"ready in {time.monotonic() - started:.0f} s")
         await self.stack.start(self.progress, roles=CENTRAL)
         for host in self.hosts:
-            forwards = {port: GUEST_PORTS[key] for key, port in host.ports.items()}
+            forwards = {port: self.guest.ports[key] for key, port in host.ports.items()}
             host.vm = self._exit.enter_context(
                 HostVm(kernel, image, self._guest_files(host), forwards, host.console, self.memory_mb))
             self.progress(f"{host.name}: booting (2 vCPUs, {self.memory_mb} MiB; console {host.console})")
@@ -197,12 +222,12 @@ class Fleet:
                               env_var("nats_user"): role.value,
                               env_var("nats_password_file"): f"{GUEST_CONFIG}/nats/{role.value}.password"}
                  for role in ON_HOST}
-        config = {"env": env, "roles": roles, "workload": [list(argv) for argv in WORKLOAD],
+        config = {"env": env, "roles": roles, "workload": [list(argv) for argv in self.guest.workload],
                   "agent_port": GUEST_PORTS["agent"]}
         files = {"etc/schedcp/fleet.json": json.dumps(config, indent=1).encode(),
                  "etc/schedcp/agent.py": AGENT.read_bytes(),
                  "etc/schedcp/start.sh": f"exec python3 {GUEST_CONFIG}/agent.py {GUEST_CONFIG}/fleet.json\n".encode(),
-                 "etc/schedcp/tls/ca.pem": (self.certs / "ca.pem").read_bytes()}
+                 "etc/schedcp/tls/ca.pem": (self.certs / "ca.pem").read_bytes(), **self.guest.files}
         for role in ON_HOST:
             files[f"etc/schedcp/tls/{role.value}.pem"] = (self.certs / f"{role.value}.pem").read_bytes()
             files[f"etc/schedcp/tls/{role.value}-key.pem"] = (self.certs / f"{role.value}-key.pem").read_bytes()

@@ -9,7 +9,8 @@ loopback-only forward), one JSON object a line, answered by one JSON object a li
                                             under emulation they start twice as fast alone)
   {"cmd": "kill", "role": R, "signal": 9}   signal a service, as a crash would
   {"cmd": "start", "role": R}               start a service again
-  {"cmd": "log", "role": R, "lines": 40}    the end of a service's log
+  {"cmd": "log", "role": R, "lines": 40}    the end of a service's log (or a workload's:
+                                            R is workload-0, workload-1, ...)
   {"cmd": "top", "seconds": 5}              the processes that used the most CPU meanwhile
   {"cmd": "poweroff"}                       stop everything (services get SIGTERM) and exit
 
@@ -140,7 +141,7 @@ def top(seconds: float, count: int = 8) -> list[tuple[str, float]]:
 
 def answer(supervisor: Supervisor, request: dict) -> dict:
     cmd, role = request.get("cmd"), request.get("role", "")
-    if role and role not in supervisor.config["roles"]:
+    if role and role not in supervisor.config["roles"] and role not in supervisor.procs:
         return {"error": f"unknown role {role!r}"}
     if cmd == "poweroff":
         supervisor.stop_all()

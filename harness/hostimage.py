@@ -51,15 +51,21 @@ def _digest(*parts: bytes | str) -> str:
 
 
 class HostImage:
-    """Builds (once) and finds the host image for a catalogue kernel."""
+    """Builds (once) and finds the host image for a catalogue kernel. A variant (`name`) adds
+    Debian packages to the root filesystem and PyPI requirements to the virtualenv (the scenario
+    suite's image carries the programs it runs); each variant is cached apart."""
 
-    def __init__(self, toolchain: Toolchain | None = None) -> None:
+    def __init__(self, toolchain: Toolchain | None = None, name: str = "image", packages: tuple[str, ...] = (),
+                 requirements: tuple[str, ...] = ()) -> None:
         self.toolchain = toolchain or Toolchain()
         self.root = self.toolchain.root.parent / "hostimage"
+        self.name = name
+        self.packages = (*PACKAGES, *packages)
+        self.requirements = requirements
 
     def base(self) -> Path:
         """The trimmed root filesystem (a directory), built by mmdebstrap once."""
-        home = self.root / f"base-{_digest(SUITE, MIRROR, *PACKAGES)}"
+        home = self.root / f"base-{_digest(SUITE, MIRROR, *self.packages)}"
         if (home / "etc" / "os-release").exists():
             return home
         if os.geteuid() != 0:
@@ -68,7 +74,7 @@ class HostImage:
         partial = home.with_name(home.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.parent.mkdir(parents=True, exist_ok=True)
-        _run(["mmdebstrap", "--quiet", "--mode=root", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+        _run(["mmdebstrap", "--quiet", "--mode=root", "--variant=minbase", f"--include={','.join(self.packages)}",
               SUITE, str(partial), MIRROR], "building the host root filesystem (mmdebstrap)")
         for path in TRIM:
             shutil.rmtree(partial / path, ignore_errors=True)
@@ -81,14 +87,14 @@ class HostImage:
             wheel = self._project_wheel(Path(tmp))
             loader = self.toolchain.loader(static=True)
             key = _digest(wheel.read_bytes(), loader.read_bytes(), kernel.entry.release, HOST_INIT.read_bytes(),
-                          self.base().name)
-            out = self.root / f"image-{key}.cpio.gz"
+                          self.base().name, *self.requirements)
+            out = self.root / f"{self.name}-{key}.cpio.gz"
             if out.exists():
                 return out
             with tempfile.TemporaryDirectory(prefix="schedcp-hostimage-", dir=self.root) as work:
                 tree = Path(work) / "root"
                 _run(["cp", "-a", str(self.base()), str(tree)], "copying the base root filesystem")
-                self._install_project(tree, wheel, Path(tmp))
+                self._install_project(tree, wheel, Path(tmp), self.requirements)
                 self._install_modules(tree, kernel)
                 shutil.copy(loader, tree / "usr" / "local" / "bin" / "schedcp-loader")
                 shutil.copy(HOST_INIT, tree / "init")
@@ -96,7 +102,7 @@ class HostImage:
                 partial = out.with_name(out.name + ".partial")
                 partial.write_bytes(initramfs.tree(tree))
                 partial.rename(out)
-            for old in self.root.glob("image-*.cpio.gz"):
+            for old in self.root.glob(f"{self.name}-*.cpio.gz"):
                 if old != out:
                     old.unlink()
             return out
@@ -108,17 +114,19 @@ class HostImage:
         return next(tmp.glob("schedcp-*.whl"))
 
     @staticmethod
-    def _install_project(tree: Path, wheel: Path, tmp: Path) -> None:
-        """A virtualenv in /opt/schedcp with the wheel and its dependencies, fetched on the host
-        for the guest's Python (the chroot has no index of its own)."""
+    def _install_project(tree: Path, wheel: Path, tmp: Path, requirements: tuple[str, ...]) -> None:
+        """A virtualenv in /opt/schedcp with the wheel, its dependencies and `requirements`,
+        fetched on the host for the guest's Python (the chroot has no index of its own)."""
         wheels = tree / "tmp" / "wheels"
         wheels.mkdir(parents=True)
         shutil.copy(wheel, wheels)
         platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
         _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version",
-              GUEST_PYTHON, *platforms, "--dest", str(wheels), str(wheel)], "downloading the guest's wheels")
+              GUEST_PYTHON, *platforms, "--dest", str(wheels), str(wheel), *requirements],
+             "downloading the guest's wheels")
         _run(["chroot", str(tree), "sh", "-c", "python3 -m venv /opt/schedcp && /opt/schedcp/bin/pip install "
-              "--quiet --no-index --find-links /tmp/wheels schedcp"], "installing schedcp in the host image")
+              f"--quiet --no-index --find-links /tmp/wheels schedcp {' '.join(requirements)}"],
+             "installing schedcp in the host image")
         shutil.rmtree(wheels)
 
     @staticmethod

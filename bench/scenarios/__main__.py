@@ -22,49 +22,34 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from google.protobuf import json_format
 
 from bench.scenarios import arms as arms_mod
-from bench.scenarios import programs
 from bench.scenarios.arms import Arm
-from bench.scenarios.programs import Processes
-from bench.scenarios.suite import BATCH_PER_CPU, CPUS, SCENARIOS, Env, Scenario
-from bench.stack import running_stack
+from bench.scenarios.backends import NOT_IN_VM, Backend, local_backend, vm_backend
+from bench.scenarios.suite import CPUS, SCENARIOS, Scenario
+from bench.scenarios.workload import Workload, warmed
 from schedcp.runtime.config import Settings
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 GUARD_RATIO = 0.9
 PROFILE_S = 5
-WARM_S = 4.0
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def warm(scenario: Scenario, env: Env, with_batch: bool) -> Processes:
-    procs = Processes()
-    if with_batch:
-        programs.start_stress(procs, BATCH_PER_CPU * CPUS, 900, env.tmp / "warm-stress.yaml")
-    scenario.warm(env, procs)
-    time.sleep(WARM_S)
-    return procs
-
-
-def classification(scenario: Scenario, env: Env, settings: Settings) -> tuple[list[dict], list[dict]]:
+def classification(scenario: Scenario, workload: Workload, settings: Settings) -> tuple[list[dict], list[dict]]:
     """The observer's classes of the scenario's labelled groups, contended (and, beside batch,
     quiet: the service without it), with the profiles they came from."""
     rows, profiles = [], []
     for condition in ("contended", "quiet") if scenario.beside_batch else ("contended",):
-        procs = warm(scenario, env, with_batch=scenario.beside_batch and condition == "contended")
-        try:
+        with warmed(workload, with_batch=scenario.beside_batch and condition == "contended"):
             found = arms_mod.profile(settings, PROFILE_S)
-        finally:
-            procs.stop()
         del found.texts[:]
         profiles.append({"scenario": scenario.name, "condition": condition, "objective": scenario.objective,
                          "profile": json_format.MessageToDict(found, preserving_proto_field_name=True)})
@@ -75,54 +60,60 @@ def classification(scenario: Scenario, env: Env, settings: Settings) -> tuple[li
     return rows, profiles
 
 
-def run_arm(scenario: Scenario, env: Env, arm: Arm, settings: Settings) -> tuple[dict, dict | None]:
+def run_arm(scenario: Scenario, workload: Workload, arm: Arm, settings: Settings) -> tuple[dict, dict | None]:
     cycle = None
     applied = False
     if arm.name == "schedcp":
-        procs = warm(scenario, env, with_batch=scenario.beside_batch)
-        try:
+        with warmed(workload, with_batch=scenario.beside_batch):
             cycle = arms_mod.tune(settings)
-        finally:
-            procs.stop()
         applied = cycle["kept"]
         log(f"  schedcp: {cycle['objective'] or 'no goal'}; {cycle['result']} ({cycle['wall_s']} s)")
     elif arm.artifact is not None:
         arms_mod.deploy(settings, arm.artifact)
         applied = True
-    env.state["alone"] = arm.name == "alone"
     try:
-        return scenario.measure(env), cycle
+        return workload.measure(alone=arm.name == "alone"), cycle
     finally:
-        env.state["alone"] = False
         if applied:
             arms_mod.rollback(settings)
 
 
-def run_scenario(scenario: Scenario, settings: Settings, repetitions: int, seconds: float, tmp: Path) -> dict:
-    env = Env(tmp / scenario.name, seconds)
-    env.tmp.mkdir(parents=True)
+def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds: float) -> dict:
     log(f"{scenario.name}: {scenario.summary}")
+    settings = backend.settings
     facts = arms_mod.host_facts(settings)
     arms = [Arm("default"), Arm("schedcp"), *([Arm("alone")] if scenario.beside_batch else []),
             *arms_mod.oracle_arms(scenario, facts)]
     runs: dict[str, list[dict]] = {a.name: [] for a in arms}
     cycles: list[dict] = []
+    refused: dict[str, str] = {}
+    workload = backend.workload(scenario.name, seconds)
     try:
-        scenario.start(env)
-        labels, _ = classification(scenario, env, settings)
+        workload.start()
+        labels, _ = classification(scenario, workload, settings)
         for rep in range(repetitions):
             order = arms[rep % len(arms):] + arms[:rep % len(arms)]
             for arm in order:
-                result, cycle = run_arm(scenario, env, arm, settings)
+                if arm.name in refused:
+                    continue
+                try:
+                    result, cycle = run_arm(scenario, workload, arm, settings)
+                except arms_mod.NotApproved as exc:
+                    # Left out, and said so: an oracle arm is only what the verifier lets reach a kernel.
+                    refused[arm.name] = str(exc)
+                    log(f"  {arm.name}: left out of the oracle: {exc}")
+                    continue
                 runs[arm.name].append(result)
                 if cycle:
                     cycles.append(cycle)
                 log(f"  rep {rep + 1} {arm.name}: " + ", ".join(
                     f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
     finally:
-        env.procs.stop()
-    result = summarise(scenario, arms, runs, cycles, labels)
-    result["ran"] = {"at": time.strftime("%Y-%m-%d %H:%M"), "repetitions": repetitions, "seconds": seconds}
+        workload.stop()
+    result = summarise(scenario, [a for a in arms if a.name not in refused], runs, cycles, labels)
+    result["not_approved"] = refused
+    result["ran"] = {"at": time.strftime("%Y-%m-%d %H:%M"), "repetitions": repetitions, "seconds": seconds,
+                     "where": backend.where}
     return result
 
 
@@ -247,8 +238,8 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
     for s in results:
         ran = s.get("ran", {})
         lines += [f"### {s['name']}: {s['summary']}", "",
-                  f"Run {ran.get('at', '?')}, {ran.get('repetitions', '?')} repetitions of "
-                  f"{ran.get('seconds', '?')} s.",
+                  f"Run {ran.get('at', '?')} on {ran.get('where', 'this host (native)')}, "
+                  f"{ran.get('repetitions', '?')} repetitions of {ran.get('seconds', '?')} s.",
                   "", f"| arm | {s['primary']} (median) | batch bogo-ops/s |",
                   "|---|---|---|"]
         for arm, m in s["arms"].items():
@@ -257,6 +248,8 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
         for c in s["cycles"]:
             lines.append(f"\nschedcp: goal {c['objective'] or 'none'} ({c['goal']}); candidates "
                          f"{', '.join(c['candidates']) or 'none'}; {c['result']}")
+        for arm, why in s.get("not_approved", {}).items():
+            lines.append(f"\nLeft out of the oracle, not approved by the verifier: {arm}: {why}")
         lines.append("")
     lines += [f"![scenarios]({name}.png)", "", "Reproduce: `python -m bench.scenarios` (part of `make bench`).", ""]
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
@@ -318,7 +311,13 @@ def main() -> None:
     parser.add_argument("--only", default="", help=f"comma-separated scenarios (of {', '.join(SCENARIOS)})")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window (10)")
-    parser.add_argument("--name", default="scenarios", help="report name in bench/results (scenarios)")
+    parser.add_argument("--name", help="report name in bench/results (scenarios; scenarios-vm with --vm)")
+    parser.add_argument("--vm", action="store_true", help="run in a sched_ext VM (qemu, the fleet's host image with "
+                        "the suite's programs) with the central services here; scenarios that do not fit the VM "
+                        f"are left out ({', '.join(NOT_IN_VM)})")
+    parser.add_argument("--grid-points", type=int, default=arms_mod.GRID_POINTS, metavar="N",
+                        help="oracle values per numeric parameter besides its default (%(default)s; 0: each "
+                        "library policy with its defaults only)")
     parser.add_argument("--render", action="store_true", help="write the report again from its JSON, running nothing")
     parser.add_argument("--update", action="store_true", help="replace only these scenarios in the report, keeping "
                         "the others from its last run (each scenario says when and how it ran)")
@@ -326,6 +325,7 @@ def main() -> None:
                         "write the profiles and the labelled groups' features to FILE (the data of "
                         "tests/test_scenario_truth.py: tests/data/scenario_features.json)")
     args = parser.parse_args()
+    args.name = args.name or ("scenarios-vm" if args.vm else "scenarios")
     if args.render:
         data = json.loads((RESULTS / f"{args.name}.json").read_text())
         args.repetitions, args.seconds = data["repetitions"], data["seconds"]
@@ -333,16 +333,19 @@ def main() -> None:
         return
     # A stopped suite still rolls back, kills its programs and stops its stack (finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    chosen = [SCENARIOS[n] for n in args.only.split(",")] if args.only else list(SCENARIOS.values())
+    names = args.only.split(",") if args.only else [n for n in SCENARIOS if not (args.vm and n in NOT_IN_VM)]
+    for name in names:
+        if args.vm and name in NOT_IN_VM:
+            parser.error(f"{name} does not run in the VM: {NOT_IN_VM[name]}")
+    arms_mod.GRID_POINTS = args.grid_points
     results, profiles = [], []
-    with running_stack(SCHEDCP_GOAL_PROVIDER="rules") as (_, _, settings), \
-            tempfile.TemporaryDirectory(prefix="schedcp-scenarios-") as tmp:
-        for scenario in chosen:
+    with (vm_backend(log) if args.vm else local_backend()) as backend:
+        for scenario in (SCENARIOS[n] for n in names):
             if args.features:
-                rows, taken = profile_only(scenario, settings, Path(tmp))
+                rows, taken = profile_only(scenario, backend)
                 results, profiles = results + rows, profiles + taken
             else:
-                results.append(run_scenario(scenario, settings, args.repetitions, args.seconds, Path(tmp)))
+                results.append(run_scenario(scenario, backend, args.repetitions, args.seconds))
     if args.features:
         Path(args.features).write_text(json.dumps({"host": {"kernel": os.uname().release, "cpus": CPUS},
                                                    "groups": results, "profiles": profiles}, indent=1) + "\n")
@@ -352,15 +355,14 @@ def main() -> None:
         report(results, args)
 
 
-def profile_only(scenario: Scenario, settings: Settings, tmp: Path) -> tuple[list[dict], list[dict]]:
-    env = Env(tmp / scenario.name, 0)
-    env.tmp.mkdir(parents=True)
+def profile_only(scenario: Scenario, backend: Backend) -> tuple[list[dict], list[dict]]:
     log(f"{scenario.name}: {scenario.summary}")
+    workload = backend.workload(scenario.name, 0)
     try:
-        scenario.start(env)
-        return classification(scenario, env, settings)
+        workload.start()
+        return classification(scenario, workload, backend.settings)
     finally:
-        env.procs.stop()
+        workload.stop()
 
 
 if __name__ == "__main__":

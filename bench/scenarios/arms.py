@@ -137,6 +137,10 @@ def host_facts(settings: Settings) -> host_pb2.HostFacts:
     return asyncio.run(_host(settings))
 
 
+class NotApproved(RuntimeError):
+    """The verifier did not approve an oracle arm's artifact (its summary says why)."""
+
+
 async def _deploy(settings: Settings, artifact: policy_pb2.PolicyArtifact) -> int:
     facts = await _host(settings)
     target = verdict_pb2.TargetKernel(release=facts.kernel_release, btf_sha256=facts.btf_sha256, arch=facts.arch)
@@ -147,7 +151,7 @@ async def _deploy(settings: Settings, artifact: policy_pb2.PolicyArtifact) -> in
             if progress.HasField("verdict"):
                 verdict = progress.verdict
     if verdict is None or not verdict.claims.approved:
-        raise RuntimeError(f"{artifact.name} was not approved: {verdict.summary if verdict else 'no verdict'}")
+        raise NotApproved(f"{artifact.name} was not approved: {verdict.summary if verdict else 'no verdict'}")
     # No metrics to judge: the executor keeps it, and the suite measures it by the programs' own numbers.
     request = executor_pb2.DeployRequest(artifact=verdict.artifact, verdict=verdict,
                                          goal=goal_pb2.OptimizationGoal(rationale="scenario suite: an oracle arm"))

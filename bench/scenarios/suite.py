@@ -55,10 +55,14 @@ class Truth:
 
 @dataclass
 class Env:
-    """What a scenario's steps share: its processes, a private directory, the window length."""
+    """What a scenario's steps share: its processes, a private directory, the window length, and
+    `speed`: how fast this machine runs the programs' work against the host the loads were sized
+    on (an emulated VM's CPU is several times slower). Paced loads and job sizes scale with it,
+    so that a slower machine is loaded alike rather than swamped."""
 
     tmp: Path
     seconds: float
+    speed: float = 1.0
     procs: Processes = field(default_factory=Processes)
     state: dict = field(default_factory=dict)
 
@@ -102,12 +106,13 @@ class WebBesideBatch(Scenario):
         env.state["nginx"] = programs.start_nginx(env.procs, env.tmp / "nginx", workers=CPUS, page_kib=PAGE_KIB)
 
     def warm(self, env: Env, procs: Processes) -> None:
-        programs.start_wrk(procs, env.state["nginx"].url, connections=16, threads=2, think_ms=WEB_THINK_MS,
-                           script_dir=env.tmp)
+        programs.start_wrk(procs, env.state["nginx"].url, connections=16, threads=2,
+                           think_ms=WEB_THINK_MS / env.speed, script_dir=env.tmp)
 
     def measure(self, env: Env) -> dict:
         return _beside_batch(env, lambda: programs.wrk(env.state["nginx"].url, env.seconds, connections=16,
-                                                       threads=2, think_ms=WEB_THINK_MS, script_dir=env.tmp))
+                                                       threads=2, think_ms=WEB_THINK_MS / env.speed,
+                                                       script_dir=env.tmp))
 
 
 class WebOversubscribed(Scenario):
@@ -124,11 +129,11 @@ class WebOversubscribed(Scenario):
 
     def warm(self, env: Env, procs: Processes) -> None:
         programs.start_wrk(procs, env.state["nginx"].url, connections=64, threads=2,
-                           think_ms=OVERSUBSCRIBED_THINK_MS, script_dir=env.tmp)
+                           think_ms=OVERSUBSCRIBED_THINK_MS / env.speed, script_dir=env.tmp)
 
     def measure(self, env: Env) -> dict:
         return programs.wrk(env.state["nginx"].url, env.seconds, connections=64, threads=2,
-                            think_ms=OVERSUBSCRIBED_THINK_MS, script_dir=env.tmp)
+                            think_ms=OVERSUBSCRIBED_THINK_MS / env.speed, script_dir=env.tmp)
 
 
 class KeyValueBesideBatch(Scenario):
@@ -149,7 +154,7 @@ class KeyValueBesideBatch(Scenario):
 
     def measure(self, env: Env) -> dict:
         return _beside_batch(env, lambda: programs.redis_benchmark(env.state["port"], requests=int(
-            20000 * env.seconds), clients=16))
+            20000 * env.speed * env.seconds), clients=16))
 
 
 class DatabaseBesideBatch(Scenario):
@@ -168,11 +173,11 @@ class DatabaseBesideBatch(Scenario):
         env.state["postgres"] = programs.start_postgres(env.procs, env.tmp / "postgres", scale=DB_SCALE)
 
     def warm(self, env: Env, procs: Processes) -> None:
-        programs.start_pgbench(procs, env.state["postgres"], **DB_LOAD)
+        programs.start_pgbench(procs, env.state["postgres"], **_db_load(env))
 
     def measure(self, env: Env) -> dict:
         return _beside_batch(env, lambda: programs.pgbench(env.state["postgres"], env.seconds,
-                                                           log_dir=env.tmp / "pgbench-log", **DB_LOAD))
+                                                           log_dir=env.tmp / "pgbench-log", **_db_load(env)))
 
 
 class ParallelBuild(Scenario):
@@ -224,7 +229,8 @@ class LongTail(Scenario):
         if not data.exists():
             data.mkdir()
             # Compressible but not trivial: xz at -6 does real work on it.
-            block = b"".join(f"{i} {i * 2654435761 % 4294967296:x} ".encode() for i in range(60000))
+            block = b"".join(f"{i} {i * 2654435761 % 4294967296:x} ".encode()
+                             for i in range(int(60000 * env.speed)))
             # About 10 s of CPU for the long job, 1 s for each short one: the bound is the long job.
             (data / "long").write_bytes(block * 40)
             (data / "short").write_bytes(block * 4)
@@ -253,10 +259,10 @@ class Messaging(Scenario):
             (Truth("hackbench", "latency_sensitive", "jobs"),), primary="time_s", continuous=False)
 
     def warm(self, env: Env, procs: Processes) -> None:
-        procs.start("sh", "-c", "while :; do hackbench -g 4 -l 2000 -P; done")
+        procs.start("sh", "-c", f"while :; do hackbench -g 4 -l {_hackbench_loops(env)} -P; done")
 
     def measure(self, env: Env) -> dict:
-        return programs.hackbench(groups=4, loops=2000)
+        return programs.hackbench(groups=4, loops=_hackbench_loops(env))
 
 
 class PeriodicBesideBatch(Scenario):
@@ -301,7 +307,16 @@ class Quiet(Scenario):
                         "-q", "-l")
 
     def measure(self, env: Env) -> dict:
-        return programs.redis_benchmark(env.state["port"], requests=int(4000 * env.seconds), clients=2, tests="get")
+        return programs.redis_benchmark(env.state["port"], requests=int(4000 * env.speed * env.seconds), clients=2,
+                                        tests="get")
+
+
+def _db_load(env: Env) -> dict:
+    return {**DB_LOAD, "rate": DB_LOAD["rate"] * env.speed}
+
+
+def _hackbench_loops(env: Env) -> int:
+    return max(100, round(2000 * env.speed))
 
 
 def _beside_batch(env: Env, load) -> dict:

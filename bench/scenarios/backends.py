@@ -1,0 +1,105 @@
+"""Where the suite runs a scenario, with the schedcp it talks to:
+
+- `local_backend`: this host (the native backend: EEVDF, nice, cgroups), a local stack;
+- `vm_backend`: a sched_ext kernel in a qemu VM booted from the fleet's host image with the
+  suite's programs added (the `scenarios` variant). The central services (planner, verifier,
+  learner) run here as in a fleet; the VM runs its own observer and executor, and the suite's
+  guest worker runs the scenario's programs there. The suite measures the VM's CPU speed against
+  this host's and scales paced loads and job sizes by it (emulation is several times slower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.scenarios.guest import fixed_work_s
+from bench.scenarios.workload import LocalWorkload, RemoteWorkload, WorkerError, Workload, ask
+from bench.stack import running_stack
+from harness.fleet import Fleet, Guest
+from schedcp.runtime.config import Settings
+
+BENCH = Path(__file__).resolve().parent.parent
+GUEST_PORT = 7001
+GUEST_BENCH = "opt/bench"
+VM_HOST = "scenario-vm"
+VM_MEMORY_MB = 3072
+WORKER_START_S = 180.0
+# trixie's names (nginx-light is gone there); rt-tests and stress-ng are in every host image.
+VM_PACKAGES = ("nginx", "wrk", "redis-server", "redis-tools", "postgresql", "rt-app", "xz-utils")
+# Scenarios whose programs do not fit the VM, and why (the report says so).
+NOT_IN_VM = {
+    "build": "compiling libbpf under emulation takes minutes a run, times every arm and repetition; and the "
+             "compiler would double the image",
+}
+
+
+@dataclass
+class Backend:
+    """The settings the suite's gRPC calls use, where it runs, and how to run a scenario there."""
+
+    settings: Settings
+    where: str
+    workload: Callable[[str, float], Workload]
+
+
+@contextlib.contextmanager
+def local_backend() -> Iterator[Backend]:
+    with running_stack(SCHEDCP_GOAL_PROVIDER="rules") as (_, _, settings), \
+            tempfile.TemporaryDirectory(prefix="schedcp-scenarios-") as tmp:
+        yield Backend(settings, "this host (native)",
+                      lambda name, seconds: LocalWorkload(name, Path(tmp) / name, seconds))
+
+
+def guest() -> Guest:
+    """The VM's extras: the suite's programs, pyyaml, the bench package, the worker as workload."""
+    files = {f"{GUEST_BENCH}/bench/{path.relative_to(BENCH)}": path.read_bytes()
+             for path in [BENCH / "__init__.py", *sorted((BENCH / "scenarios").glob("*.py"))]}
+    worker = ("env", f"PYTHONPATH=/{GUEST_BENCH}", "python3", "-m", "bench.scenarios.guest", str(GUEST_PORT))
+    return Guest(image_name="scenarios", packages=VM_PACKAGES, requirements=("pyyaml",), workload=(worker,),
+                 files=files, extra_ports={"scenarios": GUEST_PORT})
+
+
+@contextlib.contextmanager
+def vm_backend(progress: Callable[[str], None]) -> Iterator[Backend]:
+    work = Path(tempfile.mkdtemp(prefix="schedcp-scenarios-vm-"))
+    fleet = Fleet(work, [VM_HOST], memory_mb=VM_MEMORY_MB, progress=progress, guest=guest())
+    asyncio.run(fleet.__aenter__())
+    failed = True
+    try:
+        host = fleet.hosts[0]
+        host.ask("workload")
+        port = host.ports["scenarios"]
+        speed = fixed_work_s() / _guest_work_s(port)
+        progress(f"{VM_HOST}: the scenario worker is up; the VM runs fixed work at {speed:.2f}x this host's speed")
+        settings = fleet.settings.model_copy(update={"host_id": host.name, "observer_addr": host.observer_addr,
+                                                     "executor_addr": host.executor_addr})
+        state, _ = host.sched_ext()
+        yield Backend(settings, f"a sched_ext VM (qemu TCG, 2 vCPUs, sched_ext {state}; {speed:.2f}x this "
+                                f"host's speed, loads scaled by it)",
+                      lambda name, seconds: RemoteWorkload(port, name, seconds, speed))
+        failed = False
+    finally:
+        asyncio.run(fleet.__aexit__())
+        if failed:
+            progress(f"the VM's consoles and service logs are kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _guest_work_s(port: int) -> float:
+    """The worker's time for the fixed work, once it answers (it starts after the services)."""
+    deadline = time.monotonic() + WORKER_START_S
+    while True:
+        try:
+            return ask(port, {"cmd": "work"}, timeout_s=60)["seconds"]
+        except (OSError, WorkerError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)

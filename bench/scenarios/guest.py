@@ -1,0 +1,94 @@
+"""The scenario suite's worker inside a sched_ext VM (bench/scenarios/vm.py ships the bench
+package into the VM and the fleet agent starts this as the VM's workload): it runs one
+scenario's programs at a time for the suite on the host, one JSON request a line on a TCP port,
+one JSON answer a line:
+
+  {"cmd": "work"}                                   seconds of a fixed CPU work (relative speed)
+  {"cmd": "open", "scenario": S, "seconds": W, "speed": X}   a scenario to run (the last one stopped)
+  {"cmd": "start"} / {"cmd": "warm", "with_batch": B} / {"cmd": "cool"} / {"cmd": "stop"}
+  {"cmd": "measure", "alone": B}                    {"result": {...}}
+
+Usage: python -m bench.scenarios.guest PORT
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bench.scenarios.suite import SCENARIOS
+from bench.scenarios.workload import LocalWorkload
+
+
+def fixed_work_s() -> float:
+    """Seconds this machine takes for a fixed amount of interpreter work: how much slower an
+    emulated CPU runs the same programs, so that loads sized on the host can be scaled."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(3_000_000):
+        total += i * i % 7
+    return time.perf_counter() - started
+
+
+class Worker:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.workload: LocalWorkload | None = None
+
+    def answer(self, request: dict) -> dict:
+        cmd = request.get("cmd")
+        if cmd == "work":
+            return {"seconds": fixed_work_s()}
+        if cmd == "open":
+            if self.workload is not None:
+                self.workload.stop()
+            name = request["scenario"]
+            if name not in SCENARIOS:
+                return {"error": f"unknown scenario {name!r} (of {', '.join(SCENARIOS)})"}
+            self.workload = LocalWorkload(name, self.root / name, float(request["seconds"]),
+                                          float(request.get("speed", 1.0)))
+            return {}
+        if self.workload is None:
+            return {"error": f"{cmd!r} before any scenario was opened"}
+        if cmd == "start":
+            self.workload.start()
+        elif cmd == "warm":
+            self.workload.warm(bool(request.get("with_batch")))
+        elif cmd == "cool":
+            self.workload.cool()
+        elif cmd == "measure":
+            return {"result": self.workload.measure(bool(request.get("alone")))}
+        elif cmd == "stop":
+            self.workload.stop()
+        else:
+            return {"error": f"unknown command {cmd!r}"}
+        return {}
+
+
+def serve(worker: Worker, port: int) -> None:
+    server = socket.create_server(("0.0.0.0", port))
+    print(f"scenario worker listening on {port}", flush=True)
+    while True:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rw") as stream:
+            for line in stream:
+                try:
+                    answered = worker.answer(json.loads(line))
+                except Exception as exc:  # the suite on the host reads it and stops the scenario
+                    traceback.print_exc()
+                    answered = {"error": f"{type(exc).__name__}: {exc}"}
+                stream.write(json.dumps(answered) + "\n")
+                stream.flush()
+
+
+def main() -> None:
+    serve(Worker(Path(tempfile.mkdtemp(prefix="scenarios-"))), int(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Where a scenario's programs run. The suite drives a scenario through five steps (start,
+warm, cool, measure, stop) and talks to schedcp over gRPC itself; the programs run either on this
+host (`LocalWorkload`) or inside a sched_ext VM, where the guest worker (bench/scenarios/guest.py)
+runs a `LocalWorkload` for the suite on the host (`RemoteWorkload`, one JSON line a step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from bench.scenarios import programs
+from bench.scenarios.programs import Processes
+from bench.scenarios.suite import BATCH_PER_CPU, CPUS, SCENARIOS, Env
+
+# How long the warm load runs before a profile or a decision cycle looks at it.
+WARM_S = 4.0
+
+
+class Workload(Protocol):
+    def start(self) -> None:
+        """Bring up what runs throughout (servers)."""
+
+    def warm(self, with_batch: bool) -> None:
+        """Start the load schedcp observes (with the CPU batch beside it), and let it settle."""
+
+    def cool(self) -> None:
+        """Stop the warm load."""
+
+    def measure(self, alone: bool) -> dict:
+        """One measurement; `alone`: without the batch (the floor a protected service can reach)."""
+
+    def stop(self) -> None:
+        """Stop everything the scenario started."""
+
+
+@contextlib.contextmanager
+def warmed(workload: Workload, with_batch: bool) -> Iterator[None]:
+    workload.warm(with_batch)
+    try:
+        yield
+    finally:
+        workload.cool()
+
+
+class LocalWorkload:
+    """A scenario's programs on this machine."""
+
+    def __init__(self, name: str, tmp: Path, seconds: float, speed: float = 1.0) -> None:
+        self.scenario = SCENARIOS[name]
+        self.env = Env(tmp, seconds, speed=speed)
+        self.env.tmp.mkdir(parents=True, exist_ok=True)
+        self._warm: Processes | None = None
+
+    def start(self) -> None:
+        self.scenario.start(self.env)
+
+    def warm(self, with_batch: bool) -> None:
+        self.cool()
+        self._warm = Processes()
+        if with_batch:
+            programs.start_stress(self._warm, BATCH_PER_CPU * CPUS, 900, self.env.tmp / "warm-stress.yaml")
+        self.scenario.warm(self.env, self._warm)
+        time.sleep(WARM_S)
+
+    def cool(self) -> None:
+        if self._warm is not None:
+            self._warm.stop()
+            self._warm = None
+
+    def measure(self, alone: bool) -> dict:
+        self.env.state["alone"] = alone
+        try:
+            return self.scenario.measure(self.env)
+        finally:
+            self.env.state["alone"] = False
+
+    def stop(self) -> None:
+        self.cool()
+        self.env.procs.stop()
+
+
+class WorkerError(RuntimeError):
+    """The guest worker answered a step with an error (its message, from inside the VM)."""
+
+
+def ask(port: int, request: dict, timeout_s: float) -> dict:
+    """One request to the guest worker on this machine's forward of its port; its answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn, conn.makefile("rw") as stream:
+        stream.write(json.dumps(request) + "\n")
+        stream.flush()
+        line = stream.readline()
+    if not line:
+        raise WorkerError(f"the guest worker on port {port} closed the connection")
+    answer = json.loads(line)
+    if "error" in answer:
+        raise WorkerError(answer["error"])
+    return answer
+
+
+class RemoteWorkload:
+    """A scenario's programs in a VM, driven through the guest worker's forwarded port."""
+
+    def __init__(self, port: int, name: str, seconds: float, speed: float) -> None:
+        self.port = port
+        self.seconds = seconds
+        self._ask("open", scenario=name, seconds=seconds, speed=speed)
+
+    def _ask(self, cmd: str, **args) -> dict:
+        # A step's own time, with room for emulation: a measurement takes its window, a
+        # run-to-completion scenario its jobs, starting PostgreSQL its initdb.
+        return ask(self.port, {"cmd": cmd, **args}, timeout_s=900 + 10 * self.seconds)
+
+    def start(self) -> None:
+        self._ask("start")
+
+    def warm(self, with_batch: bool) -> None:
+        self._ask("warm", with_batch=with_batch)
+
+    def cool(self) -> None:
+        self._ask("cool")
+
+    def measure(self, alone: bool) -> dict:
+        return self._ask("measure", alone=alone)["result"]
+
+    def stop(self) -> None:
+        self._ask("stop")
