@@ -109,8 +109,10 @@ class HostImage:
 
     @staticmethod
     def _project_wheel(tmp: Path) -> Path:
+        """The project's wheel, byte for byte the same for the same sources (fixed zip times), so
+        that the image's key changes only when what goes into it does."""
         _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp), str(ROOT)],
-             "building the project's wheel")
+             "building the project's wheel", env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})
         return next(tmp.glob("schedcp-*.whl"))
 
     @staticmethod

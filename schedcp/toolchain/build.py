@@ -105,8 +105,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _run(argv: list[str], what: str, cwd: Path | None = None) -> None:
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+def _run(argv: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise BuildError(f"{what} failed ({' '.join(argv[:2])}...): {(result.stderr or result.stdout).strip()[-2000:]}")
 
