@@ -69,7 +69,7 @@ def run_arm(scenario: Scenario, workload: Workload, arm: Arm, settings: Settings
         applied = cycle["kept"]
         log(f"  schedcp: {cycle['objective'] or 'no goal'}; {cycle['result']} ({cycle['wall_s']} s)")
     elif arm.artifact is not None:
-        arms_mod.deploy(settings, arm.artifact)
+        arms_mod.deploy(settings, arm)
         applied = True
     try:
         return workload.measure(alone=arm.name == "alone"), cycle
@@ -86,7 +86,7 @@ def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds
             *arms_mod.oracle_arms(scenario, facts)]
     runs: dict[str, list[dict]] = {a.name: [] for a in arms}
     cycles: list[dict] = []
-    refused: dict[str, str] = {}
+    refused = verify_oracle(arms, settings)
     workload = backend.workload(scenario.name, seconds)
     try:
         workload.start()
@@ -96,13 +96,7 @@ def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds
             for arm in order:
                 if arm.name in refused:
                     continue
-                try:
-                    result, cycle = run_arm(scenario, workload, arm, settings)
-                except arms_mod.NotApproved as exc:
-                    # Left out, and said so: an oracle arm is only what the verifier lets reach a kernel.
-                    refused[arm.name] = str(exc)
-                    log(f"  {arm.name}: left out of the oracle: {exc}")
-                    continue
+                result, cycle = run_arm(scenario, workload, arm, settings)
                 runs[arm.name].append(result)
                 if cycle:
                     cycles.append(cycle)
@@ -115,6 +109,22 @@ def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds
     result["ran"] = {"at": time.strftime("%Y-%m-%d %H:%M"), "repetitions": repetitions, "seconds": seconds,
                      "where": backend.where}
     return result
+
+
+def verify_oracle(arms: list[Arm], settings: Settings) -> dict[str, str]:
+    """Every oracle arm's verdict, before the load starts; the arms the verifier refused, and why
+    (left out of the oracle, and said so: an oracle arm is only what may reach a kernel)."""
+    refused = {}
+    oracle = [a for a in arms if a.artifact is not None]
+    started = time.monotonic()
+    for arm in oracle:
+        try:
+            arms_mod.verify(settings, arm)
+        except arms_mod.NotApproved as exc:
+            refused[arm.name] = str(exc)
+            log(f"  {arm.name}: left out of the oracle: {exc}")
+    log(f"  {len(oracle) - len(refused)} of {len(oracle)} oracle arms approved ({time.monotonic() - started:.0f} s)")
+    return refused
 
 
 def summarise(scenario: Scenario, arms: list[Arm], runs: dict, cycles: list[dict], labels: list[dict]) -> dict:

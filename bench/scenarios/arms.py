@@ -52,6 +52,7 @@ class Arm:
     name: str
     artifact: policy_pb2.PolicyArtifact | None = None
     parameters: dict = field(default_factory=dict)
+    verdict: verdict_pb2.Verdict | None = None
 
 
 def grid(meta: PolicyMetadata) -> list[dict]:
@@ -141,7 +142,7 @@ class NotApproved(RuntimeError):
     """The verifier did not approve an oracle arm's artifact (its summary says why)."""
 
 
-async def _deploy(settings: Settings, artifact: policy_pb2.PolicyArtifact) -> int:
+async def _verify(settings: Settings, artifact: policy_pb2.PolicyArtifact) -> verdict_pb2.Verdict:
     facts = await _host(settings)
     target = verdict_pb2.TargetKernel(release=facts.kernel_release, btf_sha256=facts.btf_sha256, arch=facts.arch)
     verdict = None
@@ -152,6 +153,17 @@ async def _deploy(settings: Settings, artifact: policy_pb2.PolicyArtifact) -> in
                 verdict = progress.verdict
     if verdict is None or not verdict.claims.approved:
         raise NotApproved(f"{artifact.name} was not approved: {verdict.summary if verdict else 'no verdict'}")
+    return verdict
+
+
+def verify(settings: Settings, arm: Arm) -> None:
+    """The verifier's verdict for an oracle arm, kept on it (NotApproved if it refused): the suite
+    verifies every arm before the scenario's load starts, so that the sandbox VM's run does not
+    compete with the load (nor a loaded host with the sandbox's timing tests)."""
+    arm.verdict = asyncio.run(_verify(settings, arm.artifact))
+
+
+async def _deploy(settings: Settings, verdict: verdict_pb2.Verdict) -> int:
     # No metrics to judge: the executor keeps it, and the suite measures it by the programs' own numbers.
     request = executor_pb2.DeployRequest(artifact=verdict.artifact, verdict=verdict,
                                          goal=goal_pb2.OptimizationGoal(rationale="scenario suite: an oracle arm"))
@@ -162,10 +174,12 @@ async def _deploy(settings: Settings, artifact: policy_pb2.PolicyArtifact) -> in
     return last.deployment.state if last else deployment_pb2.DEPLOYMENT_STATE_UNSPECIFIED
 
 
-def deploy(settings: Settings, artifact: policy_pb2.PolicyArtifact) -> None:
-    state = asyncio.run(_deploy(settings, artifact))
+def deploy(settings: Settings, arm: Arm) -> None:
+    if arm.verdict is None:
+        verify(settings, arm)
+    state = asyncio.run(_deploy(settings, arm.verdict))
     if state != deployment_pb2.DEPLOYMENT_STATE_KEPT:
-        raise RuntimeError(f"{artifact.name} was not applied ({deployment_pb2.DeploymentState.Name(state)})")
+        raise RuntimeError(f"{arm.name} was not applied ({deployment_pb2.DeploymentState.Name(state)})")
 
 
 async def _tune(settings: Settings) -> list[cycle_pb2.CycleEvent]:
