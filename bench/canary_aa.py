@@ -10,8 +10,9 @@ verified by the verifier and deployed through the executor's Deploy exactly as t
 
 - no-op (the A/A arm): `batch_sched_idle` with use_sched_idle=false and nice=0, i.e. nice 0 on a
   batch already at nice 0. The executor journals, applies, takes off and puts back this policy
-  like any other; the kernel schedules exactly as before. The native checks refuse a rule that
-  sets nothing, so this is the closest the library comes to an empty policy.
+  like any other; what it writes (policy, nice and slice in one sched_setattr, the slice as
+  sched_getattr reported it) are the values the threads already had. The native checks refuse a
+  rule that sets nothing, so this is the closest the library comes to an empty policy.
 - effective: `batch_sched_idle` with its defaults (the batch as SCHED_IDLE), which cuts the
   probe's p99 run-queue wait by 70-98 % on this host (bench/results/colocation.md).
 
