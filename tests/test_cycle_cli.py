@@ -156,10 +156,12 @@ def test_a_comparison_over_rounds_shows_its_interval_as_a_change():
     latency = common_pb2.MetricSpec(name="runq_latency_p99_us", direction=common_pb2.DIRECTION_LOWER_IS_BETTER)
     share = common_pb2.MetricSpec(name="cpu_share", direction=common_pb2.DIRECTION_HIGHER_IS_BETTER)
     # The comparison holds an improvement: 86..90 % better is a change of -90..-86 % for a latency.
-    over_rounds = deployment_pb2.MetricComparison(metric=latency, rounds=3, improvement_low=0.86, improvement_high=0.9)
-    assert cli_cycle._change_interval(over_rounds) == "-90%..-86% (3 rounds)"
-    gained = deployment_pb2.MetricComparison(metric=share, rounds=4, improvement_low=-0.02, improvement_high=0.05)
-    assert cli_cycle._change_interval(gained) == "-2%..+5% (4 rounds)"
+    over_rounds = deployment_pb2.MetricComparison(metric=latency, rounds=3, improvement_low=0.86, improvement_high=0.9,
+                                                  confidence=0.95)
+    assert cli_cycle._change_interval(over_rounds) == "-90%..-86% (95%, 3 rounds)"
+    gained = deployment_pb2.MetricComparison(metric=share, rounds=4, improvement_low=-0.02, improvement_high=0.05,
+                                             confidence=0.95)
+    assert cli_cycle._change_interval(gained) == "-2%..+5% (95%, 4 rounds)"
     assert cli_cycle._change_interval(deployment_pb2.MetricComparison(metric=latency, rounds=1)) == "-"
 
 

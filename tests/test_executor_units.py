@@ -87,31 +87,31 @@ def test_a_clear_win_over_rounds_is_kept_with_its_interval():
     s = spec()
     verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 500), (4100, 450), (3900, 520)]))
     assert verdict.keep and not verdict.inconclusive
-    assert verdict.reason.startswith("runq_latency_p99_us improved 88 % (90 % interval 86..90 %) over 3 rounds, "
+    assert verdict.reason.startswith("runq_latency_p99_us improved 88 % (95 % interval 84..90 %) over 3 rounds, "
                                      "at least the 20 % required (medians 4000 -> 500")
-    assert "guard the batch keeps its share held (medians 0.98 -> 0.97; 90 % interval 0.99..0.99" in verdict.reason
+    assert "guard the batch keeps its share held (medians 0.98 -> 0.97; 95 % interval 0.99..0.99" in verdict.reason
     success = verdict.success
-    assert (success.rounds, success.baseline, success.observed) == (3, 4000, 500)
-    assert 0.85 < success.improvement_low < success.improvement < success.improvement_high < 0.91
+    assert (success.rounds, success.baseline, success.observed, success.confidence) == (3, 4000, 500, 0.95)
+    assert 0.83 < success.improvement_low < success.improvement < success.improvement_high < 0.91
 
 
 def test_a_clear_loss_over_rounds_is_rolled_back():
     s = spec()
     verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 4400), (4100, 4300), (3900, 4500)]))
     assert not verdict.keep and not verdict.inconclusive
-    assert "improved -10 % (90 % interval -19..-1 %) over 3 rounds, less than the 20 % required" in verdict.reason
+    assert "improved -10 % (95 % interval -24..2 %) over 3 rounds, less than the 20 % required" in verdict.reason
 
 
 def test_noisy_rounds_that_straddle_the_required_improvement_are_inconclusive():
     s = spec()
-    # Two rounds much better, one worse: better on the whole, but 3 rounds cannot say it is by 20 %.
-    verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 500), (4000, 4400), (4000, 500)]))
+    # Two rounds 88 % better, one 50 %: better on the whole, but 3 rounds cannot say it is by 20 %.
+    verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 500), (4000, 2000), (4000, 450)]))
     assert not verdict.keep and verdict.inconclusive
-    assert verdict.reason.startswith("inconclusive: runq_latency_p99_us improved 74 % (90 % interval -114..97 %) "
+    assert verdict.reason.startswith("inconclusive: runq_latency_p99_us improved 81 % (95 % interval -52..98 %) "
                                      "over 3 rounds, straddling the 20 % required")
     # Another round like the good ones settles it.
-    verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 500), (4000, 4400), (4000, 500), (4000, 600)]))
-    assert verdict.keep and "(90 % interval 22..94 %) over 4 rounds" in verdict.reason
+    verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 500), (4000, 2000), (4000, 450), (4000, 520)]))
+    assert verdict.keep and "(95 % interval 46..94 %) over 4 rounds" in verdict.reason
 
 
 def test_a_guard_fails_only_when_its_interval_is_clearly_below_the_bound():
@@ -119,7 +119,7 @@ def test_a_guard_fails_only_when_its_interval_is_clearly_below_the_bound():
     win = [(4000, 500), (4100, 450), (3900, 520)]
     below = canary.judge_rounds(s, rounds(s, win, share=[(0.98, 0.80), (0.97, 0.82), (0.99, 0.79)]))
     assert not below.keep and not below.inconclusive and [g.satisfied for g in below.guards] == [False]
-    assert "guard the batch keeps its share failed (medians 0.98 -> 0.8; 90 % interval 0.78..0.861 of the " \
+    assert "guard the batch keeps its share failed (medians 0.98 -> 0.8; 95 % interval 0.763..0.881 of the " \
            "baseline, bound 0.9)" in below.reason
     # One window of three far below, two above: the guard is unsure, not failed; more rounds may tell.
     straddling = canary.judge_rounds(s, rounds(s, win, share=[(0.98, 0.97), (0.97, 0.60), (0.99, 0.98)]))
@@ -132,14 +132,14 @@ def test_an_absolute_guard_is_judged_on_the_canary_values_over_rounds():
     s.guards[0].absolute = 0.9  # the batch keeps 90 % of the host, whatever it had before
     win = [(4000, 500), (4100, 450), (3900, 520)]
     held = canary.judge_rounds(s, rounds(s, win, share=[(0.98, 0.95), (0.97, 0.96), (0.99, 0.94)]))
-    assert held.keep and "held (medians 0.98 -> 0.95; 90 % interval 0.933..0.967, bound 0.9)" in held.reason
+    assert held.keep and "held (medians 0.98 -> 0.95; 95 % interval 0.925..0.975, bound 0.9)" in held.reason
 
 
 def test_a_round_that_measured_zero_counts_as_a_bounded_ratio():
     s = spec()
     # 4000 -> 0 is clipped to 100x better, 0 -> 0 is no change: a finite, wide interval.
     verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 0), (4000, 450), (0, 0)]))
-    assert verdict.inconclusive and "(90 % interval -405..100 %)" in verdict.reason
+    assert verdict.inconclusive and "(95 % interval -3080..100 %)" in verdict.reason
 
 
 def test_max_rounds_defaults_to_twice_the_rounds_and_is_bounded():

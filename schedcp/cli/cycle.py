@@ -81,7 +81,7 @@ def _metric_name(metric: common_pb2.MetricSpec) -> str:
 
 
 def _comparisons_table(comparisons, title: str) -> Table:
-    table = table_of(title, ("metric", "before", "after", "change", "90 % interval", "met"))
+    table = table_of(title, ("metric", "before", "after", "change", "interval", "met"))
     for c in comparisons:
         change = (c.observed - c.baseline) / c.baseline if c.baseline else 0.0
         table.add_row(_metric_name(c.metric), f"{c.baseline:.4g}", f"{c.observed:.4g}", f"{change:+.0%}",
@@ -97,7 +97,7 @@ def _change_interval(c: deployment_pb2.MetricComparison) -> str:
     low, high = c.improvement_low, c.improvement_high
     if c.metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER:
         low, high = -high, -low
-    return f"{low:+.0%}..{high:+.0%} ({c.rounds} rounds)"
+    return f"{low:+.0%}..{high:+.0%} ({c.confidence:.0%}, {c.rounds} rounds)"
 
 
 def _print_event(event: cycle_pb2.CycleEvent, started: float) -> None:
