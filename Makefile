@@ -41,6 +41,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.verifier_stages
 	$(PY) -m bench.planner_fleet
 	$(PY) -m bench.colocation
+	$(PY) -m bench.canary_aa
 	$(PY) -m bench.makespan
 	$(PY) -m bench.scenarios
 	$(PY) -m bench.scenarios --vm --grid-points 0

@@ -69,10 +69,23 @@ def _scenarios(d: dict) -> list[str]:
     return lines
 
 
+def _canary_aa(d: dict) -> list[str]:
+    lines = []
+    for arm, wrong in (("no-op", "false keeps"), ("effective", "false rollbacks")):
+        s = d["summary"][arm]
+        rate = "-" if s["rate"] is None else f"{s['rate']:.0%} (95 % upper bound {s['rate_upper_95']:.0%})"
+        lines.append(f"{wrong} ({arm} policy): {s['wrong']} of {s['judged']} judged, {rate}; rounds median "
+                     f"{s['rounds_median']}, {s['inconclusive_at_bound']} inconclusive at the bound")
+    canary = (f"canary: {d['rounds']} rounds (up to {d['max_rounds']}) of {d['window_s']:g} s, p99 at least "
+              f"{d['min_improvement']:.0%} better; target: both rates under 5 %")
+    return [*lines, canary]
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "scenarios": ("Scenario suite: real programs, schedcp against the oracle (this host)", _scenarios),
     "scenarios-vm": ("Scenario suite in a sched_ext VM (qemu TCG, loads scaled to its speed)", _scenarios),
     "colocation": ("Co-location: latency service beside CPU batch (this host)", _colocation),
+    "canary_aa": ("Canary A/A calibration: false keeps and false rollbacks (this host)", _canary_aa),
     "makespan": ("Batch long tail: makespan (sandbox VM)", _makespan),
     "planner_fleet": ("Planner at fleet scale (rules provider)", _planner_fleet),
     "verifier_stages": ("Verifier: time to a verdict", _verifier),

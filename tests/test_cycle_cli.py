@@ -15,10 +15,12 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2 as otlp_common
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from schedcp.cli import cycle as cli_cycle
 from schedcp.cli import tracestore
 from schedcp.cli.demo import DemoWorkload
 from schedcp.domain import params
 from schedcp.runtime.errors import InvalidArgument
+from schedcp.v1 import common_pb2, deployment_pb2
 from tests.conftest import ROOT, cpu_hogs, latency_probe
 
 SCHEDCP = ROOT / ".venv" / "bin" / "schedcp"
@@ -148,6 +150,19 @@ def test_parameters_parse_as_integers_booleans_or_strings():
     assert params.text(params.parse("flag=true")[1]) == "true"
     with pytest.raises(InvalidArgument, match="NAME=VALUE"):
         params.parse("=3")
+
+
+def test_a_comparison_over_rounds_shows_its_interval_as_a_change():
+    latency = common_pb2.MetricSpec(name="runq_latency_p99_us", direction=common_pb2.DIRECTION_LOWER_IS_BETTER)
+    share = common_pb2.MetricSpec(name="cpu_share", direction=common_pb2.DIRECTION_HIGHER_IS_BETTER)
+    # The comparison holds an improvement: 86..90 % better is a change of -90..-86 % for a latency.
+    over_rounds = deployment_pb2.MetricComparison(metric=latency, rounds=3, improvement_low=0.86, improvement_high=0.9,
+                                                  confidence=0.95)
+    assert cli_cycle._change_interval(over_rounds) == "-90%..-86% (95%, 3 rounds)"
+    gained = deployment_pb2.MetricComparison(metric=share, rounds=4, improvement_low=-0.02, improvement_high=0.05,
+                                             confidence=0.95)
+    assert cli_cycle._change_interval(gained) == "-2%..+5% (95%, 4 rounds)"
+    assert cli_cycle._change_interval(deployment_pb2.MetricComparison(metric=latency, rounds=1)) == "-"
 
 
 def test_the_demo_workload_leaves_nothing_behind():

@@ -151,6 +151,8 @@ class Row:
     reason: str = ""
     reverted: bool = False
     restored: bool = False
+    # A message some event of the run says (an inconclusive judgement adding a round).
+    said: str = ""
     outcome: int | None = None  # an OutcomeResult
 
 
@@ -191,13 +193,25 @@ ROWS = [
     Row("rounds asked for over a previous policy: one round", windows=[4000, 500], rounds=3,
         state=S.DEPLOYMENT_STATE_KEPT, reason="runq_latency_p99_us 4000 -> 500 (88 % better)",
         outcome=S.OUTCOME_RESULT_KEPT),
-    Row("kept on the medians of 3 rounds", windows=[4000, 500, 3000, 3500, 5000, 400], rounds=3, previous=False,
-        applies=3, state=S.DEPLOYMENT_STATE_KEPT, reason="4000 -> 500 (88 % better) (medians of 3 rounds; "
-                                              "runq_latency_p99_us per round +88 %, -17 %, +92 %)",
-        outcome=S.OUTCOME_RESULT_KEPT),
-    Row("rolled back: one lucky round of 3", windows=[4000, 1000, 4000, 3900, 1000, 3000], rounds=3,
+    Row("kept on the interval of 3 rounds", windows=[4000, 500, 4100, 450, 3900, 520], rounds=3, previous=False,
+        applies=3, state=S.DEPLOYMENT_STATE_KEPT,
+        reason="improved 88 % (95 % interval 84..90 %) over 3 rounds, at least the 20 % required (medians 4000 -> "
+               "500; per round +88 %, +89 %, +87 %)", outcome=S.OUTCOME_RESULT_KEPT),
+    Row("rolled back: clearly short over 3 rounds", windows=[4000, 3900, 4100, 4000, 3900, 4050], rounds=3,
         previous=False, applies=3, state=S.DEPLOYMENT_STATE_ROLLED_BACK,
-        reason="improved by 20 % in only 1 of 3 rounds", reverted=True, outcome=S.OUTCOME_RESULT_ROLLED_BACK),
+        reason="improved 0 % (95 % interval -9..9 %) over 3 rounds, less than the 20 % required", reverted=True,
+        outcome=S.OUTCOME_RESULT_ROLLED_BACK),
+    # One round of three only 50 % better: the interval straddles the 20 % required, so a fourth
+    # round is measured, which settles it.
+    Row("inconclusive, then kept in an added round", windows=[4000, 500, 4000, 2000, 4000, 450, 4000, 520],
+        rounds=3, previous=False, applies=4, said="inconclusive: runq_latency_p99_us improved 81 % (95 % interval "
+                                                  "-52..98 %) over 3 rounds, straddling the 20 % required",
+        state=S.DEPLOYMENT_STATE_KEPT, reason="(95 % interval 46..94 %) over 4 rounds, at least the 20 % required",
+        outcome=S.OUTCOME_RESULT_KEPT),
+    Row("inconclusive up to twice the rounds: rolled back", windows=[4000, 1000, 4000, 5000] * 2, rounds=2,
+        previous=False, applies=4, said="adding round 4 (at most 4)", state=S.DEPLOYMENT_STATE_ROLLED_BACK,
+        reason="inconclusive after 4 rounds, the most allowed: runq_latency_p99_us improved 44 %", reverted=True,
+        outcome=S.OUTCOME_RESULT_ROLLED_BACK),
     Row("could not apply again in round 2", windows=[4000, 500, 4000], rounds=3, previous=False,
         fault="apply again", applies=2, state=S.DEPLOYMENT_STATE_FAILED,
         reason="could not apply again: [Errno 1] Operation not permitted", reverted=True),
@@ -255,6 +269,7 @@ async def test_every_way_a_deployment_ends(row: Row, tmp_path, monkeypatch):
 
     assert ended.state == row.state, [e.message for e in events]
     assert row.reason in ended.reason and row.reason in events[-1].message
+    assert any(row.said in e.message for e in events), [e.message for e in events]
     assert not windows, "every measurement the row planned was taken"
     # Reverted at the end (a canary that alternates takes the policy off between rounds too).
     touched = [what for what, which in calls if which == candidate_id]

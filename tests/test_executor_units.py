@@ -71,3 +71,86 @@ def test_an_unknown_metric_is_refused_with_the_names_that_exist():
     with pytest.raises(InvalidArgument, match="response_p99_us") as raised:
         canary.check_spec(s)
     assert "'request_p99_us' is not measurable" in str(raised.value)
+
+
+# --- several rounds: the interval of the per-round ratios -----------------------------------
+def rounds(s: deployment_pb2.CanarySpec, p99: list[tuple[float, float]],
+           share: list[tuple[float, float]] | None = None) -> list[tuple[canary.Window, canary.Window]]:
+    """(baseline, canary) windows per round; the batch's share 0.98 -> 0.97 unless given."""
+    share = share or [(0.98, 0.97)] * len(p99)
+    latency, guard = canary.key(s.success_metric), canary.key(s.guards[0].metric)
+    return [(canary.Window({latency: pb, guard: sb}, 0.0), canary.Window({latency: po, guard: so}, 0.0))
+            for (pb, po), (sb, so) in zip(p99, share, strict=True)]
+
+
+def test_a_clear_win_over_rounds_is_kept_with_its_interval():
+    s = spec()
+    verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 500), (4100, 450), (3900, 520)]))
+    assert verdict.keep and not verdict.inconclusive
+    assert verdict.reason.startswith("runq_latency_p99_us improved 88 % (95 % interval 84..90 %) over 3 rounds, "
+                                     "at least the 20 % required (medians 4000 -> 500")
+    assert "guard the batch keeps its share held (medians 0.98 -> 0.97; 95 % interval 0.99..0.99" in verdict.reason
+    success = verdict.success
+    assert (success.rounds, success.baseline, success.observed, success.confidence) == (3, 4000, 500, 0.95)
+    assert 0.83 < success.improvement_low < success.improvement < success.improvement_high < 0.91
+
+
+def test_a_clear_loss_over_rounds_is_rolled_back():
+    s = spec()
+    verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 4400), (4100, 4300), (3900, 4500)]))
+    assert not verdict.keep and not verdict.inconclusive
+    assert "improved -10 % (95 % interval -24..2 %) over 3 rounds, less than the 20 % required" in verdict.reason
+
+
+def test_noisy_rounds_that_straddle_the_required_improvement_are_inconclusive():
+    s = spec()
+    # Two rounds 88 % better, one 50 %: better on the whole, but 3 rounds cannot say it is by 20 %.
+    verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 500), (4000, 2000), (4000, 450)]))
+    assert not verdict.keep and verdict.inconclusive
+    assert verdict.reason.startswith("inconclusive: runq_latency_p99_us improved 81 % (95 % interval -52..98 %) "
+                                     "over 3 rounds, straddling the 20 % required")
+    # Another round like the good ones settles it.
+    verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 500), (4000, 2000), (4000, 450), (4000, 520)]))
+    assert verdict.keep and "(95 % interval 46..94 %) over 4 rounds" in verdict.reason
+
+
+def test_a_guard_fails_only_when_its_interval_is_clearly_below_the_bound():
+    s = spec(guard_ratio=0.9)
+    win = [(4000, 500), (4100, 450), (3900, 520)]
+    below = canary.judge_rounds(s, rounds(s, win, share=[(0.98, 0.80), (0.97, 0.82), (0.99, 0.79)]))
+    assert not below.keep and not below.inconclusive and [g.satisfied for g in below.guards] == [False]
+    assert "guard the batch keeps its share failed (medians 0.98 -> 0.8; 95 % interval 0.763..0.881 of the " \
+           "baseline, bound 0.9)" in below.reason
+    # One window of three far below, two above: the guard is unsure, not failed; more rounds may tell.
+    straddling = canary.judge_rounds(s, rounds(s, win, share=[(0.98, 0.97), (0.97, 0.60), (0.99, 0.98)]))
+    assert straddling.inconclusive and straddling.reason.startswith("inconclusive: guard the batch keeps its share "
+                                                                    "unsure")
+
+
+def test_an_absolute_guard_is_judged_on_the_canary_values_over_rounds():
+    s = spec()
+    s.guards[0].absolute = 0.9  # the batch keeps 90 % of the host, whatever it had before
+    win = [(4000, 500), (4100, 450), (3900, 520)]
+    held = canary.judge_rounds(s, rounds(s, win, share=[(0.98, 0.95), (0.97, 0.96), (0.99, 0.94)]))
+    assert held.keep and "held (medians 0.98 -> 0.95; 95 % interval 0.925..0.975, bound 0.9)" in held.reason
+
+
+def test_a_round_that_measured_zero_counts_as_a_bounded_ratio():
+    s = spec()
+    # 4000 -> 0 is clipped to 100x better, 0 -> 0 is no change: a finite, wide interval.
+    verdict = canary.judge_rounds(s, rounds(s, p99=[(4000, 0), (4000, 450), (0, 0)]))
+    assert verdict.inconclusive and "(95 % interval -3080..100 %)" in verdict.reason
+
+
+def test_max_rounds_defaults_to_twice_the_rounds_and_is_bounded():
+    s = spec()
+    s.baseline_window.FromSeconds(5)
+    s.canary_window.FromSeconds(5)
+    s.rounds = 3
+    assert canary.max_rounds(s) == 6
+    s.max_rounds = 2
+    with pytest.raises(InvalidArgument, match="max_rounds \\(2\\) is fewer than its rounds \\(3\\)"):
+        canary.check_spec(s)
+    s.max_rounds = canary.MAX_ROUNDS + 1
+    with pytest.raises(InvalidArgument, match="at most 20 rounds"):
+        canary.check_spec(s)

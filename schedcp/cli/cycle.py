@@ -26,6 +26,7 @@ from schedcp.runtime.errors import EXIT_FAILED, DependencyUnavailable, NotFound
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,
+    deployment_pb2,
     executor_pb2,
     executor_pb2_grpc,
     goal_pb2,
@@ -80,12 +81,23 @@ def _metric_name(metric: common_pb2.MetricSpec) -> str:
 
 
 def _comparisons_table(comparisons, title: str) -> Table:
-    table = table_of(title, ("metric", "before", "after", "change", "met"))
+    table = table_of(title, ("metric", "before", "after", "change", "interval", "met"))
     for c in comparisons:
         change = (c.observed - c.baseline) / c.baseline if c.baseline else 0.0
         table.add_row(_metric_name(c.metric), f"{c.baseline:.4g}", f"{c.observed:.4g}", f"{change:+.0%}",
-                      "yes" if c.satisfied else "no")
+                      _change_interval(c), "yes" if c.satisfied else "no")
     return table
+
+
+def _change_interval(c: deployment_pb2.MetricComparison) -> str:
+    """The interval of a canary judged over rounds, as a change like the column beside it (the
+    comparison holds it as an improvement: negated for a lower-is-better metric); "-" for one round."""
+    if c.rounds < 2:
+        return "-"
+    low, high = c.improvement_low, c.improvement_high
+    if c.metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER:
+        low, high = -high, -low
+    return f"{low:+.0%}..{high:+.0%} ({c.confidence:.0%}, {c.rounds} rounds)"
 
 
 def _print_event(event: cycle_pb2.CycleEvent, started: float) -> None:

@@ -39,8 +39,11 @@ def _cgroup_root() -> Path | None:
 class DemoWorkload:
     """The probe and the batch, started on entry and gone (with their cgroup) on exit."""
 
-    def __init__(self, hogs: int | None = None) -> None:
+    def __init__(self, hogs: int | None = None, probe_outside: bool = False) -> None:
+        """`probe_outside`: the probe stays in the caller's cgroup, so the workload's cgroup holds
+        the batch alone and matches it (bench/canary_aa.py aims policies at it so)."""
         self.hogs = hogs or HOGS_PER_CPU * (os.cpu_count() or 1)
+        self.probe_outside = probe_outside
         self.cgroup: Path | None = None
         self._procs: list[subprocess.Popen] = []
 
@@ -55,15 +58,15 @@ class DemoWorkload:
             self.cgroup.mkdir()
         try:
             self._start("cyclictest", "--policy=other", "--interval=1000", "--quiet", "--laptop",
-                        f"--duration={SAFETY_TIMEOUT_S}")
+                        f"--duration={SAFETY_TIMEOUT_S}", in_cgroup=not self.probe_outside)
             self._start("stress-ng", "--cpu", str(self.hogs), "--timeout", f"{SAFETY_TIMEOUT_S}s", "-q")
         except BaseException:
             self.__exit__()
             raise
         return self
 
-    def _start(self, *argv: str) -> None:
-        cgroup = self.cgroup
+    def _start(self, *argv: str, in_cgroup: bool = True) -> None:
+        cgroup = self.cgroup if in_cgroup else None
 
         def join_cgroup() -> None:  # in the child, before exec: its children follow it
             if cgroup is not None:

@@ -1,5 +1,7 @@
 """Canary measurement and judgement: the goal's metrics measured through the observer's Measure
-before (baseline) and after (canary) a policy is applied, then keep or roll back.
+before (baseline) and after (canary) a policy is applied, then keep or roll back. Over several
+rounds (baseline, canary, baseline, canary, ...) each metric is judged on a 95 % interval
+of its per-round ratios: keep, roll back, or inconclusive (the executor then adds rounds).
 
 Metrics by name, each over the groups its MetricSpec names (several matchers: the worst for a
 latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, response_{...}_us (wakeup to
@@ -9,6 +11,7 @@ the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -24,6 +27,8 @@ LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "respo
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s"}
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
+# A bound on the rounds of one canary: with MAX_WINDOW_S windows, hours already.
+MAX_ROUNDS = 20
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +48,17 @@ def check_spec(spec: deployment_pb2.CanarySpec) -> None:
         if not metric.groups:
             raise InvalidArgument(f"metric {metric.name} names no groups")
         matchers.compile_all(metric.groups)
+    if spec.max_rounds and spec.max_rounds < spec.rounds:
+        raise InvalidArgument(f"canary.max_rounds ({spec.max_rounds}) is fewer than its rounds ({spec.rounds})")
+    if max_rounds(spec) > MAX_ROUNDS:
+        raise InvalidArgument(f"a canary runs at most {MAX_ROUNDS} rounds, asked for up to {max_rounds(spec)}")
     if spec.HasField("success_metric") and spec.success_metric.direction == common_pb2.DIRECTION_UNSPECIFIED:
         raise InvalidArgument("the success metric needs a direction (lower or higher is better)")
+
+
+def max_rounds(spec: deployment_pb2.CanarySpec) -> int:
+    """How many rounds an inconclusive canary may run in all: max_rounds, or twice rounds."""
+    return spec.max_rounds or 2 * max(spec.rounds, 1)
 
 
 def metrics_of(spec: deployment_pb2.CanarySpec) -> list[common_pb2.MetricSpec]:
@@ -103,19 +117,25 @@ def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMea
 
 @dataclass
 class Judgement:
+    """keep, or roll back; `inconclusive` (never with keep) when rounds could not tell which, and
+    more rounds might."""
+
     keep: bool
     reason: str
     success: deployment_pb2.MetricComparison | None
     guards: list[deployment_pb2.MetricComparison]
+    inconclusive: bool = False
 
 
 def judge(spec: deployment_pb2.CanarySpec, baseline: dict[str, float], observed: dict[str, float]) -> Judgement:
-    """Keep when the success metric improved by at least min_improvement and every guard held."""
+    """One round: keep when the success metric improved by at least min_improvement and every
+    guard held, on the two values (nothing to estimate noise from)."""
     success = None
     problems = []
     if spec.HasField("success_metric"):
         success = compare(spec.success_metric, baseline, observed)
         success.satisfied = success.improvement >= spec.min_improvement
+        success.rounds = 1
         if not success.satisfied:
             problems.append(f"{spec.success_metric.name} improved {100 * success.improvement:.0f} % "
                             f"({_number(success.baseline)} -> {_number(success.observed)}), less than the "
@@ -124,6 +144,7 @@ def judge(spec: deployment_pb2.CanarySpec, baseline: dict[str, float], observed:
     for guard in spec.guards:
         comparison = compare(guard.metric, baseline, observed)
         comparison.satisfied = guard_holds(guard, comparison.baseline, comparison.observed)
+        comparison.rounds = 1
         guards.append(comparison)
         # The numbers either way: how close a kept canary came to its guard matters too.
         verdict = "held" if comparison.satisfied else "failed"
@@ -137,25 +158,140 @@ def judge(spec: deployment_pb2.CanarySpec, baseline: dict[str, float], observed:
     return Judgement(True, "; ".join([detail, *held]), success, guards)
 
 
+# --- several rounds: paired ratios and their interval -----------------------------------------
+# Each round pairs a canary window with the baseline measured just before it, so a phase of the
+# workload or a busy host moves both; the per-round ratio (canary / baseline) cancels it. The
+# rounds' log ratios give the geometric mean ratio (a round twice as good and one half as good
+# cancel out) and a Student t interval of it: with 3-6 rounds a bootstrap or sign-based interval
+# cannot reach such confidence (decisions.md 34). 95 %, not 90 %: an inconclusive canary is
+# looked at again after each added round, and at 90 % a look each time kept a policy that
+# changes nothing up to 10 % of the time in simulation; at 95 %, about 5 %.
+CONFIDENCE = 0.95
+# Student's t at 0.975 (two-sided 95 %) by degrees of freedom, rounds - 1 = 1 .. MAX_ROUNDS - 1.
+T_QUANTILE = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+              2.131, 2.120, 2.110, 2.101, 2.093)
+# One round's ratio past 100x either way is a measurement that broke (a group gone, a zero
+# percentile), not a scale of effect: clipped, so one such round cannot outweigh the rest.
+RATIO_LIMIT = 100.0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A geometric mean of ratios and its CONFIDENCE interval."""
+
+    point: float
+    low: float
+    high: float
+
+    def scaled(self, factor: float) -> Interval:
+        return Interval(self.point * factor, self.low * factor, self.high * factor)
+
+
+def ratio_interval(pairs: list[tuple[float, float]]) -> Interval:
+    """The geometric mean of after/before over (before, after) pairs (two at least), with the t
+    interval of the mean log ratio: exact when the log ratios are normal, and deterministic."""
+    logs = [_log_ratio(before, after) for before, after in pairs]
+    mean = statistics.fmean(logs)
+    half = T_QUANTILE[len(logs) - 2] * statistics.stdev(logs) / math.sqrt(len(logs))
+    return Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half))
+
+
+def _log_ratio(before: float, after: float) -> float:
+    if before == after:  # both zero included: nothing changed
+        return 0.0
+    if before <= 0 or after <= 0:
+        return math.copysign(math.log(RATIO_LIMIT), after - before)
+    return max(-math.log(RATIO_LIMIT), min(math.log(RATIO_LIMIT), math.log(after / before)))
+
+
+def compare_rounds(metric: common_pb2.MetricSpec,
+                   rounds: list[tuple[Window, Window]]) -> tuple[deployment_pb2.MetricComparison, Interval]:
+    """The metric over the rounds: medians before and after, the improvement (from the geometric
+    mean ratio) with its interval, and that ratio interval itself."""
+    k = key(metric)
+    pairs = [(b.values[k], o.values[k]) for b, o in rounds]
+    ratios = ratio_interval(pairs)
+    lower_is_better = metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER
+    better = (lambda r: 1 - r) if lower_is_better else (lambda r: r - 1)
+    ends = sorted((better(ratios.low), better(ratios.high)))
+    comparison = deployment_pb2.MetricComparison(
+        metric=metric, baseline=statistics.median(b for b, _ in pairs), observed=statistics.median(o for _, o in pairs),
+        improvement=better(ratios.point), rounds=len(rounds), improvement_low=ends[0], improvement_high=ends[1],
+        confidence=CONFIDENCE)
+    return comparison, ratios
+
+
+def guard_margin(guard: goal_pb2.GuardConstraint, rounds: list[tuple[Window, Window]], ratios: Interval) -> Interval:
+    """The canary over the guard's bound (>= 1: held), per round, as an interval. A bound relative
+    to the baseline reuses the metric's ratio interval, so what is reported and what is decided
+    are the same numbers."""
+    if guard.WhichOneof("bound") == "ratio_to_baseline":
+        if guard.ratio_to_baseline <= 0:
+            return Interval(math.inf, math.inf, math.inf)  # no floor at all
+        return ratios.scaled(1 / guard.ratio_to_baseline)
+    k = key(guard.metric)
+    return ratio_interval([(guard.absolute, o.values[k]) for _, o in rounds])
+
+
 def judge_rounds(spec: deployment_pb2.CanarySpec, rounds: list[tuple[Window, Window]]) -> Judgement:
-    """Several rounds of (baseline, canary): each metric's median over the baselines against its
-    median over the canaries, as `judge` would; and a success metric that improved by the least
-    required in only a minority of rounds is not kept (a median can hide one lucky window)."""
+    """Several rounds of (baseline, canary), each metric judged on its per-round ratios' interval.
+    Rolled back when the success metric's improvement is clearly short of min_improvement (the
+    whole interval below it) or a guard is clearly below its bound; kept when the improvement is
+    clearly enough (the whole interval at or above) and every guard clearly held; otherwise
+    inconclusive: the interval straddles a line, and more rounds may narrow it."""
     if len(rounds) == 1:
         return judge(spec, rounds[0][0].values, rounds[0][1].values)
-    baseline = {k: statistics.median(b.values[k] for b, _ in rounds) for k in rounds[0][0].values}
-    observed = {k: statistics.median(o.values[k] for _, o in rounds) for k in rounds[0][1].values}
-    verdict = judge(spec, baseline, observed)
-    if not spec.HasField("success_metric"):
-        return verdict
-    each = [compare(spec.success_metric, b.values, o.values).improvement for b, o in rounds]
-    told = f"medians of {len(rounds)} rounds; {spec.success_metric.name} per round " + \
-           ", ".join(f"{100 * i:+.0f} %" for i in each)
-    agreeing = sum(1 for i in each if i >= spec.min_improvement)
-    if verdict.keep and 2 * agreeing <= len(rounds):
-        return Judgement(False, f"{spec.success_metric.name} improved by {100 * spec.min_improvement:.0f} % in only "
-                                f"{agreeing} of {len(rounds)} rounds ({told})", verdict.success, verdict.guards)
-    return Judgement(verdict.keep, f"{verdict.reason} ({told})", verdict.success, verdict.guards)
+    failed, unsure, fine = [], [], []
+    success = None
+    if spec.HasField("success_metric"):
+        success, _ = compare_rounds(spec.success_metric, rounds)
+        told = _told_success(spec, success, rounds)
+        success.satisfied = success.improvement_low >= spec.min_improvement
+        _sort(success.satisfied, success.improvement_high < spec.min_improvement, told, fine, failed, unsure)
+    guards = []
+    for guard in spec.guards:
+        comparison, ratios = compare_rounds(guard.metric, rounds)
+        margin = guard_margin(guard, rounds, ratios)
+        comparison.satisfied = margin.low >= 1
+        guards.append(comparison)
+        state = "held" if comparison.satisfied else "failed" if margin.high < 1 else "unsure"
+        detail = _told_guard(guard, comparison, ratios, margin)
+        told = f"guard {guard.description or guard.metric.name} {state} ({detail})"
+        _sort(comparison.satisfied, margin.high < 1, told, fine, failed, unsure)
+    if failed:
+        return Judgement(False, "; ".join(failed + unsure + fine), success, guards)
+    if unsure:
+        return Judgement(False, "inconclusive: " + "; ".join(unsure + fine), success, guards, inconclusive=True)
+    return Judgement(True, "; ".join(fine) or "no success metric", success, guards)
+
+
+def _sort(clearly_good: bool, clearly_bad: bool, told: str, fine: list, failed: list, unsure: list) -> None:
+    (fine if clearly_good else failed if clearly_bad else unsure).append(told)
+
+
+def _told_success(spec: deployment_pb2.CanarySpec, c: deployment_pb2.MetricComparison,
+                  rounds: list[tuple[Window, Window]]) -> str:
+    """E.g. "response_p99_us improved 23 % (95 % interval 12..31 %) over 3 rounds, ...": the
+    interval against the least improvement required, and the numbers behind it."""
+    required = spec.min_improvement
+    against = ("at least" if c.improvement_low >= required else "less than" if c.improvement_high < required
+               else "straddling")
+    per_round = ", ".join(f"{100 * compare(c.metric, b.values, o.values).improvement:+.0f} %" for b, o in rounds)
+    return (f"{c.metric.name} improved {100 * c.improvement:.0f} % ({100 * CONFIDENCE:.0f} % interval "
+            f"{100 * c.improvement_low:.0f}..{100 * c.improvement_high:.0f} %) over {c.rounds} rounds, {against} the "
+            f"{100 * required:.0f} % required (medians {_number(c.baseline)} -> {_number(c.observed)}; per round "
+            f"{per_round})")
+
+
+def _told_guard(guard: goal_pb2.GuardConstraint, c: deployment_pb2.MetricComparison, ratios: Interval,
+                margin: Interval) -> str:
+    """The medians, and the interval the decision was made on next to the bound (as a ratio to the
+    baseline, or in the metric's units for an absolute bound)."""
+    medians = f"medians {_number(c.baseline)} -> {_number(c.observed)}; {100 * CONFIDENCE:.0f} % interval"
+    if guard.WhichOneof("bound") == "ratio_to_baseline":
+        return f"{medians} {ratios.low:.3g}..{ratios.high:.3g} of the baseline, bound {guard.ratio_to_baseline:.3g}"
+    values = margin.scaled(guard.absolute)
+    return f"{medians} {_number(values.low)}..{_number(values.high)}, bound {_number(guard.absolute)}"
 
 
 def _number(value: float) -> str:

@@ -60,6 +60,9 @@ class Run:
     rounds: list[tuple[canary.Window, canary.Window]] = field(default_factory=list)
     # Whether the canary alternates: it asked for rounds and no other policy was in force.
     alternating: bool = False
+    # How many rounds the canary runs before it is judged: spec.rounds, one more for each
+    # inconclusive judgement (up to canary.max_rounds).
+    planned: int = 1
     # Set once applying starts: from then on, ending in anything but kept means reverting.
     host_touched: bool = False
 
@@ -326,8 +329,9 @@ class Executor:
     #   _pause                 _measure_round_baseline (the policy is off)
     #   _measure_round_baseline _resume                                     failed: baseline not measured
     #   _resume                _measure_canary (the policy is on again)     failed: could not apply (reverted)
-    #   _judge                                                              kept, kept (report only),
-    #                                                                       rolled back (reverted)
+    #   _judge                 _pause when inconclusive with rounds left    kept, kept (report only),
+    #                          (one more round planned)                     rolled back (reverted; also
+    #                                                                       when still inconclusive)
 
     async def _run(self, request: executor_pb2.DeployRequest,
                    deployment: deployment_pb2.Deployment) -> AsyncIterator[deployment_pb2.DeploymentEvent]:
@@ -412,6 +416,7 @@ class Executor:
         # Alternating takes the policy off between canary windows: the host must then run what
         # the first baseline saw, which it does only when nothing else was in force.
         run.alternating = run.spec.rounds > 1 and replaced is None
+        run.planned = run.spec.rounds if run.alternating else 1
         report = await self._apply_run(run, "apply")
         if isinstance(report, Ending):
             return report
@@ -424,7 +429,7 @@ class Executor:
         if not run.measured:
             return Ending(S.DEPLOYMENT_STATE_KEPT, "kept: the canary has no metrics to judge")
         run.deployment.state = S.DEPLOYMENT_STATE_CANARY
-        rounds = (f" (round 1 of {run.spec.rounds}: the policy goes off and on between windows)" if run.alternating
+        rounds = (f" (round 1 of {run.planned}: the policy goes off and on between windows)" if run.alternating
                   else " (one round: another policy was in force before)" if run.spec.rounds > 1 else "")
         return Next(self._measure_canary, f"canary: measuring for {_seconds(run.spec.canary_window):g} s{rounds}")
 
@@ -446,7 +451,7 @@ class Executor:
             # Ejected during the canary: the measurement was of the fair class, not the policy.
             return Ejected(self._scx.last_exit)
         run.rounds.append((run.baseline, run.observed))
-        if run.alternating and len(run.rounds) < run.spec.rounds:
+        if len(run.rounds) < run.planned:
             return Next(self._pause)
         return Next(self._judge)
 
@@ -454,7 +459,7 @@ class Executor:
         await self._revert()
         run.deployment.state = S.DEPLOYMENT_STATE_BASELINE
         return Next(self._measure_round_baseline,
-                    f"round {len(run.rounds) + 1} of {run.spec.rounds}: policy off, measuring the baseline for "
+                    f"round {len(run.rounds) + 1} of {run.planned}: policy off, measuring the baseline for "
                     f"{_seconds(run.spec.baseline_window):g} s")
 
     async def _measure_round_baseline(self, run: Run) -> Next | Ending:
@@ -464,7 +469,7 @@ class Executor:
         if isinstance(failed := await self._apply_run(run, "apply again"), Ending):
             return failed
         run.deployment.state = S.DEPLOYMENT_STATE_CANARY
-        return Next(self._measure_canary, f"round {len(run.rounds) + 1} of {run.spec.rounds}: policy on, measuring "
+        return Next(self._measure_canary, f"round {len(run.rounds) + 1} of {run.planned}: policy on, measuring "
                                           f"for {_seconds(run.spec.canary_window):g} s")
 
     async def _measure(self, run: Run) -> Ending | None:
@@ -476,8 +481,16 @@ class Executor:
             return _canary_not_measured(exc)
         return None
 
-    async def _judge(self, run: Run) -> Ending:
+    async def _judge(self, run: Run) -> Next | Ending:
         verdict = canary.judge_rounds(run.spec, run.rounds)
+        if verdict.inconclusive and run.alternating and run.planned < canary.max_rounds(run.spec):
+            run.planned += 1
+            return Next(self._pause, f"{verdict.reason}; adding round {run.planned} (at most "
+                                     f"{canary.max_rounds(run.spec)})")
+        if verdict.inconclusive:
+            # Safe default: a policy that could not show it helps does not stay.
+            verdict.reason = (f"inconclusive after {len(run.rounds)} rounds, the most allowed: "
+                              + verdict.reason.removeprefix("inconclusive: "))
         comparisons = ([verdict.success] if verdict.success else []) + verdict.guards
         if verdict.keep:
             return Ending(S.DEPLOYMENT_STATE_KEPT, verdict.reason, comparisons=comparisons, judgement=verdict)

@@ -306,8 +306,8 @@ def canary_rounds(goal: goal_pb2.OptimizationGoal) -> int:
     one window against one tells. Throughput, makespan and an over-subscribed service move their
     metric by a few to tens of per cent, on workloads that go through phases (jobs that start and
     end, a benchmark loop), where one window against one can say anything (long_slice on hackbench:
-    messages per second +105 % in one cycle, -31 % in the next): those alternate and judge on
-    medians."""
+    messages per second +105 % in one cycle, -31 % in the next): those alternate, judged on the
+    interval of the per-round ratios, and the executor adds rounds while that is inconclusive."""
     protecting = goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and synthesis.others(goal)
     return 1 if protecting else ALTERNATING_ROUNDS
 
