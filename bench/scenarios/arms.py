@@ -204,7 +204,9 @@ def tune(settings: Settings) -> dict:
             "candidates": [c.artifact.name for c in found.candidates] if found else [],
             "policy": result.deployment.deployment.policy_name if kept else "",
             "parameters": params.pythons(deployed.parameters) if kept and deployed else {},
-            "kept": kept, "result": result.message}
+            "kept": kept, "result": result.message,
+            # Every candidate's end that was not the result: refused, rolled back, not applied.
+            "tried": [e.message for e in events[:-1] if e.status == common_pb2.STAGE_STATUS_FAILED]}
 
 
 async def _rollback(settings: Settings) -> None:

@@ -81,9 +81,8 @@ def vm_backend(progress: Callable[[str], None]) -> Iterator[Backend]:
         progress(f"{VM_HOST}: the scenario worker is up; the VM runs fixed work at {speed:.2f}x this host's speed")
         settings = fleet.settings.model_copy(update={"host_id": host.name, "observer_addr": host.observer_addr,
                                                      "executor_addr": host.executor_addr})
-        state, _ = host.sched_ext()
-        yield Backend(settings, f"a sched_ext VM (qemu TCG, 2 vCPUs, sched_ext {state}; {speed:.2f}x this "
-                                f"host's speed, loads scaled by it)",
+        yield Backend(settings, f"a sched_ext VM (qemu TCG, 2 vCPUs; {speed:.2f}x this host's speed, loads "
+                                "scaled by it)",
                       lambda name, seconds: RemoteWorkload(port, name, seconds, speed))
         failed = False
     finally:
