@@ -51,6 +51,17 @@ WORKLOAD_SETTLE_S = 15.0
 CANARY_WINDOW_S = 10.0
 
 
+def ask_line(port: int, request: dict, timeout_s: float) -> dict | None:
+    """One JSON request line to a line server in a VM (the agent, the scenario suite's worker)
+    through its forward on this machine's loopback: its JSON answer, or None when the connection
+    closed first (qemu accepts on a forward before anything in the guest listens)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn, conn.makefile("rw") as stream:
+        stream.write(json.dumps(request) + "\n")
+        stream.flush()
+        line = stream.readline()
+    return json.loads(line) if line else None
+
+
 @dataclass(frozen=True)
 class Guest:
     """What the host VMs carry besides schedcp: the image variant, the workload the agent starts,
@@ -97,14 +108,9 @@ class VmHost:
 
     def ask(self, cmd: str, timeout_s: float = 60.0, **args) -> dict:
         """One command to the VM's agent (fleet_agent.py), its JSON answer."""
-        with socket.create_connection(("127.0.0.1", self.ports["agent"]), timeout=timeout_s) as conn, \
-                conn.makefile("rw") as stream:
-            stream.write(json.dumps({"cmd": cmd, **args}) + "\n")
-            stream.flush()
-            line = stream.readline()
-        if not line:
+        answer = ask_line(self.ports["agent"], {"cmd": cmd, **args}, timeout_s)
+        if answer is None:
             raise FleetError(f"the agent in {self.name} closed the connection (console: {self.console})")
-        answer = json.loads(line)
         if "error" in answer:
             raise FleetError(f"{self.name}: {answer['error']}")
         return answer

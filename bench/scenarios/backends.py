@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.scenarios.guest import fixed_work_s
-from bench.scenarios.workload import LocalWorkload, RemoteWorkload, WorkerError, Workload, ask
+from bench.scenarios.workload import LocalWorkload, Workload
 from bench.stack import running_stack
-from harness.fleet import Fleet, Guest
+from harness.fleet import Fleet, Guest, ask_line
 from schedcp.runtime.config import Settings
 
 BENCH = Path(__file__).resolve().parent.parent
@@ -116,3 +116,46 @@ def _wait_for_worker(port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(2)
+
+
+class WorkerError(RuntimeError):
+    """The guest worker answered a step with an error (its message, from inside the VM)."""
+
+
+def ask(port: int, request: dict, timeout_s: float) -> dict:
+    """One request to the guest worker on this machine's forward of its port; its answer."""
+    answer = ask_line(port, request, timeout_s)
+    if answer is None:
+        raise WorkerError(f"the guest worker on port {port} closed the connection")
+    if "error" in answer:
+        raise WorkerError(answer["error"])
+    return answer
+
+
+class RemoteWorkload:
+    """A scenario's programs in a VM, driven through the guest worker's forwarded port."""
+
+    def __init__(self, port: int, name: str, seconds: float, speed: float) -> None:
+        self.port = port
+        self.seconds = seconds
+        self._ask("open", scenario=name, seconds=seconds, speed=speed)
+
+    def _ask(self, cmd: str, **args) -> dict:
+        # A step's own time, with room for emulation: a measurement takes its window, a
+        # run-to-completion scenario its jobs, starting PostgreSQL its initdb.
+        return ask(self.port, {"cmd": cmd, **args}, timeout_s=900 + 10 * self.seconds)
+
+    def start(self) -> None:
+        self._ask("start")
+
+    def warm(self, with_batch: bool) -> None:
+        self._ask("warm", with_batch=with_batch)
+
+    def cool(self) -> None:
+        self._ask("cool")
+
+    def measure(self, alone: bool) -> dict:
+        return self._ask("measure", alone=alone)["result"]
+
+    def stop(self) -> None:
+        self._ask("stop")

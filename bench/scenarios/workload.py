@@ -1,14 +1,13 @@
 """Where a scenario's programs run. The suite drives a scenario through five steps (start,
 warm, cool, measure, stop) and talks to schedcp over gRPC itself; the programs run either on this
 host (`LocalWorkload`) or inside a sched_ext VM, where the guest worker (bench/scenarios/guest.py)
-runs a `LocalWorkload` for the suite on the host (`RemoteWorkload`, one JSON line a step).
+runs a `LocalWorkload` for the suite on the host (`backends.RemoteWorkload`, one JSON line a
+step). This module runs in the VM too: it imports nothing of the harness.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,50 +82,3 @@ class LocalWorkload:
     def stop(self) -> None:
         self.cool()
         self.env.procs.stop()
-
-
-class WorkerError(RuntimeError):
-    """The guest worker answered a step with an error (its message, from inside the VM)."""
-
-
-def ask(port: int, request: dict, timeout_s: float) -> dict:
-    """One request to the guest worker on this machine's forward of its port; its answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn, conn.makefile("rw") as stream:
-        stream.write(json.dumps(request) + "\n")
-        stream.flush()
-        line = stream.readline()
-    if not line:
-        raise WorkerError(f"the guest worker on port {port} closed the connection")
-    answer = json.loads(line)
-    if "error" in answer:
-        raise WorkerError(answer["error"])
-    return answer
-
-
-class RemoteWorkload:
-    """A scenario's programs in a VM, driven through the guest worker's forwarded port."""
-
-    def __init__(self, port: int, name: str, seconds: float, speed: float) -> None:
-        self.port = port
-        self.seconds = seconds
-        self._ask("open", scenario=name, seconds=seconds, speed=speed)
-
-    def _ask(self, cmd: str, **args) -> dict:
-        # A step's own time, with room for emulation: a measurement takes its window, a
-        # run-to-completion scenario its jobs, starting PostgreSQL its initdb.
-        return ask(self.port, {"cmd": cmd, **args}, timeout_s=900 + 10 * self.seconds)
-
-    def start(self) -> None:
-        self._ask("start")
-
-    def warm(self, with_batch: bool) -> None:
-        self._ask("warm", with_batch=with_batch)
-
-    def cool(self) -> None:
-        self._ask("cool")
-
-    def measure(self, alone: bool) -> dict:
-        return self._ask("measure", alone=alone)["result"]
-
-    def stop(self) -> None:
-        self._ask("stop")
