@@ -157,7 +157,8 @@ def test_a_service_contending_with_itself_is_an_oversubscribed_service():
     assert names == ["long_slice", "latency_slice"]
     on_sched_ext = synthesis.candidates(goal, profile(nginx, backends=("sched_ext", "native"))).candidates
     assert [c.artifact.name for c in on_sched_ext] == ["batch", "long_slice", "latency_slice"]
-    # Sampled with procfs (no responses): the run-queue wait; with BPF, the response.
+    # No responses measured: the run-queue wait; with responses (BPF's, or procfs's per-thread
+    # means, said so), the response.
     assert goal.success_metric.name == "runq_latency_p99_us"
     nginx.features.response.samples, nginx.features.response.p99_us = 500, 20000
     goal = goals.infer(profile(nginx, group("wrk", LATENCY, 0.2)))
@@ -166,6 +167,10 @@ def test_a_service_contending_with_itself_is_an_oversubscribed_service():
     wrk.features.response.samples = 40
     goal = goals.infer(profile(nginx, wrk))
     assert goal.success_metric.name == "response_p99_us" and "p99 response (wakeup to done) 20000 us" in goal.rationale
+    nginx.features.response.source = wrk.features.response.source = "procfs"
+    goal = goals.infer(profile(nginx, wrk))
+    assert goal.success_metric.name == "response_p99_us"
+    assert "p99 response (wakeup to done, threads' means) 20000 us" in goal.rationale
     # The same service within the host's CPUs: nothing to do.
     nginx.features.demand = 1.2
     assert goals.infer(profile(nginx)).objective == goal_pb2.OBJECTIVE_UNSPECIFIED

@@ -50,7 +50,9 @@ class ThreadActivity:
     latency: Histogram | None = None
     slots: Sequence[int] = ()
     base: Sequence[int] = ()
-    # Responses (wakeup to the next block; BPF only), kept the same way as the slots above.
+    # Responses (wakeup to the next block): for BPF kept the same way as the slots above; from
+    # procfs one sample per thread and window, its mean (procfs counts no single response).
+    response: Histogram | None = None
     response_ns: int = 0
     response_slots: Sequence[int] = ()
     response_base: Sequence[int] = ()
@@ -122,6 +124,7 @@ class ProcfsSource:
             activity.latency = latencies.get(tid) or Histogram()
             if runs > 0:
                 activity.latency.add((after.run_delay_ns - (seen.run_delay_ns if seen else 0)) / runs, runs)
+            activity.response = _mean_response(activity)
             threads[tid] = activity
         if max(start.took_s, end.took_s) > SLOW_SCAN_SHARE * duration_s:
             log.debug("procfs window of %.1f s: its scans took %.2f s and %.2f s (CPU times aligned per thread)",
@@ -151,6 +154,18 @@ class ProcfsSource:
                                                                 runs - seen.runs)
                     last[tid] = procfs.ThreadCounters(tid, seen.pid, cpu_ns, delay, runs, 0, 0)
         return latencies, last
+
+
+def _mean_response(activity: ThreadActivity) -> Histogram:
+    """A thread's mean response in the window, weighted by its count: every voluntary switch
+    ends one stretch from a wakeup to the next block, and the stretches together took the CPU
+    it used and the wait it had. Coarser than BPF's per-response histogram (the p99 of a group
+    is that of its threads' means), but it sees the same trade: a longer slice waits longer to
+    run and is preempted less in the middle of the work."""
+    out = Histogram()
+    if activity.voluntary > 0:
+        out.add((activity.cpu_ns + activity.run_delay_ns) / activity.voluntary, activity.voluntary)
+    return out
 
 
 def _over(cpu_ns: int, before: procfs.ThreadCounters | None, after: procfs.ThreadCounters,
@@ -271,20 +286,24 @@ def _bpf_delta(before: BpfCounters | None, after: BpfCounters) -> ThreadActivity
 
 def latency_of(threads: Iterable[ThreadActivity]) -> Histogram:
     """The run-queue wait histogram of some threads together."""
-    out = Histogram()
-    from_bpf = []
-    for thread in threads:
-        if thread.latency is not None:
-            out.merge(thread.latency)
-        else:
-            from_bpf.append(thread)
-    return _add_slots(out, from_bpf, "slots", "base", "run_delay_ns")
+    return _combined(threads, "latency", "slots", "base", "run_delay_ns")
 
 
 def response_of(threads: Iterable[ThreadActivity]) -> Histogram:
-    """The response histogram (wakeup to the next block) of some threads together; empty
-    where only procfs is read (it has no such counter)."""
-    return _add_slots(Histogram(), threads, "response_slots", "response_base", "response_ns")
+    """The response histogram (wakeup to the next block) of some threads together."""
+    return _combined(threads, "response", "response_slots", "response_base", "response_ns")
+
+
+def _combined(threads: Iterable[ThreadActivity], histogram: str, slots: str, base: str, total: str) -> Histogram:
+    """The threads' procfs histograms (attribute `histogram`) merged, plus the BPF threads' slots."""
+    out = Histogram()
+    from_bpf = []
+    for thread in threads:
+        if (own := getattr(thread, histogram)) is not None:
+            out.merge(own)
+        else:
+            from_bpf.append(thread)
+    return _add_slots(out, from_bpf, slots, base, total)
 
 
 def _add_slots(out: Histogram, threads: Iterable[ThreadActivity], slots: str, base: str, total: str) -> Histogram:

@@ -128,7 +128,9 @@ def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: 
     # (a long slice): only the time from wakeup to done sees both sides. Run-queue wait alone
     # would call a long slice worse while requests finish sooner.
     if all(g.features.response.samples for g in latency):
-        metric, what = "response_p99_us", "response (wakeup to done)"
+        # procfs gives each thread's mean response per window, and the p99 is over those means.
+        procfs = any(g.features.response.source == "procfs" for g in latency)
+        metric, what = "response_p99_us", "response (wakeup to done" + (", threads' means)" if procfs else ")")
         worst = max(latency, key=lambda g: g.features.response.p99_us).features.response.p99_us
     else:
         metric, what = "runq_latency_p99_us", "run-queue wait"
