@@ -12,6 +12,7 @@ import pytest
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import load_settings
+from schedcp.runtime.errors import InvalidArgument
 from schedcp.runtime.net import free_port
 from schedcp.v1 import (
     common_pb2,
@@ -555,11 +556,12 @@ class _ThreeCandidates(_OneHost):
 
 
 class _Canaries(Cycle):
-    """Every candidate is approved; each canary ends as `verdicts` says, by policy name."""
+    """Every candidate is approved; each canary ends as `verdicts` says, by policy name, having
+    improved the success metric by `improved` (by name); take-offs are recorded."""
 
-    def __init__(self, verdicts: dict[str, int]) -> None:
-        super().__init__(_ThreeCandidates(), _NoBus(), "127.0.0.1:1", 5.0)
-        self.verdicts, self.deployed_names = verdicts, []
+    def __init__(self, verdicts: dict[str, int], improved: dict[str, float] | None = None, budget: int = 1) -> None:
+        super().__init__(_ThreeCandidates(), _NoBus(), "127.0.0.1:1", 5.0, budget)
+        self.verdicts, self.improved, self.deployed_names, self.taken_off = verdicts, improved or {}, [], []
 
     async def _verify(self, artifact, host):
         return verdict_pb2.Verdict(artifact=artifact, claims=verdict_pb2.VerdictClaims(approved=True),
@@ -569,11 +571,16 @@ class _Canaries(Cycle):
         return None
 
     async def _deploy(self, host, verdict, goal, profile_, cycle_id):
-        self.deployed_names.append(verdict.artifact.name)
-        state = self.verdicts[verdict.artifact.name]
+        name = verdict.artifact.name
+        self.deployed_names.append(name)
+        state = self.verdicts[name]
+        measured = deployment_pb2.MetricComparison(metric=goal.success_metric, improvement=self.improved.get(name, 0))
         yield deployment_pb2.DeploymentEvent(
-            deployment=deployment_pb2.Deployment(policy_name=verdict.artifact.name, state=state),
-            message=f"{verdict.artifact.name} {deployment_pb2.DeploymentState.Name(state)}")
+            deployment=deployment_pb2.Deployment(policy_name=name, state=state), metrics=[measured],
+            message=f"{name} {deployment_pb2.DeploymentState.Name(state)}")
+
+    async def _take_off(self, host, reason):
+        self.taken_off.append(self.deployed_names[-1])
 
     async def _learn(self, cycle, deployment):
         return
@@ -603,6 +610,55 @@ def test_a_rolled_back_canary_is_followed_by_the_next_candidate(verdicts, tried,
     retries = [e.message for e in events if e.message.endswith("trying the next candidate")]
     assert retries == [f"{name} rolled back: trying the next candidate" for name in tried[:-1]
                        if verdicts[name] == deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK]
+
+
+KEPT, ROLLED_BACK = deployment_pb2.DEPLOYMENT_STATE_KEPT, deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK
+
+
+@pytest.mark.parametrize(("budget", "verdicts", "improved", "deployed", "taken_off", "result"), [
+    # Each kept trial is taken off before the next; the best is deployed again.
+    (3, {"batch_sched_idle": KEPT, "batch_idle_cgroup": KEPT, "favour_group": KEPT},
+     {"batch_sched_idle": 0.2, "batch_idle_cgroup": 0.5, "favour_group": 0.3},
+     ["batch_sched_idle", "batch_idle_cgroup", "favour_group", "batch_idle_cgroup"],
+     ["batch_sched_idle", "batch_idle_cgroup", "favour_group"], "batch_idle_cgroup kept"),
+    # The last trial improved most: it stays, nothing is deployed twice.
+    (3, {"batch_sched_idle": KEPT, "batch_idle_cgroup": ROLLED_BACK, "favour_group": KEPT},
+     {"batch_sched_idle": 0.2, "favour_group": 0.4},
+     ["batch_sched_idle", "batch_idle_cgroup", "favour_group"], ["batch_sched_idle"], "favour_group kept"),
+    # Two kept end a search of two: the third candidate is not tried.
+    (2, {"batch_sched_idle": KEPT, "batch_idle_cgroup": KEPT, "favour_group": KEPT},
+     {"batch_sched_idle": 0.3, "batch_idle_cgroup": 0.1},
+     ["batch_sched_idle", "batch_idle_cgroup", "batch_sched_idle"],
+     ["batch_sched_idle", "batch_idle_cgroup"], "batch_sched_idle kept"),
+    # A last candidate that rolled back leaves the best kept one to deploy again.
+    (3, {"batch_sched_idle": KEPT, "batch_idle_cgroup": KEPT, "favour_group": ROLLED_BACK},
+     {"batch_sched_idle": 0.1, "batch_idle_cgroup": 0.3},
+     ["batch_sched_idle", "batch_idle_cgroup", "favour_group", "batch_idle_cgroup"],
+     ["batch_sched_idle", "batch_idle_cgroup"], "batch_idle_cgroup kept"),
+], ids=["best redeployed", "last is best", "budget of two", "last rolled back"])
+def test_a_search_keeps_the_candidate_that_improved_most(budget, verdicts, improved, deployed, taken_off, result):
+    cycle = _Canaries(verdicts, improved, budget=budget)
+
+    async def run() -> list[cycle_pb2.CycleEvent]:
+        return [e async for e in cycle.tune(planner_pb2.TuneRequest(host_id="testhost"))]
+
+    events = asyncio.run(run())
+    assert (cycle.deployed_names, cycle.taken_off) == (deployed, taken_off)
+    assert events[-1].message.startswith(result), events[-1]
+    board = next(e.message for e in events if e.message.startswith("search: "))
+    assert "improved most" in board and all(f"{name} {100 * i:+.0f} %" in board for name, i in improved.items()
+                                           if verdicts[name] == KEPT), board
+
+
+def test_a_budget_over_the_limit_is_refused():
+    cycle = _Canaries({})
+
+    async def run() -> None:
+        async for _ in cycle.tune(planner_pb2.TuneRequest(host_id="testhost", budget=cycle_module.MAX_BUDGET + 1)):
+            pass
+
+    with pytest.raises(InvalidArgument, match="more than the 10"):
+        asyncio.run(run())
 
 
 def test_only_protecting_a_service_from_batch_work_is_judged_on_one_round():

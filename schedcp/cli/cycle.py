@@ -156,7 +156,7 @@ def cmd_tune(settings: Settings, args: argparse.Namespace) -> int:
                      args.json)
     if not args.json:
         say(f"tuning {host}" + (f" for {args.intent!r}" if args.intent else "") + " ...", err)
-    request = planner_pb2.TuneRequest(host_id=host, intent=args.intent, provider=args.provider)
+    request = planner_pb2.TuneRequest(host_id=host, intent=args.intent, provider=args.provider, budget=args.budget)
     return _exit_code(run_cycle(settings, request, args.json))
 
 
@@ -362,6 +362,16 @@ def _print_tree(spans: list[dict]) -> None:
     walk("", 0)
 
 
+def _budget(text: str) -> int:
+    try:
+        trials = int(text)
+    except ValueError:
+        trials = 0
+    if not 1 <= trials <= 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a budget: a whole number of kept candidates, 1 to 10")
+    return trials
+
+
 def register(add: Add) -> None:
     """Add the cycle commands to the CLI's parser."""
     tune = add("tune", cmd_tune, "Run one decision cycle on a host with live progress: observe, infer the goal, "
@@ -371,6 +381,9 @@ def register(add: Add) -> None:
     tune.add_argument("--intent", default="", help='what you want, in words, e.g. "lower p99 of cyclictest"')
     tune.add_argument("--provider", choices=["rules", "openai"], default="",
                       help="how the goal is inferred (default: SCHEDCP_GOAL_PROVIDER)")
+    tune.add_argument("--budget", type=_budget, default=0, metavar="N",
+                      help="compare up to N kept candidates, each measured from the same baseline, and keep the one "
+                      "that improved most (a search; default SCHEDCP_TUNE_BUDGET, 1: the first kept wins)")
     tune.add_argument("--dry-run", action="store_true", help="only the goal and the candidates; nothing deployed")
     tune.add_argument("--auto", nargs="?", const="on", choices=["on", "off"],
                       help="instead of one cycle now: let the planner tune this host on its next profile and "

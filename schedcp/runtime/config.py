@@ -202,6 +202,11 @@ class Settings(BaseSettings):
         description="How long a host's executor measures the baseline, then the canary, of a deployment the "
         "planner starts.",
     )
+    tune_budget: int = Field(
+        default=1, ge=1, le=10,
+        description="Kept candidates a tune cycle compares, each canary from the same baseline, keeping the one "
+        "that improved most (a search; 1: the first kept wins). `schedcp tune --budget` overrides it per cycle.",
+    )
     goal_provider: Literal["rules", "openai"] = Field(
         default="rules", description="How the planner infers goals: deterministic rules, or an LLM."
     )

@@ -29,7 +29,7 @@ from schedcp.v1 import goal_pb2 as schedcp_dot_v1_dot_goal__pb2
 from schedcp.v1 import host_pb2 as schedcp_dot_v1_dot_host__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/planner.proto\x12\nschedcp.v1\x1a\x17schedcp/v1/common.proto\x1a\x1bschedcp/v1/deployment.proto\x1a\x16schedcp/v1/cycle.proto\x1a\x15schedcp/v1/goal.proto\x1a\x15schedcp/v1/host.proto\"\xd8\x01\n\x0bTuneRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12;\n\nparameters\x18\x05 \x03(\x0b\x32\'.schedcp.v1.TuneRequest.ParametersEntry\x1aI\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.ParamValue:\x02\x38\x01\"@\n\x0bPlanRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\"\xa4\x01\n\x0cPlanResponse\x12\x10\n\x08\x63ycle_id\x18\x01 \x01(\t\x12*\n\x04goal\x18\x02 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12-\n\ncandidates\x18\x03 \x01(\x0b\x32\x19.schedcp.v1.CandidateList\x12\'\n\tllm_usage\x18\x04 \x01(\x0b\x32\x14.schedcp.v1.LlmUsage\"2\n\x0eSetAutoRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"D\n\x0fSetAutoResponse\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x12\n\x10ListHostsRequest\"@\n\x11ListHostsResponse\x12+\n\x05hosts\x18\x01 \x03(\x0b\x32\x1c.schedcp.v1.HostRegistration\"2\n\x10ListAuditRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"=\n\x11ListAuditResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.schedcp.v1.AuditRecord2\xde\x02\n\x0ePlannerService\x12\x39\n\x04Tune\x12\x17.schedcp.v1.TuneRequest\x1a\x16.schedcp.v1.CycleEvent0\x01\x12\x39\n\x04Plan\x12\x17.schedcp.v1.PlanRequest\x1a\x18.schedcp.v1.PlanResponse\x12\x42\n\x07SetAuto\x12\x1a.schedcp.v1.SetAutoRequest\x1a\x1b.schedcp.v1.SetAutoResponse\x12H\n\tListHosts\x12\x1c.schedcp.v1.ListHostsRequest\x1a\x1d.schedcp.v1.ListHostsResponse\x12H\n\tListAudit\x12\x1c.schedcp.v1.ListAuditRequest\x1a\x1d.schedcp.v1.ListAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/planner.proto\x12\nschedcp.v1\x1a\x17schedcp/v1/common.proto\x1a\x1bschedcp/v1/deployment.proto\x1a\x16schedcp/v1/cycle.proto\x1a\x15schedcp/v1/goal.proto\x1a\x15schedcp/v1/host.proto\"\xe8\x01\n\x0bTuneRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12;\n\nparameters\x18\x05 \x03(\x0b\x32\'.schedcp.v1.TuneRequest.ParametersEntry\x12\x0e\n\x06\x62udget\x18\x06 \x01(\r\x1aI\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.ParamValue:\x02\x38\x01\"@\n\x0bPlanRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\"\xa4\x01\n\x0cPlanResponse\x12\x10\n\x08\x63ycle_id\x18\x01 \x01(\t\x12*\n\x04goal\x18\x02 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12-\n\ncandidates\x18\x03 \x01(\x0b\x32\x19.schedcp.v1.CandidateList\x12\'\n\tllm_usage\x18\x04 \x01(\x0b\x32\x14.schedcp.v1.LlmUsage\"2\n\x0eSetAutoRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"D\n\x0fSetAutoResponse\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x12\n\x10ListHostsRequest\"@\n\x11ListHostsResponse\x12+\n\x05hosts\x18\x01 \x03(\x0b\x32\x1c.schedcp.v1.HostRegistration\"2\n\x10ListAuditRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"=\n\x11ListAuditResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.schedcp.v1.AuditRecord2\xde\x02\n\x0ePlannerService\x12\x39\n\x04Tune\x12\x17.schedcp.v1.TuneRequest\x1a\x16.schedcp.v1.CycleEvent0\x01\x12\x39\n\x04Plan\x12\x17.schedcp.v1.PlanRequest\x1a\x18.schedcp.v1.PlanResponse\x12\x42\n\x07SetAuto\x12\x1a.schedcp.v1.SetAutoRequest\x1a\x1b.schedcp.v1.SetAutoResponse\x12H\n\tListHosts\x12\x1c.schedcp.v1.ListHostsRequest\x1a\x1d.schedcp.v1.ListHostsResponse\x12H\n\tListAudit\x12\x1c.schedcp.v1.ListAuditRequest\x1a\x1d.schedcp.v1.ListAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,25 +39,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TUNEREQUEST_PARAMETERSENTRY']._loaded_options = None
   _globals['_TUNEREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_TUNEREQUEST']._serialized_start=165
-  _globals['_TUNEREQUEST']._serialized_end=381
-  _globals['_TUNEREQUEST_PARAMETERSENTRY']._serialized_start=308
-  _globals['_TUNEREQUEST_PARAMETERSENTRY']._serialized_end=381
-  _globals['_PLANREQUEST']._serialized_start=383
-  _globals['_PLANREQUEST']._serialized_end=447
-  _globals['_PLANRESPONSE']._serialized_start=450
-  _globals['_PLANRESPONSE']._serialized_end=614
-  _globals['_SETAUTOREQUEST']._serialized_start=616
-  _globals['_SETAUTOREQUEST']._serialized_end=666
-  _globals['_SETAUTORESPONSE']._serialized_start=668
-  _globals['_SETAUTORESPONSE']._serialized_end=736
-  _globals['_LISTHOSTSREQUEST']._serialized_start=738
-  _globals['_LISTHOSTSREQUEST']._serialized_end=756
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=758
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=822
-  _globals['_LISTAUDITREQUEST']._serialized_start=824
-  _globals['_LISTAUDITREQUEST']._serialized_end=874
-  _globals['_LISTAUDITRESPONSE']._serialized_start=876
-  _globals['_LISTAUDITRESPONSE']._serialized_end=937
-  _globals['_PLANNERSERVICE']._serialized_start=940
-  _globals['_PLANNERSERVICE']._serialized_end=1290
+  _globals['_TUNEREQUEST']._serialized_end=397
+  _globals['_TUNEREQUEST_PARAMETERSENTRY']._serialized_start=324
+  _globals['_TUNEREQUEST_PARAMETERSENTRY']._serialized_end=397
+  _globals['_PLANREQUEST']._serialized_start=399
+  _globals['_PLANREQUEST']._serialized_end=463
+  _globals['_PLANRESPONSE']._serialized_start=466
+  _globals['_PLANRESPONSE']._serialized_end=630
+  _globals['_SETAUTOREQUEST']._serialized_start=632
+  _globals['_SETAUTOREQUEST']._serialized_end=682
+  _globals['_SETAUTORESPONSE']._serialized_start=684
+  _globals['_SETAUTORESPONSE']._serialized_end=752
+  _globals['_LISTHOSTSREQUEST']._serialized_start=754
+  _globals['_LISTHOSTSREQUEST']._serialized_end=772
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=774
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=838
+  _globals['_LISTAUDITREQUEST']._serialized_start=840
+  _globals['_LISTAUDITREQUEST']._serialized_end=890
+  _globals['_LISTAUDITRESPONSE']._serialized_start=892
+  _globals['_LISTAUDITRESPONSE']._serialized_end=953
+  _globals['_PLANNERSERVICE']._serialized_start=956
+  _globals['_PLANNERSERVICE']._serialized_end=1306
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TuneRequest(_message.Message):
-    __slots__ = ("host_id", "intent", "provider", "policy", "parameters")
+    __slots__ = ("host_id", "intent", "provider", "policy", "parameters", "budget")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,12 +25,14 @@ class TuneRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     intent: str
     provider: str
     policy: str
     parameters: _containers.MessageMap[str, _common_pb2.ParamValue]
-    def __init__(self, host_id: _Optional[str] = ..., intent: _Optional[str] = ..., provider: _Optional[str] = ..., policy: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ...) -> None: ...
+    budget: int
+    def __init__(self, host_id: _Optional[str] = ..., intent: _Optional[str] = ..., provider: _Optional[str] = ..., policy: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., budget: _Optional[int] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("host_id", "intent", "provider")

@@ -6,7 +6,11 @@ Candidates are tried best first, at most MAX_CANDIDATES_TRIED of them: one the v
 rejects is skipped for the next, and so is one whose canary rolled back (it measured that the
 policy does not help here, and which library policy wins has to be measured); the first one
 kept ends the cycle (the executor publishes each canary's Outcome, the learner learns from
-both). A policy the operator chose is tried alone. When the deployment produced an Outcome (a judged canary,
+both). With a budget of more kept trials (TuneRequest.budget, SCHEDCP_TUNE_BUDGET), a kept one
+is taken off and the next measured from the same baseline, until that many were kept or the
+candidates ran out; the one whose success metric improved most is then deployed again with its
+canary, unless it is the last and still in force (a search over the candidates).
+A policy the operator chose is tried alone. When the deployment produced an Outcome (a judged canary,
 an ejection), the cycle waits, at most LEARN_WAIT_S, until the learner lists it as applied
 (History of the host) and says so in a learn event; a cycle without an outcome has no learn
 event. When no library policy passes on a sched_ext host and the openai provider is in use,
@@ -32,6 +36,7 @@ from google.protobuf import duration_pb2
 
 from schedcp.runtime import metrics, rpc, telemetry, topology
 from schedcp.runtime.bus import Bus
+from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,
@@ -57,6 +62,8 @@ C = cycle_pb2
 # An automatic cycle starts from the profile that triggered it when it is at most this old.
 PUBLISHED_PROFILE_MAX_AGE_S = 30
 MAX_CANDIDATES_TRIED = 3
+# The most candidates one cycle tries as canaries (TuneRequest.budget).
+MAX_BUDGET = 10
 # Rounds of (baseline, canary) for goals judged on modest effects (canary_rounds).
 ALTERNATING_ROUNDS = 3
 # The end recorded for a cycle whose Tune call was cancelled (the caller went away, or the
@@ -73,11 +80,13 @@ LEARN_WAIT_S = 10.0
 
 
 class Cycle:
-    def __init__(self, planner: Planner, bus: Bus, verifier_addr: str, canary_window_s: float) -> None:
+    def __init__(self, planner: Planner, bus: Bus, verifier_addr: str, canary_window_s: float,
+                 budget: int = 1) -> None:
         self._planner = planner
         self._bus = bus
         self._verifier_addr = verifier_addr
         self._canary_window_s = canary_window_s
+        self._budget = budget
         # Cycles in flight, so a stopping planner can close the records of those it could not
         # finish even when their handlers were cancelled too abruptly to do it themselves.
         self._open: set[_CycleEvents] = set()
@@ -90,6 +99,8 @@ class Cycle:
         self._planner.check_provider(request.provider)
         host = await self._planner.host(request.host_id)
         self._planner.check_policy(request.policy, host)
+        if request.budget > MAX_BUDGET:
+            raise InvalidArgument(f"a budget of {request.budget} trials is more than the {MAX_BUDGET} a cycle may try")
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
         telemetry.mark_cycle(cycle.cycle_id)
         self._open.add(cycle)
@@ -156,7 +167,9 @@ class Cycle:
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED, f"candidates: {names}",
                                candidates=found)
         judged: deployment_pb2.DeploymentEvent | None = None
-        tried = found.candidates[:MAX_CANDIDATES_TRIED]
+        budget = 1 if request.policy else request.budget or self._budget
+        tried = found.candidates[:max(MAX_CANDIDATES_TRIED, budget)]
+        kept: list[tuple[float, verdict_pb2.Verdict]] = []  # a search's kept trials, taken off
         for index, candidate in enumerate(tried):
             yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_STARTED,
                                    f"verifying {candidate.artifact.name}")
@@ -172,12 +185,26 @@ class Cycle:
                 yield event
             judged = cycle.deployed
             # A canary that rolled back measured that this policy does not help here; the next
-            # candidate may (which one wins is measured, not assumed). An operator's choice is
-            # tried alone.
-            if request.policy or not _rolled_back(judged) or index == len(tried) - 1:
+            # candidate may (which one wins is measured, not assumed). Within a budget of more
+            # than one kept trial, a kept one is compared with the next from the same baseline.
+            if index == len(tried) - 1 or not (_rolled_back(judged) or _kept(judged)):
                 break
+            if _kept(judged):
+                if len(kept) + 1 >= budget:
+                    break
+                kept.append((_improvement(judged, goal), verdict))
+                await self._take_off(host, f"search: {verdict.artifact.name} measured, taken off to try the next "
+                                           "candidate from the same baseline")
+                yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_RUNNING,
+                                       f"{verdict.artifact.name} kept ({_percent(kept[-1][0])}): taken off to try "
+                                       f"the next candidate from the same baseline (kept {len(kept)} of {budget})")
+                continue
             yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_RUNNING,
                                    f"{verdict.artifact.name} rolled back: trying the next candidate")
+        if kept:
+            async for event in self._keep_the_best(cycle, host, kept, judged, goal, profile):
+                yield event
+            judged = cycle.deployed
         if judged is not None:
             yield await cycle.emit(C.CYCLE_STAGE_RESULT, *_result(judged.deployment.policy_name, judged),
                                    deployment=judged)
@@ -200,6 +227,28 @@ class Cycle:
                 return
         yield await cycle.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_FAILED,
                                "no candidate could be verified and deployed on this host")
+
+    async def _keep_the_best(self, cycle: _CycleEvents, host: host_pb2.HostRegistration,
+                             kept: list[tuple[float, verdict_pb2.Verdict]],
+                             last: deployment_pb2.DeploymentEvent | None, goal: goal_pb2.OptimizationGoal, profile):
+        """After a search: the trial whose success metric improved most stays. The last trial,
+        still in force if it was kept, competes too; an earlier one is deployed again (with its
+        canary: what was measured once is confirmed, not assumed)."""
+        if _kept(last):
+            kept = [*kept, (_improvement(last, goal), None)]
+        _, best = max(kept, key=lambda trial: trial[0])
+        board = ", ".join(f"{(v.artifact.name if v else last.deployment.policy_name)} {_percent(i)}" for i, v in kept)
+        if best is None:
+            cycle.deployed = last
+            yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
+                                   f"search: {last.deployment.policy_name} improved most ({board}); it stays")
+            return
+        if _kept(last):
+            await self._take_off(host, f"search: {best.artifact.name} improved more")
+        yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
+                               f"search: {best.artifact.name} improved most ({board}): deploying it again")
+        async for event in self._canary(cycle, host, best, goal, profile):
+            yield event
 
     async def _deploy_and_report(self, cycle: _CycleEvents, host: host_pb2.HostRegistration,
                                  verdict: verdict_pb2.Verdict, goal: goal_pb2.OptimizationGoal, profile):
@@ -276,6 +325,11 @@ class Cycle:
             return None
         return status.current if status.HasField("current") else None
 
+    async def _take_off(self, host: host_pb2.HostRegistration, reason: str) -> None:
+        """Roll back what the host runs (a kept trial of a search), as an operator would."""
+        async with rpc.channel(host.executor_addr) as channel:
+            await executor_pb2_grpc.ExecutorServiceStub(channel).Rollback(executor_pb2.RollbackRequest(reason=reason))
+
     async def _deploy(self, host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,
                       goal: goal_pb2.OptimizationGoal, profile, cycle_id: str):
         request = executor_pb2.DeployRequest(artifact=verdict.artifact, verdict=verdict,
@@ -331,6 +385,20 @@ def _outcome_published(last: deployment_pb2.DeploymentEvent | None) -> bool:
 
 def _rolled_back(last: deployment_pb2.DeploymentEvent | None) -> bool:
     return last is not None and last.deployment.state == deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK
+
+
+def _kept(last: deployment_pb2.DeploymentEvent | None) -> bool:
+    return last is not None and last.deployment.state == deployment_pb2.DEPLOYMENT_STATE_KEPT
+
+
+def _improvement(last: deployment_pb2.DeploymentEvent, goal: goal_pb2.OptimizationGoal) -> float:
+    """How much a kept canary improved the goal's success metric (0 when it was not measured)."""
+    name = goal.success_metric.name
+    return next((m.improvement for m in last.metrics if m.metric.name == name), 0.0)
+
+
+def _percent(improvement: float) -> str:
+    return f"{100 * improvement:+.0f} %"
 
 
 def _learned(outcome: deployment_pb2.Outcome) -> str:

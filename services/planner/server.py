@@ -53,7 +53,7 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
 async def build(ctx: ServiceContext) -> list[GrpcService]:
     hosts = HostDirectory(ctx.bus)
     planner = Planner(hosts, ctx.settings, ctx.bus)
-    cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr, ctx.settings.canary_window_s)
+    cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr, ctx.settings.canary_window_s, ctx.settings.tune_budget)
     ctx.on_close(cycle.close)
     async def tune_host(profile: profile_pb2.WorkloadProfile) -> None:
         async for _ in cycle.tune(planner_pb2.TuneRequest(host_id=profile.host.host_id), profile):
