@@ -119,7 +119,9 @@ class Fleet:
         self.memory_mb = memory_mb
         self.certs = work / "tls"
         self.settings = self._central_settings()
-        self.stack = LocalStack(self.settings)
+        # The central services stay in this process's session, so in the VMs' autogroup: in a new
+        # one each, a restarted nats-server waited seconds for a CPU beside the VMs (decision 34).
+        self.stack = LocalStack(self.settings, own_sessions=False)
         self.hosts = [VmHost(name, {key: free_port() for key in GUEST_PORTS}, work / f"{name}.console.log")
                       for name in host_names]
         self._exit = contextlib.ExitStack()
