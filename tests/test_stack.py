@@ -1,13 +1,15 @@
 """How the local stack starts and stops its children (schedcp/cli/stack.py), with stand-in
 children: in a session of their own, or in the starting process's session (so in its autogroup)
 in a process group of their own; a start that does not listen fails with what the child was
-doing."""
+doing; a killed child has exited before a restart starts the next."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,3 +70,22 @@ def test_a_start_that_does_not_listen_says_what_the_child_was_doing(local):
     assert f"did not listen on 127.0.0.1:{port} within" in message
     assert "sleeping" in message and "s of CPU used" in message and "last log line: up; loading the store" in message
 
+
+def test_a_killed_child_is_gone_when_terminate_returns(local, monkeypatch):
+    # restart() starts the new child right after _terminate: one still exiting after SIGKILL
+    # would still hold the port (the new nats-server then fails to listen) and its files.
+    monkeypatch.setattr(stackmod, "STOP_MARGIN_S", 0.2)
+    kill = os.kill
+
+    def slow_exit(pid: int, sig: int) -> None:  # SIGKILL takes effect 0.3 s later, as on a busy machine
+        if sig == signal.SIGKILL:
+            threading.Timer(0.3, kill, (pid, sig)).start()
+        else:
+            kill(pid, sig)
+
+    monkeypatch.setattr(stackmod.os, "kill", slow_exit)
+    stack, spawn = local
+    child = spawn("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\n"
+                  "time.sleep(60)")
+    stack._terminate([child])
+    assert not child.alive()

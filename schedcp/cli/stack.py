@@ -29,6 +29,8 @@ from schedcp.runtime.net import free_port, port_free, split_address
 
 READY_TIMEOUT_S = 30.0
 STOP_MARGIN_S = 10.0
+# How long a child gets to be gone after SIGKILL, so that a restart finds its port and files free.
+KILL_WAIT_S = 5.0
 NATS = "nats"
 TRACES = "tracestore"
 # The services export spans in batches this often (ms) to the local trace store, so a cycle's
@@ -305,7 +307,11 @@ class LocalStack:
         deadline = time.monotonic() + self.settings.shutdown_grace_s + STOP_MARGIN_S
         while any(c.alive() for c in children) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for child in children:
-            if child.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGKILL)
+        killed = [c for c in children if c.alive()]
+        for child in killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+        # SIGKILL only asks: until the process has exited it still holds its port and files.
+        deadline = time.monotonic() + KILL_WAIT_S
+        while any(c.alive() for c in killed) and time.monotonic() < deadline:
+            time.sleep(0.01)
