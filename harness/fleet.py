@@ -149,7 +149,9 @@ class Fleet:
         self.guest = guest or Guest()
         self.certs = work / "tls"
         self.settings = self._central_settings()
-        self.stack = LocalStack(self.settings)
+        # The central services stay in this process's session, so in the VMs' autogroup: in a new
+        # one each, a restarted nats-server waited seconds for a CPU beside the VMs (decision 36).
+        self.stack = LocalStack(self.settings, own_sessions=False)
         self.hosts = [VmHost(name, {key: free_port() for key in self.guest.ports}, work / f"{name}.console.log",
                              workload_argv=self.guest.workload)
                       for name in host_names]

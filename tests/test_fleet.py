@@ -5,6 +5,7 @@ stack, as the fault drills do."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -99,3 +100,14 @@ def test_a_stack_restarts_its_nats_server_on_the_same_port_and_store(tmp_path):
             asyncio.run(LocalStack(settings).restart(NATS))
     finally:
         stack.stop()
+
+
+def test_the_fleets_central_stack_stays_in_the_harness_session(tmp_path):
+    # So in the VMs' autogroup: a nats-server restarted into a new session, beside the VMs,
+    # once took 30 s to listen in `make e2e` (docs/decisions.md, 34).
+    stack = Fleet(tmp_path / "run", ["vm-a"]).stack
+    child = stack._spawn("child", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+    try:
+        assert os.getsid(child.pid) == os.getsid(0) and os.getpgid(child.pid) == child.pid
+    finally:
+        stack._terminate([child])

@@ -29,6 +29,8 @@ from schedcp.runtime.net import free_port, port_free, split_address
 
 READY_TIMEOUT_S = 30.0
 STOP_MARGIN_S = 10.0
+# How long a child gets to be gone after SIGKILL, so that a restart finds its port and files free.
+KILL_WAIT_S = 5.0
 NATS = "nats"
 TRACES = "tracestore"
 # The services export spans in batches this often (ms) to the local trace store, so a cycle's
@@ -51,14 +53,39 @@ class Child:
         return _start_ticks(self.pid) == self.start_ticks
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state first), or [] when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 def _start_ticks(pid: int) -> int:
     """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), or -1."""
+    fields = _stat(pid)
+    return -1 if not fields or fields[0] == "Z" else int(fields[19])
+
+
+_STATES = {"R": "runnable", "S": "sleeping", "D": "waiting on I/O", "T": "stopped"}
+
+
+def _describe(child: Child) -> str:
+    """What a child that is not ready is doing: its state, the CPU it used, its last log line."""
+    fields = _stat(child.pid)
+    if not fields:
+        return "gone"
+    cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (f"{_STATES.get(fields[0], 'state ' + fields[0])}, {cpu_s:.2f} s of CPU used; "
+            f"last log line: {_last_line(child.log)}")
+
+
+def _last_line(log: str) -> str:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        lines = Path(log).read_text(errors="replace").strip().splitlines()
     except OSError:
-        return -1
-    fields = stat.rsplit(")", 1)[1].split()
-    return -1 if fields[0] == "Z" else int(fields[19])
+        lines = []
+    return lines[-1] if lines else "(no output)"
 
 
 def ephemeral_env(host: str = "127.0.0.1") -> dict[str, str]:
@@ -81,8 +108,14 @@ def nats_server_binary() -> str:
 class LocalStack:
     """Starts, finds and stops one machine's stack."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, own_sessions: bool = True) -> None:
+        """`own_sessions`: each child in a session of its own, so with autogroups in a
+        scheduling group of its own, as a systemd unit is in a cgroup of its own (`schedcp up`,
+        benchmarks). Without, the children stay in this process's session and autogroup, in
+        process groups of their own: the fleet harness, whose VMs are in its session too
+        (docs/decisions.md, 34)."""
         self.settings = settings
+        self.own_sessions = own_sessions
         self.data_dir = settings.data_dir
         self.state_file = self.data_dir / "stack.json"
         self.log_dir = self.data_dir / "logs"
@@ -128,10 +161,11 @@ class LocalStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log_file:
-            # A session of its own: Ctrl-C in the terminal reaches `schedcp up`, which then
-            # stops the children in order, instead of every process at once.
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            # A session or at least a process group of its own: Ctrl-C in the terminal reaches
+            # `schedcp up`, which then stops the children in order, instead of every process at once.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=self.own_sessions,
+                                    process_group=None if self.own_sessions else 0)
         return Child(name, proc.pid, _start_ticks(proc.pid), str(log_path), listen)
 
     def _save(self, children: list[Child]) -> None:
@@ -200,6 +234,8 @@ class LocalStack:
         return child
 
     async def _wait_for_port(self, child: Child, host: str, port: int) -> None:
+        """Until the child accepts connections on host:port (nats-server opens its client port once
+        JetStream has restored every stream)."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             self._fail_if_dead(child)
@@ -208,8 +244,8 @@ class LocalStack:
                 writer.close()
                 return
             await asyncio.sleep(0.05)
-        raise StartupError(f"{child.name} did not listen on {host}:{port} within {READY_TIMEOUT_S:.0f}s; "
-                           f"see {child.log}")
+        raise StartupError(f"{child.name} did not listen on {host}:{port} within {READY_TIMEOUT_S:.0f}s "
+                           f"({_describe(child)}); see {child.log}")
 
     async def _wait_until_serving(self, children: list[Child], roles: set[Role]) -> list[ServiceStatus]:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -229,9 +265,7 @@ class LocalStack:
     def _fail_if_dead(child: Child) -> None:
         if child.alive():
             return
-        lines = Path(child.log).read_text(errors="replace").strip().splitlines()
-        last = lines[-1] if lines else "(no output)"
-        raise StartupError(f"{child.name} exited during start: {last}  (log: {child.log})")
+        raise StartupError(f"{child.name} exited during start: {_last_line(child.log)}  (log: {child.log})")
 
     def stop(self) -> list[str]:
         """Stop the services, then nats-server: SIGTERM, then SIGKILL after the grace period.
@@ -273,7 +307,11 @@ class LocalStack:
         deadline = time.monotonic() + self.settings.shutdown_grace_s + STOP_MARGIN_S
         while any(c.alive() for c in children) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for child in children:
-            if child.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGKILL)
+        killed = [c for c in children if c.alive()]
+        for child in killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+        # SIGKILL only asks: until the process has exited it still holds its port and files.
+        deadline = time.monotonic() + KILL_WAIT_S
+        while any(c.alive() for c in killed) and time.monotonic() < deadline:
+            time.sleep(0.01)
