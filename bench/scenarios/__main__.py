@@ -60,12 +60,13 @@ def classification(scenario: Scenario, workload: Workload, settings: Settings) -
     return rows, profiles
 
 
-def run_arm(scenario: Scenario, workload: Workload, arm: Arm, settings: Settings) -> tuple[dict, dict | None]:
+def run_arm(scenario: Scenario, workload: Workload, arm: Arm, settings: Settings,
+            budget: int) -> tuple[dict, dict | None]:
     cycle = None
     applied = False
     if arm.name == "schedcp":
         with warmed(workload, with_batch=scenario.beside_batch):
-            cycle = arms_mod.tune(settings)
+            cycle = arms_mod.tune(settings, budget)
         applied = cycle["kept"]
         log(f"  schedcp: {cycle['objective'] or 'no goal'}; {cycle['result']} ({cycle['wall_s']} s)")
     elif arm.artifact is not None:
@@ -78,7 +79,7 @@ def run_arm(scenario: Scenario, workload: Workload, arm: Arm, settings: Settings
             arms_mod.rollback(settings)
 
 
-def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds: float) -> dict:
+def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds: float, budget: int) -> dict:
     log(f"{scenario.name}: {scenario.summary}")
     settings = backend.settings
     facts = arms_mod.host_facts(settings)
@@ -96,7 +97,7 @@ def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds
             for arm in order:
                 if arm.name in refused:
                     continue
-                result, cycle = run_arm(scenario, workload, arm, settings)
+                result, cycle = run_arm(scenario, workload, arm, settings, budget)
                 runs[arm.name].append(result)
                 if cycle:
                     cycles.append(cycle)
@@ -107,7 +108,7 @@ def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds
     result = summarise(scenario, [a for a in arms if a.name not in refused], runs, cycles, labels)
     result["not_approved"] = refused
     result["ran"] = {"at": time.strftime("%Y-%m-%d %H:%M"), "repetitions": repetitions, "seconds": seconds,
-                     "where": backend.where}
+                     "where": backend.where, "budget": budget}
     return result
 
 
@@ -325,6 +326,8 @@ def main() -> None:
     parser.add_argument("--vm", action="store_true", help="run in a sched_ext VM (qemu, the fleet's host image with "
                         "the suite's programs) with the central services here; scenarios that do not fit the VM "
                         f"are left out ({', '.join(NOT_IN_VM)})")
+    parser.add_argument("--budget", type=int, default=0, metavar="N", help="the schedcp arm's cycle compares up "
+                        "to N kept candidates (`schedcp tune --budget`; default: the planner's, SCHEDCP_TUNE_BUDGET)")
     parser.add_argument("--grid-points", type=int, default=arms_mod.GRID_POINTS, metavar="N",
                         help="oracle values per numeric parameter besides its default (%(default)s; 0: each "
                         "library policy with its defaults only)")
@@ -355,7 +358,7 @@ def main() -> None:
                 rows, taken = profile_only(scenario, backend)
                 results, profiles = results + rows, profiles + taken
             else:
-                results.append(run_scenario(scenario, backend, args.repetitions, args.seconds))
+                results.append(run_scenario(scenario, backend, args.repetitions, args.seconds, args.budget))
     if args.features:
         Path(args.features).write_text(json.dumps({"host": {"kernel": os.uname().release, "cpus": CPUS},
                                                    "groups": results, "profiles": profiles}, indent=1) + "\n")

@@ -182,16 +182,18 @@ def deploy(settings: Settings, arm: Arm) -> None:
         raise RuntimeError(f"{arm.name} was not applied ({deployment_pb2.DeploymentState.Name(state)})")
 
 
-async def _tune(settings: Settings) -> list[cycle_pb2.CycleEvent]:
+async def _tune(settings: Settings, budget: int) -> list[cycle_pb2.CycleEvent]:
     async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
         stub = planner_pb2_grpc.PlannerServiceStub(channel)
-        return [e async for e in stub.Tune(planner_pb2.TuneRequest(host_id=settings.host_id, provider="rules"))]
+        request = planner_pb2.TuneRequest(host_id=settings.host_id, provider="rules", budget=budget)
+        return [e async for e in stub.Tune(request)]
 
 
-def tune(settings: Settings) -> dict:
-    """One decision cycle; what it decided, in numbers and words."""
+def tune(settings: Settings, budget: int = 0) -> dict:
+    """One decision cycle (`budget`: kept candidates compared, 0 for the planner's default);
+    what it decided, in numbers and words."""
     started = time.monotonic()
-    events = asyncio.run(_tune(settings))
+    events = asyncio.run(_tune(settings, budget))
     result = events[-1]
     goal = next((e.goal for e in events if e.HasField("goal")), None)
     found = next((e.candidates for e in events if e.HasField("candidates")), None)
