@@ -205,7 +205,7 @@ def merged(results: list[dict], name: str) -> list[dict]:
     return kept + list(fresh.values())
 
 
-def report(results: list[dict], args: argparse.Namespace) -> None:
+def report(results: list[dict], args: argparse.Namespace, show: bool = True) -> None:
     if args.update:
         results = merged(results, args.name)
     results = [judge(s) for s in results]
@@ -265,7 +265,8 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
     lines += [f"![scenarios]({name}.png)", "", "Reproduce: `python -m bench.scenarios` (part of `make bench`).", ""]
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
     plot(results, RESULTS / f"{name}.png")
-    print((RESULTS / f"{name}.md").read_text())
+    if show:
+        print((RESULTS / f"{name}.md").read_text())
 
 
 CLASSES = ("latency_sensitive", "batch", "interactive", "background", "unspecified")
@@ -359,6 +360,8 @@ def main() -> None:
                 results, profiles = results + rows, profiles + taken
             else:
                 results.append(run_scenario(scenario, backend, args.repetitions, args.seconds, args.budget))
+                # Written after every scenario: a run that fails later keeps what it measured.
+                report(results, args, show=False)
     if args.features:
         Path(args.features).write_text(json.dumps({"host": {"kernel": os.uname().release, "cpus": CPUS},
                                                    "groups": results, "profiles": profiles}, indent=1) + "\n")

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.scenarios.guest import fixed_work_s
 from bench.scenarios.workload import LocalWorkload, Workload
 from bench.stack import running_stack
-from harness.fleet import Fleet, Guest, ask_line
+from harness.fleet import Fleet, FleetError, Guest, ask_line
 from schedcp.runtime.config import Settings
 
 BENCH = Path(__file__).resolve().parent.parent
@@ -86,11 +86,19 @@ def vm_backend(progress: Callable[[str], None]) -> Iterator[Backend]:
                       lambda name, seconds: RemoteWorkload(port, name, seconds, speed))
         failed = False
     finally:
+        _save_worker_log(fleet, work)
         asyncio.run(fleet.__aexit__())
         if failed:
             progress(f"the VM's consoles and service logs are kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _save_worker_log(fleet: Fleet, work: Path) -> None:
+    """The worker's log, beside the services' (the VM's disk goes with it)."""
+    host = fleet.hosts[0]
+    with contextlib.suppress(OSError, FleetError, ValueError):
+        (work / f"{host.name}.worker.log").write_text(host.ask("log", role="workload-0", lines=100_000)["log"])
 
 
 def _relative_speed(port: int) -> float:

@@ -340,7 +340,11 @@ def start_stress(procs: Processes, workers: int, seconds: float, report: Path) -
 
 
 def stress_ops_per_s(report: Path) -> float:
-    metrics = yaml.safe_load(report.read_text())["metrics"]
+    """The stressors' bogo-ops per second (wall clock), from the report's metrics section alone:
+    stress-ng 0.19.02 (Debian trixie) writes a misindented line into the build-info section
+    before it, which makes the whole document invalid YAML."""
+    text = report.read_text()
+    metrics = yaml.safe_load(text[text.index("\nmetrics:"):])["metrics"]
     return sum(m["bogo-ops-per-second-real-time"] for m in metrics)
 
 
