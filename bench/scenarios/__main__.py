@@ -218,7 +218,7 @@ def report(results: list[dict], args: argparse.Namespace, show: bool = True) -> 
     name = args.name
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     lines = [f"# Scenario suite ({name}): real programs, schedcp against the oracle",
-             "", f"{os.uname().release}, {CPUS} CPUs, {data['date']}; {args.repetitions} repetitions of every arm, "
+             "", f"{_where(results)}, {CPUS} CPUs, {data['date']}; {args.repetitions} repetitions of every arm, "
              f"rotating order, {args.seconds:g} s windows; medians. `schedcp` is one decision cycle with no intent "
              "(rules provider), then the measurement under what it kept; the oracle is the best library policy and "
              "parameters tried on the scenario's true groups.",
@@ -267,6 +267,12 @@ def report(results: list[dict], args: argparse.Namespace, show: bool = True) -> 
     plot(results, RESULTS / f"{name}.png")
     if show:
         print((RESULTS / f"{name}.md").read_text())
+
+
+def _where(results: list[dict]) -> str:
+    """Where the scenarios ran: this host's kernel, or the VM's as the backend named it."""
+    places = {s.get("ran", {}).get("where", "") for s in results} - {"", "this host (native)"}
+    return "; ".join(sorted(places)) or f"this host ({os.uname().release})"
 
 
 CLASSES = ("latency_sensitive", "batch", "interactive", "background", "unspecified")

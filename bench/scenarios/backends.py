@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.scenarios import arms
 from bench.scenarios.guest import fixed_work_s
 from bench.scenarios.workload import LocalWorkload, Workload
 from bench.stack import running_stack
@@ -81,8 +82,9 @@ def vm_backend(progress: Callable[[str], None]) -> Iterator[Backend]:
         progress(f"{VM_HOST}: the scenario worker is up; the VM runs fixed work at {speed:.2f}x this host's speed")
         settings = fleet.settings.model_copy(update={"host_id": host.name, "observer_addr": host.observer_addr,
                                                      "executor_addr": host.executor_addr})
-        yield Backend(settings, f"a sched_ext VM (qemu TCG, 2 vCPUs; {speed:.2f}x this host's speed, loads "
-                                "scaled by it)",
+        kernel = arms.host_facts(settings).kernel_release
+        yield Backend(settings, f"a sched_ext VM ({kernel}, qemu TCG, 2 vCPUs; {speed:.2f}x this host's speed, "
+                                "loads scaled by it)",
                       lambda name, seconds: RemoteWorkload(port, name, seconds, speed))
         failed = False
     finally:
