@@ -79,12 +79,13 @@ def vm_backend(progress: Callable[[str], None]) -> Iterator[Backend]:
         host.ask("workload")
         port = host.ports["scenarios"]
         speed = _relative_speed(port)
-        progress(f"{VM_HOST}: the scenario worker is up; the VM runs fixed work at {speed:.2f}x this host's speed")
+        progress(f"{VM_HOST}: the scenario worker is up; the VM runs system work at {speed['system']:.2f}x and "
+                 f"compute at {speed['compute']:.2f}x this host's speed")
         settings = fleet.settings.model_copy(update={"host_id": host.name, "observer_addr": host.observer_addr,
                                                      "executor_addr": host.executor_addr})
         kernel = arms.host_facts(settings).kernel_release
-        yield Backend(settings, f"a sched_ext VM ({kernel}, qemu TCG, 2 vCPUs; {speed:.2f}x this host's speed, "
-                                "loads scaled by it)",
+        yield Backend(settings, f"a sched_ext VM ({kernel}, qemu TCG, 2 vCPUs; {speed['system']:.2f}x this host's "
+                                f"speed at system work and {speed['compute']:.2f}x at compute, loads scaled by them)",
                       lambda name, seconds: RemoteWorkload(port, name, seconds, speed))
         failed = False
     finally:
@@ -103,16 +104,16 @@ def _save_worker_log(fleet: Fleet, work: Path) -> None:
         (work / f"{host.name}.worker.log").write_text(host.ask("log", role="workload-0", lines=100_000)["log"])
 
 
-def _relative_speed(port: int) -> float:
-    """The VM's speed over this host's for the same fixed work: the fastest of several runs on
-    each side, alternating (other work on this machine slows both, and the fastest run is the
-    least disturbed)."""
+def _relative_speed(port: int) -> dict[str, float]:
+    """The VM's speed over this host's for the same fixed work, of each kind: the fastest of
+    several runs on each side, alternating (other work on this machine slows both, and the
+    fastest run is the least disturbed)."""
     _wait_for_worker(port)
     here, there = [], []
     for _ in range(SPEED_RUNS):
         here.append(fixed_work_s())
         there.append(ask(port, {"cmd": "work"}, timeout_s=120)["seconds"])
-    return min(here) / min(there)
+    return {kind: min(r[kind] for r in here) / min(r[kind] for r in there) for kind in here[0]}
 
 
 def _wait_for_worker(port: int) -> None:
@@ -145,7 +146,7 @@ def ask(port: int, request: dict, timeout_s: float) -> dict:
 class RemoteWorkload:
     """A scenario's programs in a VM, driven through the guest worker's forwarded port."""
 
-    def __init__(self, port: int, name: str, seconds: float, speed: float) -> None:
+    def __init__(self, port: int, name: str, seconds: float, speed: dict[str, float]) -> None:
         self.port = port
         self.seconds = seconds
         self._ask("open", scenario=name, seconds=seconds, speed=speed)

@@ -56,13 +56,15 @@ class Truth:
 @dataclass
 class Env:
     """What a scenario's steps share: its processes, a private directory, the window length, and
-    `speed`: how fast this machine runs the programs' work against the host the loads were sized
-    on (an emulated VM's CPU is several times slower). Paced loads and job sizes scale with it,
-    so that a slower machine is loaded alike rather than swamped."""
+    how fast this machine runs the programs' work against the host the loads were sized on (an
+    emulated VM's CPU is several times slower): `speed` for serving and messaging (paced loads,
+    hackbench's loops), `compute_speed` for compiled CPU-bound jobs (xz's input). Loads scale
+    with them, so that a slower machine is loaded alike rather than swamped."""
 
     tmp: Path
     seconds: float
     speed: float = 1.0
+    compute_speed: float = 1.0
     procs: Processes = field(default_factory=Processes)
     state: dict = field(default_factory=dict)
 
@@ -230,7 +232,7 @@ class LongTail(Scenario):
             data.mkdir()
             # Compressible but not trivial: xz at -6 does real work on it.
             block = b"".join(f"{i} {i * 2654435761 % 4294967296:x} ".encode()
-                             for i in range(int(60000 * env.speed)))
+                             for i in range(int(60000 * env.compute_speed)))
             # About 10 s of CPU for the long job, 1 s for each short one: the bound is the long job.
             (data / "long").write_bytes(block * 40)
             (data / "short").write_bytes(block * 4)

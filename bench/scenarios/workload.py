@@ -50,9 +50,10 @@ def warmed(workload: Workload, with_batch: bool) -> Iterator[None]:
 class LocalWorkload:
     """A scenario's programs on this machine."""
 
-    def __init__(self, name: str, tmp: Path, seconds: float, speed: float = 1.0) -> None:
+    def __init__(self, name: str, tmp: Path, seconds: float, system: float = 1.0, compute: float = 1.0) -> None:
+        """`system`, `compute`: this machine's speeds against the host the loads were sized on."""
         self.scenario = SCENARIOS[name]
-        self.env = Env(tmp, seconds, speed=speed)
+        self.env = Env(tmp, seconds, speed=system, compute_speed=compute)
         self.env.tmp.mkdir(parents=True, exist_ok=True)
         self._warm: Processes | None = None
 
