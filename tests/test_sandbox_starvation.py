@@ -76,6 +76,58 @@ def rules(result: verdict_pb2.StageResult) -> list[str]:
     return [f.rule_id for f in result.findings]
 
 
+@pytest.mark.parametrize(("multithreaded", "icount", "extra", "needs"), [
+    (False, runner.ICOUNT, ["-icount", "shift=3,sleep=off"], 1.0),  # the sandbox's default
+    (False, None, [], 1.0),
+    (True, runner.ICOUNT, [], 2.0),  # icount needs one thread: latency benches keep the host clock
+])
+def test_single_threaded_tcg_counts_instructions_for_the_guest_clock(monkeypatch, tmp_path, multithreaded, icount,
+                                                                     extra, needs):
+    booted = {}
+
+    def fake_boot(accel, kernel, initrd, timeout_s, extra_args, needs_cpus):
+        booted.update(accel=accel, extra=extra_args, needs=needs_cpus)
+        lines = [(1.0, "@@booted\n"), (1.5, "@@step s\n"), (2.0, '{"event":"probe"}\n'), (2.5, "@@done\n")]
+        return lines, runner.HostUsage([(0.0, 0.0), (3.0, 2.7)], needs_cpus)
+
+    class FakeToolchain:
+        def loader(self, static: bool):
+            (tmp_path / "loader").write_bytes(b"")
+            return tmp_path / "loader"
+
+        def probes(self):
+            return {}
+
+    monkeypatch.setattr(runner, "_boot", fake_boot)
+    monkeypatch.setattr(runner, "accelerator", lambda kernel: None)
+    monkeypatch.setattr(runner.shutil, "which", lambda name: "/usr/bin/" + name)
+    kernel = type("K", (), {"release": "6.18"})()
+    vm = runner.run(runner.Plan(), kernel, FakeToolchain(), multithreaded=multithreaded, icount=icount)
+    assert booted["extra"] == extra and booted["needs"] == needs
+    assert booted["accel"] == ("tcg,thread=multi" if multithreaded else "tcg,thread=single")
+    assert vm.finished and vm.step("s").record_times == [2.0] and vm.step("s").started == 1.5
+    assert vm.usage.share(0, 3) == pytest.approx(0.9)
+
+
+def test_the_console_is_timestamped_and_cpu_sampled_and_a_hang_times_out(monkeypatch, tmp_path):
+    # A stand-in for qemu: busy for a moment, prints the markers, then hangs asleep (it waits on
+    # no run queue, so the timeout is not extended).
+    fake = tmp_path / "qemu"
+    fake.write_text("#!/bin/sh\necho @@booted\ni=0; while [ $i -lt 20000 ]; do i=$((i+1)); done\n"
+                    "echo @@step s\necho '{\"event\":\"probe\"}'\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(runner, "QEMU", str(fake))
+    kernel = type("K", (), {"vmlinuz": tmp_path / "k"})()
+    started = time.monotonic()
+    lines, host = runner._boot("tcg,thread=single", kernel, tmp_path / "initrd", 3.0)
+    assert 3.0 <= time.monotonic() - started < 8
+    assert [line.strip() for _, line in lines] == ["@@booted", "@@step s", '{"event":"probe"}']
+    assert lines[0][0] <= lines[1][0] <= lines[2][0] < 3.0
+    assert len(host.samples) >= 10 and host.samples[-1][1] > 0  # the busy loop's CPU time
+    assert host.longest_stall(lines[2][0], host.samples[-1][0]) > 0.5  # then asleep
+    assert host.waited_s < 3.0
+
+
 def test_host_usage_is_cpu_time_over_wall_time_with_the_longest_stall():
     host = usage(stalls=((4.0, 6.5),), share=0.8)
     assert host.share(0, 4) == pytest.approx(0.8)

@@ -40,6 +40,10 @@ QEMU_ARGS = ["-cpu", "max", "-smp", str(VCPUS), "-m", "1024", "-nographic", "-no
 ICOUNT = "shift=3,sleep=off"
 # How often qemu's CPU time is sampled while it runs.
 SAMPLE_S = 0.1
+# A VM's timeout is extended by the time the host kept qemu waiting to run, up to this many
+# times the timeout: under icount a starved guest is slower, not stuck (a 16-candidate boot needs
+# ~57 s of a CPU; a host giving qemu 15 % of one once took it past the corpus test's 360 s).
+WAIT_ALLOWANCE = 3.0
 KERNEL_CMDLINE = "console=ttyS0 quiet panic=-1 loglevel=3"
 # Shell helpers every plan can use.
 PRELUDE = r"""
@@ -91,6 +95,8 @@ class HostUsage:
     # The CPUs a busy guest keeps qemu on: 1 with single-threaded TCG (one host thread runs
     # every vCPU), the vCPU count with one thread per vCPU or KVM.
     needs: float = 1.0
+    # How long qemu's busiest thread waited on the host's run queue (added to the VM's timeout).
+    waited_s: float = 0.0
 
     def cpu_seconds(self, at: float) -> float:
         """qemu's CPU time at host time `at`, interpolated between samples."""
@@ -244,7 +250,8 @@ def run(plan: Plan, kernel: Kernel, toolchain: Toolchain, timeout_s: float = 300
 def _boot(accel: str, kernel: Kernel, initrd: Path, timeout_s: float, extra: list[str] | None = None,
           needs: float = 1.0) -> tuple[list[tuple[float, str]], HostUsage]:
     """The serial console's lines, each with when it reached the host (whatever came before the
-    timeout if it expired), and qemu's own CPU time sampled meanwhile."""
+    timeout if it expired), and qemu's own CPU time sampled meanwhile. The timeout runs on the
+    host's clock, extended by the time qemu waited for a host CPU (WAIT_ALLOWANCE)."""
     argv = [QEMU, "-accel", accel, *(extra or []), *QEMU_ARGS, "-kernel", str(kernel.vmlinuz), "-initrd",
             str(initrd), "-append", KERNEL_CMDLINE]
     started = time.monotonic()
@@ -272,7 +279,10 @@ def _boot(accel: str, kernel: Kernel, initrd: Path, timeout_s: float, extra: lis
                 proc.wait(timeout=SAMPLE_S)
                 break
             except subprocess.TimeoutExpired:
-                if time.monotonic() - started > timeout_s:
+                # The timeout is for the guest: time the host kept qemu waiting to run is added
+                # to it (with icount a starved guest is slower, not stuck), up to a bound.
+                usage.waited_s = max(usage.waited_s, _waited(proc.pid))
+                if time.monotonic() - started > timeout_s + min(usage.waited_s, WAIT_ALLOWANCE * timeout_s):
                     break
     finally:
         if proc.poll() is None:
@@ -280,6 +290,21 @@ def _boot(accel: str, kernel: Kernel, initrd: Path, timeout_s: float, extra: lis
         proc.wait()
         reader.join(timeout=5)
     return list(lines), usage
+
+
+def _waited(pid: int) -> float:
+    """The longest any of the process's threads has waited on a host run queue, in seconds
+    (schedstat's run_delay; it needs no SCHEDSTATS). 0 if it cannot be read."""
+    longest = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                longest = max(longest, int((task / "schedstat").read_text().split()[1]))
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        return 0.0
+    return longest / 1e9
 
 
 _kvm_verdict: dict[str, bool] = {}

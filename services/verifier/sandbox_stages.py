@@ -199,7 +199,7 @@ def host_starvation(vm: runner.VmRun, step: runner.StepResult, findings: list[ve
     """[DYN009] when a timing finding comes from a test during which the host starved qemu,
     else []. Records qemu's CPU during the tests (the least, as a part of the CPU it needs, and
     the longest stretch without any) in `measurements` either way."""
-    windows = test_windows(step)
+    windows = host_windows(step)
     if not windows or not vm.usage.samples:
         return []
     needs = vm.usage.needs or 1.0
@@ -226,7 +226,7 @@ def host_starvation(vm: runner.VmRun, step: runner.StepResult, findings: list[ve
     return []
 
 
-def test_windows(step: runner.StepResult) -> dict[str, tuple[float, float]]:
+def host_windows(step: runner.StepResult) -> dict[str, tuple[float, float]]:
     """Each test's stretch of host time: from the marker before it to its own `after-` marker."""
     windows: dict[str, tuple[float, float]] = {}
     previous = None
