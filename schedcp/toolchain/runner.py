@@ -30,19 +30,21 @@ QEMU = "qemu-system-x86_64"
 VCPUS = 2
 QEMU_ARGS = ["-cpu", "max", "-smp", str(VCPUS), "-m", "1024", "-nographic", "-no-reboot", "-nodefaults",
              "-serial", "stdio"]
-# Single-threaded TCG counts instructions for the guest's clock: 2^3 ns of guest time per
-# instruction (a 125 MIPS guest; this machine's TCG runs ~4 guest seconds per second of a whole
-# CPU), and an idle guest jumps to its next timer. Guest time then follows the guest's own work,
-# not the host's clock: a host that starves qemu for seconds slows the VM down but does not make
-# its time jump, which made the sched_ext watchdog eject sound schedulers (decision 35).
-# `shift=auto` does not do that: it keeps guest time near the host's by speeding the guest's
-# clock up after a stall, and the watchdog fired all the same.
+# qemu's instruction counting for the guest's clock (`run(icount=ICOUNT)`): 2^3 ns of guest time
+# per instruction, an idle guest jumping to its next timer. It would make guest time follow the
+# guest's own work instead of the host's clock (a starved qemu slows down instead of seeing time
+# jump, which made the sched_ext watchdog eject sound schedulers), but it is NOT the default:
+# under it the guest often livelocks after a scheduler's runtime-error ejection (4 of 9 corpus
+# boots; 3 of 4 boots of kfunc_wrong_op + missing_dsq, 1 of 4 with sleep=on, 1 of 8 without
+# icount). Decision 35: the verifier guards against a starved run with DYN009 instead.
+# `shift=auto` does not help: it speeds the guest's clock up after a stall to catch up, and the
+# watchdog fired all the same.
 ICOUNT = "shift=3,sleep=off"
 # How often qemu's CPU time is sampled while it runs.
 SAMPLE_S = 0.1
 # A VM's timeout is extended by the time the host kept qemu waiting to run, up to this many
-# times the timeout: under icount a starved guest is slower, not stuck (a 16-candidate boot needs
-# ~57 s of a CPU; a host giving qemu 15 % of one once took it past the corpus test's 360 s).
+# times the timeout: a starved guest is slower, not stuck (under icount a 16-candidate boot
+# needs ~57 s of a CPU, and a host giving qemu 15 % of one takes it past 360 s).
 WAIT_ALLOWANCE = 3.0
 KERNEL_CMDLINE = "console=ttyS0 quiet panic=-1 loglevel=3"
 # Shell helpers every plan can use.
@@ -218,16 +220,16 @@ def _param(value: object) -> str:
 
 
 def run(plan: Plan, kernel: Kernel, toolchain: Toolchain, timeout_s: float = 300.0,
-        multithreaded: bool = False, icount: str | None = ICOUNT) -> VmRun:
+        multithreaded: bool = False, icount: str | None = None) -> VmRun:
     """Boot `kernel` with the plan (the loader and probes are added), wait for it to power off.
 
     By default the two vCPUs are emulated by one host thread (TCG `thread=single`): with one
     thread per vCPU the guest occasionally oopses on an int3 while sched_ext flips its static
     keys (cross-modifying code that multi-threaded TCG does not synchronise; seen once in ~7
     boots). Single-threaded timing is distorted, though, so latency measurements pass
-    `multithreaded=True` and check `VmRun.crashed`. A single-threaded TCG boot runs with qemu's
-    `-icount ICOUNT` (None: the guest's clock follows the host's); icount needs one thread, so
-    multi-threaded timing still follows the host's clock."""
+    `multithreaded=True` and check `VmRun.crashed`. `icount` (e.g. ICOUNT) adds qemu's `-icount`
+    to a single-threaded TCG boot; by default the guest's clock follows the host's (see ICOUNT
+    for why)."""
     if not shutil.which(QEMU):
         raise BuildError(f"{QEMU} not found: run `make install` (it installs Debian's qemu-system-x86)")
     files = {"bin/schedcp-loader": toolchain.loader(static=True).read_bytes(),
@@ -280,7 +282,7 @@ def _boot(accel: str, kernel: Kernel, initrd: Path, timeout_s: float, extra: lis
                 break
             except subprocess.TimeoutExpired:
                 # The timeout is for the guest: time the host kept qemu waiting to run is added
-                # to it (with icount a starved guest is slower, not stuck), up to a bound.
+                # to it (a starved guest is slower, not stuck), up to a bound.
                 usage.waited_s = max(usage.waited_s, _waited(proc.pid))
                 if time.monotonic() - started > timeout_s + min(usage.waited_s, WAIT_ALLOWANCE * timeout_s):
                     break

@@ -163,7 +163,7 @@ class Pipeline:
         job.add_done_callback(_log_failure)
         yield _progress(verdict_pb2.VERIFY_STAGE_KERNEL_VERIFIER, common_pb2.STAGE_STATUS_STARTED,
                         f"sandbox VM ({target.release}): load under the kernel's verifier, then latency, fairness, "
-                        "flood and fork tests (about 15 s on a free CPU, longer on a busy host)")
+                        "flood and fork tests (about 15 s with KVM, a minute without)")
         outcome = await asyncio.shield(job)
         for result in (outcome.kernel_verifier, outcome.dynamic):
             results.append(result)

@@ -12,10 +12,11 @@ The tests, in this order, all under the candidate:
 An ejection (watchdog or runtime error) at any point fails the stage and names the test it
 happened in; the tests after it ran under EEVDF and are not judged.
 
-The guest's clock counts its own instructions (qemu's icount, runner.ICOUNT), so a host that
-starves qemu slows the tests down without distorting them. A timing failure (a watchdog stall,
-unfairness, latency) in a test during which qemu got clearly less CPU than it needs is still
-reported as DYN009, inconclusive: signed, never an approval, not cached (docs/verifier.md).
+Under TCG the guest's clock is the host's, so a host that starves qemu makes the guest's time
+jump (qemu's icount would stop that but livelocks the guest, runner.ICOUNT). A timing failure
+(a watchdog stall, unfairness, latency) in a test during which qemu got clearly less CPU than
+it needs is reported as DYN009, inconclusive: signed, never an approval, not cached
+(docs/verifier.md).
 """
 
 from __future__ import annotations
