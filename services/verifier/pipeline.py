@@ -34,6 +34,9 @@ from services.verifier.verdict_cache import VerdictCache
 
 log = logging.getLogger(__name__)
 REJECTION_TTL_S = 3600.0
+# Rules that say the sandbox could not judge the candidate (the VM crashed or timed out, the host
+# starved it): the rejection is signed but not cached, so asking again runs the stages again.
+INCONCLUSIVE_RULES = ("KV004", "DYN008", "DYN009")
 MAX_PARAMETERS = 64
 _PARAM_NAME = re.compile(r"[A-Za-z_]\w{0,63}", re.ASCII)
 SCHED_EXT_STAGES = (verdict_pb2.VERIFY_STAGE_STATIC, verdict_pb2.VERIFY_STAGE_COMPILE,
@@ -176,12 +179,21 @@ class Pipeline:
         finally:
             self._waiting -= 1
         try:
+            outcome = await self._sandbox_run(candidate, kernel)
+            if starved := [f.message for f in outcome.dynamic.findings if f.rule_id == "DYN009"]:
+                # Once: a host that starved one run tends to starve the next; then inconclusive.
+                log.warning("sandbox run for %s not judged (%s); booting it again", candidate.name, starved[0])
+                outcome = await self._sandbox_run(candidate, kernel)
+        finally:
+            self._vm_slots.release()
+        return outcome
+
+    async def _sandbox_run(self, candidate: sandbox_stages.Candidate, kernel: Kernel) -> sandbox_stages.SandboxResult:
+        try:
             results = await asyncio.to_thread(sandbox_stages.run, [candidate], kernel, self._toolchain,
                                               self._options.bounds)
         except BuildError as exc:
             raise FailedPrecondition(f"the sandbox cannot run: {exc}") from exc
-        finally:
-            self._vm_slots.release()
         return results[candidate.name]
 
     def _kernel(self, target: verdict_pb2.TargetKernel) -> Kernel:
@@ -303,9 +315,9 @@ def summarise(approved: bool, results: list[verdict_pb2.StageResult]) -> str:
 
 
 def _inconclusive(results: list[verdict_pb2.StageResult]) -> bool:
-    """A rejection because the VM crashed or timed out: signed, but not cached, so asking again
-    runs the stages again."""
-    return any(f.rule_id in ("KV004", "DYN008") for r in results for f in r.findings)
+    """A rejection because the VM crashed or timed out or the host starved it: signed, but not
+    cached, so asking again runs the stages again."""
+    return any(f.rule_id in INCONCLUSIVE_RULES for r in results for f in r.findings)
 
 
 def _log_failure(job: asyncio.Task) -> None:

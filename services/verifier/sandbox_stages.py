@@ -11,6 +11,12 @@ The tests, in this order, all under the candidate:
 - unload: the kernel must be back to `disabled`.
 An ejection (watchdog or runtime error) at any point fails the stage and names the test it
 happened in; the tests after it ran under EEVDF and are not judged.
+
+Under TCG the guest's clock is the host's, so a host that starves qemu makes the guest's time
+jump (qemu's icount would stop that but livelocks the guest, runner.ICOUNT). A timing failure
+(a watchdog stall, unfairness, latency) in a test during which qemu got clearly less CPU than
+it needs is reported as DYN009, inconclusive: signed, never an approval, not cached
+(docs/verifier.md).
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class DynamicBounds(BaseModel):
     flood_tasks: int = Field(32, ge=2, le=256)
     flood_s: float = Field(3.5, gt=0, description="longer than 1.5 x watchdog_ms: the kernel checks every half timeout")
     forkstorm_s: float = Field(1.0, gt=0)
+    host_min_cpu: float = Field(0.5, gt=0, le=1, description="a test in which qemu got less than this part of the "
+                                "CPU it needs (1 CPU with single-threaded TCG) was starved by the host ...")
+    host_max_stall_s: float = Field(0.5, gt=0, description="... or one in which it got none for this long")
 
     def latency_limit_us(self, eevdf_p99_us: float) -> float:
         return max(eevdf_p99_us * self.latency_factor, eevdf_p99_us + self.latency_slack_ms * 1000)
@@ -119,6 +128,7 @@ def judge(vm: runner.VmRun, step_id: str, candidate: Candidate, bounds: DynamicB
         return SandboxResult(kernel_verifier, skipped)
     ops_name = step.first("enabled").get("ops", "")
     findings, measurements = dynamic_findings(step, candidate, bounds, baseline)
+    findings = host_starvation(vm, step, findings, bounds, measurements) + findings
     if vm.crashed:
         findings.append(_finding("DYN008", "the sandbox kernel crashed while the candidate ran"))
     dynamic = stage_result(verdict_pb2.VERIFY_STAGE_DYNAMIC, status_of(not findings), started, findings=findings,
@@ -183,6 +193,64 @@ def dynamic_findings(step: runner.StepResult, candidate: Candidate, bounds: Dyna
         state = after.get("state", "unknown")
         findings.append(_finding("DYN005", f"after unload sched_ext is {state!r}, not disabled"))
     return findings, measurements
+
+
+def host_starvation(vm: runner.VmRun, step: runner.StepResult, findings: list[verdict_pb2.Finding],
+                    bounds: DynamicBounds, measurements: dict[str, float]) -> list[verdict_pb2.Finding]:
+    """[DYN009] when a timing finding comes from a test during which the host starved qemu,
+    else []. Records qemu's CPU during the tests (the least, as a part of the CPU it needs, and
+    the longest stretch without any) in `measurements` either way."""
+    windows = host_windows(step)
+    if not windows or not vm.usage.samples:
+        return []
+    needs = vm.usage.needs or 1.0
+    usage = {test: ((vm.usage.share(start, end) or 0.0) / needs, vm.usage.longest_stall(start, end))
+             for test, (start, end) in windows.items()}
+    measurements.update(host_cpu_min=round(min(u[0] for u in usage.values()), 3),
+                        host_stall_max_s=round(max(u[1] for u in usage.values()), 3))
+    watchdog_s = bounds.watchdog_ms / 1000
+    for f in findings:
+        test = _timing_test(f)
+        if test is None or test not in windows:
+            continue
+        # A watchdog stall looks back a whole timeout: the stall that fired it may have come
+        # before the test it was noticed in.
+        start, end = windows[test]
+        if f.rule_id == "DYN001":
+            start = max(step.started, start - watchdog_s)
+        share = (vm.usage.share(start, end) or 0.0) / needs
+        stall = vm.usage.longest_stall(start, end)
+        if share < bounds.host_min_cpu or stall >= bounds.host_max_stall_s:
+            return [_finding("DYN009", f"the host starved the sandbox VM: {share:.0%} of the CPU it needs and none "
+                                       f"for {stall:.1f} s during the {test} test, where {f.rule_id} was found; "
+                                       "not judged (ask again)")]
+    return []
+
+
+def host_windows(step: runner.StepResult) -> dict[str, tuple[float, float]]:
+    """Each test's stretch of host time: from the marker before it to its own `after-` marker."""
+    windows: dict[str, tuple[float, float]] = {}
+    previous = None
+    for record in step.events("sysfs"):
+        at = step.time_of(record)
+        if at is None:
+            continue
+        test = record.get("when", "").removeprefix("after-")
+        if test in TESTS and previous is not None:
+            windows[test] = (previous, at)
+        previous = at
+    return windows
+
+
+def _timing_test(f: verdict_pb2.Finding) -> str | None:
+    """The test a timing finding came from; None for a finding that does not measure time. Time
+    is measured by a watchdog stall, CPU shares among hogs and wakeup latency, which a qemu the
+    host starves can distort; a runtime error, a failed fork or a wrong ops name cannot be."""
+    if f.rule_id == "DYN001":
+        # The watchdog (error_stall: "runnable task stall"), not a runtime error.
+        match = re.match(r"ejected by the kernel during the (\w+) test: error_stall\b", f.message)
+        return match.group(1) if match else None
+    return {"DYN002": "fairness", "DYN003": "latency"}.get(f.rule_id)
 
 
 def _tests_before_ejection(step: runner.StepResult) -> list[str]:
