@@ -158,8 +158,7 @@ def test_a_service_contending_with_itself_is_an_oversubscribed_service():
     assert names == ["long_slice", "latency_slice"]
     on_sched_ext = synthesis.candidates(goal, profile(nginx, backends=("sched_ext", "native"))).candidates
     assert [c.artifact.name for c in on_sched_ext] == ["batch", "long_slice", "latency_slice"]
-    # No responses measured: the run-queue wait; with responses (BPF's, or procfs's per-thread
-    # means, said so), the response.
+    # No responses measured: the run-queue wait; with BPF's responses, their p99.
     assert goal.success_metric.name == "runq_latency_p99_us"
     nginx.features.response.samples, nginx.features.response.p99_us = 500, 20000
     goal = goals.infer(profile(nginx, group("wrk", LATENCY, 0.2)))
@@ -168,10 +167,11 @@ def test_a_service_contending_with_itself_is_an_oversubscribed_service():
     wrk.features.response.samples = 40
     goal = goals.infer(profile(nginx, wrk))
     assert goal.success_metric.name == "response_p99_us" and "p99 response (wakeup to done) 20000 us" in goal.rationale
+    # procfs's responses are each thread's mean per window: judged on their mean.
     nginx.features.response.source = wrk.features.response.source = "procfs"
+    nginx.features.response.mean_us = 7000
     goal = goals.infer(profile(nginx, wrk))
-    assert goal.success_metric.name == "response_p99_us"
-    assert "p99 response (wakeup to done, threads' means) 20000 us" in goal.rationale
+    assert goal.success_metric.name == "response_mean_us" and "mean response (wakeup to done) 7000 us" in goal.rationale
     # The same service within the host's CPUs: nothing to do.
     nginx.features.demand = 1.2
     assert goals.infer(profile(nginx)).objective == goal_pb2.OBJECTIVE_UNSPECIFIED

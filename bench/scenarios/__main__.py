@@ -258,7 +258,8 @@ def report(results: list[dict], args: argparse.Namespace, show: bool = True) -> 
             lines.append(f"| {arm} | {m['median']:.4g} | {batch} |")
         for c in s["cycles"]:
             lines.append(f"\nschedcp: goal {c['objective'] or 'none'} ({c['goal']}); candidates "
-                         f"{', '.join(c['candidates']) or 'none'}; {'; '.join([*c.get('tried', []), c['result']])}")
+                         f"{', '.join(c['candidates']) or 'none'}; {c['result']}")
+            lines += [f"- {ended}" for ended in c.get("tried", [])[:-1]]
         for arm, why in s.get("not_approved", {}).items():
             lines.append(f"\nLeft out of the oracle, not approved by the verifier: {arm}: {why}")
         lines.append("")

@@ -138,6 +138,11 @@ def host_facts(settings: Settings) -> host_pb2.HostFacts:
     return asyncio.run(_host(settings))
 
 
+ENDED = (deployment_pb2.DEPLOYMENT_STATE_KEPT, deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK,
+         deployment_pb2.DEPLOYMENT_STATE_EJECTED, deployment_pb2.DEPLOYMENT_STATE_FAILED,
+         deployment_pb2.DEPLOYMENT_STATE_REFUSED)
+
+
 class NotApproved(RuntimeError):
     """The verifier did not approve an oracle arm's artifact (its summary says why)."""
 
@@ -207,8 +212,9 @@ def tune(settings: Settings, budget: int = 0) -> dict:
             "policy": result.deployment.deployment.policy_name if kept else "",
             "parameters": params.pythons(deployed.parameters) if kept and deployed else {},
             "kept": kept, "result": result.message,
-            # Every candidate's end that was not the result: refused, rolled back, not applied.
-            "tried": [e.message for e in events[:-1] if e.status == common_pb2.STAGE_STATUS_FAILED]}
+            # How every candidate's canary ended (the last one's is the result too).
+            "tried": [f"{e.deployment.deployment.policy_name}: {e.message}" for e in events
+                      if e.HasField("deployment") and e.deployment.deployment.state in ENDED]}
 
 
 async def _rollback(settings: Settings) -> None:

@@ -23,7 +23,7 @@ from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, observer_pb2, obser
 # A latency metric by name: which distribution of the measurement (run-queue wait, or response:
 # wakeup to the next block) and which statistic of it.
 LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "response")
-           for stat in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")}
+           for stat in ("mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")}
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s"}
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity

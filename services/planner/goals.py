@@ -127,13 +127,17 @@ def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: 
     # Among peers a policy trades the wait to run for fewer preemptions in the middle of the work
     # (a long slice): only the time from wakeup to done sees both sides. Run-queue wait alone
     # would call a long slice worse while requests finish sooner.
-    if all(g.features.response.samples for g in latency):
-        # procfs gives each thread's mean response per window, and the p99 is over those means.
-        procfs = any(g.features.response.source == "procfs" for g in latency)
-        metric, what = "response_p99_us", "response (wakeup to done" + (", threads' means)" if procfs else ")")
+    if all(g.features.response.samples for g in latency) and any(g.features.response.source == "procfs"
+                                                                 for g in latency):
+        # procfs gives each thread's mean response per window: their mean is exact, while a p99
+        # of a few means snaps to the log2 histogram's slot bounds.
+        metric, what = "response_mean_us", "mean response (wakeup to done)"
+        worst = max(g.features.response.mean_us for g in latency)
+    elif all(g.features.response.samples for g in latency):
+        metric, what = "response_p99_us", "p99 response (wakeup to done)"
         worst = max(latency, key=lambda g: g.features.response.p99_us).features.response.p99_us
     else:
-        metric, what = "runq_latency_p99_us", "run-queue wait"
+        metric, what = "runq_latency_p99_us", "p99 run-queue wait"
         worst = max(g.features.runq_latency.p99_us for g in latency)
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_TAIL_LATENCY, target_groups=[g.matcher for g in latency],
@@ -141,8 +145,8 @@ def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: 
         min_improvement=LATENCY_MIN_IMPROVEMENT, intent=intent, provider="rules",
         confidence=min(_confidence(g) for g in latency), guards=[guard],
         rationale=(f"{_names(latency)} {_how(latency)} and want {demand:.1f} CPUs of "
-                   f"{profile.host.cpu.logical_cpus or '?'} with no batch to demote (p99 {what} {worst:.0f} us): "
-                   f"an over-subscribed service; lower its p99 {what}, {guard.description}"))
+                   f"{profile.host.cpu.logical_cpus or '?'} with no batch to demote ({what} {worst:.0f} us): "
+                   f"an over-subscribed service; lower its {what}, {guard.description}"))
 
 
 def throughput(work: list, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
