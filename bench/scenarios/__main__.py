@@ -30,7 +30,7 @@ from google.protobuf import json_format
 from bench.scenarios import arms as arms_mod
 from bench.scenarios.arms import Arm
 from bench.scenarios.backends import NOT_IN_VM, Backend, local_backend, vm_backend
-from bench.scenarios.suite import CPUS, SCENARIOS, Scenario
+from bench.scenarios.suite import CPUS, SCENARIOS, SETTLE_S, Scenario
 from bench.scenarios.workload import Workload, warmed
 from schedcp.runtime.config import Settings
 
@@ -67,6 +67,9 @@ def run_arm(scenario: Scenario, workload: Workload, arm: Arm, settings: Settings
     if arm.name == "schedcp":
         with warmed(workload, with_batch=scenario.beside_batch):
             cycle = arms_mod.tune(settings, budget)
+        # As the other arms are, measured on a host that has settled: the warm load was just
+        # killed (in the VM its exit took seconds), and the cycle's canary windows just ended.
+        time.sleep(SETTLE_S)
         applied = cycle["kept"]
         log(f"  schedcp: {cycle['objective'] or 'no goal'}; {cycle['result']} ({cycle['wall_s']} s)")
     elif arm.artifact is not None:
