@@ -67,8 +67,9 @@ def run_arm(scenario: Scenario, workload: Workload, arm: Arm, settings: Settings
     if arm.name == "schedcp":
         with warmed(workload, with_batch=scenario.beside_batch):
             cycle = arms_mod.tune(settings, budget)
-        # As the other arms are, measured on a host that has settled: the warm load was just
-        # killed (in the VM its exit took seconds), and the cycle's canary windows just ended.
+        # Measured on a host that has settled: the warm load was just killed and the cycle's
+        # canary windows just ended. (In the VM the quiet scenario's p99 read 4x default under a
+        # cycle that kept nothing, measured at once.)
         time.sleep(SETTLE_S)
         applied = cycle["kept"]
         log(f"  schedcp: {cycle['objective'] or 'no goal'}; {cycle['result']} ({cycle['wall_s']} s)")
