@@ -357,7 +357,7 @@ def main() -> None:
         report(data["scenarios"], args)
         return
     # A stopped suite still rolls back, kills its programs and stops its stack (finally blocks).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, _stop)
     names = args.only.split(",") if args.only else [n for n in SCENARIOS if not (args.vm and n in NOT_IN_VM)]
     for name in names:
         if args.vm and name in NOT_IN_VM:
@@ -380,6 +380,13 @@ def main() -> None:
         print(f"{right} of {len(results)} labelled groups read right; features in {args.features}")
     else:
         report(results, args)
+
+
+def _stop(*_) -> None:
+    """The first SIGTERM ends the run through its finally blocks; a second one (`timeout` and
+    `pkill` both sending it) must not cut that cleanup short and leave the stack running."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(143)
 
 
 def profile_only(scenario: Scenario, backend: Backend) -> tuple[list[dict], list[dict]]:
