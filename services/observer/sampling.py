@@ -159,9 +159,10 @@ class ProcfsSource:
 def _mean_response(activity: ThreadActivity) -> Histogram:
     """A thread's mean response in the window, weighted by its count: every voluntary switch
     ends one stretch from a wakeup to the next block, and the stretches together took the CPU
-    it used and the wait it had. Coarser than BPF's per-response histogram (the p99 of a group
-    is that of its threads' means), but it sees the same trade: a longer slice waits longer to
-    run and is preempted less in the middle of the work."""
+    it used and the wait it had. Coarser than BPF's per-response histogram (a group's
+    percentiles are over its threads' means; its mean is exact, and goals judge that), but it
+    sees the same trade: a longer slice waits longer to run and is preempted less in the middle
+    of the work."""
     out = Histogram()
     if activity.voluntary > 0:
         out.add((activity.cpu_ns + activity.run_delay_ns) / activity.voluntary, activity.voluntary)
