@@ -2,9 +2,10 @@
 
 Rules over what a thread does between sleeps (CPU per wakeup, wakeups per active thread,
 voluntary switches), how much it wants the CPU (demand) and whether anyone outside waits on it
-(the sockets it holds), so neither a group's size nor the contention it meets decides its class; only "background" also looks at the group's CPU share. Each class gets a
-membership score in 0..1 built from linear ramps between thresholds; the highest wins and its
-score is the confidence. The thresholds (and why) are below; docs/observer.md explains them.
+(the sockets it holds), so neither a group's size nor the contention it meets decides its class;
+only "background" also looks at the group's CPU share. Each class gets a membership score in 0..1
+built from linear ramps between thresholds; the highest wins and its score is the confidence. The
+thresholds (and why) are below; docs/observer.md explains them.
 """
 
 from __future__ import annotations

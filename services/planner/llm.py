@@ -215,7 +215,8 @@ def prompt(profile: profile_pb2.WorkloadProfile, intent: str) -> str:
                "wakeups_per_s": round(g.features.wakeups_per_s),
                "runq_wait_p99_us": round(g.features.runq_latency.p99_us),
                "cpu_per_wakeup_us": round(g.features.cpu_per_wakeup_us), "wait_share": round(g.features.wait_share, 2),
-               "serves_connections": g.features.serves, "no_sockets": g.features.socketless, "processes": g.features.processes,
+               "serves_connections": g.features.serves, "no_sockets": g.features.socketless,
+               "processes": g.features.processes,
                "started_within_s": round(g.features.start_spread_s, 1),
                "new_processes_per_s": round(g.features.spawns_per_s, 1), "jobs": goals.is_job_batch(g),
                "long_jobs": [{"cmdline": j.cmdline, "evidence": j.evidence} for j in g.long_jobs[:4]]}
