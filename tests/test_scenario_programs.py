@@ -58,7 +58,7 @@ def test_a_batch_loop_counts_the_cpu_its_runs_used_not_the_time_they_waited(tmp_
     data.write_bytes(bytes(range(256)) * 40000)
     procs = programs.Processes()
     try:
-        loop = programs.Loop(procs, ["sha256sum", str(data)] if busy else ["sleep", "0.2"], 1.0)
+        loop = programs.Loop(procs, f"sha256sum {data}" if busy else "sleep 0.2", 1.0)
         per_s = loop.cpu_per_s(timeout_s=30)
     finally:
         procs.stop()

@@ -344,11 +344,12 @@ class Loop:
     """A command run again and again until a deadline, by a shell: a batch of one program whose
     work per second is the CPU it used (it must not spin while it waits, as pigz does not)."""
 
-    def __init__(self, procs: Processes, argv: list[str], seconds: float) -> None:
-        command = " ".join(argv)
+    def __init__(self, procs: Processes, command: str, seconds: float, cwd: Path | None = None) -> None:
+        """`command`: a shell command (its output is discarded)."""
         self.started = time.monotonic()
         self.proc = procs.start("sh", "-c", f'end=$(( $(date +%s) + {math.ceil(seconds)} )); '
-                                            f'while [ "$(date +%s)" -lt "$end" ]; do {command} >/dev/null; done')
+                                            f'while [ "$(date +%s)" -lt "$end" ]; do {command}; done >/dev/null',
+                                cwd=cwd)
 
     def cpu_per_s(self, timeout_s: float) -> float:
         """Once the loop has ended: CPU seconds per second of its wall time, its runs' included
