@@ -11,7 +11,7 @@ import pytest
 
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
-from schedcp.runtime.config import load_settings
+from schedcp.runtime.config import MAX_TUNE_BUDGET, load_settings
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.runtime.net import free_port
 from schedcp.v1 import (
@@ -654,7 +654,7 @@ def test_a_budget_over_the_limit_is_refused():
     cycle = _Canaries({})
 
     async def run() -> None:
-        async for _ in cycle.tune(planner_pb2.TuneRequest(host_id="testhost", budget=cycle_module.MAX_BUDGET + 1)):
+        async for _ in cycle.tune(planner_pb2.TuneRequest(host_id="testhost", budget=MAX_TUNE_BUDGET + 1)):
             pass
 
     with pytest.raises(InvalidArgument, match="more than the 10"):

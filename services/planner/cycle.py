@@ -36,6 +36,7 @@ from google.protobuf import duration_pb2
 
 from schedcp.runtime import metrics, rpc, telemetry, topology
 from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import MAX_TUNE_BUDGET
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import (
     common_pb2,
@@ -62,8 +63,6 @@ C = cycle_pb2
 # An automatic cycle starts from the profile that triggered it when it is at most this old.
 PUBLISHED_PROFILE_MAX_AGE_S = 30
 MAX_CANDIDATES_TRIED = 3
-# The most candidates one cycle tries as canaries (TuneRequest.budget).
-MAX_BUDGET = 10
 # Rounds of (baseline, canary) for goals judged on modest effects (canary_rounds).
 ALTERNATING_ROUNDS = 3
 # The end recorded for a cycle whose Tune call was cancelled (the caller went away, or the
@@ -99,8 +98,9 @@ class Cycle:
         self._planner.check_provider(request.provider)
         host = await self._planner.host(request.host_id)
         self._planner.check_policy(request.policy, host)
-        if request.budget > MAX_BUDGET:
-            raise InvalidArgument(f"a budget of {request.budget} trials is more than the {MAX_BUDGET} a cycle may try")
+        if request.budget > MAX_TUNE_BUDGET:
+            raise InvalidArgument(
+                f"a budget of {request.budget} trials is more than the {MAX_TUNE_BUDGET} a cycle may try")
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
         telemetry.mark_cycle(cycle.cycle_id)
         self._open.add(cycle)
