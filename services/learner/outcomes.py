@@ -33,11 +33,6 @@ PROVEN_MIN_COUNT = 3
 MIN_PROVEN_IMPROVEMENT = 0.05
 
 
-def parameters_key(parameters) -> str:
-    """A stable text form of a parameter map: `slice_us=3000,wakeup_preempt=true`."""
-    return ",".join(f"{k}={params.text(parameters[k])}" for k in sorted(parameters))
-
-
 def signature_cluster(signature) -> str:
     """Coarse cell of the signature space: each value rounded to CLUSTER_STEP."""
     cells = ".".join(str(round(v / CLUSTER_STEP)) for v in signature.values)
@@ -138,7 +133,7 @@ class OutcomeLedger:
 
     @staticmethod
     def key(outcome: deployment_pb2.Outcome) -> tuple[str, str, str, str]:
-        return (outcome.policy_name, parameters_key(outcome.parameters), signature_cluster(outcome.signature),
+        return (outcome.policy_name, params.key(outcome.parameters), signature_cluster(outcome.signature),
                 outcome.host_class)
 
     def effect_stats(self, policy_name: str) -> list[policy_pb2.EffectStats]:

@@ -161,13 +161,13 @@ class Cycle:
                                    f"nothing to do: {goal.rationale}")
             return
         yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SUCCEEDED, goal.rationale, goal=goal)
+        budget = 1 if request.policy else request.budget or self._budget
         found = (self._planner.named(request, goal, profile) if request.policy
-                 else await self._planner.candidates(goal, profile))
+                 else await self._planner.candidates(goal, profile, budget))
         names = ", ".join(c.artifact.name for c in found.candidates) or "none"
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED, f"candidates: {names}",
                                candidates=found)
         judged: deployment_pb2.DeploymentEvent | None = None
-        budget = 1 if request.policy else request.budget or self._budget
         tried = found.candidates[:max(MAX_CANDIDATES_TRIED, budget)]
         kept: list[tuple[float, verdict_pb2.Verdict]] = []  # a search's kept trials, taken off
         for index, candidate in enumerate(tried):
