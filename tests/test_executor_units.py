@@ -63,6 +63,22 @@ def test_each_latency_metric_reads_its_own_distribution_and_the_worst_group():
     assert canary.value_of(metric, measured) == 900
 
 
+def test_cpu_share_is_of_the_cpu_other_processes_left_and_the_rest_is_not():
+    """A saturated host: other processes took 0.4 of it in one window and 0.2 in the next; the
+    groups had all the rest both times (nothing went idle), so their cpu_share is 1 both times,
+    where their raw share went from 0.6 to 0.8. Latencies and seconds are not shares."""
+    measured = [observer_pb2.GroupMeasurement(matcher=PROBE), observer_pb2.GroupMeasurement(matcher=BATCH)]
+    measured[0].cpu_share, measured[1].cpu_share = 0.1, 0.5
+    measured[0].cpu_seconds, measured[1].runq_latency.p99_us = 2.0, 70
+    metric = common_pb2.MetricSpec(name="cpu_share", groups=[PROBE, BATCH])
+    assert canary.value_of(metric, measured, left=0.6) == pytest.approx(1.0)
+    measured[0].cpu_share, measured[1].cpu_share = 0.2, 0.6
+    assert canary.value_of(metric, measured, left=0.8) == pytest.approx(1.0)
+    for name, raw in (("cpu_seconds", 2.0), ("runq_latency_p99_us", 70)):
+        metric.name = name
+        assert canary.value_of(metric, measured, left=0.6) == raw
+
+
 def test_an_unknown_metric_is_refused_with_the_names_that_exist():
     s = spec()
     s.success_metric.name = "request_p99_us"

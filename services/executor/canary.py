@@ -5,7 +5,10 @@ of its per-round ratios: keep, roll back, or inconclusive (the executor then add
 
 Metrics by name, each over the groups its MetricSpec names (several matchers: the worst for a
 latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, response_{...}_us (wakeup to
-the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s.
+the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s. `cpu_share` is the
+groups' share of the CPU that processes outside them left (idle time included): load that comes
+and goes beside the canary moves the groups' raw share between windows, not this one, while CPU
+a policy leaves idle still shows as lost.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "respo
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s"}
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
+# The least CPU (share of the host) a window counts as left to the measured groups: a host all
+# but filled by other processes must not turn a sliver of CPU into a large share.
+MIN_LEFT_SHARE = 0.05
 # A bound on the rounds of one canary: with MAX_WINDOW_S windows, hours already.
 MAX_ROUNDS = 20
 
@@ -89,7 +95,8 @@ async def measure(observer_addr: str, spec: deployment_pb2.CanarySpec, window_s:
     async with rpc.channel(observer_addr, default_timeout_s=window_s + 30) as channel:
         response = await observer_pb2_grpc.ObserverServiceStub(channel).Measure(request)
     by_matcher = {g.matcher.SerializeToString(deterministic=True): g for g in response.groups}
-    values = {key(m): value_of(m, [by_matcher[g.SerializeToString(deterministic=True)] for g in m.groups])
+    left = max(MIN_LEFT_SHARE, 1.0 - response.foreign_cpu_share - response.observer_cpu_share)
+    values = {key(m): value_of(m, [by_matcher[g.SerializeToString(deterministic=True)] for g in m.groups], left)
               for m in metrics}
     # Every window in the log: a judgement read later needs the context the event text leaves out.
     log.info("measured %.1f s: %s; other processes %.1f %%, the observer %.1f %% of the CPU",
@@ -108,11 +115,15 @@ def key(metric: common_pb2.MetricSpec) -> str:
     return f"{metric.name}[{', '.join(matchers.describe(g) for g in metric.groups)}]"
 
 
-def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMeasurement]) -> float:
+def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMeasurement],
+             left: float = 1.0) -> float:
+    """The metric over its groups' measurements; `left`: the share of the host's CPU that other
+    processes left them, which cpu_share is relative to."""
     if metric.name in LATENCY:
         field, stat = LATENCY[metric.name]
         return max(getattr(getattr(g, field), stat) for g in measured)
-    return sum(getattr(g, metric.name) for g in measured)
+    total = sum(getattr(g, metric.name) for g in measured)
+    return total / left if metric.name == "cpu_share" else total
 
 
 @dataclass
