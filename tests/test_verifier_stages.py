@@ -92,3 +92,23 @@ def test_a_credential_read_by_raw_offset_is_refused(toolchain, tmp_path):
         "    if (c && *(u32 *)((void *)c + __builtin_offsetof(struct cred, uid)) == 0)")
     result, _ = stages.compile_stage(cred_read, toolchain.kernel(), toolchain, tmp_path)
     assert result.status == common_pb2.STAGE_STATUS_FAILED
+
+
+def test_the_fairness_hogs_take_daemons_random_and_the_probes_names_but_not_a_declared_favourite():
+    from services.verifier import sandbox_stages
+
+    plan = sandbox_stages.build_plan([sandbox_stages.Candidate("plain", b"o"),
+                                      sandbox_stages.Candidate("boost", b"o", {"boost_comm": "sshd"})],
+                                     sandbox_stages.DynamicBounds())
+    fairness = {step.step_id: next(line.split()[3:] for line in step.script.splitlines()
+                                   if line.startswith("/bin/probe-fairness"))
+                for step in plan.steps if step.step_id.startswith("c")}
+    plain = fairness["c0"]
+    assert {"sshd", "systemd", "cron", "probe-fairness"} <= set(plain)
+    drawn = [n for n in plain if n not in sandbox_stages.HOG_NAMES and n != "probe-fairness"]
+    assert len(drawn) == sandbox_stages.RANDOM_NAMES and all(len(n) == 2 * sandbox_stages.RANDOM_NAME_BYTES
+                                                             for n in drawn)
+    assert fairness["c1"] == [n for n in plain if n != "sshd"]  # the one it was told to boost
+    # New random names for the next plan: no scheduler can know them in advance.
+    again = sandbox_stages.build_plan([sandbox_stages.Candidate("plain", b"o")], sandbox_stages.DynamicBounds())
+    assert drawn[0] not in again.script()

@@ -4,9 +4,12 @@ enable), then dynamic tests while the candidate runs, then unload.
 The tests, in this order, all under the candidate:
 - latency: a 1 kHz sleeper among CPU hogs; its p99 wakeup latency is compared with the same
   probe under EEVDF earlier in the same boot (TCG timing only compares within a boot);
-- fairness: equal CPU hogs, the least-served one's CPU time over the most-served one's;
+- fairness: equal CPU hogs, the least-served one's CPU time over the most-served one's; each hog
+  has its own name (p->comm), common daemons' and random ones drawn for this plan, so that a
+  scheduler treating some names worse (or all but its probe's) shows as unfair;
 - flood: many more runnable tasks than CPUs for longer than the watchdog timeout, which the
-  loader caps (--watchdog-ms) so that a scheduler leaving any task behind is ejected here;
+  loader caps (--watchdog-ms) so that a scheduler leaving any task behind is ejected here; the
+  tasks take the same names in turn;
 - fork storm: short-lived children forked and reaped for a second;
 - unload: the kernel must be back to `disabled`.
 An ejection (watchdog or runtime error) at any point fails the stage and names the test it
@@ -22,6 +25,7 @@ it needs is reported as DYN009, inconclusive: signed, never an approval, not cac
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -38,6 +42,9 @@ TESTS = ("latency", "fairness", "flood", "forkstorm")
 # Verifier log lines that are bookkeeping rather than the reason for a refusal.
 _SOURCE_NOTE = re.compile(r"^; (.*) @ candidate\.bpf\.c:(\d+)$")
 _INSN = re.compile(r"^\d+: (\(|R\d)")
+# The fairness hogs' names besides random ones: daemons every host runs, and the usual services.
+HOG_NAMES = ("sshd", "systemd", "systemd-journal", "cron", "dbus-daemon", "rsyslogd")
+RANDOM_NAMES, RANDOM_NAME_BYTES = 2, 4
 _LOG_NOISE = ("processed ", "verification time", "stack depth", "-- END PROG LOAD LOG --", "libbpf:", "mark_precise")
 
 
@@ -51,7 +58,7 @@ class DynamicBounds(BaseModel):
     latency_s: float = Field(2.0, gt=0)
     latency_factor: float = Field(4.0, ge=1, description="p99 may be this many times EEVDF's ...")
     latency_slack_ms: float = Field(500.0, ge=0, description="... or EEVDF's plus this, whichever is larger")
-    fairness_hogs: int = Field(4, ge=2, le=64)
+    fairness_hogs: int = Field(9, ge=2, le=64, description="one per name of hog_names()")
     fairness_s: float = Field(2.0, gt=0)
     min_fairness: float = Field(0.5, gt=0, le=1, description="least over most CPU time among equal hogs")
     flood_tasks: int = Field(32, ge=2, le=256)
@@ -84,12 +91,21 @@ class SandboxResult:
     ops_name: str = ""
 
 
-def hold_script(bounds: DynamicBounds) -> str:
+def hog_names() -> list[str]:
+    """Names for the fairness and flood hogs: common system daemons' (what a scheduler that
+    starves "others" would pick on), random ones, new for every plan (what no scheduler can know
+    in advance), and the probe's own (beside which a scheduler favouring its own kind shows).
+    Shell-safe: letters, digits and dashes."""
+    return [*HOG_NAMES, *(secrets.token_hex(RANDOM_NAME_BYTES) for _ in range(RANDOM_NAMES)), "probe-fairness"]
+
+
+def hold_script(bounds: DynamicBounds, names: list[str]) -> str:
     b = bounds
+    named = " ".join(names)
     return "\n".join([
         f"/bin/probe-wakeup {b.latency_hogs} {b.latency_s:g}", "scx_state after-latency",
-        f"/bin/probe-fairness {b.fairness_hogs} {b.fairness_s:g}", "scx_state after-fairness",
-        f"/bin/probe-fairness {b.flood_tasks} {b.flood_s:g}", "scx_state after-flood",
+        f"/bin/probe-fairness {b.fairness_hogs} {b.fairness_s:g} {named}", "scx_state after-fairness",
+        f"/bin/probe-fairness {b.flood_tasks} {b.flood_s:g} {named}", "scx_state after-flood",
         f"/bin/probe-forkstorm {b.forkstorm_s:g}", "scx_state after-forkstorm",
     ])
 
@@ -98,9 +114,12 @@ def build_plan(candidates: list[Candidate], bounds: DynamicBounds) -> runner.Pla
     """The EEVDF baseline first, then each candidate under its own step id (c0, c1, ...)."""
     plan = runner.Plan()
     plan.add("baseline", f"/bin/probe-wakeup {bounds.latency_hogs} {bounds.latency_s:g}")
+    names = hog_names()
     for i, candidate in enumerate(candidates):
         path = plan.add_file(f"/art/c{i}.bpf.o", candidate.obj)
-        plan.add(f"c{i}", runner.load_and_hold(path, candidate.params, hold=hold_script(bounds),
+        # A name the candidate is told to favour (latency_boost's boost_comm) is favoured openly.
+        named = [n for n in names if n not in candidate.params.values()]
+        plan.add(f"c{i}", runner.load_and_hold(path, candidate.params, hold=hold_script(bounds, named),
                                                watchdog_ms=bounds.watchdog_ms))
     return plan
 
@@ -301,8 +320,10 @@ def _fairness(probe: dict | None, bounds: DynamicBounds, measurements: dict[str,
     measurements[f"{name}_min_max_ratio"] = ratio
     if ratio >= bounds.min_fairness:
         return []
-    return [_finding(rule, f"{probe['hogs']} equal CPU hogs got unequal CPU: the least served got {ratio:.2f} of the "
-                           f"most served's time (at least {bounds.min_fairness:.2f} required)")]
+    least = probe.get("least_served", "")
+    return [_finding(rule, f"{probe['hogs']} equal CPU hogs got unequal CPU: the least served"
+                           + (f" ({least!r})" if least else "") + f" got {ratio:.2f} of the most served's time "
+                           f"(at least {bounds.min_fairness:.2f} required)")]
 
 
 def verifier_reason(log: str, fallback: str = "") -> tuple[str, int]:
