@@ -8,11 +8,15 @@
 //   {"event":"enabled","ops":NAME,...}                   attached; the scheduler is running
 //   {"event":"error","stage":STAGE,"error":MSG,"log":VERIFIER_LOG}   it could not get there
 //   {"event":"exit","by":"signal"|"kernel","kind":N,"kind_name":S,"reason":S,"msg":S}
+//   {"event":"prog_stats","progs":[{"name":S,"run_cnt":N,"run_time_ns":N},...]}   before an
+//        unload on request: each callback's calls and run time (counted only while the
+//        kernel.bpf_stats_enabled sysctl is 1; zeros otherwise)
 // and holds until SIGTERM/SIGINT (then unloads) or until the kernel ejects the scheduler
 // (watchdog, runtime error). --watchdog-ms lowers the scheduler's own timeout_ms (never raises
 // it): the verifier's sandbox uses it so a starving scheduler is ejected within a short test.
 // Nothing is pinned: the scheduler lives exactly as long as the loader. Exit status: 0 unloaded
 // on request, 1 usage/setup error, 2 ejected by the kernel, 3 rejected at load.
+#include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
@@ -404,6 +408,31 @@ static void print_exit(const volatile struct schedcp_exit *e, const char *ops, c
 }
 
 
+// Each struct_ops callback's run count and time as the kernel counts them (bpf_stats): what a
+// scheduler's callbacks cost, read before the programs go away with the object.
+static void print_prog_stats(struct bpf_object *obj)
+{
+	struct bpf_program *prog;
+	const char *sep = "";
+
+	printf("{\"event\":\"prog_stats\",\"progs\":[");
+	bpf_object__for_each_program(prog, obj) {
+		struct bpf_prog_info info = {0};
+		__u32 len = sizeof(info);
+		int fd = bpf_program__fd(prog);
+
+		if (fd < 0 || bpf_prog_get_info_by_fd(fd, &info, &len))
+			continue;
+		printf("%s{\"name\":", sep);
+		print_json_string(bpf_program__name(prog));
+		printf(",\"run_cnt\":%llu,\"run_time_ns\":%llu}", (unsigned long long)info.run_cnt,
+		       (unsigned long long)info.run_time_ns);
+		sep = ",";
+	}
+	printf("]}\n");
+	fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
@@ -508,6 +537,7 @@ int main(int argc, char **argv)
 		}
 		sleep_ms(50);
 	}
+	print_prog_stats(obj);
 	bpf_link__destroy(link);
 	for (int i = 0; i < EXIT_ACCOUNT_WAIT_MS / 5 && exit_info && !exit_info->kind; i++)
 		sleep_ms(5);

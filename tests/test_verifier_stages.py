@@ -112,3 +112,19 @@ def test_the_fairness_hogs_take_daemons_random_and_the_probes_names_but_not_a_de
     # New random names for the next plan: no scheduler can know them in advance.
     again = sandbox_stages.build_plan([sandbox_stages.Candidate("plain", b"o")], sandbox_stages.DynamicBounds())
     assert drawn[0] not in again.script()
+
+
+def test_a_callback_costing_over_its_budget_per_call_is_named_and_one_shot_callbacks_are_not():
+    from services.verifier import sandbox_stages
+
+    bounds = sandbox_stages.DynamicBounds(callback_cost_us=1000, callback_min_calls=100)
+    stats = {"progs": [{"name": "x_enqueue", "run_cnt": 5000, "run_time_ns": 5000 * 1_450_000},
+                       {"name": "x_dispatch", "run_cnt": 9000, "run_time_ns": 9000 * 12_000},
+                       {"name": "x_init", "run_cnt": 1, "run_time_ns": 3_000_000},
+                       {"name": "x_tick", "run_cnt": 0, "run_time_ns": 0}]}
+    measured: dict[str, float] = {}
+    [finding] = sandbox_stages._callback_costs(stats, bounds, measured)
+    assert finding.rule_id == "DYN010" and "x_enqueue 1450.0 us" in finding.message, finding.message
+    assert "x_init" not in finding.message and "x_dispatch" not in finding.message
+    assert measured == {"cost_us_x_enqueue": 1450.0, "cost_us_x_dispatch": 12.0, "cost_us_x_init": 3000.0}
+    assert sandbox_stages._callback_costs({"progs": stats["progs"][1:]}, bounds, {}) == []

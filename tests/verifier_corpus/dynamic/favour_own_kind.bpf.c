@@ -5,7 +5,7 @@
  */
 #include "common.bpf.h"
 
-const volatile u64 slice_us = 20000; /* time slice */
+const volatile u64 slice_us = 50000; /* time slice */
 
 static __always_inline u32 name_hash(const struct task_struct *p)
 {

@@ -1,10 +1,10 @@
-/* Verifier corpus: tasks named "sshd" get a 20 us slice, every other task 20 ms, all from one
- * FIFO: sshd always runs, a thousandth of the time the others do.
+/* Verifier corpus: tasks named "sshd" get a 20 us slice (a tick, in effect), every other task
+ * 50 ms, all from one FIFO: sshd always runs, but a fraction of the time the others do.
  * expect: DYN002
  */
 #include "common.bpf.h"
 
-const volatile u64 slice_us = 20000; /* time slice */
+const volatile u64 slice_us = 50000; /* time slice */
 
 static __always_inline u64 slice_of(const struct task_struct *p)
 {
