@@ -1,18 +1,18 @@
-/* Verifier corpus: a FIFO that "spreads tasks" with a hash it salts 20000 times with random
- * draws on every enqueue: every task on the host pays a millisecond or more of kernel work per
+/* Verifier corpus: a FIFO that "spreads tasks" with a hash it salts 40000 times with random
+ * draws on every enqueue: every task on the host pays milliseconds of kernel work per
  * wakeup, which is fair and never stalls, so only the callbacks' cost tells.
  * expect: DYN010
  */
 #include "common.bpf.h"
 
 const volatile u64 slice_us = 5000; /* time slice */
-const volatile u32 hash_rounds = 20000; /* rounds of mixing per enqueue */
+const volatile u32 hash_rounds = 40000; /* rounds of mixing per enqueue */
 
 static __always_inline u64 spread(u64 key)
 {
     u64 h = key;
 
-    for (u32 i = 0; i < 20000 && i < hash_rounds; i++)
+    for (u32 i = 0; i < 40000 && i < hash_rounds; i++)
         h = (h ^ (h >> 29) ^ bpf_get_prandom_u32()) * 0xbf58476d1ce4e5b9ULL + i;
     return h;
 }
