@@ -204,7 +204,7 @@ def rollback(settings: Settings, host_id: str, reason: str) -> executor_pb2.Roll
         host = await registered_host(settings, host_id)
         async with rpc.channel(host.executor_addr, settings.rpc_timeout_s) as channel:
             return await executor_pb2_grpc.ExecutorServiceStub(channel).Rollback(
-                executor_pb2.RollbackRequest(reason=reason))
+                executor_pb2.RollbackRequest(reason=reason, host_id=host.host_id))
 
     return asyncio.run(call())
 

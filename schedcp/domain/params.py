@@ -52,3 +52,15 @@ def of(held: object) -> common_pb2.ParamValue:
     if isinstance(held, float):
         return common_pb2.ParamValue(float_value=held)
     return common_pb2.ParamValue(string_value=str(held))
+
+
+def key(parameters: Mapping[str, common_pb2.ParamValue]) -> str:
+    """A stable text form of a parameter map, the learner's key: `slice_us=3000,wakeup_preempt=true`."""
+    return ",".join(f"{k}={text(parameters[k])}" for k in sorted(parameters))
+
+
+def within(parameters: Mapping[str, common_pb2.ParamValue], parameters_key: str) -> bool:
+    """Whether every one of `parameters` has its value in a parameter key (others may be there too:
+    the planner adds the groups a policy applies to)."""
+    held = set(parameters_key.split(",")) if parameters_key else set()
+    return all(f"{k}={text(v)}" in held for k, v in parameters.items())

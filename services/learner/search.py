@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from schedcp.domain.params import key as parameters_key
 from schedcp.domain.policies import GOAL_WORDS
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import deployment_pb2, goal_pb2, host_pb2, learner_pb2, policy_pb2, profile_pb2
-from services.learner.outcomes import OutcomeLedger, parameters_key
+from services.learner.outcomes import OutcomeLedger
 
 R = deployment_pb2
 SIMILARITY_WIDTH = 0.3
