@@ -120,6 +120,7 @@ def report_of(fleet: SimFleet, rollout: R.Rollout, seconds: float, proven_s: flo
         track = next(t for t in rollout.tracks if t.host_ids[0].startswith(f"sim-{cls.name}-"))
         classes[cls.name] = {
             "hosts": len(hosts), "improvement": cls.improvement, "host_class": track.host_class,
+            "workload_cluster": track.workload_cluster,
             "state": R.RolloutState.Name(track.state).removeprefix("ROLLOUT_STATE_").lower(),
             "reason": track.reason, "waves": [{
                 "number": w.number, "reach": w.reach, "hosts": w.hosts, "kept": w.kept, "rolled_back": w.rolled_back,

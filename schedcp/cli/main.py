@@ -145,7 +145,8 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
                      ("when (UTC)", "host", "action", "policy", "by", "digest", "verdict", "why"))
     for r in response.records:
         action = deployment_pb2.AuditAction.Name(r.action).removeprefix("AUDIT_ACTION_").lower()
-        table.add_row(r.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), r.host_id, action, r.policy_name, r.actor,
+        where = r.host_id or f"rollout {r.rollout_id}"
+        table.add_row(r.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), where, action, r.policy_name, r.actor,
                       r.artifact_digest[:12], r.verdict_id[:12], r.reason)
     out.print(table if response.records else "no audit records yet: nothing was deployed")
     return 0

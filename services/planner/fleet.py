@@ -5,6 +5,7 @@ learner's statistics of the policy per host class and workload cluster."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -13,6 +14,7 @@ from nats.js.errors import NotFoundError
 from schedcp.domain import params
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from schedcp.v1 import (
     common_pb2,
@@ -27,7 +29,7 @@ from schedcp.v1 import (
     profile_pb2,
     rollout_pb2,
 )
-from services.planner.cycle import Cycle
+from services.planner.cycle import ALTERNATING_ROUNDS, LEARN_WAIT_S, Cycle
 from services.planner.hosts import HostDirectory
 from services.planner.planning import Planner
 
@@ -36,6 +38,9 @@ H = rollout_pb2
 DEPLOYED = {deployment_pb2.DEPLOYMENT_STATE_KEPT: H.ROLLOUT_HOST_RESULT_KEPT,
             deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK: H.ROLLOUT_HOST_RESULT_ROLLED_BACK,
             deployment_pb2.DEPLOYMENT_STATE_EJECTED: H.ROLLOUT_HOST_RESULT_ROLLED_BACK}
+OUTCOMES = {deployment_pb2.OUTCOME_RESULT_KEPT: H.ROLLOUT_HOST_RESULT_KEPT,
+            deployment_pb2.OUTCOME_RESULT_ROLLED_BACK: H.ROLLOUT_HOST_RESULT_ROLLED_BACK,
+            deployment_pb2.OUTCOME_RESULT_EJECTED: H.ROLLOUT_HOST_RESULT_ROLLED_BACK}
 
 
 @dataclass(frozen=True)
@@ -47,28 +52,34 @@ class ClassEffect:
 
 
 class Fleet:
-    def __init__(self, cycle: Cycle, planner: Planner, hosts: HostDirectory, bus: Bus, learner_addr: str,
-                 rpc_timeout_s: float) -> None:
+    def __init__(self, cycle: Cycle, planner: Planner, hosts: HostDirectory, bus: Bus, settings: Settings) -> None:
         self._cycle = cycle
         self._planner = planner
         self._hosts = hosts
         self._bus = bus
-        self._learner_addr = learner_addr
-        self._rpc_timeout_s = rpc_timeout_s
+        self._learner_addr = settings.learner_addr
+        self._rpc_timeout_s = settings.rpc_timeout_s
+        # A canary in flight when the planner stopped: its baseline and canary windows for the
+        # rounds an alternating canary starts with, and the learner's time to apply the outcome.
+        self._canary_wait_s = 2 * settings.canary_window_s * ALTERNATING_ROUNDS + LEARN_WAIT_S
 
     def check_policy(self, name: str, host) -> None:
         """InvalidArgument for a policy the library does not have, FailedPrecondition for one the
         host cannot run (as `schedcp deploy` is told)."""
         self._planner.check_policy(name, host)
 
-    async def deploy(self, host_id: str, rollout: rollout_pb2.Rollout) -> rollout_pb2.RolloutHost:
+    async def deploy(self, host_id: str, rollout: rollout_pb2.Rollout,
+                     started: Callable[[str], Awaitable[None]]) -> rollout_pb2.RolloutHost:
         """One decision cycle for the rollout's policy on the host, from its newest published
-        profile when that is fresh (the cycle profiles the host otherwise)."""
+        profile when that is fresh (the cycle profiles the host otherwise); `started` is told
+        the cycle's id as soon as it has one."""
         request = planner_pb2.TuneRequest(host_id=host_id, intent=rollout.intent, policy=rollout.policy,
                                           parameters=rollout.parameters)
         last, no_goal = None, False
         try:
             async for event in self._cycle.tune(request, await self._published(host_id)):
+                if last is None:
+                    await started(event.cycle_id)
                 last = event
                 no_goal |= event.stage == cycle_pb2.CYCLE_STAGE_GOAL and event.status == common_pb2.STAGE_STATUS_SKIPPED
         except (grpc.aio.AioRpcError, InvalidArgument, NotFound, FailedPrecondition) as exc:
@@ -76,6 +87,18 @@ class Fleet:
             return H.RolloutHost(host_id=host_id, result=H.ROLLOUT_HOST_RESULT_FAILED, message=details,
                                  cycle_id=last.cycle_id if last else "")
         return result_of(host_id, last, no_goal)
+
+    async def outcome_of(self, host_id: str, cycle_id: str) -> rollout_pb2.RolloutHost | None:
+        """The result of a cycle a stopped planner left in flight, from the outcome the learner
+        applied (its canary went on without the planner); None when there is none within the
+        time a canary takes."""
+        outcome, _ = await self._planner.applied_outcome(host_id, "", self._canary_wait_s, cycle_id=cycle_id)
+        if outcome is None:
+            return None
+        result = deployment_pb2.OutcomeResult.Name(outcome.result).removeprefix("OUTCOME_RESULT_").lower()
+        told = f"judged while the planner restarted: {result}"
+        return H.RolloutHost(host_id=host_id, cycle_id=cycle_id, deployment_id=outcome.deployment_id,
+                             result=OUTCOMES[outcome.result], message=f"{told} ({outcome.reason})")
 
     async def _published(self, host_id: str) -> profile_pb2.WorkloadProfile | None:
         try:

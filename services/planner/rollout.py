@@ -8,12 +8,13 @@ when the learner's effect of the policy in that class turned negative; the class
 that wave's hosts that kept it are rolled back, with the reason recorded. Other classes go on.
 
 State lives in the `schedcp_rollouts` KV bucket: the rollout under its id (saved at every step)
-and each host's result under `<rollout>.<host>` as soon as it has one, so a planner that
-restarts resumes every running rollout where it stood (a host without a result is started
-again; one whose canary was in flight then finds the policy running and counts as already
-running). Every step (start, each wave's start and judgement, halt, pause, resume, abort, end)
-is an audit record on `schedcp.audit._rollout.<rollout>` and runs in a trace of its own; a
-wave's trace holds its hosts' cycles.
+and each host's cycle under `<rollout>.<host>` as soon as it starts, then its result, so a
+planner that restarts resumes every running rollout where it stood: a host with a result is
+not started again, one whose cycle was in flight gets its result from the outcome its canary
+published (the executor judges it without the planner), and only a host whose cycle never
+reached a judged canary is started again. Every step (start, each wave's start and judgement,
+halt, pause, resume, abort, end) is an audit record on `schedcp.audit._rollout.<rollout>` and
+runs in a trace of its own; a wave's trace holds its hosts' cycles.
 """
 
 from __future__ import annotations
@@ -280,20 +281,29 @@ class Rollouts:
                               f"{_where(track, wave)} passed: {wave.judgement}")
 
     async def _host(self, rollout: R.Rollout, host_id: str) -> R.RolloutHost | None:
-        """The host's result: stored already (a resumed rollout), or from its cycle now; None
-        when the rollout was aborted before the host started."""
-        if (stored := await self._store.host(rollout.rollout_id, host_id)) is not None:
+        """The host's result: stored already, or judged since by the canary a stopped planner
+        left in flight (a resumed rollout), or from its cycle now; None when the rollout was
+        aborted before the host started."""
+        stored = await self._store.host(rollout.rollout_id, host_id)
+        if stored is not None and stored.result != R.ROLLOUT_HOST_RESULT_UNSPECIFIED:
             return stored
+        if stored is not None and (judged := await self._fleet.outcome_of(host_id, stored.cycle_id)) is not None:
+            await self._store.put_host(rollout.rollout_id, judged)
+            return judged
         gate = self._gates[rollout.rollout_id]
         while True:
             await gate.wait()
-            if rollout.state == R.ROLLOUT_STATE_ABORTED:
-                return None
             async with self._slots:
-                if not gate.is_set():  # paused while waiting for a slot: give it to another rollout
+                # Paused or aborted while waiting for a slot: not started.
+                if rollout.state == R.ROLLOUT_STATE_ABORTED:
+                    return None
+                if not gate.is_set():
                     continue
+                async def started(cycle_id: str) -> None:
+                    await self._store.put_host(rollout.rollout_id, R.RolloutHost(host_id=host_id, cycle_id=cycle_id))
+
                 with telemetry.tracer().start_as_current_span(f"rollout host {host_id}"):
-                    result = await self._fleet.deploy(host_id, rollout)
+                    result = await self._fleet.deploy(host_id, rollout, started)
             await self._store.put_host(rollout.rollout_id, result)
             return result
 
