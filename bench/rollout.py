@@ -78,15 +78,16 @@ async def wait_for(planner_addr: str, rollout_id: str, done, timeout_s: float) -
 
 
 async def run(nats_url: str, planner_addr: str, per_class: int, waves: list[str], canary_s: float = 0.2,
-              restart=None, **nats_options) -> dict:
-    """Prove, roll out, wait for the end; `restart()` (blocking) is called once a quarter of the
-    hosts have a result. Returns what the report shows."""
+              restart=None, classes: tuple[SimClass, ...] = (HELPED, HURT), **nats_options) -> dict:
+    """Prove the policy on the first class, roll it out to every class, wait for the end;
+    `restart()` (blocking) is called once a quarter of the hosts have a result. Returns what the
+    report shows."""
     bus = await Bus.connect(nats_url, "bench-rollout", **nats_options)
     fleet = SimFleet(bus, canary_s=canary_s)
-    fleet.add(HELPED, per_class)
-    fleet.add(HURT, per_class)
+    for cls in classes:
+        fleet.add(cls, per_class)
     try:
-        proving = proving_hosts(fleet, HELPED)
+        proving = proving_hosts(fleet, classes[0])
         async with serving(fleet, observed=proving):
             started = time.monotonic()
             await prove(planner_addr, proving)
@@ -106,16 +107,16 @@ async def run(nats_url: str, planner_addr: str, per_class: int, waves: list[str]
             async with rpc.channel(planner_addr, 30) as channel:
                 audit = await planner_pb2_grpc.PlannerServiceStub(channel).ListAudit(
                     planner_pb2.ListAuditRequest(limit=1000))
-            return report_of(fleet, final, seconds, proven_s, restarted_at,
+            return report_of(fleet, classes, final, seconds, proven_s, restarted_at,
                              [r for r in audit.records if r.rollout_id == final.rollout_id])
     finally:
         await bus.close()
 
 
-def report_of(fleet: SimFleet, rollout: R.Rollout, seconds: float, proven_s: float, restarted_at,
-              audit: list[deployment_pb2.AuditRecord]) -> dict:
+def report_of(fleet: SimFleet, simulated: tuple[SimClass, ...], rollout: R.Rollout, seconds: float, proven_s: float,
+              restarted_at, audit: list[deployment_pb2.AuditRecord]) -> dict:
     classes = {}
-    for cls in (HELPED, HURT):
+    for cls in simulated:
         hosts = [h for h in fleet.hosts.values() if h.cls == cls]
         track = next(t for t in rollout.tracks if t.host_ids[0].startswith(f"sim-{cls.name}-"))
         classes[cls.name] = {
@@ -127,7 +128,8 @@ def report_of(fleet: SimFleet, rollout: R.Rollout, seconds: float, proven_s: flo
                 "failed": w.failed, "skipped": w.skipped, "judgement": w.judgement, "trace_id": w.trace_id,
                 "seconds": (w.ended_at.ToNanoseconds() - w.started_at.ToNanoseconds()) / 1e9 if w.done else None,
             } for w in track.waves],
-            "running_it_at_the_end": kept_hosts(fleet, cls),
+            "running_it_at_the_end": kept_hosts(fleet, cls), "reverted": sum(h.reverted for h in rollout.hosts
+                                                                             if h.host_id in track.host_ids),
             "deployments": sum(h.deployments for h in hosts), "rollbacks": sum(h.rollbacks for h in hosts),
             "hosts_deployed_twice": sum(h.deployments > 1 for h in hosts),
             "class_effect": {"outcomes": track.class_outcomes, "mean": track.class_mean_improvement},
@@ -147,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=1000, help="simulated hosts, half in each class")
     parser.add_argument("--waves", default="1,5%,25%,100%")
-    parser.add_argument("--canary-s", type=float, default=0.2, help="how long a simulated canary takes")
+    parser.add_argument("--canary-s", type=float, default=2.0, help="how long a simulated canary takes")
     parser.add_argument("--concurrency", type=int, default=64, help="SCHEDCP_ROLLOUT_CONCURRENCY")
     parser.add_argument("--restart", action="store_true", help="restart the planner mid-rollout")
     args = parser.parse_args()

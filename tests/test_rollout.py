@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from bench import rollout as bench_rollout
-from bench.simfleet import SimFleet, serving
+from bench.simfleet import SimClass, SimFleet, serving
 from schedcp.domain import hostclass, params
 from schedcp.runtime import rpc
 from schedcp.runtime.bus import Bus
@@ -190,6 +190,19 @@ def test_a_rollout_completes_where_the_policy_helps_and_halts_in_one_wave_where_
     assert "measured per host class and workload" in policies.stdout and "-30%" in policies.stdout, policies.stdout
     history = schedcp(central.env, "history", "-n", "1000")
     assert f"rollout {result['rollout_id']}" in history.stdout, history.stdout
+
+
+def test_a_wave_that_regresses_rolls_back_its_hosts_that_kept_the_policy(central):
+    # Every 4th host's canary measures the opposite: the first wave of 4 has one (25 %, above 20 %).
+    noisy = SimClass("n", cpus=2, kernel="6.1.0-sim-n", improvement=0.6, contrary_every=4)
+    result = run(central, 11, ["4", "100%"], classes=(noisy,))
+    track = result["classes"]["n"]
+    assert track["state"] == "halted" and len(track["waves"]) == 1, track
+    assert (track["waves"][0]["kept"], track["waves"][0]["rolled_back"]) == (3, 1)
+    assert track["reverted"] == 3 and track["rollbacks"] == 3, track
+    # What runs now: the three proving hosts (of the last wave, never reached) and nothing else.
+    assert track["running_it_at_the_end"] == bench_rollout.PROVING_HOSTS
+    assert "the 3 of its hosts that had kept it rolled back" in track["reason"], track["reason"]
 
 
 def start(addr: str, **fields) -> R.Rollout:

@@ -315,11 +315,14 @@ class Rollouts:
         failures = await asyncio.gather(*(self._revert(rollout, host, reason) for host in kept))
         not_reverted = [f for f in failures if f]
         track.state = R.ROLLOUT_STATE_HALTED
-        track.reason = (f"{_where(track, wave)} regressed: {wave.judgement}; {len(kept) - len(not_reverted)} of "
-                        f"its hosts rolled back" + (f", {len(not_reverted)} could not be ({not_reverted[0]})"
-                                                     if not_reverted else ""))
+        undone = (f"the {len(kept) - len(not_reverted)} of its hosts that had kept it rolled back" if kept
+                  else "none of its hosts had kept it")
+        if not_reverted:
+            undone += f", {len(not_reverted)} could not be ({not_reverted[0]})"
+        track.reason = f"wave {wave.number} regressed: {wave.judgement}; {undone}"
         await self._store.save(rollout)
-        await self._audit(A.AUDIT_ACTION_ROLLOUT_HALT, rollout, trace_id, track.reason)
+        await self._audit(A.AUDIT_ACTION_ROLLOUT_HALT, rollout, trace_id,
+                          f"{track.host_class} / {track.workload_cluster or '-'}: {track.reason}")
 
     async def _revert(self, rollout: R.Rollout, host: R.RolloutHost, reason: str) -> str:
         async with self._slots:
