@@ -82,8 +82,10 @@ class Fleet:
                     await started(event.cycle_id)
                 last = event
                 no_goal |= event.stage == cycle_pb2.CYCLE_STAGE_GOAL and event.status == common_pb2.STAGE_STATUS_SKIPPED
-        except (grpc.aio.AioRpcError, InvalidArgument, NotFound, FailedPrecondition) as exc:
-            details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+        except Exception as exc:  # whatever stopped this host's cycle, the others go on
+            if not isinstance(exc, grpc.aio.AioRpcError | InvalidArgument | NotFound | FailedPrecondition):
+                log.exception("the rollout's cycle on %s failed", host_id)
+            details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc) or type(exc).__name__
             return H.RolloutHost(host_id=host_id, result=H.ROLLOUT_HOST_RESULT_FAILED, message=details,
                                  cycle_id=last.cycle_id if last else "")
         return result_of(host_id, last, no_goal)

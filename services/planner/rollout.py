@@ -25,13 +25,14 @@ import logging
 import uuid
 from collections.abc import Iterator
 
+import grpc
 from nats.js.errors import KeyNotFoundError, NoKeysError
 from opentelemetry import context as otel_context
 
 from schedcp.runtime import telemetry, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
-from schedcp.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound
 from schedcp.v1 import deployment_pb2, rollout_pb2
 from services.planner import rollout_plan
 from services.planner.fleet import Fleet, class_effect, proven_classes
@@ -43,6 +44,7 @@ A = deployment_pb2
 AUDIT_HOST = "_rollout"  # not a host id (those start with a letter or digit)
 JUDGED = {R.ROLLOUT_HOST_RESULT_KEPT, R.ROLLOUT_HOST_RESULT_ROLLED_BACK, R.ROLLOUT_HOST_RESULT_FAILED}
 ENDED = {R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_HALTED, R.ROLLOUT_STATE_ABORTED}
+RETRY_S = 5.0
 
 
 class RolloutStore:
@@ -201,7 +203,12 @@ class Rollouts:
             except FailedPrecondition as exc:
                 raise FailedPrecondition(f"class {host_class} cannot run it: {exc}; narrow the selector "
                                          "(e.g. sched_ext=yes)") from None
-        proven = proven_classes(await self._fleet.effects(request.policy), request.parameters)
+        try:
+            effects = await self._fleet.effects(request.policy)
+        except grpc.aio.AioRpcError as exc:
+            raise DependencyUnavailable(f"the learner could not say where {request.policy} is proven "
+                                        f"({exc.code().name}: {exc.details()}); try again when it is up") from None
+        proven = proven_classes(effects, request.parameters)
         if not proven:
             raise FailedPrecondition(f"{request.policy} with these parameters is not proven in any class yet (at "
                                      "least 3 outcomes, a mean improvement of 5 % or more, no ejection): deploy it on "
@@ -228,15 +235,21 @@ class Rollouts:
                                                                 name=f"rollout {rollout.rollout_id}")
 
     async def _run(self, rollout: R.Rollout) -> None:
-        try:
-            plan = rollout_plan.waves(list(rollout.waves))
-            await asyncio.gather(*(self._run_track(rollout, track, plan) for track in rollout.tracks))
-            if rollout.state != R.ROLLOUT_STATE_ABORTED:
-                await self._end(rollout)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("rollout %s stopped on an error; it resumes when the planner restarts", rollout.rollout_id)
+        """Every class's waves, then the end. A step that fails (NATS or the learner away) stops
+        every class and they go on from their stored state after RETRY_S: hosts with a result are
+        not started again."""
+        plan = rollout_plan.waves(list(rollout.waves))
+        while True:
+            try:
+                async with asyncio.TaskGroup() as classes:
+                    for track in rollout.tracks:
+                        classes.create_task(self._run_track(rollout, track, plan))
+                if rollout.state != R.ROLLOUT_STATE_ABORTED:
+                    await self._end(rollout)
+                return
+            except Exception:
+                log.exception("rollout %s: a step failed; going on in %g s", rollout.rollout_id, RETRY_S)
+                await asyncio.sleep(RETRY_S)
 
     async def _run_track(self, rollout: R.Rollout, track: R.RolloutTrack, plan) -> None:
         reaches = rollout_plan.reaches(plan, len(track.host_ids))
@@ -262,7 +275,9 @@ class Rollouts:
             await self._audit(A.AUDIT_ACTION_ROLLOUT_WAVE, rollout, trace_id,
                               f"{_where(track, wave)}: starting on {wave.hosts} hosts (reaching {wave.reach} of "
                               f"{len(track.host_ids)})")
-            results = await asyncio.gather(*(self._host(rollout, h) for h in _wave_hosts(track, wave)))
+            async with asyncio.TaskGroup() as hosts:  # one failing stops the others: the wave is retried
+                started = [hosts.create_task(self._host(rollout, h)) for h in _wave_hosts(track, wave)]
+            results = [task.result() for task in started]
             if rollout.state == R.ROLLOUT_STATE_ABORTED:
                 return
             done = [r for r in results if r is not None]
