@@ -25,6 +25,7 @@ from schedcp.runtime.errors import FailedPrecondition, InvalidArgument
 from schedcp.v1 import common_pb2, cycle_pb2, deployment_pb2, host_pb2, rollout_pb2, rollout_pb2_grpc
 from services.executor.server import ExecutorServicer
 from services.planner import fleet, rollout, rollout_plan
+from tests.otlp_receiver import OtlpReceiver
 from tests.test_cycle_cli import schedcp
 
 R = rollout_pb2
@@ -144,9 +145,9 @@ def test_an_executor_refuses_a_call_meant_for_another_host():
 
 # --- rollouts against the real central services ---------------------------------------------------
 
-def start_central(services, concurrency: int = 32):
+def start_central(services, concurrency: int = 32, **env: str):
     services.env.update(SCHEDCP_GOAL_PROVIDER="rules", SCHEDCP_RATE_LIMIT_VERIFY_PER_MIN="0",
-                        SCHEDCP_ROLLOUT_CONCURRENCY=str(concurrency))
+                        SCHEDCP_ROLLOUT_CONCURRENCY=str(concurrency), **env)
     services.start("verifier", "learner", "planner")
     return services
 
@@ -203,6 +204,41 @@ def test_a_wave_that_regresses_rolls_back_its_hosts_that_kept_the_policy(central
     # What runs now: the three proving hosts (of the last wave, never reached) and nothing else.
     assert track["running_it_at_the_end"] == bench_rollout.PROVING_HOSTS
     assert "the 3 of its hosts that had kept it rolled back" in track["reason"], track["reason"]
+
+
+def test_each_rollout_step_is_one_trace_holding_its_hosts_cycles(services):
+    with OtlpReceiver() as receiver:
+        # Export within 0.1 s, not the default 5 s.
+        central = start_central(services, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="100")
+        result = run(central, 4, ["1", "100%"])
+        first = result["classes"]["a"]["waves"][0]["trace_id"]
+        spans = receiver.wait_for(lambda got: {"schedcp-verifier", "schedcp-learner"} <= {
+            x.service for x in got if x.trace_id == first} and "rollout end" in {x.name for x in got})
+    wave = [x for x in spans if x.trace_id == first]
+    by_id = {x.span_id: x for x in wave}
+    roots = [x.name for x in wave if x.parent_span_id not in by_id]
+    assert roots == ["rollout wave 1"], roots
+    assert [x.name for x in wave if x.name.startswith("rollout host ")] == ["rollout host sim-a-0000"]
+    # The host's cycle is in the wave's trace: its verification and the learner's answers too.
+    assert "schedcp.v1.VerifierService/Verify" in {x.name for x in wave}
+    # Start, class a's two waves, class b's one, the end: a trace each.
+    steps = [x for x in spans if x.name.startswith("rollout ") and not x.name.startswith("rollout host")]
+    assert sorted(x.name for x in steps) == ["rollout end", "rollout start", "rollout wave 1", "rollout wave 1",
+                                             "rollout wave 2"]
+    assert len({x.trace_id for x in steps}) == 5
+
+
+def test_a_rollout_waits_out_a_learner_outage(services):
+    central = start_central(services, concurrency=4)
+
+    def outage() -> None:
+        central.stop("learner")
+        time.sleep(rollout.RETRY_S + 1)
+        central.start("learner")
+
+    result = run(central, 8, ["1", "100%"], restart=outage)
+    assert result["classes"]["a"]["state"] == "completed" and result["classes"]["b"]["state"] == "halted", result
+    assert result["classes"]["a"]["running_it_at_the_end"] == 8
 
 
 def start(addr: str, **fields) -> R.Rollout:
