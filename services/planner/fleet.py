@@ -92,15 +92,28 @@ class Fleet:
 
     async def outcome_of(self, host_id: str, cycle_id: str) -> rollout_pb2.RolloutHost | None:
         """The result of a cycle a stopped planner left in flight, from the outcome the learner
-        applied (its canary went on without the planner); None when there is none within the
-        time a canary takes."""
-        outcome, _ = await self._planner.applied_outcome(host_id, "", self._canary_wait_s, cycle_id=cycle_id)
+        applied (its canary went on without the planner). Waited for as long as a canary takes
+        while the host's executor still runs that cycle's deployment; otherwise as long as the
+        learner takes to apply an outcome (the cycle may never have deployed). None without one."""
+        wait = self._canary_wait_s if await self._deploying(host_id, cycle_id) else LEARN_WAIT_S
+        outcome, _ = await self._planner.applied_outcome(host_id, "", wait, cycle_id=cycle_id)
         if outcome is None:
             return None
         result = deployment_pb2.OutcomeResult.Name(outcome.result).removeprefix("OUTCOME_RESULT_").lower()
         told = f"judged while the planner restarted: {result}"
         return H.RolloutHost(host_id=host_id, cycle_id=cycle_id, deployment_id=outcome.deployment_id,
                              result=OUTCOMES[outcome.result], message=f"{told} ({outcome.reason})")
+
+    async def _deploying(self, host_id: str, cycle_id: str) -> bool:
+        """Whether the host's deployment in force is the cycle's (True when its executor cannot say)."""
+        try:
+            host = await self._hosts.get(host_id)
+            async with rpc.channel(host.executor_addr, self._rpc_timeout_s) as channel:
+                status = await executor_pb2_grpc.ExecutorServiceStub(channel).Status(
+                    executor_pb2.StatusRequest(host_id=host_id))
+        except (NotFound, grpc.aio.AioRpcError):
+            return True
+        return status.current.cycle_id == cycle_id
 
     async def _published(self, host_id: str) -> profile_pb2.WorkloadProfile | None:
         try:
