@@ -43,7 +43,7 @@ def _planner_fleet(d: dict) -> list[str]:
 def _rollout(d: dict) -> list[str]:
     lines = [f"{d['hosts']} simulated hosts, two classes: rollout {d['state']} in {d['seconds']:.0f} s"
              + (" (the planner restarted mid-rollout)" if d["planner_restarted_after_deployments"] else "")]
-    lines += [f"class {name} ({c['improvement']:+.0%} under the policy): {c['state']} after {len(c['waves'])} waves, "
+    lines += [f"class {name} ({c['improvement']:+.0%} under the policy): {c['state']} after {len(c['waves'])} wave(s), "
               f"{c['running_it_at_the_end']} of {c['hosts']} hosts running it, "
               f"{c['hosts_deployed_twice']} deployed twice"
               for name, c in d["classes"].items()]
