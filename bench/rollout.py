@@ -7,8 +7,8 @@ which measure nothing real: class `a` (2 CPUs) improves by 60 % under the policy
 (64 CPUs, another kernel) gets 30 % worse. The policy is first proven on three hosts of class a
 (three Tune calls naming it, as an operator's `schedcp deploy` does), then rolled out to every
 host in waves 1, 5 %, 25 %, 100 %. Expected: class a completes, class b halts in its first wave.
-With --restart the planner is restarted (SIGTERM) once a quarter of the hosts have a result, and
-the rollout must go on from where it stood.
+With --restart the planner is restarted (SIGTERM) once a quarter of the hosts were deployed to,
+and the rollout must go on from where it stood.
 
 Writes bench/results/rollout.{json,md}.
 """
@@ -60,13 +60,17 @@ async def prove(planner_addr: str, chosen: list[str]) -> None:
                 pass
 
 
+async def get(planner_addr: str, rollout_id: str, with_hosts: bool = False) -> R.Rollout:
+    async with rpc.channel(planner_addr, 30) as channel:
+        return await rollout_pb2_grpc.RolloutServiceStub(channel).GetRollout(
+            R.GetRolloutRequest(rollout_id=rollout_id, with_hosts=with_hosts))
+
+
 async def wait_for(planner_addr: str, rollout_id: str, done, timeout_s: float) -> R.Rollout:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            async with rpc.channel(planner_addr, 10) as channel:
-                rollout = await rollout_pb2_grpc.RolloutServiceStub(channel).GetRollout(
-                    R.GetRolloutRequest(rollout_id=rollout_id, with_hosts=True))
+            rollout = await get(planner_addr, rollout_id)
             if done(rollout):
                 return rollout
         except Exception as exc:  # the planner may be restarting
@@ -80,8 +84,8 @@ async def wait_for(planner_addr: str, rollout_id: str, done, timeout_s: float) -
 async def run(nats_url: str, planner_addr: str, per_class: int, waves: list[str], canary_s: float = 0.2,
               restart=None, classes: tuple[SimClass, ...] = (HELPED, HURT), **nats_options) -> dict:
     """Prove the policy on the first class, roll it out to every class, wait for the end;
-    `restart()` (blocking) is called once a quarter of the hosts have a result. Returns what the
-    report shows."""
+    `restart()` (blocking) is called once a quarter of the hosts were deployed to. Returns what
+    the report shows."""
     bus = await Bus.connect(nats_url, "bench-rollout", **nats_options)
     fleet = SimFleet(bus, canary_s=canary_s)
     for cls in classes:
@@ -98,12 +102,14 @@ async def run(nats_url: str, planner_addr: str, per_class: int, waves: list[str]
             began = time.monotonic()
             restarted_at = None
             if restart is not None:
-                quarter = len(fleet.hosts) // 4
-                await wait_for(planner_addr, rollout.rollout_id, lambda r: len(r.hosts) >= quarter, 600)
-                restarted_at = sum(h.deployments for h in fleet.hosts.values())
+                proving_deployments = sum(h.deployments for h in fleet.hosts.values())
+                while (restarted_at := sum(h.deployments for h in fleet.hosts.values()) - proving_deployments
+                       ) < len(fleet.hosts) // 4:
+                    await asyncio.sleep(0.2)
                 await asyncio.to_thread(restart)
-            final = await wait_for(planner_addr, rollout.rollout_id, lambda r: r.state in ENDED, 1800)
+            await wait_for(planner_addr, rollout.rollout_id, lambda r: r.state in ENDED, 1800)
             seconds = time.monotonic() - began
+            final = await get(planner_addr, rollout.rollout_id, with_hosts=True)
             async with rpc.channel(planner_addr, 30) as channel:
                 audit = await planner_pb2_grpc.PlannerServiceStub(channel).ListAudit(
                     planner_pb2.ListAuditRequest(limit=1000))

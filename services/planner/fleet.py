@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
+from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from schedcp.domain import params
@@ -82,7 +83,9 @@ class Fleet:
                     await started(event.cycle_id)
                 last = event
                 no_goal |= event.stage == cycle_pb2.CYCLE_STAGE_GOAL and event.status == common_pb2.STAGE_STATUS_SKIPPED
-        except Exception as exc:  # whatever stopped this host's cycle, the others go on
+        except NatsError:
+            raise  # the rollout's own state could not be read or stored: the step is retried
+        except Exception as exc:  # whatever else stopped this host's cycle, the others go on
             if not isinstance(exc, grpc.aio.AioRpcError | InvalidArgument | NotFound | FailedPrecondition):
                 log.exception("the rollout's cycle on %s failed", host_id)
             details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc) or type(exc).__name__

@@ -183,26 +183,44 @@ class Rollouts:
         if not request.policy:
             raise InvalidArgument("a rollout needs a policy (`schedcp policies` lists them)")
         rollout_plan.waves(list(request.waves))
-        terms = rollout_plan.selector(request.selector)
         fraction = request.max_rollback_fraction or self._default_fraction
         if not 0 <= fraction < 1:
             raise InvalidArgument(f"the rollback threshold must be a fraction from 0 up to 1, got {fraction:g}")
+        classes = await self._classes(request)
+        proven = await self._proven(request)
+        rollout = R.Rollout(rollout_id=f"r-{uuid.uuid4().hex[:12]}", policy=request.policy,
+                            parameters=request.parameters, selector=request.selector,
+                            waves=list(request.waves) or list(rollout_plan.DEFAULT_WAVES),
+                            max_rollback_fraction=fraction, intent=request.intent, state=R.ROLLOUT_STATE_RUNNING,
+                            actor=actor, reason=f"proven in {'; '.join(proven)}")
+        rollout.created_at.GetCurrentTime()
+        for (host_class, cluster), ids in classes.items():
+            rollout.tracks.add(host_class=host_class, workload_cluster=cluster, host_ids=ids,
+                               state=R.ROLLOUT_STATE_RUNNING)
+        return rollout
+
+    async def _classes(self, request: R.StartRolloutRequest) -> dict[tuple[str, str], list[str]]:
+        """The selected hosts by class, each class able to run the policy."""
+        terms = rollout_plan.selector(request.selector)
         registered = await self._hosts.list()
         if not registered:
             raise FailedPrecondition("no host is registered: start the hosts' observers first")
         self._fleet.check_policy(request.policy, registered[0])  # the name first: a typo is the likeliest error
-        chosen = [h for h in registered if rollout_plan.selects(terms, h)]
+        chosen = {h.host_id: h for h in registered if rollout_plan.selects(terms, h)}
         if not chosen:
             raise InvalidArgument(f"the selector {request.selector!r} matches none of the {len(registered)} "
                                   f"registered hosts (`schedcp hosts` shows their classes)")
-        by_id = {h.host_id: h for h in chosen}
-        classes = rollout_plan.classes(chosen)
+        classes = rollout_plan.classes(list(chosen.values()))
         for (host_class, _), ids in classes.items():
             try:
-                self._fleet.check_policy(request.policy, by_id[ids[0]])
+                self._fleet.check_policy(request.policy, chosen[ids[0]])
             except FailedPrecondition as exc:
                 raise FailedPrecondition(f"class {host_class} cannot run it: {exc}; narrow the selector "
                                          "(e.g. sched_ext=yes)") from None
+        return classes
+
+    async def _proven(self, request: R.StartRolloutRequest) -> list[str]:
+        """The classes where the policy is proven with these parameters; FailedPrecondition when none."""
         try:
             effects = await self._fleet.effects(request.policy)
         except grpc.aio.AioRpcError as exc:
@@ -214,16 +232,7 @@ class Rollouts:
                                      "least 3 outcomes, a mean improvement of 5 % or more, no ejection): deploy it on "
                                      "a few hosts first (`schedcp deploy HOST POLICY`), `schedcp policy show "
                                      f"{request.policy}` shows what was measured")
-        rollout = R.Rollout(rollout_id=f"r-{uuid.uuid4().hex[:12]}", policy=request.policy,
-                            parameters=request.parameters, selector=request.selector,
-                            waves=list(request.waves) or list(rollout_plan.DEFAULT_WAVES),
-                            max_rollback_fraction=fraction, intent=request.intent, state=R.ROLLOUT_STATE_RUNNING,
-                            actor=actor, reason=f"proven in {'; '.join(proven)}")
-        rollout.created_at.GetCurrentTime()
-        for (host_class, cluster), ids in classes.items():
-            rollout.tracks.add(host_class=host_class, workload_cluster=cluster, host_ids=ids,
-                               state=R.ROLLOUT_STATE_RUNNING)
-        return rollout
+        return proven
 
     # --- running -------------------------------------------------------------------------------
     def _launch(self, rollout: R.Rollout) -> None:
@@ -246,10 +255,13 @@ class Rollouts:
                         classes.create_task(self._run_track(rollout, track, plan))
                 if rollout.state != R.ROLLOUT_STATE_ABORTED:
                     await self._end(rollout)
-                return
+                break
             except Exception:
                 log.exception("rollout %s: a step failed; going on in %g s", rollout.rollout_id, RETRY_S)
                 await asyncio.sleep(RETRY_S)
+        # Ended: GetRollout reads it from the bucket from now on.
+        for held in (self._live, self._gates, self._runners):
+            held.pop(rollout.rollout_id, None)
 
     async def _run_track(self, rollout: R.Rollout, track: R.RolloutTrack, plan) -> None:
         reaches = rollout_plan.reaches(plan, len(track.host_ids))
