@@ -241,6 +241,28 @@ def test_a_rollout_waits_out_a_learner_outage(services):
     assert result["classes"]["a"]["running_it_at_the_end"] == 8
 
 
+def test_rollout_start_wait_follows_the_waves_to_the_end(central):
+    async def scenario():
+        bus = await Bus.connect(central.env["SCHEDCP_NATS_URL"], "test")
+        sim = SimFleet(bus)
+        sim.add(bench_rollout.HELPED, 6)
+        proving = bench_rollout.proving_hosts(sim, bench_rollout.HELPED)
+        try:
+            async with serving(sim, observed=proving):
+                await bench_rollout.prove(central.addr("planner"), proving)
+                return await asyncio.to_thread(schedcp, central.env, "rollout", "start", bench_rollout.POLICY,
+                                               "--hosts", "host=sim-a-*", "--waves", "1,100%", "--wait")
+        finally:
+            await bus.close()
+
+    done = asyncio.run(scenario())
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())  # lines wrap at the console's width
+    assert said.startswith("rollout r-") and "to 6 hosts in 1 classes, waves 1, 100%" in said, said
+    assert ": wave 1 judged: 1 of 1 judged hosts kept it" in said and ": wave 2 judged:" in said, said
+    assert said.endswith("completed: 1 of 1 classes completed"), said
+
+
 def start(addr: str, **fields) -> R.Rollout:
     async def call():
         async with rpc.channel(addr, 30) as channel:
