@@ -21,8 +21,20 @@ from bench.simfleet import SimClass, SimFleet, serving
 from schedcp.domain import hostclass, params
 from schedcp.runtime import rpc
 from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import FailedPrecondition, InvalidArgument
-from schedcp.v1 import common_pb2, cycle_pb2, deployment_pb2, host_pb2, rollout_pb2, rollout_pb2_grpc
+from schedcp.v1 import (
+    common_pb2,
+    cycle_pb2,
+    deployment_pb2,
+    executor_pb2,
+    host_pb2,
+    observer_pb2,
+    observer_pb2_grpc,
+    rollout_pb2,
+    rollout_pb2_grpc,
+)
+from services.executor.deployments import EventLog, Executor
 from services.executor.server import ExecutorServicer
 from services.planner import fleet, rollout, rollout_plan
 from tests.otlp_receiver import OtlpReceiver
@@ -133,6 +145,43 @@ def test_a_host_result_comes_from_its_cycle_end():
     assert end(S.STAGE_STATUS_SKIPPED) == R.ROLLOUT_HOST_RESULT_ALREADY_RUNNING
     assert end(S.STAGE_STATUS_SKIPPED, goal_skipped=True) == R.ROLLOUT_HOST_RESULT_NOTHING_TO_DO
     assert end(S.STAGE_STATUS_FAILED) == R.ROLLOUT_HOST_RESULT_FAILED
+
+
+def test_an_executor_stamps_its_outcomes_with_its_class_from_its_observers_facts(tmp_path):
+    asked = []
+
+    class Observer(observer_pb2_grpc.ObserverServiceServicer):
+        async def HostInfo(self, request, context):
+            asked.append(request)
+            return observer_pb2.HostInfoResponse(facts=facts())
+
+    class Bus:
+        def __init__(self) -> None:
+            self.outcomes = []
+
+        async def publish(self, subject, message, **kwargs) -> None:
+            self.outcomes.append(message)
+
+    async def scenario() -> list:
+        server = grpc.aio.server()
+        observer_pb2_grpc.add_ObserverServiceServicer_to_server(Observer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        bus = Bus()
+        executor = Executor(Settings(data_dir=tmp_path, host_id="web-1", observer_addr=f"127.0.0.1:{port}"), bus,
+                            native=None, events=EventLog(tmp_path / "events.jsonl"))
+        try:
+            for n in range(2):
+                deployment = deployment_pb2.Deployment(deployment_id=f"d{n}", host_id="web-1",
+                                                       state=deployment_pb2.DEPLOYMENT_STATE_KEPT)
+                await executor._publish_outcome(executor_pb2.DeployRequest(), deployment, None)
+        finally:
+            await server.stop(grace=None)
+        return bus.outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert [o.host_class for o in outcomes] == [hostclass.of(facts())] * 2
+    assert len(asked) == 1  # asked once: the facts it depends on change only with a reboot
 
 
 def test_an_executor_refuses_a_call_meant_for_another_host():
