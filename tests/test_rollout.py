@@ -31,6 +31,7 @@ from schedcp.v1 import (
     host_pb2,
     observer_pb2,
     observer_pb2_grpc,
+    policy_pb2,
     rollout_pb2,
     rollout_pb2_grpc,
 )
@@ -116,7 +117,6 @@ def test_a_wave_regresses_on_too_many_hosts_not_keeping_it_or_a_negative_class_e
 
 
 def test_the_class_effect_pools_the_learner_statistics_of_that_class_with_the_parameters_asked_for():
-    from schedcp.v1 import policy_pb2
     mine = dict(host_class="c1", signature_cluster="w1")
     effects = [policy_pb2.EffectStats(parameters_key="slice_us=3000,target=nginx", count=3, mean_improvement=0.5,
                                       proven=True, **mine),
@@ -155,7 +155,7 @@ def test_an_executor_stamps_its_outcomes_with_its_class_from_its_observers_facts
             asked.append(request)
             return observer_pb2.HostInfoResponse(facts=facts())
 
-    class Bus:
+    class RecordingBus:
         def __init__(self) -> None:
             self.outcomes = []
 
@@ -167,7 +167,7 @@ def test_an_executor_stamps_its_outcomes_with_its_class_from_its_observers_facts
         observer_pb2_grpc.add_ObserverServiceServicer_to_server(Observer(), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        bus = Bus()
+        bus = RecordingBus()
         executor = Executor(Settings(data_dir=tmp_path, host_id="web-1", observer_addr=f"127.0.0.1:{port}"), bus,
                             native=None, events=EventLog(tmp_path / "events.jsonl"))
         try:
