@@ -27,7 +27,7 @@ from schedcp.cli.stack import TRACES, LocalStack, ephemeral_env
 from schedcp.runtime import nats_auth, rpc, tls
 from schedcp.runtime.config import Role, Settings, env_var, load_settings
 from schedcp.runtime.net import free_port
-from schedcp.toolchain.build import Toolchain
+from schedcp.toolchain.build import Kernel, Toolchain
 from schedcp.v1 import planner_pb2, planner_pb2_grpc
 
 AGENT = Path(__file__).resolve().parent / "fleet_agent.py"
@@ -46,6 +46,10 @@ WORKLOAD = (("cyclictest", "-q", "-i", "1000", "-t", "1"), ("stress-ng", "--cpu"
 RPC_TIMEOUT_S = 120.0
 GUEST_LOG_LINES = 200_000
 BOOT_TIMEOUT_S = 900.0
+# qemu's words when a forward's host port was taken between free_port() and its bind: it exits
+# at once. The host boots again on fresh ports, up to this many times in all.
+FORWARD_TAKEN = "Could not set up host forwarding rule"
+BOOT_ATTEMPTS = 3
 WORKLOAD_SETTLE_S = 15.0
 # Emulated CPUs make short windows noisy: a 5 s canary once missed the batch guard by 0.1 %.
 CANARY_WINDOW_S = 10.0
@@ -95,6 +99,7 @@ class VmHost:
     ports: dict[str, int]
     console: Path
     vm: HostVm | None = None
+    boots: int = 0
     workload: dict[str, int] = field(default_factory=dict)
     workload_argv: tuple[tuple[str, ...], ...] = WORKLOAD
 
@@ -156,6 +161,7 @@ class Fleet:
                              workload_argv=self.guest.workload)
                       for name in host_names]
         self._exit = contextlib.ExitStack()
+        self._boot_image: tuple[Kernel, Path] | None = None  # set once the image is ready
 
     def _central_settings(self) -> Settings:
         ports = ephemeral_env()
@@ -188,12 +194,30 @@ class Fleet:
         self.progress(f"host image {image.name} ({image.stat().st_size >> 20} MiB, kernel {kernel.entry.release}) "
                       f"ready in {time.monotonic() - started:.0f} s")
         await self.stack.start(self.progress, roles=CENTRAL)
+        self._boot_image = (kernel, image)
         for host in self.hosts:
-            forwards = {port: self.guest.ports[key] for key, port in host.ports.items()}
-            host.vm = self._exit.enter_context(
-                HostVm(kernel, image, self._guest_files(host), forwards, host.console, self.memory_mb))
-            self.progress(f"{host.name}: booting (2 vCPUs, {self.memory_mb} MiB; console {host.console})")
+            self._boot(host)
         await self._wait_registered(started)
+
+    def _boot(self, host: VmHost) -> None:
+        kernel, image = self._boot_image
+        forwards = {port: self.guest.ports[key] for key, port in host.ports.items()}
+        host.vm = HostVm(kernel, image, self._guest_files(host), forwards, host.console, self.memory_mb).__enter__()
+        self._exit.push(host.vm)  # powered off when the fleet stops
+        host.boots += 1
+        self.progress(f"{host.name}: booting (2 vCPUs, {self.memory_mb} MiB; console {host.console})")
+
+    def _boot_again_if_a_port_was_taken(self, host: VmHost) -> bool:
+        """After the VM powered off: when qemu could not bind a forward (another program took the
+        port free_port() had found), boot it again on fresh ports, a bounded number of times."""
+        if FORWARD_TAKEN not in host.console_tail() or host.boots >= BOOT_ATTEMPTS:
+            return False
+        host.vm.__exit__(None, None, None)
+        self.progress(f"{host.name}: a forwarded port was taken before qemu could bind it; booting again on fresh "
+                      "ports")
+        host.ports = {key: free_port() for key in self.guest.ports}
+        self._boot(host)
+        return True
 
     def _fresh_work_dir(self) -> None:
         """Empty the work dir of a previous run; refuse any other non-empty directory."""
@@ -249,7 +273,7 @@ class Fleet:
         deadline = time.monotonic() + BOOT_TIMEOUT_S
         while waiting:
             for host in waiting.values():
-                if host.vm.wait(0) is not None:
+                if host.vm.wait(0) is not None and not self._boot_again_if_a_port_was_taken(host):
                     raise FleetError(f"{host.name} powered off during start:\n{host.console_tail()}")
             for registration in await self.registrations():
                 host = waiting.get(registration.host_id)

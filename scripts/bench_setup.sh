@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The real programs of the scenario suite (bench/scenarios), from Debian: nginx-light and wrk,
 # redis-server and redis-tools (redis-benchmark), postgresql (the server and pgbench), rt-app,
-# xz-utils; rt-tests (hackbench) and stress-ng come with scripts/bpf_setup.sh. The packaged
+# xz-utils, pigz; rt-tests (hackbench) and stress-ng come with scripts/bpf_setup.sh. The packaged
 # services must not start: the suite runs its own nginx, redis and PostgreSQL cluster on free
 # ports with private configurations, so the install runs with a policy-rc.d that refuses every
 # service start, removed afterwards. (postgresql's install still creates its system cluster,
 # stopped, under /var/lib/postgresql; the suite never uses it.)
 set -euo pipefail
-PACKAGES=(nginx-light wrk redis-server redis-tools postgresql rt-app xz-utils)
+PACKAGES=(nginx-light wrk redis-server redis-tools postgresql rt-app xz-utils pigz)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -12,11 +12,12 @@ import sys
 
 import pytest
 
-from harness import fleet_agent
-from harness.fleet import WORK_MARKER, Fleet, FleetError
+from harness import fleet, fleet_agent
+from harness.fleet import FORWARD_TAKEN, WORK_MARKER, Fleet, FleetError
 from schedcp.cli.stack import NATS, LocalStack, ephemeral_env
 from schedcp.runtime.config import Settings, env_var
 from schedcp.runtime.errors import StartupError
+from schedcp.toolchain import runner
 
 
 def test_the_agents_top_names_the_process_that_used_the_cpu():
@@ -79,6 +80,69 @@ def test_a_fleet_run_empties_only_its_own_work_directory(tmp_path):
     (previous / "old.log").write_text("old")
     Fleet(previous, ["vm-a"])._fresh_work_dir()
     assert [p.name for p in previous.iterdir()] == [WORK_MARKER]
+
+
+def test_qemu_says_so_when_a_forwarded_port_is_taken():
+    """The words the fleet reboots on are this qemu's own."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        netdev = f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22"
+        run = subprocess.run([runner.QEMU, "-nodefaults", "-display", "none", "-netdev", netdev,
+                              "-device", "virtio-net-pci,netdev=net0"], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and FORWARD_TAKEN in run.stderr, run.stderr
+
+
+class _VmOnPorts:
+    """A host VM as far as its forwards go: it powers off at once, with qemu's words on its
+    console, when one of its host ports is in `taken`."""
+
+    taken: set[int] = set()
+
+    def __init__(self, kernel, image, files, forwards, console, memory_mb) -> None:
+        self.failed = bool(self.taken & set(forwards))
+        console.write_text(f"qemu: -netdev user: {FORWARD_TAKEN} 'tcp:...'\n" if self.failed else "booting\n")
+
+    def __enter__(self):
+        return self
+
+    def wait(self, timeout_s: float) -> int | None:
+        return 1 if self.failed else None
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_a_host_whose_forwarded_port_was_taken_boots_again_on_fresh_ports(tmp_path, monkeypatch):
+    monkeypatch.setattr(fleet, "HostVm", _VmOnPorts)
+    harness = Fleet(tmp_path, ["vm-a"], progress=lambda _: None)
+    harness._boot_image = (None, None)
+    monkeypatch.setattr(harness, "_guest_files", lambda host: {})
+    [host] = harness.hosts
+    _VmOnPorts.taken = set(host.ports.values())
+    harness._boot(host)
+    assert host.vm.wait(0) == 1
+    assert harness._boot_again_if_a_port_was_taken(host)
+    assert host.vm.wait(0) is None and not _VmOnPorts.taken & set(host.ports.values())
+    # Powered off for another reason (no forwarding error on its console): no second boot.
+    host.console.write_text("Kernel panic\n")
+    assert not harness._boot_again_if_a_port_was_taken(host)
+
+
+def test_a_host_is_booted_again_only_a_bounded_number_of_times(tmp_path, monkeypatch):
+    monkeypatch.setattr(fleet, "HostVm", _VmOnPorts)
+    harness = Fleet(tmp_path, ["vm-a"], progress=lambda _: None)
+    harness._boot_image = (None, None)
+    monkeypatch.setattr(harness, "_guest_files", lambda host: {})
+    monkeypatch.setattr(fleet, "free_port", lambda: 1)  # every fresh port is taken too
+    [host] = harness.hosts
+    _VmOnPorts.taken = {1, *host.ports.values()}
+    harness._boot(host)
+    reboots = 0
+    while harness._boot_again_if_a_port_was_taken(host):
+        reboots += 1
+    assert reboots == fleet.BOOT_ATTEMPTS - 1 and host.boots == fleet.BOOT_ATTEMPTS
 
 
 def test_a_stack_restarts_its_nats_server_on_the_same_port_and_store(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from schedcp.domain import artifacts, policies
+from schedcp.domain import artifacts, params, policies
 from schedcp.runtime import topology
 from schedcp.runtime.bus import Bus
 from schedcp.v1 import (
@@ -190,6 +190,28 @@ def test_search_ranks_the_winner_first_and_returns_the_ejected_policy_to_avoid(s
     native_only = learner(services.addr("learner"), "SearchPolicies", learner_pb2.SearchPoliciesRequest(
         signature=request.signature, host=host_pb2.HostFacts(backends=["native"]), goal=request.goal, limit=10))
     assert {m.policy.metadata.kind for m in native_only.matches} == {policy_pb2.POLICY_KIND_NATIVE}
+
+
+def test_search_answers_per_parameter_point_with_the_point(services, nats_server):
+    """Two points of one policy measured on the same workload are two matches, each with its
+    parameters, so the planner can deploy the one that won; strings (group names) are not part
+    of a point."""
+    tuned = [outcome(f"t{i}", "batch_sched_idle", 0.9) for i in range(2)]
+    for o in tuned:
+        o.parameters["use_sched_idle"].bool_value = False
+        o.parameters["group_comm"].string_value = f"batch-{o.outcome_id}"
+    history = [*tuned, outcome("d1", "batch_sched_idle", 0.3)]
+    asyncio.run(publish(nats_server.url, history))
+    services.start("learner")
+    wait_for_history(services.addr("learner"), "batch_sched_idle", 3)
+    request = learner_pb2.SearchPoliciesRequest(
+        signature=profile_pb2.WorkloadSignature(version=1, dimensions=["a", "b", "c"], values=[0.9, 0.1, 0.8]),
+        host=host_pb2.HostFacts(backends=["native"]),
+        goal=goal_pb2.OptimizationGoal(objective=goal_pb2.OBJECTIVE_TAIL_LATENCY), limit=10)
+    found = [m for m in learner(services.addr("learner"), "SearchPolicies", request).matches
+             if m.policy.metadata.name == "batch_sched_idle" and m.confidence > 0]
+    assert [params.key(m.parameters) for m in found] == ["use_sched_idle=false", ""], found
+    assert found[0].expected_improvement == pytest.approx(0.9) and found[1].expected_improvement == pytest.approx(0.3)
 
 
 def test_malformed_outcomes_are_dead_lettered_with_the_reason(services, nats_server):

@@ -9,9 +9,10 @@ import time
 import grpc
 import pytest
 
+from schedcp.domain import params
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
-from schedcp.runtime.config import load_settings
+from schedcp.runtime.config import MAX_TUNE_BUDGET, load_settings
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.runtime.net import free_port
 from schedcp.v1 import (
@@ -395,6 +396,38 @@ def test_the_learner_ranks_library_candidates():
     assert ranked.candidates[0].expected_improvement == 0.9
 
 
+def test_a_search_offers_each_policys_other_parameter_points_after_its_defaults():
+    p = profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0))
+    goal = goals.infer(p)
+    defaults = synthesis.candidates(goal, p).candidates
+    search = synthesis.candidates(goal, p, budget=4).candidates
+    assert [c.artifact for c in search[:len(defaults)]] == [c.artifact for c in defaults]
+    points = [(c.artifact.name, params.key(c.artifact.parameters)) for c in search[len(defaults):]]
+    assert ("batch_sched_idle", "use_sched_idle=false") in points and len(set(points)) == len(points)
+    assert all(key for _, key in points), points  # no second copy of a policy's defaults
+    # A point is the policy built with it, not only labelled with it: nice 19, not SCHED_IDLE.
+    flipped = next(c for c in search if params.key(c.artifact.parameters) == "use_sched_idle=false")
+    assert flipped.artifact.native.rules[0].nice == 19
+    assert flipped.artifact.native.rules[0].policy != policy_pb2.SCHED_POLICY_IDLE
+
+
+def test_the_learner_brings_back_a_tuned_point_and_avoids_only_the_point_that_hurt():
+    p = profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0))
+    goal = goals.infer(p)
+    record = policy_pb2.PolicyRecord(metadata=policy_pb2.PolicyMetadata(name="batch_sched_idle"))
+    search = learner_pb2.SearchPoliciesResponse(
+        matches=[learner_pb2.PolicyMatch(policy=record, parameters={"use_sched_idle": params.of(False)},
+                                         expected_improvement=0.9, confidence=0.6, reason="2 similar outcome(s)")],
+        avoid=[learner_pb2.AntiPattern(policy_name="batch_sched_idle", parameters_key="", reason="made things worse")])
+    # No search asked for (budget 1): the learner's point is offered all the same, and first.
+    ranked = synthesis.rank(synthesis.candidates(goal, p, learned=synthesis.learned_points(search)), search)
+    first = ranked.candidates[0]
+    assert (first.artifact.name, params.key(first.artifact.parameters), first.path) == (
+        "batch_sched_idle", "use_sched_idle=false", cycle_pb2.SYNTHESIS_PATH_REUSE)
+    keys = [(c.artifact.name, params.key(c.artifact.parameters)) for c in ranked.candidates]
+    assert ("batch_sched_idle", "") not in keys and ("batch_idle_cgroup", "") in keys, keys
+
+
 def test_a_cycle_whose_caller_goes_mid_canary_is_closed_and_its_deployment_judged_anyway(services, workload,
                                                                                           nats_server):
     cpu_hogs(workload)
@@ -546,7 +579,7 @@ class _ThreeCandidates(_OneHost):
     async def goal(self, profile_, intent, provider, usage) -> goal_pb2.OptimizationGoal:
         return goals.infer(profile_, intent)
 
-    async def candidates(self, goal, profile_) -> cycle_pb2.CandidateList:
+    async def candidates(self, goal, profile_, budget=1) -> cycle_pb2.CandidateList:
         names = ("batch_sched_idle", "batch_idle_cgroup", "favour_group")
         return cycle_pb2.CandidateList(candidates=[
             cycle_pb2.Candidate(artifact=policy_pb2.PolicyArtifact(name=n, digest=n)) for n in names])
@@ -654,7 +687,7 @@ def test_a_budget_over_the_limit_is_refused():
     cycle = _Canaries({})
 
     async def run() -> None:
-        async for _ in cycle.tune(planner_pb2.TuneRequest(host_id="testhost", budget=cycle_module.MAX_BUDGET + 1)):
+        async for _ in cycle.tune(planner_pb2.TuneRequest(host_id="testhost", budget=MAX_TUNE_BUDGET + 1)):
             pass
 
     with pytest.raises(InvalidArgument, match="more than the 10"):

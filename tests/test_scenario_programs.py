@@ -47,3 +47,20 @@ def test_stress_ng_reports_give_the_bogo_ops_per_second(tmp_path, report, ops):
     path = tmp_path / "stress.yaml"
     path.write_text(report)
     assert programs.stress_ops_per_s(path) == pytest.approx(ops)
+
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_batch_loop_counts_the_cpu_its_runs_used_not_the_time_they_waited(tmp_path, busy):
+    """A loop of sleeps used almost no CPU however long it ran; a loop of hashing used a good
+    part of a CPU (the runs are the shell's children: wait4 counts them because it waited)."""
+    data = tmp_path / "data"
+    data.write_bytes(bytes(range(256)) * 40000)
+    procs = programs.Processes()
+    try:
+        loop = programs.Loop(procs, f"sha256sum {data}" if busy else "sleep 0.2", 1.0)
+        per_s = loop.cpu_per_s(timeout_s=30)
+    finally:
+        procs.stop()
+    assert loop.proc.returncode == 0
+    assert (per_s > 0.2) if busy else (per_s < 0.05), per_s

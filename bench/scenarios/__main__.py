@@ -142,6 +142,7 @@ def summarise(scenario: Scenario, arms: list[Arm], runs: dict, cycles: list[dict
     return {
         "name": scenario.name, "summary": scenario.summary, "objective": scenario.objective,
         "primary": scenario.primary, "lower_is_better": scenario.lower_is_better,
+        "batch_unit": scenario.batch.unit if scenario.batch else None,
         "arms": {a.name: {"parameters": a.parameters, "median": primary[a.name],
                           "batch_ops_per_s": guard.get(a.name)} for a in arms},
         "default": primary["default"], "schedcp": primary["schedcp"],
@@ -255,10 +256,10 @@ def report(results: list[dict], args: argparse.Namespace, show: bool = True) -> 
         lines += [f"### {s['name']}: {s['summary']}", "",
                   f"Run {ran.get('at', '?')} on {ran.get('where', 'this host (native)')}, "
                   f"{ran.get('repetitions', '?')} repetitions of {ran.get('seconds', '?')} s.",
-                  "", f"| arm | {s['primary']} (median) | batch bogo-ops/s |",
+                  "", f"| arm | {s['primary']} (median) | batch {s.get('batch_unit') or 'bogo-ops/s'} |",
                   "|---|---|---|"]
         for arm, m in s["arms"].items():
-            batch = f"{m['batch_ops_per_s']:.0f}" if m.get("batch_ops_per_s") is not None else "-"
+            batch = f"{m['batch_ops_per_s']:.4g}" if m.get("batch_ops_per_s") is not None else "-"
             lines.append(f"| {arm} | {m['median']:.4g} | {batch} |")
         for c in s["cycles"]:
             lines.append(f"\nschedcp: goal {c['objective'] or 'none'} ({c['goal']}); candidates "

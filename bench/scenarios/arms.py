@@ -56,25 +56,9 @@ class Arm:
 
 
 def grid(meta: PolicyMetadata) -> list[dict]:
-    """The defaults, then each parameter moved alone over a few values of its range."""
-    points = [{}]
-    for p in meta.parameters:
-        if p.type == "bool":
-            values = [not p.default]
-        elif p.type in ("int", "float") and p.min is not None and p.max is not None:
-            values = _spread(p.min, p.max, p.type == "int")
-        else:
-            continue  # strings (names of groups) are set from the ground truth
-        points += [{p.name: v} for v in values if v != p.default]
-    return points
-
-
-def _spread(low: float, high: float, integer: bool) -> list:
-    if low > 0 and high / low > 100:
-        values = [low * (high / low) ** (i / (GRID_POINTS + 1)) for i in range(1, GRID_POINTS + 1)]
-    else:
-        values = [low + (high - low) * i / (GRID_POINTS + 1) for i in range(1, GRID_POINTS + 1)]
-    return [round(v) if integer else v for v in values]
+    """The defaults, then each parameter moved alone over a few values of its range (the
+    planner's search offers the same points: `params.variants`)."""
+    return [{}, *params.variants(meta, GRID_POINTS)]
 
 
 def oracle_arms(scenario: Scenario, host: host_pb2.HostFacts) -> list[Arm]:

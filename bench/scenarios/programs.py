@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import pwd
 import re
@@ -337,6 +338,30 @@ def start_stress(procs: Processes, workers: int, seconds: float, report: Path) -
     """stress-ng CPU workers for `seconds`; `stress_ops_per_s(report)` once it has ended."""
     return procs.start("stress-ng", "--cpu", str(workers), "--timeout", f"{seconds:.0f}s", "--metrics-brief",
                        "--yaml", str(report))
+
+
+class Loop:
+    """A command run again and again until a deadline, by a shell: a batch of one program whose
+    work per second is the CPU it used (it must not spin while it waits, as pigz does not)."""
+
+    def __init__(self, procs: Processes, command: str, seconds: float, cwd: Path | None = None) -> None:
+        """`command`: a shell command (its output is discarded)."""
+        self.started = time.monotonic()
+        self.proc = procs.start("sh", "-c", f'end=$(( $(date +%s) + {math.ceil(seconds)} )); '
+                                            f'while [ "$(date +%s)" -lt "$end" ]; do {command}; done >/dev/null',
+                                cwd=cwd)
+
+    def cpu_per_s(self, timeout_s: float) -> float:
+        """Once the loop has ended: CPU seconds per second of its wall time, its runs' included
+        (the shell waited for each: wait4 counts them)."""
+        deadline = time.monotonic() + timeout_s
+        while not (reaped := os.wait4(self.proc.pid, os.WNOHANG))[0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the batch loop (pid {self.proc.pid}) still runs after {timeout_s:g} s")
+            time.sleep(0.05)
+        _, status, usage = reaped
+        self.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait
+        return (usage.ru_utime + usage.ru_stime) / (time.monotonic() - self.started)
 
 
 def stress_ops_per_s(report: Path) -> float:

@@ -15,6 +15,7 @@ import os
 import shutil
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,66 @@ class Env:
     state: dict = field(default_factory=dict)
 
 
+class Batch:
+    """CPU batch work a scenario's service runs beside: its truth, and what it gets done per
+    second (`unit`), a guard that must hold."""
+
+    truth: Truth
+    unit: str
+
+    def start(self, env: Env, procs: Processes, seconds: float, name: str) -> Callable[[], float]:
+        """Start it in `procs` for `seconds`; the function returned waits for its end and gives
+        its throughput."""
+        raise NotImplementedError
+
+
+class StressBatch(Batch):
+    """stress-ng's CPU stressors: threads that never block."""
+
+    truth = Truth("stress-ng-cpu", "batch", "batch")
+    unit = "bogo-ops/s"
+
+    def start(self, env: Env, procs: Processes, seconds: float, name: str) -> Callable[[], float]:
+        report = env.tmp / f"{name}-stress.yaml"
+        report.unlink(missing_ok=True)
+        stress = programs.start_stress(procs, BATCH_PER_CPU * CPUS, seconds, report)
+
+        def throughput() -> float:
+            stress.wait(timeout=seconds + 60)
+            return programs.stress_ops_per_s(report)
+
+        return throughput
+
+
+class PigzBatch(Batch):
+    """pigz compressing a file again and again: worker threads handing each other blocks of
+    milliseconds of work, blocking about as often as they are preempted."""
+
+    truth = Truth("pigz", "batch", "batch")
+    unit = "CPU s/s compressing"
+
+    def start(self, env: Env, procs: Processes, seconds: float, name: str) -> Callable[[], float]:
+        # About half a second of one CPU a run on the test host: the last run's overshoot is small.
+        data = compressible(env, "pigz-input", 10)
+        loop = programs.Loop(procs, f"pigz -p {BATCH_PER_CPU * CPUS} -6 -c {data}", seconds)
+        return lambda: loop.cpu_per_s(timeout_s=60)
+
+
+class BuildBatch(Batch):
+    """A parallel build again and again: compilers that live a fraction of a second each, more
+    of them than CPUs, started by make (a batch of jobs whose processes come and go)."""
+
+    truth = Truth("cc1", "batch", "batch")
+    unit = "CPU s/s compiling"
+
+    def start(self, env: Env, procs: Processes, seconds: float, name: str) -> Callable[[], float]:
+        objdir = env.tmp / f"{name}-obj"
+        loop = programs.Loop(procs, f"rm -rf {objdir} && {' '.join(libbpf_build(env, objdir))}", seconds,
+                             cwd=libbpf_source(env))
+        # A build started near the deadline runs on past it: up to one whole build more.
+        return lambda: loop.cpu_per_s(timeout_s=300)
+
+
 @dataclass
 class Scenario:
     name: str
@@ -78,8 +139,13 @@ class Scenario:
     primary: str
     lower_is_better: bool = True
     continuous: bool = True
-    # Runs beside CPU batch (stress-ng): the batch's throughput is a guard that must hold.
-    beside_batch: bool = False
+    # The batch it runs beside, whose throughput is a guard that must hold (its truth is part of
+    # `truth`).
+    batch: Batch | None = None
+
+    @property
+    def beside_batch(self) -> bool:
+        return self.batch is not None
 
     def start(self, env: Env) -> None:
         """Bring up what runs throughout (servers, batch)."""
@@ -101,8 +167,8 @@ class WebBesideBatch(Scenario):
             "web_batch", f"nginx ({PAGE_KIB} KiB gzipped per request, 16 paced wrk clients) beside CPU batch",
             "tail_latency",
             (Truth("nginx", "latency_sensitive", "service"), Truth("wrk", "latency_sensitive", "client"),
-             Truth("stress-ng-cpu", "batch", "batch")),
-            primary="p99_ms", beside_batch=True)
+             STRESS.truth),
+            primary="p99_ms", batch=STRESS)
 
     def start(self, env: Env) -> None:
         env.state["nginx"] = programs.start_nginx(env.procs, env.tmp / "nginx", workers=CPUS, page_kib=PAGE_KIB)
@@ -112,7 +178,7 @@ class WebBesideBatch(Scenario):
                            think_ms=WEB_THINK_MS / env.speed, script_dir=env.tmp)
 
     def measure(self, env: Env) -> dict:
-        return _beside_batch(env, lambda: programs.wrk(env.state["nginx"].url, env.seconds, connections=16,
+        return _beside_batch(env, self.batch, lambda: programs.wrk(env.state["nginx"].url, env.seconds, connections=16,
                                                        threads=2, think_ms=WEB_THINK_MS / env.speed,
                                                        script_dir=env.tmp))
 
@@ -139,13 +205,12 @@ class WebOversubscribed(Scenario):
 
 
 class KeyValueBesideBatch(Scenario):
-    def __init__(self) -> None:
+    def __init__(self, name: str, batch: Batch, what: str) -> None:
         super().__init__(
-            "kv_batch", "redis-server driven by redis-benchmark (GET/SET, 16 clients) beside CPU batch",
-            "tail_latency",
+            name, f"redis-server driven by redis-benchmark (GET/SET, 16 clients) beside {what}", "tail_latency",
             (Truth("redis-server", "latency_sensitive", "service"),
-             Truth("redis-benchmark", "latency_sensitive", "client"), Truth("stress-ng-cpu", "batch", "batch")),
-            primary="p99_ms", beside_batch=True)
+             Truth("redis-benchmark", "latency_sensitive", "client"), batch.truth),
+            primary="p99_ms", batch=batch)
 
     def start(self, env: Env) -> None:
         env.state["port"] = programs.start_redis(env.procs, env.tmp / "redis")
@@ -155,7 +220,7 @@ class KeyValueBesideBatch(Scenario):
                         "get,set", "-q", "-l")
 
     def measure(self, env: Env) -> dict:
-        return _beside_batch(env, lambda: programs.redis_benchmark(env.state["port"], requests=int(
+        return _beside_batch(env, self.batch, lambda: programs.redis_benchmark(env.state["port"], requests=int(
             20000 * env.speed * env.seconds), clients=16))
 
 
@@ -168,8 +233,8 @@ class DatabaseBesideBatch(Scenario):
             # postgres is every server process by name: the postmaster (which holds the listening
             # socket), a backend per client and the background workers.
             (Truth("postgres", "latency_sensitive", "service"), Truth("pgbench", "latency_sensitive", "client"),
-             Truth("stress-ng-cpu", "batch", "batch")),
-            primary="p99_ms", beside_batch=True)
+             STRESS.truth),
+            primary="p99_ms", batch=STRESS)
 
     def start(self, env: Env) -> None:
         env.state["postgres"] = programs.start_postgres(env.procs, env.tmp / "postgres", scale=DB_SCALE)
@@ -178,7 +243,7 @@ class DatabaseBesideBatch(Scenario):
         programs.start_pgbench(procs, env.state["postgres"], **_db_load(env))
 
     def measure(self, env: Env) -> dict:
-        return _beside_batch(env, lambda: programs.pgbench(env.state["postgres"], env.seconds,
+        return _beside_batch(env, self.batch, lambda: programs.pgbench(env.state["postgres"], env.seconds,
                                                            log_dir=env.tmp / "pgbench-log", **_db_load(env)))
 
 
@@ -195,26 +260,14 @@ class ParallelBuild(Scenario):
             (Truth("make", "background", "jobs"), Truth("cc1", "batch", "jobs")),
             primary="makespan_s", continuous=False)
 
-    def _source(self, env: Env) -> Path:
-        src = env.tmp / "libbpf"
-        if not src.exists():
-            cache = load_settings().cache_dir / "sandbox" / "downloads"
-            tarball = _fetch(LIBBPF_URL, LIBBPF_SHA256, cache / Path(LIBBPF_URL).name)
-            with tarfile.open(tarball) as tar:
-                tar.extractall(src, filter="data")
-        return next(src.glob("libbpf-*")) / "src"
-
-    def _build(self, env: Env, objdir: str) -> list[str]:
-        return ["make", "-s", f"-j{4 * CPUS}", "BUILD_STATIC_ONLY=1", f"OBJDIR={env.tmp / objdir}"]
-
     def warm(self, env: Env, procs: Processes) -> None:
-        procs.start("sh", "-c", " && ".join(f"rm -rf {env.tmp / 'warm'} && {' '.join(self._build(env, 'warm'))}"
-                                                for _ in range(20)), cwd=self._source(env))
+        procs.start("sh", "-c", " && ".join(f"rm -rf {env.tmp / 'warm'} && {' '.join(libbpf_build(env, 'warm'))}"
+                                                for _ in range(20)), cwd=libbpf_source(env))
 
     def measure(self, env: Env) -> dict:
-        src = self._source(env)
+        src = libbpf_source(env)
         shutil.rmtree(env.tmp / "obj", ignore_errors=True)
-        return programs.run_jobs(env.procs, [self._build(env, "obj")], cwd=src)
+        return programs.run_jobs(env.procs, [libbpf_build(env, "obj")], cwd=src)
 
 
 class LongTail(Scenario):
@@ -227,17 +280,9 @@ class LongTail(Scenario):
             primary="makespan_s", continuous=False)
 
     def _jobs(self, env: Env) -> list[list[str]]:
-        data = env.tmp / "data"
-        if not data.exists():
-            data.mkdir()
-            # Compressible but not trivial: xz at -6 does real work on it.
-            block = b"".join(f"{i} {i * 2654435761 % 4294967296:x} ".encode()
-                             for i in range(int(60000 * env.compute_speed)))
-            # About 10 s of CPU for the long job, 1 s for each short one: the bound is the long job.
-            (data / "long").write_bytes(block * 40)
-            (data / "short").write_bytes(block * 4)
-        short = [["xz", "-6", "-T1", "-c", "-k", str(data / "short")]] * (4 * CPUS)
-        return [["xz", "-6", "-T1", "-c", "-k", str(data / "long")], *short]
+        # About 10 s of CPU for the long job, 1 s for each short one: the bound is the long job.
+        long, short = compressible(env, "long", 40), compressible(env, "short", 4)
+        return [["xz", "-6", "-T1", "-c", "-k", str(long)], *[["xz", "-6", "-T1", "-c", "-k", str(short)]] * (4 * CPUS)]
 
     def warm(self, env: Env, procs: Processes) -> None:
         jobs = " ".join(" ".join(j) + " >/dev/null &" for j in self._jobs(env))
@@ -274,8 +319,8 @@ class PeriodicBesideBatch(Scenario):
         super().__init__(
             "rtapp_batch", "rt-app periodic tasks (50 us to 5 ms of work every 2-20 ms) beside CPU batch",
             "tail_latency",
-            (Truth("rt-app", "latency_sensitive", "service"), Truth("stress-ng-cpu", "batch", "batch")),
-            primary="wakeup_p99_us", beside_batch=True)
+            (Truth("rt-app", "latency_sensitive", "service"), STRESS.truth),
+            primary="wakeup_p99_us", batch=STRESS)
 
     def start(self, env: Env) -> None:
         env.state["ns_per_loop"] = programs.rtapp_calibrate(env.tmp)
@@ -289,7 +334,7 @@ class PeriodicBesideBatch(Scenario):
             programs.run_jobs(env.procs, [["rt-app", str(config)]], cwd=env.tmp)
             return programs.rtapp_latency(env.tmp / "rtapp-run")
 
-        return _beside_batch(env, run)
+        return _beside_batch(env, self.batch, run)
 
 
 class Quiet(Scenario):
@@ -321,18 +366,43 @@ def _hackbench_loops(env: Env) -> int:
     return max(100, round(2000 * env.speed))
 
 
-def _beside_batch(env: Env, load) -> dict:
-    """The batch for the window, then `load`; the batch's bogo-ops/s come with the result. With
+def _beside_batch(env: Env, batch: Batch, load) -> dict:
+    """The batch for the window, then `load`; the batch's throughput comes with the result. With
     `env.state["alone"]` set, the load alone (the floor a protected service can reach)."""
     if env.state.get("alone"):
         return load()
-    report = env.tmp / "stress.yaml"
-    report.unlink(missing_ok=True)
-    stress = programs.start_stress(env.procs, BATCH_PER_CPU * CPUS, env.seconds + SETTLE_S + 2, report)
+    throughput = batch.start(env, env.procs, env.seconds + SETTLE_S + 2, "measure")
     time.sleep(SETTLE_S)  # the executor finds the new batch processes (it rescans every second)
     result = load()
-    stress.wait(timeout=env.seconds + 60)
-    return {**result, "batch_ops_per_s": programs.stress_ops_per_s(report)}
+    return {**result, "batch_ops_per_s": throughput()}
+
+
+def libbpf_source(env: Env) -> Path:
+    """libbpf 1.5's sources (the sandbox's own download, from its cache), unpacked once."""
+    src = env.tmp / "libbpf"
+    if not src.exists():
+        cache = load_settings().cache_dir / "sandbox" / "downloads"
+        tarball = _fetch(LIBBPF_URL, LIBBPF_SHA256, cache / Path(LIBBPF_URL).name)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(src, filter="data")
+    return next(src.glob("libbpf-*")) / "src"
+
+
+def libbpf_build(env: Env, objdir: str | Path) -> list[str]:
+    """A parallel build of libbpf's static library into `objdir` (under the scenario's directory)."""
+    return ["make", "-s", f"-j{4 * CPUS}", "BUILD_STATIC_ONLY=1", f"OBJDIR={env.tmp / objdir}"]
+
+
+def compressible(env: Env, name: str, repeats: int) -> Path:
+    """A file of text that compresses well but not trivially (xz at -6, pigz do real work on it),
+    `repeats` units of about 0.9 MB (fewer on a slower machine: `env.compute_speed`), made once."""
+    path = env.tmp / "data" / name
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        block = b"".join(f"{i} {i * 2654435761 % 4294967296:x} ".encode()
+                         for i in range(int(60000 * env.compute_speed)))
+        path.write_bytes(block * repeats)
+    return path
 
 
 def _rtapp_config(env: Env, seconds: float, name: str) -> Path:
@@ -350,5 +420,12 @@ def _rtapp_config(env: Env, seconds: float, name: str) -> Path:
     return path
 
 
-SCENARIOS = {s.name: s for s in (WebBesideBatch(), WebOversubscribed(), KeyValueBesideBatch(), DatabaseBesideBatch(),
-                                  ParallelBuild(), LongTail(), Messaging(), PeriodicBesideBatch(), Quiet())}
+STRESS, PIGZ, BUILD = StressBatch(), PigzBatch(), BuildBatch()
+SCENARIOS = {s.name: s for s in (
+    WebBesideBatch(), WebOversubscribed(), KeyValueBesideBatch("kv_batch", STRESS, "CPU batch"),
+    # The same service beside a batch whose threads block as often as they are preempted: added
+    # after pigz, tried on a host outside the suite, read as latency-sensitive (decision 40).
+    KeyValueBesideBatch("kv_pigz", PIGZ, f"pigz -p {BATCH_PER_CPU * CPUS} compressing"),
+    # Beside a build: the batch's processes live a fraction of a second each.
+    KeyValueBesideBatch("kv_build", BUILD, f"make -j{4 * CPUS} of libbpf, again and again"),
+    DatabaseBesideBatch(), ParallelBuild(), LongTail(), Messaging(), PeriodicBesideBatch(), Quiet())}

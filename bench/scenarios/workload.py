@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from bench.scenarios import programs
 from bench.scenarios.programs import Processes
-from bench.scenarios.suite import BATCH_PER_CPU, CPUS, SCENARIOS, Env
+from bench.scenarios.suite import SCENARIOS, Env
 
 # How long the warm load runs before a profile or a decision cycle looks at it.
 WARM_S = 4.0
@@ -64,7 +63,7 @@ class LocalWorkload:
         self.cool()
         self._warm = Processes()
         if with_batch:
-            programs.start_stress(self._warm, BATCH_PER_CPU * CPUS, 900, self.env.tmp / "warm-stress.yaml")
+            self.scenario.batch.start(self.env, self._warm, 900, "warm")
         self.scenario.warm(self.env, self._warm)
         time.sleep(WARM_S)
 

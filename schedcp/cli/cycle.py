@@ -21,7 +21,7 @@ from schedcp.cli.demo import DemoWorkload
 from schedcp.cli.stack import LocalStack
 from schedcp.domain import matchers, params
 from schedcp.runtime import rpc
-from schedcp.runtime.config import Settings
+from schedcp.runtime.config import MAX_TUNE_BUDGET, Settings
 from schedcp.runtime.errors import EXIT_FAILED, DependencyUnavailable, NotFound
 from schedcp.v1 import (
     common_pb2,
@@ -382,8 +382,9 @@ def _budget(text: str) -> int:
         trials = int(text)
     except ValueError:
         trials = 0
-    if not 1 <= trials <= 10:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a budget: a whole number of kept candidates, 1 to 10")
+    if not 1 <= trials <= MAX_TUNE_BUDGET:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a budget: a whole number of kept candidates, 1 to {MAX_TUNE_BUDGET}")
     return trials
 
 

@@ -5,9 +5,13 @@ metadata's ranges check), and the text of `NAME=VALUE` (the CLI's --param, the l
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from schedcp.domain.policies import PolicyMetadata
 
 
 def parse(item: str) -> tuple[str, common_pb2.ParamValue]:
@@ -55,12 +59,43 @@ def of(held: object) -> common_pb2.ParamValue:
 
 
 def key(parameters: Mapping[str, common_pb2.ParamValue]) -> str:
-    """A stable text form of a parameter map, the learner's key: `slice_us=3000,wakeup_preempt=true`."""
-    return ",".join(f"{k}={text(parameters[k])}" for k in sorted(parameters))
+    """A stable text form of a parameter map's tunables, `slice_us=3000,wakeup_preempt=true`: how
+    the learner keys outcomes and anti-patterns, and how the planner finds them among its
+    candidates. Strings are left out: they name groups, set from each workload's goal
+    (latency_boost's boost_comm), so the same tuning on another service is the same point."""
+    return ",".join(f"{name}={text(parameters[name])}" for name in sorted(parameters)
+                    if parameters[name].WhichOneof("value") != "string_value")
+
+
+def tunables(parameters: Mapping[str, common_pb2.ParamValue]) -> dict[str, object]:
+    """The parameters `key` counts, as Python values."""
+    return {name: python(value) for name, value in parameters.items() if value.WhichOneof("value") != "string_value"}
+
+
+def variants(meta: PolicyMetadata, points: int = 1) -> list[dict[str, object]]:
+    """Other points of a policy's parameter space than its defaults: each bool flipped, each int
+    parameter moved alone to `points` values spread over its range (geometrically when it spans
+    over two orders of magnitude; none for 0). Strings name groups: the goal sets them, not a search."""
+    found: list[dict[str, object]] = []
+    for p in meta.parameters:
+        if p.type == "bool":
+            values: list[object] = [not p.default]
+        elif p.type == "int":
+            values = _spread(p.min, p.max, points)
+        else:
+            continue
+        found += [{p.name: v} for v in dict.fromkeys(values) if v != p.default]
+    return found
+
+
+def _spread(low: int, high: int, points: int) -> list[int]:
+    if low > 0 and high / low > 100:
+        return [round(low * (high / low) ** (i / (points + 1))) for i in range(1, points + 1)]
+    return [round(low + (high - low) * i / (points + 1)) for i in range(1, points + 1)]
 
 
 def within(parameters: Mapping[str, common_pb2.ParamValue], parameters_key: str) -> bool:
-    """Whether every one of `parameters` has its value in a parameter key (others may be there too:
-    the planner adds the groups a policy applies to)."""
+    """Whether every tunable of `parameters` has its value in a parameter key (`key`; others may be
+    there too). Strings are not in keys: they name groups, which differ from workload to workload."""
     held = set(parameters_key.split(",")) if parameters_key else set()
-    return all(f"{k}={text(v)}" in held for k, v in parameters.items())
+    return all(f"{name}={text(parameters[name])}" in held for name in tunables(parameters))

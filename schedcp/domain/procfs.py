@@ -8,6 +8,7 @@ not run since the last look.
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from dataclasses import dataclass, field
@@ -182,29 +183,56 @@ def parse_listening(tcp: bytes, unix: bytes) -> set[int]:
     return inodes
 
 
-def serves(pids: list[int]) -> bool:
-    """Whether one of the processes holds a socket that accepts connections: it serves requests.
-    Read in the first process's network namespace; only root sees other users' descriptors."""
-    if not pids:
-        return False
-    net = f"{PROC}/{pids[0]}/net"
-    tcp = b"".join(read_bytes(f"{net}/{name}") or b"" for name in ("tcp", "tcp6"))
-    listening = parse_listening(tcp, read_bytes(f"{net}/unix") or b"")
-    if not listening:
-        return False
+class Sockets(enum.Enum):
+    """What sockets a group's processes hold: whether anyone outside waits on what they do."""
+
+    SERVES = "serves"  # one accepts connections: they serve requests
+    TALKS = "talks"  # sockets, none accepting: a client, a peer, a bus
+    NONE = "none"  # no socket at all: only files, pipes and timers wake them
+    UNKNOWN = "unknown"  # some descriptors could not be read (another user's, without root)
+
+
+def sockets(pids: list[int]) -> Sockets:
+    """What sockets these processes hold, from their descriptors; listening sockets are looked
+    up in the first process's network namespace. Only root sees other users' descriptors."""
+    held: set[int] = set()
+    unreadable = False
     for pid in pids:
+        found = _socket_inodes(pid)
+        if found is None:
+            unreadable = True
+        else:
+            held |= found
+    if held and held & _listening(pids[0]):
+        return Sockets.SERVES
+    if held:
+        return Sockets.TALKS
+    return Sockets.UNKNOWN if unreadable or not pids else Sockets.NONE
+
+
+def _socket_inodes(pid: int) -> set[int] | None:
+    """The inodes of the sockets a process holds; None when its descriptors cannot be read."""
+    try:
+        names = os.listdir(f"{PROC}/{pid}/fd")
+    except FileNotFoundError:
+        return set()  # it exited: it holds nothing
+    except OSError:
+        return None
+    inodes = set()
+    for name in names:
         try:
-            names = os.listdir(f"{PROC}/{pid}/fd")
+            target = os.readlink(f"{PROC}/{pid}/fd/{name}")
         except OSError:
             continue
-        for name in names:
-            try:
-                target = os.readlink(f"{PROC}/{pid}/fd/{name}")
-            except OSError:
-                continue
-            if target.startswith("socket:[") and int(target[8:-1]) in listening:
-                return True
-    return False
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _listening(pid: int) -> set[int]:
+    net = f"{PROC}/{pid}/net"
+    tcp = b"".join(read_bytes(f"{net}/{name}") or b"" for name in ("tcp", "tcp6"))
+    return parse_listening(tcp, read_bytes(f"{net}/unix") or b"")
 
 
 def host_cpu_idle_s() -> float:

@@ -105,6 +105,11 @@ def default_data_dir() -> Path:
     return Path(state_home) / "schedcp"
 
 
+# The most kept candidates one tune cycle may compare (SCHEDCP_TUNE_BUDGET, `schedcp tune --budget`,
+# TuneRequest.budget): each is a canary of its own.
+MAX_TUNE_BUDGET = 10
+
+
 class Settings(BaseSettings):
     """Every setting a schedcp process reads. Field names map to `SCHEDCP_<NAME>` variables."""
 
@@ -203,7 +208,7 @@ class Settings(BaseSettings):
         "planner starts.",
     )
     tune_budget: int = Field(
-        default=1, ge=1, le=10,
+        default=1, ge=1, le=MAX_TUNE_BUDGET,
         description="Kept candidates a tune cycle compares, each canary from the same baseline, keeping the one "
         "that improved most (a search; 1: the first kept wins). `schedcp tune --budget` overrides it per cycle.",
     )

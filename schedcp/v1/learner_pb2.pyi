@@ -1,3 +1,4 @@
+from schedcp.v1 import common_pb2 as _common_pb2
 from schedcp.v1 import deployment_pb2 as _deployment_pb2
 from schedcp.v1 import goal_pb2 as _goal_pb2
 from schedcp.v1 import host_pb2 as _host_pb2
@@ -25,20 +26,29 @@ class SearchPoliciesRequest(_message.Message):
     def __init__(self, signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ..., host: _Optional[_Union[_host_pb2.HostFacts, _Mapping]] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class PolicyMatch(_message.Message):
-    __slots__ = ("policy", "expected_improvement", "confidence", "similarity", "reason", "goal")
+    __slots__ = ("policy", "expected_improvement", "confidence", "similarity", "reason", "goal", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.ParamValue, _Mapping]] = ...) -> None: ...
     POLICY_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     policy: _policy_pb2.PolicyRecord
     expected_improvement: float
     confidence: float
     similarity: float
     reason: str
     goal: _goal_pb2.OptimizationGoal
-    def __init__(self, policy: _Optional[_Union[_policy_pb2.PolicyRecord, _Mapping]] = ..., expected_improvement: _Optional[float] = ..., confidence: _Optional[float] = ..., similarity: _Optional[float] = ..., reason: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ...) -> None: ...
+    parameters: _containers.MessageMap[str, _common_pb2.ParamValue]
+    def __init__(self, policy: _Optional[_Union[_policy_pb2.PolicyRecord, _Mapping]] = ..., expected_improvement: _Optional[float] = ..., confidence: _Optional[float] = ..., similarity: _Optional[float] = ..., reason: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ...) -> None: ...
 
 class AntiPattern(_message.Message):
     __slots__ = ("policy_name", "parameters_key", "reason", "regressions", "ejections")

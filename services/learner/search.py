@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from schedcp.domain.params import key as parameters_key
+from schedcp.domain import params
 from schedcp.domain.policies import GOAL_WORDS
 from schedcp.runtime.errors import InvalidArgument
-from schedcp.v1 import deployment_pb2, goal_pb2, host_pb2, learner_pb2, policy_pb2, profile_pb2
+from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, host_pb2, learner_pb2, policy_pb2, profile_pb2
 from services.learner.outcomes import OutcomeLedger
 
 R = deployment_pb2
@@ -52,9 +52,11 @@ class _Votes:
         self.regressions = 0
         self.goal: goal_pb2.OptimizationGoal | None = None
         self._goal_similarity = 0.0
+        self.parameters: dict[str, common_pb2.ParamValue] = {}
 
     def add(self, outcome: deployment_pb2.Outcome, w: float) -> None:
         self.best_similarity = max(self.best_similarity, w)
+        self.parameters = dict(outcome.parameters)  # one (policy, parameters) key: the same for all
         if outcome.result == R.OUTCOME_RESULT_EJECTED:
             self.ejections += 1
             return
@@ -92,21 +94,21 @@ def search(request: learner_pb2.SearchPoliciesRequest, records: list[policy_pb2.
             continue
         w = similarity(request.signature, outcome.signature)
         if w >= MIN_SIMILARITY:
-            votes[(outcome.policy_name, parameters_key(outcome.parameters))].add(outcome, w)
+            votes[(outcome.policy_name, params.key(outcome.parameters))].add(outcome, w)
 
     response = learner_pb2.SearchPoliciesResponse()
     matches = []
-    for (name, params), v in votes.items():
+    for (name, key), v in votes.items():
         if v.ejections or (v.regressions >= 2 and v.mean < 0):
             response.avoid.append(learner_pb2.AntiPattern(
-                policy_name=name, parameters_key=params, regressions=v.regressions, ejections=v.ejections,
+                policy_name=name, parameters_key=key, regressions=v.regressions, ejections=v.ejections,
                 reason=(f"ejected by the kernel {v.ejections} time(s)" if v.ejections
                         else f"made things worse in {v.regressions} of {v.count} similar outcomes")))
         elif v.count:
             matches.append(learner_pb2.PolicyMatch(
                 policy=by_name[name], expected_improvement=v.mean, confidence=v.confidence,
-                similarity=v.best_similarity, goal=v.goal,
-                reason=f"{v.count} similar outcome(s) with {params or 'default parameters'}: "
+                similarity=v.best_similarity, goal=v.goal, parameters=v.parameters,
+                reason=f"{v.count} similar outcome(s) with {key or 'default parameters'}: "
                        f"mean improvement {100 * v.mean:+.1f}%"))
     matches.sort(key=lambda m: m.expected_improvement * m.confidence, reverse=True)
     tried = {m.policy.metadata.name for m in matches} | {a.policy_name for a in response.avoid}

@@ -1,10 +1,11 @@
 """Which kind of workload a group is, from its features, with a confidence and a reason.
 
 Rules over what a thread does between sleeps (CPU per wakeup, wakeups per active thread,
-voluntary switches) and how much it wants the CPU (demand), so neither a group's size nor the
-contention it meets decides its class; only "background" also looks at the group's CPU share. Each class gets a
-membership score in 0..1 built from linear ramps between thresholds; the highest wins and its
-score is the confidence. The thresholds (and why) are below; docs/observer.md explains them.
+voluntary switches), how much it wants the CPU (demand) and whether anyone outside waits on it
+(the sockets it holds), so neither a group's size nor the contention it meets decides its class;
+only "background" also looks at the group's CPU share. Each class gets a membership score in 0..1
+built from linear ramps between thresholds; the highest wins and its score is the confidence. The
+thresholds (and why) are below; docs/observer.md explains them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ LATENCY_VOLUNTARY = (0.2, 0.6)
 # A group that serves requests (it accepts connections) and keeps waking for them, or waits to run
 # for over half of what it wants, is a server, whatever its switches say.
 STARVED_SERVER_WAIT = (0.3, 0.5)
+# A group none of whose processes holds a socket (`socketless`) answers to no one outside it: only
+# its own threads, pipes, files and timers wake it. It is latency-sensitive only as periodic work
+# is: a timer's short work, after which it nearly always blocks by itself (rt-app, cyclictest).
+# Threads handing each other units of work of a millisecond or more, preempted in the middle of
+# them as often as they block (pigz, zstd -T: under half their switches voluntary), are a pipeline
+# of CPU work wanting half a CPU or more between them (a pool's idle threads do not dilute it;
+# pigz's -p 4 wanted 0.6-0.8 CPUs of 2): batch, however short each unit is.
+PERIODIC_VOLUNTARY = (0.5, 0.8)
+PIPELINE_WORK_PER_WAKEUP_US = (200.0, 1000.0)
+PIPELINE_DEMAND_CPUS = (0.1, 0.5)
 # Background: under 0.5 % of the host's CPU and rarely awake.
 BACKGROUND_CPU = (0.005, 0.05)
 BACKGROUND_WAKEUPS = (10.0, 100.0)
@@ -47,6 +58,12 @@ def scores(f: profile_pb2.GroupFeatures) -> dict[int, float]:
     batch = large_units * ramp(f.demand / active, *BATCH_DEMAND) * (1 - server)
     latency = max(ramp(wakeups, *LATENCY_WAKEUPS) * ramp(f.voluntary_ratio, *LATENCY_VOLUNTARY) * (1 - large_units),
                   server)
+    if f.socketless:
+        periodic = ramp(f.voluntary_ratio, *PERIODIC_VOLUNTARY)
+        latency = ramp(wakeups, *LATENCY_WAKEUPS) * periodic * (1 - large_units)
+        pipeline = ((1 - periodic) * ramp(f.cpu_per_wakeup_us, *PIPELINE_WORK_PER_WAKEUP_US)
+                    * ramp(f.demand, *PIPELINE_DEMAND_CPUS))
+        batch = max(batch, pipeline)
     quiet = (1 - ramp(f.cpu_share, *BACKGROUND_CPU)) * (1 - ramp(wakeups, *BACKGROUND_WAKEUPS)) * (1 - batch)
     # A terminal makes a quiet or moderately busy group a person's: interactive, not background.
     interactive = (1 - batch) * (1 - latency) if f.has_tty else 0.0
@@ -72,9 +89,10 @@ def _reason(cls: int, f: profile_pb2.GroupFeatures) -> str:
     active = max(f.active_threads, 1)
     per_thread = f"{f.wakeups_per_s / active:.0f} wakeups/s per active thread"
     if cls == C.WORKLOAD_CLASS_BATCH:
+        pipeline = f.socketless and f.cpu_per_wakeup_us < BATCH_WORK_PER_WAKEUP_US[1]
         return (f"{active} active thread(s) running or runnable {100 * f.demand / active:.0f}% of the time, "
                 f"{_us(f.cpu_per_wakeup_us)} of CPU per wakeup, blocking in {100 * f.voluntary_ratio:.0f}% of their "
-                "switches: CPU bound")
+                "switches" + (", holding no socket: a pipeline of CPU work" if pipeline else ": CPU bound"))
     if cls == C.WORKLOAD_CLASS_LATENCY_SENSITIVE and f.serves and f.voluntary_ratio < LATENCY_VOLUNTARY[1]:
         starved = f.wait_share >= STARVED_SERVER_WAIT[0]
         return (f"serves connections, {per_thread}, waits to run {100 * f.wait_share:.0f}% of what it wants, "

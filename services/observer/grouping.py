@@ -15,9 +15,10 @@ from schedcp.v1 import common_pb2, profile_pb2
 from services.observer.sampling import ThreadActivity, Window, latency_of, response_of
 
 NS = 1e9
-# Whether a group serves requests is looked up (its descriptors read) only when it uses at least
-# this share of the host's CPU: idle daemons that listen do not need it, and the scan costs.
-SERVES_MIN_CPU_SHARE = 0.01
+# A group's sockets (whether it serves requests, whether it holds any) are looked up (its
+# descriptors read) only when it uses at least this share of the host's CPU: idle daemons do not
+# need it, and the scan costs.
+SOCKETS_MIN_CPU_SHARE = 0.01
 
 
 @dataclass
@@ -113,6 +114,8 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
     switches = sum(t.voluntary + t.involuntary for t in threads)
     voluntary = sum(t.voluntary for t in threads)
     wakeups = sum(t.wakeups for t in threads)
+    held = (procfs.sockets(_with_listeners(group))
+            if cpu_ns / NS >= SOCKETS_MIN_CPU_SHARE * duration * window.num_cpus else procfs.Sockets.UNKNOWN)
     return profile_pb2.GroupFeatures(
         cpu_share=cpu_ns / NS / (duration * window.num_cpus),
         wakeups_per_s=wakeups / duration,
@@ -131,8 +134,8 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
         cpu_per_wakeup_us=cpu_ns / 1000 / max(wakeups, 1),
         wait_share=wait_ns / (cpu_ns + wait_ns) if cpu_ns + wait_ns else 0.0,
         **_lifetimes(group, window),
-        serves=cpu_ns / NS >= SERVES_MIN_CPU_SHARE * duration * window.num_cpus
-        and procfs.serves(_with_listeners(group)),
+        serves=held is procfs.Sockets.SERVES,
+        socketless=held is procfs.Sockets.NONE,
     )
 
 

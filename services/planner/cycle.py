@@ -36,6 +36,7 @@ from google.protobuf import duration_pb2
 
 from schedcp.runtime import metrics, rpc, telemetry, topology
 from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import MAX_TUNE_BUDGET
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import (
     common_pb2,
@@ -62,8 +63,6 @@ C = cycle_pb2
 # An automatic cycle starts from the profile that triggered it when it is at most this old.
 PUBLISHED_PROFILE_MAX_AGE_S = 30
 MAX_CANDIDATES_TRIED = 3
-# The most candidates one cycle tries as canaries (TuneRequest.budget).
-MAX_BUDGET = 10
 # Rounds of (baseline, canary) for goals judged on modest effects (canary_rounds).
 ALTERNATING_ROUNDS = 3
 # The end recorded for a cycle whose Tune call was cancelled (the caller went away, or the
@@ -99,8 +98,9 @@ class Cycle:
         self._planner.check_provider(request.provider)
         host = await self._planner.host(request.host_id)
         self._planner.check_policy(request.policy, host)
-        if request.budget > MAX_BUDGET:
-            raise InvalidArgument(f"a budget of {request.budget} trials is more than the {MAX_BUDGET} a cycle may try")
+        if request.budget > MAX_TUNE_BUDGET:
+            raise InvalidArgument(
+                f"a budget of {request.budget} trials is more than the {MAX_TUNE_BUDGET} a cycle may try")
         cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
         telemetry.mark_cycle(cycle.cycle_id)
         self._open.add(cycle)
@@ -161,13 +161,13 @@ class Cycle:
                                    f"nothing to do: {goal.rationale}")
             return
         yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SUCCEEDED, goal.rationale, goal=goal)
+        budget = 1 if request.policy else request.budget or self._budget
         found = (self._planner.named(request, goal, profile) if request.policy
-                 else await self._planner.candidates(goal, profile))
+                 else await self._planner.candidates(goal, profile, budget))
         names = ", ".join(c.artifact.name for c in found.candidates) or "none"
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED, f"candidates: {names}",
                                candidates=found)
         judged: deployment_pb2.DeploymentEvent | None = None
-        budget = 1 if request.policy else request.budget or self._budget
         tried = found.candidates[:max(MAX_CANDIDATES_TRIED, budget)]
         kept: list[tuple[float, verdict_pb2.Verdict]] = []  # a search's kept trials, taken off
         for index, candidate in enumerate(tried):

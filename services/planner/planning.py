@@ -94,13 +94,15 @@ class Planner:
     def provider_of(self, requested: str) -> str:
         return requested or self._settings.goal_provider
 
-    async def candidates(self, goal: goal_pb2.OptimizationGoal,
-                         profile: profile_pb2.WorkloadProfile) -> cycle_pb2.CandidateList:
-        """Library candidates, ranked by the learner's outcomes for similar workloads. Without
-        the learner the library order stands (and the log says why)."""
-        found = synthesis.candidates(goal, profile, self._library)
+    async def candidates(self, goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,
+                         budget: int = 1) -> cycle_pb2.CandidateList:
+        """Library candidates (with the parameter points the learner measured, and for a search
+        of `budget` > 1 trials the others of each policy's range), ranked by the learner's
+        outcomes for similar workloads. Without the learner the library order stands (and the
+        log says why)."""
         search = await self._search(learner_pb2.SearchPoliciesRequest(signature=profile.signature,
                                                                       host=profile.host, goal=goal))
+        found = synthesis.candidates(goal, profile, self._library, budget, synthesis.learned_points(search))
         if search is None:
             return found
         return synthesis.rank(found, search, await self._stored(search, found, profile.host.kernel_release))

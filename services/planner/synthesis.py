@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 
 from schedcp.domain import kernels, matchers, native_policies, params, policies
 from schedcp.domain.policies import PolicyMetadata
@@ -83,29 +84,63 @@ def _sched_ext_table(goal: goal_pb2.OptimizationGoal) -> tuple[tuple[str, float,
 
 
 def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,
-               library: list[PolicyMetadata] | None = None) -> cycle_pb2.CandidateList:
-    """Library candidates for the goal on this host, best first (empty when none applies)."""
+               library: list[PolicyMetadata] | None = None, budget: int = 1,
+               learned: Mapping[str, list[dict[str, object]]] | None = None) -> cycle_pb2.CandidateList:
+    """Library candidates for the goal on this host, best first (empty when none applies): each
+    policy with the parameters chosen for the workload; then the points the learner measured on
+    similar workloads (`learned`: policy -> parameter points); then, for a search (`budget` > 1),
+    the other points of each policy's parameter range (`params.variants`), so that the trials
+    compare parameters as well as policies."""
     by_name = {m.name: m for m in (library or policies.library())}
     found: list[cycle_pb2.Candidate] = []
     skipped: list[str] = []
+    table: list[tuple[PolicyMetadata, float, float]] = []
     if "sched_ext" in profile.host.backends:
         for name, improvement, confidence in _sched_ext_table(goal):
             if why := too_old(by_name[name], profile.host.kernel_release):
                 skipped.append(why)
                 continue
-            found.append(_sched_ext(by_name[name], goal, improvement, confidence))
+            table.append((by_name[name], improvement, confidence))
     for name, improvement, confidence in _native_table(goal):
         if name == "batch_idle_cgroup" and not profile.host.cgroup.cpu_idle_supported:
             continue
-        groups = _groups_for(by_name[name], goal)
-        if groups:
-            found.append(_native(by_name[name], groups, improvement, confidence,
-                                 derived(by_name[name], goal, profile)))
+        if by_name[name].kind == "sched_ext" or _groups_for(by_name[name], goal):
+            table.append((by_name[name], improvement, confidence))
+    points = [(row, {}) for row in table]
+    points += [(row, point) for row in table for point in (learned or {}).get(row[0].name, [])]
+    if budget > 1:
+        points += [(row, point) for row in table for point in params.variants(row[0])]
+    seen: set[tuple[str, str]] = set()
+    for (meta, improvement, confidence), point in points:
+        candidate = _candidate(meta, goal, profile, improvement, confidence, point)
+        key = (meta.name, params.key(candidate.artifact.parameters))
+        if key not in seen:
+            seen.add(key)
+            found.append(candidate)
     if skipped:
         log.info("not offered on %s: %s", profile.host.host_id or "this host", "; ".join(skipped))
         for candidate in found:  # the candidates that remain say what was passed over
             candidate.rationale += f" (Not offered: {'; '.join(skipped)}.)"
     return cycle_pb2.CandidateList(candidates=found, chosen=0)
+
+
+def _candidate(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,
+               improvement: float, confidence: float, point: dict[str, object]) -> cycle_pb2.Candidate:
+    """One candidate: the policy with the parameters derived for this workload, `point` over them."""
+    if meta.kind == "sched_ext":
+        candidate = _sched_ext(meta, goal, improvement, confidence)
+        for name, value in point.items():
+            candidate.artifact.parameters[name].CopyFrom(params.of(value))
+        if point:
+            candidate.artifact.origin = policy_pb2.POLICY_ORIGIN_TUNED
+            candidate.rationale += f" Trying {_point(point)}."
+        return candidate
+    values = {**derived(meta, goal, profile), **point}
+    return _native(meta, _groups_for(meta, goal), improvement, confidence, values)
+
+
+def _point(point: Mapping[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
 
 
 def _groups_for(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal) -> list[common_pb2.GroupMatcher]:
@@ -199,7 +234,7 @@ def _native(meta: PolicyMetadata, group: list[common_pb2.GroupMatcher], improvem
         artifact.parameters[name].CopyFrom(params.of(value))
     if values:
         artifact.origin = policy_pb2.POLICY_ORIGIN_TUNED
-        why += f" With {', '.join(f'{k}={v}' for k, v in values.items())}, chosen for this workload."
+        why += f" With {_point(values)}, chosen for this workload."
     return cycle_pb2.Candidate(artifact=artifact, path=cycle_pb2.SYNTHESIS_PATH_TUNE,
                                expected_improvement=improvement, confidence=confidence, rationale=why)
 
@@ -251,22 +286,36 @@ def _groups_named(goal: goal_pb2.OptimizationGoal) -> list[common_pb2.GroupMatch
 def rank(found: cycle_pb2.CandidateList, search: learner_pb2.SearchPoliciesResponse,
          stored: dict[str, policy_pb2.PolicyArtifact] | None = None) -> cycle_pb2.CandidateList:
     """Put the learner's matches first (path REUSE, its expected improvement and confidence)
-    and drop its anti-patterns; the rest keep their order. `stored` holds the artifacts of
-    repository policies the library did not offer (LLM-written ones), by name."""
-    avoid = {a.policy_name: a.reason for a in search.avoid}
-    matches = {m.policy.metadata.name: m for m in search.matches}
-    kept = [c for c in found.candidates if c.artifact.name not in avoid]
-    kept += [cycle_pb2.Candidate(artifact=artifact) for name, artifact in (stored or {}).items() if name not in avoid]
+    and drop its anti-patterns, each a policy with the parameters it was measured with; the rest
+    keep their order. `stored` holds the artifacts of repository policies the library did not
+    offer (LLM-written ones), by name."""
+    avoid = {(a.policy_name, a.parameters_key) for a in search.avoid}
+    kept = [c for c in found.candidates if _key(c.artifact) not in avoid]
+    kept += [cycle_pb2.Candidate(artifact=artifact) for name, artifact in (stored or {}).items()
+             if (name, params.key(artifact.parameters)) not in avoid]
     reused = []
     # Matches without outcomes (confidence 0) are only the library's say-so: not reuse.
-    for name in [m.policy.metadata.name for m in search.matches if m.confidence > 0]:
-        candidate = next((c for c in kept if c.artifact.name == name), None)
+    for match in (m for m in search.matches if m.confidence > 0):
+        wanted = (match.policy.metadata.name, params.key(match.parameters))
+        candidate = next((c for c in kept if _key(c.artifact) == wanted and c not in reused), None)
         if candidate is None:
             continue
-        match = matches[name]
         candidate.path = cycle_pb2.SYNTHESIS_PATH_REUSE
         candidate.expected_improvement, candidate.confidence = match.expected_improvement, match.confidence
-        candidate.rationale = f"{name}: {match.reason}"
+        candidate.rationale = f"{wanted[0]}: {match.reason}"
         reused.append(candidate)
     rest = [c for c in kept if c not in reused]
     return cycle_pb2.CandidateList(candidates=[*reused, *rest], chosen=0)
+
+
+def _key(artifact: policy_pb2.PolicyArtifact) -> tuple[str, str]:
+    return artifact.name, params.key(artifact.parameters)
+
+
+def learned_points(search: learner_pb2.SearchPoliciesResponse | None) -> dict[str, list[dict[str, object]]]:
+    """The parameter points the learner has outcomes for, by policy: candidates to offer again."""
+    points: dict[str, list[dict[str, object]]] = {}
+    for match in (search.matches if search else []):
+        if match.confidence > 0 and (point := params.tunables(match.parameters)):
+            points.setdefault(match.policy.metadata.name, []).append(point)
+    return points
