@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 
 import grpc
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 from opentelemetry import context as otel_context
 
 from schedcp.runtime import telemetry, topology
@@ -69,11 +69,17 @@ class RolloutStore:
         raise NotFound(f"no rollout {rollout_id!r}; `schedcp rollout status` lists them")
 
     async def all(self) -> list[R.Rollout]:
-        kv = await self._kv()
+        # Rollout ids are one token, host results two: watch the rollouts alone (a listing of the
+        # bucket's keys would read every host of every past rollout).
+        watcher = await (await self._kv()).watch("*", ignore_deletes=True, meta_only=True)
+        keys = []
         try:
-            keys = [k for k in await kv.keys() if "." not in k]
-        except NoKeysError:
-            return []
+            async for entry in watcher:
+                if entry is None:  # the end of what is stored
+                    break
+                keys.append(entry.key)
+        finally:
+            await watcher.stop()
         return [await self.load(key) for key in keys]
 
     async def put_host(self, rollout_id: str, host: R.RolloutHost) -> None:
