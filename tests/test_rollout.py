@@ -253,6 +253,13 @@ def test_a_wave_that_regresses_rolls_back_its_hosts_that_kept_the_policy(central
     # What runs now: the three proving hosts (of the last wave, never reached) and nothing else.
     assert track["running_it_at_the_end"] == bench_rollout.PROVING_HOSTS
     assert "the 3 of its hosts that had kept it rolled back" in track["reason"], track["reason"]
+    shown = schedcp(central.env, "--json", "rollout", "status", result["rollout_id"], "--hosts")
+    hosts = json.loads(shown.stdout)["hosts"]
+    assert sorted((h["hostId"], h["result"], h.get("reverted", False)) for h in hosts) == [
+        ("sim-n-0000", "ROLLOUT_HOST_RESULT_KEPT", True), ("sim-n-0001", "ROLLOUT_HOST_RESULT_KEPT", True),
+        ("sim-n-0002", "ROLLOUT_HOST_RESULT_KEPT", True), ("sim-n-0003", "ROLLOUT_HOST_RESULT_ROLLED_BACK", False)]
+    table = schedcp(central.env, "rollout", "status", result["rollout_id"], "--hosts")
+    assert table.returncode == 0 and "sim-n-0003" in table.stdout and "rolled back" in table.stdout, table.stdout
 
 
 def test_each_rollout_step_is_one_trace_holding_its_hosts_cycles(services):
