@@ -304,11 +304,13 @@ class Rollouts:
                                   track.workload_cluster)
             track.class_outcomes, track.class_mean_improvement = effect.outcomes, effect.mean
             regressed, wave.judgement = judge(wave, rollout.max_rollback_fraction, effect)
-            wave.done = True
-            wave.ended_at.GetCurrentTime()
             if regressed:
                 await self._halt(rollout, track, wave, done, trace_id)
                 return
+            # Done only now: a step that fails before this is retried with the wave (its hosts'
+            # results are stored, so none of them is started again).
+            wave.done = True
+            wave.ended_at.GetCurrentTime()
             await self._store.save(rollout)
             await self._audit(A.AUDIT_ACTION_ROLLOUT_WAVE, rollout, trace_id,
                               f"{_where(track, wave)} passed: {wave.judgement}")
@@ -332,26 +334,28 @@ class Rollouts:
                     return None
                 if not gate.is_set():
                     continue
-                async def started(cycle_id: str) -> None:
-                    await self._store.put_host(rollout.rollout_id, R.RolloutHost(host_id=host_id, cycle_id=cycle_id))
-
                 with telemetry.tracer().start_as_current_span(f"rollout host {host_id}"):
-                    result = await self._fleet.deploy(host_id, rollout, started)
+                    result = await self._fleet.deploy(host_id, rollout, lambda cycle_id: self._store.put_host(
+                        rollout.rollout_id, R.RolloutHost(host_id=host_id, cycle_id=cycle_id)))
             await self._store.put_host(rollout.rollout_id, result)
             return result
 
     async def _halt(self, rollout: R.Rollout, track: R.RolloutTrack, wave: R.RolloutWave,
                     results: list[R.RolloutHost], trace_id: str) -> None:
-        """The class stops here; the wave's hosts that kept the policy roll it back."""
+        """The class stops here; the wave's hosts that kept the policy roll it back (once: a halt
+        retried after a failure does not roll a host back twice, which would take off the policy
+        it ran before)."""
         reason = f"rollout {rollout.rollout_id} halted in {_where(track, wave)}: {wave.judgement}"
         kept = [r for r in results if r.result == R.ROLLOUT_HOST_RESULT_KEPT]
-        failures = await asyncio.gather(*(self._revert(rollout, host, reason) for host in kept))
+        failures = await asyncio.gather(*(self._revert(rollout, host, reason) for host in kept if not host.reverted))
         not_reverted = [f for f in failures if f]
-        track.state = R.ROLLOUT_STATE_HALTED
         undone = (f"the {len(kept) - len(not_reverted)} of its hosts that had kept it rolled back" if kept
                   else "none of its hosts had kept it")
         if not_reverted:
             undone += f", {len(not_reverted)} could not be ({not_reverted[0]})"
+        wave.done = True
+        wave.ended_at.GetCurrentTime()
+        track.state = R.ROLLOUT_STATE_HALTED
         track.reason = f"wave {wave.number} regressed: {wave.judgement}; {undone}"
         await self._store.save(rollout)
         await self._audit(A.AUDIT_ACTION_ROLLOUT_HALT, rollout, trace_id,
