@@ -115,7 +115,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print_message(rollout)
         return 0
-    say(f"rollout {rollout.rollout_id}: {rollout.policy} {params.key(rollout.parameters)} to {rollout.selector!r}, "
+    policy = " ".join([rollout.policy, *(f"{k}={params.text(v)}" for k, v in sorted(rollout.parameters.items()))])
+    say(f"rollout {rollout.rollout_id}: {policy} to {rollout.selector!r}, "
         f"waves {', '.join(rollout.waves)}, halting a wave above {rollout.max_rollback_fraction:.0%} not kept; "
         f"started by {rollout.actor}\n{_word(R.RolloutState, rollout.state)}: {rollout.reason}")
     table = table_of("classes", ("host class", "workload", "hosts", "wave", "reached", "kept", "rolled back",

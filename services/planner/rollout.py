@@ -375,7 +375,7 @@ class Rollouts:
         completed = len(rollout.tracks) - len(halted)
         rollout.state = R.ROLLOUT_STATE_HALTED if halted else R.ROLLOUT_STATE_COMPLETED
         rollout.reason = (f"{completed} of {len(rollout.tracks)} classes completed"
-                          + "".join(f"; halted: {t.host_class} / {t.workload_cluster}: {t.reason}" for t in halted))
+                          + "".join(f"; {t.host_class} / {t.workload_cluster}: {t.reason}" for t in halted))
         action = A.AUDIT_ACTION_ROLLOUT_HALT if halted else A.AUDIT_ACTION_ROLLOUT_COMPLETE
         with _step("end", rollout) as trace_id:
             await self._store.save(rollout)
