@@ -40,6 +40,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.sched_ext_latency
 	$(PY) -m bench.verifier_stages
 	$(PY) -m bench.planner_fleet
+	$(PY) -m bench.rollout --restart
 	$(PY) -m bench.colocation
 	$(PY) -m bench.canary_aa
 	$(PY) -m bench.makespan

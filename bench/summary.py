@@ -40,6 +40,16 @@ def _planner_fleet(d: dict) -> list[str]:
             f"(queueing included), one cycle p50 {v['service_p50_ms']:.0f} ms" for n, v in d["summary"].items()]
 
 
+def _rollout(d: dict) -> list[str]:
+    lines = [f"{d['hosts']} simulated hosts, two classes: rollout {d['state']} in {d['seconds']:.0f} s"
+             + (" (the planner restarted mid-rollout)" if d["planner_restarted_after_deployments"] else "")]
+    lines += [f"class {name} ({c['improvement']:+.0%} under the policy): {c['state']} after {len(c['waves'])} wave(s), "
+              f"{c['running_it_at_the_end']} of {c['hosts']} hosts running it, "
+              f"{c['hosts_deployed_twice']} deployed twice"
+              for name, c in d["classes"].items()]
+    return lines
+
+
 def _verifier(d: dict) -> list[str]:
     return [f"{name}: {'approved' if v['approved'] else 'rejected'} in {v['cold_total_s']:.2f} s cold, "
             f"{v['cached_total_ms']:.0f} ms cached" for name, v in d["summary"].items()]
@@ -88,6 +98,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "canary_aa": ("Canary A/A calibration: false keeps and false rollbacks (this host)", _canary_aa),
     "makespan": ("Batch long tail: makespan (sandbox VM)", _makespan),
     "planner_fleet": ("Planner at fleet scale (rules provider)", _planner_fleet),
+    "rollout": ("Rollout across two classes of simulated hosts", _rollout),
     "verifier_stages": ("Verifier: time to a verdict", _verifier),
     "observer_overhead": ("Observer overhead (1 s profiles, ~600 threads)", _observer),
     "sched_ext_latency": ("EEVDF vs latency_boost wakeup latency (sandbox VM)", _sched_ext_latency),

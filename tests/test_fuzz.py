@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from schedcp.cli.probe import probe
 from schedcp.runtime import rpc
 from schedcp.runtime.service import MAX_MESSAGE_BYTES
-from schedcp.v1 import executor_pb2, info_pb2, learner_pb2, observer_pb2, planner_pb2, verifier_pb2
+from schedcp.v1 import executor_pb2, info_pb2, learner_pb2, observer_pb2, planner_pb2, rollout_pb2, verifier_pb2
 from tests.conftest import NatsServer, ServiceProcesses, service_env
 
-MODULES = {"observer": observer_pb2, "executor": executor_pb2, "verifier": verifier_pb2, "learner": learner_pb2,
-           "planner": planner_pb2}
+# The services each role's process serves (besides InfoService).
+MODULES = {"observer": (observer_pb2,), "executor": (executor_pb2,), "verifier": (verifier_pb2,),
+           "learner": (learner_pb2,), "planner": (planner_pb2, rollout_pb2)}
 # What a caller may get back for nonsense: anything but a crash.
 CLEAN = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.OUT_OF_RANGE,
@@ -31,8 +32,8 @@ CALL_TIMEOUT_S = 3
 def methods() -> list[tuple[str, str, bool]]:
     """(role, /package.Service/Method, server streaming) for every RPC, InfoService included."""
     found = []
-    for role, module in MODULES.items():
-        for pb2 in (module, info_pb2):
+    for role, modules in MODULES.items():
+        for pb2 in (*modules, info_pb2):
             for service in pb2.DESCRIPTOR.services_by_name.values():
                 found += [(role, f"/{service.full_name}/{m.name}", m.server_streaming) for m in service.methods]
     return found
@@ -58,7 +59,9 @@ def stack(tmp_path_factory):
     """The five services once for the module (the fuzz run is long enough as it is)."""
     server = NatsServer(store=tmp_path_factory.mktemp("nats"))
     server.start()
-    procs = ServiceProcesses(service_env(server.url, tmp_path_factory.mktemp("data")))
+    # Refused calls are logged at INFO, and nothing reads the processes' output before they stop:
+    # hundreds of those lines fill the pipe and the service blocks writing its log.
+    procs = ServiceProcesses(service_env(server.url, tmp_path_factory.mktemp("data"), SCHEDCP_LOG_LEVEL="WARNING"))
     try:
         procs.start(*MODULES)
         yield procs

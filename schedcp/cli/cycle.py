@@ -204,7 +204,7 @@ def rollback(settings: Settings, host_id: str, reason: str) -> executor_pb2.Roll
         host = await registered_host(settings, host_id)
         async with rpc.channel(host.executor_addr, settings.rpc_timeout_s) as channel:
             return await executor_pb2_grpc.ExecutorServiceStub(channel).Rollback(
-                executor_pb2.RollbackRequest(reason=reason))
+                executor_pb2.RollbackRequest(reason=reason, host_id=host.host_id))
 
     return asyncio.run(call())
 
@@ -261,7 +261,22 @@ def cmd_policies(settings: Settings, args: argparse.Namespace) -> int:
         table.add_row(meta.name, _word(policy_pb2.PolicyKind, meta.kind), _word(policy_pb2.PolicyOrigin, record.origin),
                       ", ".join(meta.goals), str(outcomes), "yes" if proven else "", meta.description)
     out.print(table)
+    measured = [(record.metadata.name, e) for record in response.policies for e in record.effects]
+    if measured:
+        out.print(_classes_table(measured))
     return 0
+
+
+def _classes_table(measured: list[tuple[str, policy_pb2.EffectStats]]) -> Table:
+    """The learner's statistics per host class and workload cluster (what a rollout is judged by)."""
+    table = table_of("measured per host class and workload (the learner's statistics)",
+                     ("policy", "parameters", "host class", "workload", "outcomes", "mean", "sd", "rollbacks",
+                      "ejections", "proven"))
+    for name, e in measured:
+        table.add_row(name, e.parameters_key or "-", e.host_class or "-", e.signature_cluster, str(e.count),
+                      f"{e.mean_improvement:+.0%}", f"{e.stddev_improvement:.0%}", str(e.rollbacks), str(e.ejections),
+                      "yes" if e.proven else "")
+    return table
 
 
 def _search(settings: Settings, host_id: str, as_json: bool) -> int:

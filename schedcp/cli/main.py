@@ -20,11 +20,12 @@ from rich.table import Table
 
 from schedcp import __version__
 from schedcp.cli import cycle as cli_cycle
+from schedcp.cli import rollout as cli_rollout
 from schedcp.cli.console import err, out, print_message
 from schedcp.cli.console import table as table_of
 from schedcp.cli.probe import ServiceStatus, probe_all
 from schedcp.cli.stack import LocalStack
-from schedcp.domain import params, policies
+from schedcp.domain import hostclass, params, policies
 from schedcp.runtime import nats_auth, rpc, tls
 from schedcp.runtime.config import ConfigError, Settings, load_settings
 from schedcp.runtime.errors import (
@@ -123,12 +124,12 @@ def cmd_hosts(settings: Settings, args: argparse.Namespace) -> int:
         print_message(response)
         return 0
     table = table_of("registered hosts",
-                     ("host", "kernel", "cpus", "sched_ext", "backends", "observer", "executor"))
+                     ("host", "kernel", "cpus", "sched_ext", "class", "workload", "observer", "executor"))
     for h in response.hosts:
         f = h.facts
         scx = "unsupported" if "sched_ext" not in f.backends else (f.sched_ext.ops_name or "no scheduler")
-        table.add_row(h.host_id, f.kernel_release, str(f.cpu.logical_cpus), scx, ",".join(f.backends),
-                      h.observer_addr, h.executor_addr)
+        table.add_row(h.host_id, f.kernel_release, str(f.cpu.logical_cpus), scx, hostclass.of(f),
+                      h.workload_cluster or "-", h.observer_addr, h.executor_addr)
     out.print(table)
     return 0
 
@@ -144,7 +145,8 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
                      ("when (UTC)", "host", "action", "policy", "by", "digest", "verdict", "why"))
     for r in response.records:
         action = deployment_pb2.AuditAction.Name(r.action).removeprefix("AUDIT_ACTION_").lower()
-        table.add_row(r.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), r.host_id, action, r.policy_name, r.actor,
+        where = r.host_id or f"rollout {r.rollout_id}"
+        table.add_row(r.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), where, action, r.policy_name, r.actor,
                       r.artifact_digest[:12], r.verdict_id[:12], r.reason)
     out.print(table if response.records else "no audit records yet: nothing was deployed")
     return 0
@@ -351,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("host", nargs="?", help="only this host's records")
     history.add_argument("-n", "--limit", type=int, default=50, help="the newest this many (default 50, at most 1000)")
     cli_cycle.register(add)
+    cli_rollout.register(add)
     add("version", cmd_version, "Print the schedcp version.")
     return parser
 

@@ -92,3 +92,10 @@ def _spread(low: int, high: int, points: int) -> list[int]:
     if low > 0 and high / low > 100:
         return [round(low * (high / low) ** (i / (points + 1))) for i in range(1, points + 1)]
     return [round(low + (high - low) * i / (points + 1)) for i in range(1, points + 1)]
+
+
+def within(parameters: Mapping[str, common_pb2.ParamValue], parameters_key: str) -> bool:
+    """Whether every tunable of `parameters` has its value in a parameter key (`key`; others may be
+    there too). Strings are not in keys: they name groups, which differ from workload to workload."""
+    held = set(parameters_key.split(",")) if parameters_key else set()
+    return all(f"{name}={text(parameters[name])}" in held for name in tunables(parameters))

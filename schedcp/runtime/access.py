@@ -17,6 +17,10 @@ RESTRICTED: dict[str, tuple[str, ...]] = {
     "/schedcp.v1.LearnerService/PutPolicy": ("planner", OPERATOR),
     "/schedcp.v1.PlannerService/Tune": ("planner", OPERATOR),
     "/schedcp.v1.PlannerService/SetAuto": ("planner", OPERATOR),
+    "/schedcp.v1.RolloutService/StartRollout": (OPERATOR,),
+    "/schedcp.v1.RolloutService/PauseRollout": (OPERATOR,),
+    "/schedcp.v1.RolloutService/ResumeRollout": (OPERATOR,),
+    "/schedcp.v1.RolloutService/AbortRollout": (OPERATOR,),
 }
 
 

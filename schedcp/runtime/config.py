@@ -212,6 +212,14 @@ class Settings(BaseSettings):
         description="Kept candidates a tune cycle compares, each canary from the same baseline, keeping the one "
         "that improved most (a search; 1: the first kept wins). `schedcp tune --budget` overrides it per cycle.",
     )
+    rollout_concurrency: int = Field(
+        default=32, ge=1, le=1024,
+        description="Most hosts a rollout deploys to at once (each a decision cycle with its canary).",
+    )
+    rollout_max_rollback_fraction: float = Field(
+        default=0.2, ge=0, lt=1,
+        description="A rollout's wave regresses when more than this fraction of its hosts did not keep the policy.",
+    )
     goal_provider: Literal["rules", "openai"] = Field(
         default="rules", description="How the planner infers goals: deterministic rules, or an LLM."
     )

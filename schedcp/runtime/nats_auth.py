@@ -31,7 +31,8 @@ IDENTITIES = (*(r.value for r in Role), OPERATOR)
 _COMMON = ("$JS.API.>", "_INBOX.>", "$JS.ACK.>", "$JS.FC.>", "schedcp.heartbeat.>", "schedcp.deadletter.>")
 PUBLISH: dict[str, tuple[str, ...]] = {
     "observer": ("schedcp.profile.>", "$KV.schedcp_hosts.>"),
-    "planner": ("schedcp.cycle.>", "$KV.schedcp_planner.>"),
+    # The planner's rollout steps go to the audit trail on schedcp.audit._rollout.<rollout>.
+    "planner": ("schedcp.cycle.>", "$KV.schedcp_planner.>", "$KV.schedcp_rollouts.>", "schedcp.audit._rollout.>"),
     "executor": ("schedcp.deployment.>", "schedcp.outcome.>", "schedcp.audit.>"),
     "verifier": ("$KV.schedcp_verdicts.>", "$O.schedcp_artifacts.>"),
     "learner": ("$KV.schedcp_policies.>", "$KV.schedcp_outcomes.>", "$O.schedcp_artifacts.>"),

@@ -102,8 +102,10 @@ OUTCOMES_BUCKET = BucketSpec("schedcp_outcomes", "Applied deployment outcomes by
 # Per host: when the planner last tuned it on its own and what the workload looked like then;
 # replicas claim a host here (compare-and-set) so that one of them tunes it.
 PLANNER_BUCKET = BucketSpec("schedcp_planner", "Planner auto-tuning state by host.")
+# Rollouts by id, and each host's result under `<rollout>.<host>`: a restarted planner resumes them.
+ROLLOUTS_BUCKET = BucketSpec("schedcp_rollouts", "Rollouts and their per-host results.")
 KV_BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, POLICIES_BUCKET, VERDICTS_BUCKET, OUTCOMES_BUCKET,
-                                      PLANNER_BUCKET)
+                                      PLANNER_BUCKET, ROLLOUTS_BUCKET)
 
 ARTIFACTS_STORE = BucketSpec("schedcp_artifacts", "Policy sources and compiled objects by digest.")
 OBJECT_STORES: tuple[BucketSpec, ...] = (ARTIFACTS_STORE,)

@@ -43,6 +43,13 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_REFUSE: _ClassVar[AuditAction]
     AUDIT_ACTION_EJECT: _ClassVar[AuditAction]
     AUDIT_ACTION_FAIL: _ClassVar[AuditAction]
+    AUDIT_ACTION_ROLLOUT_START: _ClassVar[AuditAction]
+    AUDIT_ACTION_ROLLOUT_WAVE: _ClassVar[AuditAction]
+    AUDIT_ACTION_ROLLOUT_HALT: _ClassVar[AuditAction]
+    AUDIT_ACTION_ROLLOUT_PAUSE: _ClassVar[AuditAction]
+    AUDIT_ACTION_ROLLOUT_RESUME: _ClassVar[AuditAction]
+    AUDIT_ACTION_ROLLOUT_ABORT: _ClassVar[AuditAction]
+    AUDIT_ACTION_ROLLOUT_COMPLETE: _ClassVar[AuditAction]
 DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 DEPLOYMENT_STATE_CHECKING: DeploymentState
 DEPLOYMENT_STATE_BASELINE: DeploymentState
@@ -64,6 +71,13 @@ AUDIT_ACTION_ROLLBACK: AuditAction
 AUDIT_ACTION_REFUSE: AuditAction
 AUDIT_ACTION_EJECT: AuditAction
 AUDIT_ACTION_FAIL: AuditAction
+AUDIT_ACTION_ROLLOUT_START: AuditAction
+AUDIT_ACTION_ROLLOUT_WAVE: AuditAction
+AUDIT_ACTION_ROLLOUT_HALT: AuditAction
+AUDIT_ACTION_ROLLOUT_PAUSE: AuditAction
+AUDIT_ACTION_ROLLOUT_RESUME: AuditAction
+AUDIT_ACTION_ROLLOUT_ABORT: AuditAction
+AUDIT_ACTION_ROLLOUT_COMPLETE: AuditAction
 
 class CanarySpec(_message.Message):
     __slots__ = ("baseline_window", "canary_window", "success_metric", "min_improvement", "guards", "report_only", "rounds", "max_rounds")
@@ -197,7 +211,7 @@ class Outcome(_message.Message):
     def __init__(self, outcome_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., host_id: _Optional[str] = ..., host_class: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ..., objective: _Optional[_Union[_goal_pb2.Objective, str]] = ..., success: _Optional[_Union[MetricComparison, _Mapping]] = ..., guards: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., result: _Optional[_Union[OutcomeResult, str]] = ..., reason: _Optional[str] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
-    __slots__ = ("record_id", "at", "host_id", "action", "actor", "deployment_id", "cycle_id", "policy_name", "artifact_digest", "verdict_id", "verdict_key_id", "reason")
+    __slots__ = ("record_id", "at", "host_id", "action", "actor", "deployment_id", "cycle_id", "policy_name", "artifact_digest", "verdict_id", "verdict_key_id", "reason", "rollout_id", "trace_id")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +224,8 @@ class AuditRecord(_message.Message):
     VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     at: _timestamp_pb2.Timestamp
     host_id: str
@@ -222,4 +238,6 @@ class AuditRecord(_message.Message):
     verdict_id: str
     verdict_key_id: str
     reason: str
-    def __init__(self, record_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., actor: _Optional[str] = ..., deployment_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., verdict_id: _Optional[str] = ..., verdict_key_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    rollout_id: str
+    trace_id: str
+    def __init__(self, record_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host_id: _Optional[str] = ..., action: _Optional[_Union[AuditAction, str]] = ..., actor: _Optional[str] = ..., deployment_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., verdict_id: _Optional[str] = ..., verdict_key_id: _Optional[str] = ..., reason: _Optional[str] = ..., rollout_id: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...

@@ -30,7 +30,7 @@ from schedcp.v1 import profile_pb2 as schedcp_dot_v1_dot_profile__pb2
 from schedcp.v1 import verdict_pb2 as schedcp_dot_v1_dot_verdict__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19schedcp/v1/executor.proto\x12\nschedcp.v1\x1a\x1bschedcp/v1/deployment.proto\x1a\x15schedcp/v1/goal.proto\x1a\x15schedcp/v1/host.proto\x1a\x17schedcp/v1/policy.proto\x1a\x18schedcp/v1/profile.proto\x1a\x18schedcp/v1/verdict.proto\"\xfb\x01\n\rDeployRequest\x12,\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1a.schedcp.v1.PolicyArtifact\x12$\n\x07verdict\x18\x02 \x01(\x0b\x32\x13.schedcp.v1.Verdict\x12&\n\x06\x63\x61nary\x18\x03 \x01(\x0b\x32\x16.schedcp.v1.CanarySpec\x12\x10\n\x08\x63ycle_id\x18\x04 \x01(\t\x12*\n\x04goal\x18\x05 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12\x30\n\tsignature\x18\x06 \x01(\x0b\x32\x1d.schedcp.v1.WorkloadSignature\"!\n\x0fRollbackRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"M\n\x10RollbackResponse\x12(\n\x08restored\x18\x01 \x01(\x0b\x32\x16.schedcp.v1.Deployment\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\xd6\x01\n\x0eStatusResponse\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\'\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.Deployment\x12/\n\x0flast_known_good\x18\x03 \x01(\x0b\x32\x16.schedcp.v1.Deployment\x12+\n\tsched_ext\x18\x04 \x01(\x0b\x32\x18.schedcp.v1.SchedExtInfo\x12\x10\n\x08\x62\x61\x63kends\x18\x05 \x03(\t\x12\x1a\n\x12journalled_changes\x18\x06 \x01(\r\"\x1f\n\x0eHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\r\">\n\x0fHistoryResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.schedcp.v1.DeploymentEvent2\xa1\x02\n\x0f\x45xecutorService\x12\x42\n\x06\x44\x65ploy\x12\x19.schedcp.v1.DeployRequest\x1a\x1b.schedcp.v1.DeploymentEvent0\x01\x12\x45\n\x08Rollback\x12\x1b.schedcp.v1.RollbackRequest\x1a\x1c.schedcp.v1.RollbackResponse\x12?\n\x06Status\x12\x19.schedcp.v1.StatusRequest\x1a\x1a.schedcp.v1.StatusResponse\x12\x42\n\x07History\x12\x1a.schedcp.v1.HistoryRequest\x1a\x1b.schedcp.v1.HistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19schedcp/v1/executor.proto\x12\nschedcp.v1\x1a\x1bschedcp/v1/deployment.proto\x1a\x15schedcp/v1/goal.proto\x1a\x15schedcp/v1/host.proto\x1a\x17schedcp/v1/policy.proto\x1a\x18schedcp/v1/profile.proto\x1a\x18schedcp/v1/verdict.proto\"\x8c\x02\n\rDeployRequest\x12,\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1a.schedcp.v1.PolicyArtifact\x12$\n\x07verdict\x18\x02 \x01(\x0b\x32\x13.schedcp.v1.Verdict\x12&\n\x06\x63\x61nary\x18\x03 \x01(\x0b\x32\x16.schedcp.v1.CanarySpec\x12\x10\n\x08\x63ycle_id\x18\x04 \x01(\t\x12*\n\x04goal\x18\x05 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12\x30\n\tsignature\x18\x06 \x01(\x0b\x32\x1d.schedcp.v1.WorkloadSignature\x12\x0f\n\x07host_id\x18\x07 \x01(\t\"2\n\x0fRollbackRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\"M\n\x10RollbackResponse\x12(\n\x08restored\x18\x01 \x01(\x0b\x32\x16.schedcp.v1.Deployment\x12\x0f\n\x07message\x18\x02 \x01(\t\" \n\rStatusRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\"\xd6\x01\n\x0eStatusResponse\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\'\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.Deployment\x12/\n\x0flast_known_good\x18\x03 \x01(\x0b\x32\x16.schedcp.v1.Deployment\x12+\n\tsched_ext\x18\x04 \x01(\x0b\x32\x18.schedcp.v1.SchedExtInfo\x12\x10\n\x08\x62\x61\x63kends\x18\x05 \x03(\t\x12\x1a\n\x12journalled_changes\x18\x06 \x01(\r\"\x1f\n\x0eHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\r\">\n\x0fHistoryResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.schedcp.v1.DeploymentEvent2\xa1\x02\n\x0f\x45xecutorService\x12\x42\n\x06\x44\x65ploy\x12\x19.schedcp.v1.DeployRequest\x1a\x1b.schedcp.v1.DeploymentEvent0\x01\x12\x45\n\x08Rollback\x12\x1b.schedcp.v1.RollbackRequest\x1a\x1c.schedcp.v1.RollbackResponse\x12?\n\x06Status\x12\x19.schedcp.v1.StatusRequest\x1a\x1a.schedcp.v1.StatusResponse\x12\x42\n\x07History\x12\x1a.schedcp.v1.HistoryRequest\x1a\x1b.schedcp.v1.HistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schedcp.v1.executor_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DEPLOYREQUEST']._serialized_start=194
-  _globals['_DEPLOYREQUEST']._serialized_end=445
-  _globals['_ROLLBACKREQUEST']._serialized_start=447
-  _globals['_ROLLBACKREQUEST']._serialized_end=480
-  _globals['_ROLLBACKRESPONSE']._serialized_start=482
-  _globals['_ROLLBACKRESPONSE']._serialized_end=559
-  _globals['_STATUSREQUEST']._serialized_start=561
-  _globals['_STATUSREQUEST']._serialized_end=576
-  _globals['_STATUSRESPONSE']._serialized_start=579
-  _globals['_STATUSRESPONSE']._serialized_end=793
-  _globals['_HISTORYREQUEST']._serialized_start=795
-  _globals['_HISTORYREQUEST']._serialized_end=826
-  _globals['_HISTORYRESPONSE']._serialized_start=828
-  _globals['_HISTORYRESPONSE']._serialized_end=890
-  _globals['_EXECUTORSERVICE']._serialized_start=893
-  _globals['_EXECUTORSERVICE']._serialized_end=1182
+  _globals['_DEPLOYREQUEST']._serialized_end=462
+  _globals['_ROLLBACKREQUEST']._serialized_start=464
+  _globals['_ROLLBACKREQUEST']._serialized_end=514
+  _globals['_ROLLBACKRESPONSE']._serialized_start=516
+  _globals['_ROLLBACKRESPONSE']._serialized_end=593
+  _globals['_STATUSREQUEST']._serialized_start=595
+  _globals['_STATUSREQUEST']._serialized_end=627
+  _globals['_STATUSRESPONSE']._serialized_start=630
+  _globals['_STATUSRESPONSE']._serialized_end=844
+  _globals['_HISTORYREQUEST']._serialized_start=846
+  _globals['_HISTORYREQUEST']._serialized_end=877
+  _globals['_HISTORYRESPONSE']._serialized_start=879
+  _globals['_HISTORYRESPONSE']._serialized_end=941
+  _globals['_EXECUTORSERVICE']._serialized_start=944
+  _globals['_EXECUTORSERVICE']._serialized_end=1233
 # @@protoc_insertion_point(module_scope)

@@ -13,26 +13,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DeployRequest(_message.Message):
-    __slots__ = ("artifact", "verdict", "canary", "cycle_id", "goal", "signature")
+    __slots__ = ("artifact", "verdict", "canary", "cycle_id", "goal", "signature", "host_id")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
     CYCLE_ID_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
     artifact: _policy_pb2.PolicyArtifact
     verdict: _verdict_pb2.Verdict
     canary: _deployment_pb2.CanarySpec
     cycle_id: str
     goal: _goal_pb2.OptimizationGoal
     signature: _profile_pb2.WorkloadSignature
-    def __init__(self, artifact: _Optional[_Union[_policy_pb2.PolicyArtifact, _Mapping]] = ..., verdict: _Optional[_Union[_verdict_pb2.Verdict, _Mapping]] = ..., canary: _Optional[_Union[_deployment_pb2.CanarySpec, _Mapping]] = ..., cycle_id: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ...) -> None: ...
+    host_id: str
+    def __init__(self, artifact: _Optional[_Union[_policy_pb2.PolicyArtifact, _Mapping]] = ..., verdict: _Optional[_Union[_verdict_pb2.Verdict, _Mapping]] = ..., canary: _Optional[_Union[_deployment_pb2.CanarySpec, _Mapping]] = ..., cycle_id: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ..., host_id: _Optional[str] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "host_id")
     REASON_FIELD_NUMBER: _ClassVar[int]
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
     reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+    host_id: str
+    def __init__(self, reason: _Optional[str] = ..., host_id: _Optional[str] = ...) -> None: ...
 
 class RollbackResponse(_message.Message):
     __slots__ = ("restored", "message")
@@ -43,8 +47,10 @@ class RollbackResponse(_message.Message):
     def __init__(self, restored: _Optional[_Union[_deployment_pb2.Deployment, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("host_id",)
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    def __init__(self, host_id: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
     __slots__ = ("host_id", "current", "last_known_good", "sched_ext", "backends", "journalled_changes")

@@ -106,7 +106,7 @@ class HostFacts(_message.Message):
     def __init__(self, host_id: _Optional[str] = ..., hostname: _Optional[str] = ..., kernel_release: _Optional[str] = ..., arch: _Optional[str] = ..., cpu: _Optional[_Union[CpuTopology, _Mapping]] = ..., memory_bytes: _Optional[int] = ..., sched_ext: _Optional[_Union[SchedExtInfo, _Mapping]] = ..., cgroup: _Optional[_Union[CgroupInfo, _Mapping]] = ..., btf_present: _Optional[bool] = ..., btf_sha256: _Optional[str] = ..., privileges: _Optional[_Union[Privileges, _Mapping]] = ..., backends: _Optional[_Iterable[str]] = ..., observer_modes: _Optional[_Iterable[str]] = ..., collected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class HostRegistration(_message.Message):
-    __slots__ = ("host_id", "observer_addr", "executor_addr", "facts", "version", "registered_at", "last_seen")
+    __slots__ = ("host_id", "observer_addr", "executor_addr", "facts", "version", "registered_at", "last_seen", "workload_cluster")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     OBSERVER_ADDR_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_ADDR_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class HostRegistration(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_CLUSTER_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     observer_addr: str
     executor_addr: str
@@ -121,4 +122,5 @@ class HostRegistration(_message.Message):
     version: str
     registered_at: _timestamp_pb2.Timestamp
     last_seen: _timestamp_pb2.Timestamp
-    def __init__(self, host_id: _Optional[str] = ..., observer_addr: _Optional[str] = ..., executor_addr: _Optional[str] = ..., facts: _Optional[_Union[HostFacts, _Mapping]] = ..., version: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    workload_cluster: str
+    def __init__(self, host_id: _Optional[str] = ..., observer_addr: _Optional[str] = ..., executor_addr: _Optional[str] = ..., facts: _Optional[_Union[HostFacts, _Mapping]] = ..., version: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_cluster: _Optional[str] = ...) -> None: ...

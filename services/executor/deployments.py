@@ -14,20 +14,20 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 from google.protobuf import json_format
 
-from schedcp.domain import artifacts, sched_ext, verdicts
-from schedcp.runtime import metrics, topology
+from schedcp.domain import artifacts, hostclass, sched_ext, verdicts
+from schedcp.runtime import metrics, rpc, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
-from schedcp.v1 import deployment_pb2, executor_pb2, policy_pb2
+from schedcp.v1 import deployment_pb2, executor_pb2, observer_pb2, observer_pb2_grpc, policy_pb2
 from services.executor import audit, canary
 from services.executor.native import ApplyReport, NativeBackend
 from services.executor.sched_ext_backend import SchedExtBackend
@@ -152,6 +152,7 @@ class Executor:
         self._rescan: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
         self._running: asyncio.Task | None = None
+        self._class = ""
 
     # --- the RPCs ----------------------------------------------------------------------------
     async def deploy(self, request: executor_pb2.DeployRequest,
@@ -608,6 +609,20 @@ class Executor:
             log.warning("could not publish the deployment event: %s", exc)
         return event
 
+    async def _host_class(self) -> str:
+        """This host's class (schedcp/domain/hostclass.py) from the local observer's facts, asked
+        once (the facts it depends on change with a reboot, which restarts the executor); "" while
+        the observer cannot say, so the learner counts the outcome under no class."""
+        if not self._class:
+            try:
+                async with rpc.channel(self._settings.observer_addr, self._settings.rpc_timeout_s) as channel:
+                    info = await observer_pb2_grpc.ObserverServiceStub(channel).HostInfo(observer_pb2.HostInfoRequest())
+                self._class = hostclass.of(info.facts)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("the observer did not tell this host's facts (%s): outcome without a host class",
+                            exc.details())
+        return self._class
+
     async def _publish_outcome(self, request: executor_pb2.DeployRequest, deployment: deployment_pb2.Deployment,
                                verdict: canary.Judgement | None) -> None:
         result = {S.DEPLOYMENT_STATE_KEPT: S.OUTCOME_RESULT_KEPT, S.DEPLOYMENT_STATE_EJECTED: S.OUTCOME_RESULT_EJECTED
@@ -616,7 +631,7 @@ class Executor:
         outcome = deployment_pb2.Outcome(
             outcome_id=f"{deployment.deployment_id}-{S.OutcomeResult.Name(result).removeprefix('OUTCOME_RESULT_').lower()}",
             cycle_id=deployment.cycle_id, deployment_id=deployment.deployment_id,
-            host_id=deployment.host_id, host_class=host_class(deployment.backend),
+            host_id=deployment.host_id, host_class=await self._host_class(),
             policy_name=deployment.policy_name, artifact_digest=deployment.artifact_digest,
             parameters=request.artifact.parameters, signature=request.signature, objective=request.goal.objective,
             guards=verdict.guards, result=result, reason=deployment.reason, canary_window=request.canary.canary_window,
@@ -640,11 +655,6 @@ def _count_ended(deployment: deployment_pb2.Deployment) -> None:
 def _canary_not_measured(exc: Exception) -> Ending:
     # An unjudged policy does not stay: this ending reverts it.
     return Ending(S.DEPLOYMENT_STATE_FAILED, f"canary not measured: {exc}")
-
-
-def host_class(backend: str) -> str:
-    """Coarse host class for the learner's statistics, e.g. "x86_64-2cpu-native"."""
-    return f"{platform.machine()}-{os.cpu_count() or 1}cpu-{backend}"
 
 
 def _seconds(duration) -> float:

@@ -10,6 +10,7 @@ from pathlib import Path
 from schedcp.domain import sched_ext
 from schedcp.domain.procfs import cpu_controller
 from schedcp.runtime import tls
+from schedcp.runtime.errors import FailedPrecondition
 from schedcp.runtime.service import GrpcService, ServiceContext
 from schedcp.toolchain.build import BuildError, Toolchain
 from schedcp.v1 import executor_pb2, executor_pb2_grpc
@@ -22,18 +23,27 @@ log = logging.getLogger(__name__)
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, host_id: str) -> None:
         self._executor = executor
+        self._host_id = host_id
 
     async def Deploy(self, request, context):
+        self._meant_for_this_host(request.host_id)
         async for event in self._executor.deploy(request, tls.caller(context)):
             yield event
 
     async def Rollback(self, request, context):
+        self._meant_for_this_host(request.host_id)
         return await self._executor.rollback(request.reason, tls.caller(context))
 
     async def Status(self, request, context):
+        self._meant_for_this_host(request.host_id)
         return self._executor.status()
+
+    def _meant_for_this_host(self, host_id: str) -> None:
+        if host_id and host_id != self._host_id:
+            raise FailedPrecondition(f"this is the executor of {self._host_id}, the call was meant for {host_id} "
+                                     "(a stale host registration?); nothing was done")
 
     async def History(self, request, context):
         return executor_pb2.HistoryResponse(events=self._executor.history(request.limit))
@@ -75,4 +85,4 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     ctx.details["restored_at_start"] = str(restored)
     ctx.details["cpu_controller"] = f"cgroup v{version} at {root}" if root else "none"
     ctx.on_close(executor.close)
-    return [GrpcService.of(ExecutorServicer(executor), executor_pb2, executor_pb2_grpc)]
+    return [GrpcService.of(ExecutorServicer(executor, ctx.settings.host_id), executor_pb2, executor_pb2_grpc)]

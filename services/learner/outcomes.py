@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from schedcp.domain import params
+from schedcp.domain import hostclass, params
 from schedcp.runtime import metrics, topology
 from schedcp.runtime.bus import Bus, Delivery, MalformedMessage
 from schedcp.v1 import deployment_pb2, policy_pb2
@@ -25,18 +25,10 @@ from schedcp.v1 import deployment_pb2, policy_pb2
 log = logging.getLogger(__name__)
 R = deployment_pb2
 CONSUMER = "learner-outcomes"
-# Signatures within this Euclidean distance count as the same workload cluster.
-CLUSTER_STEP = 0.25
 # A policy is "proven" for a cluster after this many outcomes whose mean improvement is at
 # least MIN_PROVEN_IMPROVEMENT and whose lower 1-sigma bound is above zero.
 PROVEN_MIN_COUNT = 3
 MIN_PROVEN_IMPROVEMENT = 0.05
-
-
-def signature_cluster(signature) -> str:
-    """Coarse cell of the signature space: each value rounded to CLUSTER_STEP."""
-    cells = ".".join(str(round(v / CLUSTER_STEP)) for v in signature.values)
-    return f"v{signature.version}:{cells}"
 
 
 def validate(outcome: deployment_pb2.Outcome) -> None:
@@ -133,7 +125,7 @@ class OutcomeLedger:
 
     @staticmethod
     def key(outcome: deployment_pb2.Outcome) -> tuple[str, str, str, str]:
-        return (outcome.policy_name, params.key(outcome.parameters), signature_cluster(outcome.signature),
+        return (outcome.policy_name, params.key(outcome.parameters), hostclass.signature_cluster(outcome.signature),
                 outcome.host_class)
 
     def effect_stats(self, policy_name: str) -> list[policy_pb2.EffectStats]:

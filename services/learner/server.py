@@ -30,7 +30,10 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         return record
 
     async def ListPolicies(self, request, context):
-        return learner_pb2.ListPoliciesResponse(policies=await self._repository.list(request.kind))
+        response = learner_pb2.ListPoliciesResponse(policies=await self._repository.list(request.kind))
+        for record in response.policies:  # copies: the repository's listing is shared
+            record.effects.extend(self._ledger.effect_stats(record.metadata.name))
+        return response
 
     async def SearchPolicies(self, request, context):
         return search.search(request, await self._repository.list(), self._ledger)

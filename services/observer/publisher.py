@@ -7,6 +7,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from schedcp.domain import hostclass
 from schedcp.runtime import metrics, topology
 from schedcp.runtime.bus import Bus
 from schedcp.v1 import profile_pb2
@@ -27,6 +28,8 @@ class ProfilePublisher:
         self._profiler = profiler
         self._interval_s = interval_s
         self.published = 0
+        # The newest profile's workload cluster, for the host's registration (host classes).
+        self.workload_cluster = ""
 
     async def run(self) -> None:
         # A thread of its own: long GetProfile/Measure windows in the shared pool cannot delay it.
@@ -49,6 +52,7 @@ class ProfilePublisher:
                     state = None
                     await asyncio.sleep(self._interval_s)
                     continue
+                self.workload_cluster = hostclass.signature_cluster(profile.signature)
                 await self._publish(profile)
         finally:
             # Never block the event loop on a window in progress: Sampler.close() ends it.

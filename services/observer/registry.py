@@ -20,12 +20,14 @@ log = logging.getLogger(__name__)
 
 
 class HostRegistry:
-    """Writes one HostRegistration under the host id, again every interval."""
+    """Writes one HostRegistration under the host id, again every interval, with the workload
+    cluster of the newest published profile (`workload_cluster`: "" while there is none)."""
 
     def __init__(self, bus: Bus, host_id: str, observer_addr: str, executor_addr: str,
-                 facts: Callable[[], host_pb2.HostFacts]) -> None:
+                 facts: Callable[[], host_pb2.HostFacts], workload_cluster: Callable[[], str] = str) -> None:
         self._bus = bus
         self._facts = facts
+        self._workload_cluster = workload_cluster
         self._entry = host_pb2.HostRegistration(
             host_id=host_id, observer_addr=observer_addr, executor_addr=executor_addr, version=__version__
         )
@@ -36,6 +38,7 @@ class HostRegistry:
         entry = host_pb2.HostRegistration()
         entry.CopyFrom(self._entry)
         entry.facts.CopyFrom(self._facts())
+        entry.workload_cluster = self._workload_cluster()
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
         entry.last_seen.CopyFrom(now)

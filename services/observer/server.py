@@ -44,14 +44,14 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
         return hostfacts.collect(settings.host_id, observer_modes=modes)
 
     profiler = Profiler(sampler, facts)
+    publisher = ProfilePublisher(ctx.bus, settings.host_id, sampler, profiler, settings.profile_interval_s)
     registry = HostRegistry(
         ctx.bus, settings.host_id, observer_addr=settings.observer_advertise_addr or ctx.listen_addr,
         executor_addr=settings.executor_advertise_addr or settings.executor_addr,
-        facts=facts,
+        facts=facts, workload_cluster=lambda: publisher.workload_cluster,
     )
     await registry.register()
     ctx.spawn(registry.keep_registered(settings.heartbeat_interval_s), "host-registry")
     if settings.profile_interval_s > 0:
-        publisher = ProfilePublisher(ctx.bus, settings.host_id, sampler, profiler, settings.profile_interval_s)
         ctx.spawn(publisher.run(), "profile-publisher")
     return [GrpcService.of(ObserverServicer(facts, profiler), observer_pb2, observer_pb2_grpc)]

@@ -319,7 +319,8 @@ class Cycle:
         the Deploy that follows will report why)."""
         try:
             async with rpc.channel(host.executor_addr) as channel:
-                status = await executor_pb2_grpc.ExecutorServiceStub(channel).Status(executor_pb2.StatusRequest())
+                status = await executor_pb2_grpc.ExecutorServiceStub(channel).Status(
+                    executor_pb2.StatusRequest(host_id=host.host_id))
         except grpc.aio.AioRpcError as exc:
             log.warning("the executor of %s did not report its status: %s", host.host_id, exc.details())
             return None
@@ -328,13 +329,15 @@ class Cycle:
     async def _take_off(self, host: host_pb2.HostRegistration, reason: str) -> None:
         """Roll back what the host runs (a kept trial of a search), as an operator would."""
         async with rpc.channel(host.executor_addr) as channel:
-            await executor_pb2_grpc.ExecutorServiceStub(channel).Rollback(executor_pb2.RollbackRequest(reason=reason))
+            await executor_pb2_grpc.ExecutorServiceStub(channel).Rollback(
+                executor_pb2.RollbackRequest(reason=reason, host_id=host.host_id))
 
     async def _deploy(self, host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,
                       goal: goal_pb2.OptimizationGoal, profile, cycle_id: str):
         request = executor_pb2.DeployRequest(artifact=verdict.artifact, verdict=verdict,
                                              canary=canary_for(goal, self._canary_window_s), goal=goal,
-                                             signature=profile.signature, cycle_id=cycle_id)
+                                             signature=profile.signature, cycle_id=cycle_id,
+                                             host_id=host.host_id)
         async with rpc.channel(host.executor_addr) as channel:
             async for event in executor_pb2_grpc.ExecutorServiceStub(channel).Deploy(request):
                 yield event

@@ -174,11 +174,11 @@ class Planner:
             log.warning("could not store %s in the repository (%s: %s)", artifact.name, exc.code().name,
                         exc.details())
 
-    async def applied_outcome(self, host_id: str, deployment_id: str,
-                              wait_s: float) -> tuple[deployment_pb2.Outcome | None, str]:
-        """The deployment's Outcome once the learner has applied it (History lists only applied
-        outcomes), asked every LEARNER_POLL_S for at most `wait_s`; else None and, when the last
-        ask failed, why."""
+    async def applied_outcome(self, host_id: str, deployment_id: str, wait_s: float,
+                              cycle_id: str = "") -> tuple[deployment_pb2.Outcome | None, str]:
+        """The deployment's Outcome (or, with `cycle_id`, the newest outcome of that cycle) once the
+        learner has applied it (History lists only applied outcomes), asked every LEARNER_POLL_S
+        for at most `wait_s`; else None and, when the last ask failed, why."""
         request = learner_pb2.LearnerHistoryRequest(host_id=host_id, limit=HOST_OUTCOMES)
         deadline = time.monotonic() + wait_s
         why = ""
@@ -192,7 +192,8 @@ class Planner:
                 except grpc.aio.AioRpcError as exc:
                     why = f"the learner could not be asked: {exc.code().name}: {(exc.details() or '').split(';')[0]}"
                 else:
-                    found = next((o for o in history.outcomes if o.deployment_id == deployment_id), None)
+                    found = next((o for o in history.outcomes if (o.cycle_id == cycle_id if cycle_id
+                                                                  else o.deployment_id == deployment_id)), None)
                     if found is not None:
                         return found, ""
                 left = deadline - time.monotonic()

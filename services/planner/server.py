@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from schedcp.runtime import tls
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
 from schedcp.runtime.service import GrpcService, ServiceContext
-from schedcp.v1 import planner_pb2, planner_pb2_grpc, profile_pb2
+from schedcp.v1 import planner_pb2, planner_pb2_grpc, profile_pb2, rollout_pb2, rollout_pb2_grpc
 from services.planner import audit, triggers
 from services.planner.cycle import Cycle
+from services.planner.fleet import Fleet
 from services.planner.hosts import HostDirectory
 from services.planner.planning import Planner
+from services.planner.rollout import Rollouts
 from services.planner.triggers import DriftWatcher
 
 
@@ -50,6 +53,29 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
         return planner_pb2.ListAuditResponse(records=await audit.newest(self._bus, request.host_id, request.limit))
 
 
+class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
+    def __init__(self, rollouts: Rollouts) -> None:
+        self._rollouts = rollouts
+
+    async def StartRollout(self, request, context):
+        return await self._rollouts.start(request, tls.caller(context))
+
+    async def GetRollout(self, request, context):
+        return await self._rollouts.get(request.rollout_id, request.with_hosts)
+
+    async def ListRollouts(self, request, context):
+        return rollout_pb2.ListRolloutsResponse(rollouts=await self._rollouts.list())
+
+    async def PauseRollout(self, request, context):
+        return await self._rollouts.pause(request.rollout_id, tls.caller(context))
+
+    async def ResumeRollout(self, request, context):
+        return await self._rollouts.resume(request.rollout_id, tls.caller(context))
+
+    async def AbortRollout(self, request, context):
+        return await self._rollouts.abort(request.rollout_id, tls.caller(context), request.reason)
+
+
 async def build(ctx: ServiceContext) -> list[GrpcService]:
     hosts = HostDirectory(ctx.bus)
     planner = Planner(hosts, ctx.settings, ctx.bus)
@@ -64,5 +90,10 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
                        every_host=ctx.settings.planner_auto).start()
     ctx.details["auto"] = (f"every host, at most every {ctx.settings.planner_min_interval_s:g} s per host"
                            if ctx.settings.planner_auto else "hosts opted in (schedcp tune HOST --auto)")
+    fleet = Fleet(cycle, planner, hosts, ctx.bus, ctx.settings)
+    rollouts = Rollouts(ctx.bus, hosts, fleet, ctx.settings)
+    ctx.on_close(rollouts.close)
+    await rollouts.resume_all()
     servicer = PlannerServicer(hosts, planner, cycle, ctx.bus, ctx.settings)
-    return [GrpcService.of(servicer, planner_pb2, planner_pb2_grpc)]
+    return [GrpcService.of(servicer, planner_pb2, planner_pb2_grpc),
+            GrpcService.of(RolloutServicer(rollouts), rollout_pb2, rollout_pb2_grpc)]

@@ -1,0 +1,453 @@
+"""Progressive rollout: a policy proven in some class taken to the selected hosts in waves.
+
+The selected hosts are split by class (host class and workload cluster, rollout_plan.py) and
+each class goes through the waves on its own: a wave's hosts each run a decision cycle for the
+policy (the executor's canary judges it on that host, fleet.py), then the wave is judged. It
+regresses when more than the allowed fraction of its judged hosts did not keep the policy, or
+when the learner's effect of the policy in that class turned negative; the class then halts and
+that wave's hosts that kept it are rolled back, with the reason recorded. Other classes go on.
+
+State lives in the `schedcp_rollouts` KV bucket: the rollout under its id (saved at every step)
+and each host's cycle under `<rollout>.<host>` as soon as it starts, then its result, so a
+planner that restarts resumes every running rollout where it stood: a host with a result is
+not started again, one whose cycle was in flight gets its result from the outcome its canary
+published (the executor judges it without the planner), and only a host whose cycle never
+reached a judged canary is started again. Every step (start, each wave's start and judgement,
+halt, pause, resume, abort, end) is an audit record on `schedcp.audit._rollout.<rollout>` and
+runs in a trace of its own; a wave's trace holds its hosts' cycles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+
+import grpc
+from nats.js.errors import KeyNotFoundError
+from opentelemetry import context as otel_context
+
+from schedcp.runtime import telemetry, topology
+from schedcp.runtime.bus import Bus
+from schedcp.runtime.config import Settings
+from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound
+from schedcp.v1 import deployment_pb2, rollout_pb2
+from services.planner import rollout_plan
+from services.planner.fleet import Fleet, class_effect, proven_classes
+from services.planner.hosts import HostDirectory
+
+log = logging.getLogger(__name__)
+R = rollout_pb2
+A = deployment_pb2
+AUDIT_HOST = "_rollout"  # not a host id (those start with a letter or digit)
+JUDGED = {R.ROLLOUT_HOST_RESULT_KEPT, R.ROLLOUT_HOST_RESULT_ROLLED_BACK, R.ROLLOUT_HOST_RESULT_FAILED}
+ENDED = {R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_HALTED, R.ROLLOUT_STATE_ABORTED}
+RETRY_S = 5.0
+
+
+class RolloutStore:
+    """Rollouts and per-host results in JetStream KV; saves of one rollout never overtake each other."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def save(self, rollout: R.Rollout) -> None:
+        async with self._locks.setdefault(rollout.rollout_id, asyncio.Lock()):
+            rollout.updated_at.GetCurrentTime()
+            saved = R.Rollout()
+            saved.CopyFrom(rollout)
+            saved.ClearField("hosts")
+            await (await self._kv()).put(rollout.rollout_id, saved.SerializeToString())
+
+    async def load(self, rollout_id: str) -> R.Rollout:
+        if topology.is_kv_key(rollout_id) and "." not in rollout_id:
+            with contextlib.suppress(KeyNotFoundError):
+                return R.Rollout.FromString((await (await self._kv()).get(rollout_id)).value)
+        raise NotFound(f"no rollout {rollout_id!r}; `schedcp rollout status` lists them")
+
+    async def all(self) -> list[R.Rollout]:
+        # Rollout ids are one token, host results two: watch the rollouts alone (a listing of the
+        # bucket's keys would read every host of every past rollout).
+        watcher = await (await self._kv()).watch("*", ignore_deletes=True, meta_only=True)
+        keys = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # the end of what is stored
+                    break
+                keys.append(entry.key)
+        finally:
+            await watcher.stop()
+        return [await self.load(key) for key in keys]
+
+    async def put_host(self, rollout_id: str, host: R.RolloutHost) -> None:
+        await (await self._kv()).put(f"{rollout_id}.{host.host_id}", host.SerializeToString())
+
+    async def host(self, rollout_id: str, host_id: str) -> R.RolloutHost | None:
+        try:
+            return R.RolloutHost.FromString((await (await self._kv()).get(f"{rollout_id}.{host_id}")).value)
+        except KeyNotFoundError:
+            return None
+
+    async def _kv(self):
+        return await self._bus.kv(topology.ROLLOUTS_BUCKET)
+
+
+class Rollouts:
+    """Starts, runs, pauses, resumes and aborts rollouts; resumes the running ones at start."""
+
+    def __init__(self, bus: Bus, hosts: HostDirectory, fleet: Fleet, settings: Settings) -> None:
+        self._bus = bus
+        self._hosts = hosts
+        self._fleet = fleet
+        self._store = RolloutStore(bus)
+        self._default_fraction = settings.rollout_max_rollback_fraction
+        self._slots = asyncio.Semaphore(settings.rollout_concurrency)
+        self._live: dict[str, R.Rollout] = {}
+        # Set while a rollout may start hosts; cleared while it is paused.
+        self._gates: dict[str, asyncio.Event] = {}
+        self._runners: dict[str, asyncio.Task] = {}
+
+    # --- the RPCs ------------------------------------------------------------------------------
+    async def start(self, request: R.StartRolloutRequest, actor: str) -> R.Rollout:
+        rollout = await self._plan(request, actor)
+        with _step("start", rollout) as trace_id:
+            await self._store.save(rollout)
+            classes = "; ".join(f"{t.host_class} / {t.workload_cluster or 'no profile yet'}: {len(t.host_ids)} hosts"
+                                for t in rollout.tracks)
+            await self._audit(A.AUDIT_ACTION_ROLLOUT_START, rollout, trace_id,
+                              f"{rollout.policy} to {sum(len(t.host_ids) for t in rollout.tracks)} hosts "
+                              f"({rollout.selector}) in waves {', '.join(rollout.waves)}: {classes}")
+        self._launch(rollout)
+        return rollout
+
+    async def get(self, rollout_id: str, with_hosts: bool = False) -> R.Rollout:
+        rollout = R.Rollout()
+        rollout.CopyFrom(self._live.get(rollout_id) or await self._store.load(rollout_id))
+        if with_hosts:
+            for track in rollout.tracks:
+                for wave in track.waves:
+                    for host_id in _wave_hosts(track, wave):
+                        if (host := await self._store.host(rollout_id, host_id)) is not None:
+                            rollout.hosts.append(host)
+        return rollout
+
+    async def list(self) -> list[R.Rollout]:
+        stored = {r.rollout_id: r for r in await self._store.all()}
+        stored.update(self._live)
+        return sorted(stored.values(), key=lambda r: r.created_at.ToNanoseconds(), reverse=True)
+
+    async def pause(self, rollout_id: str, actor: str) -> R.Rollout:
+        rollout = self._running(rollout_id, "paused")
+        if rollout.state == R.ROLLOUT_STATE_RUNNING:
+            rollout.state, rollout.reason = R.ROLLOUT_STATE_PAUSED, f"paused by {actor}"
+            self._gates[rollout_id].clear()
+            await self._step_recorded("pause", A.AUDIT_ACTION_ROLLOUT_PAUSE, rollout, actor,
+                                      "paused: no further host starts; canaries in flight finish")
+        return rollout
+
+    async def resume(self, rollout_id: str, actor: str) -> R.Rollout:
+        rollout = self._running(rollout_id, "resumed")
+        if rollout.state == R.ROLLOUT_STATE_PAUSED:
+            rollout.state, rollout.reason = R.ROLLOUT_STATE_RUNNING, ""
+            self._gates[rollout_id].set()
+            await self._step_recorded("resume", A.AUDIT_ACTION_ROLLOUT_RESUME, rollout, actor, f"resumed by {actor}")
+        return rollout
+
+    async def abort(self, rollout_id: str, actor: str, reason: str) -> R.Rollout:
+        rollout = self._running(rollout_id, "aborted")
+        rollout.state = R.ROLLOUT_STATE_ABORTED
+        rollout.reason = f"aborted by {actor}: {reason or 'no reason given'}; hosts that kept the policy keep it"
+        for track in rollout.tracks:
+            if track.state == R.ROLLOUT_STATE_RUNNING:
+                track.state, track.reason = R.ROLLOUT_STATE_ABORTED, rollout.reason
+        self._gates[rollout_id].set()  # hosts waiting to start see the abort and do not
+        await self._step_recorded("abort", A.AUDIT_ACTION_ROLLOUT_ABORT, rollout, actor, rollout.reason)
+        return rollout
+
+    async def resume_all(self) -> None:
+        """At start: every rollout a stopped planner left running or paused goes on here."""
+        for rollout in await self._store.all():
+            if rollout.state in ENDED:
+                continue
+            log.info("rollout %s (%s): resumed after a planner restart", rollout.rollout_id, rollout.policy)
+            with _step("resume", rollout) as trace_id:
+                await self._audit(A.AUDIT_ACTION_ROLLOUT_RESUME, rollout, trace_id,
+                                  "the planner restarted: the rollout goes on where it stood", actor="planner")
+            self._launch(rollout)
+
+    async def close(self) -> None:
+        """At shutdown: stop the runners; their rollouts stay running in KV for the next planner."""
+        for task in self._runners.values():
+            task.cancel()
+        await asyncio.gather(*self._runners.values(), return_exceptions=True)
+
+    # --- planning ------------------------------------------------------------------------------
+    async def _plan(self, request: R.StartRolloutRequest, actor: str) -> R.Rollout:
+        if not request.policy:
+            raise InvalidArgument("a rollout needs a policy (`schedcp policies` lists them)")
+        rollout_plan.waves(list(request.waves))
+        fraction = request.max_rollback_fraction or self._default_fraction
+        if not 0 <= fraction < 1:
+            raise InvalidArgument(f"the rollback threshold must be a fraction from 0 up to 1, got {fraction:g}")
+        classes = await self._classes(request)
+        proven = await self._proven(request)
+        rollout = R.Rollout(rollout_id=f"r-{uuid.uuid4().hex[:12]}", policy=request.policy,
+                            parameters=request.parameters, selector=request.selector,
+                            waves=list(request.waves) or list(rollout_plan.DEFAULT_WAVES),
+                            max_rollback_fraction=fraction, intent=request.intent, state=R.ROLLOUT_STATE_RUNNING,
+                            actor=actor, reason=f"proven in {'; '.join(proven)}")
+        rollout.created_at.GetCurrentTime()
+        for (host_class, cluster), ids in classes.items():
+            rollout.tracks.add(host_class=host_class, workload_cluster=cluster, host_ids=ids,
+                               state=R.ROLLOUT_STATE_RUNNING)
+        return rollout
+
+    async def _classes(self, request: R.StartRolloutRequest) -> dict[tuple[str, str], list[str]]:
+        """The selected hosts by class, each class able to run the policy."""
+        terms = rollout_plan.selector(request.selector)
+        registered = await self._hosts.list()
+        if not registered:
+            raise FailedPrecondition("no host is registered: start the hosts' observers first")
+        self._fleet.check_policy(request.policy, registered[0])  # the name first: a typo is the likeliest error
+        chosen = {h.host_id: h for h in registered if rollout_plan.selects(terms, h)}
+        if not chosen:
+            raise InvalidArgument(f"the selector {request.selector!r} matches none of the {len(registered)} "
+                                  f"registered hosts (`schedcp hosts` shows their classes)")
+        classes = rollout_plan.classes(list(chosen.values()))
+        for (host_class, _), ids in classes.items():
+            try:
+                self._fleet.check_policy(request.policy, chosen[ids[0]])
+            except FailedPrecondition as exc:
+                raise FailedPrecondition(f"class {host_class} cannot run it: {exc}; narrow the selector "
+                                         "(e.g. sched_ext=yes)") from None
+        return classes
+
+    async def _proven(self, request: R.StartRolloutRequest) -> list[str]:
+        """The classes where the policy is proven with these parameters; FailedPrecondition when none."""
+        try:
+            effects = await self._fleet.effects(request.policy)
+        except grpc.aio.AioRpcError as exc:
+            raise DependencyUnavailable(f"the learner could not say where {request.policy} is proven "
+                                        f"({exc.code().name}: {exc.details()}); try again when it is up") from None
+        proven = proven_classes(effects, request.parameters)
+        if not proven:
+            raise FailedPrecondition(f"{request.policy} with these parameters is not proven in any class yet (at "
+                                     "least 3 outcomes, a mean improvement of 5 % or more, no ejection): deploy it on "
+                                     "a few hosts first (`schedcp deploy HOST POLICY`), `schedcp policy show "
+                                     f"{request.policy}` shows what was measured")
+        return proven
+
+    # --- running -------------------------------------------------------------------------------
+    def _launch(self, rollout: R.Rollout) -> None:
+        self._live[rollout.rollout_id] = rollout
+        gate = self._gates[rollout.rollout_id] = asyncio.Event()
+        if rollout.state == R.ROLLOUT_STATE_RUNNING:
+            gate.set()
+        self._runners[rollout.rollout_id] = asyncio.create_task(self._run(rollout),
+                                                                name=f"rollout {rollout.rollout_id}")
+
+    async def _run(self, rollout: R.Rollout) -> None:
+        """Every class's waves, then the end. A step that fails (NATS or the learner away) stops
+        every class and they go on from their stored state after RETRY_S: hosts with a result are
+        not started again."""
+        plan = rollout_plan.waves(list(rollout.waves))
+        while True:
+            try:
+                async with asyncio.TaskGroup() as classes:
+                    for track in rollout.tracks:
+                        classes.create_task(self._run_track(rollout, track, plan))
+                if rollout.state != R.ROLLOUT_STATE_ABORTED:
+                    await self._end(rollout)
+                break
+            except Exception:
+                log.exception("rollout %s: a step failed; going on in %g s", rollout.rollout_id, RETRY_S)
+                await asyncio.sleep(RETRY_S)
+        # Ended: GetRollout reads it from the bucket from now on.
+        for held in (self._live, self._gates, self._runners):
+            held.pop(rollout.rollout_id, None)
+
+    async def _run_track(self, rollout: R.Rollout, track: R.RolloutTrack, plan) -> None:
+        reaches = rollout_plan.reaches(plan, len(track.host_ids))
+        while track.state == R.ROLLOUT_STATE_RUNNING and rollout.state != R.ROLLOUT_STATE_ABORTED:
+            if not track.waves or track.waves[-1].done:
+                if len(track.waves) == len(reaches):
+                    track.state = R.ROLLOUT_STATE_COMPLETED
+                    track.reason = f"every wave passed: {reaches[-1]} hosts"
+                    await self._store.save(rollout)
+                    return
+                await self._gates[rollout.rollout_id].wait()
+                if rollout.state == R.ROLLOUT_STATE_ABORTED:
+                    return
+                wave = track.waves.add(number=len(track.waves) + 1, reach=reaches[len(track.waves)])
+                wave.hosts = wave.reach - (track.waves[-2].reach if len(track.waves) > 1 else 0)
+                wave.started_at.GetCurrentTime()
+            await self._wave(rollout, track, track.waves[-1])
+
+    async def _wave(self, rollout: R.Rollout, track: R.RolloutTrack, wave: R.RolloutWave) -> None:
+        with _step(f"wave {wave.number}", rollout, track) as trace_id:
+            wave.trace_id = trace_id
+            await self._store.save(rollout)
+            await self._audit(A.AUDIT_ACTION_ROLLOUT_WAVE, rollout, trace_id,
+                              f"{_where(track, wave)}: starting on {wave.hosts} hosts (reaching {wave.reach} of "
+                              f"{len(track.host_ids)})")
+            async with asyncio.TaskGroup() as hosts:  # one failing stops the others: the wave is retried
+                started = [hosts.create_task(self._host(rollout, h)) for h in _wave_hosts(track, wave)]
+            results = [task.result() for task in started]
+            if rollout.state == R.ROLLOUT_STATE_ABORTED:
+                return
+            done = [r for r in results if r is not None]
+            _count(wave, done)
+            effect = class_effect(await self._fleet.effects(rollout.policy), rollout.parameters, track.host_class,
+                                  track.workload_cluster)
+            track.class_outcomes, track.class_mean_improvement = effect.outcomes, effect.mean
+            regressed, wave.judgement = judge(wave, rollout.max_rollback_fraction, effect)
+            if regressed:
+                await self._halt(rollout, track, wave, done, trace_id)
+                return
+            # Done only now: a step that fails before this is retried with the wave (its hosts'
+            # results are stored, so none of them is started again).
+            wave.done = True
+            wave.ended_at.GetCurrentTime()
+            await self._store.save(rollout)
+            await self._audit(A.AUDIT_ACTION_ROLLOUT_WAVE, rollout, trace_id,
+                              f"{_where(track, wave)} passed: {wave.judgement}")
+
+    async def _host(self, rollout: R.Rollout, host_id: str) -> R.RolloutHost | None:
+        """The host's result: stored already, or judged since by the canary a stopped planner
+        left in flight (a resumed rollout), or from its cycle now; None when the rollout was
+        aborted before the host started."""
+        stored = await self._store.host(rollout.rollout_id, host_id)
+        if stored is not None and stored.result != R.ROLLOUT_HOST_RESULT_UNSPECIFIED:
+            return stored
+        if stored is not None and (judged := await self._fleet.outcome_of(host_id, stored.cycle_id)) is not None:
+            await self._store.put_host(rollout.rollout_id, judged)
+            return judged
+        gate = self._gates[rollout.rollout_id]
+        while True:
+            await gate.wait()
+            async with self._slots:
+                # Paused or aborted while waiting for a slot: not started.
+                if rollout.state == R.ROLLOUT_STATE_ABORTED:
+                    return None
+                if not gate.is_set():
+                    continue
+                with telemetry.tracer().start_as_current_span(f"rollout host {host_id}"):
+                    result = await self._fleet.deploy(host_id, rollout, lambda cycle_id: self._store.put_host(
+                        rollout.rollout_id, R.RolloutHost(host_id=host_id, cycle_id=cycle_id)))
+            await self._store.put_host(rollout.rollout_id, result)
+            return result
+
+    async def _halt(self, rollout: R.Rollout, track: R.RolloutTrack, wave: R.RolloutWave,
+                    results: list[R.RolloutHost], trace_id: str) -> None:
+        """The class stops here; the wave's hosts that kept the policy roll it back (once: a halt
+        retried after a failure does not roll a host back twice, which would take off the policy
+        it ran before)."""
+        reason = f"rollout {rollout.rollout_id} halted in {_where(track, wave)}: {wave.judgement}"
+        kept = [r for r in results if r.result == R.ROLLOUT_HOST_RESULT_KEPT]
+        failures = await asyncio.gather(*(self._revert(rollout, host, reason) for host in kept if not host.reverted))
+        not_reverted = [f for f in failures if f]
+        undone = (f"the {len(kept) - len(not_reverted)} of its hosts that had kept it rolled back" if kept
+                  else "none of its hosts had kept it")
+        if not_reverted:
+            undone += f", {len(not_reverted)} could not be ({not_reverted[0]})"
+        wave.done = True
+        wave.ended_at.GetCurrentTime()
+        track.state = R.ROLLOUT_STATE_HALTED
+        track.reason = f"wave {wave.number} regressed: {wave.judgement}; {undone}"
+        await self._store.save(rollout)
+        await self._audit(A.AUDIT_ACTION_ROLLOUT_HALT, rollout, trace_id,
+                          f"{track.host_class} / {track.workload_cluster or '-'}: {track.reason}")
+
+    async def _revert(self, rollout: R.Rollout, host: R.RolloutHost, reason: str) -> str:
+        async with self._slots:
+            why_not = await self._fleet.roll_back(host.host_id, reason)
+        if why_not:
+            host.message += f"; not rolled back: {why_not}"
+        host.reverted = not why_not
+        await self._store.put_host(rollout.rollout_id, host)
+        return why_not and f"{host.host_id}: {why_not}"
+
+    async def _end(self, rollout: R.Rollout) -> None:
+        halted = [t for t in rollout.tracks if t.state == R.ROLLOUT_STATE_HALTED]
+        completed = len(rollout.tracks) - len(halted)
+        rollout.state = R.ROLLOUT_STATE_HALTED if halted else R.ROLLOUT_STATE_COMPLETED
+        rollout.reason = (f"{completed} of {len(rollout.tracks)} classes completed"
+                          + "".join(f"; {t.host_class} / {t.workload_cluster}: {t.reason}" for t in halted))
+        action = A.AUDIT_ACTION_ROLLOUT_HALT if halted else A.AUDIT_ACTION_ROLLOUT_COMPLETE
+        with _step("end", rollout) as trace_id:
+            await self._store.save(rollout)
+            await self._audit(action, rollout, trace_id, rollout.reason)
+        log.info("rollout %s: %s", rollout.rollout_id, rollout.reason)
+
+    # --- records -------------------------------------------------------------------------------
+    def _running(self, rollout_id: str, verb: str) -> R.Rollout:
+        rollout = self._live.get(rollout_id)
+        if rollout is None or rollout.state in ENDED:
+            raise FailedPrecondition(f"rollout {rollout_id!r} is not running here and cannot be {verb} "
+                                     f"({_state(rollout) if rollout else 'unknown or already ended'})")
+        return rollout
+
+    async def _step_recorded(self, name: str, action: int, rollout: R.Rollout, actor: str, reason: str) -> None:
+        with _step(name, rollout) as trace_id:
+            await self._store.save(rollout)
+            await self._audit(action, rollout, trace_id, reason, actor)
+
+    async def _audit(self, action: int, rollout: R.Rollout, trace_id: str, reason: str, actor: str = "") -> None:
+        """One audit record; logged instead when NATS cannot take it (the rollout goes on)."""
+        record = A.AuditRecord(record_id=uuid.uuid4().hex, action=action, actor=actor or rollout.actor,
+                               policy_name=rollout.policy, rollout_id=rollout.rollout_id, trace_id=trace_id,
+                               reason=reason)
+        record.at.GetCurrentTime()
+        try:
+            await self._bus.publish(topology.subject(topology.Kind.AUDIT, AUDIT_HOST, rollout.rollout_id), record,
+                                    msg_id=record.record_id)
+        except Exception as exc:
+            log.error("rollout audit record not stored (%s): %s", exc or type(exc).__name__, record)
+
+
+def judge(wave: R.RolloutWave, max_fraction: float, effect) -> tuple[bool, str]:
+    """(regressed, why): more than `max_fraction` of the judged hosts did not keep the policy, or
+    the class's effect is negative."""
+    judged = wave.kept + wave.rolled_back + wave.failed
+    bad = wave.rolled_back + wave.failed
+    told = (f"{wave.kept} of {judged} judged hosts kept it ({wave.rolled_back} rolled back, {wave.failed} failed, "
+            f"{wave.skipped} skipped); the class's effect {effect.mean:+.0%} over {effect.outcomes} outcomes")
+    if judged and bad / judged > max_fraction:
+        return True, f"{told}: more than the {max_fraction:.0%} allowed did not keep it"
+    if effect.outcomes and effect.mean < 0:
+        return True, f"{told}: the class's effect turned negative"
+    return False, told
+
+
+def _count(wave: R.RolloutWave, results: list[R.RolloutHost]) -> None:
+    of = [r.result for r in results]
+    wave.kept = of.count(R.ROLLOUT_HOST_RESULT_KEPT)
+    wave.rolled_back = of.count(R.ROLLOUT_HOST_RESULT_ROLLED_BACK)
+    wave.failed = of.count(R.ROLLOUT_HOST_RESULT_FAILED)
+    wave.skipped = len(of) - wave.kept - wave.rolled_back - wave.failed
+
+
+def _wave_hosts(track: R.RolloutTrack, wave: R.RolloutWave) -> list[str]:
+    return list(track.host_ids[wave.reach - wave.hosts:wave.reach])
+
+
+def _where(track: R.RolloutTrack, wave: R.RolloutWave) -> str:
+    return f"wave {wave.number} of {track.host_class} / {track.workload_cluster or 'no profile yet'}"
+
+
+def _state(rollout: R.Rollout) -> str:
+    return R.RolloutState.Name(rollout.state).removeprefix("ROLLOUT_STATE_").lower()
+
+
+@contextlib.contextmanager
+def _step(name: str, rollout: R.Rollout, track: R.RolloutTrack | None = None) -> Iterator[str]:
+    """A rollout step as the root span of a trace of its own; yields its trace id."""
+    attributes = {"schedcp.rollout.id": rollout.rollout_id, "schedcp.rollout.policy": rollout.policy}
+    if track is not None:
+        attributes["schedcp.rollout.class"] = f"{track.host_class} / {track.workload_cluster}"
+    with telemetry.tracer().start_as_current_span(f"rollout {name}", context=otel_context.Context(),
+                                                  attributes=attributes):
+        yield telemetry.current_trace_id()
