@@ -117,40 +117,55 @@ def service_env(nats_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
 
 @dataclass
 class ServiceProcesses:
-    """Service processes started by a test; stopped with SIGTERM at teardown."""
+    """Service processes started by a test; stopped with SIGTERM at teardown. Each one's output
+    goes to a file in `log_dir` (a pipe that nobody reads until the end fills up, and a chatty
+    service then blocks in its next log line)."""
 
     env: dict[str, str]
+    log_dir: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # Where this run of each role's output starts in its log (a role may be started again).
+    logs: dict[str, tuple[Path, int]] = field(default_factory=dict)
 
     def addr(self, role: str) -> str:
         return self.env[f"SCHEDCP_{role.upper()}_ADDR"]
 
     def start(self, *roles: str) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         for role in roles:
-            self.procs[role] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{role}"], env=self.env, cwd=ROOT,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )
+            log = self.log_dir / f"{role}.log"
+            self.logs[role] = (log, log.stat().st_size if log.exists() else 0)
+            with open(log, "a") as out:
+                self.procs[role] = subprocess.Popen([sys.executable, "-m", f"services.{role}"], env=self.env,
+                                                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         for role in roles:
-            wait_serving(role, self.addr(role), self.procs[role])
+            wait_serving(role, self.addr(role), self.procs[role], lambda role=role: self.output(role))
+
+    def output(self, role: str) -> str:
+        """What this run of the role has written so far."""
+        log, start = self.logs[role]
+        with open(log, errors="replace") as text:
+            text.seek(start)
+            return text.read()
 
     def stop(self, role: str) -> tuple[int, str]:
         """SIGTERM one service; returns its exit code and output."""
         proc = self.procs.pop(role)
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=20)
-        return proc.returncode, output
+        proc.wait(timeout=20)
+        return proc.returncode, self.output(role)
 
     def stop_all(self) -> None:
         for role in list(self.procs):
             self.stop(role)
 
 
-def wait_serving(role: str, addr: str, proc: subprocess.Popen, timeout_s: float = 20) -> None:
+def wait_serving(role: str, addr: str, proc: subprocess.Popen, output: Callable[[], str],
+                 timeout_s: float = 20) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{role} exited with {proc.returncode}: {proc.stdout.read()}")
+            raise AssertionError(f"{role} exited with {proc.returncode}: {output()}")
         if asyncio.run(probe(role, addr, timeout_s=0.5)).serving:
             return
         time.sleep(0.1)
@@ -159,7 +174,7 @@ def wait_serving(role: str, addr: str, proc: subprocess.Popen, timeout_s: float 
 
 @pytest.fixture
 def services(nats_server: NatsServer, tmp_path: Path) -> Iterator[ServiceProcesses]:
-    procs = ServiceProcesses(service_env(nats_server.url, tmp_path / "data"))
+    procs = ServiceProcesses(service_env(nats_server.url, tmp_path / "data"), tmp_path / "logs")
     yield procs
     procs.stop_all()
 

@@ -59,9 +59,7 @@ def stack(tmp_path_factory):
     """The five services once for the module (the fuzz run is long enough as it is)."""
     server = NatsServer(store=tmp_path_factory.mktemp("nats"))
     server.start()
-    # Refused calls are logged at INFO, and nothing reads the processes' output before they stop:
-    # hundreds of those lines fill the pipe and the service blocks writing its log.
-    procs = ServiceProcesses(service_env(server.url, tmp_path_factory.mktemp("data"), SCHEDCP_LOG_LEVEL="WARNING"))
+    procs = ServiceProcesses(service_env(server.url, tmp_path_factory.mktemp("data")), tmp_path_factory.mktemp("logs"))
     try:
         procs.start(*MODULES)
         yield procs

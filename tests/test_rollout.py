@@ -195,10 +195,8 @@ def test_an_executor_refuses_a_call_meant_for_another_host():
 # --- rollouts against the real central services ---------------------------------------------------
 
 def start_central(services, concurrency: int = 32, **env: str):
-    # WARNING: a cycle logs about ten INFO lines, and nothing reads the services' output before
-    # they stop; a few dozen hosts' cycles would fill the pipe and block the planner.
     services.env.update(SCHEDCP_GOAL_PROVIDER="rules", SCHEDCP_RATE_LIMIT_VERIFY_PER_MIN="0",
-                        SCHEDCP_ROLLOUT_CONCURRENCY=str(concurrency), SCHEDCP_LOG_LEVEL="WARNING", **env)
+                        SCHEDCP_ROLLOUT_CONCURRENCY=str(concurrency), **env)
     services.start("verifier", "learner", "planner")
     return services
 
