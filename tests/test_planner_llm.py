@@ -58,6 +58,16 @@ def test_a_valid_structured_reply_becomes_the_goal(spans):
     assert span.attributes["schedcp.llm.cost_usd"] == pytest.approx(usage.cost_usd)
 
 
+@pytest.mark.parametrize("answer, rules", [
+    ({**GOOD, "objective": "none", "target_group_ids": [], "batch_group_ids": []}, "tail_latency"),
+    ({**GOOD, "target_group_ids": ["comm:ffmpeg"], "batch_group_ids": ["comm:nginx"]}, "tail_latency"),
+], ids=["no objective", "other targets"])
+def test_a_valid_answer_the_rules_read_otherwise_stays_and_says_so(answer, rules):
+    goal, _, _ = infer([reply(answer)])
+    assert goal.provider == "openai" and goal.rationale.startswith(f"{GOOD['rationale']} (the rules provider infers "
+                                                                   f"otherwise: {rules}; nginx ")
+
+
 def test_malformed_json_is_repaired_from_the_error():
     goal, usage, requests = infer([reply("{not json"), reply(GOOD)])
     assert goal.provider == "openai" and usage.calls == 2

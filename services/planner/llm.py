@@ -25,6 +25,7 @@ import openai
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from schedcp.domain import matchers
 from schedcp.runtime import metrics, telemetry
 from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import InvalidArgument
@@ -296,13 +297,15 @@ class OpenAIGoals:
             except LlmUnavailable as exc:
                 return _fallback(profile, intent, f"{exc}{': ' + problem if problem else ''}")
             try:
-                return to_goal(GoalProposal.model_validate_json(reply), profile, intent)
+                goal = to_goal(GoalProposal.model_validate_json(reply), profile, intent)
             except (ValidationError, ValueError) as exc:
                 problem = f"invalid reply ({short_error(exc)})"
                 log.info("LLM goal reply rejected: %s", problem)
                 retry = (f"That reply is invalid: {short_error(exc)}. Answer again with JSON that matches the "
                          "schema, using only the given ids.")
                 messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": retry}]
+            else:
+                return second_opinion(goal, profile, intent)
         return _fallback(profile, intent, problem)
 
 
@@ -351,6 +354,27 @@ def to_goal(proposal: GoalProposal, profile: profile_pb2.WorkloadProfile, intent
         raise ValueError(f"objective {proposal.objective} needs target group ids")
     goal.provider, goal.confidence, goal.rationale = "openai", proposal.confidence, proposal.rationale
     return goal
+
+
+def second_opinion(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,
+                   intent: str) -> goal_pb2.OptimizationGoal:
+    """The model's goal, its rationale ending with the rules provider's reading when that differs
+    in objective or targets. A valid answer can still be wrong (a small model called a contended
+    host's nginx and batch "none"); the rules are not always right either, so the goal stays the
+    model's and the difference is only stated, for the operator and the cycle's events to show."""
+    rules = goals.infer(profile, intent)
+    if _gist(rules) != _gist(goal):
+        goal.rationale += f" (the rules provider infers otherwise: {objective_word(rules)}; {rules.rationale})"
+    return goal
+
+
+def objective_word(goal: goal_pb2.OptimizationGoal) -> str:
+    """The objective as GoalProposal spells it ("none" for a goal without one)."""
+    return goal_pb2.Objective.Name(goal.objective).removeprefix("OBJECTIVE_").lower().replace("unspecified", "none")
+
+
+def _gist(goal: goal_pb2.OptimizationGoal) -> tuple[int, list[str]]:
+    return goal.objective, sorted(matchers.describe(m) for m in goal.target_groups)
 
 
 def _fallback(profile: profile_pb2.WorkloadProfile, intent: str, why: str) -> goal_pb2.OptimizationGoal:
