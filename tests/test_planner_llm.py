@@ -96,6 +96,13 @@ def test_an_error_status_falls_back():
     assert goal.provider == "rules" and "answered 503" in goal.rationale
 
 
+def test_the_answer_length_bound_is_sent_only_when_set():
+    _, _, requests = infer([reply(GOOD)], llm_max_output_tokens=300)
+    assert requests[0]["max_tokens"] == 300
+    _, _, requests = infer([reply(GOOD)])
+    assert "max_tokens" not in requests[0]
+
+
 def test_a_spent_budget_stops_the_repair_round():
     goal, usage, requests = infer([reply("{not json", 400, 200), reply(GOOD)], llm_token_budget=500)
     assert len(requests) == 1 and usage.tokens == 600

@@ -205,7 +205,7 @@ class LlmClient:
                 "schedcp.llm.structured_output": str(mode)}) as span:
             started, at = time.monotonic(), time.time()
             try:
-                response = await client.chat.completions.create(model=model, temperature=0,
+                response = await client.chat.completions.create(model=model, temperature=0, **self._limit(),
                                                                 **structured.request(mode, messages, schema))
             except openai.OpenAIError as exc:
                 self._record(Call(at, mode, 1000 * (time.monotonic() - started), error=_explain(exc)))
@@ -226,6 +226,10 @@ class LlmClient:
                                  "gen_ai.usage.input_tokens": tokens_in, "gen_ai.usage.output_tokens": tokens_out,
                                  "schedcp.llm.latency_ms": latency_ms, "schedcp.llm.cost_usd": cost})
             return response.choices[0].message.content or ""
+
+    def _limit(self) -> dict:
+        bound = self._settings.llm_max_output_tokens
+        return {"max_tokens": bound} if bound else {}
 
     def _record(self, call: Call) -> None:
         _LAST_CALL[(self.endpoint, self.model)] = call
