@@ -128,7 +128,9 @@ def test_plan_with_the_openai_provider_counts_its_usage(services, workload):
         wait_registered(services.addr("planner"))
         plan = call(services.addr("planner"), lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).Plan(
             planner_pb2.PlanRequest(host_id="testhost", provider="openai")))
-    assert plan.goal.provider == "openai" and plan.goal.rationale == "cyclictest waits behind the hogs"
+    # The rules may read this host otherwise (other busy processes beside the test's): then the
+    # rationale goes on to say so.
+    assert plan.goal.provider == "openai" and plan.goal.rationale.startswith("cyclictest waits behind the hogs")
     assert (plan.llm_usage.calls, plan.llm_usage.input_tokens, plan.llm_usage.output_tokens) == (1, 300, 60)
     assert script.requests[0]["model"] == "scripted-model"
     assert plan.candidates.candidates[0].artifact.native.rules[0].match[0].comm == "stress-ng-cpu"

@@ -146,10 +146,12 @@ class LlmClient:
         if usage.tokens >= budget:
             raise LlmUnavailable(f"the cycle's LLM token budget ({budget}) is spent")
         try:
-            client = openai.AsyncOpenAI(base_url=self.endpoint, api_key=self._api_key,
-                                        timeout=self._settings.llm_timeout_s,
-                                        max_retries=self._settings.llm_max_retries)
-            reply = await self._structured(client, messages, schema, usage)
+            # Closed with the call: its connections otherwise outlive it until garbage collection,
+            # which fails once the event loop that opened them is gone.
+            async with openai.AsyncOpenAI(base_url=self.endpoint, api_key=self._api_key,
+                                          timeout=self._settings.llm_timeout_s,
+                                          max_retries=self._settings.llm_max_retries) as client:
+                reply = await self._structured(client, messages, schema, usage)
         except openai.OpenAIError as exc:
             metrics.LLM_CALLS.labels("failed").inc()
             raise LlmUnavailable(_explain(exc)) from exc
