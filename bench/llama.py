@@ -22,6 +22,14 @@ SETUP = ROOT / "scripts" / "llm_setup.sh"
 MODEL = "gemma3-270m"
 # Loading a 253 MB model takes seconds; the bound is for a cold page cache on a busy machine.
 READY_S = 120
+# An answer's token costs ~0.3 s here (45 ms of model evaluation, the rest the server's own
+# work per token, grammar or not): a goal takes 70-170 tokens, a whole scheduler well over a
+# thousand (it timed out at 300 s). Answers are cut here; one cut short is invalid JSON, which
+# the planner handles like any other invalid answer.
+MAX_OUTPUT_TOKENS = 300
+# One thread: with two, on this 2-CPU machine shared with other work, OpenMP's threads waiting
+# for each other made a token take 1.1 s instead of 45 ms (measured with and without a grammar).
+THREADS = 1
 # The code-generation prompt (rules and the FIFO skeleton) is ~2000 tokens; the server's default
 # context of 2048 would refuse it.
 CONTEXT_TOKENS = 8192
@@ -55,7 +63,7 @@ def serving(log: Path) -> Iterator[LocalLlm]:
     port = free_port()
     command = [str(python), "-m", "llama_cpp.server", "--model", str(model), "--model_alias", MODEL,
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(CONTEXT_TOKENS),
-               "--n_threads", str(os.cpu_count() or 1)]
+               "--n_threads", str(THREADS)]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as sink:
         # Its own directory: `python -m` puts the working directory first on sys.path.

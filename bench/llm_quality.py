@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "scenario_features.json"
 RESULTS = ROOT / "bench" / "results"
 # A call of the 270M model takes seconds here; the bound only stops a runaway answer.
-SETTINGS = {"llm_model": llama.MODEL, "llm_timeout_s": 240, "llm_max_retries": 0}
+SETTINGS = {"llm_model": llama.MODEL, "llm_timeout_s": 240, "llm_max_retries": 0,
+            "llm_max_output_tokens": llama.MAX_OUTPUT_TOKENS}
 
 
 @dataclass

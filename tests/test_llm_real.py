@@ -34,8 +34,8 @@ from tests.test_services import call
 
 pytestmark = [pytest.mark.llm_real, pytest.mark.timeout(1800)]
 SCENARIOS = json.loads((Path(__file__).parent / "data" / "scenario_features.json").read_text())
-# A call of the 270M model takes 4-7 s here; code takes longer (more tokens out).
-SETTINGS = {"llm_model": llama.MODEL, "llm_timeout_s": 240, "llm_max_retries": 0}
+SETTINGS = {"llm_model": llama.MODEL, "llm_timeout_s": 240, "llm_max_retries": 0,
+            "llm_max_output_tokens": llama.MAX_OUTPUT_TOKENS}
 # What the model's answer became, as the goal says it.
 OUTCOMES = ("the rules provider infers otherwise", "the openai provider was not used")
 
@@ -113,7 +113,8 @@ def test_plan_through_the_planner_reaches_the_model_and_llm_check_reports_it(ser
     cpu_hogs(workload)
     latency_probe(workload)
     services.env.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="local", SCHEDCP_LLM_MODEL=llama.MODEL,
-                        SCHEDCP_LLM_TIMEOUT_S="240", SCHEDCP_LLM_MAX_RETRIES="0")
+                        SCHEDCP_LLM_TIMEOUT_S="240", SCHEDCP_LLM_MAX_RETRIES="0",
+                        SCHEDCP_LLM_MAX_OUTPUT_TOKENS=str(llama.MAX_OUTPUT_TOKENS))
     services.start("observer", "planner")
     wait_registered(services.addr("planner"))
     plan = call(services.addr("planner"), lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).Plan(
