@@ -166,7 +166,8 @@ def summary(rows: list[dict], settings) -> dict:
     per_decision = [sum(c["input_tokens"] + c["output_tokens"] for c in r["openai"]["calls"]) for r in rows]
 
     def right(provider: str, key: str) -> int:
-        return sum(bool(r[provider][key]) for r in rows)
+        """Right answers of the provider itself: a goal the openai provider fell back from is the rules'."""
+        return sum(bool(r[provider][key]) and r[provider]["provider"] == provider for r in rows)
 
     cost = [sum(c["input_tokens"] * settings.llm_usd_per_mtok_input + c["output_tokens"]
                 * settings.llm_usd_per_mtok_output for c in r["openai"]["calls"]) / 1e6 for r in rows]
@@ -222,9 +223,9 @@ def markdown(report: dict) -> str:
         f"Right objective: rules {s['rules']['objective_right']} of {s['profiles']}, model "
         f"{s['openai']['objective_right']} of {s['profiles']}; right groups: rules {s['rules']['groups_right']}, "
         f"model {s['openai']['groups_right']}. The model's answer was taken {s['openai']['answers_taken']} times "
-        f"(its goal, with the rules' differing reading stated in the rationale) and fell back to the rules "
-        f"{s['openai']['fell_back']} times (the reason in the rationale). A goal that fell back is the rules' "
-        "and is judged as such in the model's columns.",
+        f"(its goal, with the rules' differing reading stated in the rationale when they differ) and fell back "
+        f"to the rules {s['openai']['fell_back']} times (the reason in the rationale); a goal that fell back is "
+        "the rules' and does not count as the model's.",
         "",
         f"{s['calls']} answered calls: {s['input_tokens_per_call']} tokens in and {s['output_tokens_per_call']} out "
         f"per call on average, {s['tokens_per_decision']} per decision; latency per call {lat.get('min')} ms "
@@ -241,11 +242,13 @@ def _per_call(calls: list[dict]) -> str:
 
 
 def _mark(judged: dict) -> str:
+    if judged["outcome"].startswith("fell back"):
+        return "(fell back)"
     return f"{judged['objective']} {'yes' if judged['objective_right'] else 'NO'}"
 
 
 def _groups(judged: dict) -> str:
-    if judged["groups_right"] is None:
+    if judged["groups_right"] is None or _mark(judged) == "(fell back)":
         return "-"
     shown = ", ".join(t if len(t) <= 40 else t[:37] + "..." for t in judged["targets"])
     return f"{shown or 'none'} {'yes' if judged['groups_right'] else 'NO'}"
@@ -254,8 +257,13 @@ def _groups(judged: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", default=[], help="only these scenarios")
+    parser.add_argument("--render", action="store_true", help="only write the markdown again from the JSON")
     args = parser.parse_args()
-    report = run(args.only)
+    if args.render:
+        report = json.loads((RESULTS / "llm_quality.json").read_text())
+        report["summary"] = summary(report["rows"], load_settings(**SETTINGS))
+    else:
+        report = run(args.only)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "llm_quality.json").write_text(json.dumps(report, indent=1) + "\n")
     (RESULTS / "llm_quality.md").write_text(markdown(report))

@@ -6,9 +6,11 @@ structured GoalProposal (validated by pydantic); how the structure is asked for 
 the endpoint accepts, negotiated once per endpoint and model (`structured.py`). A reply that
 does not parse or validate, or names groups the profile does not have, is sent back once with
 the error; then, or on a timeout, a transport error or a spent token budget, the rules provider
-decides and the goal says why (`provider` is "rules", the rationale names the failure). Every
+decides and the goal says why (`provider` is "rules", the rationale names the failure). A
+valid goal whose objective or targets the rules read otherwise says so in its rationale. Every
 call is a span with the GenAI attributes (model, tokens, estimated cost) and the structured-
-output mode; prompts are not recorded.
+output mode; prompts are not recorded. The planner's LlmStatus (`schedcp llm check`) reports
+the negotiated mode and the last call per endpoint and model, and can probe the endpoint.
 """
 
 from __future__ import annotations
