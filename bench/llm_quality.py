@@ -232,7 +232,8 @@ def markdown(report: dict) -> str:
         f"to {lat.get('max')} ms (median {lat.get('median')} ms). Cost: none here (a local model); the same "
         f"tokens at the default list prices (USD {report['usd_per_mtok'][0]} / {report['usd_per_mtok'][1]} per "
         f"million in / out) would be USD {s['usd_per_decision_at_list_prices']} per decision. The first call "
-        "also paid the negotiation: llama-cpp-python answers `json_schema` with a 500, twice.",
+        "also paid the negotiation: one `json_schema` request, which llama-cpp-python refuses with a 500 naming "
+        "the response_format.",
     ]
     return "\n".join(lines) + "\n"
 
