@@ -5,6 +5,7 @@ into a virtualenv of their own in the cache dir, started on a free port and alwa
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ THREADS = 1
 # The code-generation prompt (rules and the FIFO skeleton) is ~2000 tokens; the server's default
 # context of 2048 would refuse it.
 CONTEXT_TOKENS = 8192
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,19 @@ def serving(log: Path) -> Iterator[LocalLlm]:
     with log.open("w") as sink:
         # Its own directory: `python -m` puts the working directory first on sys.path.
         server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                                  cwd=log.parent)
+                                  cwd=log.parent, preexec_fn=_die_with_parent)
     try:
         base_url = f"http://127.0.0.1:{port}/v1"
         _wait_ready(server, base_url, log)
         yield LocalLlm(base_url, MODEL, log, server)
     finally:
         _stop(server)
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the process that started it dies, so that a test run or bench
+    killed before its cleanup does not leave a model server behind (Linux's PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _wait_ready(server: subprocess.Popen, base_url: str, log: Path) -> None:
