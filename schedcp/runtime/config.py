@@ -229,6 +229,10 @@ class Settings(BaseSettings):
     llm_token_budget: int = Field(
         default=20000, ge=0, description="Most tokens (input + output) the LLM may use in one decision cycle."
     )
+    llm_max_output_tokens: int = Field(
+        default=0, ge=0, description="Most tokens one LLM answer may have (the request's max_tokens); 0 leaves it "
+        "to the endpoint. An answer cut short is invalid JSON, repaired or fallen back from like any other.",
+    )
     llm_usd_per_mtok_input: float = Field(default=0.15, ge=0, description="Price per million input tokens.")
     llm_usd_per_mtok_output: float = Field(default=0.60, ge=0, description="Price per million output tokens.")
     trusted_verifier_keys: Annotated[str, AfterValidator(_check_trust_keys)] = Field(

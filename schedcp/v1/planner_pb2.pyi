@@ -1,8 +1,11 @@
+import datetime
+
 from schedcp.v1 import common_pb2 as _common_pb2
 from schedcp.v1 import deployment_pb2 as _deployment_pb2
 from schedcp.v1 import cycle_pb2 as _cycle_pb2
 from schedcp.v1 import goal_pb2 as _goal_pb2
 from schedcp.v1 import host_pb2 as _host_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -97,3 +100,47 @@ class ListAuditResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_deployment_pb2.AuditRecord]
     def __init__(self, records: _Optional[_Iterable[_Union[_deployment_pb2.AuditRecord, _Mapping]]] = ...) -> None: ...
+
+class LlmStatusRequest(_message.Message):
+    __slots__ = ("probe", "model")
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    probe: bool
+    model: str
+    def __init__(self, probe: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+
+class LlmCall(_message.Message):
+    __slots__ = ("at", "structured_output", "latency_ms", "input_tokens", "output_tokens", "error")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    structured_output: str
+    latency_ms: float
+    input_tokens: int
+    output_tokens: int
+    error: str
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., structured_output: _Optional[str] = ..., latency_ms: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class LlmStatusResponse(_message.Message):
+    __slots__ = ("endpoint", "model", "key_configured", "default_provider", "structured_output", "last_call", "probe_ok", "probe_message")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEY_CONFIGURED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    LAST_CALL_FIELD_NUMBER: _ClassVar[int]
+    PROBE_OK_FIELD_NUMBER: _ClassVar[int]
+    PROBE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    model: str
+    key_configured: bool
+    default_provider: str
+    structured_output: str
+    last_call: LlmCall
+    probe_ok: bool
+    probe_message: str
+    def __init__(self, endpoint: _Optional[str] = ..., model: _Optional[str] = ..., key_configured: _Optional[bool] = ..., default_provider: _Optional[str] = ..., structured_output: _Optional[str] = ..., last_call: _Optional[_Union[LlmCall, _Mapping]] = ..., probe_ok: _Optional[bool] = ..., probe_message: _Optional[str] = ...) -> None: ...

@@ -60,6 +60,11 @@ class PlannerServiceStub:
                 request_serializer=schedcp_dot_v1_dot_planner__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=schedcp_dot_v1_dot_planner__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.LlmStatus = channel.unary_unary(
+                '/schedcp.v1.PlannerService/LlmStatus',
+                request_serializer=schedcp_dot_v1_dot_planner__pb2.LlmStatusRequest.SerializeToString,
+                response_deserializer=schedcp_dot_v1_dot_planner__pb2.LlmStatusResponse.FromString,
+                _registered_method=True)
 
 
 class PlannerServiceServicer:
@@ -100,6 +105,15 @@ class PlannerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LlmStatus(self, request, context):
+        """The LLM endpoint the openai provider uses: its address and model, the structured-output mode
+        negotiated with it (if any yet) and this planner's last call to it. With probe, one small
+        call is made first (which negotiates the mode when none is known).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlannerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +141,11 @@ def add_PlannerServiceServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=schedcp_dot_v1_dot_planner__pb2.ListAuditRequest.FromString,
                     response_serializer=schedcp_dot_v1_dot_planner__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'LlmStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.LlmStatus,
+                    request_deserializer=schedcp_dot_v1_dot_planner__pb2.LlmStatusRequest.FromString,
+                    response_serializer=schedcp_dot_v1_dot_planner__pb2.LlmStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +283,33 @@ class PlannerService:
             '/schedcp.v1.PlannerService/ListAudit',
             schedcp_dot_v1_dot_planner__pb2.ListAuditRequest.SerializeToString,
             schedcp_dot_v1_dot_planner__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LlmStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/schedcp.v1.PlannerService/LlmStatus',
+            schedcp_dot_v1_dot_planner__pb2.LlmStatusRequest.SerializeToString,
+            schedcp_dot_v1_dot_planner__pb2.LlmStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,15 +6,19 @@ structured GoalProposal (validated by pydantic); how the structure is asked for 
 the endpoint accepts, negotiated once per endpoint and model (`structured.py`). A reply that
 does not parse or validate, or names groups the profile does not have, is sent back once with
 the error; then, or on a timeout, a transport error or a spent token budget, the rules provider
-decides and the goal says why (`provider` is "rules", the rationale names the failure). Every
+decides and the goal says why (`provider` is "rules", the rationale names the failure). A
+valid goal whose objective or targets the rules read otherwise says so in its rationale. Every
 call is a span with the GenAI attributes (model, tokens, estimated cost) and the structured-
-output mode; prompts are not recorded.
+output mode; prompts are not recorded. The planner's LlmStatus (`schedcp llm check`) reports
+the negotiated mode and the last call per endpoint and model, and can probe the endpoint.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -23,14 +27,20 @@ import openai
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from schedcp.domain import matchers
 from schedcp.runtime import metrics, telemetry
 from schedcp.runtime.config import Settings
-from schedcp.v1 import cycle_pb2, goal_pb2, profile_pb2
+from schedcp.runtime.errors import InvalidArgument
+from schedcp.v1 import cycle_pb2, goal_pb2, planner_pb2, profile_pb2
 from services.planner import goals, structured
 from services.planner.structured import MODES, Mode
 
 log = logging.getLogger(__name__)
 REPAIR_ROUNDS = 1
+# Where the OpenAI client sends requests when neither the caller nor OPENAI_BASE_URL names an endpoint.
+OPENAI_URL = "https://api.openai.com/v1"
+# Model names as servers spell them: "gpt-4o-mini", "llama3.2:1b", "org/model", a GGUF file's path.
+MODEL_NAME = re.compile(r"[\w.:/@+-]{1,200}")
 SYSTEM = ("You are the goal-inference agent of schedcp, a Linux CPU scheduling control plane. From a host's "
           "workload groups, decide what to optimise: protect the tail latency of latency-sensitive groups from the "
           "work that competes with them (tail_latency with batch_group_ids), or of latency-sensitive groups that "
@@ -81,19 +91,57 @@ class LlmUnavailable(Exception):
     cycle's token budget is spent. The message says which."""
 
 
+@dataclass(frozen=True)
+class Call:
+    """One chat call as `schedcp llm check` reports it."""
+
+    at: float  # wall-clock seconds
+    mode: Mode
+    latency_ms: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error: str = ""
+
+    def message(self) -> planner_pb2.LlmCall:
+        call = planner_pb2.LlmCall(structured_output=str(self.mode), latency_ms=self.latency_ms,
+                                   input_tokens=self.input_tokens, output_tokens=self.output_tokens, error=self.error)
+        call.at.FromNanoseconds(int(self.at * 1e9))
+        return call
+
+
 # The structured-output mode each (endpoint, model) answered in, for the life of the process:
 # found out by the first call, and again by the call after any error (the endpoint may have
 # been restarted with another server or model behind the same address).
 _NEGOTIATED: dict[tuple[str, str], Mode] = {}
+# The last call to each (endpoint, model), answered or not: module state like the modes, since
+# the goal provider and the code generator each hold a client of the same endpoint.
+_LAST_CALL: dict[tuple[str, str], Call] = {}
 
 
 class LlmClient:
     """Chat completions with a structured answer, each call a GenAI span, usage counted."""
 
-    def __init__(self, settings: Settings, base_url: str | None = None, api_key: str | None = None) -> None:
+    def __init__(self, settings: Settings, base_url: str | None = None, api_key: str | None = None,
+                 model: str | None = None) -> None:
         self._settings = settings
         self._base_url = base_url
         self._api_key = api_key
+        self.model = model or settings.llm_model
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL the calls go to, as the OpenAI client chooses it."""
+        return (self._base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
+
+    @property
+    def key_configured(self) -> bool:
+        return bool(self._api_key or os.environ.get("OPENAI_API_KEY"))
+
+    def negotiated(self) -> Mode | None:
+        return _NEGOTIATED.get((self.endpoint, self.model))
+
+    def last_call(self) -> Call | None:
+        return _LAST_CALL.get((self.endpoint, self.model))
 
     async def complete(self, messages: list[dict], schema: type[BaseModel], usage: Usage) -> str:
         """The answer's JSON (not yet validated). `messages` starts with the system message."""
@@ -101,10 +149,12 @@ class LlmClient:
         if usage.tokens >= budget:
             raise LlmUnavailable(f"the cycle's LLM token budget ({budget}) is spent")
         try:
-            client = openai.AsyncOpenAI(base_url=self._base_url, api_key=self._api_key,
-                                        timeout=self._settings.llm_timeout_s,
-                                        max_retries=self._settings.llm_max_retries)
-            reply = await self._structured(client, messages, schema, usage)
+            # Closed with the call: its connections otherwise outlive it until garbage collection,
+            # which fails once the event loop that opened them is gone.
+            async with openai.AsyncOpenAI(base_url=self.endpoint, api_key=self._api_key,
+                                          timeout=self._settings.llm_timeout_s,
+                                          max_retries=self._settings.llm_max_retries) as client:
+                reply = await self._structured(client, messages, schema, usage)
         except openai.OpenAIError as exc:
             metrics.LLM_CALLS.labels("failed").inc()
             raise LlmUnavailable(_explain(exc)) from exc
@@ -117,7 +167,7 @@ class LlmClient:
         the server does not refuse (from the best when none is known, else stepping down from the
         known one when the server refuses it now), which is kept for the next calls. Plain text,
         the last, is never refused (`_attempt` raises instead), so the loop ends with an answer."""
-        key = (str(client.base_url), self._settings.llm_model)
+        key = (self.endpoint, self.model)
         known = _NEGOTIATED.get(key)
         try:
             for mode in MODES[MODES.index(known):] if known is not None else MODES:
@@ -154,13 +204,18 @@ class LlmClient:
 
     async def _call(self, client: openai.AsyncOpenAI, mode: Mode, messages: list[dict], schema: type[BaseModel],
                     usage: Usage) -> str:
-        model = self._settings.llm_model
+        model = self.model
         with telemetry.tracer().start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes={
                 "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": model,
                 "schedcp.llm.structured_output": str(mode)}) as span:
-            started = time.monotonic()
-            response = await client.chat.completions.create(model=model, temperature=0,
-                                                            **structured.request(mode, messages, schema))
+            started, at = time.monotonic(), time.time()
+            try:
+                response = await client.chat.completions.create(model=model, temperature=0, **self._limit(),
+                                                                **structured.request(mode, messages, schema))
+            except openai.OpenAIError as exc:
+                self._record(Call(at, mode, 1000 * (time.monotonic() - started), error=_explain(exc)))
+                raise
+            latency_ms = 1000 * (time.monotonic() - started)
             tokens_in = response.usage.prompt_tokens if response.usage else 0
             tokens_out = response.usage.completion_tokens if response.usage else 0
             cost = (tokens_in * self._settings.llm_usd_per_mtok_input
@@ -171,11 +226,18 @@ class LlmClient:
             usage.cost_usd += cost
             metrics.LLM_TOKENS.labels("input").inc(tokens_in)
             metrics.LLM_TOKENS.labels("output").inc(tokens_out)
+            self._record(Call(at, mode, latency_ms, tokens_in, tokens_out))
             span.set_attributes({"gen_ai.response.model": response.model or model,
                                  "gen_ai.usage.input_tokens": tokens_in, "gen_ai.usage.output_tokens": tokens_out,
-                                 "schedcp.llm.latency_ms": 1000 * (time.monotonic() - started),
-                                 "schedcp.llm.cost_usd": cost})
+                                 "schedcp.llm.latency_ms": latency_ms, "schedcp.llm.cost_usd": cost})
             return response.choices[0].message.content or ""
+
+    def _limit(self) -> dict:
+        bound = self._settings.llm_max_output_tokens
+        return {"max_tokens": bound} if bound else {}
+
+    def _record(self, call: Call) -> None:
+        _LAST_CALL[(self.endpoint, self.model)] = call
 
 
 def _explain(exc: openai.OpenAIError) -> str:
@@ -184,6 +246,51 @@ def _explain(exc: openai.OpenAIError) -> str:
     if isinstance(exc, openai.APIStatusError):
         return f"the LLM endpoint answered {exc.status_code}"
     return f"the openai provider is not configured ({exc})"
+
+
+class Probe(BaseModel):
+    """The answer to the probe's fixed question: small, so that the call is cheap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ok: bool
+
+
+PROBE = [{"role": "system", "content": "You check that structured output works. Answer with JSON only."},
+         {"role": "user", "content": 'Answer {"ok": true}.'}]
+
+
+async def status(settings: Settings, request: planner_pb2.LlmStatusRequest) -> planner_pb2.LlmStatusResponse:
+    """What the planner knows of its LLM endpoint and model (or of another model there), after
+    one probe call when asked. InvalidArgument for a model name no server could have."""
+    if request.model and not MODEL_NAME.fullmatch(request.model):
+        raise InvalidArgument(f"model {request.model[:80]!r} is not a model name: 1 to 200 letters, digits and "
+                              "._:/@+- (e.g. gpt-4o-mini, llama3.2:1b); empty for the planner's own")
+    client = LlmClient(settings, model=request.model or None)
+    response = planner_pb2.LlmStatusResponse(endpoint=client.endpoint, model=client.model,
+                                             key_configured=client.key_configured,
+                                             default_provider=settings.goal_provider)
+    if request.probe:
+        response.probe_ok, response.probe_message = await _probe(client)
+    mode, last = client.negotiated(), client.last_call()
+    response.structured_output = str(mode) if mode else ""
+    if last is not None:
+        response.last_call.CopyFrom(last.message())
+    return response
+
+
+async def _probe(client: LlmClient) -> tuple[bool, str]:
+    """(answered with valid JSON, what happened in words) for one call with the fixed question."""
+    usage = Usage()
+    try:
+        reply = await client.complete(list(PROBE), Probe, usage)
+    except LlmUnavailable as exc:
+        return False, f"no answer: {exc}"
+    try:
+        Probe.model_validate_json(reply)
+    except ValidationError as exc:
+        return False, f"answered as {client.negotiated()}, but not with the JSON asked for ({short_error(exc)})"
+    return True, f"answered as {client.negotiated()} ({usage.input_tokens} tokens in, {usage.output_tokens} out)"
 
 
 class OpenAIGoals:
@@ -199,13 +306,15 @@ class OpenAIGoals:
             except LlmUnavailable as exc:
                 return _fallback(profile, intent, f"{exc}{': ' + problem if problem else ''}")
             try:
-                return to_goal(GoalProposal.model_validate_json(reply), profile, intent)
+                goal = to_goal(GoalProposal.model_validate_json(reply), profile, intent)
             except (ValidationError, ValueError) as exc:
                 problem = f"invalid reply ({short_error(exc)})"
                 log.info("LLM goal reply rejected: %s", problem)
                 retry = (f"That reply is invalid: {short_error(exc)}. Answer again with JSON that matches the "
                          "schema, using only the given ids.")
                 messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": retry}]
+            else:
+                return second_opinion(goal, profile, intent)
         return _fallback(profile, intent, problem)
 
 
@@ -255,6 +364,27 @@ def to_goal(proposal: GoalProposal, profile: profile_pb2.WorkloadProfile, intent
         raise ValueError(f"objective {proposal.objective} needs target group ids")
     goal.provider, goal.confidence, goal.rationale = "openai", proposal.confidence, proposal.rationale
     return goal
+
+
+def second_opinion(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,
+                   intent: str) -> goal_pb2.OptimizationGoal:
+    """The model's goal, its rationale ending with the rules provider's reading when that differs
+    in objective or targets. A valid answer can still be wrong (a small model called a contended
+    host's nginx and batch "none"); the rules are not always right either, so the goal stays the
+    model's and the difference is only stated, for the operator and the cycle's events to show."""
+    rules = goals.infer(profile, intent)
+    if _gist(rules) != _gist(goal):
+        goal.rationale += f" (the rules provider infers otherwise: {objective_word(rules)}; {rules.rationale})"
+    return goal
+
+
+def objective_word(goal: goal_pb2.OptimizationGoal) -> str:
+    """The objective as GoalProposal spells it ("none" for a goal without one)."""
+    return goal_pb2.Objective.Name(goal.objective).removeprefix("OBJECTIVE_").lower().replace("unspecified", "none")
+
+
+def _gist(goal: goal_pb2.OptimizationGoal) -> tuple[int, list[str]]:
+    return goal.objective, sorted(matchers.describe(m) for m in goal.target_groups)
 
 
 def _fallback(profile: profile_pb2.WorkloadProfile, intent: str, why: str) -> goal_pb2.OptimizationGoal:

@@ -7,7 +7,7 @@ from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
 from schedcp.runtime.service import GrpcService, ServiceContext
 from schedcp.v1 import planner_pb2, planner_pb2_grpc, profile_pb2, rollout_pb2, rollout_pb2_grpc
-from services.planner import audit, triggers
+from services.planner import audit, llm, triggers
 from services.planner.cycle import Cycle
 from services.planner.fleet import Fleet
 from services.planner.hosts import HostDirectory
@@ -51,6 +51,9 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
 
     async def ListAudit(self, request, context):
         return planner_pb2.ListAuditResponse(records=await audit.newest(self._bus, request.host_id, request.limit))
+
+    async def LlmStatus(self, request, context):
+        return await llm.status(self._settings, request)
 
 
 class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
