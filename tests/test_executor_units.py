@@ -74,6 +74,8 @@ def test_cpu_share_is_of_the_cpu_other_processes_left_and_the_rest_is_not():
     assert canary.value_of(metric, measured, left=0.6) == pytest.approx(1.0)
     measured[0].cpu_share, measured[1].cpu_share = 0.2, 0.6
     assert canary.value_of(metric, measured, left=0.8) == pytest.approx(1.0)
+    # A VM's tick-counted busy time short of the threads' own: never more than all of it.
+    assert canary.value_of(metric, measured, left=0.7) == 1.0
     for name, raw in (("cpu_seconds", 2.0), ("runq_latency_p99_us", 70)):
         metric.name = name
         assert canary.value_of(metric, measured, left=0.6) == raw
