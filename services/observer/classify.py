@@ -40,11 +40,12 @@ STARVED_SERVER_WAIT = (0.3, 0.5)
 # is: a timer's short work, after which it nearly always blocks by itself (rt-app, cyclictest).
 # Threads handing each other units of work of a millisecond or more, preempted in the middle of
 # them as often as they block (pigz, zstd -T: under half their switches voluntary), are a pipeline
-# of CPU work wanting half a CPU or more between them (a pool's idle threads do not dilute it;
-# pigz's -p 4 wanted 0.6-0.8 CPUs of 2): batch, however short each unit is.
+# of CPU work wanting a quarter of a CPU or more between them (a pool's idle threads do not
+# dilute it; pigz -p 4 on the suite's text wanted 0.3-0.8 CPUs of 2, its compressors waiting on
+# one reader): batch, however short each unit is.
 PERIODIC_VOLUNTARY = (0.5, 0.8)
 PIPELINE_WORK_PER_WAKEUP_US = (200.0, 1000.0)
-PIPELINE_DEMAND_CPUS = (0.1, 0.5)
+PIPELINE_DEMAND_CPUS = (0.05, 0.25)
 # Background: under 0.5 % of the host's CPU and rarely awake.
 BACKGROUND_CPU = (0.005, 0.05)
 BACKGROUND_WAKEUPS = (10.0, 100.0)
