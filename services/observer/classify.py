@@ -57,12 +57,11 @@ def scores(f: profile_pb2.GroupFeatures) -> dict[int, float]:
     large_units = ramp(f.cpu_per_wakeup_us, *BATCH_WORK_PER_WAKEUP_US)
     server = _server(f, wakeups)
     batch = large_units * ramp(f.demand / active, *BATCH_DEMAND) * (1 - server)
-    latency = max(ramp(wakeups, *LATENCY_WAKEUPS) * ramp(f.voluntary_ratio, *LATENCY_VOLUNTARY) * (1 - large_units),
-                  server)
+    # A socketless group (never a server) must block by itself as periodic work does.
+    voluntary = ramp(f.voluntary_ratio, *(PERIODIC_VOLUNTARY if f.socketless else LATENCY_VOLUNTARY))
+    latency = max(ramp(wakeups, *LATENCY_WAKEUPS) * voluntary * (1 - large_units), server)
     if f.socketless:
-        periodic = ramp(f.voluntary_ratio, *PERIODIC_VOLUNTARY)
-        latency = ramp(wakeups, *LATENCY_WAKEUPS) * periodic * (1 - large_units)
-        pipeline = ((1 - periodic) * ramp(f.cpu_per_wakeup_us, *PIPELINE_WORK_PER_WAKEUP_US)
+        pipeline = ((1 - voluntary) * ramp(f.cpu_per_wakeup_us, *PIPELINE_WORK_PER_WAKEUP_US)
                     * ramp(f.demand, *PIPELINE_DEMAND_CPUS))
         batch = max(batch, pipeline)
     quiet = (1 - ramp(f.cpu_share, *BACKGROUND_CPU)) * (1 - ramp(wakeups, *BACKGROUND_WAKEUPS)) * (1 - batch)

@@ -104,7 +104,7 @@ def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadPro
     for name, improvement, confidence in _native_table(goal):
         if name == "batch_idle_cgroup" and not profile.host.cgroup.cpu_idle_supported:
             continue
-        if by_name[name].kind == "sched_ext" or _groups_for(by_name[name], goal):
+        if _groups_for(by_name[name], goal):
             table.append((by_name[name], improvement, confidence))
     points = [(row, {}) for row in table]
     points += [(row, point) for row in table for point in (learned or {}).get(row[0].name, [])]

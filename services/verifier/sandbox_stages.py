@@ -241,8 +241,12 @@ def host_starvation(vm: runner.VmRun, step: runner.StepResult, findings: list[ve
     watchdog_s = bounds.watchdog_ms / 1000
     for f in findings:
         test = _timing_test(f)
-        # A callback's cost is a mean over every test: a starved one inflates it.
-        spans = dict(windows) if test == EVERY_TEST else {test: windows[test]} if test in windows else {}
+        if test == EVERY_TEST:
+            spans = windows  # a callback's cost is a mean over every test: a starved one inflates it
+        elif test in windows:
+            spans = {test: windows[test]}
+        else:
+            continue
         for name, (start, end) in spans.items():
             # A watchdog stall looks back a whole timeout: the stall that fired it may have come
             # before the test it was noticed in.
