@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,6 @@ class BpfSampler:
         except Exception as exc:
             raise BpfUnavailable(f"BCC could not compile or attach {PROGRAM.name} against {headers}: {exc}") from exc
         self._stats = self._bpf[b"stats"]
-        self._oncpu = self._bpf[b"oncpu"]
         self._keys = (self._stats.Key * self._stats.max_entries)()
         self._values = (self._stats.Leaf * self._stats.max_entries)()
         # The value struct as 64-bit words: where each field starts (runqlat.bpf.c's layout).
@@ -141,12 +140,13 @@ class BpfSampler:
         self._previous: dict[int, BpfCounters] = {}
         self._closed = False
         self._last_prune = time.monotonic()
-        log.info("BPF probes attached to sched_wakeup/sched_wakeup_new/sched_switch in %.2f s (headers: %s)",
-                 time.monotonic() - started, headers)
+        log.info("BPF probes attached to the sched_wakeup(_new), sched_switch and sched_stat_runtime tracepoints "
+                 "in %.2f s (headers: %s)", time.monotonic() - started, headers)
 
     def read(self) -> dict[int, BpfCounters]:
-        """Every thread's cumulative counters, CPU time of runs in progress included. Safe to
-        call from several threads; after close() it returns the last counters read."""
+        """Every thread's cumulative counters (CPU time up to the kernel's last update of it, at
+        most a tick ago). Safe to call from several threads; after close() it returns the last
+        counters read."""
         with self._lock:
             if self._closed:
                 return dict(self._previous)
@@ -154,7 +154,7 @@ class BpfSampler:
             if time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
                 self._prune(counters)
             self._previous = counters
-            return self._with_runs_in_progress(counters)
+            return dict(counters)
 
     def _read_stats(self) -> dict[int, BpfCounters]:
         total = self._lookup_all()
@@ -181,16 +181,6 @@ class BpfSampler:
                 response_slots=words[first_response:first_response + slots],
                 response_ns=words[at + field["response_ns"]], responses=words[at + field["responses"]],
             )
-        return out
-
-    def _with_runs_in_progress(self, counters: dict[int, BpfCounters]) -> dict[int, BpfCounters]:
-        """CPU time is credited when a thread is switched out; add the runs still going on."""
-        now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC too
-        out = dict(counters)
-        for cpu in self._oncpu[0]:
-            if cpu.tid and now > cpu.since:
-                known = out.get(cpu.tid) or BpfCounters(cpu.tid)
-                out[cpu.tid] = replace(known, cpu_ns=known.cpu_ns + now - cpu.since)
         return out
 
     def _lookup_all(self) -> int:

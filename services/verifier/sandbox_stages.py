@@ -60,7 +60,7 @@ class DynamicBounds(BaseModel):
     latency_factor: float = Field(4.0, ge=1, description="p99 may be this many times EEVDF's ...")
     latency_slack_ms: float = Field(500.0, ge=0, description="... or EEVDF's plus this, whichever is larger")
     fairness_hogs: int = Field(9, ge=2, le=64, description="one per name of hog_names()")
-    fairness_s: float = Field(2.0, gt=0)
+    fairness_s: float = Field(4.0, gt=0, description="long enough that a head start of 200 ms (ljf's) does not decide")
     min_fairness: float = Field(0.5, gt=0, le=1, description="least over most CPU time among equal hogs")
     flood_tasks: int = Field(32, ge=2, le=256)
     flood_s: float = Field(3.5, gt=0, description="longer than 1.5 x watchdog_ms: the kernel checks every half timeout")
