@@ -191,8 +191,9 @@ def workload() -> Iterator[Callable[..., subprocess.Popen]]:
     would get its own autogroup, and the kernel would then shield them from each other."""
     started: list[subprocess.Popen] = []
 
-    def start(*argv: str) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
+    def start(*argv: str, stdout: int = subprocess.DEVNULL, text: bool = False) -> subprocess.Popen:
+        """`stdout=subprocess.PIPE` for a command that reports readiness on it."""
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, text=text, process_group=0)
         started.append(proc)
         return proc
 

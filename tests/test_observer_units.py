@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import time
 
 import pytest
 
-from schedcp.domain import matchers
+from schedcp.domain import matchers, procfs
 from schedcp.domain.procfs import ProcessInfo, Sockets, parse_cgroups, parse_stat, sockets
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2, profile_pb2
+from services.observer import peers
 from services.observer.classify import classify
 from services.observer.histogram import Histogram, slot_bounds_ns, slot_of
 from services.observer.profiler import _measurement
@@ -119,6 +122,13 @@ def features(**values) -> profile_pb2.GroupFeatures:
     ("zstd -T4, contended", features(active_threads=14, demand=2.9, cpu_share=0.41, wakeups_per_s=410,
                                      voluntary_ratio=0.42, cpu_per_wakeup_us=2039, wait_share=0.71,
                                      socketless=True), C.WORKLOAD_CLASS_BATCH),
+    # redis-benchmark beside a compile (tests/data/scenario_features.json, kv_build): a load
+    # generator always has its next request ready, so it blocked in a quarter of its switches and
+    # read latency-sensitive at 0.14. Its connections reach redis-server's listening socket.
+    ("a local server's client, contended", features(active_threads=1, demand=0.79, cpu_share=0.22,
+                                                     wakeups_per_s=3628, voluntary_ratio=0.255, cpu_per_wakeup_us=121,
+                                                     wait_share=0.44, client_of=["comm:redis-server"]),
+     C.WORKLOAD_CLASS_LATENCY_SENSITIVE),
     # rt-app beside CPU batch (tests/data/scenario_features.json): periodic work holds no socket
     # either, and still blocks after nearly every unit of it.
     ("rt-app periodic tasks, contended", features(active_threads=4, demand=1.44, cpu_share=0.12, wakeups_per_s=860,
@@ -142,13 +152,52 @@ SOCKET_HOLDERS = {
 def test_what_sockets_a_process_holds_is_read_from_its_descriptors(workload, expected):
     proc = workload(sys.executable, "-c", SOCKET_HOLDERS[expected])
     deadline = time.monotonic() + 10
-    while (found := sockets([proc.pid])) is not expected and time.monotonic() < deadline:
+    while (found := sockets([proc.pid]).kind) is not expected and time.monotonic() < deadline:
         time.sleep(0.05)  # until the interpreter has started and made its socket
     assert found is expected
 
 
 def test_no_processes_hold_unknown_sockets_not_none():
-    assert sockets([]) is Sockets.UNKNOWN
+    assert sockets([]).kind is Sockets.UNKNOWN
+
+
+def test_a_long_tcp_table_is_read_to_its_end():
+    """/proc/net/tcp is a seq_file: one read returns about a page (27 sockets) whatever the
+    buffer. A busy server's listening socket can be past it."""
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(100)]
+    try:
+        table = procfs.tcp_sockets(os.getpid())
+        inodes = [os.fstat(s.fileno()).st_ino for s in listeners]
+        assert all(table[inode].state == procfs.TCP_LISTEN for inode in inodes)
+        assert {table[inode].local[1] for inode in inodes} == {s.getsockname()[1] for s in listeners}
+    finally:
+        for s in listeners:
+            s.close()
+
+
+SERVER = """import socket, sys, time
+s = socket.socket(socket.AF_INET6 if sys.argv[1] == "::" else socket.AF_INET); s.bind((sys.argv[1], 0)); s.listen()
+print(s.getsockname()[1], flush=True); conn, _ = s.accept(); time.sleep(60)"""
+CLIENT = """import socket, sys, time
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); print("connected", flush=True); time.sleep(60)"""
+
+
+@pytest.mark.parametrize("bound", ["127.0.0.1", "0.0.0.0", "::"])
+def test_a_group_connected_to_a_local_listener_is_its_client(workload, bound):
+    """Real processes: a server listening on `bound`, a client connected to it over IPv4, and a
+    bystander holding a socket pair. Only the client is anyone's client."""
+    server = workload(sys.executable, "-c", SERVER, bound, stdout=subprocess.PIPE, text=True)
+    port = server.stdout.readline().strip()
+    client = workload(sys.executable, "-c", CLIENT, port, stdout=subprocess.PIPE, text=True)
+    assert client.stdout.readline().strip() == "connected"
+    bystander = workload(sys.executable, "-c", SOCKET_HOLDERS[Sockets.TALKS])
+    deadline = time.monotonic() + 10
+    while sockets([bystander.pid]).kind is not Sockets.TALKS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held = {name: (proc.pid, sockets([proc.pid]))
+            for name, proc in (("server", server), ("client", client), ("bystander", bystander))}
+    assert held["server"][1].kind is Sockets.SERVES
+    assert peers.clients_of(held) == {"client": ["server"]}
 
 
 def test_a_reused_thread_id_counts_from_zero():

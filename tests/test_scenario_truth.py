@@ -56,3 +56,23 @@ def test_the_rules_provider_infers_the_right_objective_without_an_intent(entry, 
     goal = goals.infer(profile)
     # "a or b": either is right (a build is a fixed amount of work with, at times, one long compile).
     assert goal.objective in [OBJECTIVES[o] for o in expected.split(" or ")], goal.rationale
+
+
+def _latency_profiles() -> list:
+    return [pytest.param(entry, id=entry["scenario"]) for entry in DATA["profiles"]
+            if entry["condition"] == "contended" and entry["objective"] == "tail_latency"]
+
+
+@pytest.mark.parametrize("entry", _latency_profiles())
+def test_a_protected_service_brings_every_labelled_latency_group(entry):
+    """Protecting a service protects all of its request path that runs here: an on-host client's
+    waits are part of the latency it measures (kv_build's redis-benchmark, left out at confidence
+    0.14, kept redis-benchmark's p99 at half the default's while the oracle took it to 1/29th)."""
+    profile = json_format.ParseDict(entry["profile"], profile_pb2.WorkloadProfile())
+    for group in profile.groups:
+        group.classification.CopyFrom(classify(group.features))
+    goal = goals.infer(profile)
+    protected = {target.comm for target in goal.target_groups}
+    labelled = {row["group"] for row in DATA["groups"] if row["scenario"] == entry["scenario"]
+                and row["condition"] == "contended" and row["truth"] == "latency_sensitive"}
+    assert protected == labelled, goal.rationale

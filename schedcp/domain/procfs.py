@@ -23,7 +23,8 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def read_bytes(path: str) -> bytes | None:
-    """The whole file, or None when it is gone (the task exited) or unreadable."""
+    """A small file whole (up to 64 KiB in one read: the per-task files), or None when it is
+    gone (the task exited) or unreadable."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -34,6 +35,17 @@ def read_bytes(path: str) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+def read_table(path: str) -> bytes:
+    """A table of any length, such as /proc/net/tcp (b"" when unreadable): a seq_file returns
+    about a page per read whatever the buffer, so one read saw 27 of a busy server's sockets
+    and missed its listening one."""
+    try:
+        with open(path, "rb", buffering=0) as table:
+            return table.readall()
+    except OSError:
+        return b""
 
 
 class ThreadCounters(NamedTuple):
@@ -164,17 +176,38 @@ def read_schedstat(pid: int, tid: int) -> tuple[int, int, int] | None:
 
 
 TCP_LISTEN = "0A"
+TCP_ESTABLISHED = "01"
 UNIX_ACCEPTCON = 0x10000
+
+
+class TcpSocket(NamedTuple):
+    """One line of /proc/net/tcp or tcp6: the state and both ends as the kernel prints them
+    (address in hex, as stored; port as a number)."""
+
+    state: str
+    local: tuple[str, int]
+    remote: tuple[str, int]
+
+
+def parse_tcp(tcp: bytes) -> dict[int, TcpSocket]:
+    """The TCP sockets of /proc/net/tcp and tcp6 (concatenated), by inode."""
+    found = {}
+    for line in tcp.decode(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) > 9 and fields[9].isdigit() and fields[9] != "0":
+            found[int(fields[9])] = TcpSocket(fields[3], _endpoint(fields[1]), _endpoint(fields[2]))
+    return found
+
+
+def _endpoint(text: str) -> tuple[str, int]:
+    address, _, port = text.partition(":")
+    return address, int(port, 16)
 
 
 def parse_listening(tcp: bytes, unix: bytes) -> set[int]:
     """Socket inodes that accept connections: TCP sockets in LISTEN (/proc/net/tcp, tcp6) and
     unix stream sockets flagged __SO_ACCEPTCON (/proc/net/unix)."""
-    inodes = set()
-    for line in tcp.decode(errors="replace").splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 9 and fields[3] == TCP_LISTEN:
-            inodes.add(int(fields[9]))
+    inodes = {inode for inode, sock in parse_tcp(tcp).items() if sock.state == TCP_LISTEN}
     for line in unix.decode(errors="replace").splitlines()[1:]:
         fields = line.split()
         if len(fields) > 6 and int(fields[3], 16) & UNIX_ACCEPTCON:
@@ -192,7 +225,16 @@ class Sockets(enum.Enum):
     UNKNOWN = "unknown"  # some descriptors could not be read (another user's, without root)
 
 
-def sockets(pids: list[int]) -> Sockets:
+@dataclass(frozen=True, slots=True)
+class HeldSockets:
+    """What sockets some processes hold (`kind`), and which (their inodes, to find who is
+    connected to whom)."""
+
+    kind: Sockets
+    inodes: frozenset[int] = frozenset()
+
+
+def sockets(pids: list[int]) -> HeldSockets:
     """What sockets these processes hold, from their descriptors; listening sockets are looked
     up in the first process's network namespace. Only root sees other users' descriptors."""
     held: set[int] = set()
@@ -204,10 +246,28 @@ def sockets(pids: list[int]) -> Sockets:
         else:
             held |= found
     if held and held & _listening(pids[0]):
-        return Sockets.SERVES
+        return HeldSockets(Sockets.SERVES, frozenset(held))
     if held:
-        return Sockets.TALKS
-    return Sockets.UNKNOWN if unreadable or not pids else Sockets.NONE
+        return HeldSockets(Sockets.TALKS, frozenset(held))
+    return HeldSockets(Sockets.UNKNOWN if unreadable or not pids else Sockets.NONE)
+
+
+def net_namespace(pid: int) -> str:
+    """Which network namespace `pid` is in ("" when it is gone): sockets of two namespaces are
+    not connected to each other even when their addresses match."""
+    try:
+        return os.readlink(f"{PROC}/{pid}/ns/net")
+    except OSError:
+        return ""
+
+
+def tcp_sockets(pid: int) -> dict[int, TcpSocket]:
+    """The TCP sockets of `pid`'s network namespace, by inode."""
+    return parse_tcp(_tcp_tables(pid))
+
+
+def _tcp_tables(pid: int) -> bytes:
+    return b"".join(read_table(f"{PROC}/{pid}/net/{name}") for name in ("tcp", "tcp6"))
 
 
 def _socket_inodes(pid: int) -> set[int] | None:
@@ -230,9 +290,7 @@ def _socket_inodes(pid: int) -> set[int] | None:
 
 
 def _listening(pid: int) -> set[int]:
-    net = f"{PROC}/{pid}/net"
-    tcp = b"".join(read_bytes(f"{net}/{name}") or b"" for name in ("tcp", "tcp6"))
-    return parse_listening(tcp, read_bytes(f"{net}/unix") or b"")
+    return parse_listening(_tcp_tables(pid), read_table(f"{PROC}/{pid}/net/unix"))
 
 
 def host_cpu_idle_s() -> float:

@@ -1,11 +1,11 @@
 """Which kind of workload a group is, from its features, with a confidence and a reason.
 
 Rules over what a thread does between sleeps (CPU per wakeup, wakeups per active thread,
-voluntary switches), how much it wants the CPU (demand) and whether anyone outside waits on it
-(the sockets it holds), so neither a group's size nor the contention it meets decides its class;
-only "background" also looks at the group's CPU share. Each class gets a membership score in 0..1
-built from linear ramps between thresholds; the highest wins and its score is the confidence. The
-thresholds (and why) are below; docs/observer.md explains them.
+voluntary switches), how much it wants the CPU (demand) and who waits on it (the sockets it
+holds, the local servers it is a client of), so neither a group's size nor the contention it
+meets decides its class; only "background" also looks at the group's CPU share. Each class gets
+a membership score in 0..1 built from linear ramps between thresholds; the highest wins and its
+score is the confidence. The thresholds (and why) are below; docs/observer.md explains them.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ STARVED_SERVER_WAIT = (0.3, 0.5)
 PERIODIC_VOLUNTARY = (0.5, 0.8)
 PIPELINE_WORK_PER_WAKEUP_US = (200.0, 1000.0)
 PIPELINE_DEMAND_CPUS = (0.05, 0.25)
+# A client of a server on this host (`client_of`: its connections reach the server's listening
+# socket) is part of that server's requests: while it keeps waking for answers in short units of
+# work, its own waits add to their latency, however few of its switches are voluntary (a load
+# generator always has the next request ready: redis-benchmark blocked in 25-50 % of its
+# switches beside batch work). hackbench's senders talk only to each other, over unix sockets.
 # Background: under 0.5 % of the host's CPU and rarely awake.
 BACKGROUND_CPU = (0.005, 0.05)
 BACKGROUND_WAKEUPS = (10.0, 100.0)
@@ -59,7 +64,8 @@ def scores(f: profile_pb2.GroupFeatures) -> dict[int, float]:
     batch = large_units * ramp(f.demand / active, *BATCH_DEMAND) * (1 - server)
     # A socketless group (never a server) must block by itself as periodic work does.
     voluntary = ramp(f.voluntary_ratio, *(PERIODIC_VOLUNTARY if f.socketless else LATENCY_VOLUNTARY))
-    latency = max(ramp(wakeups, *LATENCY_WAKEUPS) * voluntary * (1 - large_units), server)
+    client = ramp(wakeups, *LATENCY_WAKEUPS) * (1 - large_units) if f.client_of else 0.0
+    latency = max(ramp(wakeups, *LATENCY_WAKEUPS) * voluntary * (1 - large_units), server, client)
     if f.socketless:
         pipeline = ((1 - voluntary) * ramp(f.cpu_per_wakeup_us, *PIPELINE_WORK_PER_WAKEUP_US)
                     * ramp(f.demand, *PIPELINE_DEMAND_CPUS))
@@ -98,6 +104,10 @@ def _reason(cls: int, f: profile_pb2.GroupFeatures) -> str:
         return (f"serves connections, {per_thread}, waits to run {100 * f.wait_share:.0f}% of what it wants, "
                 f"blocking in {100 * f.voluntary_ratio:.0f}% of its switches: "
                 + ("a server starved of CPU (its requests pile up)" if starved else "a busy server"))
+    if cls == C.WORKLOAD_CLASS_LATENCY_SENSITIVE and f.client_of and f.voluntary_ratio < LATENCY_VOLUNTARY[1]:
+        return (f"a client of {', '.join(f.client_of)} on this host, {per_thread}, {_us(f.cpu_per_wakeup_us)} of CPU "
+                f"per wakeup, blocking in {100 * f.voluntary_ratio:.0f}% of its switches: its waits are part of "
+                "the requests' latency")
     if cls == C.WORKLOAD_CLASS_LATENCY_SENSITIVE:
         waiting = f", waiting {100 * f.wait_share:.0f}% of what it wants" if f.wait_share >= 0.5 else ""
         return (f"{per_thread}, {100 * f.voluntary_ratio:.0f}% voluntary switches, {_us(f.cpu_per_wakeup_us)} of CPU "

@@ -106,7 +106,19 @@ def _cgroup_pressure(group: Group) -> float:
     return procfs.read_cpu_pressure(os.path.join(root, path.lstrip("/"), "cpu.pressure")).get("some_avg10", 0.0)
 
 
-def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
+def held_sockets(group: Group, window: Window) -> procfs.HeldSockets:
+    """The sockets a group's processes (and its listening parents) hold; looked up only for
+    groups using SOCKETS_MIN_CPU_SHARE of the host or more (walking descriptors costs)."""
+    duration = max(window.duration_s, 1e-9)
+    cpu_s = sum(t.cpu_ns for t in group.threads) / NS
+    if cpu_s < SOCKETS_MIN_CPU_SHARE * duration * window.num_cpus:
+        return procfs.HeldSockets(procfs.Sockets.UNKNOWN)
+    return procfs.sockets(_with_listeners(group))
+
+
+def features(group: Group, window: Window, held: procfs.HeldSockets,
+             client_of: list[str]) -> profile_pb2.GroupFeatures:
+    """`held`: held_sockets(group, window); `client_of`: the groups it sends requests to."""
     threads = group.threads
     duration = max(window.duration_s, 1e-9)
     cpu_ns = sum(t.cpu_ns for t in threads)
@@ -114,8 +126,6 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
     switches = sum(t.voluntary + t.involuntary for t in threads)
     voluntary = sum(t.voluntary for t in threads)
     wakeups = sum(t.wakeups for t in threads)
-    held = (procfs.sockets(_with_listeners(group))
-            if cpu_ns / NS >= SOCKETS_MIN_CPU_SHARE * duration * window.num_cpus else procfs.Sockets.UNKNOWN)
     return profile_pb2.GroupFeatures(
         cpu_share=cpu_ns / NS / (duration * window.num_cpus),
         wakeups_per_s=wakeups / duration,
@@ -134,8 +144,9 @@ def features(group: Group, window: Window) -> profile_pb2.GroupFeatures:
         cpu_per_wakeup_us=cpu_ns / 1000 / max(wakeups, 1),
         wait_share=wait_ns / (cpu_ns + wait_ns) if cpu_ns + wait_ns else 0.0,
         **_lifetimes(group, window),
-        serves=held is procfs.Sockets.SERVES,
-        socketless=held is procfs.Sockets.NONE,
+        serves=held.kind is procfs.Sockets.SERVES,
+        socketless=held.kind is procfs.Sockets.NONE,
+        client_of=client_of,
     )
 
 

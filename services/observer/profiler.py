@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from schedcp.domain import matchers, procfs
 from schedcp.runtime.errors import InvalidArgument, NotFound
 from schedcp.v1 import host_pb2, observer_pb2, profile_pb2
-from services.observer import classify, describe, grouping, jobs, signature
+from services.observer import classify, describe, grouping, jobs, peers, signature
 from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Window, latency_of, response_of
 
 DEFAULT_WINDOW_S = 2.0
@@ -60,7 +60,10 @@ class Profiler:
 
     def build(self, window: Window, detail: int = 0, max_groups: int = DEFAULT_MAX_GROUPS,
               grouping_kind: int = 0) -> profile_pb2.WorkloadProfile:
-        groups = [self._group(g, window) for g in grouping.group_window(window, grouping_kind)]
+        found = grouping.group_window(window, grouping_kind)
+        held = {g.group_id: grouping.held_sockets(g, window) for g in found}
+        clients = peers.clients_of({g.group_id: (min(g.processes), held[g.group_id]) for g in found})
+        groups = [self._group(g, window, held[g.group_id], clients.get(g.group_id, [])) for g in found]
         groups.sort(key=lambda g: g.features.cpu_share, reverse=True)
         capacity = max(window.duration_s * window.num_cpus, 1e-9)
         host_share = min(1.0, window.host_busy_s / capacity)
@@ -87,8 +90,9 @@ class Profiler:
         profile.texts.extend(describe.texts(profile, detail))
         return profile
 
-    def _group(self, group: grouping.Group, window: Window) -> profile_pb2.WorkloadGroup:
-        features = grouping.features(group, window)
+    def _group(self, group: grouping.Group, window: Window, held: procfs.HeldSockets,
+               client_of: list[str]) -> profile_pb2.WorkloadGroup:
+        features = grouping.features(group, window, held, client_of)
         self._jobs.record(group.processes.values())
         # A service's processes are not jobs that end.
         long_jobs = [] if features.serves else jobs.long_jobs(list(group.processes.values()), self._jobs)

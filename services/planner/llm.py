@@ -49,7 +49,8 @@ SYSTEM = ("You are the goal-inference agent of schedcp, a Linux CPU scheduling c
           "its long jobs first (makespan, naming the long jobs as targets, or the batch whose long_jobs the "
           "observer found); or nothing (none). Evidence: a group "
           "that serves connections is a service, even when starved of CPU it never sleeps; a group with no sockets "
-          "answers to no one outside: unless it wakes periodically for short work it is batch; cpu_per_wakeup_us is "
+          "answers to no one outside: unless it wakes periodically for short work it is batch; a group that is a "
+          "client_of a local server sends it requests, and its waits are part of their latency; cpu_per_wakeup_us is "
           "the size of one unit of work; wait_share is how much of what it wants a group waits for; many "
           "processes started within seconds of each other, or new ones every second, are jobs. Use only the "
           "group ids given. Answer with JSON only.")
@@ -325,6 +326,7 @@ def prompt(profile: profile_pb2.WorkloadProfile, intent: str) -> str:
                "runq_wait_p99_us": round(g.features.runq_latency.p99_us),
                "cpu_per_wakeup_us": round(g.features.cpu_per_wakeup_us), "wait_share": round(g.features.wait_share, 2),
                "serves_connections": g.features.serves, "no_sockets": g.features.socketless,
+               "client_of": list(g.features.client_of),
                "processes": g.features.processes,
                "started_within_s": round(g.features.start_spread_s, 1),
                "new_processes_per_s": round(g.features.spawns_per_s, 1), "jobs": goals.is_job_batch(g),
