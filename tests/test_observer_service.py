@@ -61,6 +61,13 @@ def test_measure_shows_a_cpu_hog_raising_p99(services, workload, mode):
         assert group.matcher == probe
     before, after = alone.groups[0].runq_latency, with_hog.groups[0].runq_latency
     assert after.p99_us > before.p99_us, (before, after)
+    # The waiting summed: with the hogs the probe waits longer in all, and (BPF sees every wait)
+    # the sum is its waits' count times their mean.
+    waited = [r.groups[0].runq_wait_per_s for r in (alone, with_hog)]
+    assert waited[1] > waited[0] > 0, waited
+    if mode == "bpf":
+        seconds = with_hog.measured.ToNanoseconds() / 1e9
+        assert waited[1] * seconds == pytest.approx(after.mean_us * after.samples / 1e6, rel=0.05)
     assert with_hog.foreign_cpu_share > alone.foreign_cpu_share
 
 

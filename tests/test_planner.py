@@ -75,7 +75,7 @@ def test_a_latency_group_beside_batch_work_is_protected():
     goal = goals.infer(profile(group("nginx", LATENCY, 0.2, p99_us=3500), group("ffmpeg", BATCH, 4.0)))
     assert goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and goal.provider == "rules"
     assert [m.comm for m in goal.target_groups] == ["nginx"]
-    assert goal.success_metric.name == "runq_latency_p99_us"
+    assert goal.success_metric.name == "runq_wait_per_s"
     assert goal.success_metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER
     # The trade-off the guard states: nginx takes the CPU it needs, ffmpeg the rest, and together
     # they keep 90 % of what they used (not "ffmpeg keeps what it had while nginx starved").
@@ -290,7 +290,7 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
         assert goal_of(events).provider == "openai" and result.llm_usage.calls == 1
         kept = result.deployment.deployment.policy_name
         success = result.deployment.metrics[0]
-        assert success.metric.name == "runq_latency_p99_us" and success.improvement >= 0.2, success
+        assert success.metric.name == "runq_wait_per_s" and success.improvement >= 0.2, success
         assert len({e.cycle_id for e in events}) == 1 and len({e.trace_id for e in events}) == 1
         assert events[0].trace_id
         # After each canary and before the result: the learner applied each deployment's outcome

@@ -5,7 +5,8 @@ of its per-round ratios: keep, roll back, or inconclusive (the executor then add
 
 Metrics by name, each over the groups its MetricSpec names (several matchers: the worst for a
 latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, response_{...}_us (wakeup to
-the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s. `cpu_share` is the
+the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s, runq_wait_per_s (seconds
+spent waiting to run per second, the groups' threads summed). `cpu_share` is the
 groups' share of the CPU that processes outside them left (idle time included): load that comes
 and goes beside the canary moves the groups' raw share between windows, not this one, while CPU
 a policy leaves idle still shows as lost.
@@ -27,7 +28,7 @@ from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, observer_pb2, obser
 # wakeup to the next block) and which statistic of it.
 LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "response")
            for stat in ("mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")}
-SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s"}
+SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s", "runq_wait_per_s"}
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
 # The least CPU (share of the host) a window counts as left to the measured groups: a host all

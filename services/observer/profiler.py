@@ -166,6 +166,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
             cpu_share=cpu_ns / 1e9 / capacity,
             cpu_seconds=cpu_ns / 1e9,
             wakeups_per_s=sum(t.wakeups for t in threads) / duration,
+            runq_wait_per_s=sum(t.run_delay_ns for t in threads) / 1e9 / duration,
             voluntary_switches=sum(t.voluntary for t in threads),
             involuntary_switches=sum(t.involuntary for t in threads),
         ))
