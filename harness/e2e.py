@@ -243,7 +243,7 @@ class Scenario:
             check(found.result == S.OUTCOME_RESULT_KEPT, f"{name}: the learner has {result}, expected kept")
             success = found.success
             say(f"  {name}: outcome {found.outcome_id}: {found.policy_name} {result}, {success.metric.name} "
-                f"{success.baseline:.0f} -> {success.observed:.0f} ({100 * success.improvement:+.0f} %)")
+                f"{success.baseline:.4g} -> {success.observed:.4g} ({100 * success.improvement:+.0f} %)")
             entry[name] = {"outcome_id": found.outcome_id, "result": result, "metric": success.metric.name,
                            "baseline": success.baseline, "observed": success.observed}
 
