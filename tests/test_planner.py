@@ -58,6 +58,22 @@ def profile(*groups, cpus: int = 2, backends=("native",), cpu_idle: bool = True)
     return p
 
 
+@pytest.mark.parametrize(("voluntary", "judged"), [(0.3, ["redis-server"]), (0.9, ["redis-benchmark", "redis-server"])])
+def test_a_local_load_generator_is_protected_but_not_judged_on_its_waits(voluntary, judged):
+    """A client preempted more often than it blocks is protected with its server, and the p99 is
+    judged on the server; a client that waits for each answer is judged too."""
+    client = group("redis-benchmark", LATENCY, 0.8, p99_us=200)
+    client.features.client_of.append("comm:redis-server")
+    client.features.voluntary_ratio = voluntary
+    server = group("redis-server", LATENCY, 0.7, p99_us=150)
+    server.features.voluntary_ratio = 0.95
+    goal = goals.infer(profile(client, server, group("cc1", BATCH, 3.0)))
+    assert [m.comm for m in goal.target_groups] == ["redis-benchmark", "redis-server"]
+    assert goal.success_metric.name == "runq_latency_p99_us"
+    assert [m.comm for m in goal.success_metric.groups] == judged
+    assert ("judged on redis-server" in goal.rationale) == (len(judged) == 1), goal.rationale
+
+
 def test_a_makespan_goal_naming_the_long_job_tunes_ljf_for_it():
     p = profile(group("job-short", BATCH, 3.0), group("job-long", BATCH, 0.2), backends=("sched_ext", "native"))
     goal = goal_pb2.OptimizationGoal(objective=goal_pb2.OBJECTIVE_MAKESPAN,
@@ -75,7 +91,7 @@ def test_a_latency_group_beside_batch_work_is_protected():
     goal = goals.infer(profile(group("nginx", LATENCY, 0.2, p99_us=3500), group("ffmpeg", BATCH, 4.0)))
     assert goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and goal.provider == "rules"
     assert [m.comm for m in goal.target_groups] == ["nginx"]
-    assert goal.success_metric.name == "runq_wait_per_s"
+    assert goal.success_metric.name == "runq_latency_p99_us"
     assert goal.success_metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER
     # The trade-off the guard states: nginx takes the CPU it needs, ffmpeg the rest, and together
     # they keep 90 % of what they used (not "ffmpeg keeps what it had while nginx starved").
@@ -290,7 +306,7 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
         assert goal_of(events).provider == "openai" and result.llm_usage.calls == 1
         kept = result.deployment.deployment.policy_name
         success = result.deployment.metrics[0]
-        assert success.metric.name == "runq_wait_per_s" and success.improvement >= 0.2, success
+        assert success.metric.name == "runq_latency_p99_us" and success.improvement >= 0.2, success
         assert len({e.cycle_id for e in events}) == 1 and len({e.trace_id for e in events}) == 1
         assert events[0].trace_id
         # After each canary and before the result: the learner applied each deployment's outcome
