@@ -156,6 +156,24 @@ def _run_unprivileged(uid: int) -> dict:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_processes_that_start_and_exit_within_a_window_count_for_their_group(workload):
+    """One short CPU job after another (a compressor run in a loop): with BPF every run in the
+    window counts, by the name the probes saw, not only the one still running at its end."""
+    workload("sh", "-c", "while true; do timeout 0.25 yes > /dev/null; done")
+    time.sleep(1.0)
+    sampler = make_sampler("bpf")
+    try:
+        window, _ = sampler.window(3.0)
+        profile = Profiler(sampler, lambda: hostfacts.collect("testhost")).build(window)
+    finally:
+        sampler.close()
+    jobs = next(g for g in profile.groups if g.name == "yes")
+    # Each run lives 0.25 s: at most one is alive at the end. Together they kept about one CPU
+    # busy (less each run's start and teardown).
+    assert jobs.features.cpu_seconds > 0.5 * window.duration_s, jobs.features
+    assert len(jobs.pids) > 4, jobs.pids
+
+
 def test_unprivileged_observer_sees_its_own_tasks_through_procfs():
     nobody = 65534
     result = _run_unprivileged(nobody)

@@ -58,6 +58,13 @@ class BpfCounters:
     response_slots: Sequence[int] = ()
     response_ns: int = 0
     responses: int = 0
+    comm: str = ""  # the thread's name when it was last switched out
+
+
+def _comm(low: int, high: int) -> str:
+    """A 16-byte task name from the two little-endian words that hold it."""
+    raw = low.to_bytes(8, "little") + high.to_bytes(8, "little")
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
 def _import_bcc():
@@ -180,6 +187,7 @@ class BpfSampler:
                 voluntary=words[at + field["voluntary"]], involuntary=words[at + field["involuntary"]],
                 response_slots=words[first_response:first_response + slots],
                 response_ns=words[at + field["response_ns"]], responses=words[at + field["responses"]],
+                comm=_comm(words[at + field["comm"]], words[at + field["comm"] + 1]),
             )
         return out
 

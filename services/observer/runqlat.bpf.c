@@ -27,6 +27,9 @@ struct thread_stats {
     u64 involuntary;     // switched out while still runnable (preempted, yielded)
     u32 tgid;            // learnt when the thread is switched out (it is `current` then)
     u32 pad;
+    // Its name at its last switch-out: a process that ran and exited between two reads of
+    // /proc (a compressor run in a loop, a compiler) still counts for its group.
+    char comm[16];
 };
 
 // When each runnable thread joined a run queue. LRU: a thread that exits while runnable
@@ -90,6 +93,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
             mark_enqueued(prev, now);
         if (s) {
             s->tgid = bpf_get_current_pid_tgid() >> 32;
+            __builtin_memcpy(s->comm, args->prev_comm, sizeof(s->comm));
             if (still_runnable)
                 __sync_fetch_and_add(&s->involuntary, 1);
             else

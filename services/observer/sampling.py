@@ -233,26 +233,41 @@ class BpfSource:
             activity = _bpf_delta(start.counters.get(tid), after)
             if activity is not None:
                 threads[tid] = activity
-        processes = self._resolve_processes(threads)
+        processes = self._resolve_processes(threads, end.counters)
         threads = {tid: t for tid, t in threads.items() if t.pid in processes}
         window = Window(_wall(start.taken_at), end.taken_at - start.taken_at, processes, threads,
                         end.host_idle_s - start.host_idle_s, self.name)
         return window, end
 
-    def _resolve_processes(self, threads: dict[int, ThreadActivity]) -> dict[int, ProcessInfo]:
+    def _resolve_processes(self, threads: dict[int, ThreadActivity],
+                           counters: dict[int, BpfCounters]) -> dict[int, ProcessInfo]:
         """ProcessInfo for each active thread's process, re-read once per window (comm and
-        cgroup can change); a process that already exited keeps its last known info."""
+        cgroup can change); a process that already exited keeps its last known info, or, when it
+        started and exited within the window, is known by the name the BPF program saw
+        (exited_process): a compressor run in a loop, one at a time, otherwise showed only the
+        run in progress at the end of the window."""
         found: dict[int, ProcessInfo] = {}
         for activity in threads.values():
             if not activity.pid:
                 activity.pid = _tgid_of(activity.tid)
             pid = activity.pid
             if pid and pid not in found:
-                info = procfs.read_process(pid) or self._processes.get(pid)
+                info = procfs.read_process(pid) or self._processes.get(pid) or exited_process(pid, counters)
                 if info is not None:
                     found[pid] = info
         self._processes = found
         return found
+
+
+def exited_process(pid: int, counters: dict[int, BpfCounters]) -> ProcessInfo | None:
+    """What is left to know of a process that exited before /proc was read: its name (its main
+    thread's, as the BPF program saw it), nothing of its cgroup, user or start. Grouped by name
+    like the others; a matcher on anything else does not match it."""
+    main = counters.get(pid)
+    if main is None or not main.comm:
+        return None
+    return ProcessInfo(pid=pid, comm=main.comm, cgroup="", unified_cgroup="", kernel_thread=False, has_tty=False,
+                       uid=-1, num_threads=0)
 
 
 def _tgid_of(tid: int) -> int:
