@@ -157,6 +157,17 @@ def test_what_sockets_a_process_holds_is_read_from_its_descriptors(workload, exp
     assert found is expected
 
 
+def test_a_server_whose_group_lists_an_exited_process_first_still_serves(workload):
+    """A group's processes can start with one that exited in the window (a forking server's
+    short-lived worker): listening sockets are looked up where a live one runs."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    server = workload(sys.executable, "-c", SERVER, "127.0.0.1", stdout=subprocess.PIPE, text=True)
+    server.stdout.readline()
+    held = sockets([gone.pid, server.pid])
+    assert held.kind is Sockets.SERVES and held.pid == server.pid
+
+
 def test_no_processes_hold_unknown_sockets_not_none():
     assert sockets([]).kind is Sockets.UNKNOWN
 
@@ -194,9 +205,9 @@ def test_a_group_connected_to_a_local_listener_is_its_client(workload, bound):
     deadline = time.monotonic() + 10
     while sockets([bystander.pid]).kind is not Sockets.TALKS and time.monotonic() < deadline:
         time.sleep(0.05)
-    held = {name: (proc.pid, sockets([proc.pid]))
-            for name, proc in (("server", server), ("client", client), ("bystander", bystander))}
-    assert held["server"][1].kind is Sockets.SERVES
+    held = {name: sockets([proc.pid]) for name, proc in (("server", server), ("client", client),
+                                                          ("bystander", bystander))}
+    assert held["server"].kind is Sockets.SERVES
     assert peers.clients_of(held) == {"client": ["server"]}
 
 

@@ -228,15 +228,18 @@ class Sockets(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class HeldSockets:
     """What sockets some processes hold (`kind`), and which (their inodes, to find who is
-    connected to whom)."""
+    connected to whom), as seen from `pid`: a live one of them, whose network namespace's
+    tables were read."""
 
     kind: Sockets
     inodes: frozenset[int] = frozenset()
+    pid: int = 0
 
 
 def sockets(pids: list[int]) -> HeldSockets:
     """What sockets these processes hold, from their descriptors; listening sockets are looked
-    up in the first process's network namespace. Only root sees other users' descriptors."""
+    up in the network namespace of the first one still alive (a group's list can start with a
+    process that exited in the window). Only root sees other users' descriptors."""
     held: set[int] = set()
     unreadable = False
     for pid in pids:
@@ -245,11 +248,11 @@ def sockets(pids: list[int]) -> HeldSockets:
             unreadable = True
         else:
             held |= found
-    if held and held & _listening(pids[0]):
-        return HeldSockets(Sockets.SERVES, frozenset(held))
-    if held:
-        return HeldSockets(Sockets.TALKS, frozenset(held))
-    return HeldSockets(Sockets.UNKNOWN if unreadable or not pids else Sockets.NONE)
+    if not held:
+        return HeldSockets(Sockets.UNKNOWN if unreadable or not pids else Sockets.NONE)
+    alive = next((pid for pid in pids if net_namespace(pid)), pids[0])
+    kind = Sockets.SERVES if held & _listening(alive) else Sockets.TALKS
+    return HeldSockets(kind, frozenset(held), alive)
 
 
 def net_namespace(pid: int) -> str:

@@ -14,18 +14,18 @@ from schedcp.domain import procfs
 Endpoint = tuple[str, tuple[str, int]]  # (network namespace, (address in hex, port))
 
 
-def clients_of(groups: dict[str, tuple[int, procfs.HeldSockets]]) -> dict[str, list[str]]:
-    """For each group (by id: one of its pids and the sockets it holds), the other groups whose
-    listening sockets its established connections reach; groups that reach none are left out."""
+def clients_of(groups: dict[str, procfs.HeldSockets]) -> dict[str, list[str]]:
+    """For each group (by id: the sockets it holds), the other groups whose listening sockets its
+    established connections reach; groups that reach none are left out."""
     tables: dict[str, dict[int, procfs.TcpSocket]] = {}
     listening: dict[tuple[str, int], list[tuple[str, str]]] = {}  # (namespace, port) -> [(address, group)]
     remotes: dict[str, set[Endpoint]] = {}
-    for group_id, (pid, held) in groups.items():
+    for group_id, held in groups.items():
         if not held.inodes:
             continue
-        namespace = procfs.net_namespace(pid)
+        namespace = procfs.net_namespace(held.pid)
         if namespace not in tables:
-            tables[namespace] = procfs.tcp_sockets(pid)
+            tables[namespace] = procfs.tcp_sockets(held.pid)
         table = tables[namespace]
         mine = [table[inode] for inode in held.inodes if inode in table]
         for sock in mine:
