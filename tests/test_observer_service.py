@@ -4,11 +4,14 @@ validation, and the profile stream on JetStream."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import os
 import time
 
 import grpc
 import pytest
 
+from schedcp.domain import procfs
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
 from schedcp.v1 import common_pb2, observer_pb2, observer_pb2_grpc, profile_pb2
@@ -69,6 +72,31 @@ def test_measure_shows_a_cpu_hog_raising_p99(services, workload, mode):
         seconds = with_hog.measured.ToNanoseconds() / 1e9
         assert waited[1] * seconds == pytest.approx(after.mean_us * after.samples / 1e6, rel=0.05)
     assert with_hog.foreign_cpu_share > alone.foreign_cpu_share
+
+
+def test_cpu_idle_while_a_group_waits_is_told_slice_by_slice(services, hogs):
+    """One hog (the other CPUs idle, nobody waits), then more hogs than CPUs (they wait, nothing
+    idles), in one window: over the whole window the host idled and the hogs waited, but no CPU
+    idled while they waited, and the slices say so."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: a single hog leaves nothing idle")
+    services.env["SCHEDCP_OBSERVER_MODE"] = "bpf"
+    services.start("observer")
+    hogs(1)
+    time.sleep(0.3)
+    idle_before = procfs.host_cpu_idle_s()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(observer_call, services.addr("observer"), "Measure",
+                           measure_request(3, common_pb2.GroupMatcher(comm=hogs.comm)))
+        time.sleep(1.5)
+        hogs(2 * os.cpu_count())
+        response = call.result()
+    idle = procfs.host_cpu_idle_s() - idle_before
+    (group,) = response.groups
+    waited = group.runq_wait_per_s * response.measured.ToNanoseconds() / 1e9
+    # One figure for the whole window would be the smaller of the two, about a second.
+    assert min(idle, waited) > 0.5, (idle, waited)
+    assert group.idle_while_waiting_s < 0.3 * min(idle, waited), (group.idle_while_waiting_s, idle, waited)
 
 
 def test_get_profile_over_grpc(observer, workload):

@@ -17,8 +17,8 @@ from schedcp.v1 import common_pb2, profile_pb2
 from services.observer import peers
 from services.observer.classify import classify
 from services.observer.histogram import Histogram, slot_bounds_ns, slot_of
-from services.observer.profiler import _measurement
-from services.observer.sampling import ThreadActivity, Window
+from services.observer.profiler import _measurement, idle_while_waiting
+from services.observer.sampling import Slice, ThreadActivity, Window
 
 C = profile_pb2
 
@@ -312,3 +312,19 @@ def test_a_measurement_leaves_the_observers_own_cpu_out_of_the_shares():
     assert response.observer_cpu_share == pytest.approx(0.25)
     assert response.groups[0].cpu_share == pytest.approx(2 / 3)
     assert response.foreign_cpu_share == pytest.approx(0.5 / 3)
+
+
+def test_idle_while_waiting_counts_a_slice_only_for_what_it_had_of_both():
+    """A batch's end (one job, a CPU idle, nobody waiting) beside its start (every CPU busy, jobs
+    waiting): over the whole window both look large, slice by slice no CPU idled while one waited.
+    Only the third slice lost CPU: 0.2 s idle while 0.5 s were waited."""
+    ms = 1_000_000
+    slices = [Slice(0.25, host_idle_s=0.25, work={1: (250 * ms, 0)}),
+              Slice(0.25, host_idle_s=0.0, work={1: (100 * ms, 400 * ms), 2: (150 * ms, 350 * ms), 9: (1, 900 * ms)}),
+              Slice(0.25, host_idle_s=0.2, work={2: (250 * ms, 500 * ms)})]
+    assert idle_while_waiting(slices, {1, 2}) == pytest.approx(0.2)
+    assert idle_while_waiting(slices, {1}) == 0.0
+    whole = Window(started_at=0.0, duration_s=0.75, num_cpus=2, source="procfs", host_idle_s=0.45, processes={},
+                   threads={1: ThreadActivity(1, 1, cpu_ns=350 * ms, run_delay_ns=400 * ms),
+                            2: ThreadActivity(2, 2, cpu_ns=400 * ms, run_delay_ns=850 * ms)})
+    assert idle_while_waiting([Slice.whole(whole)], {1, 2}) == pytest.approx(0.45)

@@ -144,6 +144,8 @@ def test_a_batch_with_a_long_job_runs_it_first_with_a_weight_that_gives_it_a_cpu
     assert goal.objective == goal_pb2.OBJECTIVE_MAKESPAN, goal.rationale
     assert [m.cmdline_regex for m in goal.target_groups] == [r"^xz\ \-c\ /data/long$"]
     assert [m.comm for m in goal.guards[0].metric.groups] == ["xz"] and "7.3 s of CPU" in goal.rationale
+    # Not the CPU the batch used: its end (one job on idle CPUs) would decide that guard.
+    assert goal.guards[0].metric.name == "usable_cpu_share"
     [candidate] = synthesis.candidates(goal, p).candidates
     assert candidate.artifact.name == "favour_group" and candidate.artifact.origin == policy_pb2.POLICY_ORIGIN_TUNED
     # 8 short jobs on the one CPU the long job leaves: it needs 8x their weight, nice -10 (9.3x).

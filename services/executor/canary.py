@@ -6,10 +6,14 @@ of its per-round ratios: keep, roll back, or inconclusive (the executor then add
 Metrics by name, each over the groups its MetricSpec names (several matchers: the worst for a
 latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, response_{...}_us (wakeup to
 the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s, runq_wait_per_s (seconds
-spent waiting to run per second, the groups' threads summed). `cpu_share` is the
+spent waiting to run per second, the groups' threads summed), usable_cpu_share. `cpu_share` is the
 groups' share of the CPU that processes outside them left (idle time included): load that comes
 and goes beside the canary moves the groups' raw share between windows, not this one, while CPU
-a policy leaves idle still shows as lost.
+a policy leaves idle still shows as lost. `usable_cpu_share` is the share of the CPU the groups
+could have used that they got: their CPU over it plus the CPU that idled while they waited to run
+(the observer tells that slice by slice), so 1 when no CPU idles while their work waits. Unlike
+cpu_share it does not move with a finite batch's phases: one job left at the end of a batch uses
+one CPU of many, and that is all it can use.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, observer_pb2, obser
 LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "response")
            for stat in ("mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")}
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s", "runq_wait_per_s"}
+RATIOS = {"usable_cpu_share"}
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
 # The least CPU (share of the host) a window counts as left to the measured groups: a host all
@@ -49,9 +54,9 @@ def check_spec(spec: deployment_pb2.CanarySpec) -> None:
         if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
             raise InvalidArgument(f"canary.{name} must be {MIN_WINDOW_S:g}..{MAX_WINDOW_S:g} s, got {seconds:g}")
     for metric in metrics_of(spec):
-        if metric.name not in LATENCY and metric.name not in SUMMED:
+        if metric.name not in LATENCY and metric.name not in SUMMED | RATIOS:
             raise InvalidArgument(f"metric {metric.name!r} is not measurable here; use one of "
-                                  f"{', '.join([*LATENCY, *sorted(SUMMED)])}")
+                                  f"{', '.join([*LATENCY, *sorted(SUMMED | RATIOS)])}")
         if not metric.groups:
             raise InvalidArgument(f"metric {metric.name} names no groups")
         matchers.compile_all(metric.groups)
@@ -123,10 +128,20 @@ def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMea
     if metric.name in LATENCY:
         field, stat = LATENCY[metric.name]
         return max(getattr(getattr(g, field), stat) for g in measured)
+    if metric.name == "usable_cpu_share":
+        return usable_cpu_share(measured)
     total = sum(getattr(g, metric.name) for g in measured)
     # At most all of it: under emulation the host's busy time (ticks) can fall short of what the
     # threads' own counters say they ran, which leaves "other processes" at 0 and the rest short.
     return min(1.0, total / left) if metric.name == "cpu_share" else total
+
+
+def usable_cpu_share(measured: list[observer_pb2.GroupMeasurement]) -> float:
+    """The groups' CPU over that plus the CPU that idled while they waited. Summed over several
+    groups, idle time they waited through together counts once per group: lower, never higher,
+    than the truth. A window in which they ran nothing at all used none of what they could."""
+    cpu = sum(g.cpu_seconds for g in measured)
+    return cpu / (cpu + sum(g.idle_while_waiting_s for g in measured)) if cpu > 0 else 0.0
 
 
 @dataclass

@@ -16,7 +16,7 @@ from schedcp.domain import matchers, procfs
 from schedcp.runtime.errors import InvalidArgument, NotFound
 from schedcp.v1 import host_pb2, observer_pb2, profile_pb2
 from services.observer import classify, describe, grouping, jobs, peers, signature
-from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Window, latency_of, response_of
+from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Slice, Window, latency_of, response_of
 
 DEFAULT_WINDOW_S = 2.0
 WINDOW_LIMITS_S = (0.1, 300.0)
@@ -155,6 +155,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
     response.measured.FromNanoseconds(int(window.duration_s * 1e9))
     counted: set[int] = set()
     matched_cpu_ns = 0
+    slices = window.slices or [Slice.whole(window)]
     for matcher in compiled:
         threads = grouping.select(window.threads.values(), window.processes, matcher)
         cpu_ns = sum(t.cpu_ns for t in threads)
@@ -167,6 +168,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
             cpu_seconds=cpu_ns / 1e9,
             wakeups_per_s=sum(t.wakeups for t in threads) / duration,
             runq_wait_per_s=sum(t.run_delay_ns for t in threads) / 1e9 / duration,
+            idle_while_waiting_s=idle_while_waiting(slices, {t.tid for t in threads}),
             voluntary_switches=sum(t.voluntary for t in threads),
             involuntary_switches=sum(t.involuntary for t in threads),
         ))
@@ -180,6 +182,13 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
              response.observer_cpu_share, response.foreign_cpu_share,
              window.host_idle_s / machine)
     return response
+
+
+def idle_while_waiting(slices: list[Slice], tids: set[int]) -> float:
+    """CPU seconds the host idled while these threads waited to run, slice by slice (the smaller
+    of the two in each: which CPU idled and when in the slice is not known)."""
+    return sum(min(part.host_idle_s, sum(part.work[t][1] for t in tids & part.work.keys()) / 1e9)
+               for part in slices)
 
 
 def _max_groups(requested: int) -> int:

@@ -10,7 +10,10 @@ Two sources fill the same `Window`:
   histograms; procfs is read only for the processes that were active.
 
 Consecutive windows can share their boundary (`previous=`), so a periodic profile costs one
-scan per interval, not two.
+scan per interval, not two. A BPF window asked for slices (`Tick.slice_s`, Measure's) also
+records what each thread ran and waited in each slice, with the host's idle time: whether CPUs
+idled while work waited can only be told slice by slice, since a batch's phases (all its jobs
+waiting, then one job left on idle CPUs) blur into one figure over a whole window.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class Window:
     host_idle_s: float
     source: str
     num_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Consecutive parts of the window, when the source was asked for them; otherwise none.
+    slices: list[Slice] = field(default_factory=list)
 
     @property
     def host_busy_s(self) -> float:
@@ -78,12 +83,30 @@ class Window:
         return max(0.0, self.duration_s * self.num_cpus - self.host_idle_s)
 
 
+@dataclass
+class Slice:
+    """A part of a window: the CPU seconds the host idled, and per thread that did anything,
+    its CPU and run-queue wait in nanoseconds."""
+
+    duration_s: float
+    host_idle_s: float
+    work: dict[int, tuple[int, int]]
+
+    @classmethod
+    def whole(cls, window: Window) -> Slice:
+        """The whole window as one slice: for a source that records none."""
+        return cls(window.duration_s, window.host_idle_s,
+                   {tid: (t.cpu_ns, t.run_delay_ns) for tid, t in window.threads.items()})
+
+
 @dataclass(frozen=True)
 class Tick:
-    """How often a procfs window re-reads its watched threads, within a read budget."""
+    """How often a procfs window re-reads its watched threads, within a read budget; and how
+    long a BPF window's slices are (0: no slices)."""
 
     interval_s: float
     max_reads_per_s: float
+    slice_s: float = 0.0
 
     def for_threads(self, n: int) -> float:
         return max(self.interval_s, n / self.max_reads_per_s)
@@ -91,7 +114,9 @@ class Tick:
 
 # Periodic profiles run all the time: a small read budget. Measure is short and asked for: a large one.
 PROFILE_TICK = Tick(0.25, 100)
-MEASURE_TICK = Tick(0.01, 2000)
+# A quarter second: shorter than a batch's phases, long enough that /proc/stat's idle time (in
+# 10 ms ticks) and the waits the kernel accounts when they end fall mostly in the slice they belong to.
+MEASURE_TICK = Tick(0.01, 2000, slice_s=0.25)
 # A scan taking more than this part of its window is worth a line in the log.
 SLOW_SCAN_SHARE = 0.02
 
@@ -226,8 +251,17 @@ class BpfSource:
 
     def finish(self, start: BpfState, until: float, stop: threading.Event, tick: Tick,
                watch: set[int] | None = None) -> tuple[Window, BpfState]:
+        slices, mark = [], start
+        while tick.slice_s and (boundary := mark.taken_at + tick.slice_s) < until:
+            if stop.wait(max(0.0, boundary - time.monotonic())):
+                break
+            now = self.begin()
+            slices.append(_bpf_slice(mark, now))
+            mark = now
         stop.wait(max(0.0, until - time.monotonic()))
         end = self.begin()
+        if tick.slice_s:
+            slices.append(_bpf_slice(mark, end))
         threads = {}
         for tid, after in end.counters.items():
             activity = _bpf_delta(start.counters.get(tid), after)
@@ -236,7 +270,7 @@ class BpfSource:
         processes = self._resolve_processes(threads, end.counters)
         threads = {tid: t for tid, t in threads.items() if t.pid in processes}
         window = Window(_wall(start.taken_at), end.taken_at - start.taken_at, processes, threads,
-                        end.host_idle_s - start.host_idle_s, self.name)
+                        end.host_idle_s - start.host_idle_s, self.name, slices=slices)
         return window, end
 
     def _resolve_processes(self, threads: dict[int, ThreadActivity],
@@ -268,6 +302,19 @@ def exited_process(pid: int, counters: dict[int, BpfCounters]) -> ProcessInfo | 
         return None
     return ProcessInfo(pid=pid, comm=main.comm, cgroup="", unified_cgroup="", kernel_thread=False, has_tty=False,
                        uid=-1, num_threads=0)
+
+
+def _bpf_slice(start: BpfState, end: BpfState) -> Slice:
+    work = {}
+    for tid, after in end.counters.items():
+        before = start.counters.get(tid)
+        if after is before:  # the sampler keeps an idle thread's record as it was
+            continue
+        if before is None or _counts_went_down(before, after):
+            before = BpfCounters(after.tid, after.tgid)
+        if after.cpu_ns != before.cpu_ns or after.runq_delay_ns != before.runq_delay_ns:
+            work[tid] = (after.cpu_ns - before.cpu_ns, after.runq_delay_ns - before.runq_delay_ns)
+    return Slice(end.taken_at - start.taken_at, end.host_idle_s - start.host_idle_s, work)
 
 
 def _tgid_of(tid: int) -> int:

@@ -226,8 +226,14 @@ def makespan_of(long: list, work: list, intent: str) -> goal_pb2.OptimizationGoa
 
 def _run_first(targets: list[common_pb2.GroupMatcher], batch: list, confidence: float, intent: str,
                why: str) -> goal_pb2.OptimizationGoal:
-    """A makespan goal: the targets' CPU share up, the whole batch keeping the CPU it used."""
-    guard = _share_guard(batch, f"{_names(batch)} together keep at least {GUARD_RATIO:.0%} of the CPU they used")
+    """A makespan goal: the targets' CPU share up, the whole batch still getting the CPU it can
+    use. Not "the CPU it used": a batch that ends is one long job on idle CPUs for a while, and
+    which windows of a canary fall in that phase decided that guard (decisions.md 44)."""
+    guard = goal_pb2.GuardConstraint(
+        metric=_metric("usable_cpu_share", batch, common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
+        description=f"{_names(batch)} get at least {GUARD_RATIO:.0%} of the CPU they could use "
+                    "(no CPU idles while their work waits)")
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_MAKESPAN, target_groups=targets,
         success_metric=common_pb2.MetricSpec(name="cpu_share", groups=targets,
