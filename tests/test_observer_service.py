@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import signal
 import time
 
 import grpc
@@ -74,22 +75,28 @@ def test_measure_shows_a_cpu_hog_raising_p99(services, workload, mode):
     assert with_hog.foreign_cpu_share > alone.foreign_cpu_share
 
 
-def test_cpu_idle_while_a_group_waits_is_told_slice_by_slice(services, hogs):
+@pytest.mark.parametrize("mode", ["procfs", "bpf"])
+def test_cpu_idle_while_a_group_waits_is_told_slice_by_slice(services, hogs, mode):
     """One hog (the other CPUs idle, nobody waits), then more hogs than CPUs (they wait, nothing
     idles), in one window: over the whole window the host idled and the hogs waited, but no CPU
-    idled while they waited, and the slices say so."""
+    idled while they waited, and the slices say so. The later hogs exist from the start, stopped,
+    so that procfs watches them too."""
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one CPU: a single hog leaves nothing idle")
-    services.env["SCHEDCP_OBSERVER_MODE"] = "bpf"
+    services.env["SCHEDCP_OBSERVER_MODE"] = mode
     services.start("observer")
     hogs(1)
+    later = hogs(2 * os.cpu_count())
+    for pid in later:
+        os.kill(pid, signal.SIGSTOP)
     time.sleep(0.3)
     idle_before = procfs.host_cpu_idle_s()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         call = pool.submit(observer_call, services.addr("observer"), "Measure",
                            measure_request(3, common_pb2.GroupMatcher(comm=hogs.comm)))
         time.sleep(1.5)
-        hogs(2 * os.cpu_count())
+        for pid in later:
+            os.kill(pid, signal.SIGCONT)
         response = call.result()
     idle = procfs.host_cpu_idle_s() - idle_before
     (group,) = response.groups

@@ -10,7 +10,7 @@ Two sources fill the same `Window`:
   histograms; procfs is read only for the processes that were active.
 
 Consecutive windows can share their boundary (`previous=`), so a periodic profile costs one
-scan per interval, not two. A BPF window asked for slices (`Tick.slice_s`, Measure's) also
+scan per interval, not two. A window asked for slices (`Tick.slice_s`, Measure's) also
 records what each thread ran and waited in each slice, with the host's idle time: whether CPUs
 idled while work waited can only be told slice by slice, since a batch's phases (all its jobs
 waiting, then one job left on idle CPUs) blur into one figure over a whole window.
@@ -102,7 +102,7 @@ class Slice:
 @dataclass(frozen=True)
 class Tick:
     """How often a procfs window re-reads its watched threads, within a read budget; and how
-    long a BPF window's slices are (0: no slices)."""
+    long a window's slices are (0: no slices)."""
 
     interval_s: float
     max_reads_per_s: float
@@ -134,7 +134,8 @@ class ProcfsSource:
                watch: set[int] | None = None) -> tuple[Window, HostScan]:
         watched = {tid: start.threads[tid] for tid in (watch if watch is not None else start.active)
                    if tid in start.threads}
-        latencies, last = self._tick(watched, until, stop, tick)
+        slices = _Slicer(start, tick.slice_s)
+        latencies, last = self._tick(watched, until, stop, tick, slices)
         end = self._scanner.scan()
         duration_s = end.taken_at - start.taken_at
         threads = {}
@@ -155,13 +156,15 @@ class ProcfsSource:
             log.debug("procfs window of %.1f s: its scans took %.2f s and %.2f s (CPU times aligned per thread)",
                      duration_s, start.took_s, end.took_s)
         window = Window(_wall(start.taken_at), duration_s, end.processes, threads,
-                        end.host_idle_s - start.host_idle_s, self.name)
+                        end.host_idle_s - start.host_idle_s, self.name,
+                        slices=slices.finish(end, threads.keys()) if tick.slice_s else [])
         return window, end
 
     @staticmethod
     def _tick(watched: dict[int, procfs.ThreadCounters], until: float, stop: threading.Event,
-              tick: Tick) -> tuple[dict[int, Histogram], dict[int, procfs.ThreadCounters]]:
-        """Re-read watched threads' schedstat until `until`; each read adds its mean wait per run."""
+              tick: Tick, slices: _Slicer) -> tuple[dict[int, Histogram], dict[int, procfs.ThreadCounters]]:
+        """Re-read watched threads' schedstat until `until`; each read adds its mean wait per run,
+        and the reads at each slice's end cut it."""
         latencies: dict[int, Histogram] = {}
         interval = tick.for_threads(len(watched))
         last = dict(watched)
@@ -177,8 +180,40 @@ class ProcfsSource:
                 if runs > seen.runs:
                     latencies.setdefault(tid, Histogram()).add((delay - seen.run_delay_ns) / (runs - seen.runs),
                                                                 runs - seen.runs)
+                if runs != seen.runs or cpu_ns != seen.cpu_ns:
                     last[tid] = procfs.ThreadCounters(tid, seen.pid, cpu_ns, delay, runs, 0, 0)
+            if tick.slice_s and time.monotonic() >= slices.started_at + tick.slice_s:
+                slices.cut(last)
         return latencies, last
+
+
+class _Slicer:
+    """A procfs window's slices, cut at the ticks' reads of its watched threads. Threads that
+    started during the window are not watched: they count in the last slice, cut at the end scan."""
+
+    def __init__(self, start: HostScan, slice_s: float) -> None:
+        self.started_at, self._idle = start.taken_at, start.host_idle_s
+        # Where each thread's current slice began; a thread born in the window, at zero.
+        self._mark = {tid: (c.cpu_ns, c.run_delay_ns) for tid, c in start.threads.items()} if slice_s else {}
+        self.done: list[Slice] = []
+
+    def cut(self, threads: dict[int, procfs.ThreadCounters], at: float | None = None,
+            idle: float | None = None) -> None:
+        at = time.monotonic() if at is None else at
+        idle = procfs.host_cpu_idle_s() if idle is None else idle
+        work = {}
+        for tid, now in threads.items():
+            cpu_ns, delay_ns = self._mark.get(tid, (0, 0))
+            if now.cpu_ns >= cpu_ns and (now.cpu_ns, now.run_delay_ns) != (cpu_ns, delay_ns):
+                work[tid] = (now.cpu_ns - cpu_ns, now.run_delay_ns - delay_ns)
+            self._mark[tid] = (now.cpu_ns, now.run_delay_ns)
+        self.done.append(Slice(at - self.started_at, idle - self._idle, work))
+        self.started_at, self._idle = at, idle
+
+    def finish(self, end: HostScan, active: Iterable[int]) -> list[Slice]:
+        """The last slice, to the end scan, of every thread active in the window."""
+        self.cut({tid: end.threads[tid] for tid in active}, end.taken_at, end.host_idle_s)
+        return self.done
 
 
 def _mean_response(activity: ThreadActivity) -> Histogram:
