@@ -177,7 +177,7 @@ def test_a_long_tcp_table_is_read_to_its_end():
     buffer. A busy server's listening socket can be past it."""
     listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(100)]
     try:
-        table = procfs.tcp_sockets(os.getpid())
+        table = procfs.NetTables().tcp(os.getpid())
         inodes = [os.fstat(s.fileno()).st_ino for s in listeners]
         assert all(table[inode].state == procfs.TCP_LISTEN for inode in inodes)
         assert {table[inode].local[1] for inode in inodes} == {s.getsockname()[1] for s in listeners}
@@ -205,10 +205,22 @@ def test_a_group_connected_to_a_local_listener_is_its_client(workload, bound):
     deadline = time.monotonic() + 10
     while sockets([bystander.pid]).kind is not Sockets.TALKS and time.monotonic() < deadline:
         time.sleep(0.05)
-    held = {name: sockets([proc.pid]) for name, proc in (("server", server), ("client", client),
-                                                          ("bystander", bystander))}
+    tables = procfs.NetTables()
+    held = {name: sockets([proc.pid], tables) for name, proc in (("server", server), ("client", client),
+                                                                  ("bystander", bystander))}
     assert held["server"].kind is Sockets.SERVES
-    assert peers.clients_of(held) == {"client": ["server"]}
+    assert peers.clients_of(held, tables) == {"client": ["server"]}
+
+
+def test_a_profiles_socket_tables_are_read_once_per_namespace():
+    """Every group of a profile is looked up in the same tables: a listener opened after they were
+    read is not in them (one read, not one per group), and fresh tables see it."""
+    tables = procfs.NetTables()
+    assert tables.listening(os.getpid()) is tables.listening(os.getpid())
+    with socket.create_server(("127.0.0.1", 0)) as late:
+        inode = os.fstat(late.fileno()).st_ino
+        assert inode not in tables.listening(os.getpid()) and inode not in tables.tcp(os.getpid())
+        assert inode in procfs.NetTables().listening(os.getpid())
 
 
 def test_a_reused_thread_id_counts_from_zero():

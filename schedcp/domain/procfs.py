@@ -204,10 +204,9 @@ def _endpoint(text: str) -> tuple[str, int]:
     return address, int(port, 16)
 
 
-def parse_listening(tcp: bytes, unix: bytes) -> set[int]:
-    """Socket inodes that accept connections: TCP sockets in LISTEN (/proc/net/tcp, tcp6) and
-    unix stream sockets flagged __SO_ACCEPTCON (/proc/net/unix)."""
-    inodes = {inode for inode, sock in parse_tcp(tcp).items() if sock.state == TCP_LISTEN}
+def _accepting_unix(unix: bytes) -> set[int]:
+    """Inodes of the unix stream sockets flagged __SO_ACCEPTCON in /proc/net/unix."""
+    inodes = set()
     for line in unix.decode(errors="replace").splitlines()[1:]:
         fields = line.split()
         if len(fields) > 6 and int(fields[3], 16) & UNIX_ACCEPTCON:
@@ -236,10 +235,36 @@ class HeldSockets:
     pid: int = 0
 
 
-def sockets(pids: list[int]) -> HeldSockets:
+class NetTables:
+    """The TCP and unix socket tables of each network namespace, read once and kept: one profile
+    looks up many groups' sockets, and on a host with thousands of connections each read of the
+    tables is megabytes of text. Make one per profile (sockets come and go)."""
+
+    def __init__(self) -> None:
+        self._tcp: dict[str, dict[int, TcpSocket]] = {}
+        self._listening: dict[str, set[int]] = {}
+
+    def tcp(self, pid: int) -> dict[int, TcpSocket]:
+        """The TCP sockets of `pid`'s network namespace, by inode."""
+        namespace = net_namespace(pid)
+        if namespace not in self._tcp:
+            self._tcp[namespace] = parse_tcp(_tcp_tables(pid))
+        return self._tcp[namespace]
+
+    def listening(self, pid: int) -> set[int]:
+        """Inodes of the sockets accepting connections in `pid`'s network namespace."""
+        namespace = net_namespace(pid)
+        if namespace not in self._listening:
+            tcp = {inode for inode, sock in self.tcp(pid).items() if sock.state == TCP_LISTEN}
+            self._listening[namespace] = tcp | _accepting_unix(read_table(f"{PROC}/{pid}/net/unix"))
+        return self._listening[namespace]
+
+
+def sockets(pids: list[int], tables: NetTables | None = None) -> HeldSockets:
     """What sockets these processes hold, from their descriptors; listening sockets are looked
     up in the network namespace of the first one still alive (a group's list can start with a
-    process that exited in the window). Only root sees other users' descriptors."""
+    process that exited in the window), in `tables` when given. Only root sees other users'
+    descriptors."""
     held: set[int] = set()
     unreadable = False
     for pid in pids:
@@ -251,7 +276,7 @@ def sockets(pids: list[int]) -> HeldSockets:
     if not held:
         return HeldSockets(Sockets.UNKNOWN if unreadable or not pids else Sockets.NONE)
     alive = next((pid for pid in pids if net_namespace(pid)), pids[0])
-    kind = Sockets.SERVES if held & _listening(alive) else Sockets.TALKS
+    kind = Sockets.SERVES if held & (tables or NetTables()).listening(alive) else Sockets.TALKS
     return HeldSockets(kind, frozenset(held), alive)
 
 
@@ -262,11 +287,6 @@ def net_namespace(pid: int) -> str:
         return os.readlink(f"{PROC}/{pid}/ns/net")
     except OSError:
         return ""
-
-
-def tcp_sockets(pid: int) -> dict[int, TcpSocket]:
-    """The TCP sockets of `pid`'s network namespace, by inode."""
-    return parse_tcp(_tcp_tables(pid))
 
 
 def _tcp_tables(pid: int) -> bytes:
@@ -290,10 +310,6 @@ def _socket_inodes(pid: int) -> set[int] | None:
         if target.startswith("socket:["):
             inodes.add(int(target[8:-1]))
     return inodes
-
-
-def _listening(pid: int) -> set[int]:
-    return parse_listening(_tcp_tables(pid), read_table(f"{PROC}/{pid}/net/unix"))
 
 
 def host_cpu_idle_s() -> float:

@@ -106,14 +106,15 @@ def _cgroup_pressure(group: Group) -> float:
     return procfs.read_cpu_pressure(os.path.join(root, path.lstrip("/"), "cpu.pressure")).get("some_avg10", 0.0)
 
 
-def held_sockets(group: Group, window: Window) -> procfs.HeldSockets:
+def held_sockets(group: Group, window: Window, tables: procfs.NetTables) -> procfs.HeldSockets:
     """The sockets a group's processes (and its listening parents) hold; looked up only for
-    groups using SOCKETS_MIN_CPU_SHARE of the host or more (walking descriptors costs)."""
+    groups using SOCKETS_MIN_CPU_SHARE of the host or more (walking descriptors costs).
+    `tables`: the profile's socket tables."""
     duration = max(window.duration_s, 1e-9)
     cpu_s = sum(t.cpu_ns for t in group.threads) / NS
     if cpu_s < SOCKETS_MIN_CPU_SHARE * duration * window.num_cpus:
         return procfs.HeldSockets(procfs.Sockets.UNKNOWN)
-    return procfs.sockets(_with_listeners(group))
+    return procfs.sockets(_with_listeners(group), tables)
 
 
 def features(group: Group, window: Window, held: procfs.HeldSockets,

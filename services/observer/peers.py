@@ -3,8 +3,8 @@ listening socket sends that group requests, so its own waits are part of their l
 generator, an application calling a local cache or database).
 
 Read from the sockets each group holds (its descriptors, already walked for `serves`) and the
-TCP tables of their network namespaces, once per profile. Unix sockets are not followed: their
-peers are only told by the sock_diag netlink interface.
+TCP tables of their network namespaces, read once per profile for both (procfs.NetTables).
+Unix sockets are not followed: their peers are only told by the sock_diag netlink interface.
 """
 
 from __future__ import annotations
@@ -14,19 +14,17 @@ from schedcp.domain import procfs
 Endpoint = tuple[str, tuple[str, int]]  # (network namespace, (address in hex, port))
 
 
-def clients_of(groups: dict[str, procfs.HeldSockets]) -> dict[str, list[str]]:
+def clients_of(groups: dict[str, procfs.HeldSockets], tables: procfs.NetTables) -> dict[str, list[str]]:
     """For each group (by id: the sockets it holds), the other groups whose listening sockets its
-    established connections reach; groups that reach none are left out."""
-    tables: dict[str, dict[int, procfs.TcpSocket]] = {}
+    established connections reach; groups that reach none are left out. `tables`: the profile's
+    (procfs.sockets read the same ones)."""
     listening: dict[tuple[str, int], list[tuple[str, str]]] = {}  # (namespace, port) -> [(address, group)]
     remotes: dict[str, set[Endpoint]] = {}
     for group_id, held in groups.items():
         if not held.inodes:
             continue
         namespace = procfs.net_namespace(held.pid)
-        if namespace not in tables:
-            tables[namespace] = procfs.tcp_sockets(held.pid)
-        table = tables[namespace]
+        table = tables.tcp(held.pid)
         mine = [table[inode] for inode in held.inodes if inode in table]
         for sock in mine:
             if sock.state == procfs.TCP_LISTEN:

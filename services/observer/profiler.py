@@ -61,8 +61,9 @@ class Profiler:
     def build(self, window: Window, detail: int = 0, max_groups: int = DEFAULT_MAX_GROUPS,
               grouping_kind: int = 0) -> profile_pb2.WorkloadProfile:
         found = grouping.group_window(window, grouping_kind)
-        held = {g.group_id: grouping.held_sockets(g, window) for g in found}
-        clients = peers.clients_of(held)
+        tables = procfs.NetTables()
+        held = {g.group_id: grouping.held_sockets(g, window, tables) for g in found}
+        clients = peers.clients_of(held, tables)
         groups = [self._group(g, window, held[g.group_id], clients.get(g.group_id, [])) for g in found]
         groups.sort(key=lambda g: g.features.cpu_share, reverse=True)
         capacity = max(window.duration_s * window.num_cpus, 1e-9)
