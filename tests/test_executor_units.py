@@ -53,7 +53,8 @@ def test_a_throughput_canary_that_gained_nothing_says_so_in_shares():
 
 
 def test_each_latency_metric_reads_its_own_distribution_and_the_worst_group():
-    measured = [observer_pb2.GroupMeasurement(matcher=PROBE), observer_pb2.GroupMeasurement(matcher=BATCH)]
+    measured = [observer_pb2.GroupMeasurement(matcher=PROBE, cpu_seconds=0.1),
+                observer_pb2.GroupMeasurement(matcher=BATCH, cpu_seconds=2.0)]
     measured[0].runq_latency.p99_us, measured[0].response.p99_us = 40, 900
     measured[1].runq_latency.p99_us, measured[1].response.p99_us = 70, 300
     metric = common_pb2.MetricSpec(groups=[PROBE, BATCH])
@@ -61,6 +62,15 @@ def test_each_latency_metric_reads_its_own_distribution_and_the_worst_group():
     assert canary.value_of(metric, measured) == 70
     metric.name = "response_p99_us"
     assert canary.value_of(metric, measured) == 900
+
+
+def test_a_latency_of_groups_that_did_nothing_is_not_measured_not_zero():
+    """A group gone (or asleep) for the whole window has no latency, not the best one; a group
+    that ran without once waiting does have one: zero."""
+    metric = common_pb2.MetricSpec(name="runq_latency_p99_us", groups=[PROBE])
+    with pytest.raises(canary.Unmeasured, match="did not run in the window"):
+        canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=PROBE)])
+    assert canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=PROBE, cpu_seconds=5.0)]) == 0.0
 
 
 def test_cpu_share_is_of_the_cpu_other_processes_left_and_the_rest_is_not():

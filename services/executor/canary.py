@@ -121,12 +121,21 @@ def key(metric: common_pb2.MetricSpec) -> str:
     return f"{metric.name}[{', '.join(matchers.describe(g) for g in metric.groups)}]"
 
 
+class Unmeasured(Exception):
+    """A window in which a latency metric's groups did nothing: there is no latency to judge."""
+
+
 def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMeasurement],
              left: float = 1.0) -> float:
     """The metric over its groups' measurements; `left`: the share of the host's CPU that other
-    processes left them, which cpu_share is relative to."""
+    processes left them, which cpu_share is relative to. Unmeasured for a latency of groups that
+    neither ran nor waited in the window (gone, or asleep throughout): its 0 would read as the
+    best latency there is (a short-lived process once read "22681 -> 0 us, 100 % better")."""
     if metric.name in LATENCY:
         field, stat = LATENCY[metric.name]
+        if not any(getattr(g, field).samples or g.cpu_seconds for g in measured):
+            raise Unmeasured(f"{key(metric)}: its groups did not run in the window (gone, or asleep "
+                             "throughout), so there is no latency to compare")
         return max(getattr(getattr(g, field), stat) for g in measured)
     if metric.name == "usable_cpu_share":
         return usable_cpu_share(measured)
