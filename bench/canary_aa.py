@@ -249,11 +249,14 @@ def main() -> None:
     parser.add_argument("--min-improvement", type=float, default=0.05, help="success threshold (0.05)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes (bench/results)")
     parser.add_argument("--simulate-only", action="store_true", help="print the simulated rates and stop")
+    parser.add_argument("--append", action="store_true",
+                        help="add to the deployments of the report in --out (same settings): about 100 s per "
+                             "repetition, so the 80 that show a rate under 5 %% can be run in parts")
     args = parser.parse_args()
     if args.simulate_only:
         print(simulated_table(simulated_rates(args)))
         return
-    records: list[dict] = []
+    records = earlier_records(args) if args.append else []
     with running_stack(roles=(Role.OBSERVER, Role.EXECUTOR, Role.VERIFIER)) as (_, _, settings):
         for rep in range(args.repetitions):
             with DemoWorkload(probe_outside=True) as workload:
@@ -263,14 +266,31 @@ def main() -> None:
                     records.append(record)
                     print(f"repetition {rep + 1}/{args.repetitions} {arm}: {record['state']} "
                           f"({record['wall_s']} s): {record['reason']}", flush=True)
-    report(records, args)
+            # After every repetition: a run cut short still leaves a report of what it measured.
+            report(records, args, quiet=rep + 1 < args.repetitions)
 
 
-def report(records: list[dict], args: argparse.Namespace) -> None:
+SETTINGS = ("window_s", "rounds", "min_improvement")
+
+
+def earlier_records(args: argparse.Namespace) -> list[dict]:
+    """The deployments of the report in args.out, refused when it was measured with other settings."""
+    path = args.out / "canary_aa.json"
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    now = {"window_s": args.window, "rounds": args.rounds, "min_improvement": args.min_improvement}
+    if any(earlier.get(k) != now[k] for k in SETTINGS):
+        raise SystemExit(f"--append: {path} was measured with {({k: earlier.get(k) for k in SETTINGS})}, "
+                         f"this run asks for {now}")
+    return earlier["deployments"]
+
+
+def report(records: list[dict], args: argparse.Namespace, quiet: bool = False) -> None:
     summary = {"no-op": summarise([r for r in records if r["arm"] == "no-op"], "kept"),
                "effective": summarise([r for r in records if r["arm"] == "effective"], "rolled_back")}
     result = {"date": time.strftime("%Y-%m-%d"), "kernel": os.uname().release, "cpus": os.cpu_count(),
-              "repetitions": args.repetitions, "window_s": args.window, "rounds": args.rounds,
+              "repetitions": len(records) // len(ARMS), "window_s": args.window, "rounds": args.rounds,
               "max_rounds": 2 * args.rounds, "min_improvement": args.min_improvement, "guard_ratio": GUARD_RATIO,
               "confidence": next((r["success"]["confidence"] for r in records if "success" in r), None),
               "summary": summary, "simulated": simulated_rates(args), "deployments": records}
@@ -278,7 +298,8 @@ def report(records: list[dict], args: argparse.Namespace) -> None:
     (args.out / "canary_aa.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "canary_aa.md").write_text(markdown(result))
     plot(records, args)
-    print((args.out / "canary_aa.md").read_text())
+    if not quiet:
+        print((args.out / "canary_aa.md").read_text())
 
 
 def _rate(s: dict) -> str:
