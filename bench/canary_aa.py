@@ -257,17 +257,18 @@ def main() -> None:
         print(simulated_table(simulated_rates(args)))
         return
     records = earlier_records(args) if args.append else []
+    done = len(records) // len(ARMS)  # repetitions of earlier parts: the arms' order goes on alternating
     with running_stack(roles=(Role.OBSERVER, Role.EXECUTOR, Role.VERIFIER)) as (_, _, settings):
-        for rep in range(args.repetitions):
+        for rep in range(done, done + args.repetitions):
             with DemoWorkload(probe_outside=True) as workload:
                 time.sleep(SETTLE_S)
                 for arm in (list(ARMS) if rep % 2 == 0 else list(reversed(ARMS))):
                     record = run_arm(settings, arm, workload, args, rep)
                     records.append(record)
-                    print(f"repetition {rep + 1}/{args.repetitions} {arm}: {record['state']} "
+                    print(f"repetition {rep + 1 - done}/{args.repetitions} {arm}: {record['state']} "
                           f"({record['wall_s']} s): {record['reason']}", flush=True)
             # After every repetition: a run cut short still leaves a report of what it measured.
-            report(records, args, quiet=rep + 1 < args.repetitions)
+            report(records, args, quiet=rep + 1 < done + args.repetitions)
 
 
 SETTINGS = ("window_s", "rounds", "min_improvement")

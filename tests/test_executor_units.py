@@ -94,14 +94,15 @@ def test_cpu_share_is_of_the_cpu_other_processes_left_and_the_rest_is_not():
 def test_usable_cpu_share_is_the_cpu_got_of_what_idled_while_waiting_too():
     """Two groups ran 3 CPU-seconds; the host idled 1 CPU-second while their threads waited
     (0.6 + 0.4 counted by the observer per group): they got 3 of the 4 they could use. A window
-    in which they ran nothing got nothing of it."""
+    in which they did nothing says nothing of it."""
     measured = [observer_pb2.GroupMeasurement(matcher=PROBE, cpu_seconds=1.0, idle_while_waiting_s=0.6),
                 observer_pb2.GroupMeasurement(matcher=BATCH, cpu_seconds=2.0, idle_while_waiting_s=0.4)]
     metric = common_pb2.MetricSpec(name="usable_cpu_share", groups=[PROBE, BATCH])
     assert canary.value_of(metric, measured, left=0.3) == pytest.approx(0.75)
     measured[1].idle_while_waiting_s = measured[0].idle_while_waiting_s = 0.0
     assert canary.value_of(metric, measured) == 1.0
-    assert canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=BATCH, idle_while_waiting_s=0.0)]) == 0.0
+    with pytest.raises(canary.Unmeasured):
+        canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=BATCH)])
 
 
 def test_an_unknown_metric_is_refused_with_the_names_that_exist():

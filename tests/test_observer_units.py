@@ -212,6 +212,22 @@ def test_a_group_connected_to_a_local_listener_is_its_client(workload, bound):
     assert peers.clients_of(held, tables) == {"client": ["server"]}
 
 
+def test_tables_read_through_a_process_that_exited_meanwhile_are_not_kept(workload):
+    """A process that exits while its namespace's tables are read leaves them empty: they must not
+    stand for the namespace's other groups."""
+    sleeper = workload("sleep", "60")
+    tables = procfs.NetTables()
+
+    def read_while_it_exits() -> set[int]:
+        sleeper.kill()
+        sleeper.wait()
+        return set()
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert procfs.NetTables._cached(tables._listening, sleeper.pid, read_while_it_exits) == set()
+        assert os.fstat(listener.fileno()).st_ino in tables.listening(os.getpid())
+
+
 def test_a_profiles_socket_tables_are_read_once_per_namespace():
     """Every group of a profile is looked up in the same tables: a listener opened after they were
     read is not in them (one read, not one per group), and fresh tables see it."""
@@ -233,6 +249,38 @@ def test_a_reused_thread_id_counts_from_zero():
     assert (delta.cpu_ns, delta.runs, delta.voluntary) == (1_000, 3, 2)
     other_process = new._replace(pid=8, cpu_ns=20_000, runs=200)
     assert _procfs_delta(old, other_process, 10.0).cpu_ns == 20_000
+
+
+def test_a_slice_counts_a_reused_thread_id_from_zero():
+    from schedcp.domain.procfs import HostScan, ThreadCounters
+    from services.observer.sampling import _Slicer
+
+    old = ThreadCounters(tid=7, pid=7, cpu_ns=9_000, run_delay_ns=500, runs=90, voluntary=0, involuntary=0)
+    slicer = _Slicer(HostScan(0.0, 0.0, {}, {7: old}, host_idle_s=1.0, active=set()), slice_s=0.25)
+    slicer.cut({7: old._replace(cpu_ns=9_500, run_delay_ns=700, runs=91)}, at=0.25, idle=1.1)
+    slicer.cut({7: old._replace(pid=8, cpu_ns=1_000, run_delay_ns=300, runs=3)}, at=0.5, idle=1.1)
+    assert [part.work[7] for part in slicer.done] == [(500, 200), (1_000, 300)]
+    assert [part.host_idle_s for part in slicer.done] == pytest.approx([0.1, 0.0])
+
+
+def test_a_wait_added_without_a_run_reaches_the_procfs_histogram(monkeypatch):
+    """The kernel can add to a thread's run_delay without a run (a queued task that migrates):
+    that wait is counted with the thread's next run, not lost between two reads."""
+    import threading
+
+    from schedcp.domain.procfs import HostScan, ThreadCounters
+    from services.observer.sampling import MEASURE_TICK, ProcfsSource, _Slicer
+
+    ms = 1_000_000
+    reads = iter([(10 * ms, 50 * ms, 0), (20 * ms, 60 * ms, 1)])
+    last_read = (20 * ms, 60 * ms, 1)
+    monkeypatch.setattr(procfs, "read_schedstat", lambda pid, tid: next(reads, last_read))
+    watched = {1: ThreadCounters(1, 1, 0, 0, 0, 0, 0)}
+    start = HostScan(time.monotonic(), 0.0, {}, watched, host_idle_s=0.0, active=set())
+    latencies, last = ProcfsSource._tick(watched, time.monotonic() + 0.3, threading.Event(), MEASURE_TICK,
+                                         _Slicer(start, 0.0))
+    assert latencies[1].samples == 1 and latencies[1].total_ns == pytest.approx(60 * ms)
+    assert last[1].run_delay_ns == 60 * ms
 
 
 def test_cpu_time_is_aligned_to_the_window_from_each_threads_own_reads():

@@ -11,8 +11,9 @@ from __future__ import annotations
 import enum
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 PROC = "/proc"
 # /proc/<pid>/stat `flags` bit for kernel threads (include/linux/sched.h).
@@ -20,6 +21,7 @@ PF_KTHREAD = 0x00200000
 _POLICIES = {0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH", 5: "SCHED_IDLE",
              6: "SCHED_DEADLINE", 7: "SCHED_EXT"}
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 def read_bytes(path: str) -> bytes | None:
@@ -246,18 +248,28 @@ class NetTables:
 
     def tcp(self, pid: int) -> dict[int, TcpSocket]:
         """The TCP sockets of `pid`'s network namespace, by inode."""
-        namespace = net_namespace(pid)
-        if namespace not in self._tcp:
-            self._tcp[namespace] = parse_tcp(_tcp_tables(pid))
-        return self._tcp[namespace]
+        return self._cached(self._tcp, pid, lambda: parse_tcp(_tcp_tables(pid)))
 
     def listening(self, pid: int) -> set[int]:
         """Inodes of the sockets accepting connections in `pid`'s network namespace."""
-        namespace = net_namespace(pid)
-        if namespace not in self._listening:
+        def read() -> set[int]:
             tcp = {inode for inode, sock in self.tcp(pid).items() if sock.state == TCP_LISTEN}
-            self._listening[namespace] = tcp | _accepting_unix(read_table(f"{PROC}/{pid}/net/unix"))
-        return self._listening[namespace]
+            return tcp | _accepting_unix(read_table(f"{PROC}/{pid}/net/unix"))
+
+        return self._cached(self._listening, pid, read)
+
+    @staticmethod
+    def _cached(cache: dict, pid: int, read: Callable[[], T]) -> T:
+        """Read through `pid`, kept for its namespace only if `pid` was alive (in the same
+        namespace) before and after: a process that exited meanwhile reads empty tables, and
+        those must not stand for its namespace's other groups."""
+        namespace = net_namespace(pid)
+        if namespace in cache:
+            return cache[namespace]
+        found = read()
+        if namespace and net_namespace(pid) == namespace:
+            cache[namespace] = found
+        return found
 
 
 def sockets(pids: list[int], tables: NetTables | None = None) -> HeldSockets:

@@ -148,9 +148,13 @@ def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMea
 def usable_cpu_share(measured: list[observer_pb2.GroupMeasurement]) -> float:
     """The groups' CPU over that plus the CPU that idled while they waited. Summed over several
     groups, idle time they waited through together counts once per group: lower, never higher,
-    than the truth. A window in which they ran nothing at all used none of what they could."""
+    than the truth. Unmeasured when they neither ran nor waited while a CPU idled: nothing says
+    what they could have used."""
     cpu = sum(g.cpu_seconds for g in measured)
-    return cpu / (cpu + sum(g.idle_while_waiting_s for g in measured)) if cpu > 0 else 0.0
+    idled = sum(g.idle_while_waiting_s for g in measured)
+    if cpu + idled <= 0:
+        raise Unmeasured("usable_cpu_share: its groups did not run in the window")
+    return cpu / (cpu + idled)
 
 
 @dataclass

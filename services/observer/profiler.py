@@ -188,7 +188,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
 def idle_while_waiting(slices: list[Slice], tids: set[int]) -> float:
     """CPU seconds the host idled while these threads waited to run, slice by slice (the smaller
     of the two in each: which CPU idled and when in the slice is not known)."""
-    return sum(min(part.host_idle_s, sum(part.work[t][1] for t in tids & part.work.keys()) / 1e9)
+    return sum(max(0.0, min(part.host_idle_s, sum(part.work[t][1] for t in tids & part.work.keys()) / 1e9))
                for part in slices)
 
 

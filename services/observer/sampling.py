@@ -167,7 +167,8 @@ class ProcfsSource:
         and the reads at each slice's end cut it."""
         latencies: dict[int, Histogram] = {}
         interval = tick.for_threads(len(watched))
-        last = dict(watched)
+        last = dict(watched)  # as of each thread's last read that saw it run
+        current = dict(watched)  # as of its last read: the slices' view
         while (remaining := until - time.monotonic()) > 0 and not stop.wait(min(interval, remaining)):
             if time.monotonic() >= until:
                 break  # the end scan reads these threads anyway
@@ -177,13 +178,15 @@ class ProcfsSource:
                     del last[tid]
                     continue
                 cpu_ns, delay, runs = stat
+                current[tid] = procfs.ThreadCounters(tid, seen.pid, cpu_ns, delay, runs, 0, 0)
+                # Only a read that saw new runs moves `last`: a wait added without a run (a queued
+                # task migrated) is then counted with the next run rather than lost.
                 if runs > seen.runs:
                     latencies.setdefault(tid, Histogram()).add((delay - seen.run_delay_ns) / (runs - seen.runs),
                                                                 runs - seen.runs)
-                if runs != seen.runs or cpu_ns != seen.cpu_ns:
-                    last[tid] = procfs.ThreadCounters(tid, seen.pid, cpu_ns, delay, runs, 0, 0)
+                    last[tid] = current[tid]
             if tick.slice_s and time.monotonic() >= slices.started_at + tick.slice_s:
-                slices.cut(last)
+                slices.cut(current)
         return latencies, last
 
 
@@ -193,8 +196,9 @@ class _Slicer:
 
     def __init__(self, start: HostScan, slice_s: float) -> None:
         self.started_at, self._idle = start.taken_at, start.host_idle_s
-        # Where each thread's current slice began; a thread born in the window, at zero.
-        self._mark = {tid: (c.cpu_ns, c.run_delay_ns) for tid, c in start.threads.items()} if slice_s else {}
+        # Each thread's counters where its current slice began; a thread born in the window
+        # (or a thread id now naming another thread) starts from zero.
+        self._mark = dict(start.threads) if slice_s else {}
         self.done: list[Slice] = []
 
     def cut(self, threads: dict[int, procfs.ThreadCounters], at: float | None = None,
@@ -203,11 +207,13 @@ class _Slicer:
         idle = procfs.host_cpu_idle_s() if idle is None else idle
         work = {}
         for tid, now in threads.items():
-            cpu_ns, delay_ns = self._mark.get(tid, (0, 0))
-            if now.cpu_ns >= cpu_ns and (now.cpu_ns, now.run_delay_ns) != (cpu_ns, delay_ns):
-                work[tid] = (now.cpu_ns - cpu_ns, now.run_delay_ns - delay_ns)
-            self._mark[tid] = (now.cpu_ns, now.run_delay_ns)
-        self.done.append(Slice(at - self.started_at, idle - self._idle, work))
+            before = self._mark.get(tid)
+            if before is None or before.pid != now.pid or now.runs < before.runs or now.cpu_ns < before.cpu_ns:
+                before = procfs.ThreadCounters(tid, now.pid, 0, 0, 0, 0, 0)
+            if (now.cpu_ns, now.run_delay_ns) != (before.cpu_ns, before.run_delay_ns):
+                work[tid] = (now.cpu_ns - before.cpu_ns, max(0, now.run_delay_ns - before.run_delay_ns))
+            self._mark[tid] = now
+        self.done.append(Slice(at - self.started_at, max(0.0, idle - self._idle), work))
         self.started_at, self._idle = at, idle
 
     def finish(self, end: HostScan, active: Iterable[int]) -> list[Slice]:
@@ -349,7 +355,7 @@ def _bpf_slice(start: BpfState, end: BpfState) -> Slice:
             before = BpfCounters(after.tid, after.tgid)
         if after.cpu_ns != before.cpu_ns or after.runq_delay_ns != before.runq_delay_ns:
             work[tid] = (after.cpu_ns - before.cpu_ns, after.runq_delay_ns - before.runq_delay_ns)
-    return Slice(end.taken_at - start.taken_at, end.host_idle_s - start.host_idle_s, work)
+    return Slice(end.taken_at - start.taken_at, max(0.0, end.host_idle_s - start.host_idle_s), work)
 
 
 def _tgid_of(tid: int) -> int:
