@@ -88,12 +88,27 @@ def _last_line(log: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def ephemeral_env(host: str = "127.0.0.1") -> dict[str, str]:
+def ephemeral_env(host: str = "127.0.0.1", nats_nodes: int = 1) -> dict[str, str]:
     """SCHEDCP_NATS_URL and every service's address variable on ports free right now: a
-    private stack beside any other (tests, benchmarks)."""
-    env = {env_var("nats_url"): f"nats://{host}:{free_port(host)}"}
+    private stack beside any other (tests, benchmarks). `nats_nodes` > 1: a cluster, its
+    streams replicated 3 times."""
+    env = {env_var("nats_url"): ",".join(f"nats://{host}:{free_port(host)}" for _ in range(nats_nodes))}
+    if nats_nodes > 1:
+        env[env_var("nats_replicas")] = "3"
     env.update({addr_env_var(role): f"{host}:{free_port(host)}" for role in Role})
     return env
+
+
+CLUSTER_SIZES = (1, 3, 5)
+
+
+def nats_node_names(nodes: int) -> list[str]:
+    """The local stack's nats-servers by name: "nats", then "nats-2", "nats-3"... in a cluster."""
+    return [NATS] + [f"{NATS}-{i}" for i in range(2, nodes + 1)]
+
+
+def is_nats(name: str) -> bool:
+    return name == NATS or name.startswith(f"{NATS}-")
 
 
 def nats_server_binary() -> str:
@@ -124,15 +139,25 @@ class LocalStack:
         # How each child was started (argv, env), for restart(); kept by the starting process only.
         self._recipes: dict[str, tuple[list[str], dict[str, str], str]] = {}
 
-    def _nats_endpoint(self) -> tuple[str, int]:
-        servers = self.settings.nats_url.split(",")
-        url = urlparse(servers[0].strip())
-        if len(servers) > 1 or url.scheme != "nats" or not url.hostname:
-            raise StartupError(
-                f"`schedcp up` runs one local nats-server, so SCHEDCP_NATS_URL must be a single "
-                f"nats://HOST:PORT (it is {self.settings.nats_url})"
-            )
-        return url.hostname, url.port or 4222
+    def _nats_endpoints(self) -> list[tuple[str, int]]:
+        """Where the local nats-servers listen: one, or a cluster of 3 or 5 (one per URL)."""
+        endpoints = []
+        for server in self.settings.nats_url.split(","):
+            url = urlparse(server.strip())
+            if url.scheme != "nats" or not url.hostname:
+                raise StartupError(f"`schedcp up` starts the nats-servers of SCHEDCP_NATS_URL, so each of its URLs "
+                                   f"must be nats://HOST:PORT (it is {self.settings.nats_url})")
+            endpoints.append((url.hostname, url.port or 4222))
+        if len(endpoints) not in CLUSTER_SIZES:
+            raise StartupError(f"SCHEDCP_NATS_URL names {len(endpoints)} servers; `schedcp up` starts one, or a "
+                               "cluster of 3 or 5 (JetStream needs a majority of them up)")
+        if len(endpoints) > 1 and self.settings.nats_replicas < 3:
+            raise StartupError(f"a local cluster of {len(endpoints)} nats-servers keeps every stream on one of them "
+                               f"unless SCHEDCP_NATS_REPLICAS=3 (it is {self.settings.nats_replicas})")
+        return endpoints
+
+    def _nats_endpoint_of(self, name: str) -> tuple[str, int]:
+        return self._nats_endpoints()[nats_node_names(len(self._nats_endpoints())).index(name)]
 
     def running(self) -> list[Child]:
         """Children of a previously started stack that are still alive."""
@@ -147,7 +172,7 @@ class LocalStack:
         if alive:
             pids = ", ".join(f"{c.name}={c.pid}" for c in alive)
             raise StartupError(f"a local stack is already running ({pids}); stop it with `schedcp down`")
-        wanted = [("SCHEDCP_NATS_URL", *self._nats_endpoint())]
+        wanted = [("SCHEDCP_NATS_URL", *endpoint) for endpoint in self._nats_endpoints()]
         wanted += [(addr_env_var(r), *split_address(self.settings.addr(r))) for r in Role]
         for variable, host, port in wanted:
             if not port_free(host, port):
@@ -196,18 +221,11 @@ class LocalStack:
         """Start nats-server and the services (all five unless `roles` says which) and wait
         until every one is SERVING."""
         self._check_can_start()
-        host, port = self._nats_endpoint()
-        store = self.data_dir / "nats"
-        store.mkdir(parents=True, exist_ok=True)
-        # Auth on: every service connects as its role, with a fresh password (nats_auth).
-        nats_config = nats_auth.write_server_config(self.auth_dir)
-        children = [self._spawn(NATS, [nats_server_binary(), "-c", str(nats_config), "-js", "-sd", str(store),
-                                       "-a", host, "-p", str(port), "-n", f"schedcp-{self.settings.host_id}"],
-                                os.environ.copy())]
-        self._save(children)
+        children: list[Child] = []
         try:
-            progress(f"nats-server on {host}:{port} (JetStream store {store})")
-            await self._wait_for_port(children[0], host, port)
+            for child, (host, port), store in self._start_nats(children):
+                progress(f"nats-server on {host}:{port} (JetStream store {store})")
+                await self._wait_for_port(child, host, port)
             env = self._child_env()
             if telemetry.otlp_endpoint() is None:
                 children.append(await self._start_trace_store(progress))
@@ -223,6 +241,28 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+
+    def _start_nats(self, children: list[Child]) -> list[tuple[Child, tuple[str, int], Path]]:
+        """Start the nats-servers (appended to `children`): one, or a cluster whose nodes route
+        to each other on ports of their own, each with a JetStream store of its own."""
+        endpoints = self._nats_endpoints()
+        names = nats_node_names(len(endpoints))
+        # Auth on: every service connects as its role, with a fresh password (nats_auth).
+        nats_config = nats_auth.write_server_config(self.auth_dir)
+        routes = [f"nats://{host}:{free_port(host)}" for host, _ in endpoints]
+        started = []
+        for i, (name, (host, port)) in enumerate(zip(names, endpoints, strict=True)):
+            store = self.data_dir / name
+            store.mkdir(parents=True, exist_ok=True)
+            argv = [nats_server_binary(), "-c", str(nats_config), "-js", "-sd", str(store), "-a", host,
+                    "-p", str(port), "-n", f"schedcp-{self.settings.host_id}" + (f"-{i + 1}" if i else "")]
+            if len(endpoints) > 1:
+                others = [r for j, r in enumerate(routes) if j != i]
+                argv += ["--cluster_name", "schedcp", "--cluster", routes[i], "--routes", ",".join(others)]
+            children.append(self._spawn(name, argv, os.environ.copy()))
+            self._save(children)
+            started.append((children[-1], (host, port), store))
+        return started
 
     async def _start_trace_store(self, progress: Callable[[str], None]) -> Child:
         """The local trace store (schedcp/cli/tracestore.py), for when no OTLP endpoint is set."""
@@ -271,8 +311,8 @@ class LocalStack:
         """Stop the services, then nats-server: SIGTERM, then SIGKILL after the grace period.
         Returns the names of the processes that were running."""
         alive = self.running()
-        services = [c for c in alive if c.name not in (NATS, TRACES)]
-        infrastructure = [[c for c in alive if c.name == name] for name in (TRACES, NATS)]
+        services = [c for c in alive if c.name != TRACES and not is_nats(c.name)]
+        infrastructure = [[c for c in alive if c.name == TRACES], [c for c in alive if is_nats(c.name)]]
         # Services first, so they can finish their work with NATS still up and flush their
         # last spans to the trace store.
         for group in (services, *infrastructure):
@@ -292,8 +332,8 @@ class LocalStack:
         argv, env, listen = self._recipes[name]
         child = self._spawn(name, argv, env, listen)
         self._save([c for c in children if c.name != name] + [child])
-        if name == NATS:
-            await self._wait_for_port(child, *self._nats_endpoint())
+        if is_nats(name):
+            await self._wait_for_port(child, *self._nats_endpoint_of(name))
         elif name in {r.value for r in Role}:
             await self._wait_until_serving([child], {Role(name)})
         return child

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,6 +37,10 @@ JETSTREAM_TIMEOUT_S = 5.0
 # Setting up the topology at start: tries of one JetStream request timeout each, and the pause between.
 TOPOLOGY_ATTEMPTS = 5
 TOPOLOGY_RETRY_PAUSE_S = 1.0
+NO_PEERS_FOR_PLACEMENT = 10005  # JetStream's err_code
+# Tries of a JetStream publish whose acknowledgement did not come (each waits up to
+# JETSTREAM_TIMEOUT_S): a cluster's failover took one timeout here.
+PUBLISH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,19 @@ class Bus:
                         "overloaded?") from None
                 log.warning("JetStream did not answer within %g s while setting up the streams (try %d of %d); "
                             "trying again", JETSTREAM_TIMEOUT_S, attempt, attempts)
-                await asyncio.sleep(TOPOLOGY_RETRY_PAUSE_S)
+            except (nats.js.errors.BadRequestError, nats.js.errors.ServiceUnavailableError) as exc:
+                # A cluster that is still forming: no meta leader yet (503), or the leader does
+                # not know enough JetStream peers to place replicas (10005). Anything else is final.
+                if getattr(exc, "err_code", None) != NO_PEERS_FOR_PLACEMENT and exc.code != 503:
+                    raise
+                if attempt == attempts:
+                    raise DependencyUnavailable(
+                        f"the JetStream cluster at {self._url} could not place {self._replicas} replicas of the "
+                        f"streams ({exc.description}) after {attempts} tries: are all its nodes up and routed?"
+                    ) from None
+                log.warning("the JetStream cluster is not ready (%s; try %d of %d); trying again",
+                            exc.description, attempt, attempts)
+            await asyncio.sleep(TOPOLOGY_RETRY_PAUSE_S)
 
     async def _ensure_topology(self) -> None:
         for spec in topology.STREAMS:
@@ -247,14 +264,27 @@ class Bus:
 
     async def _send(self, subject: str, message: pb_message.Message, msg_id: str | None) -> None:
         headers = telemetry.inject({TYPE_HEADER: message.DESCRIPTOR.full_name})
-        if msg_id:
-            headers["Nats-Msg-Id"] = msg_id
         payload = message.SerializeToString()
         stream = topology.stream_for(subject)
         if stream is None:
+            if msg_id:
+                headers["Nats-Msg-Id"] = msg_id
             await self.nc.publish(subject, payload, headers=headers)
-        else:
-            await self.js.publish(subject, payload, headers=headers, stream=stream.name)
+            return
+        # Every stored message carries an id, so that a publish whose acknowledgement was lost
+        # (its server killed, a cluster electing a new stream leader) can be sent again and is
+        # stored once: JetStream drops a repeated id within the stream's duplicate window.
+        headers["Nats-Msg-Id"] = msg_id or uuid.uuid4().hex
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await self.js.publish(subject, payload, headers=headers, stream=stream.name)
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+                if attempt == PUBLISH_ATTEMPTS or self._closing:
+                    raise
+                log.warning("JetStream did not acknowledge a message on %s (%s, try %d of %d); sending it again",
+                            subject, type(exc).__name__, attempt, PUBLISH_ATTEMPTS)
+                await asyncio.sleep(TOPOLOGY_RETRY_PAUSE_S)
 
     async def subscribe(
         self,
