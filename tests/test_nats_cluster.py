@@ -1,6 +1,7 @@
 """The local stack's NATS cluster mode: three nats-servers (`SCHEDCP_NATS_URL` lists three,
 `SCHEDCP_NATS_REPLICAS=3`), the streams and buckets replicated on all of them. One node killed
-with SIGKILL mid-stream loses nothing, and comes back to a current replica."""
+with SIGKILL mid-stream loses nothing, and comes back to a current replica; killed in the middle
+of a decision cycle's canary, the cycle completes and its records are all there."""
 
 from __future__ import annotations
 
@@ -12,11 +13,23 @@ import time
 import pytest
 
 from schedcp.cli.stack import LocalStack, ephemeral_env, nats_node_names
-from schedcp.runtime import nats_auth, topology
+from schedcp.runtime import nats_auth, rpc, topology
 from schedcp.runtime.bus import Bus
-from schedcp.runtime.config import Settings
+from schedcp.runtime.config import Role, Settings
 from schedcp.runtime.errors import StartupError
-from schedcp.v1 import deployment_pb2
+from schedcp.v1 import (
+    common_pb2,
+    cycle_pb2,
+    deployment_pb2,
+    learner_pb2,
+    learner_pb2_grpc,
+    planner_pb2,
+    planner_pb2_grpc,
+)
+from tests.conftest import cpu_hogs, latency_probe
+from tests.test_audit import audit
+from tests.test_planner import wait_registered
+from tests.test_services import call
 
 NODES = 3
 
@@ -97,3 +110,47 @@ def test_a_cluster_the_stack_cannot_make_safe_is_refused(tmp_path, nodes, replic
     with pytest.raises(StartupError, match=says):
         asyncio.run(stack.start(roles=()))
     assert stack.running() == []
+
+
+def test_a_cycle_completes_and_keeps_its_records_when_a_nats_node_dies_mid_canary(tmp_path, workload):
+    """All five services on a 3-node cluster; a Tune of this host (rules provider: a probe behind
+    CPU hogs); when the canary starts, the first node is killed with SIGKILL. The cycle reaches
+    its result, and the deployment's audit records and its outcome (both published after the
+    kill) are stored and read back."""
+    cpu_hogs(workload)
+    latency_probe(workload)
+    settings = cluster_settings(tmp_path, host_id="testhost", observer_mode="procfs", goal_provider="rules")
+    stack = LocalStack(settings)
+
+    async def tune_and_kill() -> list[cycle_pb2.CycleEvent]:
+        events, killed = [], False
+        async with rpc.channel(settings.planner_addr, default_timeout_s=300) as channel:
+            async for event in planner_pb2_grpc.PlannerServiceStub(channel).Tune(
+                    planner_pb2.TuneRequest(host_id="testhost")):
+                events.append(event)
+                if not killed and event.stage == cycle_pb2.CYCLE_STAGE_DEPLOY:
+                    os.kill(next(c for c in stack.running() if c.name == nats_node_names(NODES)[0]).pid,
+                            signal.SIGKILL)
+                    killed = True
+        assert killed, [e.message for e in events]
+        return events
+
+    try:
+        asyncio.run(stack.start())
+        wait_registered(settings.planner_addr)
+        events = asyncio.run(tune_and_kill())
+        result = events[-1]
+        assert result.stage == cycle_pb2.CYCLE_STAGE_RESULT, [e.message for e in events]
+        assert result.status != common_pb2.STAGE_STATUS_FAILED, [e.message for e in events]
+        deployment = result.deployment.deployment
+        assert deployment.deployment_id, result.message
+        records = [r for r in audit(settings.planner_addr, "testhost") if r.deployment_id == deployment.deployment_id]
+        actions = {r.action for r in records}
+        # The deploy record came before the kill, the keep or rollback after it.
+        assert deployment_pb2.AUDIT_ACTION_DEPLOY in actions, records
+        assert actions & {deployment_pb2.AUDIT_ACTION_KEEP, deployment_pb2.AUDIT_ACTION_ROLLBACK}, records
+        outcomes = call(settings.addr(Role.LEARNER), lambda ch: learner_pb2_grpc.LearnerServiceStub(ch).History(
+            learner_pb2.LearnerHistoryRequest(policy_name=deployment.policy_name))).outcomes
+        assert deployment.deployment_id in [o.deployment_id for o in outcomes], outcomes
+    finally:
+        stack.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,9 +39,11 @@ JETSTREAM_TIMEOUT_S = 5.0
 TOPOLOGY_ATTEMPTS = 5
 TOPOLOGY_RETRY_PAUSE_S = 1.0
 NO_PEERS_FOR_PLACEMENT = 10005  # JetStream's err_code
-# Tries of a JetStream publish whose acknowledgement did not come (each waits up to
-# JETSTREAM_TIMEOUT_S): a cluster's failover took one timeout here.
-PUBLISH_ATTEMPTS = 3
+# How long a JetStream publish is sent again while it is not acknowledged (each try waits up to
+# JETSTREAM_TIMEOUT_S): a 3-node cluster losing a stream's leader answered "no responders" for a
+# few seconds while it elected another, and the node a client was on cost one timeout.
+PUBLISH_RETRY_S = 20.0
+PUBLISH_RETRY_PAUSE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -275,16 +278,19 @@ class Bus:
         # (its server killed, a cluster electing a new stream leader) can be sent again and is
         # stored once: JetStream drops a repeated id within the stream's duplicate window.
         headers["Nats-Msg-Id"] = msg_id or uuid.uuid4().hex
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        deadline = time.monotonic() + PUBLISH_RETRY_S
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self.js.publish(subject, payload, headers=headers, stream=stream.name)
                 return
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                if attempt == PUBLISH_ATTEMPTS or self._closing:
+                if time.monotonic() >= deadline or self._closing:
                     raise
-                log.warning("JetStream did not acknowledge a message on %s (%s, try %d of %d); sending it again",
-                            subject, type(exc).__name__, attempt, PUBLISH_ATTEMPTS)
-                await asyncio.sleep(TOPOLOGY_RETRY_PAUSE_S)
+                log.warning("JetStream did not acknowledge a message on %s (%s, try %d); sending it again",
+                            subject, type(exc).__name__, attempt)
+                await asyncio.sleep(PUBLISH_RETRY_PAUSE_S)
 
     async def subscribe(
         self,
