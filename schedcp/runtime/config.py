@@ -202,6 +202,11 @@ class Settings(BaseSettings):
         default=128, ge=1, le=4096,
         description="Most automatic cycles one planner runs at once; more wait their turn.",
     )
+    planner_lease_s: float = Field(
+        default=15.0, ge=1, le=300,
+        description="A planner replica's lease on each cycle it runs: renewed while it runs; once expired, "
+                    "another replica records the cycle's end.",
+    )
     canary_window_s: float = Field(
         default=5.0, ge=1, le=600,
         description="How long a host's executor measures the baseline, then the canary, of a deployment the "

@@ -55,6 +55,7 @@ from schedcp.v1 import (
 )
 from services.planner import synthesis
 from services.planner.generate import Generator
+from services.planner.leases import CycleLeases
 from services.planner.llm import Usage
 from services.planner.planning import Planner
 
@@ -80,9 +81,11 @@ LEARN_WAIT_S = 10.0
 
 class Cycle:
     def __init__(self, planner: Planner, bus: Bus, verifier_addr: str, canary_window_s: float,
-                 budget: int = 1) -> None:
+                 budget: int = 1, leases: CycleLeases | None = None) -> None:
+        """`leases`: held on every cycle, so another replica closes it if this one dies."""
         self._planner = planner
         self._bus = bus
+        self._leases = leases
         self._verifier_addr = verifier_addr
         self._canary_window_s = canary_window_s
         self._budget = budget
@@ -101,9 +104,10 @@ class Cycle:
         if request.budget > MAX_TUNE_BUDGET:
             raise InvalidArgument(
                 f"a budget of {request.budget} trials is more than the {MAX_TUNE_BUDGET} a cycle may try")
-        cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus)
+        cycle = _CycleEvents(uuid.uuid4().hex, host.host_id, self._bus, self._leases)
         telemetry.mark_cycle(cycle.cycle_id)
         self._open.add(cycle)
+        await cycle.hold_lease()
         interrupted = True
         try:
             async for event in self._stages(cycle, host, request, published):
@@ -426,10 +430,11 @@ def _result(name: str, last: deployment_pb2.DeploymentEvent | None) -> tuple[int
 class _CycleEvents:
     """Stamps, publishes and returns a cycle's events."""
 
-    def __init__(self, cycle_id: str, host_id: str, bus: Bus) -> None:
+    def __init__(self, cycle_id: str, host_id: str, bus: Bus, leases: CycleLeases | None = None) -> None:
         self.cycle_id = cycle_id
         self._host_id = host_id
         self._bus = bus
+        self._leases = leases
         self.usage = Usage()
         # The last event of the deployment the cycle is canarying (or canaried last).
         self.deployed: deployment_pb2.DeploymentEvent | None = None
@@ -451,7 +456,20 @@ class _CycleEvents:
             self.ended = stage == C.CYCLE_STAGE_RESULT
         except Exception as exc:  # the caller still gets the event; the stream is best effort
             log.warning("could not publish the cycle event: %s", exc)
+        if self.ended and self._leases is not None:
+            await self._leases.release(self.cycle_id)
         return event
+
+    async def hold_lease(self) -> None:
+        """Best effort: without its lease a cycle runs all the same; only if this replica then
+        died would nobody record its end."""
+        if self._leases is None:
+            return
+        try:
+            await self._leases.hold(self.cycle_id, self._host_id)
+        except Exception as exc:
+            log.warning("cycle %s runs without a lease (%s): if this planner dies, its record stays open",
+                        self.cycle_id[:8], exc)
 
     async def close_unfinished(self, why: str) -> None:
         """Record the end of a cycle that stops without a result, so its record is never left

@@ -11,6 +11,7 @@ from services.planner import audit, llm, triggers
 from services.planner.cycle import Cycle
 from services.planner.fleet import Fleet
 from services.planner.hosts import HostDirectory
+from services.planner.leases import CycleLeases
 from services.planner.planning import Planner
 from services.planner.rollout import Rollouts
 from services.planner.triggers import DriftWatcher
@@ -82,7 +83,11 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
 async def build(ctx: ServiceContext) -> list[GrpcService]:
     hosts = HostDirectory(ctx.bus)
     planner = Planner(hosts, ctx.settings, ctx.bus)
-    cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr, ctx.settings.canary_window_s, ctx.settings.tune_budget)
+    leases = CycleLeases(ctx.bus, ctx.settings.planner_lease_s)
+    await leases.start()
+    ctx.on_close(leases.close)
+    cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr, ctx.settings.canary_window_s, ctx.settings.tune_budget,
+                  leases)
     ctx.on_close(cycle.close)
     async def tune_host(profile: profile_pb2.WorkloadProfile) -> None:
         async for _ in cycle.tune(planner_pb2.TuneRequest(host_id=profile.host.host_id), profile):
