@@ -46,7 +46,9 @@ import json
 import math
 import os
 import random
+import signal
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -256,6 +258,8 @@ def main() -> None:
     if args.simulate_only:
         print(simulated_table(simulated_rates(args)))
         return
+    # SIGTERM (a timeout, `kill`) ends the run like Ctrl-C: the stack and the workload are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     records = earlier_records(args) if args.append else []
     done = len(records) // len(ARMS)  # repetitions of earlier parts: the arms' order goes on alternating
     with running_stack(roles=(Role.OBSERVER, Role.EXECUTOR, Role.VERIFIER)) as (_, _, settings):
