@@ -44,6 +44,9 @@ NO_PEERS_FOR_PLACEMENT = 10005  # JetStream's err_code
 # few seconds while it elected another, and the node a client was on cost one timeout.
 PUBLISH_RETRY_S = 20.0
 PUBLISH_RETRY_PAUSE_S = 0.5
+# A publish JetStream did not acknowledge: timed out, or nobody answered (nats-py turns "no
+# responders" into NoStreamResponseError in js.publish).
+UNACKNOWLEDGED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError)
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,7 @@ class Bus:
             try:
                 await self.js.publish(subject, payload, headers=headers, stream=stream.name)
                 return
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            except UNACKNOWLEDGED as exc:
                 if time.monotonic() >= deadline or self._closing:
                     raise
                 log.warning("JetStream did not acknowledge a message on %s (%s, try %d); sending it again",
