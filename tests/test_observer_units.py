@@ -388,3 +388,34 @@ def test_idle_while_waiting_counts_a_slice_only_for_what_it_had_of_both():
                    threads={1: ThreadActivity(1, 1, cpu_ns=350 * ms, run_delay_ns=400 * ms),
                             2: ThreadActivity(2, 2, cpu_ns=400 * ms, run_delay_ns=850 * ms)})
     assert idle_while_waiting([Slice.whole(whole)], {1, 2}) == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize(("duration_s", "stop_after_s"), [(1.1, None), (0.3, None), (0.1, None), (2.0, 0.6)])
+def test_a_bpf_windows_slices_add_up_to_the_window(monkeypatch, duration_s, stop_after_s):
+    """Quarter-second slices (the last one short when they do not divide the window, or when it
+    is stopped early): their lengths, waits and idle time add up to the window's, none counted
+    twice or lost at the end."""
+    import threading
+
+    from services.observer.bpf import BpfCounters
+    from services.observer.sampling import MEASURE_TICK, BpfSource
+
+    started = time.monotonic()
+
+    class Sampler:  # one thread running all along, waiting 10 ms of every 100 ms
+        def read(self):
+            elapsed = time.monotonic() - started
+            return {1: BpfCounters(1, 1, runs=int(elapsed * 100) + 1, cpu_ns=int(elapsed * 1e9),
+                                   runq_delay_ns=int(elapsed * 1e8), wakeups=1)}
+
+    monkeypatch.setattr(procfs, "host_cpu_idle_s", lambda: (time.monotonic() - started) * 0.5)
+    source, stop = BpfSource(Sampler()), threading.Event()
+    if stop_after_s:
+        threading.Timer(stop_after_s, stop.set).start()
+    start = source.begin()
+    window, end = source.finish(start, time.monotonic() + duration_s, stop, MEASURE_TICK)
+    assert len(window.slices) >= min(duration_s, stop_after_s or duration_s) // MEASURE_TICK.slice_s, window.slices
+    assert sum(part.duration_s for part in window.slices) == pytest.approx(window.duration_s)
+    assert sum(part.host_idle_s for part in window.slices) == pytest.approx(window.host_idle_s)
+    waited = end.counters[1].runq_delay_ns - start.counters[1].runq_delay_ns
+    assert sum(part.work[1][1] for part in window.slices if 1 in part.work) == waited
