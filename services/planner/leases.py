@@ -1,5 +1,9 @@
-"""Cycle leases: which planner replica runs which cycle, so that a replica that dies mid-cycle
-(SIGKILL, a lost machine: no chance to record the end of its cycles) does not leave them open.
+"""Leases: which planner replica runs which cycle or rollout, so that a replica that dies (SIGKILL,
+a lost machine: no chance to record anything) leaves neither a cycle open nor a rollout unrun.
+
+Rollouts (rollout.py) hold leases under `rollout.<id>` the same way; another replica takes an
+expired one over and resumes the rollout from its stored state.
+
 
 A replica holds a lease on every cycle it runs: key `cycle.<id>` in the schedcp_planner bucket
 ({"replica", "host", "expires"}), renewed every third of the lease while the cycle runs and
@@ -35,6 +39,7 @@ from schedcp.v1 import common_pb2, cycle_pb2
 log = logging.getLogger(__name__)
 LEASE_S = 15.0
 PREFIX = "cycle."
+ROLLOUT_PREFIX = "rollout."
 
 
 def replica_name() -> str:
@@ -42,14 +47,87 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+class LeaseTable:
+    """Leases under one prefix of the schedcp_planner bucket: {"replica", "expires", ...}."""
+
+    def __init__(self, bus: Bus, prefix: str, lease_s: float, replica: str) -> None:
+        self._bus = bus
+        self.prefix = prefix
+        self.lease_s = lease_s
+        self.replica = replica
+        self.held: dict[str, dict] = {}  # id -> what the lease says besides owner and expiry
+
+    async def _kv(self):
+        return await self._bus.kv(topology.PLANNER_BUCKET)
+
+    def _record(self, info: dict) -> bytes:
+        return json.dumps({**info, "replica": self.replica, "expires": time.time() + self.lease_s}).encode()
+
+    async def hold(self, key: str, **info) -> None:
+        self.held[key] = info
+        await (await self._kv()).put(self.prefix + key, self._record(info))
+
+    async def renew(self) -> None:
+        kv = await self._kv()
+        for key, info in list(self.held.items()):
+            await kv.put(self.prefix + key, self._record(info))
+
+    async def release(self, key: str) -> None:
+        if self.held.pop(key, None) is None:
+            return
+        with contextlib.suppress(Exception):  # an expired lease would only be taken over, harmlessly late
+            await (await self._kv()).delete(self.prefix + key)
+
+    async def claim(self, key: str, if_absent: bool = False, **info) -> dict | None:
+        """Take the lease if its holder let it expire (or, `if_absent`, if nobody holds it): the
+        record it replaced ({} when there was none), or None when another replica holds it or
+        won the race. Without `if_absent` a lease gone meanwhile stays gone: the replica that
+        took it over has done its work and released it."""
+        kv = await self._kv()
+        try:
+            entry = await kv.get(self.prefix + key)
+        except KeyNotFoundError:
+            if not if_absent:
+                return None
+            entry = None
+        try:
+            if entry is None:
+                await kv.create(self.prefix + key, self._record(info))
+                before = {}
+            else:
+                before = json.loads(entry.value)
+                if before["replica"] == self.replica or time.time() < before["expires"]:
+                    return None
+                await kv.update(self.prefix + key, self._record(info), last=entry.revision)
+        except KeyWrongLastSequenceError:
+            return None  # created, renewed or taken by another replica meanwhile
+        self.held[key] = info
+        return before
+
+    async def expired(self) -> list[tuple[str, dict]]:
+        """The leases of other replicas that expired: (key, record)."""
+        kv = await self._kv()
+        try:
+            keys = [k for k in await kv.keys() if k.startswith(self.prefix)]
+        except NoKeysError:
+            return []
+        found = []
+        for key in keys:
+            with contextlib.suppress(KeyNotFoundError):
+                record = json.loads((await kv.get(key)).value)
+                if record["replica"] != self.replica and time.time() >= record["expires"]:
+                    found.append((key.removeprefix(self.prefix), record))
+        return found
+
+
 class CycleLeases:
     """Holds this replica's cycle leases and closes the cycles of replicas that stopped."""
 
     def __init__(self, bus: Bus, lease_s: float = LEASE_S, replica: str = "") -> None:
         self._bus = bus
+        self.table = LeaseTable(bus, PREFIX, lease_s, replica or replica_name())
+        self.replica = self.table.replica
         self.lease_s = lease_s
-        self.replica = replica or replica_name()
-        self._held: dict[str, str] = {}  # cycle id -> host
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -64,56 +142,29 @@ class CycleLeases:
                 await self._task
 
     async def hold(self, cycle_id: str, host_id: str) -> None:
-        self._held[cycle_id] = host_id
-        await self._write(cycle_id, host_id)
+        await self.table.hold(cycle_id, host=host_id)
 
     async def release(self, cycle_id: str) -> None:
         """The cycle's result is recorded: nobody needs to close it."""
-        if self._held.pop(cycle_id, None) is None:
-            return
-        kv = await self._bus.kv(topology.PLANNER_BUCKET)
-        with contextlib.suppress(Exception):  # an expired lease would only be closed again, harmlessly late
-            await kv.delete(PREFIX + cycle_id)
-
-    async def _write(self, cycle_id: str, host_id: str) -> None:
-        kv = await self._bus.kv(topology.PLANNER_BUCKET)
-        record = {"replica": self.replica, "host": host_id, "expires": time.time() + self.lease_s}
-        await kv.put(PREFIX + cycle_id, json.dumps(record).encode())
+        await self.table.release(cycle_id)
 
     async def _keep(self) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                for cycle_id, host_id in list(self._held.items()):
-                    await self._write(cycle_id, host_id)
+                await self.table.renew()
                 await self.sweep()
             except Exception as exc:  # NATS away for a while: the next round tries again
                 log.warning("could not renew or sweep cycle leases: %s", exc)
 
     async def sweep(self) -> list[str]:
         """Close the cycles whose leases expired; returns their ids."""
-        kv = await self._bus.kv(topology.PLANNER_BUCKET)
-        try:
-            keys = [k for k in await kv.keys() if k.startswith(PREFIX)]
-        except NoKeysError:
-            return []
         closed = []
-        for key in keys:
-            try:
-                entry = await kv.get(key)
-            except KeyNotFoundError:
-                continue  # released meanwhile
-            record = json.loads(entry.value)
-            if record["replica"] == self.replica or time.time() < record["expires"] or record.get("closing"):
-                continue
-            try:
-                await kv.update(key, json.dumps({**record, "closing": self.replica}).encode(), last=entry.revision)
-            except KeyWrongLastSequenceError:
+        for cycle_id, record in await self.table.expired():
+            if await self.table.claim(cycle_id, host=record["host"], closing=record["replica"]) is None:
                 continue  # renewed, released or taken by another replica meanwhile
-            cycle_id = key.removeprefix(PREFIX)
             await self._close(cycle_id, record)
-            with contextlib.suppress(Exception):
-                await kv.delete(key)
+            await self.table.release(cycle_id)
             closed.append(cycle_id)
         return closed
 
