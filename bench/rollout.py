@@ -82,10 +82,12 @@ async def wait_for(planner_addr: str, rollout_id: str, done, timeout_s: float) -
 
 
 async def run(nats_url: str, planner_addr: str, per_class: int, waves: list[str], canary_s: float = 0.2,
-              restart=None, classes: tuple[SimClass, ...] = (HELPED, HURT), **nats_options) -> dict:
+              restart=None, classes: tuple[SimClass, ...] = (HELPED, HURT), follow_addr: str = "",
+              **nats_options) -> dict:
     """Prove the policy on the first class, roll it out to every class, wait for the end;
-    `restart()` (blocking) is called once a quarter of the hosts were deployed to. Returns what
-    the report shows."""
+    `restart()` (blocking) is called once a quarter of the hosts were deployed to, and from then
+    on the rollout is followed on `follow_addr` when given (another planner replica). Returns
+    what the report shows."""
     bus = await Bus.connect(nats_url, "bench-rollout", **nats_options)
     fleet = SimFleet(bus, canary_s=canary_s)
     for cls in classes:
@@ -107,6 +109,7 @@ async def run(nats_url: str, planner_addr: str, per_class: int, waves: list[str]
                        ) < len(fleet.hosts) // 4:
                     await asyncio.sleep(0.2)
                 await asyncio.to_thread(restart)
+                planner_addr = follow_addr or planner_addr
             await wait_for(planner_addr, rollout.rollout_id, lambda r: r.state in ENDED, 1800)
             seconds = time.monotonic() - began
             final = await get(planner_addr, rollout.rollout_id, with_hosts=True)

@@ -37,6 +37,7 @@ from schedcp.v1 import deployment_pb2, rollout_pb2
 from services.planner import rollout_plan
 from services.planner.fleet import Fleet, class_effect, proven_classes
 from services.planner.hosts import HostDirectory
+from services.planner.leases import ROLLOUT_PREFIX, LeaseTable, replica_name
 
 log = logging.getLogger(__name__)
 R = rollout_pb2
@@ -98,8 +99,12 @@ class RolloutStore:
 class Rollouts:
     """Starts, runs, pauses, resumes and aborts rollouts; resumes the running ones at start."""
 
-    def __init__(self, bus: Bus, hosts: HostDirectory, fleet: Fleet, settings: Settings) -> None:
+    def __init__(self, bus: Bus, hosts: HostDirectory, fleet: Fleet, settings: Settings, replica: str = "") -> None:
+        """`replica`: this planner among its replicas (leases.replica_name); each rollout runs on the
+        one holding its lease."""
         self._bus = bus
+        self._leases = LeaseTable(bus, ROLLOUT_PREFIX, settings.planner_lease_s, replica or replica_name())
+        self._keeper: asyncio.Task | None = None
         self._hosts = hosts
         self._fleet = fleet
         self._store = RolloutStore(bus)
@@ -120,6 +125,7 @@ class Rollouts:
             await self._audit(A.AUDIT_ACTION_ROLLOUT_START, rollout, trace_id,
                               f"{rollout.policy} to {sum(len(t.host_ids) for t in rollout.tracks)} hosts "
                               f"({rollout.selector}) in waves {', '.join(rollout.waves)}: {classes}")
+        await self._leases.hold(rollout.rollout_id)
         self._launch(rollout)
         return rollout
 
@@ -168,21 +174,51 @@ class Rollouts:
         return rollout
 
     async def resume_all(self) -> None:
-        """At start: every rollout a stopped planner left running or paused goes on here."""
+        """At start: every rollout a stopped planner left running or paused, and no other replica
+        runs, goes on here; then, every third of a lease, this replica renews the leases of the
+        rollouts it runs and takes over those whose replica stopped renewing."""
+        await self.take_over()
+        self._keeper = asyncio.create_task(self._keep(), name="rollout leases")
+
+    async def take_over(self) -> list[str]:
+        """Resume every unfinished rollout that nobody runs (no lease, or an expired one)."""
+        resumed = []
         for rollout in await self._store.all():
-            if rollout.state in ENDED:
+            if rollout.state in ENDED or rollout.rollout_id in self._runners:
                 continue
-            log.info("rollout %s (%s): resumed after a planner restart", rollout.rollout_id, rollout.policy)
+            before = await self._leases.claim(rollout.rollout_id, if_absent=True)
+            if before is None:
+                continue  # another replica runs it
+            why = (f"replica {before['replica']} stopped renewing its lease: replica {self._leases.replica} takes "
+                   "the rollout over where it stood" if before else
+                   "the planner restarted: the rollout goes on where it stood")
+            log.info("rollout %s (%s): %s", rollout.rollout_id, rollout.policy, why)
             with _step("resume", rollout) as trace_id:
-                await self._audit(A.AUDIT_ACTION_ROLLOUT_RESUME, rollout, trace_id,
-                                  "the planner restarted: the rollout goes on where it stood", actor="planner")
+                await self._audit(A.AUDIT_ACTION_ROLLOUT_RESUME, rollout, trace_id, why, actor="planner")
             self._launch(rollout)
+            resumed.append(rollout.rollout_id)
+        return resumed
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self._leases.lease_s / 3)
+            try:
+                await self._leases.renew()
+                await self.take_over()
+            except Exception as exc:  # NATS away for a while: the next round tries again
+                log.warning("could not renew or take over rollout leases: %s", exc)
 
     async def close(self) -> None:
-        """At shutdown: stop the runners; their rollouts stay running in KV for the next planner."""
+        """At shutdown: stop the runners; their rollouts stay running in KV, their leases released
+        so that another replica (or this planner started again) takes them over at once."""
+        if self._keeper is not None:
+            self._keeper.cancel()
         for task in self._runners.values():
             task.cancel()
-        await asyncio.gather(*self._runners.values(), return_exceptions=True)
+        await asyncio.gather(*self._runners.values(), *([self._keeper] if self._keeper else []),
+                             return_exceptions=True)
+        for rollout_id in list(self._leases.held):
+            await self._leases.release(rollout_id)
 
     # --- planning ------------------------------------------------------------------------------
     async def _plan(self, request: R.StartRolloutRequest, actor: str) -> R.Rollout:
@@ -261,6 +297,7 @@ class Rollouts:
                         classes.create_task(self._run_track(rollout, track, plan))
                 if rollout.state != R.ROLLOUT_STATE_ABORTED:
                     await self._end(rollout)
+                await self._leases.release(rollout.rollout_id)
                 break
             except Exception:
                 log.exception("rollout %s: a step failed; going on in %g s", rollout.rollout_id, RETRY_S)

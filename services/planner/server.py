@@ -99,7 +99,7 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     ctx.details["auto"] = (f"every host, at most every {ctx.settings.planner_min_interval_s:g} s per host"
                            if ctx.settings.planner_auto else "hosts opted in (schedcp tune HOST --auto)")
     fleet = Fleet(cycle, planner, hosts, ctx.bus, ctx.settings)
-    rollouts = Rollouts(ctx.bus, hosts, fleet, ctx.settings)
+    rollouts = Rollouts(ctx.bus, hosts, fleet, ctx.settings, leases.replica)
     ctx.on_close(rollouts.close)
     await rollouts.resume_all()
     servicer = PlannerServicer(hosts, planner, cycle, ctx.bus, ctx.settings)
