@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from schedcp.cli.probe import probe
 from schedcp.cli.stack import ephemeral_env, nats_server_binary
 from schedcp.runtime import rpc, tls
+from schedcp.runtime.net import free_port
 from services.verifier.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,15 +132,26 @@ class ServiceProcesses:
         return self.env[f"SCHEDCP_{role.upper()}_ADDR"]
 
     def start(self, *roles: str) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         for role in roles:
-            log = self.log_dir / f"{role}.log"
-            self.logs[role] = (log, log.stat().st_size if log.exists() else 0)
-            with open(log, "a") as out:
-                self.procs[role] = subprocess.Popen([sys.executable, "-m", f"services.{role}"], env=self.env,
-                                                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            self._spawn(role, role, self.env)
         for role in roles:
             wait_serving(role, self.addr(role), self.procs[role], lambda role=role: self.output(role))
+
+    def start_replica(self, role: str) -> str:
+        """A second process of `role` on a port of its own (named `<role>-2`, stopped with the
+        others); returns its address."""
+        name, addr = f"{role}-2", f"127.0.0.1:{free_port()}"
+        self._spawn(name, role, {**self.env, f"SCHEDCP_{role.upper()}_ADDR": addr})
+        wait_serving(role, addr, self.procs[name], lambda: self.output(name))
+        return addr
+
+    def _spawn(self, name: str, role: str, env: dict[str, str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        self.logs[name] = (log, log.stat().st_size if log.exists() else 0)
+        with open(log, "a") as out:
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{role}"], env=env,
+                                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
     def output(self, role: str) -> str:
         """What this run of the role has written so far."""

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import signal
 import subprocess
-import sys
 import time
 
 import grpc
@@ -17,10 +16,9 @@ import pytest
 
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
-from schedcp.runtime.net import free_port
 from schedcp.v1 import common_pb2, cycle_pb2, learner_pb2, learner_pb2_grpc, planner_pb2, planner_pb2_grpc
 from services.planner.leases import PREFIX, CycleLeases
-from tests.conftest import ROOT, cpu_hogs, latency_probe, wait_serving
+from tests.conftest import cpu_hogs, latency_probe
 from tests.test_planner import wait_registered
 from tests.test_services import call
 
@@ -99,45 +97,37 @@ def test_a_cycle_whose_planner_is_killed_is_closed_by_the_other_replica(services
     latency_probe(workload)
     services.env.update(SCHEDCP_PLANNER_LEASE_S="2", SCHEDCP_GOAL_PROVIDER="rules")
     services.start("observer", "verifier", "executor", "learner", "planner")
-    other = dict(services.env, SCHEDCP_PLANNER_ADDR=f"127.0.0.1:{free_port()}")
-    with open(services.log_dir / "planner-2.log", "a") as out:
-        replica = subprocess.Popen([sys.executable, "-m", "services.planner"], env=other, cwd=ROOT,
-                                   stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_serving("planner", other["SCHEDCP_PLANNER_ADDR"], replica, lambda: "see planner-2.log")
-        wait_registered(services.addr("planner"))
-        killed = services.procs.pop("planner")
-        events = tune_until_killed(services.addr("planner"), killed)
-        cycle_id = events[0].cycle_id
+    services.start_replica("planner")
+    wait_registered(services.addr("planner"))
+    killed = services.procs.pop("planner")
+    events = tune_until_killed(services.addr("planner"), killed)
+    cycle_id = events[0].cycle_id
 
-        async def closed_by_the_other() -> list[cycle_pb2.CycleEvent]:
-            bus = await Bus.connect(nats_server.url, "test-drill")
-            try:
-                for _ in range(100):
-                    found = [e for e in await results(bus, "testhost") if e.cycle_id == cycle_id]
-                    if found:
-                        return found
-                    await asyncio.sleep(0.2)
-                return []
-            finally:
-                await bus.close()
+    async def closed_by_the_other() -> list[cycle_pb2.CycleEvent]:
+        bus = await Bus.connect(nats_server.url, "test-drill")
+        try:
+            for _ in range(100):
+                found = [e for e in await results(bus, "testhost") if e.cycle_id == cycle_id]
+                if found:
+                    return found
+                await asyncio.sleep(0.2)
+            return []
+        finally:
+            await bus.close()
 
-        [end] = asyncio.run(closed_by_the_other())
-        assert "closed by planner replica" in end.message and "stopped renewing its lease" in end.message, end
-        deployment_id = next(e.deployment.deployment.deployment_id for e in events
-                             if e.deployment.deployment.deployment_id)
-        deadline = time.monotonic() + 120  # the executor's canary goes on: up to 6 rounds of 5 s windows
-        while time.monotonic() < deadline:
-            outcomes = call(services.addr("learner"), lambda ch: learner_pb2_grpc.LearnerServiceStub(ch).History(
-                learner_pb2.LearnerHistoryRequest(host_id="testhost"))).outcomes
-            if deployment_id in [o.deployment_id for o in outcomes]:
-                break
-            time.sleep(1)
-        else:
-            raise AssertionError(f"no outcome of {deployment_id} reached the learner")
-    finally:
-        replica.terminate()
-        replica.wait(timeout=20)
+    [end] = asyncio.run(closed_by_the_other())
+    assert "closed by planner replica" in end.message and "stopped renewing its lease" in end.message, end
+    deployment_id = next(e.deployment.deployment.deployment_id for e in events
+                         if e.deployment.deployment.deployment_id)
+    deadline = time.monotonic() + 120  # the executor's canary goes on: up to 6 rounds of 5 s windows
+    while time.monotonic() < deadline:
+        outcomes = call(services.addr("learner"), lambda ch: learner_pb2_grpc.LearnerServiceStub(ch).History(
+            learner_pb2.LearnerHistoryRequest(host_id="testhost"))).outcomes
+        if deployment_id in [o.deployment_id for o in outcomes]:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"no outcome of {deployment_id} reached the learner")
 
 
 def tune_until_killed(addr: str, planner: subprocess.Popen) -> list[cycle_pb2.CycleEvent]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 
 import grpc
@@ -25,7 +23,6 @@ from schedcp.runtime import rpc
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import FailedPrecondition, InvalidArgument
-from schedcp.runtime.net import free_port
 from schedcp.v1 import (
     common_pb2,
     cycle_pb2,
@@ -41,7 +38,6 @@ from schedcp.v1 import (
 from services.executor.deployments import EventLog, Executor
 from services.executor.server import ExecutorServicer
 from services.planner import fleet, rollout, rollout_plan
-from tests.conftest import ROOT, wait_serving
 from tests.otlp_receiver import OtlpReceiver
 from tests.test_cycle_cli import schedcp
 
@@ -389,23 +385,14 @@ def test_a_rollout_whose_planner_is_killed_is_taken_over_by_another_replica(serv
     SIGKILL once a quarter of the hosts were deployed to. The other takes it over where it stood
     and finishes it: no host deployed twice, the audit trail says who took it over from whom."""
     central = start_central(services, concurrency=2, SCHEDCP_PLANNER_LEASE_S="2")
-    other = dict(central.env, SCHEDCP_PLANNER_ADDR=f"127.0.0.1:{free_port()}")
-    with open(central.log_dir / "planner-2.log", "a") as out:
-        replica = subprocess.Popen([sys.executable, "-m", "services.planner"], env=other, cwd=ROOT,
-                                   stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_serving("planner", other["SCHEDCP_PLANNER_ADDR"], replica, lambda: "see planner-2.log")
-        first = central.procs.pop("planner")
+    replica = central.start_replica("planner")
+    first = central.procs.pop("planner")
 
-        def kill_the_first() -> None:
-            first.kill()
-            first.wait()
+    def kill_the_first() -> None:
+        first.kill()
+        first.wait()
 
-        result = run(central, 12, ["1", "25%", "100%"], canary_s=0.5, restart=kill_the_first,
-                     follow_addr=other["SCHEDCP_PLANNER_ADDR"])
-    finally:
-        replica.terminate()
-        replica.wait(timeout=20)
+    result = run(central, 12, ["1", "25%", "100%"], canary_s=0.5, restart=kill_the_first, follow_addr=replica)
     helped, hurt = result["classes"]["a"], result["classes"]["b"]
     assert result["planner_restarted_after_deployments"] and helped["state"] == "completed", result
     assert hurt["state"] == "halted" and len(hurt["waves"]) == 1
