@@ -157,7 +157,8 @@ class LocalStack:
         return endpoints
 
     def _nats_endpoint_of(self, name: str) -> tuple[str, int]:
-        return self._nats_endpoints()[nats_node_names(len(self._nats_endpoints())).index(name)]
+        endpoints = self._nats_endpoints()
+        return endpoints[nats_node_names(len(endpoints)).index(name)]
 
     def running(self) -> list[Child]:
         """Children of a previously started stack that are still alive."""

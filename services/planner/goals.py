@@ -229,11 +229,8 @@ def _run_first(targets: list[common_pb2.GroupMatcher], batch: list, confidence: 
     """A makespan goal: the targets' CPU share up, the whole batch still getting the CPU it can
     use. Not "the CPU it used": a batch that ends is one long job on idle CPUs for a while, and
     which windows of a canary fall in that phase decided that guard (decisions.md 44)."""
-    guard = goal_pb2.GuardConstraint(
-        metric=_metric("usable_cpu_share", batch, common_pb2.DIRECTION_HIGHER_IS_BETTER),
-        comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO,
-        description=f"{_names(batch)} get at least {GUARD_RATIO:.0%} of the CPU they could use "
-                    "(no CPU idles while their work waits)")
+    guard = _share_guard(batch, f"{_names(batch)} get at least {GUARD_RATIO:.0%} of the CPU they could use "
+                                "(no CPU idles while their work waits)", metric="usable_cpu_share")
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_MAKESPAN, target_groups=targets,
         success_metric=common_pb2.MetricSpec(name="cpu_share", groups=targets,
@@ -242,10 +239,11 @@ def _run_first(targets: list[common_pb2.GroupMatcher], batch: list, confidence: 
         confidence=confidence, rationale=f"{why}; {guard.description}")
 
 
-def _share_guard(groups: list, description: str) -> goal_pb2.GuardConstraint:
-    """The groups' CPU share (summed) keeps at least GUARD_RATIO of what it was before."""
+def _share_guard(groups: list, description: str, metric: str = "cpu_share") -> goal_pb2.GuardConstraint:
+    """The groups' CPU share (summed; or `metric`, another share) keeps at least GUARD_RATIO of
+    what it was before."""
     return goal_pb2.GuardConstraint(
-        metric=_metric("cpu_share", groups, common_pb2.DIRECTION_HIGHER_IS_BETTER),
+        metric=_metric(metric, groups, common_pb2.DIRECTION_HIGHER_IS_BETTER),
         comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=GUARD_RATIO, description=description)
 
 

@@ -29,6 +29,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 
@@ -104,6 +105,17 @@ class LeaseTable:
         self.held[key] = info
         return before
 
+    async def keep(self, sweep: Callable[[], Awaitable[object]], what: str) -> None:
+        """Every third of a lease: renew the leases held, then `sweep` (take over what others let
+        expire). Runs until cancelled."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self.renew()
+                await sweep()
+            except Exception as exc:  # NATS away for a while: the next round tries again
+                log.warning("could not renew or sweep %s leases: %s", what, exc)
+
     async def expired(self) -> list[tuple[str, dict]]:
         """The leases of other replicas that expired: (key, record)."""
         kv = await self._kv()
@@ -127,11 +139,10 @@ class CycleLeases:
         self._bus = bus
         self.table = LeaseTable(bus, PREFIX, lease_s, replica or replica_name())
         self.replica = self.table.replica
-        self.lease_s = lease_s
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._keep(), name="cycle leases")
+        self._task = asyncio.create_task(self.table.keep(self.sweep, "cycle"), name="cycle leases")
 
     async def close(self) -> None:
         """Stop renewing and sweeping. Leases still held are left to expire: a planner that
@@ -148,15 +159,6 @@ class CycleLeases:
         """The cycle's result is recorded: nobody needs to close it."""
         await self.table.release(cycle_id)
 
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_s / 3)
-            try:
-                await self.table.renew()
-                await self.sweep()
-            except Exception as exc:  # NATS away for a while: the next round tries again
-                log.warning("could not renew or sweep cycle leases: %s", exc)
-
     async def sweep(self) -> list[str]:
         """Close the cycles whose leases expired; returns their ids."""
         closed = []
@@ -169,7 +171,7 @@ class CycleLeases:
         return closed
 
     async def _close(self, cycle_id: str, record: dict) -> None:
-        stopped = time.strftime("%H:%M:%S", time.localtime(record["expires"] - self.lease_s))
+        stopped = time.strftime("%H:%M:%S", time.localtime(record["expires"] - self.table.lease_s))
         message = (f"closed by planner replica {self.replica}: replica {record['replica']}, which ran this cycle, "
                    f"stopped renewing its lease after {stopped} (it died or lost NATS); a deployment it had started "
                    "goes on without it: the host's executor judges its canary, keeps or rolls it back and "

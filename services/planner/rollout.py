@@ -178,7 +178,7 @@ class Rollouts:
         runs, goes on here; then, every third of a lease, this replica renews the leases of the
         rollouts it runs and takes over those whose replica stopped renewing."""
         await self.take_over()
-        self._keeper = asyncio.create_task(self._keep(), name="rollout leases")
+        self._keeper = asyncio.create_task(self._leases.keep(self.take_over, "rollout"), name="rollout leases")
 
     async def take_over(self) -> list[str]:
         """Resume every unfinished rollout that nobody runs (no lease, or an expired one)."""
@@ -198,15 +198,6 @@ class Rollouts:
             self._launch(rollout)
             resumed.append(rollout.rollout_id)
         return resumed
-
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self._leases.lease_s / 3)
-            try:
-                await self._leases.renew()
-                await self.take_over()
-            except Exception as exc:  # NATS away for a while: the next round tries again
-                log.warning("could not renew or take over rollout leases: %s", exc)
 
     async def close(self) -> None:
         """At shutdown: stop the runners; their rollouts stay running in KV, their leases released
