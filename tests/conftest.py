@@ -236,7 +236,7 @@ def hogs(workload, tmp_path):
     def start(count: int = HOGS_PER_CPU * (os.cpu_count() or 1)) -> list[int]:
         return [workload(str(tmp_path / comm), "-c", "while :; do :; done").pid for _ in range(count)]
 
-    start.comm = comm
+    start.comm, start.path = comm, tmp_path / comm
     return start
 
 

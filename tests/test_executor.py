@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +31,7 @@ from schedcp.v1 import (
     verifier_pb2,
     verifier_pb2_grpc,
 )
+from services.executor import procevents
 from services.executor.native import get_sched
 from services.verifier.signing import SigningKey
 from tests.conftest import latency_probe
@@ -264,8 +267,51 @@ def test_children_forked_after_the_deployment_are_restored_too(stack, hogs, work
     assert policy_of(parent) == (SCHED_OTHER, 0) and policy_of(children[0]) == (SCHED_OTHER, 0)
 
 
+def test_a_process_gets_the_policy_as_it_starts_before_it_forks(stack, hogs, workload):
+    """A matched program that forks a worker 50 ms after it starts: the worker inherits its
+    parent's settings at that moment, so it is demoted only if the parent was before then (a
+    rescan, once a second, would come too late; the process events connector is in time). The
+    worker is not matched itself (tail): it is stopped before the rollback, which restores only
+    what was journalled."""
+    artifact = native_artifact("batch_sched_idle", hogs.comm)
+    asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
+        artifact=artifact, verdict=sign(stack.key, artifact))))
+    time.sleep(0.5)  # the executor subscribes as it applies
+    parent = workload(str(hogs.path), "-c", "sleep 0.05; tail -f /dev/null & wait").pid
+    deadline = time.monotonic() + 5
+    workers: list[int] = []
+    while time.monotonic() < deadline and not workers:
+        workers = [p.pid for p in procfs.list_processes() if p.comm == "tail" and p.ppid == parent]
+        time.sleep(0.02)
+    assert workers and policy_of(workers[0])[0] == SCHED_IDLE
+    os.kill(workers[0], signal.SIGKILL)
+    executor_call(stack.addr("executor"), "Rollback", executor_pb2.RollbackRequest())
+    assert policy_of(parent) == (SCHED_OTHER, 0)
+
+
 def test_a_canary_disturbed_by_foreign_load_is_measured_again():
     from services.executor import canary as c
 
     quiet, busy = c.Window({}, 0.05), c.Window({}, 0.4)
     assert c.disturbed(quiet, busy) and not c.disturbed(busy, quiet) and not c.disturbed(quiet, c.Window({}, 0.1))
+
+
+def test_process_events_tell_which_processes_started_a_program_and_close_promptly():
+    events = procevents.ProcEvents()
+    try:
+        child = subprocess.Popen(["true"])
+        child.wait()
+        started = set()
+        deadline = time.monotonic() + 5
+        while child.pid not in started and time.monotonic() < deadline:
+            started |= events.started(1.0) or set()
+        assert child.pid in started
+        # A wait in progress ends soon after close(), which then closes the socket.
+        waiting = threading.Thread(target=events.started, args=(30.0,))
+        waiting.start()
+        time.sleep(0.2)
+    finally:
+        began = time.monotonic()
+        events.close()
+    waiting.join(5)
+    assert not waiting.is_alive() and time.monotonic() - began < 1.0

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from schedcp.v1 import deployment_pb2, executor_pb2, observer_pb2, observer_pb2_grpc, policy_pb2
-from services.executor import audit, canary
+from services.executor import audit, canary, procevents
 from services.executor.native import ApplyReport, NativeBackend
 from services.executor.sched_ext_backend import SchedExtBackend
 
@@ -135,6 +136,23 @@ class EventLog:
             except json_format.ParseError:  # a line torn by a crash
                 continue
         return events
+
+
+def _subscribe() -> procevents.ProcEvents | None:
+    try:
+        return procevents.ProcEvents()
+    except procevents.Unavailable as exc:
+        log.info("new processes get the policy within %.0f s (rescans): %s", RESCAN_INTERVAL_S, exc)
+        return None
+
+
+async def _started(events: procevents.ProcEvents | None, wait_s: float) -> set[int] | None:
+    """The processes that started a program within `wait_s` (empty: none; None: look at all).
+    Without process events: after `wait_s`, look at all."""
+    if events is None:
+        await asyncio.sleep(wait_s)
+        return None
+    return await asyncio.to_thread(events.started, wait_s)
 
 
 class Executor:
@@ -580,12 +598,32 @@ class Executor:
         return event
 
     async def _rescan_loop(self) -> None:
-        """Tasks started after the deployment get the policy too."""
-        while True:
-            await asyncio.sleep(RESCAN_INTERVAL_S)
-            report = await asyncio.to_thread(self._native.rescan)
-            if report.threads:
-                log.info("applied the policy to %d new threads", report.threads)
+        """Tasks started after the deployment get the policy too: a process that starts a matched
+        program as it starts (process events, where the kernel has them), every new task within
+        RESCAN_INTERVAL_S (new threads, and anything the events missed)."""
+        events = await asyncio.to_thread(_subscribe)
+        try:
+            rescan_at = time.monotonic() + RESCAN_INTERVAL_S
+            while True:
+                try:
+                    started = await _started(events, max(0.0, rescan_at - time.monotonic()))
+                except procevents.Unavailable as exc:
+                    log.warning("%s; new processes get the policy within %.0f s (rescans)", exc, RESCAN_INTERVAL_S)
+                    await asyncio.to_thread(events.close)
+                    events, started = None, None
+                if started:
+                    report = await asyncio.to_thread(self._native.apply_to, started)
+                    if report.threads:
+                        log.debug("applied the policy to %d threads of %d processes as they started",
+                                  report.threads, report.processes)
+                if started is None or time.monotonic() >= rescan_at:
+                    report = await asyncio.to_thread(self._native.rescan)
+                    if report.threads:
+                        log.info("applied the policy to %d new threads", report.threads)
+                    rescan_at = time.monotonic() + RESCAN_INTERVAL_S
+        finally:
+            if events is not None:
+                await asyncio.to_thread(events.close)
 
     async def _event(self, deployment: deployment_pb2.Deployment, message: str,
                      metrics: list[deployment_pb2.MetricComparison] | None = None,

@@ -4,7 +4,8 @@ kernel's own knobs, every change journalled first (journal.py) and undone on rev
 Per thread: scheduling policy, nice and EEVDF slice together with sched_setattr (one call, so
 changing the policy cannot silently reset a custom slice), and CPU affinity. Per process: a
 move into a cgroup that schedcp creates for the rule, with cpu.idle or a weight (cgroup v2
-cpu.weight, v1 cpu.shares). Threads and processes started later are picked up by rescan().
+cpu.weight, v1 cpu.shares). Threads and processes started later are picked up by rescan(), and
+a process that starts a program by apply_to() as it starts (the executor's process events).
 
 Never touched, whatever the policy says: real-time threads, and the processes of
 schedcp/domain/protected.py (init, kernel threads, system daemons, schedcp itself).
@@ -17,6 +18,7 @@ import logging
 import os
 import platform
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,11 +203,20 @@ class NativeBackend:
 
     def rescan(self) -> ApplyReport:
         """Apply the active policy to matched threads not yet changed (new ones included)."""
+        return self._apply_matched(procfs.list_processes)
+
+    def apply_to(self, pids: Iterable[int]) -> ApplyReport:
+        """Apply the active policy to these processes if it matches them (ones that just started
+        a program: procevents.py), before they fork workers that would inherit the old settings."""
+        return self._apply_matched(lambda: filter(None, map(procfs.read_process, pids)))
+
+    def _apply_matched(self, processes: Callable[[], Iterable[procfs.ProcessInfo]]) -> ApplyReport:
+        """`processes` is called under the lock: a revert in between leaves nothing to do."""
         report = ApplyReport()
         with self._lock:
             if not self.active:
                 return report
-            for process in procfs.list_processes():
+            for process in processes():
                 if protected.reason_protected(process):
                     continue
                 for number, (rule, compiled) in enumerate(self._rules):
