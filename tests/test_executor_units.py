@@ -91,6 +91,18 @@ def test_cpu_share_is_of_the_cpu_other_processes_left_and_the_rest_is_not():
         assert canary.value_of(metric, measured, left=0.6) == raw
 
 
+def test_job_seconds_is_the_mean_length_of_every_group_s_whole_jobs():
+    """Three jobs of 2 s in one group and one of 6 s in another: 3 s a job. A window in which
+    no job both started and ended says nothing of their length."""
+    measured = [observer_pb2.GroupMeasurement(matcher=PROBE, jobs_done=3, job_seconds=2.0),
+                observer_pb2.GroupMeasurement(matcher=BATCH, jobs_done=1, job_seconds=6.0)]
+    metric = common_pb2.MetricSpec(name="job_seconds", groups=[PROBE, BATCH],
+                                   direction=common_pb2.DIRECTION_LOWER_IS_BETTER)
+    assert canary.value_of(metric, measured) == pytest.approx(3.0)
+    with pytest.raises(canary.Unmeasured, match="started and exited"):
+        canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=BATCH, cpu_seconds=4.0)])
+
+
 def test_usable_cpu_share_is_the_cpu_got_of_what_idled_while_waiting_too():
     """Two groups ran 3 CPU-seconds; the host idled 1 CPU-second while their threads waited
     (0.6 + 0.4 counted by the observer per group): they got 3 of the 4 they could use. A window
@@ -196,3 +208,4 @@ def test_max_rounds_defaults_to_twice_the_rounds_and_is_bounded():
     s.max_rounds = canary.MAX_ROUNDS + 1
     with pytest.raises(InvalidArgument, match="at most 20 rounds"):
         canary.check_spec(s)
+

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import shutil
 import signal
 import time
+import uuid
 
 import grpc
 import pytest
@@ -104,6 +106,33 @@ def test_cpu_idle_while_a_group_waits_is_told_slice_by_slice(services, hogs, mod
     # One figure for the whole window would be the smaller of the two, about a second.
     assert min(idle, waited) > 0.5, (idle, waited)
     assert group.idle_while_waiting_s < 0.3 * min(idle, waited), (group.idle_while_waiting_s, idle, waited)
+
+
+@pytest.mark.parametrize("mode", ["procfs", "bpf"])
+def test_jobs_that_repeat_are_measured_by_their_length(services, workload, tmp_path, mode):
+    """A loop of jobs, each `sleep 0.3` under a name of its own: Measure counts the jobs that
+    started and ended in its window and their mean length, and a profile tells how long the
+    program's jobs last. procfs sampling sees no exit, so no job."""
+    comm = f"job-{uuid.uuid4().hex[:8]}"
+    (tmp_path / comm).symlink_to(shutil.which("sleep"))
+    services.env["SCHEDCP_OBSERVER_MODE"] = mode
+    services.start("observer")
+    workload("sh", "-c", f"while :; do {tmp_path / comm} 0.3; done")
+    time.sleep(0.5)
+
+    response = observer_call(services.addr("observer"), "Measure",
+                             measure_request(3, common_pb2.GroupMatcher(comm=comm)))
+    profile = observer_call(services.addr("observer"), "GetProfile", profile_request(2))
+
+    (group,) = response.groups
+    (features,) = [g.features for g in profile.groups if g.name == comm]
+    if mode == "procfs":
+        assert (group.jobs_done, group.job_seconds, features.job_seconds) == (0, 0.0, 0.0)
+        return
+    # Ten jobs back to back in 3 s, less one cut by each end of the window.
+    assert 7 <= group.jobs_done <= 10, group
+    assert 0.3 <= group.job_seconds < 0.35, group
+    assert 0.3 <= features.job_seconds < 0.35, features
 
 
 def test_get_profile_over_grpc(observer, workload):

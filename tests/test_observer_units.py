@@ -419,3 +419,40 @@ def test_a_bpf_windows_slices_add_up_to_the_window(monkeypatch, duration_s, stop
     assert sum(part.host_idle_s for part in window.slices) == pytest.approx(window.host_idle_s)
     waited = end.counters[1].runq_delay_ns - start.counters[1].runq_delay_ns
     assert sum(part.work[1][1] for part in window.slices if 1 in part.work) == waited
+
+
+def test_a_window_counts_each_exit_once_and_knows_which_jobs_it_saw_whole():
+    """Four processes against a window from 10 s to 20 s: one born and ended in it (whole), one
+    born before (ended in it, not whole), one ended after (next window's), a thread (not a
+    process), and one whose start the BPF program never saw. Consecutive windows sharing their
+    boundary count an exit at it once."""
+    from services.observer.bpf import BpfCounters
+    from services.observer.sampling import BpfState, ended_jobs
+
+    s = 10**9
+    counters = {1: BpfCounters(1, 1, born_ns=12 * s, exited_ns=15 * s),
+                2: BpfCounters(2, 2, born_ns=5 * s, exited_ns=20 * s),
+                3: BpfCounters(3, 3, born_ns=12 * s, exited_ns=21 * s),
+                4: BpfCounters(4, 1, born_ns=12 * s, exited_ns=13 * s),
+                5: BpfCounters(5, 5, born_ns=0, exited_ns=14 * s)}
+    first, second = (BpfState(10.0, counters, 0.0), BpfState(20.0, counters, 0.0)), \
+        (BpfState(20.0, counters, 0.0), BpfState(30.0, counters, 0.0))
+    jobs = sorted(ended_jobs(*first), key=lambda j: j.pid)
+    assert [(j.pid, j.seconds, j.started_in_window) for j in jobs] == [(1, 3.0, True), (2, 15.0, False)]
+    assert [j.pid for j in ended_jobs(*second)] == [3]
+
+
+def test_job_lengths_are_kept_once_per_process_and_told_as_the_median():
+    from services.observer.jobs import LENGTHS_KEPT, JobLengths
+    from services.observer.sampling import Job
+
+    lengths = JobLengths(capacity=2)
+    run = [("hackbench", Job(pid, 7, seconds, True)) for pid, seconds in ((1, 3.0), (2, 3.2), (3, 9.0))]
+    lengths.record(run)
+    lengths.record(run[:1])  # an overlapping window saw the first exit again
+    assert lengths.typical(["hackbench"]) == 3.2
+    assert lengths.typical(["xz"]) == 0.0
+    lengths.record(("hackbench", Job(100 + i, 7, 1.0, True)) for i in range(LENGTHS_KEPT))
+    assert lengths.typical(["hackbench"]) == 1.0  # only the latest are kept
+    lengths.record([("xz", Job(9, 7, 4.0, True)), ("gzip", Job(8, 7, 2.0, True))])
+    assert lengths.typical(["hackbench", "xz", "gzip"]) == 3.0  # the oldest program was forgotten

@@ -211,6 +211,28 @@ def test_a_batch_of_jobs_is_not_a_service_to_protect():
     assert [m.comm for m in synthesis.others(beside)] == ["cc1"]
 
 
+def test_jobs_seen_to_end_are_judged_on_their_length_in_windows_that_hold_several():
+    """hackbench in a loop, the observer having seen its processes last 3 s: the time per job,
+    in canary windows four jobs long; another batch beside it keeps its CPU."""
+    hackbench = jobs("hackbench", LATENCY, 30.0)
+    hackbench.features.job_seconds = 3.0
+    goal = goals.infer(profile(hackbench))
+    assert goal.objective == goal_pb2.OBJECTIVE_THROUGHPUT
+    assert (goal.success_metric.name, goal.success_metric.direction) == \
+        ("job_seconds", common_pb2.DIRECTION_LOWER_IS_BETTER)
+    assert "each lasting about 3.0 s" in goal.rationale and not goal.guards
+    spec = cycle_module.canary_for(goal, 5.0)
+    assert spec.canary_window.ToNanoseconds() == spec.baseline_window.ToNanoseconds() == 12 * 10**9
+    # A longer window asked for is kept.
+    assert cycle_module.canary_for(goal, 30.0).canary_window.seconds == 30
+    beside = goals.infer(profile(hackbench, group("ffmpeg", BATCH, 2.0)))
+    assert [m.comm for m in beside.success_metric.groups] == ["hackbench"]
+    assert [m.comm for g in beside.guards for m in g.metric.groups] == ["ffmpeg"]
+    # Jobs longer than a canary window can hold a few of: CPU work (or wakeups) as before.
+    hackbench.features.job_seconds = 60.0
+    assert goals.infer(profile(hackbench)).success_metric.name == "wakeups_per_s"
+
+
 def test_a_makespan_intent_naming_the_long_job_runs_it_first():
     p = profile(jobs("xz-long", BATCH, 1.0, processes=1), jobs("xz", BATCH, 8.0))
     goal = goals.infer(p, intent="finish the batch sooner (makespan): xz-long is the long job")

@@ -22,22 +22,23 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from schedcp.v1 import common_pb2 as schedcp_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15schedcp/v1/goal.proto\x12\nschedcp.v1\x1a\x17schedcp/v1/common.proto\"\xb4\x01\n\x0fGuardConstraint\x12&\n\x06metric\x18\x01 \x01(\x0b\x32\x16.schedcp.v1.MetricSpec\x12*\n\ncomparison\x18\x02 \x01(\x0e\x32\x16.schedcp.v1.Comparison\x12\x1b\n\x11ratio_to_baseline\x18\x03 \x01(\x01H\x00\x12\x12\n\x08\x61\x62solute\x18\x04 \x01(\x01H\x00\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x07\n\x05\x62ound\"\xbd\x02\n\x10OptimizationGoal\x12\x0f\n\x07goal_id\x18\x01 \x01(\t\x12(\n\tobjective\x18\x02 \x01(\x0e\x32\x15.schedcp.v1.Objective\x12/\n\rtarget_groups\x18\x03 \x03(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12.\n\x0esuccess_metric\x18\x04 \x01(\x0b\x32\x16.schedcp.v1.MetricSpec\x12\x17\n\x0fmin_improvement\x18\x05 \x01(\x01\x12+\n\x06guards\x18\x06 \x03(\x0b\x32\x1b.schedcp.v1.GuardConstraint\x12\x11\n\trationale\x18\x07 \x01(\t\x12\x0e\n\x06intent\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x12\n\nconfidence\x18\n \x01(\x01*\x8e\x01\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x1a\n\x16OBJECTIVE_TAIL_LATENCY\x10\x01\x12\x18\n\x14OBJECTIVE_THROUGHPUT\x10\x02\x12\x16\n\x12OBJECTIVE_MAKESPAN\x10\x03\"\x04\x08\x04\x10\x04*\x12OBJECTIVE_FAIRNESS*[\n\nComparison\x12\x1a\n\x16\x43OMPARISON_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OMPARISON_AT_LEAST\x10\x01\"\x04\x08\x02\x10\x02*\x12\x43OMPARISON_AT_MOSTb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15schedcp/v1/goal.proto\x12\nschedcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17schedcp/v1/common.proto\"\xb4\x01\n\x0fGuardConstraint\x12&\n\x06metric\x18\x01 \x01(\x0b\x32\x16.schedcp.v1.MetricSpec\x12*\n\ncomparison\x18\x02 \x01(\x0e\x32\x16.schedcp.v1.Comparison\x12\x1b\n\x11ratio_to_baseline\x18\x03 \x01(\x01H\x00\x12\x12\n\x08\x61\x62solute\x18\x04 \x01(\x01H\x00\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x07\n\x05\x62ound\"\xec\x02\n\x10OptimizationGoal\x12\x0f\n\x07goal_id\x18\x01 \x01(\t\x12(\n\tobjective\x18\x02 \x01(\x0e\x32\x15.schedcp.v1.Objective\x12/\n\rtarget_groups\x18\x03 \x03(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12.\n\x0esuccess_metric\x18\x04 \x01(\x0b\x32\x16.schedcp.v1.MetricSpec\x12\x17\n\x0fmin_improvement\x18\x05 \x01(\x01\x12+\n\x06guards\x18\x06 \x03(\x0b\x32\x1b.schedcp.v1.GuardConstraint\x12\x11\n\trationale\x18\x07 \x01(\t\x12\x0e\n\x06intent\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x12\n\nconfidence\x18\n \x01(\x01\x12-\n\nmin_window\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration*\x8e\x01\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x1a\n\x16OBJECTIVE_TAIL_LATENCY\x10\x01\x12\x18\n\x14OBJECTIVE_THROUGHPUT\x10\x02\x12\x16\n\x12OBJECTIVE_MAKESPAN\x10\x03\"\x04\x08\x04\x10\x04*\x12OBJECTIVE_FAIRNESS*[\n\nComparison\x12\x1a\n\x16\x43OMPARISON_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OMPARISON_AT_LEAST\x10\x01\"\x04\x08\x02\x10\x02*\x12\x43OMPARISON_AT_MOSTb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schedcp.v1.goal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OBJECTIVE']._serialized_start=566
-  _globals['_OBJECTIVE']._serialized_end=708
-  _globals['_COMPARISON']._serialized_start=710
-  _globals['_COMPARISON']._serialized_end=801
-  _globals['_GUARDCONSTRAINT']._serialized_start=63
-  _globals['_GUARDCONSTRAINT']._serialized_end=243
-  _globals['_OPTIMIZATIONGOAL']._serialized_start=246
-  _globals['_OPTIMIZATIONGOAL']._serialized_end=563
+  _globals['_OBJECTIVE']._serialized_start=645
+  _globals['_OBJECTIVE']._serialized_end=787
+  _globals['_COMPARISON']._serialized_start=789
+  _globals['_COMPARISON']._serialized_end=880
+  _globals['_GUARDCONSTRAINT']._serialized_start=95
+  _globals['_GUARDCONSTRAINT']._serialized_end=275
+  _globals['_OPTIMIZATIONGOAL']._serialized_start=278
+  _globals['_OPTIMIZATIONGOAL']._serialized_end=642
 # @@protoc_insertion_point(module_scope)

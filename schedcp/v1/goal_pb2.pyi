@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
 from schedcp.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -41,7 +44,7 @@ class GuardConstraint(_message.Message):
     def __init__(self, metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., comparison: _Optional[_Union[Comparison, str]] = ..., ratio_to_baseline: _Optional[float] = ..., absolute: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
 
 class OptimizationGoal(_message.Message):
-    __slots__ = ("goal_id", "objective", "target_groups", "success_metric", "min_improvement", "guards", "rationale", "intent", "provider", "confidence")
+    __slots__ = ("goal_id", "objective", "target_groups", "success_metric", "min_improvement", "guards", "rationale", "intent", "provider", "confidence", "min_window")
     GOAL_ID_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     TARGET_GROUPS_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +55,7 @@ class OptimizationGoal(_message.Message):
     INTENT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_WINDOW_FIELD_NUMBER: _ClassVar[int]
     goal_id: str
     objective: Objective
     target_groups: _containers.RepeatedCompositeFieldContainer[_common_pb2.GroupMatcher]
@@ -62,4 +66,5 @@ class OptimizationGoal(_message.Message):
     intent: str
     provider: str
     confidence: float
-    def __init__(self, goal_id: _Optional[str] = ..., objective: _Optional[_Union[Objective, str]] = ..., target_groups: _Optional[_Iterable[_Union[_common_pb2.GroupMatcher, _Mapping]]] = ..., success_metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., min_improvement: _Optional[float] = ..., guards: _Optional[_Iterable[_Union[GuardConstraint, _Mapping]]] = ..., rationale: _Optional[str] = ..., intent: _Optional[str] = ..., provider: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+    min_window: _duration_pb2.Duration
+    def __init__(self, goal_id: _Optional[str] = ..., objective: _Optional[_Union[Objective, str]] = ..., target_groups: _Optional[_Iterable[_Union[_common_pb2.GroupMatcher, _Mapping]]] = ..., success_metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., min_improvement: _Optional[float] = ..., guards: _Optional[_Iterable[_Union[GuardConstraint, _Mapping]]] = ..., rationale: _Optional[str] = ..., intent: _Optional[str] = ..., provider: _Optional[str] = ..., confidence: _Optional[float] = ..., min_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

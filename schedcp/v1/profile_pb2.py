@@ -28,35 +28,35 @@ from schedcp.v1 import common_pb2 as schedcp_dot_v1_dot_common__pb2
 from schedcp.v1 import host_pb2 as schedcp_dot_v1_dot_host__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/profile.proto\x12\nschedcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schedcp/v1/common.proto\x1a\x15schedcp/v1/host.proto\"?\n\rSchedSettings\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0c\n\x04nice\x18\x02 \x01(\x05\x12\x10\n\x08slice_us\x18\x03 \x01(\x01\"\x82\x04\n\rGroupFeatures\x12\x11\n\tcpu_share\x18\x01 \x01(\x01\x12\x15\n\rwakeups_per_s\x18\x02 \x01(\x01\x12\x17\n\x0fvoluntary_ratio\x18\x03 \x01(\x01\x12\x15\n\rmean_burst_us\x18\x04 \x01(\x01\x12.\n\x0crunq_latency\x18\x05 \x01(\x0b\x32\x18.schedcp.v1.LatencyStats\x12\x0f\n\x07threads\x18\x06 \x01(\r\x12\x13\n\x0b\x63pu_seconds\x18\x07 \x01(\x01\x12\x1f\n\x17\x63pu_pressure_some_avg10\x18\x08 \x01(\x01\x12\x16\n\x0e\x61\x63tive_threads\x18\t \x01(\r\x12\x0e\n\x06\x64\x65mand\x18\n \x01(\x01\x12\x0f\n\x07has_tty\x18\x0b \x01(\x08\x12\x19\n\x11\x63pu_per_wakeup_us\x18\x0c \x01(\x01\x12\x12\n\nwait_share\x18\r \x01(\x01\x12\x11\n\tprocesses\x18\x0e \x01(\r\x12\x14\n\x0cmedian_age_s\x18\x0f \x01(\x01\x12\x16\n\x0estart_spread_s\x18\x10 \x01(\x01\x12\x14\n\x0cspawns_per_s\x18\x11 \x01(\x01\x12\x0e\n\x06serves\x18\x12 \x01(\x08\x12*\n\x08response\x18\x13 \x01(\x0b\x32\x18.schedcp.v1.LatencyStats\x12\x12\n\nsocketless\x18\x14 \x01(\x08\x12\x11\n\tclient_of\x18\x15 \x03(\t\"g\n\x0e\x43lassification\x12\x31\n\x0eworkload_class\x18\x01 \x01(\x0e\x32\x19.schedcp.v1.WorkloadClass\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xd6\x02\n\rWorkloadGroup\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.schedcp.v1.GroupingKind\x12)\n\x07matcher\x18\x04 \x01(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12\x0c\n\x04pids\x18\x05 \x03(\x05\x12\x0e\n\x06\x63group\x18\x06 \x01(\t\x12+\n\x08\x66\x65\x61tures\x18\x07 \x01(\x0b\x32\x19.schedcp.v1.GroupFeatures\x12\x32\n\x0e\x63lassification\x18\x08 \x01(\x0b\x32\x1a.schedcp.v1.Classification\x12+\n\x08settings\x18\t \x01(\x0b\x32\x19.schedcp.v1.SchedSettings\x12&\n\tlong_jobs\x18\n \x03(\x0b\x32\x13.schedcp.v1.LongJob\"x\n\x07LongJob\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0f\n\x07\x63mdline\x18\x02 \x01(\t\x12)\n\x07matcher\x18\x03 \x01(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12\x12\n\nwork_ratio\x18\x04 \x01(\x01\x12\x10\n\x08\x65vidence\x18\x05 \x01(\t\"H\n\x11WorkloadSignature\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\ndimensions\x18\x02 \x03(\t\x12\x0e\n\x06values\x18\x03 \x03(\x01\"_\n\rPressureStall\x12\x12\n\nsome_avg10\x18\x01 \x01(\x01\x12\x12\n\nsome_avg60\x18\x02 \x01(\x01\x12\x12\n\nfull_avg10\x18\x03 \x01(\x01\x12\x12\n\nfull_avg60\x18\x04 \x01(\x01\"C\n\x0bProfileText\x12&\n\x05level\x18\x01 \x01(\x0e\x32\x17.schedcp.v1.DetailLevel\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xe2\x03\n\x0fWorkloadProfile\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12#\n\x04host\x18\x02 \x01(\x0b\x32\x15.schedcp.v1.HostFacts\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06window\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06groups\x18\x05 \x03(\x0b\x32\x19.schedcp.v1.WorkloadGroup\x12\x30\n\tsignature\x18\x06 \x01(\x0b\x32\x1d.schedcp.v1.WorkloadSignature\x12/\n\x0c\x63pu_pressure\x18\x07 \x01(\x0b\x32\x19.schedcp.v1.PressureStall\x12&\n\x05texts\x18\x08 \x03(\x0b\x32\x17.schedcp.v1.ProfileText\x12\x0f\n\x07sampler\x18\t \x01(\t\x12\x14\n\x0csampler_note\x18\n \x01(\t\x12\x16\n\x0ehost_cpu_share\x18\x0b \x01(\x01\x12\x18\n\x10kernel_cpu_share\x18\x0c \x01(\x01\x12*\n\x08grouping\x18\r \x01(\x0e\x32\x18.schedcp.v1.GroupingKind*\xae\x01\n\rWorkloadClass\x12\x1e\n\x1aWORKLOAD_CLASS_UNSPECIFIED\x10\x00\x12$\n WORKLOAD_CLASS_LATENCY_SENSITIVE\x10\x01\x12\x1e\n\x1aWORKLOAD_CLASS_INTERACTIVE\x10\x02\x12\x18\n\x14WORKLOAD_CLASS_BATCH\x10\x03\x12\x1d\n\x19WORKLOAD_CLASS_BACKGROUND\x10\x04*z\n\x0cGroupingKind\x12\x1d\n\x19GROUPING_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15GROUPING_KIND_PROCESS\x10\x01\x12\x16\n\x12GROUPING_KIND_COMM\x10\x02\x12\x18\n\x14GROUPING_KIND_CGROUP\x10\x03*w\n\x0b\x44\x65tailLevel\x12\x1c\n\x18\x44\x45TAIL_LEVEL_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45TAIL_LEVEL_SUMMARY\x10\x01\x12\x19\n\x15\x44\x45TAIL_LEVEL_DETAILED\x10\x02\x12\x15\n\x11\x44\x45TAIL_LEVEL_FULL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/profile.proto\x12\nschedcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schedcp/v1/common.proto\x1a\x15schedcp/v1/host.proto\"?\n\rSchedSettings\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0c\n\x04nice\x18\x02 \x01(\x05\x12\x10\n\x08slice_us\x18\x03 \x01(\x01\"\x97\x04\n\rGroupFeatures\x12\x11\n\tcpu_share\x18\x01 \x01(\x01\x12\x15\n\rwakeups_per_s\x18\x02 \x01(\x01\x12\x17\n\x0fvoluntary_ratio\x18\x03 \x01(\x01\x12\x15\n\rmean_burst_us\x18\x04 \x01(\x01\x12.\n\x0crunq_latency\x18\x05 \x01(\x0b\x32\x18.schedcp.v1.LatencyStats\x12\x0f\n\x07threads\x18\x06 \x01(\r\x12\x13\n\x0b\x63pu_seconds\x18\x07 \x01(\x01\x12\x1f\n\x17\x63pu_pressure_some_avg10\x18\x08 \x01(\x01\x12\x16\n\x0e\x61\x63tive_threads\x18\t \x01(\r\x12\x0e\n\x06\x64\x65mand\x18\n \x01(\x01\x12\x0f\n\x07has_tty\x18\x0b \x01(\x08\x12\x19\n\x11\x63pu_per_wakeup_us\x18\x0c \x01(\x01\x12\x12\n\nwait_share\x18\r \x01(\x01\x12\x11\n\tprocesses\x18\x0e \x01(\r\x12\x14\n\x0cmedian_age_s\x18\x0f \x01(\x01\x12\x16\n\x0estart_spread_s\x18\x10 \x01(\x01\x12\x14\n\x0cspawns_per_s\x18\x11 \x01(\x01\x12\x0e\n\x06serves\x18\x12 \x01(\x08\x12*\n\x08response\x18\x13 \x01(\x0b\x32\x18.schedcp.v1.LatencyStats\x12\x12\n\nsocketless\x18\x14 \x01(\x08\x12\x11\n\tclient_of\x18\x15 \x03(\t\x12\x13\n\x0bjob_seconds\x18\x16 \x01(\x01\"g\n\x0e\x43lassification\x12\x31\n\x0eworkload_class\x18\x01 \x01(\x0e\x32\x19.schedcp.v1.WorkloadClass\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xd6\x02\n\rWorkloadGroup\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.schedcp.v1.GroupingKind\x12)\n\x07matcher\x18\x04 \x01(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12\x0c\n\x04pids\x18\x05 \x03(\x05\x12\x0e\n\x06\x63group\x18\x06 \x01(\t\x12+\n\x08\x66\x65\x61tures\x18\x07 \x01(\x0b\x32\x19.schedcp.v1.GroupFeatures\x12\x32\n\x0e\x63lassification\x18\x08 \x01(\x0b\x32\x1a.schedcp.v1.Classification\x12+\n\x08settings\x18\t \x01(\x0b\x32\x19.schedcp.v1.SchedSettings\x12&\n\tlong_jobs\x18\n \x03(\x0b\x32\x13.schedcp.v1.LongJob\"x\n\x07LongJob\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0f\n\x07\x63mdline\x18\x02 \x01(\t\x12)\n\x07matcher\x18\x03 \x01(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12\x12\n\nwork_ratio\x18\x04 \x01(\x01\x12\x10\n\x08\x65vidence\x18\x05 \x01(\t\"H\n\x11WorkloadSignature\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\ndimensions\x18\x02 \x03(\t\x12\x0e\n\x06values\x18\x03 \x03(\x01\"_\n\rPressureStall\x12\x12\n\nsome_avg10\x18\x01 \x01(\x01\x12\x12\n\nsome_avg60\x18\x02 \x01(\x01\x12\x12\n\nfull_avg10\x18\x03 \x01(\x01\x12\x12\n\nfull_avg60\x18\x04 \x01(\x01\"C\n\x0bProfileText\x12&\n\x05level\x18\x01 \x01(\x0e\x32\x17.schedcp.v1.DetailLevel\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xe2\x03\n\x0fWorkloadProfile\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12#\n\x04host\x18\x02 \x01(\x0b\x32\x15.schedcp.v1.HostFacts\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06window\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06groups\x18\x05 \x03(\x0b\x32\x19.schedcp.v1.WorkloadGroup\x12\x30\n\tsignature\x18\x06 \x01(\x0b\x32\x1d.schedcp.v1.WorkloadSignature\x12/\n\x0c\x63pu_pressure\x18\x07 \x01(\x0b\x32\x19.schedcp.v1.PressureStall\x12&\n\x05texts\x18\x08 \x03(\x0b\x32\x17.schedcp.v1.ProfileText\x12\x0f\n\x07sampler\x18\t \x01(\t\x12\x14\n\x0csampler_note\x18\n \x01(\t\x12\x16\n\x0ehost_cpu_share\x18\x0b \x01(\x01\x12\x18\n\x10kernel_cpu_share\x18\x0c \x01(\x01\x12*\n\x08grouping\x18\r \x01(\x0e\x32\x18.schedcp.v1.GroupingKind*\xae\x01\n\rWorkloadClass\x12\x1e\n\x1aWORKLOAD_CLASS_UNSPECIFIED\x10\x00\x12$\n WORKLOAD_CLASS_LATENCY_SENSITIVE\x10\x01\x12\x1e\n\x1aWORKLOAD_CLASS_INTERACTIVE\x10\x02\x12\x18\n\x14WORKLOAD_CLASS_BATCH\x10\x03\x12\x1d\n\x19WORKLOAD_CLASS_BACKGROUND\x10\x04*z\n\x0cGroupingKind\x12\x1d\n\x19GROUPING_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15GROUPING_KIND_PROCESS\x10\x01\x12\x16\n\x12GROUPING_KIND_COMM\x10\x02\x12\x18\n\x14GROUPING_KIND_CGROUP\x10\x03*w\n\x0b\x44\x65tailLevel\x12\x1c\n\x18\x44\x45TAIL_LEVEL_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45TAIL_LEVEL_SUMMARY\x10\x01\x12\x19\n\x15\x44\x45TAIL_LEVEL_DETAILED\x10\x02\x12\x15\n\x11\x44\x45TAIL_LEVEL_FULL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schedcp.v1.profile_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKLOADCLASS']._serialized_start=2033
-  _globals['_WORKLOADCLASS']._serialized_end=2207
-  _globals['_GROUPINGKIND']._serialized_start=2209
-  _globals['_GROUPINGKIND']._serialized_end=2331
-  _globals['_DETAILLEVEL']._serialized_start=2333
-  _globals['_DETAILLEVEL']._serialized_end=2452
+  _globals['_WORKLOADCLASS']._serialized_start=2054
+  _globals['_WORKLOADCLASS']._serialized_end=2228
+  _globals['_GROUPINGKIND']._serialized_start=2230
+  _globals['_GROUPINGKIND']._serialized_end=2352
+  _globals['_DETAILLEVEL']._serialized_start=2354
+  _globals['_DETAILLEVEL']._serialized_end=2473
   _globals['_SCHEDSETTINGS']._serialized_start=153
   _globals['_SCHEDSETTINGS']._serialized_end=216
   _globals['_GROUPFEATURES']._serialized_start=219
-  _globals['_GROUPFEATURES']._serialized_end=733
-  _globals['_CLASSIFICATION']._serialized_start=735
-  _globals['_CLASSIFICATION']._serialized_end=838
-  _globals['_WORKLOADGROUP']._serialized_start=841
-  _globals['_WORKLOADGROUP']._serialized_end=1183
-  _globals['_LONGJOB']._serialized_start=1185
-  _globals['_LONGJOB']._serialized_end=1305
-  _globals['_WORKLOADSIGNATURE']._serialized_start=1307
-  _globals['_WORKLOADSIGNATURE']._serialized_end=1379
-  _globals['_PRESSURESTALL']._serialized_start=1381
-  _globals['_PRESSURESTALL']._serialized_end=1476
-  _globals['_PROFILETEXT']._serialized_start=1478
-  _globals['_PROFILETEXT']._serialized_end=1545
-  _globals['_WORKLOADPROFILE']._serialized_start=1548
-  _globals['_WORKLOADPROFILE']._serialized_end=2030
+  _globals['_GROUPFEATURES']._serialized_end=754
+  _globals['_CLASSIFICATION']._serialized_start=756
+  _globals['_CLASSIFICATION']._serialized_end=859
+  _globals['_WORKLOADGROUP']._serialized_start=862
+  _globals['_WORKLOADGROUP']._serialized_end=1204
+  _globals['_LONGJOB']._serialized_start=1206
+  _globals['_LONGJOB']._serialized_end=1326
+  _globals['_WORKLOADSIGNATURE']._serialized_start=1328
+  _globals['_WORKLOADSIGNATURE']._serialized_end=1400
+  _globals['_PRESSURESTALL']._serialized_start=1402
+  _globals['_PRESSURESTALL']._serialized_end=1497
+  _globals['_PROFILETEXT']._serialized_start=1499
+  _globals['_PROFILETEXT']._serialized_end=1566
+  _globals['_WORKLOADPROFILE']._serialized_start=1569
+  _globals['_WORKLOADPROFILE']._serialized_end=2051
 # @@protoc_insertion_point(module_scope)

@@ -6,7 +6,9 @@ of its per-round ratios: keep, roll back, or inconclusive (the executor then add
 Metrics by name, each over the groups its MetricSpec names (several matchers: the worst for a
 latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, response_{...}_us (wakeup to
 the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s, runq_wait_per_s (seconds
-spent waiting to run per second, the groups' threads summed), usable_cpu_share. `cpu_share` is the
+spent waiting to run per second, the groups' threads summed), usable_cpu_share, job_seconds (the
+mean lifetime of the groups' processes that started and exited in the window: for jobs that
+repeat, the time per job; BPF sampling only). `cpu_share` is the
 groups' share of the CPU that processes outside them left (idle time included): load that comes
 and goes beside the canary moves the groups' raw share between windows, not this one, while CPU
 a policy leaves idle still shows as lost. `usable_cpu_share` is the share of the CPU the groups
@@ -34,6 +36,7 @@ LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "respo
            for stat in ("mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")}
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s", "runq_wait_per_s"}
 RATIOS = {"usable_cpu_share"}
+MEANS = {"job_seconds"}
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
 # The least CPU (share of the host) a window counts as left to the measured groups: a host all
@@ -54,9 +57,9 @@ def check_spec(spec: deployment_pb2.CanarySpec) -> None:
         if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
             raise InvalidArgument(f"canary.{name} must be {MIN_WINDOW_S:g}..{MAX_WINDOW_S:g} s, got {seconds:g}")
     for metric in metrics_of(spec):
-        if metric.name not in LATENCY and metric.name not in SUMMED | RATIOS:
+        if metric.name not in LATENCY and metric.name not in SUMMED | RATIOS | MEANS:
             raise InvalidArgument(f"metric {metric.name!r} is not measurable here; use one of "
-                                  f"{', '.join([*LATENCY, *sorted(SUMMED | RATIOS)])}")
+                                  f"{', '.join([*LATENCY, *sorted(SUMMED | RATIOS | MEANS)])}")
         if not metric.groups:
             raise InvalidArgument(f"metric {metric.name} names no groups")
         matchers.compile_all(metric.groups)
@@ -122,7 +125,8 @@ def key(metric: common_pb2.MetricSpec) -> str:
 
 
 class Unmeasured(Exception):
-    """A window in which a latency metric's groups did nothing: there is no latency to judge."""
+    """A window in which a metric's groups did nothing it could be read from (no run, no wait, no
+    job that ended): the deployment fails and is reverted, with this reason."""
 
 
 def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMeasurement],
@@ -139,6 +143,8 @@ def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMea
         return max(getattr(getattr(g, field), stat) for g in measured)
     if metric.name == "usable_cpu_share":
         return usable_cpu_share(measured)
+    if metric.name == "job_seconds":
+        return job_seconds(measured)
     total = sum(getattr(g, metric.name) for g in measured)
     # At most all of it: under emulation the host's busy time (ticks) can fall short of what the
     # threads' own counters say they ran, which leaves "other processes" at 0 and the rest short.
@@ -155,6 +161,16 @@ def usable_cpu_share(measured: list[observer_pb2.GroupMeasurement]) -> float:
     if cpu + idled <= 0:
         raise Unmeasured("usable_cpu_share: its groups did not run in the window")
     return cpu / (cpu + idled)
+
+
+def job_seconds(measured: list[observer_pb2.GroupMeasurement]) -> float:
+    """The mean lifetime of the groups' jobs that started and ended in the window. Unmeasured when
+    none did: a window shorter than a job, jobs that stopped repeating, or procfs sampling."""
+    done = sum(g.jobs_done for g in measured)
+    if not done:
+        raise Unmeasured("job_seconds: none of its groups' processes both started and exited in the window "
+                         "(a window shorter than a job, or jobs that stopped repeating)")
+    return sum(g.jobs_done * g.job_seconds for g in measured) / done
 
 
 @dataclass

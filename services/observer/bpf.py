@@ -59,6 +59,10 @@ class BpfCounters:
     response_ns: int = 0
     responses: int = 0
     comm: str = ""  # the thread's name when it was last switched out
+    # When it was created and when it exited (CLOCK_MONOTONIC ns, time.monotonic_ns's clock);
+    # 0: before the program was loaded, or not yet.
+    born_ns: int = 0
+    exited_ns: int = 0
 
 
 def _comm(low: int, high: int) -> str:
@@ -147,7 +151,8 @@ class BpfSampler:
         self._previous: dict[int, BpfCounters] = {}
         self._closed = False
         self._last_prune = time.monotonic()
-        log.info("BPF probes attached to the sched_wakeup(_new), sched_switch and sched_stat_runtime tracepoints "
+        log.info("BPF probes attached to the sched_wakeup(_new), sched_switch, sched_stat_runtime and "
+                 "sched_process_exit tracepoints "
                  "in %.2f s (headers: %s)", time.monotonic() - started, headers)
 
     def read(self) -> dict[int, BpfCounters]:
@@ -174,10 +179,11 @@ class BpfSampler:
         for i, tid in enumerate(self._keys[:total]):
             at = i * stride
             runs, wakeups = words[at + field["runs"]], words[at + field["wakeups"]]
-            cpu_ns = words[at + field["cpu_ns"]]
+            cpu_ns, exited_ns = words[at + field["cpu_ns"]], words[at + field["exited_ns"]]
             seen = previous.get(tid)
             # Most threads did nothing since the last read: keep their previous record.
-            if seen is not None and seen.runs == runs and seen.wakeups == wakeups and seen.cpu_ns == cpu_ns:
+            if seen is not None and seen.runs == runs and seen.wakeups == wakeups and seen.cpu_ns == cpu_ns \
+                    and seen.exited_ns == exited_ns:
                 out[tid] = seen
                 continue
             first_slot, first_response = at + field["runq_slots"], at + field["response_slots"]
@@ -188,6 +194,7 @@ class BpfSampler:
                 response_slots=words[first_response:first_response + slots],
                 response_ns=words[at + field["response_ns"]], responses=words[at + field["responses"]],
                 comm=_comm(words[at + field["comm"]], words[at + field["comm"] + 1]),
+                born_ns=words[at + field["born_ns"]], exited_ns=exited_ns,
             )
         return out
 

@@ -32,11 +32,14 @@ from dataclasses import dataclass
 from schedcp.domain import matchers, procfs
 from schedcp.domain.procfs import ProcessInfo
 from schedcp.v1 import common_pb2, profile_pb2
+from services.observer.sampling import Job
 
 LONG_FACTOR = 3.0
 # Fewer jobs than this are not a batch with a tail.
 MIN_JOBS = 3
 HISTORY_MAX = 4096
+# Recent process lifetimes kept per program: enough for a median over a few runs of a batch.
+LENGTHS_KEPT = 64
 # A past run shorter than this says nothing about length (it may have been seen only as it started).
 MIN_EVIDENCE_CPU_S = 0.5
 CMDLINE_SHOWN = 120
@@ -67,6 +70,36 @@ class JobHistory:
         key = (process.comm, process.cmdline())
         with self._lock:
             return max(self._cpu_s.get(key, 0.0), process.cpu_s)
+
+
+class JobLengths:
+    """How long each program's processes lived, start to exit: the last LENGTHS_KEPT that ended,
+    per program name (the exits the BPF sampler saw). Windows may overlap (GetProfile beside the
+    periodic profiles): an exit is kept once, by its process id and start. Bounded like
+    JobHistory; locked for the same reason."""
+
+    def __init__(self, capacity: int = HISTORY_MAX) -> None:
+        self._capacity = capacity
+        self._lengths: OrderedDict[str, OrderedDict[tuple[int, int], float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def record(self, ended: Iterable[tuple[str, Job]]) -> None:
+        """`ended`: (program name, job) for processes that exited."""
+        with self._lock:
+            for comm, job in ended:
+                lengths = self._lengths.pop(comm, None) or OrderedDict()
+                lengths[(job.pid, job.born_ns)] = job.seconds
+                while len(lengths) > LENGTHS_KEPT:
+                    lengths.popitem(last=False)
+                self._lengths[comm] = lengths
+                if len(self._lengths) > self._capacity:
+                    self._lengths.popitem(last=False)
+
+    def typical(self, comms: Iterable[str]) -> float:
+        """The median length of these programs' recent processes; 0 when none was seen to end."""
+        with self._lock:
+            seen = [s for comm in set(comms) for s in self._lengths.get(comm, {}).values()]
+        return statistics.median(seen) if seen else 0.0
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class Profiler:
         self._sampler = sampler
         self._facts = facts
         self._jobs = jobs.JobHistory()
+        self._lengths = jobs.JobLengths()
 
     async def profile(self, request: observer_pb2.GetProfileRequest) -> profile_pb2.WorkloadProfile:
         window_s = seconds(request.window, "window", WINDOW_LIMITS_S, DEFAULT_WINDOW_S)
@@ -61,6 +62,7 @@ class Profiler:
     def build(self, window: Window, detail: int = 0, max_groups: int = DEFAULT_MAX_GROUPS,
               grouping_kind: int = 0) -> profile_pb2.WorkloadProfile:
         found = grouping.group_window(window, grouping_kind)
+        self._lengths.record((window.processes[j.pid].comm, j) for j in window.jobs if j.pid in window.processes)
         tables = procfs.NetTables()
         held = {g.group_id: grouping.held_sockets(g, window, tables) for g in found}
         clients = peers.clients_of(held, tables)
@@ -94,6 +96,7 @@ class Profiler:
     def _group(self, group: grouping.Group, window: Window, held: procfs.HeldSockets,
                client_of: list[str]) -> profile_pb2.WorkloadGroup:
         features = grouping.features(group, window, held, client_of)
+        features.job_seconds = self._lengths.typical(p.comm for p in group.processes.values())
         self._jobs.record(group.processes.values())
         # A service's processes are not jobs that end.
         long_jobs = [] if features.serves else jobs.long_jobs(list(group.processes.values()), self._jobs)
@@ -157,9 +160,12 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
     counted: set[int] = set()
     matched_cpu_ns = 0
     slices = window.slices or [Slice.whole(window)]
+    whole_jobs = [j for j in window.jobs if j.started_in_window]
     for matcher in compiled:
         threads = grouping.select(window.threads.values(), window.processes, matcher)
         cpu_ns = sum(t.cpu_ns for t in threads)
+        pids = {t.pid for t in threads}
+        done = [j.seconds for j in whole_jobs if j.pid in pids]
         response.groups.append(observer_pb2.GroupMeasurement(
             matcher=matcher.source,
             matched_threads=sum(p.num_threads for p in matched[matcher.describe()]),
@@ -172,6 +178,8 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
             idle_while_waiting_s=idle_while_waiting(slices, {t.tid for t in threads}),
             voluntary_switches=sum(t.voluntary for t in threads),
             involuntary_switches=sum(t.involuntary for t in threads),
+            jobs_done=len(done),
+            job_seconds=sum(done) / len(done) if done else 0.0,
         ))
         matched_cpu_ns += sum(t.cpu_ns for t in threads if t.tid not in counted)
         counted.update(t.tid for t in threads)

@@ -25,6 +25,11 @@ struct thread_stats {
     u64 cpu_ns;          // the kernel's own accounting (sched_stat_runtime): what schedstat and top show
     u64 voluntary;       // switched out because it blocked
     u64 involuntary;     // switched out while still runnable (preempted, yielded)
+    // When the thread was created (its first wakeup) and when it exited, 0 until then: a job's
+    // length is its main thread's, and a batch that repeats jobs (a build, a benchmark loop)
+    // does more work per second exactly when its jobs finish sooner.
+    u64 born_ns;
+    u64 exited_ns;
     u32 tgid;            // learnt when the thread is switched out (it is `current` then)
     u32 pad;
     // Its name at its last switch-out: a process that ran and exited between two reads of
@@ -78,7 +83,27 @@ static __always_inline int on_wakeup(u32 tid) {
 
 TRACEPOINT_PROBE(sched, sched_wakeup) { return on_wakeup(args->pid); }
 
-TRACEPOINT_PROBE(sched, sched_wakeup_new) { return on_wakeup(args->pid); }
+TRACEPOINT_PROBE(sched, sched_wakeup_new) {
+    u32 tid = args->pid;
+    on_wakeup(tid);
+    struct thread_stats *s = tid ? stats.lookup(&tid) : 0;
+    if (s) {
+        // A reused thread id is a new thread: its record's exit was the previous one's.
+        s->born_ns = bpf_ktime_get_ns();
+        s->exited_ns = 0;
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u32 tid = args->pid;
+    struct thread_stats *s = tid ? stats.lookup(&tid) : 0;
+    if (s) {
+        s->exited_ns = bpf_ktime_get_ns();
+        s->tgid = bpf_get_current_pid_tgid() >> 32;  // the exiting task is `current`
+    }
+    return 0;
+}
 
 TRACEPOINT_PROBE(sched, sched_switch) {
     u64 now = bpf_ktime_get_ns();

@@ -75,6 +75,8 @@ class Window:
     num_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
     # Consecutive parts of the window, when the source was asked for them; otherwise none.
     slices: list[Slice] = field(default_factory=list)
+    # Processes that exited in the window and whose start is known (BPF only: procfs sees no exit).
+    jobs: list[Job] = field(default_factory=list)
 
     @property
     def host_busy_s(self) -> float:
@@ -97,6 +99,17 @@ class Slice:
         """The whole window as one slice: for a source that records none."""
         return cls(window.duration_s, window.host_idle_s,
                    {tid: (t.cpu_ns, t.run_delay_ns) for tid, t in window.threads.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A process that exited in a window: how long it lived, and whether it also started in the
+    window (only then did all of its life fall in it, under whatever policy was in force)."""
+
+    pid: int
+    born_ns: int  # CLOCK_MONOTONIC
+    seconds: float
+    started_in_window: bool
 
 
 @dataclass(frozen=True)
@@ -311,7 +324,7 @@ class BpfSource:
         processes = self._resolve_processes(threads, end.counters)
         threads = {tid: t for tid, t in threads.items() if t.pid in processes}
         window = Window(_wall(start.taken_at), end.taken_at - start.taken_at, processes, threads,
-                        end.host_idle_s - start.host_idle_s, self.name, slices=slices)
+                        end.host_idle_s - start.host_idle_s, self.name, slices=slices, jobs=ended_jobs(start, end))
         return window, end
 
     def _resolve_processes(self, threads: dict[int, ThreadActivity],
@@ -343,6 +356,15 @@ def exited_process(pid: int, counters: dict[int, BpfCounters]) -> ProcessInfo | 
         return None
     return ProcessInfo(pid=pid, comm=main.comm, cgroup="", unified_cgroup="", kernel_thread=False, has_tty=False,
                        uid=-1, num_threads=0)
+
+
+def ended_jobs(start: BpfState, end: BpfState) -> list[Job]:
+    """The processes (main threads) that exited after `start` was taken and by `end`, born after
+    the program was loaded: consecutive windows sharing a boundary count each exit once."""
+    begin_ns, end_ns = start.taken_at * 1e9, end.taken_at * 1e9
+    return [Job(tid, c.born_ns, (c.exited_ns - c.born_ns) / 1e9, c.born_ns > begin_ns)
+            for tid, c in end.counters.items()
+            if c.tgid == tid and c.born_ns and begin_ns < c.exited_ns <= end_ns and c.exited_ns > c.born_ns]
 
 
 def _bpf_slice(start: BpfState, end: BpfState) -> Slice:

@@ -354,9 +354,10 @@ def _age_s(profile: profile_pb2.WorkloadProfile) -> float:
 
 
 def canary_for(goal: goal_pb2.OptimizationGoal, window_s: float) -> deployment_pb2.CanarySpec:
-    """The goal as the executor's canary: its success metric, least improvement, guards and rounds."""
+    """The goal as the executor's canary: its success metric, least improvement, guards and rounds;
+    windows of `window_s`, or the longer one the goal's metric needs."""
     window = duration_pb2.Duration()
-    window.FromMilliseconds(int(window_s * 1000))
+    window.FromMilliseconds(int(max(window_s, goal.min_window.ToNanoseconds() / 1e9) * 1000))
     return deployment_pb2.CanarySpec(baseline_window=window, canary_window=window, success_metric=goal.success_metric,
                                      min_improvement=goal.min_improvement, guards=goal.guards,
                                      rounds=canary_rounds(goal))

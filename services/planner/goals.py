@@ -9,8 +9,9 @@ its groups are (services that accept connections, batches of jobs started togeth
   demote: an over-subscribed service) -> their p99 response (wakeup to the next block, with BPF
   sampling; else run-queue wait), guarding their CPU share;
 - a batch of jobs (many processes of one program, started together or one after another), or
-  batch groups, contending for the CPUs -> throughput: CPU work done per second, or for jobs
-  that sleep and wake for messages, wakeups per second;
+  batch groups, contending for the CPUs -> throughput: for jobs that repeat and that the
+  observer saw end, the time per job (in windows a few jobs long); else CPU work done per
+  second, or for jobs that sleep and wake for messages, wakeups per second;
 - a batch of jobs some of which are far longer than the rest (the observer's long_jobs: the CPU
   their command lines used before, or inputs many times larger) -> makespan: run the long jobs
   first, the batch losing no CPU; without that evidence, throughput;
@@ -25,6 +26,8 @@ first, or the observer's long jobs when none is named); "keep the batch" asks fo
 from __future__ import annotations
 
 import re
+
+from google.protobuf import duration_pb2
 
 from schedcp.v1 import common_pb2, goal_pb2, profile_pb2
 
@@ -50,6 +53,10 @@ JOB_MIN_PROCESSES = 3
 JOB_START_SPREAD_S = 10.0
 JOB_MAX_AGE_S = 120.0
 JOB_SPAWNS_PER_S = 0.5
+# Jobs the observer saw end judge throughput by their length when one lasts at most this long
+# (a canary window holds JOBS_PER_WINDOW of them; 20 s jobs already make 80 s windows).
+MAX_JOB_S = 20.0
+JOBS_PER_WINDOW = 4
 LATENCY = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE
 BATCH = profile_pb2.WORKLOAD_CLASS_BATCH
 _OBJECTIVE_WORDS = ((goal_pb2.OBJECTIVE_THROUGHPUT, r"throughput|faster batch|more work"),
@@ -175,14 +182,20 @@ def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: 
 
 
 def throughput(work: list, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
-    """More work per second for batch groups or a batch of jobs: CPU work, or for jobs that wake
-    for messages rather than compute, wakeups (messages handled) per second."""
+    """More work per second for batch groups or a batch of jobs. Jobs that repeat and that the
+    observer saw end: the time per job (with a fixed number in flight, more finish per second
+    exactly when each ends sooner, whatever its work is: messages, bytes, compiles); otherwise CPU
+    work, or for jobs that sleep and wake for messages, wakeups per second (which a longer slice
+    lowers while more gets done: a wakeup then finds more messages waiting)."""
     demand = sum(g.features.demand for g in work)
+    jobs = [g for g in work if is_job_batch(g)]
+    kind = f"a batch of jobs ({_names(jobs)}: {_job_evidence(jobs[0])})" if jobs else "only batch work"
+    timed = [g for g in jobs if 0 < g.features.job_seconds <= MAX_JOB_S]
+    if timed:
+        return _faster_jobs(timed, [g for g in work if g not in timed], kind, demand, profile, intent)
     messaging = all(g.classification.workload_class == LATENCY for g in work)
     metric = "wakeups_per_s" if messaging else "cpu_share"
     what = "messages handled (wakeups) per second" if messaging else "CPU work done per second"
-    jobs = [g for g in work if is_job_batch(g)]
-    kind = f"a batch of jobs ({_names(jobs)}: {_job_evidence(jobs[0])})" if jobs else "only batch work"
     return goal_pb2.OptimizationGoal(
         objective=goal_pb2.OBJECTIVE_THROUGHPUT, target_groups=[g.matcher for g in work],
         success_metric=_metric(metric, work, common_pb2.DIRECTION_HIGHER_IS_BETTER),
@@ -190,6 +203,26 @@ def throughput(work: list, profile: profile_pb2.WorkloadProfile, intent: str) ->
         confidence=min(_confidence(g) for g in work),
         rationale=(f"{kind} contends ({_names(work)} want {demand:.1f} CPUs of "
                    f"{profile.host.cpu.logical_cpus or '?'}): more {what}"))
+
+
+def _faster_jobs(timed: list, others: list, kind: str, demand: float, profile: profile_pb2.WorkloadProfile,
+                 intent: str) -> goal_pb2.OptimizationGoal:
+    """Throughput judged on the time per job, in windows a few jobs long; other work beside the
+    jobs keeps its CPU."""
+    longest = max(g.features.job_seconds for g in timed)
+    window = duration_pb2.Duration()
+    window.FromMilliseconds(int(JOBS_PER_WINDOW * longest * 1000))
+    guards = [_share_guard(others, f"{_names(others)} keep at least {GUARD_RATIO:.0%} of the CPU they used")] \
+        if others else []
+    return goal_pb2.OptimizationGoal(
+        objective=goal_pb2.OBJECTIVE_THROUGHPUT, target_groups=[g.matcher for g in timed],
+        success_metric=_metric("job_seconds", timed, common_pb2.DIRECTION_LOWER_IS_BETTER),
+        min_improvement=THROUGHPUT_MIN_IMPROVEMENT, intent=intent, provider="rules", guards=guards,
+        confidence=min(_confidence(g) for g in timed), min_window=window,
+        rationale=(f"{kind} contends ({_names(timed)} want {demand:.1f} CPUs of "
+                   f"{profile.host.cpu.logical_cpus or '?'}) and its jobs repeat, each lasting about "
+                   f"{longest:.1f} s: more jobs done per second, so each job sooner"
+                   + (f"; {guards[0].description}" if guards else "")))
 
 
 def makespan(long_jobs: list, others: list, intent: str) -> goal_pb2.OptimizationGoal:
