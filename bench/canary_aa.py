@@ -187,10 +187,21 @@ def wilson_upper(events: int, n: int) -> float:
     return min(1.0, (centre + spread) / (1 + z2 / n))
 
 
+# The executor's event when foreign CPU use rose during a canary window (deployments.py): the
+# host was shared then, which the report counts so that a rate is not read as the design's alone.
+DISTURBED = "other processes used"
+
+
+def disturbed(record: dict) -> bool:
+    return any(DISTURBED in message for message in record["events"])
+
+
 def summarise(records: list[dict], wrong_state: str) -> dict:
     """An arm's counts; `wrong_state` is the ending that is an error for it (kept for the no-op)."""
     judged = [r for r in records if r["state"] in ("kept", "rolled_back")]
     wrong = sum(1 for r in judged if r["state"] == wrong_state)
+    quiet = [r for r in judged if not disturbed(r)]
+    wrong_quiet = sum(1 for r in quiet if r["state"] == wrong_state)
     rounds = [r["success"]["rounds"] for r in judged if "success" in r]
     sigmas = [r["success"]["sigma"] for r in judged if r.get("success", {}).get("sigma") is not None]
     return {"deployments": len(records), "judged": len(judged),
@@ -199,6 +210,8 @@ def summarise(records: list[dict], wrong_state: str) -> dict:
             "inconclusive_at_bound": sum(1 for r in judged if r["inconclusive"]),
             "failed": len(records) - len(judged), "wrong": wrong,
             "rate": wrong / len(judged) if judged else None, "rate_upper_95": wilson_upper(wrong, len(judged)),
+            "disturbed": len(judged) - len(quiet), "wrong_undisturbed": wrong_quiet,
+            "judged_undisturbed": len(quiet),
             "rounds_median": statistics.median(rounds) if rounds else None,
             "sigma_median": statistics.median(sigmas) if sigmas else None,
             "rounds_max": max(rounds) if rounds else None,
@@ -310,7 +323,10 @@ def report(records: list[dict], args: argparse.Namespace, quiet: bool = False) -
 def _rate(s: dict) -> str:
     if s["rate"] is None:
         return "- (nothing judged)"
-    return f"{s['wrong']}/{s['judged']} = {s['rate']:.0%} (95 % upper bound {s['rate_upper_95']:.0%})"
+    undisturbed = s["judged_undisturbed"]
+    return (f"{s['wrong']}/{s['judged']} = {s['rate']:.0%} (95 % upper bound {s['rate_upper_95']:.0%}); "
+            f"{s['wrong_undisturbed']}/{undisturbed} of those whose canary no other process disturbed "
+            f"(upper bound {wilson_upper(s['wrong_undisturbed'], undisturbed):.0%})")
 
 
 def markdown(result: dict) -> str:
@@ -325,12 +341,14 @@ def markdown(result: dict) -> str:
              f"- false keeps (the no-op kept): {_rate(noop)}",
              f"- false rollbacks (the effective policy rolled back): {_rate(effective)}",
              "- target (issue 21): both under 5 %", "",
-             "| arm | deployments | kept | rolled back | of which inconclusive at the bound | failed | rounds "
-             "(median, max) | sigma of a round's log ratio (median) | wall time (s, median) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | deployments | kept | rolled back | of which inconclusive at the bound | failed | "
+             "disturbed (measured again) | rounds (median, max) | sigma of a round's log ratio (median) | "
+             "wall time (s, median) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, s in result["summary"].items():
         lines.append(f"| {arm} | {s['deployments']} | {s['kept']} | {s['rolled_back']} | "
-                     f"{s['inconclusive_at_bound']} | {s['failed']} | {s['rounds_median']}, {s['rounds_max']} | "
+                     f"{s['inconclusive_at_bound']} | {s['failed']} | {s['disturbed']} | "
+                     f"{s['rounds_median']}, {s['rounds_max']} | "
                      f"{_maybe(s['sigma_median'])} | {s['wall_s_median']} |")
     lines += ["", "Expected from simulation (the executor's judgement on rounds whose log ratios are normal "
               f"with standard deviation sigma; {SIMULATED_TRIALS} canaries each):", "",
