@@ -294,8 +294,12 @@ def targets(results: list[dict], right: int, labelled: int) -> dict[str, bool]:
         worse = (s["schedcp"] - s["default"]) * (1 if s["lower_is_better"] else -1) / s["default"]
         if s["oracle_gain"] < SMALL_GAIN:
             limit = 0.02 if s["objective"] == "none" else SMALL_GAIN
-            checks[f"{s['name']}: not worse than default by > {limit:.0%} (oracle gains {s['oracle_gain']:.0%})"] = \
-                worse <= limit
+            # Nothing kept in any cycle: the schedcp arm ran at the defaults, and a difference
+            # from the default arm is the host's noise (the issue: "nothing deployed, or nothing
+            # measurably worse").
+            untouched = not any(c["policy"] for c in s["cycles"])
+            checks[f"{s['name']}: nothing deployed, or not worse than default by > {limit:.0%} (oracle gains "
+                   f"{s['oracle_gain']:.0%})"] = untouched or worse <= limit
         else:
             checks[f"{s['name']}: >= 80 % of the oracle's improvement captured"] = (s["captured"] or 0) >= 0.8
         if s.get("alone"):
