@@ -8,7 +8,7 @@ latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, response_{...
 the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s, runq_wait_per_s (seconds
 spent waiting to run per second, the groups' threads summed), usable_cpu_share, job_seconds (the
 mean lifetime of the groups' processes that started and exited in the window: for jobs that
-repeat, the time per job; BPF sampling only). `cpu_share` is the
+repeat, the time per job). `cpu_share` is the
 groups' share of the CPU that processes outside them left (idle time included): load that comes
 and goes beside the canary moves the groups' raw share between windows, not this one, while CPU
 a policy leaves idle still shows as lost. `usable_cpu_share` is the share of the CPU the groups
@@ -165,7 +165,7 @@ def usable_cpu_share(measured: list[observer_pb2.GroupMeasurement]) -> float:
 
 def job_seconds(measured: list[observer_pb2.GroupMeasurement]) -> float:
     """The mean lifetime of the groups' jobs that started and ended in the window. Unmeasured when
-    none did: a window shorter than a job, jobs that stopped repeating, or procfs sampling."""
+    none did: a window shorter than a job, or jobs that stopped repeating."""
     done = sum(g.jobs_done for g in measured)
     if not done:
         raise Unmeasured("job_seconds: none of its groups' processes both started and exited in the window "

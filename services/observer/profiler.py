@@ -164,8 +164,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
     for matcher in compiled:
         threads = grouping.select(window.threads.values(), window.processes, matcher)
         cpu_ns = sum(t.cpu_ns for t in threads)
-        pids = {t.pid for t in threads}
-        done = [j.seconds for j in whole_jobs if j.pid in pids]
+        done = [j.seconds for j in whole_jobs if (p := window.processes.get(j.pid)) is not None and matcher.matches(p)]
         response.groups.append(observer_pb2.GroupMeasurement(
             matcher=matcher.source,
             matched_threads=sum(p.num_threads for p in matched[matcher.describe()]),

@@ -75,7 +75,7 @@ class Window:
     num_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
     # Consecutive parts of the window, when the source was asked for them; otherwise none.
     slices: list[Slice] = field(default_factory=list)
-    # Processes that exited in the window and whose start is known (BPF only: procfs sees no exit).
+    # Processes that exited in the window and whose start is known.
     jobs: list[Job] = field(default_factory=list)
 
     @property
@@ -107,7 +107,7 @@ class Job:
     window (only then did all of its life fall in it, under whatever policy was in force)."""
 
     pid: int
-    born_ns: int  # CLOCK_MONOTONIC
+    born_ns: int  # its start, on the source's clock: with the pid, which process it was
     seconds: float
     started_in_window: bool
 
@@ -130,6 +130,10 @@ PROFILE_TICK = Tick(0.25, 100)
 # A quarter second: shorter than a batch's phases, long enough that /proc/stat's idle time (in
 # 10 ms ticks) and the waits the kernel accounts when they end fall mostly in the slice they belong to.
 MEASURE_TICK = Tick(0.01, 2000, slice_s=0.25)
+# How often a procfs window lists /proc for processes that exited; for how long after its start
+# a process's name is read again (it execs right after the fork that made it).
+EXIT_LOOK_S = 0.1
+COMM_SETTLE_S = 1.0
 # A scan taking more than this part of its window is worth a line in the log.
 SLOW_SCAN_SHARE = 0.02
 
@@ -138,6 +142,7 @@ class ProcfsSource:
     name = "procfs"
 
     def __init__(self, uid: int | None = None) -> None:
+        self._uid = uid
         self._scanner = procfs.ProcfsScanner(uid)
 
     def begin(self) -> HostScan:
@@ -147,9 +152,10 @@ class ProcfsSource:
                watch: set[int] | None = None) -> tuple[Window, HostScan]:
         watched = {tid: start.threads[tid] for tid in (watch if watch is not None else start.active)
                    if tid in start.threads}
-        slices = _Slicer(start, tick.slice_s)
-        latencies, last = self._tick(watched, until, stop, tick, slices)
+        slices, exits = _Slicer(start, tick.slice_s), _Exits(start, self._uid)
+        latencies, last = self._tick(watched, until, stop, tick, slices, exits)
         end = self._scanner.scan()
+        exits.look(end.processes, end.taken_at)
         duration_s = end.taken_at - start.taken_at
         threads = {}
         for tid, after in end.threads.items():
@@ -168,16 +174,17 @@ class ProcfsSource:
         if max(start.took_s, end.took_s) > SLOW_SCAN_SHARE * duration_s:
             log.debug("procfs window of %.1f s: its scans took %.2f s and %.2f s (CPU times aligned per thread)",
                      duration_s, start.took_s, end.took_s)
-        window = Window(_wall(start.taken_at), duration_s, end.processes, threads,
+        # Processes that exited in the window are known too: their jobs are matched by them.
+        window = Window(_wall(start.taken_at), duration_s, {**exits.exited, **end.processes}, threads,
                         end.host_idle_s - start.host_idle_s, self.name,
-                        slices=slices.finish(end, threads.keys()) if tick.slice_s else [])
+                        slices=slices.finish(end, threads.keys()) if tick.slice_s else [], jobs=exits.jobs)
         return window, end
 
     @staticmethod
     def _tick(watched: dict[int, procfs.ThreadCounters], until: float, stop: threading.Event,
-              tick: Tick, slices: _Slicer) -> tuple[dict[int, Histogram], dict[int, procfs.ThreadCounters]]:
+              tick: Tick, slices: _Slicer, exits: _Exits) -> tuple[dict[int, Histogram], dict[int, procfs.ThreadCounters]]:
         """Re-read watched threads' schedstat until `until`; each read adds its mean wait per run,
-        and the reads at each slice's end cut it."""
+        and the reads at each slice's end cut it. Every EXIT_LOOK_S, the processes that exited."""
         latencies: dict[int, Histogram] = {}
         interval = tick.for_threads(len(watched))
         last = dict(watched)  # as of each thread's last read that saw it run
@@ -200,6 +207,8 @@ class ProcfsSource:
                     last[tid] = current[tid]
             if tick.slice_s and time.monotonic() >= slices.started_at + tick.slice_s:
                 slices.cut(current)
+            if time.monotonic() >= exits.looked_at + EXIT_LOOK_S:
+                exits.look()
         return latencies, last
 
 
@@ -233,6 +242,55 @@ class _Slicer:
         """The last slice, to the end scan, of every thread active in the window."""
         self.cut({tid: end.threads[tid] for tid in active}, end.taken_at, end.host_idle_s)
         return self.done
+
+
+class _Exits:
+    """The processes that exited during a procfs window (procfs shows no exit): /proc is listed
+    every EXIT_LOOK_S, and a process gone since the last listing exited between the two. Its
+    start is its stat's; its exit is placed halfway between the listings, so a length is off by
+    at most half of that either way. A process born in the window is read when first listed,
+    and its name read again while it is young (a fork shows its parent's name until it execs)."""
+
+    def __init__(self, start: HostScan, uid: int | None) -> None:
+        self._uid = uid
+        self._alive = dict(start.processes)
+        self._window_start_s = _boot_s(start.taken_at)
+        self.looked_at = start.taken_at
+        self.exited: dict[int, ProcessInfo] = {}
+        self.jobs: list[Job] = []
+
+    def look(self, listed: dict[int, ProcessInfo] | None = None, at: float | None = None) -> None:
+        """`listed`: every process now (a scan's), else /proc is listed here."""
+        at = time.monotonic() if at is None else at
+        pids = listed.keys() if listed is not None else _pids()
+        ended_s = _boot_s((self.looked_at + at) / 2)
+        for pid in self._alive.keys() - pids:
+            process = self._alive.pop(pid)
+            if 0 < process.start_s < ended_s:
+                self.exited[pid] = process
+                self.jobs.append(Job(pid, int(process.start_s * 1e9), ended_s - process.start_s,
+                                     process.start_s > self._window_start_s))
+        for pid in pids - self._alive.keys():
+            found = listed[pid] if listed is not None else procfs.read_process(pid)
+            if found is not None and not found.kernel_thread and self._uid in (None, found.uid):
+                self._alive[pid] = found
+        now_s = _boot_s(at)
+        for pid, process in self._alive.items():
+            if now_s - process.start_s < COMM_SETTLE_S and listed is None:
+                comm = (procfs.read_bytes(f"{procfs.PROC}/{pid}/comm") or b"").strip().decode(errors="replace")
+                if comm and comm != process.comm:
+                    self._alive[pid] = procfs.read_process(pid) or process
+        self.looked_at = at
+
+
+def _pids() -> set[int]:
+    return {int(name) for name in os.listdir(procfs.PROC) if name.isdigit()}
+
+
+def _boot_s(monotonic_at: float) -> float:
+    """A time.monotonic() reading as seconds since boot (CLOCK_BOOTTIME), the clock of a
+    process's start in /proc."""
+    return monotonic_at + time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
 
 
 def _mean_response(activity: ThreadActivity) -> Histogram:
