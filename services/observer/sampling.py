@@ -181,8 +181,8 @@ class ProcfsSource:
         return window, end
 
     @staticmethod
-    def _tick(watched: dict[int, procfs.ThreadCounters], until: float, stop: threading.Event,
-              tick: Tick, slices: _Slicer, exits: _Exits) -> tuple[dict[int, Histogram], dict[int, procfs.ThreadCounters]]:
+    def _tick(watched: dict[int, procfs.ThreadCounters], until: float, stop: threading.Event, tick: Tick,
+              slices: _Slicer, exits: _Exits) -> tuple[dict[int, Histogram], dict[int, procfs.ThreadCounters]]:
         """Re-read watched threads' schedstat until `until`; each read adds its mean wait per run,
         and the reads at each slice's end cut it. Every EXIT_LOOK_S, the processes that exited."""
         latencies: dict[int, Histogram] = {}
