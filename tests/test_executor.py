@@ -267,26 +267,38 @@ def test_children_forked_after_the_deployment_are_restored_too(stack, hogs, work
     assert policy_of(parent) == (SCHED_OTHER, 0) and policy_of(children[0]) == (SCHED_OTHER, 0)
 
 
+def process_events_or_skip() -> procevents.ProcEvents:
+    try:
+        return procevents.ProcEvents()
+    except procevents.Unavailable as exc:
+        pytest.skip(str(exc))
+
+
 def test_a_process_gets_the_policy_as_it_starts_before_it_forks(stack, hogs, workload):
     """A matched program that forks a worker 50 ms after it starts: the worker inherits its
-    parent's settings at that moment, so it is demoted only if the parent was before then (a
-    rescan, once a second, would come too late; the process events connector is in time). The
-    worker is not matched itself (tail): it is stopped before the rollback, which restores only
+    parent's settings at that moment, so it is demoted only if the parent was before then. A
+    rescan, once a second, comes that early about one time in twenty; the process events
+    connector every time: two programs started 0.4 s apart must both be in time. The workers
+    are not matched themselves (tail): they are stopped before the rollback, which restores only
     what was journalled."""
+    process_events_or_skip().close()
     artifact = native_artifact("batch_sched_idle", hogs.comm)
     asyncio.run(deploy(stack.addr("executor"), executor_pb2.DeployRequest(
         artifact=artifact, verdict=sign(stack.key, artifact))))
-    time.sleep(0.5)  # the executor subscribes as it applies
-    parent = workload(str(hogs.path), "-c", "sleep 0.05; tail -f /dev/null & wait").pid
+    parents = []
+    for _ in range(2):
+        parents.append(workload(str(hogs.path), "-c", "sleep 0.05; tail -f /dev/null & wait").pid)
+        time.sleep(0.4)
     deadline = time.monotonic() + 5
-    workers: list[int] = []
-    while time.monotonic() < deadline and not workers:
-        workers = [p.pid for p in procfs.list_processes() if p.comm == "tail" and p.ppid == parent]
+    workers: dict[int, int] = {}
+    while time.monotonic() < deadline and len(workers) < len(parents):
+        workers = {p.ppid: p.pid for p in procfs.list_processes() if p.comm == "tail" and p.ppid in parents}
         time.sleep(0.02)
-    assert workers and policy_of(workers[0])[0] == SCHED_IDLE
-    os.kill(workers[0], signal.SIGKILL)
+    assert [policy_of(workers[parent])[0] for parent in parents if parent in workers] == [SCHED_IDLE] * 2
+    for worker in workers.values():
+        os.kill(worker, signal.SIGKILL)
     executor_call(stack.addr("executor"), "Rollback", executor_pb2.RollbackRequest())
-    assert policy_of(parent) == (SCHED_OTHER, 0)
+    assert [policy_of(parent) for parent in parents] == [(SCHED_OTHER, 0)] * 2
 
 
 def test_a_canary_disturbed_by_foreign_load_is_measured_again():
@@ -297,7 +309,7 @@ def test_a_canary_disturbed_by_foreign_load_is_measured_again():
 
 
 def test_process_events_tell_which_processes_started_a_program_and_close_promptly():
-    events = procevents.ProcEvents()
+    events = process_events_or_skip()
     try:
         child = subprocess.Popen(["true"])
         child.wait()

@@ -208,4 +208,3 @@ def test_max_rounds_defaults_to_twice_the_rounds_and_is_bounded():
     s.max_rounds = canary.MAX_ROUNDS + 1
     with pytest.raises(InvalidArgument, match="at most 20 rounds"):
         canary.check_spec(s)
-

@@ -269,12 +269,14 @@ def test_a_wait_added_without_a_run_reaches_the_procfs_histogram(monkeypatch):
     import threading
 
     from schedcp.domain.procfs import HostScan, ThreadCounters
+    from services.observer import sampling
     from services.observer.sampling import MEASURE_TICK, ProcfsSource, _Exits, _Slicer
 
     ms = 1_000_000
     reads = iter([(10 * ms, 50 * ms, 0), (20 * ms, 60 * ms, 1)])
     last_read = (20 * ms, 60 * ms, 1)
     monkeypatch.setattr(procfs, "read_schedstat", lambda pid, tid: next(reads, last_read))
+    monkeypatch.setattr(sampling, "EXIT_LOOK_S", 3600.0)  # no listing of this host's /proc
     watched = {1: ThreadCounters(1, 1, 0, 0, 0, 0, 0)}
     start = HostScan(time.monotonic(), 0.0, {}, watched, host_idle_s=0.0, active=set())
     latencies, last = ProcfsSource._tick(watched, time.monotonic() + 0.3, threading.Event(), MEASURE_TICK,
@@ -461,7 +463,8 @@ def test_job_lengths_are_kept_once_per_process_and_told_as_the_median():
 def test_procfs_places_an_exit_between_the_listings_that_saw_the_process_and_did_not(monkeypatch):
     """A process alive at a window's start scan and one born in the window (its start in its
     stat), both gone by a listing 1 s later: each exited halfway between that listing and the
-    one before; only the one born in the window is whole. A kernel thread is no job."""
+    one before; only the one born in the window is whole. A kernel thread is no job, whether
+    at the start or born later; a pid listed with another start is a new process."""
     from schedcp.domain.procfs import HostScan
     from services.observer import sampling
     from services.observer.sampling import _Exits
@@ -470,15 +473,22 @@ def test_procfs_places_an_exit_between_the_listings_that_saw_the_process_and_did
     boot_now = sampling._boot_s(now)
     old = process(10, "xz")
     old.start_s = boot_now - 5.0
-    start = HostScan(now, 0.0, {10: old}, {}, host_idle_s=0.0, active=set())
+    kthread, later_kthread = process(12, "kworker/0:1"), process(13, "kworker/1:1")
+    kthread.kernel_thread = later_kthread.kernel_thread = True
+    start = HostScan(now, 0.0, {10: old, 12: kthread}, {}, host_idle_s=0.0, active=set())
     exits = _Exits(start, None)
     young = process(11, "hackbench")
     young.start_s = boot_now + 0.2
-    kthread = process(12, "kworker/0:1")
-    kthread.kernel_thread = True
-    exits.look({10: old, 11: young, 12: kthread}, now + 0.5)
+    exits.look({10: old, 11: young, 13: later_kthread}, now + 0.5)
     exits.look({}, now + 1.5)
     jobs = {j.pid: j for j in exits.jobs}
     assert set(jobs) == {10, 11} and set(exits.exited) == {10, 11}
     assert jobs[10].seconds == pytest.approx(5.0 + 1.0, abs=0.01) and not jobs[10].started_in_window
     assert jobs[11].seconds == pytest.approx(0.8, abs=0.01) and jobs[11].started_in_window
+    reused = process(11, "sh")
+    reused.start_s = boot_now + 2.0
+    exits.look({11: reused}, now + 2.5)
+    again = process(11, "sh")
+    again.start_s = boot_now + 2.6
+    exits.look({11: again}, now + 3.5)
+    assert [round(j.seconds, 2) for j in exits.jobs if j.pid == 11] == [0.8, 1.0]

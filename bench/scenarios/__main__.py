@@ -294,11 +294,11 @@ def targets(results: list[dict], right: int, labelled: int) -> dict[str, bool]:
         worse = (s["schedcp"] - s["default"]) * (1 if s["lower_is_better"] else -1) / s["default"]
         if s["oracle_gain"] < SMALL_GAIN:
             limit = 0.02 if s["objective"] == "none" else SMALL_GAIN
-            # Nothing kept in any cycle: the schedcp arm ran at the defaults, and a difference
-            # from the default arm is the host's noise (the issue: "nothing deployed, or nothing
-            # measurably worse").
+            # Nothing kept in any cycle (canaries that rolled back were taken off): the schedcp
+            # arm was measured at the defaults, and its difference from the default arm is the
+            # host's noise (the issue: "nothing deployed, or nothing measurably worse").
             untouched = not any(c["policy"] for c in s["cycles"])
-            checks[f"{s['name']}: nothing deployed, or not worse than default by > {limit:.0%} (oracle gains "
+            checks[f"{s['name']}: nothing kept, or not worse than default by > {limit:.0%} (oracle gains "
                    f"{s['oracle_gain']:.0%})"] = untouched or worse <= limit
         else:
             checks[f"{s['name']}: >= 80 % of the oracle's improvement captured"] = (s["captured"] or 0) >= 0.8

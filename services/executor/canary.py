@@ -37,6 +37,7 @@ LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "respo
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s", "runq_wait_per_s"}
 RATIOS = {"usable_cpu_share"}
 MEANS = {"job_seconds"}
+MEASURABLE = [*LATENCY, *sorted(SUMMED | RATIOS | MEANS)]
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
 # The least CPU (share of the host) a window counts as left to the measured groups: a host all
@@ -57,9 +58,8 @@ def check_spec(spec: deployment_pb2.CanarySpec) -> None:
         if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
             raise InvalidArgument(f"canary.{name} must be {MIN_WINDOW_S:g}..{MAX_WINDOW_S:g} s, got {seconds:g}")
     for metric in metrics_of(spec):
-        if metric.name not in LATENCY and metric.name not in SUMMED | RATIOS | MEANS:
-            raise InvalidArgument(f"metric {metric.name!r} is not measurable here; use one of "
-                                  f"{', '.join([*LATENCY, *sorted(SUMMED | RATIOS | MEANS)])}")
+        if metric.name not in MEASURABLE:
+            raise InvalidArgument(f"metric {metric.name!r} is not measurable here; use one of {', '.join(MEASURABLE)}")
         if not metric.groups:
             raise InvalidArgument(f"metric {metric.name} names no groups")
         matchers.compile_all(metric.groups)

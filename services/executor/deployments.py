@@ -138,11 +138,14 @@ class EventLog:
         return events
 
 
+RESCANS_ONLY = f"new processes get the policy within {RESCAN_INTERVAL_S:.0f} s (rescans)"
+
+
 def _subscribe() -> procevents.ProcEvents | None:
     try:
         return procevents.ProcEvents()
     except procevents.Unavailable as exc:
-        log.info("new processes get the policy within %.0f s (rescans): %s", RESCAN_INTERVAL_S, exc)
+        log.info("%s; %s", exc, RESCANS_ONLY)
         return None
 
 
@@ -168,6 +171,7 @@ class Executor:
         self._current: Applied | None = None
         self._previous: Applied | None = None
         self._rescan: asyncio.Task | None = None
+        self._process_events: procevents.ProcEvents | None = None
         self._watch: asyncio.Task | None = None
         self._running: asyncio.Task | None = None
         self._class = ""
@@ -535,8 +539,10 @@ class Executor:
             ops = await self._scx.apply(deployment.deployment_id, artifact)
             self._watch = asyncio.create_task(self._watch_ejection(deployment), name="sched_ext-watch")
             return ApplyReport(processes=1, threads=0, detail=f"sched_ext scheduler {ops} enabled")
+        # Subscribed first: a process that starts while the policy is applied is told too.
+        self._process_events = await asyncio.to_thread(_subscribe)
         report = await asyncio.to_thread(self._native.apply, deployment.deployment_id, artifact.native)
-        self._rescan = asyncio.create_task(self._rescan_loop(), name="native-rescan")
+        self._rescan = asyncio.create_task(self._rescan_loop(self._process_events), name="native-rescan")
         return report
 
     async def _revert(self) -> None:
@@ -550,6 +556,9 @@ class Executor:
                 except Exception:  # a watcher or rescan that died must not stop the revert
                     log.exception("a background task of the deployment had failed")
         self._rescan = self._watch = None
+        if self._process_events is not None:
+            await asyncio.to_thread(self._process_events.close)
+            self._process_events = None
         if self._scx is not None:
             await self._scx.revert()
         report = await asyncio.to_thread(self._native.revert)
@@ -597,33 +606,27 @@ class Executor:
         await self._restore_previous()
         return event
 
-    async def _rescan_loop(self) -> None:
+    async def _rescan_loop(self, events: procevents.ProcEvents | None) -> None:
         """Tasks started after the deployment get the policy too: a process that starts a matched
-        program as it starts (process events, where the kernel has them), every new task within
-        RESCAN_INTERVAL_S (new threads, and anything the events missed)."""
-        events = await asyncio.to_thread(_subscribe)
-        try:
-            rescan_at = time.monotonic() + RESCAN_INTERVAL_S
-            while True:
-                try:
-                    started = await _started(events, max(0.0, rescan_at - time.monotonic()))
-                except procevents.Unavailable as exc:
-                    log.warning("%s; new processes get the policy within %.0f s (rescans)", exc, RESCAN_INTERVAL_S)
-                    await asyncio.to_thread(events.close)
-                    events, started = None, None
-                if started:
-                    report = await asyncio.to_thread(self._native.apply_to, started)
-                    if report.threads:
-                        log.debug("applied the policy to %d threads of %d processes as they started",
-                                  report.threads, report.processes)
-                if started is None or time.monotonic() >= rescan_at:
-                    report = await asyncio.to_thread(self._native.rescan)
-                    if report.threads:
-                        log.info("applied the policy to %d new threads", report.threads)
-                    rescan_at = time.monotonic() + RESCAN_INTERVAL_S
-        finally:
-            if events is not None:
-                await asyncio.to_thread(events.close)
+        program as it starts (process events, where the kernel has them; `_revert` closes them),
+        every new task within RESCAN_INTERVAL_S (new threads, and anything the events missed)."""
+        rescan_at = time.monotonic() + RESCAN_INTERVAL_S
+        while True:
+            try:
+                started = await _started(events, max(0.0, rescan_at - time.monotonic()))
+            except procevents.Unavailable as exc:
+                log.warning("%s; %s", exc, RESCANS_ONLY)
+                events, started = None, None
+            if started:
+                report = await asyncio.to_thread(self._native.apply_to, started)
+                if report.threads:
+                    log.debug("applied the policy to %d threads of %d processes as they started",
+                              report.threads, report.processes)
+            if started is None or time.monotonic() >= rescan_at:
+                report = await asyncio.to_thread(self._native.rescan)
+                if report.threads:
+                    log.info("applied the policy to %d new threads", report.threads)
+                rescan_at = time.monotonic() + RESCAN_INTERVAL_S
 
     async def _event(self, deployment: deployment_pb2.Deployment, message: str,
                      metrics: list[deployment_pb2.MetricComparison] | None = None,

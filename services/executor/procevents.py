@@ -14,6 +14,7 @@ proc_event: `what`, cpu, timestamp, and for exec (and comm) the pid and tgid fir
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 import threading
@@ -23,12 +24,16 @@ NETLINK_CONNECTOR = 11
 CN_IDX_PROC = CN_VAL_PROC = 1
 PROC_CN_MCAST_LISTEN = 1
 NLMSG_DONE = 3
+PROC_EVENT_NONE = 0  # the answer to a subscription: an error number follows the event's header
 PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_COMM = 0x00000200
 _NLMSG = struct.Struct("=IHHII")
 _CN_MSG = struct.Struct("=IIIIHH")
 _EVENT = struct.Struct("=IIQII")  # what, cpu, timestamp_ns, then the pid and tgid of exec and comm
 _EVENT_AT = _NLMSG.size + _CN_MSG.size
+_EVENT_HEAD = 16  # what, cpu, timestamp_ns
+_ACK_ERR = struct.Struct("=I")
+ACK_WAIT_S = 1.0
 # After the first event, how long to gather more before acting: a batch of jobs starts together.
 GATHER_S = 0.005
 # How often a wait for events checks whether the subscription is being closed.
@@ -53,8 +58,11 @@ class ProcEvents:
             self._sock.bind((0, CN_IDX_PROC))
             listen = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, 4, 0) + struct.pack("=I", PROC_CN_MCAST_LISTEN)
             self._sock.send(_NLMSG.pack(_NLMSG.size + len(listen), NLMSG_DONE, 0, 0, 0) + listen)
-        except OSError as exc:
+            _acknowledged(self._sock)
+        except (OSError, Unavailable) as exc:
             self._sock.close()
+            if isinstance(exc, Unavailable):
+                raise
             raise Unavailable(f"cannot listen to process events: {exc.strerror or exc}") from exc
         self._in_use = threading.Lock()
         self._closing = threading.Event()
@@ -93,6 +101,24 @@ class ProcEvents:
         self._closing.set()
         with self._in_use:
             self._sock.close()
+
+
+def _acknowledged(sock: socket.socket) -> None:
+    """Wait for the kernel's answer to the subscription (PROC_EVENT_NONE, with an error number:
+    EPERM without CAP_NET_ADMIN); other events may come first."""
+    deadline = time.monotonic() + ACK_WAIT_S
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            break
+        if len(data) >= _EVENT_AT + _EVENT.size and _EVENT.unpack_from(data, _EVENT_AT)[0] == PROC_EVENT_NONE:
+            err = _ACK_ERR.unpack_from(data, _EVENT_AT + _EVENT_HEAD)[0]
+            if err:
+                raise Unavailable(f"the kernel refused the process events subscription: {os.strerror(err)}")
+            return
+    raise Unavailable(f"the kernel did not answer the process events subscription within {ACK_WAIT_S:g} s")
 
 
 def _started_pid(data: bytes) -> int:

@@ -1,4 +1,5 @@
-"""Which jobs of a batch are long: the evidence a makespan goal needs.
+"""Jobs: which jobs of a batch are long (the evidence a makespan goal needs), and how long each
+program's jobs last (JobLengths: what a throughput goal's canary windows are sized by).
 
 A batch's makespan is set by its longest job, and under fair sharing the long job waits behind
 the short ones; running it first needs to know which it is before it has run. Two kinds of
@@ -74,7 +75,7 @@ class JobHistory:
 
 class JobLengths:
     """How long each program's processes lived, start to exit: the last LENGTHS_KEPT that ended,
-    per program name (the exits the BPF sampler saw). Windows may overlap (GetProfile beside the
+    per program name (the exits the sampler saw). Windows may overlap (GetProfile beside the
     periodic profiles): an exit is kept once, by its process id and start. Bounded like
     JobHistory; locked for the same reason."""
 

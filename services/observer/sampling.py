@@ -184,32 +184,44 @@ class ProcfsSource:
     def _tick(watched: dict[int, procfs.ThreadCounters], until: float, stop: threading.Event, tick: Tick,
               slices: _Slicer, exits: _Exits) -> tuple[dict[int, Histogram], dict[int, procfs.ThreadCounters]]:
         """Re-read watched threads' schedstat until `until`; each read adds its mean wait per run,
-        and the reads at each slice's end cut it. Every EXIT_LOOK_S, the processes that exited."""
+        and the reads at each slice's end cut it. Every EXIT_LOOK_S, whatever the reads' interval
+        (many threads space them out), the processes that exited."""
         latencies: dict[int, Histogram] = {}
         interval = tick.for_threads(len(watched))
         last = dict(watched)  # as of each thread's last read that saw it run
         current = dict(watched)  # as of its last read: the slices' view
-        while (remaining := until - time.monotonic()) > 0 and not stop.wait(min(interval, remaining)):
-            if time.monotonic() >= until:
-                break  # the end scan reads these threads anyway
-            for tid, seen in list(last.items()):
-                stat = procfs.read_schedstat(seen.pid, tid)
-                if stat is None:
-                    del last[tid]
-                    continue
-                cpu_ns, delay, runs = stat
-                current[tid] = procfs.ThreadCounters(tid, seen.pid, cpu_ns, delay, runs, 0, 0)
-                # Only a read that saw new runs moves `last`: a wait added without a run (a queued
-                # task migrated) is then counted with the next run rather than lost.
-                if runs > seen.runs:
-                    latencies.setdefault(tid, Histogram()).add((delay - seen.run_delay_ns) / (runs - seen.runs),
-                                                                runs - seen.runs)
-                    last[tid] = current[tid]
-            if tick.slice_s and time.monotonic() >= slices.started_at + tick.slice_s:
-                slices.cut(current)
-            if time.monotonic() >= exits.looked_at + EXIT_LOOK_S:
+        read_at = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            wake = min(until, read_at, exits.looked_at + EXIT_LOOK_S)
+            if now >= until or stop.wait(max(0.0, wake - now)) or (now := time.monotonic()) >= until:
+                break  # the end scan reads the threads and lists the processes anyway
+            if now >= read_at:
+                _read_watched(last, current, latencies)
+                read_at = now + interval
+                if tick.slice_s and time.monotonic() >= slices.started_at + tick.slice_s:
+                    slices.cut(current)
+            if now >= exits.looked_at + EXIT_LOOK_S:
                 exits.look()
         return latencies, last
+
+
+def _read_watched(last: dict[int, procfs.ThreadCounters], current: dict[int, procfs.ThreadCounters],
+                  latencies: dict[int, Histogram]) -> None:
+    """One read of the watched threads: each that ran adds its mean wait per run since its last read."""
+    for tid, seen in list(last.items()):
+        stat = procfs.read_schedstat(seen.pid, tid)
+        if stat is None:
+            del last[tid]
+            continue
+        cpu_ns, delay, runs = stat
+        current[tid] = procfs.ThreadCounters(tid, seen.pid, cpu_ns, delay, runs, 0, 0)
+        # Only a read that saw new runs moves `last`: a wait added without a run (a queued task
+        # migrated) is then counted with the next run rather than lost.
+        if runs > seen.runs:
+            latencies.setdefault(tid, Histogram()).add((delay - seen.run_delay_ns) / (runs - seen.runs),
+                                                        runs - seen.runs)
+            last[tid] = current[tid]
 
 
 class _Slicer:
@@ -249,38 +261,65 @@ class _Exits:
     every EXIT_LOOK_S, and a process gone since the last listing exited between the two. Its
     start is its stat's; its exit is placed halfway between the listings, so a length is off by
     at most half of that either way. A process born in the window is read when first listed,
-    and its name read again while it is young (a fork shows its parent's name until it execs)."""
+    and its name read again while it is young (a fork shows its parent's name until it execs).
+    Kernel threads and (for an unprivileged observer) other users' processes are no jobs."""
 
     def __init__(self, start: HostScan, uid: int | None) -> None:
         self._uid = uid
-        self._alive = dict(start.processes)
+        self._alive: dict[int, ProcessInfo] = {}
+        self._young: set[int] = set()
+        self._ignored: set[int] = set()  # listed once and not a job: not read again
         self._window_start_s = _boot_s(start.taken_at)
         self.looked_at = start.taken_at
         self.exited: dict[int, ProcessInfo] = {}
         self.jobs: list[Job] = []
+        self._admit(start.processes.items(), self._window_start_s)
 
     def look(self, listed: dict[int, ProcessInfo] | None = None, at: float | None = None) -> None:
         """`listed`: every process now (a scan's), else /proc is listed here."""
         at = time.monotonic() if at is None else at
         pids = listed.keys() if listed is not None else _pids()
         ended_s = _boot_s((self.looked_at + at) / 2)
-        for pid in self._alive.keys() - pids:
-            process = self._alive.pop(pid)
-            if 0 < process.start_s < ended_s:
-                self.exited[pid] = process
-                self.jobs.append(Job(pid, int(process.start_s * 1e9), ended_s - process.start_s,
-                                     process.start_s > self._window_start_s))
-        for pid in pids - self._alive.keys():
-            found = listed[pid] if listed is not None else procfs.read_process(pid)
-            if found is not None and not found.kernel_thread and self._uid in (None, found.uid):
-                self._alive[pid] = found
+        # A pid listed again with another start is another process: the first one exited.
+        reused = {pid for pid in self._alive.keys() & pids
+                  if listed is not None and listed[pid].start_s != self._alive[pid].start_s}
+        for pid in (self._alive.keys() - pids) | reused:
+            self._ended(self._alive.pop(pid), ended_s)
+        self._ignored &= pids
+        new = (pids - self._alive.keys()) - self._ignored
         now_s = _boot_s(at)
-        for pid, process in self._alive.items():
-            if now_s - process.start_s < COMM_SETTLE_S and listed is None:
-                comm = (procfs.read_bytes(f"{procfs.PROC}/{pid}/comm") or b"").strip().decode(errors="replace")
-                if comm and comm != process.comm:
-                    self._alive[pid] = procfs.read_process(pid) or process
+        if listed is not None:
+            self._admit(((pid, listed[pid]) for pid in new), now_s)
+        else:
+            self._admit(((pid, procfs.read_process(pid)) for pid in new), now_s)
+            self._rename_young(now_s)
         self.looked_at = at
+
+    def _admit(self, found: Iterable[tuple[int, ProcessInfo | None]], now_s: float) -> None:
+        for pid, process in found:
+            if process is None or process.kernel_thread or self._uid not in (None, process.uid):
+                self._ignored.add(pid)
+                continue
+            self._alive[pid] = process
+            if now_s - process.start_s < COMM_SETTLE_S:
+                self._young.add(pid)
+
+    def _rename_young(self, now_s: float) -> None:
+        for pid in list(self._young):
+            process = self._alive.get(pid)
+            if process is None or now_s - process.start_s >= COMM_SETTLE_S:
+                self._young.discard(pid)
+                continue
+            comm = (procfs.read_bytes(f"{procfs.PROC}/{pid}/comm") or b"").strip().decode(errors="replace")
+            if comm and comm != process.comm:
+                self._alive[pid] = procfs.read_process(pid) or process
+
+    def _ended(self, process: ProcessInfo, ended_s: float) -> None:
+        self._young.discard(process.pid)
+        if 0 < process.start_s < ended_s:
+            self.exited[process.pid] = process
+            self.jobs.append(Job(process.pid, int(process.start_s * 1e9), ended_s - process.start_s,
+                                 process.start_s > self._window_start_s))
 
 
 def _pids() -> set[int]:

@@ -54,8 +54,9 @@ JOB_START_SPREAD_S = 10.0
 JOB_MAX_AGE_S = 120.0
 JOB_SPAWNS_PER_S = 0.5
 # Jobs the observer saw end judge throughput by their length when one lasts at most this long
-# (a canary window holds JOBS_PER_WINDOW of them; 20 s jobs already make 80 s windows).
-MAX_JOB_S = 20.0
+# (a canary window holds JOBS_PER_WINDOW of them: 15 s jobs make 60 s windows, and a canary of up
+# to 6 rounds and its re-measurements then lasts up to about 18 minutes).
+MAX_JOB_S = 15.0
 JOBS_PER_WINDOW = 4
 LATENCY = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE
 BATCH = profile_pb2.WORKLOAD_CLASS_BATCH
