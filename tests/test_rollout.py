@@ -370,14 +370,7 @@ def test_a_planner_restarted_mid_rollout_resumes_it_where_it_stood(services):
         central.start("planner")
 
     result = run(central, 12, ["1", "25%", "100%"], canary_s=0.5, restart=restart)
-    helped, hurt = result["classes"]["a"], result["classes"]["b"]
-    assert result["planner_restarted_after_deployments"] and helped["state"] == "completed", result
-    assert hurt["state"] == "halted" and len(hurt["waves"]) == 1
-    # No host was deployed twice: hosts with a result were not started again, and one whose canary
-    # was in flight found it running.
-    assert helped["hosts_deployed_twice"] == 0 and helped["running_it_at_the_end"] == 12, helped
-    resumed = [a for a in result["audit"] if a["action"] == "rollout_resume"]
-    assert resumed and "the planner restarted" in resumed[0]["reason"], result["audit"]
+    assert_resumed_where_it_stood(result, "the planner restarted")
 
 
 def test_a_rollout_whose_planner_is_killed_is_taken_over_by_another_replica(services):
@@ -393,12 +386,20 @@ def test_a_rollout_whose_planner_is_killed_is_taken_over_by_another_replica(serv
         first.wait()
 
     result = run(central, 12, ["1", "25%", "100%"], canary_s=0.5, restart=kill_the_first, follow_addr=replica)
+    assert_resumed_where_it_stood(result, "stopped renewing its lease")
+
+
+def assert_resumed_where_it_stood(result: dict, why: str) -> None:
+    """A rollout of 12 hosts interrupted after its first deployments and resumed: the helped class
+    completed, the hurt one halted in its first wave, the audit's resume says `why`. No host was
+    deployed twice: hosts with a result were not started again, and one whose canary was in
+    flight found it running."""
     helped, hurt = result["classes"]["a"], result["classes"]["b"]
     assert result["planner_restarted_after_deployments"] and helped["state"] == "completed", result
     assert hurt["state"] == "halted" and len(hurt["waves"]) == 1
     assert helped["hosts_deployed_twice"] == 0 and helped["running_it_at_the_end"] == 12, helped
-    taken = [a for a in result["audit"] if a["action"] == "rollout_resume"]
-    assert taken and "stopped renewing its lease" in taken[0]["reason"], result["audit"]
+    resumed = [a for a in result["audit"] if a["action"] == "rollout_resume"]
+    assert resumed and why in resumed[0]["reason"], result["audit"]
 
 
 def test_a_rollout_pauses_resumes_and_aborts(services):

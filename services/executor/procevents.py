@@ -29,10 +29,8 @@ PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_COMM = 0x00000200
 _NLMSG = struct.Struct("=IHHII")
 _CN_MSG = struct.Struct("=IIIIHH")
-_EVENT = struct.Struct("=IIQII")  # what, cpu, timestamp_ns, then the pid and tgid of exec and comm
+_EVENT = struct.Struct("=IIQII")  # what, cpu, timestamp_ns, then two words of the event's data
 _EVENT_AT = _NLMSG.size + _CN_MSG.size
-_EVENT_HEAD = 16  # what, cpu, timestamp_ns
-_ACK_ERR = struct.Struct("=I")
 ACK_WAIT_S = 1.0
 # After the first event, how long to gather more before acting: a batch of jobs starts together.
 GATHER_S = 0.005
@@ -59,11 +57,12 @@ class ProcEvents:
             listen = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, 4, 0) + struct.pack("=I", PROC_CN_MCAST_LISTEN)
             self._sock.send(_NLMSG.pack(_NLMSG.size + len(listen), NLMSG_DONE, 0, 0, 0) + listen)
             _acknowledged(self._sock)
-        except (OSError, Unavailable) as exc:
+        except OSError as exc:
             self._sock.close()
-            if isinstance(exc, Unavailable):
-                raise
             raise Unavailable(f"cannot listen to process events: {exc.strerror or exc}") from exc
+        except Unavailable:
+            self._sock.close()
+            raise
         self._in_use = threading.Lock()
         self._closing = threading.Event()
 
@@ -113,9 +112,9 @@ def _acknowledged(sock: socket.socket) -> None:
             data = sock.recv(65536)
         except TimeoutError:
             break
-        if len(data) >= _EVENT_AT + _EVENT.size and _EVENT.unpack_from(data, _EVENT_AT)[0] == PROC_EVENT_NONE:
-            err = _ACK_ERR.unpack_from(data, _EVENT_AT + _EVENT_HEAD)[0]
-            if err:
+        event = _event(data)
+        if event is not None and event[0] == PROC_EVENT_NONE:
+            if err := event[1]:
                 raise Unavailable(f"the kernel refused the process events subscription: {os.strerror(err)}")
             return
     raise Unavailable(f"the kernel did not answer the process events subscription within {ACK_WAIT_S:g} s")
@@ -123,7 +122,14 @@ def _acknowledged(sock: socket.socket) -> None:
 
 def _started_pid(data: bytes) -> int:
     """The process (tgid) an exec or rename event is about; 0 for any other event."""
+    event = _event(data)
+    return event[2] if event is not None and event[0] in (PROC_EVENT_EXEC, PROC_EVENT_COMM) else 0
+
+
+def _event(data: bytes) -> tuple[int, int, int] | None:
+    """A message's event kind and the two words after its header (exec and rename: pid and tgid;
+    a subscription's answer: its error number first); None for a message too short to hold one."""
     if len(data) < _EVENT_AT + _EVENT.size:
-        return 0
-    what, _cpu, _at, _pid, tgid = _EVENT.unpack_from(data, _EVENT_AT)
-    return tgid if what in (PROC_EVENT_EXEC, PROC_EVENT_COMM) else 0
+        return None
+    what, _cpu, _at, first, second = _EVENT.unpack_from(data, _EVENT_AT)
+    return what, first, second

@@ -281,8 +281,8 @@ class _Exits:
         pids = listed.keys() if listed is not None else _pids()
         ended_s = _boot_s((self.looked_at + at) / 2)
         # A pid listed again with another start is another process: the first one exited.
-        reused = {pid for pid in self._alive.keys() & pids
-                  if listed is not None and listed[pid].start_s != self._alive[pid].start_s}
+        reused = set() if listed is None else {pid for pid in self._alive.keys() & pids
+                                               if listed[pid].start_s != self._alive[pid].start_s}
         for pid in (self._alive.keys() - pids) | reused:
             self._ended(self._alive.pop(pid), ended_s)
         self._ignored &= pids
