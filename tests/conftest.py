@@ -26,6 +26,7 @@ from schedcp.cli.probe import probe
 from schedcp.cli.stack import ephemeral_env, nats_server_binary
 from schedcp.runtime import rpc, tls
 from schedcp.runtime.net import free_port
+from services.executor.native import get_sched
 from services.verifier.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,24 @@ _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider()
 _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 trace.set_tracer_provider(_PROVIDER)
+
+
+def _own_scheduling() -> dict[str, object]:
+    """How the kernel schedules this test process: what its children inherit at fork."""
+    return {"sched": get_sched(0), "affinity": sorted(os.sched_getaffinity(0)),
+            "cgroup": Path("/proc/self/cgroup").read_text(),
+            "autogroup": Path("/proc/self/autogroup").read_text().split()[-1]
+            if Path("/proc/self/autogroup").exists() else None}
+
+
+@pytest.fixture(autouse=True)
+def _this_process_is_scheduled_as_before():
+    """No test may leave the test process scheduled differently: every later test's workloads
+    would inherit it (a demoted parent once made every hog idle, and a latency probe beside
+    them never waited)."""
+    before = _own_scheduling()
+    yield
+    assert _own_scheduling() == before, "this test changed how the test process itself is scheduled"
 
 
 @pytest.fixture

@@ -102,6 +102,9 @@ def test_a_verified_batch_demotion_is_kept_then_rolled_back_to_every_original(st
     probe = latency_probe(workload)
     stack.start("verifier")
     artifact = native_artifact("batch_sched_idle", hogs.comm)
+    # The premise: the hogs start as ordinary tasks (a demoted parent would make them idle
+    # already, and the probe would never wait behind them).
+    assert {policy_of(pid) for pid in [*hog_pids, probe.pid]} == {(SCHED_OTHER, 0)}, os.uname().release
 
     async def verified() -> verdict_pb2.Verdict:
         async with rpc.channel(stack.addr("verifier")) as channel:
@@ -118,7 +121,8 @@ def test_a_verified_batch_demotion_is_kept_then_rolled_back_to_every_original(st
     states = [e.deployment.state for i, e in enumerate(events) if i == 0 or e.deployment.state !=
               events[i - 1].deployment.state]
     assert states == [S.DEPLOYMENT_STATE_CHECKING, S.DEPLOYMENT_STATE_BASELINE, S.DEPLOYMENT_STATE_APPLYING,
-                      S.DEPLOYMENT_STATE_CANARY, S.DEPLOYMENT_STATE_KEPT], [e.message for e in events]
+                      S.DEPLOYMENT_STATE_CANARY, S.DEPLOYMENT_STATE_KEPT], (os.uname().release,
+                                                                            [e.message for e in events])
     success = events[-1].metrics[0]
     assert success.metric.name == "runq_latency_p99_us" and success.satisfied and success.improvement >= 0.3, success
     assert all(policy_of(pid)[0] == SCHED_IDLE for pid in hog_pids)
