@@ -103,6 +103,18 @@ def test_job_seconds_is_the_mean_length_of_every_group_s_whole_jobs():
         canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=BATCH, cpu_seconds=4.0)])
 
 
+def test_longest_job_s_is_the_longest_of_every_group_s_jobs():
+    """A batch's makespan is its longest job, whichever group ran it; a window in which no job
+    started says nothing of it."""
+    measured = [observer_pb2.GroupMeasurement(matcher=PROBE, jobs_done=3, job_seconds=2.0, longest_job_s=2.5),
+                observer_pb2.GroupMeasurement(matcher=BATCH, jobs_done=1, job_seconds=6.0, longest_job_s=6.0)]
+    metric = common_pb2.MetricSpec(name="longest_job_s", groups=[PROBE, BATCH],
+                                   direction=common_pb2.DIRECTION_LOWER_IS_BETTER)
+    assert canary.value_of(metric, measured) == 6.0
+    with pytest.raises(canary.Unmeasured, match="started in the window"):
+        canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=BATCH, cpu_seconds=4.0)])
+
+
 def test_usable_cpu_share_is_the_cpu_got_of_what_idled_while_waiting_too():
     """Two groups ran 3 CPU-seconds; the host idled 1 CPU-second while their threads waited
     (0.6 + 0.4 counted by the observer per group): they got 3 of the 4 they could use. A window

@@ -13,6 +13,7 @@ from schedcp.domain.procfs import ProcessInfo
 from schedcp.v1 import profile_pb2
 from services.observer import jobs
 from services.observer.jobs import JobHistory
+from services.observer.sampling import Job
 from tests.conftest import host_profile
 
 
@@ -39,6 +40,24 @@ def test_a_long_job_is_known_by_the_cpu_its_command_line_used_in_an_earlier_run(
     compiled = matchers.compile_matcher(found.matcher)
     assert compiled.matches(job(7, "xz -c /data/long")) and not compiled.matches(job(8, "xz -c /data/short"))
     assert not compiled.matches(job(9, "xz -c /data/longer"))
+
+
+def test_a_long_job_lasts_as_long_as_its_program_s_longest_job_seen_to_end_or_its_age():
+    """The batch's last run ended: its longest xz lived 11 s (the long job's previous run). This
+    run's long job is 3 s old: 11 s. A run in progress older than any seen to end: its age."""
+    history, lengths = JobHistory(), jobs.JobLengths()
+    history.record([job(90, "xz -c /data/long", 7.1), job(91, "xz -c /data/short", 0.9)])
+    lengths.record([("xz", Job(90, 1, 11.0, True)), ("xz", Job(91, 2, 4.5, True)), ("gzip", Job(92, 3, 40.0, True))])
+    now_s = time.clock_gettime(time.CLOCK_BOOTTIME)
+    running = batch(cpu_s=0.3)
+    running[0].start_s = now_s - 3.0
+    [found] = jobs.long_jobs(running, history, lengths)
+    assert found.seconds == pytest.approx(11.0)
+    running[0].start_s = now_s - 20.0
+    [found] = jobs.long_jobs(running, history, lengths)
+    assert found.seconds == pytest.approx(20.0, abs=0.5)
+    [found] = jobs.long_jobs(running, history, jobs.JobLengths())
+    assert found.seconds == pytest.approx(20.0, abs=0.5)
 
 
 def test_without_a_past_run_equal_jobs_show_no_tail():

@@ -134,6 +134,31 @@ def test_jobs_that_repeat_are_measured_by_their_length(services, workload, tmp_p
     assert 0.3 - profiled <= features.job_seconds < 0.35 + profiled, features
 
 
+@pytest.mark.parametrize("mode", ["procfs", "bpf"])
+def test_the_longest_job_counts_one_still_running_by_its_age(services, workload, tmp_path, mode):
+    """Short jobs end all through the window; a long one starts two seconds into it and still
+    runs at its end: the longest job is that one's age then (about 3 s), not the short ones'
+    length. A job that started before the window is not counted (part of it ran under whatever
+    came before)."""
+    comm = f"job-{uuid.uuid4().hex[:8]}"
+    (tmp_path / comm).symlink_to(shutil.which("sleep"))
+    services.env["SCHEDCP_OBSERVER_MODE"] = mode
+    services.start("observer")
+    workload(str(tmp_path / comm), "600")  # older than the window
+    workload("sh", "-c", f"while :; do {tmp_path / comm} 0.2; done")
+    time.sleep(0.5)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(observer_call, services.addr("observer"), "Measure",
+                           measure_request(5, common_pb2.GroupMatcher(comm=comm)))
+        time.sleep(2.0)
+        started = time.monotonic()
+        workload(str(tmp_path / comm), "600")
+        (group,) = call.result().groups
+        returned = time.monotonic()
+    assert group.jobs_done >= 8 and group.job_seconds < 0.35, group
+    assert 1.0 < group.longest_job_s <= returned - started + 0.01, group  # (starts are in 10 ms ticks)
+
+
 def test_get_profile_over_grpc(observer, workload):
     latency_probe(workload)
     profile = observer_call(observer, "GetProfile", profile_request(

@@ -158,6 +158,25 @@ def test_a_batch_with_a_long_job_runs_it_first_with_a_weight_that_gives_it_a_cpu
     assert candidate.artifact.native.rules[0].nice == -1
 
 
+@pytest.mark.parametrize(("seconds", "judged"), [(0.0, "cpu_share"), (10.0, "longest_job_s"), (30.0, "cpu_share")])
+def test_a_makespan_goal_judges_the_longest_job_when_its_length_is_known_and_fits_a_window(seconds, judged):
+    """A long job's CPU share depends on where a window falls in the batch; the batch's longest
+    job per window is its makespan, once a window holds a whole run of the batch (and no
+    window may take minutes)."""
+    p = profile(long_tail_batch())
+    p.groups[0].long_jobs[0].seconds = seconds
+    goal = goals.infer(p)
+    assert goal.objective == goal_pb2.OBJECTIVE_MAKESPAN and goal.success_metric.name == judged
+    if judged == "longest_job_s":
+        assert [m.comm for m in goal.success_metric.groups] == ["xz"]
+        assert goal.success_metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER
+        assert goal.min_window.ToMilliseconds() == 25_000 and "10.0 s" in goal.rationale
+        assert cycle_module.canary_for(goal, 5.0).canary_window.ToMilliseconds() == 25_000
+    else:
+        assert not goal.min_window.ToNanoseconds()
+    assert goal.guards[0].metric.name == "usable_cpu_share"
+
+
 def test_without_evidence_of_a_long_job_a_batch_asks_for_throughput_and_makespan_says_what_is_missing():
     p = profile(jobs("xz", BATCH, 9.0))
     assert goals.infer(p).objective == goal_pb2.OBJECTIVE_THROUGHPUT

@@ -141,18 +141,20 @@ class WorkloadGroup(_message.Message):
     def __init__(self, group_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[GroupingKind, str]] = ..., matcher: _Optional[_Union[_common_pb2.GroupMatcher, _Mapping]] = ..., pids: _Optional[_Iterable[int]] = ..., cgroup: _Optional[str] = ..., features: _Optional[_Union[GroupFeatures, _Mapping]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., settings: _Optional[_Union[SchedSettings, _Mapping]] = ..., long_jobs: _Optional[_Iterable[_Union[LongJob, _Mapping]]] = ...) -> None: ...
 
 class LongJob(_message.Message):
-    __slots__ = ("pid", "cmdline", "matcher", "work_ratio", "evidence")
+    __slots__ = ("pid", "cmdline", "matcher", "work_ratio", "evidence", "seconds")
     PID_FIELD_NUMBER: _ClassVar[int]
     CMDLINE_FIELD_NUMBER: _ClassVar[int]
     MATCHER_FIELD_NUMBER: _ClassVar[int]
     WORK_RATIO_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
     pid: int
     cmdline: str
     matcher: _common_pb2.GroupMatcher
     work_ratio: float
     evidence: str
-    def __init__(self, pid: _Optional[int] = ..., cmdline: _Optional[str] = ..., matcher: _Optional[_Union[_common_pb2.GroupMatcher, _Mapping]] = ..., work_ratio: _Optional[float] = ..., evidence: _Optional[str] = ...) -> None: ...
+    seconds: float
+    def __init__(self, pid: _Optional[int] = ..., cmdline: _Optional[str] = ..., matcher: _Optional[_Union[_common_pb2.GroupMatcher, _Mapping]] = ..., work_ratio: _Optional[float] = ..., evidence: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class WorkloadSignature(_message.Message):
     __slots__ = ("version", "dimensions", "values")

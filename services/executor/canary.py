@@ -8,7 +8,9 @@ latency, the sum for CPU): runq_latency_{p50,p90,p99,p999,max}_us, response_{...
 the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s, runq_wait_per_s (seconds
 spent waiting to run per second, the groups' threads summed), usable_cpu_share, job_seconds (the
 mean lifetime of the groups' processes that started and exited in the window: for jobs that
-repeat, the time per job). `cpu_share` is the
+repeat, the time per job), longest_job_s (the longest job of the groups' that ran in the window
+under one policy, a run in progress counted by its age: for a batch that repeats, its makespan).
+`cpu_share` is the
 groups' share of the CPU that processes outside them left (idle time included): load that comes
 and goes beside the canary moves the groups' raw share between windows, not this one, while CPU
 a policy leaves idle still shows as lost. `usable_cpu_share` is the share of the CPU the groups
@@ -37,7 +39,8 @@ LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "respo
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s", "runq_wait_per_s"}
 RATIOS = {"usable_cpu_share"}
 MEANS = {"job_seconds"}
-MEASURABLE = [*LATENCY, *sorted(SUMMED | RATIOS | MEANS)]
+LONGEST = {"longest_job_s"}
+MEASURABLE = [*LATENCY, *sorted(SUMMED | RATIOS | MEANS | LONGEST)]
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
 # The least CPU (share of the host) a window counts as left to the measured groups: a host all
@@ -145,6 +148,8 @@ def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMea
         return usable_cpu_share(measured)
     if metric.name == "job_seconds":
         return job_seconds(measured)
+    if metric.name == "longest_job_s":
+        return longest_job_s(measured)
     total = sum(getattr(g, metric.name) for g in measured)
     # At most all of it: under emulation the host's busy time (ticks) can fall short of what the
     # threads' own counters say they ran, which leaves "other processes" at 0 and the rest short.
@@ -171,6 +176,15 @@ def job_seconds(measured: list[observer_pb2.GroupMeasurement]) -> float:
         raise Unmeasured("job_seconds: none of its groups' processes both started and exited in the window "
                          "(a window shorter than a job, or jobs that stopped repeating)")
     return sum(g.jobs_done * g.job_seconds for g in measured) / done
+
+
+def longest_job_s(measured: list[observer_pb2.GroupMeasurement]) -> float:
+    """The longest job of the groups' that started in the window. Unmeasured when none did."""
+    longest = max((g.longest_job_s for g in measured), default=0.0)
+    if not longest:
+        raise Unmeasured("longest_job_s: none of its groups' processes started in the window "
+                         "(jobs that stopped repeating)")
+    return longest
 
 
 @dataclass

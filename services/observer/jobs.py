@@ -26,6 +26,7 @@ import re
 import stat
 import statistics
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,11 @@ class JobLengths:
             seen = [s for comm in set(comms) for s in self._lengths.get(comm, {}).values()]
         return statistics.median(seen) if seen else 0.0
 
+    def longest(self, comm: str) -> float:
+        """The longest of this program's recent processes; 0 when none was seen to end."""
+        with self._lock:
+            return max(self._lengths.get(comm, {}).values(), default=0.0)
+
 
 @dataclass(frozen=True)
 class _Estimate:
@@ -112,9 +118,11 @@ class _Estimate:
     basis: str
 
 
-def long_jobs(processes: Sequence[ProcessInfo], history: JobHistory) -> list[profile_pb2.LongJob]:
+def long_jobs(processes: Sequence[ProcessInfo], history: JobHistory,
+              lengths: JobLengths | None = None) -> list[profile_pb2.LongJob]:
     """The long jobs among these processes (one program or several: each program is its own
-    batch), with the evidence; empty when no program's jobs show a clear tail."""
+    batch), with the evidence and (from `lengths`) how long one lasts; empty when no program's
+    jobs show a clear tail."""
     found: list[profile_pb2.LongJob] = []
     by_program: dict[str, list[ProcessInfo]] = {}
     for process in processes:
@@ -122,6 +130,15 @@ def long_jobs(processes: Sequence[ProcessInfo], history: JobHistory) -> list[pro
     for jobs in by_program.values():
         if len(jobs) >= MIN_JOBS:
             found += _long_of(jobs, history)
+    if lengths is not None:
+        now_s = time.clock_gettime(time.CLOCK_BOOTTIME)
+        by_pid = {p.pid: p for p in processes}
+        for job in found:
+            # The program's longest job seen to end is its long job's last run, when the batch
+            # repeats; a run in progress that is older says more.
+            process = by_pid[job.pid]
+            age = now_s - process.start_s if process.start_s > 0 else 0.0
+            job.seconds = max(lengths.longest(process.comm), age)
     return found
 
 

@@ -99,7 +99,8 @@ class Profiler:
         features.job_seconds = self._lengths.typical(p.comm for p in group.processes.values())
         self._jobs.record(group.processes.values())
         # A service's processes are not jobs that end.
-        long_jobs = [] if features.serves else jobs.long_jobs(list(group.processes.values()), self._jobs)
+        long_jobs = [] if features.serves else jobs.long_jobs(list(group.processes.values()), self._jobs,
+                                                               self._lengths)
         busiest = max(group.threads, key=lambda t: t.cpu_ns)
         settings = procfs.read_sched_settings(busiest.pid, busiest.tid)
         return profile_pb2.WorkloadGroup(
@@ -161,10 +162,12 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
     matched_cpu_ns = 0
     slices = window.slices or [Slice.whole(window)]
     whole_jobs = [j for j in window.jobs if j.started_in_window]
+    running = window.running_jobs()
     for matcher in compiled:
         threads = grouping.select(window.threads.values(), window.processes, matcher)
         cpu_ns = sum(t.cpu_ns for t in threads)
         done = [j.seconds for j in whole_jobs if (p := window.processes.get(j.pid)) is not None and matcher.matches(p)]
+        started = [age for pid, age in running.items() if matcher.matches(window.processes[pid])]
         response.groups.append(observer_pb2.GroupMeasurement(
             matcher=matcher.source,
             matched_threads=sum(p.num_threads for p in matched[matcher.describe()]),
@@ -179,6 +182,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
             involuntary_switches=sum(t.involuntary for t in threads),
             jobs_done=len(done),
             job_seconds=sum(done) / len(done) if done else 0.0,
+            longest_job_s=max(done + started, default=0.0),
         ))
         matched_cpu_ns += sum(t.cpu_ns for t in threads if t.tid not in counted)
         counted.update(t.tid for t in threads)

@@ -78,6 +78,15 @@ class Window:
     # Processes that exited in the window and whose start is known.
     jobs: list[Job] = field(default_factory=list)
 
+    def running_jobs(self) -> dict[int, float]:
+        """The processes that started in the window and still ran at its end, with their age then:
+        jobs in progress, each under one policy, and each at least that long."""
+        start_s = _boot_s_of_wall(self.started_at)
+        end_s = start_s + self.duration_s
+        ended = {job.pid for job in self.jobs}
+        return {pid: end_s - process.start_s for pid, process in self.processes.items()
+                if pid not in ended and start_s < process.start_s <= end_s}
+
     @property
     def host_busy_s(self) -> float:
         """CPU seconds the host's CPUs were busy: the window's capacity less their idle time
@@ -330,6 +339,11 @@ def _boot_s(monotonic_at: float) -> float:
     """A time.monotonic() reading as seconds since boot (CLOCK_BOOTTIME), the clock of a
     process's start in /proc."""
     return monotonic_at + time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+
+
+def _boot_s_of_wall(wall_at: float) -> float:
+    """A time.time() reading as seconds since boot."""
+    return wall_at + time.clock_gettime(time.CLOCK_BOOTTIME) - time.time()
 
 
 def _mean_response(activity: ThreadActivity) -> Histogram:

@@ -14,7 +14,8 @@ its groups are (services that accept connections, batches of jobs started togeth
   second, or for jobs that sleep and wake for messages, wakeups per second;
 - a batch of jobs some of which are far longer than the rest (the observer's long_jobs: the CPU
   their command lines used before, or inputs many times larger) -> makespan: run the long jobs
-  first, the batch losing no CPU; without that evidence, throughput;
+  first, the batch losing no CPU, judged on the batch's longest job per window when the observer
+  knows how long one lasts (else on the long jobs' CPU share); without that evidence, throughput;
 - otherwise nothing worth changing: a goal with no objective and the reason.
 
 An operator's intent narrows it: a group named in it becomes the target, and "throughput",
@@ -58,6 +59,10 @@ JOB_SPAWNS_PER_S = 0.5
 # to 6 rounds and its re-measurements then lasts up to about 18 minutes).
 MAX_JOB_S = 15.0
 JOBS_PER_WINDOW = 4
+# A makespan goal whose long jobs the observer has seen last a known time judges the longest job
+# per window (the batch's makespan, when it repeats) in windows this many long jobs long: at least
+# one whole run of the batch in each. Longer than JOBS_PER_WINDOW * MAX_JOB_S, the CPU share.
+BATCHES_PER_WINDOW = 2.5
 LATENCY = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE
 BATCH = profile_pb2.WORKLOAD_CLASS_BATCH
 _OBJECTIVE_WORDS = ((goal_pb2.OBJECTIVE_THROUGHPUT, r"throughput|faster batch|more work"),
@@ -248,14 +253,29 @@ def long_jobs(jobs: list) -> list:
 
 def makespan_of(long: list, work: list, intent: str) -> goal_pb2.OptimizationGoal:
     """Finish a batch of jobs sooner when some of its jobs are far longer than the rest (the
-    observer's evidence: CPU their command line used before, or their inputs): run those first,
-    the batch as a whole losing no CPU."""
+    observer's evidence: CPU their command lines used before, or their inputs): run those first,
+    the batch as a whole losing no CPU. When the observer knows how long the long jobs last, the
+    canary judges the batch's longest job (its makespan) in windows a couple of batches long."""
     shown = "; ".join(f"{j.cmdline!r}: {j.evidence}" for j in long[:3])
-    return _run_first(
-        [j.matcher for j in long], work, min(_confidence(g) for g in work), intent,
-        f"a batch of jobs ({_names(work)}) contends and {len(long)} of its jobs "
-        f"{'is' if len(long) == 1 else 'are'} far longer than the others ({shown}): the batch ends "
-        f"when {'it does' if len(long) == 1 else 'they do'}; run {'it' if len(long) == 1 else 'them'} first")
+    why = (f"a batch of jobs ({_names(work)}) contends and {len(long)} of its jobs "
+           f"{'is' if len(long) == 1 else 'are'} far longer than the others ({shown}): the batch ends "
+           f"when {'it does' if len(long) == 1 else 'they do'}; run {'it' if len(long) == 1 else 'them'} first")
+    goal = _run_first([j.matcher for j in long], work, min(_confidence(g) for g in work), intent, why)
+    holders = [g for g in work if any(j in long for j in g.long_jobs)]
+    seconds = max(j.seconds for j in long)
+    if holders and min(j.seconds for j in long) > 0 and BATCHES_PER_WINDOW * seconds <= JOBS_PER_WINDOW * MAX_JOB_S:
+        _judge_longest_job(goal, holders, seconds)
+    return goal
+
+
+def _judge_longest_job(goal: goal_pb2.OptimizationGoal, holders: list, seconds: float) -> None:
+    """Judge a makespan goal on its batch's longest job instead of the long jobs' CPU share, which
+    depends on where a window falls in the batch (beside the short jobs a long one gets its fair
+    part, alone at the end a whole CPU: rounds of one policy read +410 % and -18 %)."""
+    goal.success_metric.CopyFrom(_metric("longest_job_s", holders, common_pb2.DIRECTION_LOWER_IS_BETTER))
+    goal.min_window.FromMilliseconds(int(BATCHES_PER_WINDOW * seconds * 1000))
+    goal.rationale += (f"; judged on the longest job of {_names(holders)} (a run lasts about {seconds:.1f} s), "
+                       f"in windows {BATCHES_PER_WINDOW:g} runs long")
 
 
 def _run_first(targets: list[common_pb2.GroupMatcher], batch: list, confidence: float, intent: str,
