@@ -2,7 +2,8 @@
 the scenario suite's programs (nginx, redis, make, xz, hackbench, rt-app beside or without CPU
 batch; bench/scenarios), recorded with `python -m bench.scenarios --features
 tests/data/scenario_features.json` and labelled there with each group's true class and each
-scenario's right objective. The numbers are the observer's, not written for these tests."""
+scenario's right objective; and the groups the VM suite labelled (scenario_features_vm.json).
+The numbers are the observer's, not written for these tests."""
 
 import json
 from pathlib import Path
@@ -15,6 +16,9 @@ from services.observer.classify import classify
 from services.planner import goals
 
 DATA = json.loads((Path(__file__).parent / "data" / "scenario_features.json").read_text())
+# The same programs profiled in the sched_ext VM (qemu TCG, tens of times slower: nginx gzips a
+# response in tens of ms there), from the VM suite's report (bench/results/scenarios-vm.json).
+VM_GROUPS = json.loads((Path(__file__).parent / "data" / "scenario_features_vm.json").read_text())["groups"]
 CLASSES = {"latency_sensitive": profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE, "batch": profile_pb2.WORKLOAD_CLASS_BATCH,
            "background": profile_pb2.WORKLOAD_CLASS_BACKGROUND}
 OBJECTIVES = {"tail_latency": goal_pb2.OBJECTIVE_TAIL_LATENCY, "throughput": goal_pb2.OBJECTIVE_THROUGHPUT,
@@ -28,7 +32,21 @@ def _id(row: dict) -> str:
     return f"{row['scenario']}-{row['condition']}-{row['group']}"
 
 
-@pytest.mark.parametrize("row", DATA["groups"], ids=_id)
+# Groups read wrong, and why (strict: the test says when one is read right).
+MISREAD = {
+    "vm-web_batch-contended-wrk": "in that run the VM's observer found no client_of for any group (wrk's connections "
+                                  "to nginx not seen), and without it a client pacing 16 connections at 1.5 % of the "
+                                  "CPU and 25 wakeups/s per thread reads as background",
+}
+
+
+def _groups() -> list:
+    rows = DATA["groups"] + [{**row, "scenario": f"vm-{row['scenario']}"} for row in VM_GROUPS]
+    return [pytest.param(row, id=_id(row), marks=[pytest.mark.xfail(reason=MISREAD[_id(row)], strict=True)]
+                         if _id(row) in MISREAD else []) for row in rows]
+
+
+@pytest.mark.parametrize("row", _groups())
 def test_each_labelled_group_is_read_as_what_it_is(row):
     features = json_format.ParseDict(row["features"], profile_pb2.GroupFeatures())
     result = classify(features)

@@ -32,8 +32,10 @@ BATCH_DEMAND = (0.05, 0.3)
 # work per wakeup at most (a request, a message, a period's work), whatever its demand.
 LATENCY_WAKEUPS = (5.0, 50.0)
 LATENCY_VOLUNTARY = (0.2, 0.6)
-# A group that serves requests (it accepts connections) and keeps waking for them, or waits to run
-# for over half of what it wants, is a server, whatever its switches say.
+# A group that serves requests (it accepts connections) and keeps waking for them, blocks by itself
+# in a good part of its switches (it ran out of requests: nginx gzipping 64 KiB responses in the
+# emulated VM took 30 ms of CPU per wakeup and blocked in 47 % of its switches), or waits to run
+# for over half of what it wants, is a server, however large its units of work look.
 STARVED_SERVER_WAIT = (0.3, 0.5)
 # A group none of whose processes holds a socket (`socketless`) answers to no one outside it: only
 # its own threads, pipes, files and timers wake it. It is latency-sensitive only as periodic work
@@ -51,7 +53,9 @@ PIPELINE_DEMAND_CPUS = (0.05, 0.25)
 # work, its own waits add to their latency, however few of its switches are voluntary (a load
 # generator always has the next request ready: redis-benchmark blocked in 25-50 % of its
 # switches beside batch work). hackbench's senders talk only to each other, over unix sockets.
-# Background: under 0.5 % of the host's CPU and rarely awake.
+# Background: under 0.5 % of the host's CPU and rarely awake; not a client that keeps waking for
+# its server's answers (wrk pacing 16 connections in the emulated VM: 25 wakeups/s per thread,
+# 1.5 % of the CPU), whose waits are its requests'.
 BACKGROUND_CPU = (0.005, 0.05)
 BACKGROUND_WAKEUPS = (10.0, 100.0)
 
@@ -70,7 +74,8 @@ def scores(f: profile_pb2.GroupFeatures) -> dict[int, float]:
         pipeline = ((1 - voluntary) * ramp(f.cpu_per_wakeup_us, *PIPELINE_WORK_PER_WAKEUP_US)
                     * ramp(f.demand, *PIPELINE_DEMAND_CPUS))
         batch = max(batch, pipeline)
-    quiet = (1 - ramp(f.cpu_share, *BACKGROUND_CPU)) * (1 - ramp(wakeups, *BACKGROUND_WAKEUPS)) * (1 - batch)
+    quiet = ((1 - ramp(f.cpu_share, *BACKGROUND_CPU)) * (1 - ramp(wakeups, *BACKGROUND_WAKEUPS)) * (1 - batch)
+             * (1 - client))
     # A terminal makes a quiet or moderately busy group a person's: interactive, not background.
     interactive = (1 - batch) * (1 - latency) if f.has_tty else 0.0
     return {
@@ -83,12 +88,13 @@ def scores(f: profile_pb2.GroupFeatures) -> dict[int, float]:
 
 def _server(f: profile_pb2.GroupFeatures, wakeups: float) -> float:
     """How surely a group that accepts connections is serving requests: it keeps waking for them
-    (a busy server handles several per wakeup, so its units of work look large), or it is
-    starved of CPU and never sleeps because its requests pile up. Either way it waits for work
-    from outside, not for the CPU alone."""
+    or blocks for the next one (a busy server handles several per wakeup, so its units of work
+    look large), or it is starved of CPU and never sleeps because its requests pile up. Either
+    way it waits for work from outside, not for the CPU alone."""
     if not f.serves:
         return 0.0
-    return max(ramp(wakeups, *LATENCY_WAKEUPS), ramp(f.wait_share, *STARVED_SERVER_WAIT))
+    return max(ramp(wakeups, *LATENCY_WAKEUPS), ramp(f.voluntary_ratio, *LATENCY_VOLUNTARY),
+               ramp(f.wait_share, *STARVED_SERVER_WAIT))
 
 
 def _reason(cls: int, f: profile_pb2.GroupFeatures) -> str:
