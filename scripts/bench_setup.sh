@@ -26,7 +26,8 @@ if [ -e "$policy" ]; then
 else
   printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && owned=1
 fi
-cleanup() { [ "$owned" = 1 ] && $sudo rm -f "$policy"; }
+# (an `if`: a false `[ ]` as the trap's last command would make the script exit 1 after a good install)
+cleanup() { if [ "$owned" = 1 ]; then $sudo rm -f "$policy"; fi; }
 trap cleanup EXIT
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
