@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import grpc
 import pytest
@@ -34,10 +35,11 @@ from schedcp.v1 import (
 from services.planner import cycle as cycle_module
 from services.planner import goals, synthesis
 from services.planner.cycle import INTERRUPTED, Cycle
-from services.planner.planning import Planner
+from services.planner.planning import Planner, window_for_jobs
 from services.verifier import native_checks
 from tests.conftest import cpu_hogs, latency_probe
 from tests.llm_server import reply, scripted_llm
+from tests.test_observer_service import observer_call, profile_request
 from tests.test_services import call
 
 LATENCY, BATCH = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE, profile_pb2.WORKLOAD_CLASS_BATCH
@@ -389,6 +391,35 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
     first = candidates.candidates[0]
     assert (first.artifact.name, first.path) == (kept, cycle_pb2.SYNTHESIS_PATH_REUSE), candidates
     assert cycle_pb2.CYCLE_STAGE_DEPLOY in [e.stage for e in again], [e.message for e in again]
+
+
+@pytest.mark.parametrize(("job_seconds", "window_s"), [(1.5, 0.0), (5.5, 11.0), (40.0, 30.0)])
+def test_a_profile_shorter_than_its_jobs_asks_for_a_window_that_covers_two(job_seconds, window_s):
+    p = profile(group("xz", BATCH, 1.0), group("sshd", profile_pb2.WORKLOAD_CLASS_BACKGROUND, 0.0))
+    p.window.FromSeconds(2)
+    p.groups[0].features.job_seconds = job_seconds
+    needed, why = window_for_jobs(p)
+    assert needed == window_s
+    assert ("xz" in why and f"{window_s:.1f} s" in why and "sshd" not in why) if window_s else why == ""
+
+
+def test_tune_profiles_again_over_jobs_longer_than_its_first_window(services, workload, tmp_path):
+    """Jobs of about 3 s one after another (each a shell waking every 0.1 s, so that any window
+    sees the one running), which the observer has watched end: the cycle's 2 s profile is
+    shorter than one, so it profiles the host again over two."""
+    comm = f"job-{uuid.uuid4().hex[:8]}"
+    (tmp_path / comm).symlink_to("/bin/sh")
+    services.start("observer", "verifier", "executor", "learner", "planner")
+    wait_registered(services.addr("planner"))
+    workload("sh", "-c", f"while :; do {tmp_path / comm} -c 'for i in $(seq 30); do sleep 0.1; done'; done")
+    observer_call(services.addr("observer"), "GetProfile", profile_request(5))  # one job ended in it
+    events = tune(services.addr("planner"), provider="rules")
+    observed = [e for e in events if e.stage == cycle_pb2.CYCLE_STAGE_OBSERVE]
+    assert [e.status for e in observed] == [common_pb2.STAGE_STATUS_STARTED, common_pb2.STAGE_STATUS_STARTED,
+                                            common_pb2.STAGE_STATUS_SUCCEEDED], [e.message for e in observed]
+    assert f"the jobs of {comm} last longer" in observed[1].message
+    # (a profile's window is the span its scans took: what was asked for, give or take a scan)
+    assert observed[-1].message.startswith("profiled over ") and observed[-1].profile.window.seconds >= 4
 
 
 def goal_of(events: list[cycle_pb2.CycleEvent]) -> goal_pb2.OptimizationGoal:

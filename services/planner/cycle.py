@@ -57,7 +57,7 @@ from services.planner import synthesis
 from services.planner.generate import Generator
 from services.planner.leases import CycleLeases
 from services.planner.llm import Usage
-from services.planner.planning import Planner
+from services.planner.planning import Planner, window_for_jobs
 
 log = logging.getLogger(__name__)
 C = cycle_pb2
@@ -154,6 +154,10 @@ class Cycle:
         else:
             yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_STARTED, "profiling the host")
             profile, how = await self._planner.observe(host.observer_addr), "profiled"
+        window_s, why = window_for_jobs(profile)
+        if window_s:
+            yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_STARTED, why)
+            profile, how = await self._planner.observe(host.observer_addr, window_s), f"profiled over {window_s:.1f} s"
         yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_SUCCEEDED,
                                f"{how}: {len(profile.groups)} groups", profile=profile)
         usage = Usage()

@@ -45,6 +45,12 @@ from services.planner.llm import LlmClient, OpenAIGoals, Usage
 
 log = logging.getLogger(__name__)
 OBSERVE_WINDOW_S = 2.0
+# A window shorter than the jobs it shows cannot tell what they are: a batch that repeats (one
+# long job and many short ones, started together) profiled while only its long job runs looks
+# like one process on a host with room to spare. Profiled again over this many of its longest
+# typical jobs, up to MAX_OBSERVE_WINDOW_S.
+JOBS_PER_OBSERVE_WINDOW = 2
+MAX_OBSERVE_WINDOW_S = 30.0
 PROVIDERS = ("rules", "openai")
 # While a cycle waits for its outcome to be applied, the learner is asked this often, for the
 # host's newest outcomes: one deployment runs at a time on a host and the cycle asks right
@@ -209,8 +215,24 @@ class Planner:
     async def host(self, host_id: str) -> host_pb2.HostRegistration:
         return await self._hosts.get(host_id)
 
-    async def observe(self, observer_addr: str) -> profile_pb2.WorkloadProfile:
+    async def observe(self, observer_addr: str, window_s: float = OBSERVE_WINDOW_S) -> profile_pb2.WorkloadProfile:
         request = observer_pb2.GetProfileRequest(detail=profile_pb2.DETAIL_LEVEL_SUMMARY)
-        request.window.FromMilliseconds(int(OBSERVE_WINDOW_S * 1000))
-        async with rpc.channel(observer_addr, self._rpc_timeout_s + OBSERVE_WINDOW_S) as channel:
+        request.window.FromMilliseconds(int(window_s * 1000))
+        async with rpc.channel(observer_addr, self._rpc_timeout_s + window_s) as channel:
             return await observer_pb2_grpc.ObserverServiceStub(channel).GetProfile(request)
+
+
+def window_for_jobs(profile: profile_pb2.WorkloadProfile) -> tuple[float, str]:
+    """The window a profile needs to have seen its groups' jobs (JOBS_PER_OBSERVE_WINDOW of the
+    longest typical job, at most MAX_OBSERVE_WINDOW_S) and why; (0, "") when it covered them."""
+    window_s = profile.window.ToNanoseconds() / 1e9
+    longer = [g for g in profile.groups if g.features.job_seconds > window_s]
+    if not longer:
+        return 0.0, ""
+    longest = max(g.features.job_seconds for g in longer)
+    needed = min(MAX_OBSERVE_WINDOW_S, JOBS_PER_OBSERVE_WINDOW * longest)
+    if needed <= window_s:
+        return 0.0, ""
+    names = ", ".join(g.name for g in longer[:3])
+    return needed, (f"the jobs of {names} last longer ({longest:.1f} s) than the {window_s:g} s profiled: "
+                    f"profiling the host again over {needed:.1f} s")
