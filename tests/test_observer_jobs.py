@@ -44,20 +44,25 @@ def test_a_long_job_is_known_by_the_cpu_its_command_line_used_in_an_earlier_run(
 
 def test_a_long_job_lasts_as_long_as_its_program_s_longest_job_seen_to_end_or_its_age():
     """The batch's last run ended: its longest xz lived 11 s (the long job's previous run). This
-    run's long job is 3 s old: 11 s. A run in progress older than any seen to end: its age."""
+    run's long job is 3 s old: 11 s. A run in progress older than any seen to end: its age; but
+    not the age of one that already exited (its length is among those seen to end)."""
     history, lengths = JobHistory(), jobs.JobLengths()
     history.record([job(90, "xz -c /data/long", 7.1), job(91, "xz -c /data/short", 0.9)])
     lengths.record([("xz", Job(90, 1, 11.0, True)), ("xz", Job(91, 2, 4.5, True)), ("gzip", Job(92, 3, 40.0, True))])
     now_s = time.clock_gettime(time.CLOCK_BOOTTIME)
     running = batch(cpu_s=0.3)
-    running[0].start_s = now_s - 3.0
-    [found] = jobs.long_jobs(running, history, lengths)
-    assert found.seconds == pytest.approx(11.0)
-    running[0].start_s = now_s - 20.0
-    [found] = jobs.long_jobs(running, history, lengths)
-    assert found.seconds == pytest.approx(20.0, abs=0.5)
-    [found] = jobs.long_jobs(running, history, jobs.JobLengths())
-    assert found.seconds == pytest.approx(20.0, abs=0.5)
+    by_pid = {p.pid: p for p in running}
+    [found] = jobs.long_jobs(running, history)
+
+    def timed(start_s: float, ended: set[int], known: jobs.JobLengths = lengths) -> float:
+        running[0].start_s = start_s
+        jobs.time_runs([found], by_pid, known, ended)
+        return found.seconds
+
+    assert timed(now_s - 3.0, set()) == pytest.approx(11.0)
+    assert timed(now_s - 20.0, set()) == pytest.approx(20.0, abs=0.5)
+    assert timed(now_s - 20.0, set(), jobs.JobLengths()) == pytest.approx(20.0, abs=0.5)
+    assert timed(now_s - 20.0, {found.pid}) == pytest.approx(11.0)
 
 
 def test_without_a_past_run_equal_jobs_show_no_tail():

@@ -118,11 +118,9 @@ class _Estimate:
     basis: str
 
 
-def long_jobs(processes: Sequence[ProcessInfo], history: JobHistory,
-              lengths: JobLengths | None = None) -> list[profile_pb2.LongJob]:
+def long_jobs(processes: Sequence[ProcessInfo], history: JobHistory) -> list[profile_pb2.LongJob]:
     """The long jobs among these processes (one program or several: each program is its own
-    batch), with the evidence and (from `lengths`) how long one lasts; empty when no program's
-    jobs show a clear tail."""
+    batch), with the evidence; empty when no program's jobs show a clear tail."""
     found: list[profile_pb2.LongJob] = []
     by_program: dict[str, list[ProcessInfo]] = {}
     for process in processes:
@@ -130,16 +128,19 @@ def long_jobs(processes: Sequence[ProcessInfo], history: JobHistory,
     for jobs in by_program.values():
         if len(jobs) >= MIN_JOBS:
             found += _long_of(jobs, history)
-    if lengths is not None:
-        now_s = time.clock_gettime(time.CLOCK_BOOTTIME)
-        by_pid = {p.pid: p for p in processes}
-        for job in found:
-            # The program's longest job seen to end is its long job's last run, when the batch
-            # repeats; a run in progress that is older says more.
-            process = by_pid[job.pid]
-            age = now_s - process.start_s if process.start_s > 0 else 0.0
-            job.seconds = max(lengths.longest(process.comm), age)
     return found
+
+
+def time_runs(found: Iterable[profile_pb2.LongJob], processes: dict[int, ProcessInfo], lengths: JobLengths,
+              ended: set[int]) -> None:
+    """Set how long a run of each long job lasts: its program's longest job seen to end (the long
+    job's last run, when the batch repeats), or, when more, the age of this run if it still runs
+    (`ended`: the processes that exited, whose age now would overstate their length)."""
+    now_s = time.clock_gettime(time.CLOCK_BOOTTIME)
+    for job in found:
+        process = processes[job.pid]
+        running = process.start_s > 0 and job.pid not in ended
+        job.seconds = max(lengths.longest(process.comm), now_s - process.start_s if running else 0.0)
 
 
 def _long_of(jobs: list[ProcessInfo], history: JobHistory) -> list[profile_pb2.LongJob]:
