@@ -4,6 +4,7 @@ learner's statistics of the policy per host class and workload cluster."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ DEPLOYED = {deployment_pb2.DEPLOYMENT_STATE_KEPT: H.ROLLOUT_HOST_RESULT_KEPT,
 OUTCOMES = {deployment_pb2.OUTCOME_RESULT_KEPT: H.ROLLOUT_HOST_RESULT_KEPT,
             deployment_pb2.OUTCOME_RESULT_ROLLED_BACK: H.ROLLOUT_HOST_RESULT_ROLLED_BACK,
             deployment_pb2.OUTCOME_RESULT_EJECTED: H.ROLLOUT_HOST_RESULT_ROLLED_BACK}
+# A deployment the executor has not judged yet, and how often a resumed rollout asks.
+IN_FLIGHT = {deployment_pb2.DEPLOYMENT_STATE_CHECKING, deployment_pb2.DEPLOYMENT_STATE_BASELINE,
+             deployment_pb2.DEPLOYMENT_STATE_APPLYING, deployment_pb2.DEPLOYMENT_STATE_CANARY}
+STATUS_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,9 @@ class Fleet:
         self._bus = bus
         self._learner_addr = settings.learner_addr
         self._rpc_timeout_s = settings.rpc_timeout_s
-        # A canary in flight when the planner stopped: its baseline and canary windows for the
-        # rounds an alternating canary starts with, and the learner's time to apply the outcome.
+        # A canary in flight when the planner stopped, on a host whose executor cannot say how it
+        # stands: its baseline and canary windows for the rounds an alternating canary starts
+        # with, and the learner's time to apply the outcome.
         self._canary_wait_s = 2 * settings.canary_window_s * ALTERNATING_ROUNDS + LEARN_WAIT_S
 
     def check_policy(self, name: str, host) -> None:
@@ -95,10 +101,17 @@ class Fleet:
 
     async def outcome_of(self, host_id: str, cycle_id: str) -> rollout_pb2.RolloutHost | None:
         """The result of a cycle a stopped planner left in flight, from the outcome the learner
-        applied (its canary went on without the planner). Waited for as long as a canary takes
-        while the host's executor still runs that cycle's deployment; otherwise as long as the
-        learner takes to apply an outcome (the cycle may never have deployed). None without one."""
-        wait = self._canary_wait_s if await self._deploying(host_id, cycle_id) else LEARN_WAIT_S
+        applied (its canary went on without the planner). Waited for while the host's executor
+        still measures that cycle's deployment (its goal may ask for windows a minute long, and
+        inconclusive rounds add more), then as long as the learner takes to apply an outcome (the
+        cycle may never have deployed); when the executor cannot say, as long as the canary a
+        cycle starts with takes. None without one."""
+        wait = LEARN_WAIT_S
+        while (measuring := await self._measuring(host_id, cycle_id)) is not False:
+            if measuring is None:
+                wait = self._canary_wait_s
+                break
+            await asyncio.sleep(STATUS_POLL_S)
         outcome, _ = await self._planner.applied_outcome(host_id, "", wait, cycle_id=cycle_id)
         if outcome is None:
             return None
@@ -107,16 +120,17 @@ class Fleet:
         return H.RolloutHost(host_id=host_id, cycle_id=cycle_id, deployment_id=outcome.deployment_id,
                              result=OUTCOMES[outcome.result], message=f"{told} ({outcome.reason})")
 
-    async def _deploying(self, host_id: str, cycle_id: str) -> bool:
-        """Whether the host's deployment in force is the cycle's (True when its executor cannot say)."""
+    async def _measuring(self, host_id: str, cycle_id: str) -> bool | None:
+        """Whether the host's executor is still checking, measuring or applying the cycle's
+        deployment; None when it cannot say."""
         try:
             host = await self._hosts.get(host_id)
             async with rpc.channel(host.executor_addr, self._rpc_timeout_s) as channel:
                 status = await executor_pb2_grpc.ExecutorServiceStub(channel).Status(
                     executor_pb2.StatusRequest(host_id=host_id))
         except (NotFound, grpc.aio.AioRpcError):
-            return True
-        return status.current.cycle_id == cycle_id
+            return None
+        return status.current.cycle_id == cycle_id and status.current.state in IN_FLIGHT
 
     async def _published(self, host_id: str) -> profile_pb2.WorkloadProfile | None:
         try:
