@@ -41,8 +41,14 @@ def _own_scheduling() -> dict[str, object]:
     """How the kernel schedules this test process: what its children inherit at fork."""
     return {"sched": get_sched(0), "affinity": sorted(os.sched_getaffinity(0)),
             "cgroup": Path("/proc/self/cgroup").read_text(),
-            "autogroup": Path("/proc/self/autogroup").read_text().split()[-1]
-            if Path("/proc/self/autogroup").exists() else None}
+            "autogroup": _autogroup()}
+
+
+def _autogroup() -> str | None:
+    """The autogroup line ("/autogroup-N nice K"); empty where the kernel runs without
+    autogroups (sched_autogroup_enabled=0 shows an empty file), None where it has none at all."""
+    path = Path("/proc/self/autogroup")
+    return path.read_text().strip() if path.exists() else None
 
 
 @pytest.fixture(autouse=True)
