@@ -186,20 +186,34 @@ def test_a_long_tcp_table_is_read_to_its_end():
             s.close()
 
 
+# A listener on argv[1]: an IPv4 or IPv6 address (port chosen by the kernel), or a unix socket's
+# path ("@name": abstract). It prints where it listens and accepts one connection.
 SERVER = """import socket, sys, time
-s = socket.socket(socket.AF_INET6 if sys.argv[1] == "::" else socket.AF_INET); s.bind((sys.argv[1], 0)); s.listen()
-print(s.getsockname()[1], flush=True); conn, _ = s.accept(); time.sleep(60)"""
+where = sys.argv[1]
+if where.startswith(("/", "@")):
+    s = socket.socket(socket.AF_UNIX); s.bind(where.replace("@", "\\0", 1)); address = where
+else:
+    s = socket.socket(socket.AF_INET6 if where == "::" else socket.AF_INET); s.bind((where, 0))
+    address = "127.0.0.1:%d" % s.getsockname()[1]
+s.listen(); print(address, flush=True); conn, _ = s.accept(); time.sleep(60)"""
 CLIENT = """import socket, sys, time
-c = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); print("connected", flush=True); time.sleep(60)"""
+where = sys.argv[1]
+if where.startswith(("/", "@")):
+    c = socket.socket(socket.AF_UNIX); c.connect(where.replace("@", "\\0", 1))
+else:
+    host, port = where.split(":"); c = socket.create_connection((host, int(port)))
+print("connected", flush=True); time.sleep(60)"""
 
 
-@pytest.mark.parametrize("bound", ["127.0.0.1", "0.0.0.0", "::"])
-def test_a_group_connected_to_a_local_listener_is_its_client(workload, bound):
-    """Real processes: a server listening on `bound`, a client connected to it over IPv4, and a
-    bystander holding a socket pair. Only the client is anyone's client."""
-    server = workload(sys.executable, "-c", SERVER, bound, stdout=subprocess.PIPE, text=True)
-    port = server.stdout.readline().strip()
-    client = workload(sys.executable, "-c", CLIENT, port, stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("bound", ["127.0.0.1", "0.0.0.0", "::", "unix", "@abstract"])
+def test_a_group_connected_to_a_local_listener_is_its_client(workload, bound, tmp_path):
+    """Real processes: a server listening on `bound` (an address, a unix socket's path or an
+    abstract name), a client connected to it (over IPv4 when it is an address), and a bystander
+    holding a socket pair. Only the client is anyone's client."""
+    where = {"unix": str(tmp_path / "server.sock"), "@abstract": f"@schedcp-test-{os.getpid()}"}.get(bound, bound)
+    server = workload(sys.executable, "-c", SERVER, where, stdout=subprocess.PIPE, text=True)
+    address = server.stdout.readline().strip()
+    client = workload(sys.executable, "-c", CLIENT, address, stdout=subprocess.PIPE, text=True)
     assert client.stdout.readline().strip() == "connected"
     bystander = workload(sys.executable, "-c", SOCKET_HOLDERS[Sockets.TALKS])
     deadline = time.monotonic() + 10

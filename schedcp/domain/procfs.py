@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
+from schedcp.domain import sockdiag
+
 PROC = "/proc"
 # /proc/<pid>/stat `flags` bit for kernel threads (include/linux/sched.h).
 PF_KTHREAD = 0x00200000
@@ -245,6 +247,7 @@ class NetTables:
     def __init__(self) -> None:
         self._tcp: dict[str, dict[int, TcpSocket]] = {}
         self._listening: dict[str, set[int]] = {}
+        self._unix: dict[str, dict[int, sockdiag.UnixSocket]] = {}
 
     def tcp(self, pid: int) -> dict[int, TcpSocket]:
         """The TCP sockets of `pid`'s network namespace, by inode."""
@@ -257,6 +260,20 @@ class NetTables:
             return tcp | _accepting_unix(read_table(f"{PROC}/{pid}/net/unix"))
 
         return self._cached(self._listening, pid, read)
+
+    def unix(self, pid: int) -> dict[int, sockdiag.UnixSocket]:
+        """The unix stream sockets of `pid`'s network namespace, by inode, with their peers; empty
+        for another namespace than this process's (sock_diag answers for its caller's only) or
+        where the kernel has no sock_diag for unix sockets."""
+        def read() -> dict[int, sockdiag.UnixSocket]:
+            if net_namespace(pid) != net_namespace(os.getpid()):
+                return {}
+            try:
+                return sockdiag.unix_sockets()
+            except OSError:
+                return {}
+
+        return self._cached(self._unix, pid, read)
 
     @staticmethod
     def _cached(cache: dict, pid: int, read: Callable[[], T]) -> T:
