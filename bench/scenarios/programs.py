@@ -203,11 +203,11 @@ def parse_redis_csv(text: str) -> dict:
 PG_USER = "bench"
 # A CPU-bound database, as the suite needs: durability off (fsync, synchronous commit, full-page
 # writes) so that transactions wait for the CPU and the client, never for the disk, and
-# shared_buffers small but holding pgbench's whole data set. TCP on 127.0.0.1 only (Debian's
-# default socket directory, /var/run/postgresql, is the system cluster's) and dynamic shared
-# memory in files in the data directory rather than /dev/shm: nothing is left outside the
-# scenario's temp dir.
-PG_SETTINGS = {"listen_addresses": "127.0.0.1", "unix_socket_directories": "", "fsync": "off",
+# shared_buffers small but holding pgbench's whole data set. Clients connect over a unix socket,
+# as libpq does by default (a new user's `pgbench`), in the cluster's own directory (Debian's,
+# /var/run/postgresql, is the system cluster's); no TCP. Dynamic shared memory in files in the
+# data directory rather than /dev/shm: nothing is left outside the scenario's temp dir.
+PG_SETTINGS = {"listen_addresses": "", "fsync": "off",
                "synchronous_commit": "off", "full_page_writes": "off", "shared_buffers": "64MB",
                "max_connections": "32", "dynamic_shared_memory_type": "mmap"}
 
@@ -215,11 +215,12 @@ PG_SETTINGS = {"listen_addresses": "127.0.0.1", "unix_socket_directories": "", "
 @dataclass
 class Postgres:
     port: int
+    socket_dir: Path
 
     @property
     def connection(self) -> list[str]:
-        """libpq client options (pgbench, pg_isready) for this cluster."""
-        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER]
+        """libpq client options (pgbench, pg_isready) for this cluster: its unix socket."""
+        return ["-h", str(self.socket_dir), "-p", str(self.port), "-U", PG_USER]
 
 
 @functools.cache
@@ -259,7 +260,7 @@ def hand_over(path: Path, user: pwd.struct_passwd) -> None:
 
 
 def start_postgres(procs: Processes, root: Path, scale: int) -> Postgres:
-    """A cluster of our own, initdb'd into `root`, on a free port of 127.0.0.1, with pgbench's
+    """A cluster of our own, initdb'd into `root`, listening on a unix socket there, with pgbench's
     tables at `scale` (100,000 accounts each). Stopped by `procs.stop` (a fast shutdown).
 
     The postmaster stays in the bench's session, but every process it forks (a backend per
@@ -273,12 +274,13 @@ def start_postgres(procs: Processes, root: Path, scale: int) -> Postgres:
     subprocess.run([pg_bin("initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust", "--locale=C", "-E", "UTF8",
                     "--no-sync"], cwd=root, capture_output=True, check=True, timeout=120, process_group=0,
                    **as_user(user))
-    port = free_port()
-    options = [f"-c{name}={value}" for name, value in {**PG_SETTINGS, "port": port}.items()]
+    port = free_port()  # (names the socket: .s.PGSQL.<port>)
+    options = [f"-c{name}={value}" for name, value in
+               {**PG_SETTINGS, "port": port, "unix_socket_directories": root}.items()]
     # SIGINT is postgres's fast shutdown: sessions ended, the shared memory removed.
     proc = procs.start(pg_bin("postgres"), "-D", str(data), *options, cwd=root, user=user,
                        stop_signal=signal.SIGINT)
-    server = Postgres(port)
+    server = Postgres(port, root)
     wait_accepting(server, proc)
     subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", str(scale), *server.connection, "postgres"],
                    capture_output=True, check=True, timeout=300, process_group=0)
