@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from schedcp import __version__
-from schedcp.runtime import limits, nats_auth, rpc, tls, topology
+from schedcp.runtime import limits, nats_auth, rpc, tasks, tls, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import ConfigError, Role, Settings, addr_env_var, load_settings
 from schedcp.runtime.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, DependencyUnavailable, StartupError
@@ -98,9 +98,7 @@ class ServiceContext:
         )
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await tasks.stop(self._tasks, f"{self.role.value} background tasks")
         for callback in reversed(self._on_close):
             await callback()
 

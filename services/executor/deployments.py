@@ -11,7 +11,6 @@ of a canary is an Outcome for the learner on schedcp.outcome.<host>.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -24,7 +23,7 @@ import grpc
 from google.protobuf import json_format
 
 from schedcp.domain import artifacts, hostclass, sched_ext, verdicts
-from schedcp.runtime import metrics, rpc, topology
+from schedcp.runtime import metrics, rpc, tasks, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
@@ -294,11 +293,7 @@ class Executor:
                 await self._event(current, current.reason)
 
     async def _cancel_running(self) -> None:
-        task = self._running
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop([self._running], "the deployment in progress")
 
     # --- steps -------------------------------------------------------------------------------
     def _new_deployment(self, request: executor_pb2.DeployRequest, requested_by: str) -> deployment_pb2.Deployment:
@@ -546,15 +541,9 @@ class Executor:
         return report
 
     async def _revert(self) -> None:
-        for task in (self._rescan, self._watch):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                except Exception:  # a watcher or rescan that died must not stop the revert
-                    log.exception("a background task of the deployment had failed")
+        # A watcher or rescan that died must not stop the revert.
+        for failed in await tasks.stop([self._rescan, self._watch], "the deployment's watchers"):
+            log.error("%s had failed", failed.get_name(), exc_info=failed.exception())
         self._rescan = self._watch = None
         if self._process_events is not None:
             await asyncio.to_thread(self._process_events.close)

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 
-from schedcp.runtime import topology
+from schedcp.runtime import tasks, topology
 from schedcp.runtime.bus import Bus
 from schedcp.v1 import common_pb2, cycle_pb2
 
@@ -147,10 +147,7 @@ class CycleLeases:
     async def close(self) -> None:
         """Stop renewing and sweeping. Leases still held are left to expire: a planner that
         stops records its open cycles' ends itself (Cycle.close), which releases them."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop([self._task], "cycle leases")
 
     async def hold(self, cycle_id: str, host_id: str) -> None:
         await self.table.hold(cycle_id, host=host_id)

@@ -29,7 +29,7 @@ import grpc
 from nats.js.errors import KeyNotFoundError
 from opentelemetry import context as otel_context
 
-from schedcp.runtime import telemetry, topology
+from schedcp.runtime import tasks, telemetry, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound
@@ -202,12 +202,7 @@ class Rollouts:
     async def close(self) -> None:
         """At shutdown: stop the runners; their rollouts stay running in KV, their leases released
         so that another replica (or this planner started again) takes them over at once."""
-        if self._keeper is not None:
-            self._keeper.cancel()
-        for task in self._runners.values():
-            task.cancel()
-        await asyncio.gather(*self._runners.values(), *([self._keeper] if self._keeper else []),
-                             return_exceptions=True)
+        await tasks.stop([self._keeper, *self._runners.values()], "rollouts")
         for rollout_id in list(self._leases.held):
             await self._leases.release(rollout_id)
 
