@@ -34,9 +34,9 @@ def _id(row: dict) -> str:
 
 # Groups read wrong, and why (strict: the test says when one is read right).
 MISREAD = {
-    "vm-web_batch-contended-wrk": "in that run the VM's observer found no client_of for any group (wrk's connections "
-                                  "to nginx not seen), and without it a client pacing 16 connections at 1.5 % of the "
-                                  "CPU and 25 wakeups/s per thread reads as background",
+    "vm-web_batch-contended-wrk": "recorded (2026-12-05) before the observer reported client_of (a80d9f8); without "
+                                  "it a client pacing 16 connections at 1.5 % of the CPU and 25 wakeups/s per "
+                                  "thread reads as background",
 }
 
 
