@@ -82,15 +82,20 @@ def _latency_profiles() -> list:
 
 
 @pytest.mark.parametrize("entry", _latency_profiles())
-def test_a_protected_service_brings_every_labelled_latency_group(entry):
-    """Protecting a service protects all of its request path that runs here: an on-host client's
-    waits are part of the latency it measures (kv_build's redis-benchmark, left out at confidence
-    0.14, kept redis-benchmark's p99 at half the default's while the oracle took it to 1/29th)."""
+def test_a_protected_service_brings_its_request_path_and_among_peers_its_servers(entry):
+    """Protecting a service from batch protects all of its request path that runs here: an
+    on-host client's waits are part of the latency it measures (kv_build's redis-benchmark, left
+    out at confidence 0.14, kept redis-benchmark's p99 at half the default's while the oracle took
+    it to 1/29th). With no batch to demote (an over-subscribed service), the servers are the
+    targets and their clients are left as they are (long_slice for nginx and wrk: wrk's p99
+    17-40 ms; for nginx alone 11-14 ms)."""
     profile = json_format.ParseDict(entry["profile"], profile_pb2.WorkloadProfile())
     for group in profile.groups:
         group.classification.CopyFrom(classify(group.features))
     goal = goals.infer(profile)
     protected = {target.comm for target in goal.target_groups}
-    labelled = {row["group"] for row in DATA["groups"] if row["scenario"] == entry["scenario"]
-                and row["condition"] == "contended" and row["truth"] == "latency_sensitive"}
-    assert protected == labelled, goal.rationale
+    rows = [row for row in DATA["groups"] if row["scenario"] == entry["scenario"] and row["condition"] == "contended"]
+    labelled = {row["group"] for row in rows if row["truth"] == "latency_sensitive"}
+    if not any(row["truth"] == "batch" for row in rows):
+        labelled = {row["group"] for row in rows if row["group"] in labelled and row["features"].get("serves")}
+    assert labelled and protected == labelled, goal.rationale
