@@ -162,12 +162,15 @@ def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: 
     too, the servers are the targets and the clients are left as they are: a policy that lets a
     server finish its requests in one go (a long slice, no wakeup preemption) would make a client
     given it wait for others in turn (web_oversubscribed: long_slice for nginx and wrk, wrk's
-    request p99 17-40 ms; for nginx alone 11-14 ms; nothing 14-16 ms)."""
+    request p99 17-40 ms; for nginx alone 11-14 ms; nothing 14-16 ms). The guard is the targets'
+    CPU share."""
     demand = sum(g.features.demand for g in latency)
     clients = _their_clients(latency)
     targets = [g for g in latency if g not in clients]
-    guard = _share_guard(latency, f"{_names(latency)} keep at least {GUARD_RATIO:.0%} of their CPU share "
-                                  "(no work lost)")
+    # The targets' share only: a group the guard names besides them is work a policy may demote
+    # (synthesis.others), and a client loses requests only with its servers, which the guard sees.
+    guard = _share_guard(targets, f"{_names(targets)} keep at least {GUARD_RATIO:.0%} of "
+                                  f"{'its' if len(targets) == 1 else 'their'} CPU share (no work lost)")
     # Among peers a policy trades the wait to run for fewer preemptions in the middle of the work
     # (a long slice): only the time from wakeup to done sees both sides. Run-queue wait alone
     # would call a long slice worse while requests finish sooner.
