@@ -242,6 +242,12 @@ CONFIDENCE = 0.95
 # Student's t at 0.975 (two-sided 95 %) by degrees of freedom, rounds - 1 = 1 .. MAX_ROUNDS - 1.
 T_QUANTILE = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
               2.131, 2.120, 2.110, 2.101, 2.093)
+# Whether an improvement is there at all, for keeping (see judge_rounds): Student's t at 0.9875
+# (two-sided 97.5 %), stricter than the reported interval's because a canary that stays
+# inconclusive is looked at again after each added round.
+SURE = 0.975
+T_SURE = (25.452, 6.205, 4.177, 3.495, 3.163, 2.969, 2.841, 2.752, 2.685, 2.634, 2.593, 2.560, 2.533, 2.510,
+          2.490, 2.473, 2.458, 2.445, 2.433)
 # One round's ratio past 100x either way is a measurement that broke (a group gone, a zero
 # percentile), not a scale of effect: clipped, so one such round cannot outweigh the rest.
 RATIO_LIMIT = 100.0
@@ -259,12 +265,13 @@ class Interval:
         return Interval(self.point * factor, self.low * factor, self.high * factor)
 
 
-def ratio_interval(pairs: list[tuple[float, float]]) -> Interval:
+def ratio_interval(pairs: list[tuple[float, float]], quantiles: tuple[float, ...] = T_QUANTILE) -> Interval:
     """The geometric mean of after/before over (before, after) pairs (two at least), with the t
-    interval of the mean log ratio: exact when the log ratios are normal, and deterministic."""
+    interval of the mean log ratio (CONFIDENCE; `quantiles` for another): exact when the log
+    ratios are normal, and deterministic."""
     logs = [_log_ratio(before, after) for before, after in pairs]
     mean = statistics.fmean(logs)
-    half = T_QUANTILE[len(logs) - 2] * statistics.stdev(logs) / math.sqrt(len(logs))
+    half = quantiles[len(logs) - 2] * statistics.stdev(logs) / math.sqrt(len(logs))
     return Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half))
 
 
@@ -283,14 +290,28 @@ def compare_rounds(metric: common_pb2.MetricSpec,
     k = key(metric)
     pairs = [(b.values[k], o.values[k]) for b, o in rounds]
     ratios = ratio_interval(pairs)
-    lower_is_better = metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER
-    better = (lambda r: 1 - r) if lower_is_better else (lambda r: r - 1)
-    ends = sorted((better(ratios.low), better(ratios.high)))
+    ends = _improvements(metric, ratios)
     comparison = deployment_pb2.MetricComparison(
         metric=metric, baseline=statistics.median(b for b, _ in pairs), observed=statistics.median(o for _, o in pairs),
-        improvement=better(ratios.point), rounds=len(rounds), improvement_low=ends[0], improvement_high=ends[1],
-        confidence=CONFIDENCE)
+        improvement=_improvement(metric, ratios.point), rounds=len(rounds),
+        improvement_low=ends[0], improvement_high=ends[1], confidence=CONFIDENCE)
     return comparison, ratios
+
+
+def _improvement(metric: common_pb2.MetricSpec, ratio: float) -> float:
+    return 1 - ratio if metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER else ratio - 1
+
+
+def _improvements(metric: common_pb2.MetricSpec, ratios: Interval) -> tuple[float, float]:
+    """A ratio interval's ends as improvements, (lower, higher)."""
+    ends = sorted(_improvement(metric, r) for r in (ratios.low, ratios.high))
+    return ends[0], ends[1]
+
+
+def surely_better(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]]) -> bool:
+    """Whether the rounds show the metric better than before at all, at SURE confidence."""
+    k = key(metric)
+    return _improvements(metric, ratio_interval([(b.values[k], o.values[k]) for b, o in rounds], T_SURE))[0] > 0
 
 
 def guard_margin(guard: goal_pb2.GuardConstraint, rounds: list[tuple[Window, Window]], ratios: Interval) -> Interval:
@@ -309,16 +330,16 @@ def judge_rounds(spec: deployment_pb2.CanarySpec, rounds: list[tuple[Window, Win
     """Several rounds of (baseline, canary), each metric judged on its per-round ratios' interval.
     Rolled back when the success metric's improvement is clearly short of min_improvement (the
     whole interval below it) or a guard is clearly below its bound; kept when the improvement is
-    clearly enough (the whole interval at or above) and every guard clearly held; otherwise
-    inconclusive: the interval straddles a line, and more rounds may narrow it."""
+    enough (its estimate at least min_improvement) and surely there (the SURE interval above no
+    change), and every guard clearly held; otherwise inconclusive, and more rounds may decide."""
     if len(rounds) == 1:
         return judge(spec, rounds[0][0].values, rounds[0][1].values)
     failed, unsure, fine = [], [], []
     success = None
     if spec.HasField("success_metric"):
         success, _ = compare_rounds(spec.success_metric, rounds)
+        success.satisfied = success.improvement >= spec.min_improvement and surely_better(spec.success_metric, rounds)
         told = _told_success(spec, success, rounds)
-        success.satisfied = success.improvement_low >= spec.min_improvement
         _sort(success.satisfied, success.improvement_high < spec.min_improvement, told, fine, failed, unsure)
     guards = []
     for guard in spec.guards:
@@ -344,14 +365,19 @@ def _sort(clearly_good: bool, clearly_bad: bool, told: str, fine: list, failed: 
 def _told_success(spec: deployment_pb2.CanarySpec, c: deployment_pb2.MetricComparison,
                   rounds: list[tuple[Window, Window]]) -> str:
     """E.g. "response_p99_us improved 23 % (95 % interval 12..31 %) over 3 rounds, ...": the
-    interval against the least improvement required, and the numbers behind it."""
+    estimate and interval against the least improvement required (`c.satisfied`: kept on them),
+    and the numbers behind it."""
     required = spec.min_improvement
-    against = ("at least" if c.improvement_low >= required else "less than" if c.improvement_high < required
-               else "straddling")
+    against = "at least" if c.satisfied else "less than" if c.improvement_high < required else "straddling"
+    if c.satisfied and c.improvement_low < required:
+        required_text = (f"{100 * required:.0f} % required by its estimate (and better than before at "
+                         f"{100 * SURE:.1f} % confidence)")
+    else:
+        required_text = f"{100 * required:.0f} % required"
     per_round = ", ".join(f"{100 * compare(c.metric, b.values, o.values).improvement:+.0f} %" for b, o in rounds)
     return (f"{c.metric.name} improved {100 * c.improvement:.0f} % ({100 * CONFIDENCE:.0f} % interval "
             f"{100 * c.improvement_low:.0f}..{100 * c.improvement_high:.0f} %) over {c.rounds} rounds, {against} the "
-            f"{100 * required:.0f} % required (medians {_number(c.baseline)} -> {_number(c.observed)}; per round "
+            f"{required_text} (medians {_number(c.baseline)} -> {_number(c.observed)}; per round "
             f"{per_round})")
 
 
