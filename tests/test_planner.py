@@ -195,8 +195,11 @@ def test_a_service_contending_with_itself_is_an_oversubscribed_service():
     goal = goals.infer(profile(nginx, group("wrk", LATENCY, 0.2)))
     assert goal.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY and "over-subscribed" in goal.rationale
     assert [g.comm for g in goal.guards[0].metric.groups] == ["nginx", "wrk"] and not synthesis.others(goal)
-    names = [c.artifact.name for c in synthesis.candidates(goal, profile(nginx)).candidates]
-    assert names == ["long_slice", "latency_slice"]
+    offered = synthesis.candidates(goal, profile(nginx)).candidates
+    assert [c.artifact.name for c in offered] == ["long_slice", "latency_slice"]
+    # A long slice for a service, without SCHED_BATCH: a woken request must not wait out a whole slice.
+    parameters = offered[0].artifact.parameters
+    assert "use_sched_batch" in parameters and parameters["use_sched_batch"].bool_value is False
     on_sched_ext = synthesis.candidates(goal, profile(nginx, backends=("sched_ext", "native"))).candidates
     assert [c.artifact.name for c in on_sched_ext] == ["batch", "long_slice", "latency_slice"]
     # No responses measured: the run-queue wait; with BPF's responses, their p99.
