@@ -108,17 +108,16 @@ def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds
                 if cycle:
                     cycles.append(cycle)
                 log(f"  rep {rep + 1} {arm.name}: {_numbers(result)}")
-        picked = judge(summarise(scenario, arms, runs, cycles, labels))["oracle_arm"]
-        confirmed = confirm_oracle(scenario, workload, [a for a in arms if a.name in ("default", picked)],
-                                   settings, confirm) if picked != "default" else {}
+        summary = summarise(scenario, arms, runs, cycles, labels)
+        picked = judge(summary)["oracle_arm"]
+        summary["confirmed"] = confirm_oracle(scenario, workload, [a for a in arms if a.name in ("default", picked)],
+                                              settings, confirm) if picked != "default" else {}
     finally:
         workload.stop()
-    result = summarise(scenario, arms, runs, cycles, labels)
-    result["confirmed"] = confirmed
-    result["not_approved"] = refused
-    result["ran"] = {"at": time.strftime("%Y-%m-%d %H:%M"), "repetitions": repetitions, "seconds": seconds,
-                     "where": backend.where, "budget": budget, "confirm": confirm}
-    return result
+    summary["not_approved"] = refused
+    summary["ran"] = {"at": time.strftime("%Y-%m-%d %H:%M"), "repetitions": repetitions, "seconds": seconds,
+                      "where": backend.where, "budget": budget, "confirm": confirm}
+    return summary
 
 
 def _numbers(result: dict) -> str:

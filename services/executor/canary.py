@@ -287,8 +287,7 @@ def compare_rounds(metric: common_pb2.MetricSpec,
                    rounds: list[tuple[Window, Window]]) -> tuple[deployment_pb2.MetricComparison, Interval]:
     """The metric over the rounds: medians before and after, the improvement (from the geometric
     mean ratio) with its interval, and that ratio interval itself."""
-    k = key(metric)
-    pairs = [(b.values[k], o.values[k]) for b, o in rounds]
+    pairs = _pairs(metric, rounds)
     ratios = ratio_interval(pairs)
     ends = _improvements(metric, ratios)
     comparison = deployment_pb2.MetricComparison(
@@ -310,8 +309,13 @@ def _improvements(metric: common_pb2.MetricSpec, ratios: Interval) -> tuple[floa
 
 def surely_better(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]]) -> bool:
     """Whether the rounds show the metric better than before at all, at SURE confidence."""
+    return _improvements(metric, ratio_interval(_pairs(metric, rounds), T_SURE))[0] > 0
+
+
+def _pairs(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]]) -> list[tuple[float, float]]:
+    """The metric's (baseline, canary) value in each round."""
     k = key(metric)
-    return _improvements(metric, ratio_interval([(b.values[k], o.values[k]) for b, o in rounds], T_SURE))[0] > 0
+    return [(b.values[k], o.values[k]) for b, o in rounds]
 
 
 def guard_margin(guard: goal_pb2.GuardConstraint, rounds: list[tuple[Window, Window]], ratios: Interval) -> Interval:
