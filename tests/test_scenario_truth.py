@@ -2,7 +2,7 @@
 the scenario suite's programs (nginx, redis, make, xz, hackbench, rt-app beside or without CPU
 batch; bench/scenarios), recorded with `python -m bench.scenarios --features
 tests/data/scenario_features.json` and labelled there with each group's true class and each
-scenario's right objective; and the groups the VM suite labelled (scenario_features_vm.json).
+scenario's right objective; and the same in the sched_ext VM (scenario_features_vm.json, `--vm`).
 The numbers are the observer's, not written for these tests."""
 
 import json
@@ -17,15 +17,26 @@ from services.planner import goals, synthesis
 
 DATA = json.loads((Path(__file__).parent / "data" / "scenario_features.json").read_text())
 # The same programs profiled in the sched_ext VM (qemu TCG, tens of times slower: nginx gzips a
-# response in tens of ms there), from the VM suite's report (bench/results/scenarios-vm.json).
-VM_GROUPS = json.loads((Path(__file__).parent / "data" / "scenario_features_vm.json").read_text())["groups"]
+# response in tens of ms there) by its observer, which reads procfs (the image has no BCC).
+VM = json.loads((Path(__file__).parent / "data" / "scenario_features_vm.json").read_text())
 CLASSES = {"latency_sensitive": profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE, "batch": profile_pb2.WORKLOAD_CLASS_BATCH,
            "background": profile_pb2.WORKLOAD_CLASS_BACKGROUND}
 OBJECTIVES = {"tail_latency": goal_pb2.OBJECTIVE_TAIL_LATENCY, "throughput": goal_pb2.OBJECTIVE_THROUGHPUT,
               "makespan": goal_pb2.OBJECTIVE_MAKESPAN, "none": goal_pb2.OBJECTIVE_UNSPECIFIED}
 # What the rules provider cannot infer yet, and why (none today: the long_tail batch's long job is
 # known by its input, see services/observer/jobs.py).
-KNOWN_GAPS: dict[str, str] = {}
+# procfs sees a thread by reading it, so a process born and gone between two reads is missed.
+_SHORT_LIVED = ("the VM's observer reads procfs, which misses processes born and gone within the window "
+                "(BPF counts each exit)")
+KNOWN_GAPS: dict[str, str] = {
+    "vm-kv_pigz": f"pigz is not in the profile at all: {_SHORT_LIVED}; the batch is one pigz run after another",
+    "vm-hackbench": f"hackbench's workers are not in the profile: {_SHORT_LIVED}; each run's 160 workers live about "
+                    "a second there, and only the two parents that wait for them were seen",
+}
+
+
+def _in_vm(rows: list) -> list:
+    return [{**row, "scenario": f"vm-{row['scenario']}"} for row in rows]
 
 
 def _id(row: dict) -> str:
@@ -33,15 +44,12 @@ def _id(row: dict) -> str:
 
 
 # Groups read wrong, and why (strict: the test says when one is read right).
-MISREAD = {
-    "vm-web_batch-contended-wrk": "recorded (2026-12-05) before the observer reported client_of (a80d9f8); without "
-                                  "it a client pacing 16 connections at 1.5 % of the CPU and 25 wakeups/s per "
-                                  "thread reads as background",
-}
+MISREAD = {"vm-hackbench-contended-hackbench": KNOWN_GAPS["vm-hackbench"]}
 
 
 def _groups() -> list:
-    rows = DATA["groups"] + [{**row, "scenario": f"vm-{row['scenario']}"} for row in VM_GROUPS]
+    # An unseen group has no features to classify: KNOWN_GAPS says why it was not seen.
+    rows = [row for row in DATA["groups"] + _in_vm(VM["groups"]) if row["features"]]
     return [pytest.param(row, id=_id(row), marks=[pytest.mark.xfail(reason=MISREAD[_id(row)], strict=True)]
                          if _id(row) in MISREAD else []) for row in rows]
 
@@ -57,7 +65,7 @@ def _profiles() -> list:
     """Each recorded profile with the objective that is right for it: the scenario's own when its
     programs contend, none for a service profiled without the batch beside it (it fits alone)."""
     cases = []
-    for entry in DATA["profiles"]:
+    for entry in DATA["profiles"] + _in_vm(VM["profiles"]):
         expected = entry["objective"] if entry["condition"] == "contended" else "none"
         gap = KNOWN_GAPS.get(entry["scenario"]) if entry["condition"] == "contended" else None
         marks = [pytest.mark.xfail(reason=gap, strict=True)] if gap else []

@@ -305,7 +305,7 @@ def report(results: list[dict], args: argparse.Namespace, show: bool = True) -> 
     lines += ["", f"Classification: {right} of {len(rows)} labelled groups right (quiet and contended).", "",
               "| truth \\ read | " + " | ".join(CLASSES) + " |", "|---|" + "---|" * len(CLASSES)]
     matrix = data["classification"]["confusion"]
-    for truth in CLASSES:
+    for truth in CLASSES[:-1]:  # nothing is unseen by truth
         lines.append(f"| {truth} | " + " | ".join(str(matrix.get(truth, {}).get(read, 0)) for read in CLASSES) + " |")
     checks = targets(results, right, len(rows))
     data["targets"] = checks
@@ -354,7 +354,7 @@ def _where(results: list[dict]) -> str:
     return "; ".join(sorted(places)) or f"this host ({os.uname().release})"
 
 
-CLASSES = ("latency_sensitive", "batch", "interactive", "background", "unspecified")
+CLASSES = ("latency_sensitive", "batch", "interactive", "background", "unspecified", arms_mod.UNSEEN)
 # Where even the oracle gains less than this, schedcp must simply not make things worse.
 SMALL_GAIN = 0.05
 

@@ -43,6 +43,8 @@ from schedcp.v1 import (
 # Grid points per numeric parameter besides its default (spread over its range, geometric for
 # ranges over two decades).
 GRID_POINTS = 1
+# What a labelled group the profile does not show is read as.
+UNSEEN = "unseen"
 
 
 @dataclass
@@ -222,7 +224,10 @@ def profile(settings: Settings, seconds: float) -> profile_pb2.WorkloadProfile:
 
 
 def labelled_groups(scenario: Scenario, found: profile_pb2.WorkloadProfile) -> list[dict]:
-    """The profile's groups that the scenario labels: true class, read class, confidence, features."""
+    """The profile's groups that the scenario labels: true class, read class, confidence, features.
+    A labelled group the profile does not show at all is a row too, read "unseen": left out, it
+    would not count against the classification (procfs misses processes born and gone within a
+    window: kv_pigz's compressions in the emulated VM)."""
     truth = {t.comm: t for t in scenario.truth if not t.cmdline}
     rows = []
     for group in found.groups:
@@ -234,5 +239,10 @@ def labelled_groups(scenario: Scenario, found: profile_pb2.WorkloadProfile) -> l
                      "confidence": group.classification.confidence, "reason": group.classification.reason,
                      # Every feature, as the observer sent it: what the classifier's tests replay.
                      "features": json_format.MessageToDict(group.features, preserving_proto_field_name=True)})
+    seen = {row["group"] for row in rows}
+    for comm, unseen in truth.items():
+        if comm not in seen:
+            rows.append({"group": comm, "truth": unseen.label, "read": UNSEEN, "confidence": 0.0,
+                         "reason": f"no group named {comm} in the profile ({found.sampler})", "features": {}})
     return rows
 

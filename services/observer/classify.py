@@ -37,6 +37,11 @@ LATENCY_VOLUNTARY = (0.2, 0.6)
 # emulated VM took 30 ms of CPU per wakeup and blocked in 47 % of its switches), or waits to run
 # for over half of what it wants, is a server, however large its units of work look.
 STARVED_SERVER_WAIT = (0.3, 0.5)
+# Or its threads sleep most of the time (demand per active thread, CPU plus wait, well under one):
+# it waits for requests, not for the CPU. nginx gzipping in the emulated VM with more workers than
+# CPUs: 19 ms of CPU per wakeup, blocking in 31 % of its switches, waiting 36 %, and each worker
+# running or runnable 25 % of the time; a CPU hog, even one holding a socket, wants it all the time.
+IDLE_SERVER = (0.5, 0.8)
 # A group none of whose processes holds a socket (`socketless`) answers to no one outside it: only
 # its own threads, pipes, files and timers wake it. It is latency-sensitive only as periodic work
 # is: a timer's short work, after which it nearly always blocks by itself (rt-app, cyclictest).
@@ -89,12 +94,14 @@ def scores(f: profile_pb2.GroupFeatures) -> dict[int, float]:
 def _server(f: profile_pb2.GroupFeatures, wakeups: float) -> float:
     """How surely a group that accepts connections is serving requests: it keeps waking for them
     or blocks for the next one (a busy server handles several per wakeup, so its units of work
-    look large), or it is starved of CPU and never sleeps because its requests pile up. Either
-    way it waits for work from outside, not for the CPU alone."""
+    look large), its threads sleep most of the time, or it is starved of CPU and never sleeps
+    because its requests pile up. Either way it waits for work from outside, not for the CPU
+    alone."""
     if not f.serves:
         return 0.0
+    asleep = 1 - f.demand / max(f.active_threads, 1)
     return max(ramp(wakeups, *LATENCY_WAKEUPS), ramp(f.voluntary_ratio, *LATENCY_VOLUNTARY),
-               ramp(f.wait_share, *STARVED_SERVER_WAIT))
+               ramp(f.wait_share, *STARVED_SERVER_WAIT), ramp(asleep, *IDLE_SERVER))
 
 
 def _reason(cls: int, f: profile_pb2.GroupFeatures) -> str:
@@ -107,8 +114,9 @@ def _reason(cls: int, f: profile_pb2.GroupFeatures) -> str:
                 "switches" + (", holding no socket: a pipeline of CPU work" if pipeline else ": CPU bound"))
     if cls == C.WORKLOAD_CLASS_LATENCY_SENSITIVE and f.serves and f.voluntary_ratio < LATENCY_VOLUNTARY[1]:
         starved = f.wait_share >= STARVED_SERVER_WAIT[0]
-        return (f"serves connections, {per_thread}, waits to run {100 * f.wait_share:.0f}% of what it wants, "
-                f"blocking in {100 * f.voluntary_ratio:.0f}% of its switches: "
+        return (f"serves connections, {per_thread}, running or runnable {100 * f.demand / active:.0f}% of the "
+                f"time, waits to run {100 * f.wait_share:.0f}% of what it wants, blocking in "
+                f"{100 * f.voluntary_ratio:.0f}% of its switches: "
                 + ("a server starved of CPU (its requests pile up)" if starved else "a busy server"))
     if cls == C.WORKLOAD_CLASS_LATENCY_SENSITIVE and f.client_of and f.voluntary_ratio < LATENCY_VOLUNTARY[1]:
         return (f"a client of {', '.join(f.client_of)} on this host, {per_thread}, {_us(f.cpu_per_wakeup_us)} of CPU "
