@@ -115,6 +115,18 @@ def test_longest_job_s_is_the_longest_of_every_group_s_jobs():
         canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=BATCH, cpu_seconds=4.0)])
 
 
+def test_longest_job_stretch_is_the_longest_job_s_whichever_group_ran_it():
+    """The stretch of the job longest_job_s picks, not the largest stretch: a short job that
+    waited (stretch 3) does not make the batch end later. Unknown CPU says nothing."""
+    measured = [observer_pb2.GroupMeasurement(matcher=PROBE, longest_job_s=2.5, longest_job_stretch=3.0),
+                observer_pb2.GroupMeasurement(matcher=BATCH, longest_job_s=6.0, longest_job_stretch=1.2)]
+    metric = common_pb2.MetricSpec(name="longest_job_stretch", groups=[PROBE, BATCH],
+                                   direction=common_pb2.DIRECTION_LOWER_IS_BETTER)
+    assert canary.value_of(metric, measured) == 1.2
+    with pytest.raises(canary.Unmeasured, match="CPU time was not seen"):
+        canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=BATCH, longest_job_s=6.0)])
+
+
 def test_usable_cpu_share_is_the_cpu_got_of_what_idled_while_waiting_too():
     """Two groups ran 3 CPU-seconds; the host idled 1 CPU-second while their threads waited
     (0.6 + 0.4 counted by the observer per group): they got 3 of the 4 they could use. A window

@@ -9,7 +9,9 @@ the next block; BPF sampling only), cpu_share, cpu_seconds, wakeups_per_s, runq_
 spent waiting to run per second, the groups' threads summed), usable_cpu_share, job_seconds (the
 mean lifetime of the groups' processes that started and exited in the window: for jobs that
 repeat, the time per job), longest_job_s (the longest job of the groups' that ran in the window
-under one policy, a run in progress counted by its age: for a batch that repeats, its makespan).
+under one policy, a run in progress counted by its age: for a batch that repeats, its makespan),
+longest_job_stretch (that job's time over its CPU time: its makespan's excess over its own work,
+which the machine's speed, moving between rounds, does not change).
 `cpu_share` is the
 groups' share of the CPU that processes outside them left (idle time included): load that comes
 and goes beside the canary moves the groups' raw share between windows, not this one, while CPU
@@ -39,7 +41,7 @@ LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "respo
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s", "runq_wait_per_s"}
 RATIOS = {"usable_cpu_share"}
 MEANS = {"job_seconds"}
-LONGEST = {"longest_job_s"}
+LONGEST = {"longest_job_s", "longest_job_stretch"}
 MEASURABLE = [*LATENCY, *sorted(SUMMED | RATIOS | MEANS | LONGEST)]
 MIN_WINDOW_S, MAX_WINDOW_S = 0.5, 600.0
 FOREIGN_LOAD_TOLERANCE = 0.1  # of the host's CPU capacity
@@ -150,6 +152,8 @@ def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMea
         return job_seconds(measured)
     if metric.name == "longest_job_s":
         return longest_job_s(measured)
+    if metric.name == "longest_job_stretch":
+        return longest_job_stretch(measured)
     total = sum(getattr(g, metric.name) for g in measured)
     # At most all of it: under emulation the host's busy time (ticks) can fall short of what the
     # threads' own counters say they ran, which leaves "other processes" at 0 and the rest short.
@@ -185,6 +189,16 @@ def longest_job_s(measured: list[observer_pb2.GroupMeasurement]) -> float:
         raise Unmeasured("longest_job_s: none of its groups' processes started in the window "
                          "(jobs that stopped repeating)")
     return longest
+
+
+def longest_job_stretch(measured: list[observer_pb2.GroupMeasurement]) -> float:
+    """The stretch of the longest job of the groups' that started in the window. Unmeasured when
+    none did, or when that job's CPU time is unknown."""
+    longest = max(measured, key=lambda g: g.longest_job_s, default=None)
+    if longest is None or not longest.longest_job_stretch:
+        raise Unmeasured("longest_job_stretch: none of its groups' processes started in the window, or the "
+                         "longest one's CPU time was not seen")
+    return longest.longest_job_stretch
 
 
 @dataclass

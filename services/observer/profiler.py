@@ -16,7 +16,16 @@ from schedcp.domain import matchers, procfs
 from schedcp.runtime.errors import InvalidArgument, NotFound
 from schedcp.v1 import host_pb2, observer_pb2, profile_pb2
 from services.observer import classify, describe, grouping, jobs, peers, signature
-from services.observer.sampling import MEASURE_TICK, PROFILE_TICK, Sampler, Slice, Window, latency_of, response_of
+from services.observer.sampling import (
+    MEASURE_TICK,
+    PROFILE_TICK,
+    Sampler,
+    Slice,
+    ThreadActivity,
+    Window,
+    latency_of,
+    response_of,
+)
 
 DEFAULT_WINDOW_S = 2.0
 WINDOW_LIMITS_S = (0.1, 300.0)
@@ -167,8 +176,10 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
     for matcher in compiled:
         threads = grouping.select(window.threads.values(), window.processes, matcher)
         cpu_ns = sum(t.cpu_ns for t in threads)
-        done = [j.seconds for j in whole_jobs if (p := window.processes.get(j.pid)) is not None and matcher.matches(p)]
-        started = [age for pid, age in running.items() if matcher.matches(window.processes[pid])]
+        done = [(j.seconds, j.pid) for j in whole_jobs
+                if (p := window.processes.get(j.pid)) is not None and matcher.matches(p)]
+        started = [(age, pid) for pid, age in running.items() if matcher.matches(window.processes[pid])]
+        longest_s, longest_pid = max(done + started, default=(0.0, 0))
         response.groups.append(observer_pb2.GroupMeasurement(
             matcher=matcher.source,
             matched_threads=sum(p.num_threads for p in matched[matcher.describe()]),
@@ -182,8 +193,9 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
             voluntary_switches=sum(t.voluntary for t in threads),
             involuntary_switches=sum(t.involuntary for t in threads),
             jobs_done=len(done),
-            job_seconds=sum(done) / len(done) if done else 0.0,
-            longest_job_s=max(done + started, default=0.0),
+            job_seconds=sum(seconds for seconds, _ in done) / len(done) if done else 0.0,
+            longest_job_s=longest_s,
+            longest_job_stretch=stretch(longest_s, longest_pid, threads),
         ))
         matched_cpu_ns += sum(t.cpu_ns for t in threads if t.tid not in counted)
         counted.update(t.tid for t in threads)
@@ -195,6 +207,13 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
              response.observer_cpu_share, response.foreign_cpu_share,
              window.host_idle_s / machine)
     return response
+
+
+def stretch(seconds: float, pid: int, threads: list[ThreadActivity]) -> float:
+    """A job's `seconds` so far over the CPU time its threads got in the window (all of its life:
+    it started in it); 0 when none of its CPU was seen."""
+    cpu_s = sum(t.cpu_ns for t in threads if t.pid == pid) / 1e9
+    return seconds / cpu_s if seconds > 0 and cpu_s > 0 else 0.0
 
 
 def idle_while_waiting(slices: list[Slice], tids: set[int]) -> float:
