@@ -107,6 +107,19 @@ def test_a_latency_group_beside_batch_work_is_protected():
     assert [m.comm for m in keep.guards[0].metric.groups] == ["ffmpeg"]
 
 
+def test_a_service_beside_batch_that_leaves_a_cpu_spare_is_left_alone_unless_asked():
+    """One batch thread and a light service on 2 CPUs: a woken service finds a CPU idle, so
+    nothing is demoted without an intent; an operator naming the service still gets it."""
+    p = profile(group("redis-server", LATENCY, 0.3, p99_us=400), group("backup", BATCH, 1.0))
+    quiet = goals.infer(p)
+    assert quiet.objective == goal_pb2.OBJECTIVE_UNSPECIFIED and "redis-server, backup fit" in quiet.rationale
+    asked = goals.infer(p, intent="lower the p99 latency of redis-server")
+    assert asked.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY
+    assert [m.comm for m in asked.target_groups] == ["redis-server"]
+    busy = goals.infer(profile(group("redis-server", LATENCY, 0.3), group("backup", BATCH, 2.0)))
+    assert busy.objective == goal_pb2.OBJECTIVE_TAIL_LATENCY
+
+
 def test_contended_batch_alone_asks_for_throughput_and_a_quiet_host_for_nothing():
     busy = goals.infer(profile(group("make", BATCH, 3.0), group("cc1", BATCH, 1.5)))
     assert busy.objective == goal_pb2.OBJECTIVE_THROUGHPUT and busy.success_metric.name == "cpu_share"

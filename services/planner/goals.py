@@ -86,7 +86,10 @@ def infer(profile: profile_pb2.WorkloadProfile, intent: str = "") -> goal_pb2.Op
     elif named:
         latency, batch, jobs = [g for g in latency if g not in named], [], named
     wants_latency = objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_TAIL_LATENCY)
-    if wants_latency and latency and (batch or jobs):
+    # Unasked, other work is demoted only when everything wants more CPU than there is: with a CPU
+    # to spare, a woken service finds it idle (an operator who names the service decides otherwise).
+    asked = bool(named) or objective != goal_pb2.OBJECTIVE_UNSPECIFIED
+    if wants_latency and latency and (batch or jobs) and (asked or _contended(profile, latency + batch + jobs)):
         return protect_latency(latency, batch + jobs, intent)
     if wants_latency and latency and _contended(profile, latency):
         return oversubscribed(latency, profile, intent)
@@ -384,5 +387,6 @@ def _nothing_to_do(profile, latency: list, work: list, objective: int) -> str:
         return (f"{_names(latency)} fit in the host's {profile.host.cpu.logical_cpus} CPUs with nothing to "
                 "protect them from")
     if work:
-        return f"{_names(work)} fit in the host's {profile.host.cpu.logical_cpus} CPUs: no contention to resolve"
+        return (f"{_names(latency + work)} fit in the host's {profile.host.cpu.logical_cpus} CPUs: no contention to "
+                "resolve")
     return "no latency-sensitive or batch group with confident classification: nothing to optimise"
