@@ -57,6 +57,7 @@ def test_each_latency_metric_reads_its_own_distribution_and_the_worst_group():
                 observer_pb2.GroupMeasurement(matcher=BATCH, cpu_seconds=2.0)]
     measured[0].runq_latency.p99_us, measured[0].response.p99_us = 40, 900
     measured[1].runq_latency.p99_us, measured[1].response.p99_us = 70, 300
+    measured[0].response.samples = measured[1].response.samples = 10
     metric = common_pb2.MetricSpec(groups=[PROBE, BATCH])
     metric.name = "runq_latency_p99_us"
     assert canary.value_of(metric, measured) == 70
@@ -71,6 +72,10 @@ def test_a_latency_of_groups_that_did_nothing_is_not_measured_not_zero():
     with pytest.raises(canary.Unmeasured, match="did not run in the window"):
         canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=PROBE)])
     assert canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=PROBE, cpu_seconds=5.0)]) == 0.0
+    # A response ends when the thread blocks: one that ran throughout without blocking has none.
+    response = common_pb2.MetricSpec(name="response_mean_us", groups=[PROBE])
+    with pytest.raises(canary.Unmeasured, match="without once blocking"):
+        canary.value_of(response, [observer_pb2.GroupMeasurement(matcher=PROBE, cpu_seconds=5.0)])
 
 
 def test_cpu_share_is_of_the_cpu_other_processes_left_and_the_rest_is_not():

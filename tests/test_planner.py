@@ -230,6 +230,14 @@ def test_a_service_contending_with_itself_is_an_oversubscribed_service():
     nginx.features.response.mean_us = 7000
     goal = goals.infer(profile(nginx, wrk))
     assert goal.success_metric.name == "response_mean_us" and "mean response (wakeup to done) 7000 us" in goal.rationale
+    # A profile that says its sampler judges by that sampler's responses, even where a server so
+    # starved that it never blocked in the profile's window has none yet.
+    starved = group("nginx", LATENCY, 6.0, p99_us=9000)
+    starved.features.serves = True
+    for sampler, metric in (("procfs", "response_mean_us"), ("bpf", "response_p99_us")):
+        p = profile(starved)
+        p.sampler = sampler
+        assert goals.infer(p).success_metric.name == metric
     # The same service within the host's CPUs: nothing to do.
     nginx.features.demand = 1.2
     assert goals.infer(profile(nginx)).objective == goal_pb2.OBJECTIVE_UNSPECIFIED

@@ -138,13 +138,15 @@ def value_of(metric: common_pb2.MetricSpec, measured: list[observer_pb2.GroupMea
              left: float = 1.0) -> float:
     """The metric over its groups' measurements; `left`: the share of the host's CPU that other
     processes left them, which cpu_share is relative to. Unmeasured for a latency of groups that
-    neither ran nor waited in the window (gone, or asleep throughout): its 0 would read as the
-    best latency there is (a short-lived process once read "22681 -> 0 us, 100 % better")."""
+    neither ran nor waited in the window (gone, or asleep throughout), and for a response (wakeup
+    to the next block) of groups that never blocked: its 0 would read as the best latency there
+    is (a short-lived process once read "22681 -> 0 us, 100 % better")."""
     if metric.name in LATENCY:
         field, stat = LATENCY[metric.name]
-        if not any(getattr(g, field).samples or g.cpu_seconds for g in measured):
+        if not any(getattr(g, field).samples or (g.cpu_seconds and field == "runq_latency") for g in measured):
             raise Unmeasured(f"{key(metric)}: its groups did not run in the window (gone, or asleep "
-                             "throughout), so there is no latency to compare")
+                             "throughout)" + (", or ran without once blocking" if field == "response" else "")
+                             + ", so there is no latency to compare")
         return max(getattr(getattr(g, field), stat) for g in measured)
     if metric.name == "usable_cpu_share":
         return usable_cpu_share(measured)

@@ -177,13 +177,13 @@ def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: 
     # Among peers a policy trades the wait to run for fewer preemptions in the middle of the work
     # (a long slice): only the time from wakeup to done sees both sides. Run-queue wait alone
     # would call a long slice worse while requests finish sooner.
-    if all(g.features.response.samples for g in targets) and any(g.features.response.source == "procfs"
-                                                                 for g in targets):
+    source = _response_source(targets, profile)
+    if source == "procfs":
         # procfs gives each thread's mean response per window: their mean is exact, while a p99
         # of a few means snaps to the log2 histogram's slot bounds.
         metric, what = "response_mean_us", "mean response (wakeup to done)"
         worst = max(g.features.response.mean_us for g in targets)
-    elif all(g.features.response.samples for g in targets):
+    elif source == "bpf":
         metric, what = "response_p99_us", "p99 response (wakeup to done)"
         worst = max(targets, key=lambda g: g.features.response.p99_us).features.response.p99_us
     else:
@@ -201,6 +201,18 @@ def oversubscribed(latency: list, profile: profile_pb2.WorkloadProfile, intent: 
         rationale=(f"{_names(latency)} {_how(latency)} and want {demand:.1f} CPUs of "
                    f"{profile.host.cpu.logical_cpus or '?'} with no batch to demote ({what} {worst:.0f} us): "
                    f"an over-subscribed service; lower {_names(targets)}'s {what}{left}, {guard.description}"))
+
+
+def _response_source(targets: list, profile: profile_pb2.WorkloadProfile) -> str:
+    """Which sampler's responses a canary will judge the targets by: the profile's (procfs and BPF
+    both measure them; a server so starved that it never blocked in a 2 s profile, as nginx once
+    did in the VM, still does over a canary's windows), or, for a profile that does not say, the
+    one its targets' responses came from when they all have some; "" for none."""
+    if profile.sampler in ("procfs", "bpf"):
+        return profile.sampler
+    if not all(g.features.response.samples for g in targets):
+        return ""
+    return "procfs" if any(g.features.response.source == "procfs" for g in targets) else "bpf"
 
 
 def _their_clients(latency: list) -> list:
