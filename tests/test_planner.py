@@ -173,17 +173,20 @@ def test_a_batch_with_a_long_job_runs_it_first_with_a_weight_that_gives_it_a_cpu
     assert candidate.artifact.native.rules[0].nice == -1
 
 
-@pytest.mark.parametrize(("seconds", "judged"),
-                         [(0.0, "cpu_share"), (10.0, "longest_job_stretch"), (30.0, "cpu_share")])
-def test_a_makespan_goal_judges_the_longest_job_when_its_length_is_known_and_fits_a_window(seconds, judged):
+@pytest.mark.parametrize(("seconds", "sampler", "judged"),
+                         [(0.0, "bpf", "cpu_share"), (10.0, "bpf", "longest_job_stretch"),
+                          (10.0, "procfs", "longest_job_s"), (30.0, "bpf", "cpu_share")])
+def test_a_makespan_goal_judges_the_longest_job_when_its_length_is_known_and_fits_a_window(seconds, sampler, judged):
     """A long job's CPU share depends on where a window falls in the batch; the batch's longest
     job per window is its makespan, once a window holds a whole run of the batch (and no
-    window may take minutes); judged by its stretch, which the machine's speed does not move."""
+    window may take minutes); judged by its stretch, which the machine's speed does not move,
+    where the sampler sees a job's CPU at its exit (BPF), else by its length."""
     p = profile(long_tail_batch())
+    p.sampler = sampler
     p.groups[0].long_jobs[0].seconds = seconds
     goal = goals.infer(p)
     assert goal.objective == goal_pb2.OBJECTIVE_MAKESPAN and goal.success_metric.name == judged
-    if judged == "longest_job_stretch":
+    if judged.startswith("longest_job"):
         assert [m.comm for m in goal.success_metric.groups] == ["xz"]
         assert goal.success_metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER
         assert goal.min_window.ToMilliseconds() == 25_000 and "10.0 s" in goal.rationale

@@ -99,7 +99,7 @@ def infer(profile: profile_pb2.WorkloadProfile, intent: str = "") -> goal_pb2.Op
     long = long_jobs(jobs)
     if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_MAKESPAN) and long \
             and _contended(profile, work):
-        return makespan_of(long, work, intent)
+        return makespan_of(long, work, profile, intent)
     if objective in (goal_pb2.OBJECTIVE_UNSPECIFIED, goal_pb2.OBJECTIVE_THROUGHPUT) and work \
             and _contended(profile, work):
         return throughput(work, profile, intent)
@@ -286,7 +286,7 @@ def long_jobs(jobs: list) -> list:
     return list(found.values())
 
 
-def makespan_of(long: list, work: list, intent: str) -> goal_pb2.OptimizationGoal:
+def makespan_of(long: list, work: list, profile: profile_pb2.WorkloadProfile, intent: str) -> goal_pb2.OptimizationGoal:
     """Finish a batch of jobs sooner when some of its jobs are far longer than the rest (the
     observer's evidence: CPU their command lines used before, or their inputs): run those first,
     the batch as a whole losing no CPU. When the observer knows how long the long jobs last, the
@@ -299,21 +299,24 @@ def makespan_of(long: list, work: list, intent: str) -> goal_pb2.OptimizationGoa
     holders = [g for g in work if any(j in long for j in g.long_jobs)]
     seconds = max(j.seconds for j in long)
     if holders and min(j.seconds for j in long) > 0 and BATCHES_PER_WINDOW * seconds <= JOBS_PER_WINDOW * MAX_JOB_S:
-        _judge_longest_job(goal, holders, seconds)
+        _judge_longest_job(goal, holders, seconds, stretch=profile.sampler == "bpf")
     return goal
 
 
-def _judge_longest_job(goal: goal_pb2.OptimizationGoal, holders: list, seconds: float) -> None:
+def _judge_longest_job(goal: goal_pb2.OptimizationGoal, holders: list, seconds: float, stretch: bool) -> None:
     """Judge a makespan goal on its batch's longest job instead of the long jobs' CPU share, which
     depends on where a window falls in the batch (beside the short jobs a long one gets its fair
     part, alone at the end a whole CPU: rounds of one policy read +410 % and -18 %). On its
     stretch (time over CPU time) rather than its length: a length moves with the machine's speed
     (on this project's test host, a canary's rounds of favour_group read +30 % then -14 %, and one
-    arm's makespans 15-22 s), the stretch only with how the job was scheduled."""
-    goal.success_metric.CopyFrom(_metric("longest_job_stretch", holders, common_pb2.DIRECTION_LOWER_IS_BETTER))
+    arm's makespans 15-22 s), the stretch only with how the job was scheduled. The stretch needs
+    the job's CPU at its exit, which BPF keeps and procfs loses (`stretch` False: its length)."""
+    metric = "longest_job_stretch" if stretch else "longest_job_s"
+    goal.success_metric.CopyFrom(_metric(metric, holders, common_pb2.DIRECTION_LOWER_IS_BETTER))
     goal.min_window.FromMilliseconds(int(BATCHES_PER_WINDOW * seconds * 1000))
-    goal.rationale += (f"; judged on the stretch of the longest job of {_names(holders)} (its time over its CPU "
-                       f"time; a run lasts about {seconds:.1f} s), in windows {BATCHES_PER_WINDOW:g} runs long")
+    what = "the stretch of the longest job (its time over its CPU time)" if stretch else "the longest job"
+    goal.rationale += (f"; judged on {what} of {_names(holders)} (a run lasts about {seconds:.1f} s), in windows "
+                       f"{BATCHES_PER_WINDOW:g} runs long")
 
 
 def _run_first(targets: list[common_pb2.GroupMatcher], batch: list, confidence: float, intent: str,

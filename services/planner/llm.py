@@ -357,7 +357,7 @@ def to_goal(proposal: GoalProposal, profile: profile_pb2.WorkloadProfile, intent
         goal = goals.throughput(targets, profile, intent)
     elif proposal.objective == "makespan" and (long := goals.long_jobs(targets)):
         # A batch named as the target: the observer's long jobs in it are what runs first.
-        goal = goals.makespan_of(long, [*targets, *(g for g in batch if g not in targets)], intent)
+        goal = goals.makespan_of(long, [*targets, *(g for g in batch if g not in targets)], profile, intent)
     elif proposal.objective == "makespan" and targets:
         goal = goals.makespan(targets, batch, intent)
     elif proposal.objective == "none":
