@@ -120,14 +120,14 @@ def test_longest_job_s_is_the_longest_of_every_group_s_jobs():
         canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=BATCH, cpu_seconds=4.0)])
 
 
-def test_longest_job_stretch_is_the_longest_job_s_whichever_group_ran_it():
-    """The stretch of the job longest_job_s picks, not the largest stretch: a short job that
-    waited (stretch 3) does not make the batch end later. Unknown CPU says nothing."""
-    measured = [observer_pb2.GroupMeasurement(matcher=PROBE, longest_job_s=2.5, longest_job_stretch=3.0),
-                observer_pb2.GroupMeasurement(matcher=BATCH, longest_job_s=6.0, longest_job_stretch=1.2)]
+def test_longest_job_stretch_is_the_batch_s_longest_time_over_its_largest_job_s_work():
+    """Whichever group ran them: the longest time (a short job that waited, 6 s) over the most
+    CPU one job got (the long job's 5 s). Unknown CPU says nothing."""
+    measured = [observer_pb2.GroupMeasurement(matcher=PROBE, longest_job_s=6.0, largest_job_cpu_s=1.0),
+                observer_pb2.GroupMeasurement(matcher=BATCH, longest_job_s=5.5, largest_job_cpu_s=5.0)]
     metric = common_pb2.MetricSpec(name="longest_job_stretch", groups=[PROBE, BATCH],
                                    direction=common_pb2.DIRECTION_LOWER_IS_BETTER)
-    assert canary.value_of(metric, measured) == 1.2
+    assert canary.value_of(metric, measured) == pytest.approx(1.2)
     with pytest.raises(canary.Unmeasured, match="CPU time was not seen"):
         canary.value_of(metric, [observer_pb2.GroupMeasurement(matcher=BATCH, longest_job_s=6.0)])
 

@@ -179,7 +179,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
         done = [(j.seconds, j.pid) for j in whole_jobs
                 if (p := window.processes.get(j.pid)) is not None and matcher.matches(p)]
         started = [(age, pid) for pid, age in running.items() if matcher.matches(window.processes[pid])]
-        longest_s, longest_pid = max(done + started, default=(0.0, 0))
+        jobs_cpu = _cpu_by_pid(threads)
         response.groups.append(observer_pb2.GroupMeasurement(
             matcher=matcher.source,
             matched_threads=sum(p.num_threads for p in matched[matcher.describe()]),
@@ -194,8 +194,8 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
             involuntary_switches=sum(t.involuntary for t in threads),
             jobs_done=len(done),
             job_seconds=sum(seconds for seconds, _ in done) / len(done) if done else 0.0,
-            longest_job_s=longest_s,
-            longest_job_stretch=stretch(longest_s, longest_pid, threads),
+            longest_job_s=max((seconds for seconds, _ in done + started), default=0.0),
+            largest_job_cpu_s=max((jobs_cpu.get(pid, 0) for _, pid in done + started), default=0) / 1e9,
         ))
         matched_cpu_ns += sum(t.cpu_ns for t in threads if t.tid not in counted)
         counted.update(t.tid for t in threads)
@@ -209,11 +209,12 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
     return response
 
 
-def stretch(seconds: float, pid: int, threads: list[ThreadActivity]) -> float:
-    """A job's `seconds` so far over the CPU time its threads got in the window (all of its life:
-    it started in it); 0 when none of its CPU was seen."""
-    cpu_s = sum(t.cpu_ns for t in threads if t.pid == pid) / 1e9
-    return seconds / cpu_s if seconds > 0 and cpu_s > 0 else 0.0
+def _cpu_by_pid(threads: list[ThreadActivity]) -> dict[int, int]:
+    """CPU nanoseconds per process in the window: a job's whole CPU when it started in it."""
+    cpu: dict[int, int] = {}
+    for t in threads:
+        cpu[t.pid] = cpu.get(t.pid, 0) + t.cpu_ns
+    return cpu
 
 
 def idle_while_waiting(slices: list[Slice], tids: set[int]) -> float:
