@@ -57,12 +57,13 @@ def classification(scenario: Scenario, workload: Workload, settings: Settings) -
     quiet: the service without it), with the profiles they came from."""
     rows, profiles = [], []
     for condition in ("contended", "quiet") if scenario.beside_batch else ("contended",):
-        with warmed(workload, with_batch=scenario.beside_batch and condition == "contended"):
+        with_batch = scenario.beside_batch and condition == "contended"
+        with warmed(workload, with_batch=with_batch):
             found = arms_mod.profile(settings, PROFILE_S)
         del found.texts[:]
         profiles.append({"scenario": scenario.name, "condition": condition, "objective": scenario.objective,
                          "profile": json_format.MessageToDict(found, preserving_proto_field_name=True)})
-        for row in arms_mod.labelled_groups(scenario, found):
+        for row in arms_mod.labelled_groups(scenario, found, with_batch):
             rows.append({"scenario": scenario.name, "condition": condition, **row})
             log(f"  {condition}: {row['group']} read {row['read']} ({row['confidence']:.2f}), "
                 f"truth {row['truth']}: {row['reason']}")

@@ -223,12 +223,14 @@ def profile(settings: Settings, seconds: float) -> profile_pb2.WorkloadProfile:
     return asyncio.run(_profile(settings, seconds))
 
 
-def labelled_groups(scenario: Scenario, found: profile_pb2.WorkloadProfile) -> list[dict]:
+def labelled_groups(scenario: Scenario, found: profile_pb2.WorkloadProfile, with_batch: bool = True) -> list[dict]:
     """The profile's groups that the scenario labels: true class, read class, confidence, features.
     A labelled group the profile does not show at all is a row too, read "unseen": left out, it
     would not count against the classification (procfs misses processes born and gone within a
-    window: kv_pigz's compressions in the emulated VM)."""
-    truth = {t.comm: t for t in scenario.truth if not t.cmdline}
+    window: kv_pigz's compressions in the emulated VM). `with_batch` False: profiled without its
+    batch, which is then not expected."""
+    truth = {t.comm: t for t in scenario.truth
+             if not t.cmdline and (with_batch or scenario.batch is None or t != scenario.batch.truth)}
     rows = []
     for group in found.groups:
         if group.name not in truth:
