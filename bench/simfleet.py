@@ -79,8 +79,9 @@ class SimHost:
         return -self.cls.improvement if n > 1 and self.index % n == n - 1 else self.cls.improvement
 
     def profile(self) -> profile_pb2.WorkloadProfile:
-        """A latency group beside contended batch work: the rules protect the latency group."""
-        groups = [group("nginx", LATENCY, 0.2, 3000), group("ffmpeg", BATCH, 3.0, 50)]
+        """A latency group beside batch work that wants more CPUs than the class has: the rules
+        protect the latency group (they leave a host with a CPU to spare alone)."""
+        groups = [group("nginx", LATENCY, 0.2, 3000), group("ffmpeg", BATCH, 1.5 * self.cls.cpus, 50)]
         facts = self.cls.facts(self.host_id)
         p = profile_pb2.WorkloadProfile(profile_id=f"{self.host_id}-{time.time_ns()}", host=facts,
                                         groups=groups, signature=signature.compute(groups, 1.0, self.cls.cpus, 90.0))
