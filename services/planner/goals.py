@@ -306,15 +306,17 @@ def makespan_of(long: list, work: list, profile: profile_pb2.WorkloadProfile, in
 def _judge_longest_job(goal: goal_pb2.OptimizationGoal, holders: list, seconds: float, stretch: bool) -> None:
     """Judge a makespan goal on its batch's longest job instead of the long jobs' CPU share, which
     depends on where a window falls in the batch (beside the short jobs a long one gets its fair
-    part, alone at the end a whole CPU: rounds of one policy read +410 % and -18 %). On its
-    stretch (time over CPU time) rather than its length: a length moves with the machine's speed
-    (on this project's test host, a canary's rounds of favour_group read +30 % then -14 %, and one
-    arm's makespans 15-22 s), the stretch only with how the job was scheduled. The stretch needs
-    the job's CPU at its exit, which BPF keeps and procfs loses (`stretch` False: its length)."""
+    part, alone at the end a whole CPU: rounds of one policy read +410 % and -18 %). On the
+    batch's stretch (the longest job's time over the most CPU one job got: the makespan in units
+    of the largest job's work) rather than a length: a length moves with the machine's speed (on
+    this project's test host, a canary's rounds of favour_group read +30 % then -14 %, and one
+    arm's makespans 15-22 s), the stretch only with how the jobs were scheduled. It needs each
+    job's CPU at its exit, which BPF keeps and procfs loses (`stretch` False: the length)."""
     metric = "longest_job_stretch" if stretch else "longest_job_s"
     goal.success_metric.CopyFrom(_metric(metric, holders, common_pb2.DIRECTION_LOWER_IS_BETTER))
     goal.min_window.FromMilliseconds(int(BATCHES_PER_WINDOW * seconds * 1000))
-    what = "the stretch of the longest job (its time over its CPU time)" if stretch else "the longest job"
+    what = ("the stretch of the longest job (its time over the most CPU one job got)" if stretch
+            else "the longest job")
     goal.rationale += (f"; judged on {what} of {_names(holders)} (a run lasts about {seconds:.1f} s), in windows "
                        f"{BATCHES_PER_WINDOW:g} runs long")
 
