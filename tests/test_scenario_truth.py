@@ -23,9 +23,9 @@ CLASSES = {"latency_sensitive": profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE, "b
            "background": profile_pb2.WORKLOAD_CLASS_BACKGROUND}
 OBJECTIVES = {"tail_latency": goal_pb2.OBJECTIVE_TAIL_LATENCY, "throughput": goal_pb2.OBJECTIVE_THROUGHPUT,
               "makespan": goal_pb2.OBJECTIVE_MAKESPAN, "none": goal_pb2.OBJECTIVE_UNSPECIFIED}
-# What the rules provider cannot infer yet, and why (none today: the long_tail batch's long job is
-# known by its input, see services/observer/jobs.py).
-# procfs sees a thread by reading it, so a process born and gone between two reads is missed.
+# What the rules provider cannot infer yet, and why (on this host none: the long_tail batch's long
+# job is known by its input, see services/observer/jobs.py). In the VM, procfs sees a thread by
+# reading it, so a process born and gone between two reads is missed.
 _SHORT_LIVED = ("the VM's observer reads procfs, which misses processes born and gone within the window "
                 "(BPF counts each exit)")
 KNOWN_GAPS: dict[str, str] = {
