@@ -91,7 +91,7 @@ def profile(host_id: str, index: int) -> profile_pb2.WorkloadProfile:
     # Workloads differ a little from host to host, as in a real fleet.
     groups = [group("nginx", LATENCY, 0.2, 2000 + index % 50 * 40), group("ffmpeg", BATCH, 3.0 + index % 7 * 0.2, 50)]
     p = profile_pb2.WorkloadProfile(profile_id=f"{host_id}-p1", host=facts(host_id), groups=groups,
-                                    signature=signature.compute(groups, 1.0, 2, 90.0))
+                                    signature=signature.compute(groups, 1.0, 2, 0.9))
     p.window_start.GetCurrentTime()
     return p
 
@@ -174,6 +174,8 @@ def main() -> None:
     roles = (Role.VERIFIER, Role.LEARNER, Role.PLANNER)
     with running_stack(roles=roles, SCHEDCP_PLANNER_AUTO="true", SCHEDCP_PLANNER_MIN_INTERVAL_S="0",
                        SCHEDCP_GOAL_PROVIDER="rules",
+                       # The simulated hosts measure nothing: a search (decision 55) would compare zeros.
+                       SCHEDCP_TUNE_BUDGET="1",
                        # One planner verifying for a thousand hosts at once: a fleet's central
                        # verifier serves its planner without the per-client limit meant for tools.
                        SCHEDCP_RATE_LIMIT_VERIFY_PER_MIN="0") as (_, _, settings):

@@ -10,7 +10,7 @@ import uuid
 import grpc
 import pytest
 
-from schedcp.domain import params
+from schedcp.domain import artifacts, params
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import MAX_TUNE_BUDGET, load_settings
@@ -391,7 +391,10 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
                                              common_pb2.STAGE_STATUS_SUCCEEDED] * len(deployed), \
             [e.message for e in learn]
         assert stages.index(cycle_pb2.CYCLE_STAGE_MEASURE) < stages.index(cycle_pb2.CYCLE_STAGE_LEARN)
-        assert stages[-2] == cycle_pb2.CYCLE_STAGE_LEARN
+        last = {stage: index for index, stage in enumerate(stages)}
+        assert last[cycle_pb2.CYCLE_STAGE_MEASURE] < last[cycle_pb2.CYCLE_STAGE_LEARN]
+        # Nothing proven yet for this workload: the default budget searches.
+        assert "(a search: up to 2 kept compared" in candidates_line(events), candidates_line(events)
         learned = learn[-1].outcome
         assert (learned.cycle_id, learned.deployment_id, learned.result) == (
             result.cycle_id, result.deployment.deployment.deployment_id, deployment_pb2.OUTCOME_RESULT_KEPT), learned
@@ -418,7 +421,12 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
     candidates = next(e.candidates for e in again if e.stage == cycle_pb2.CYCLE_STAGE_CANDIDATES)
     first = candidates.candidates[0]
     assert (first.artifact.name, first.path) == (kept, cycle_pb2.SYNTHESIS_PATH_REUSE), candidates
+    assert f"({kept} is proven on a similar workload: no search)" in candidates_line(again), candidates_line(again)
     assert cycle_pb2.CYCLE_STAGE_DEPLOY in [e.stage for e in again], [e.message for e in again]
+
+
+def candidates_line(events: list[cycle_pb2.CycleEvent]) -> str:
+    return next(e.message for e in events if e.stage == cycle_pb2.CYCLE_STAGE_CANDIDATES)
 
 
 @pytest.mark.parametrize(("job_seconds", "window_s"), [(1.5, 0.0), (5.5, 11.0), (40.0, 30.0)])
@@ -528,6 +536,18 @@ def test_a_search_offers_each_policys_other_parameter_points_after_its_defaults(
     flipped = next(c for c in search if params.key(c.artifact.parameters) == "use_sched_idle=false")
     assert flipped.artifact.native.rules[0].nice == 19
     assert flipped.artifact.native.rules[0].policy != policy_pb2.SCHED_POLICY_IDLE
+
+
+def test_the_policy_in_force_is_checked_first_the_very_point_before_its_others():
+    p = profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0))
+    found = synthesis.candidates(goals.infer(p), p, budget=4)
+    point = next(c.artifact for c in found.candidates if params.key(c.artifact.parameters) == "use_sched_idle=false")
+    running = deployment_pb2.Deployment(policy_name=point.name, artifact_digest=artifacts.digest_of(point))
+    ordered = [c.artifact for c in cycle_module._running_first(found, running).candidates]
+    assert ordered[0] == point and found.candidates[0].artifact != point
+    names = [a.name for a in ordered]
+    assert names == sorted(names, key=lambda name: name != point.name)  # then its other points
+    assert sorted(map(str, ordered)) == sorted(str(c.artifact) for c in found.candidates)  # none lost
 
 
 def test_the_learner_brings_back_a_tuned_point_and_avoids_only_the_point_that_hurt():

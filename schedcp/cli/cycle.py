@@ -399,7 +399,8 @@ def register(add: Add) -> None:
                       help="how the goal is inferred (default: SCHEDCP_GOAL_PROVIDER)")
     tune.add_argument("--budget", type=_budget, default=0, metavar="N",
                       help="compare up to N kept candidates, each measured from the same baseline, and keep the one "
-                      "that improved most (a search; default SCHEDCP_TUNE_BUDGET, 1: the first kept wins)")
+                      "that improved most (a search; 1: the first kept wins). Default: SCHEDCP_TUNE_BUDGET (2) "
+                      "for a workload the learner has no proven policy for, 1 for one it has")
     tune.add_argument("--dry-run", action="store_true", help="only the goal and the candidates; nothing deployed")
     tune.add_argument("--auto", nargs="?", const="on", choices=["on", "off"],
                       help="instead of one cycle now: let the planner tune this host on its next profile and "

@@ -213,9 +213,11 @@ class Settings(BaseSettings):
         "planner starts.",
     )
     tune_budget: int = Field(
-        default=1, ge=1, le=MAX_TUNE_BUDGET,
-        description="Kept candidates a tune cycle compares, each canary from the same baseline, keeping the one "
-        "that improved most (a search; 1: the first kept wins). `schedcp tune --budget` overrides it per cycle.",
+        default=2, ge=1, le=MAX_TUNE_BUDGET,
+        description="Kept candidates a tune cycle compares for a workload the learner has no proven policy for, "
+        "each canary from the same baseline, keeping the one that improved most (a search; 1: the first kept "
+        "wins). A proven one (kept before on a similar workload, ranked first) is deployed alone. `schedcp tune "
+        "--budget` overrides both per cycle.",
     )
     rollout_concurrency: int = Field(
         default=32, ge=1, le=1024,

@@ -6,11 +6,12 @@ Candidates are tried best first, at most MAX_CANDIDATES_TRIED of them: one the v
 rejects is skipped for the next, and so is one whose canary rolled back (it measured that the
 policy does not help here, and which library policy wins has to be measured); the first one
 kept ends the cycle (the executor publishes each canary's Outcome, the learner learns from
-both). With a budget of more kept trials (TuneRequest.budget, SCHEDCP_TUNE_BUDGET), a kept one
-is taken off and the next measured from the same baseline, until that many were kept or the
-candidates ran out; the one whose success metric improved most is then deployed again with its
-canary, unless it is the last and still in force (a search over the candidates).
-A policy the operator chose is tried alone. When the deployment produced an Outcome (a judged canary,
+both). With a budget of more kept trials (TuneRequest.budget, SCHEDCP_TUNE_BUDGET: 2 unless
+set), a kept one is taken off and the next measured from the same baseline, until that many were
+kept or the candidates ran out; the one whose success metric improved most is then deployed again
+with its canary, unless it is the last and still in force (a search over the candidates). A
+policy proven on a similar workload (the learner's reuse, ranked first) and one the operator
+chose are tried alone, unless the request sets a budget. When the deployment produced an Outcome (a judged canary,
 an ejection), the cycle waits, at most LEARN_WAIT_S, until the learner lists it as applied
 (History of the host) and says so in a learn event; a cycle without an outcome has no learn
 event. When no library policy passes on a sched_ext host and the openai provider is in use,
@@ -34,6 +35,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import duration_pb2
 
+from schedcp.domain import artifacts
 from schedcp.runtime import metrics, rpc, telemetry, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import MAX_TUNE_BUDGET
@@ -169,12 +171,14 @@ class Cycle:
                                    f"nothing to do: {goal.rationale}")
             return
         yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SUCCEEDED, goal.rationale, goal=goal)
-        budget = 1 if request.policy else request.budget or self._budget
         found = (self._planner.named(request, goal, profile) if request.policy
-                 else await self._planner.candidates(goal, profile, budget))
+                 else await self._planner.candidates(goal, profile, request.budget or self._budget))
+        budget = _budget_for(request, found, self._budget)
+        if not request.policy and (running := await self._running(host)):
+            found = _running_first(found, running)
         names = ", ".join(c.artifact.name for c in found.candidates) or "none"
-        yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED, f"candidates: {names}",
-                               candidates=found)
+        yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
+                               f"candidates: {names}{_how_many(request, found, budget)}", candidates=found)
         judged: deployment_pb2.DeploymentEvent | None = None
         tried = found.candidates[:max(MAX_CANDIDATES_TRIED, budget)]
         kept: list[tuple[float, verdict_pb2.Verdict]] = []  # a search's kept trials, taken off
@@ -393,6 +397,42 @@ def _outcome_published(last: deployment_pb2.DeploymentEvent | None) -> bool:
     state = last.deployment.state
     judged = state in (deployment_pb2.DEPLOYMENT_STATE_KEPT, deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK)
     return state == deployment_pb2.DEPLOYMENT_STATE_EJECTED or (judged and bool(last.metrics))
+
+
+def _budget_for(request: planner_pb2.TuneRequest, found: cycle_pb2.CandidateList, default: int) -> int:
+    """Kept trials the cycle compares: the request's budget; one for the operator's policy or for a
+    proven one (the learner ranked first what was kept on a similar workload: measured already);
+    else the planner's default, a search (which library policy wins has to be measured)."""
+    if request.policy:
+        return 1
+    if request.budget:
+        return request.budget
+    return 1 if _proven(found) else default
+
+
+def _running_first(found: cycle_pb2.CandidateList, running: deployment_pb2.Deployment) -> cycle_pb2.CandidateList:
+    """The candidates with the policy the host runs first (the very artifact, where its digest
+    shows before verification, then its other parameter points): a policy in force that serves
+    this goal was kept by a canary here, so it is checked first ("already running", nothing to
+    change) rather than a search replacing it with another on every cycle."""
+    ordered = sorted(found.candidates, key=lambda c: (artifacts.digest_of(c.artifact) != running.artifact_digest,
+                                                      c.artifact.name != running.policy_name))
+    return cycle_pb2.CandidateList(candidates=ordered, chosen=0)
+
+
+def _proven(found: cycle_pb2.CandidateList) -> bool:
+    return bool(found.candidates) and found.candidates[0].path == cycle_pb2.SYNTHESIS_PATH_REUSE
+
+
+def _how_many(request: planner_pb2.TuneRequest, found: cycle_pb2.CandidateList, budget: int) -> str:
+    """What the candidates line adds about the search."""
+    if request.policy or not found.candidates:
+        return ""
+    if budget > 1:
+        return f" (a search: up to {budget} kept compared, the best stays)"
+    if _proven(found) and not request.budget:
+        return f" ({found.candidates[0].artifact.name} is proven on a similar workload: no search)"
+    return ""
 
 
 def _rolled_back(last: deployment_pb2.DeploymentEvent | None) -> bool:
