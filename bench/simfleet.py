@@ -84,7 +84,7 @@ class SimHost:
         groups = [group("nginx", LATENCY, 0.2, 3000), group("ffmpeg", BATCH, 1.5 * self.cls.cpus, 50)]
         facts = self.cls.facts(self.host_id)
         p = profile_pb2.WorkloadProfile(profile_id=f"{self.host_id}-{time.time_ns()}", host=facts,
-                                        groups=groups, signature=signature.compute(groups, 1.0, self.cls.cpus, 90.0))
+                                        groups=groups, signature=signature.compute(groups, 1.0, self.cls.cpus, 0.9))
         p.window_start.GetCurrentTime()
         return p
 

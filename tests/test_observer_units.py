@@ -342,6 +342,23 @@ def test_a_windows_busy_time_covers_what_its_threads_ran():
     assert 0.9 * ran_s <= window.host_busy_s <= window.duration_s * window.num_cpus, (ran_s, window.host_busy_s)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/pressure/cpu"), reason="this kernel has no PSI")
+def test_a_windows_cpu_stall_is_the_time_a_task_waited_for_a_cpu_in_it():
+    from services.observer.sampling import Sampler
+
+    before, _ = Sampler("procfs").window(1.0)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3 * (os.cpu_count() or 1))]
+    try:
+        busy, _ = Sampler("procfs").window(1.0)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    # Three runnable hogs per CPU: some task waited for a CPU nearly all the window long.
+    assert busy.cpu_stall_s >= 0.5 * busy.duration_s, busy.cpu_stall_s
+    assert 0.0 <= before.cpu_stall_s <= before.duration_s + 0.05, before.cpu_stall_s
+
+
 def test_bpf_deltas_combine_into_one_histogram():
     from services.observer.bpf import BpfCounters
     from services.observer.histogram import SLOTS

@@ -354,6 +354,17 @@ def host_cpu_idle_s() -> float:
     return (ticks[3] + (ticks[4] if len(ticks) > 4 else 0)) / _CLOCK_TICKS
 
 
+def cpu_stall_s() -> float:
+    """Seconds since boot in which at least one runnable task waited for a CPU (PSI's cpu
+    `some total`, kept in microseconds); 0 without PSI. A window's difference is its own share
+    of contention, where `avg10` also remembers the tens of seconds before it."""
+    for line in (read_bytes(f"{PROC}/pressure/cpu") or b"").decode().splitlines():
+        kind, *pairs = line.split()
+        if kind == "some":
+            return next((int(v) / 1e6 for k, _, v in (p.partition("=") for p in pairs) if k == "total"), 0.0)
+    return 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class SchedSettings:
     policy: str
@@ -447,6 +458,7 @@ class HostScan:
     host_idle_s: float
     # Threads that ran within RECENT_S before this scan, whoever asked for the previous scans.
     active: set[int]
+    stall_s: float = 0.0  # cpu_stall_s() at taken_at
 
 
 class ProcfsScanner:
@@ -472,7 +484,7 @@ class ProcfsScanner:
         taken_at = time.monotonic()
         # Read with taken_at, not after the pass: a window's idle time and its duration must
         # cover the same span.
-        idle_s = host_cpu_idle_s()
+        idle_s, stall_s = host_cpu_idle_s(), cpu_stall_s()
         processes: dict[int, ProcessInfo] = {}
         threads: dict[int, ThreadCounters] = {}
         ran_now: set[int] = set()
@@ -493,7 +505,7 @@ class ProcfsScanner:
         last_ran.update(dict.fromkeys(ran_now, taken_at))
         self._processes, self._threads, self._owners, self._last_ran = processes, threads, owners, last_ran
         active = {tid for tid, at in last_ran.items() if taken_at - at <= self.RECENT_S}
-        return HostScan(taken_at, time.monotonic() - taken_at, processes, threads, idle_s, active)
+        return HostScan(taken_at, time.monotonic() - taken_at, processes, threads, idle_s, active, stall_s)
 
     def _scan_process(self, pid: int, threads: dict[int, ThreadCounters], ran_now: set[int]) -> ProcessInfo | None:
         known = self._processes.get(pid)

@@ -91,7 +91,8 @@ class Profiler:
             window=span,
             groups=_keep(groups, max_groups),
             # From every group, not just the ones kept, so max_groups does not change it.
-            signature=signature.compute(groups, host_share, window.num_cpus, pressure.get("some_avg10", 0.0)),
+            signature=signature.compute(groups, host_share, window.num_cpus,
+                                        window.cpu_stall_s / max(window.duration_s, 1e-9)),
             cpu_pressure=profile_pb2.PressureStall(**pressure),
             sampler=window.source,
             sampler_note=self._sampler.note,

@@ -77,6 +77,8 @@ class Window:
     slices: list[Slice] = field(default_factory=list)
     # Processes that exited in the window and whose start is known.
     jobs: list[Job] = field(default_factory=list)
+    # Seconds of the window in which some runnable task waited for a CPU (procfs.cpu_stall_s).
+    cpu_stall_s: float = 0.0
 
     def running_jobs(self) -> dict[int, float]:
         """The processes that started in the window and still ran at its end, with their age then:
@@ -186,7 +188,8 @@ class ProcfsSource:
         # Processes that exited in the window are known too: their jobs are matched by them.
         window = Window(_wall(start.taken_at), duration_s, {**exits.exited, **end.processes}, threads,
                         end.host_idle_s - start.host_idle_s, self.name,
-                        slices=slices.finish(end, threads.keys()) if tick.slice_s else [], jobs=exits.jobs)
+                        slices=slices.finish(end, threads.keys()) if tick.slice_s else [], jobs=exits.jobs,
+                        cpu_stall_s=end.stall_s - start.stall_s)
         return window, end
 
     @staticmethod
@@ -402,6 +405,7 @@ class BpfState:
     taken_at: float
     counters: dict[int, BpfCounters]
     host_idle_s: float
+    stall_s: float = 0.0  # procfs.cpu_stall_s() at taken_at
 
 
 class BpfSource:
@@ -412,7 +416,7 @@ class BpfSource:
         self._processes: dict[int, ProcessInfo] = {}
 
     def begin(self) -> BpfState:
-        return BpfState(time.monotonic(), self._sampler.read(), procfs.host_cpu_idle_s())
+        return BpfState(time.monotonic(), self._sampler.read(), procfs.host_cpu_idle_s(), procfs.cpu_stall_s())
 
     def finish(self, start: BpfState, until: float, stop: threading.Event, tick: Tick,
                watch: set[int] | None = None) -> tuple[Window, BpfState]:
@@ -435,7 +439,8 @@ class BpfSource:
         processes = self._resolve_processes(threads, end.counters)
         threads = {tid: t for tid, t in threads.items() if t.pid in processes}
         window = Window(_wall(start.taken_at), end.taken_at - start.taken_at, processes, threads,
-                        end.host_idle_s - start.host_idle_s, self.name, slices=slices, jobs=ended_jobs(start, end))
+                        end.host_idle_s - start.host_idle_s, self.name, slices=slices, jobs=ended_jobs(start, end),
+                        cpu_stall_s=end.stall_s - start.stall_s)
         return window, end
 
     def _resolve_processes(self, threads: dict[int, ThreadActivity],

@@ -11,7 +11,10 @@ import math
 
 from schedcp.v1 import profile_pb2
 
-VERSION = 1
+# 2: cpu_pressure is the window's own share of time with a task waiting for a CPU, not PSI's
+# avg10, which remembers the tens of seconds before the window (a workload that started 5 s
+# earlier read 0.43 and 0.84 at steady state: its own outcome was no longer "similar").
+VERSION = 2
 C = profile_pb2
 _CLASSES = (
     ("latency", C.WORKLOAD_CLASS_LATENCY_SENSITIVE),
@@ -41,7 +44,7 @@ def _log_scaled(x: float, decades: float) -> float:
 
 
 def compute(groups: list[profile_pb2.WorkloadGroup], host_cpu_share: float, num_cpus: int,
-            cpu_pressure_avg10: float) -> profile_pb2.WorkloadSignature:
+            cpu_stall_share: float) -> profile_pb2.WorkloadSignature:
     by_class = {cls: [g for g in groups if g.classification.workload_class == cls] for _, cls in _CLASSES}
     total_cpu = sum(g.features.cpu_seconds for g in groups)
     latency, batch = by_class[C.WORKLOAD_CLASS_LATENCY_SENSITIVE], by_class[C.WORKLOAD_CLASS_BATCH]
@@ -54,7 +57,7 @@ def compute(groups: list[profile_pb2.WorkloadGroup], host_cpu_share: float, num_
         _log_scaled(max((g.features.runq_latency.p99_us for g in latency), default=0.0), 6),
         min(len(latency), 8) / 8,
         min(len(batch), 8) / 8,
-        min(1.0, cpu_pressure_avg10 / 100),
+        min(1.0, max(0.0, cpu_stall_share)),
         _log_scaled(sum(g.features.active_threads for g in groups) / max(num_cpus, 1), 3),
     ]
     return profile_pb2.WorkloadSignature(version=VERSION, dimensions=DIMENSIONS, values=[round(v, 4) for v in values])
