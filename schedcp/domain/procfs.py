@@ -358,11 +358,7 @@ def cpu_stall_s() -> float:
     """Seconds since boot in which at least one runnable task waited for a CPU (PSI's cpu
     `some total`, kept in microseconds); 0 without PSI. A window's difference is its own share
     of contention, where `avg10` also remembers the tens of seconds before it."""
-    for line in (read_bytes(f"{PROC}/pressure/cpu") or b"").decode().splitlines():
-        kind, *pairs = line.split()
-        if kind == "some":
-            return next((int(v) / 1e6 for k, _, v in (p.partition("=") for p in pairs) if k == "total"), 0.0)
-    return 0.0
+    return int(_pressure(f"{PROC}/pressure/cpu").get("some", {}).get("total", 0)) / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,19 +427,16 @@ def cpu_controller(mounts: bytes | None = None) -> tuple[str, int]:
     return "", 0
 
 
+def _pressure(path: str) -> dict[str, dict[str, str]]:
+    """A PSI file by line kind ("some", "full") and field ("avg10", "total", ...); {} if absent."""
+    lines = (line.split() for line in (read_bytes(path) or b"").decode().splitlines())
+    return {kind: dict(pair.partition("=")[::2] for pair in pairs) for kind, *pairs in lines}
+
+
 def read_cpu_pressure(path: str) -> dict[str, float]:
     """`some_avg10`, `some_avg60`, `full_avg10`, `full_avg60` from a PSI file; {} if absent."""
-    raw = read_bytes(path)
-    if not raw:
-        return {}
-    values = {}
-    for line in raw.decode().splitlines():
-        kind, *pairs = line.split()
-        for pair in pairs:
-            key, _, value = pair.partition("=")
-            if key in ("avg10", "avg60"):
-                values[f"{kind}_{key}"] = float(value)
-    return values
+    return {f"{kind}_{key}": float(value) for kind, fields in _pressure(path).items()
+            for key, value in fields.items() if key in ("avg10", "avg60")}
 
 
 @dataclass(slots=True)

@@ -173,12 +173,12 @@ class Cycle:
         yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SUCCEEDED, goal.rationale, goal=goal)
         found = (self._planner.named(request, goal, profile) if request.policy
                  else await self._planner.candidates(goal, profile, request.budget or self._budget))
-        budget = _budget_for(request, found, self._budget)
+        budget, why = _budget_for(request, found, self._budget)
         if not request.policy and (running := await self._running(host)):
             found = _running_first(found, running)
         names = ", ".join(c.artifact.name for c in found.candidates) or "none"
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
-                               f"candidates: {names}{_how_many(request, found, budget)}", candidates=found)
+                               f"candidates: {names}{why}", candidates=found)
         judged: deployment_pb2.DeploymentEvent | None = None
         tried = found.candidates[:max(MAX_CANDIDATES_TRIED, budget)]
         kept: list[tuple[float, verdict_pb2.Verdict]] = []  # a search's kept trials, taken off
@@ -399,15 +399,19 @@ def _outcome_published(last: deployment_pb2.DeploymentEvent | None) -> bool:
     return state == deployment_pb2.DEPLOYMENT_STATE_EJECTED or (judged and bool(last.metrics))
 
 
-def _budget_for(request: planner_pb2.TuneRequest, found: cycle_pb2.CandidateList, default: int) -> int:
-    """Kept trials the cycle compares: the request's budget; one for the operator's policy or for a
-    proven one (the learner ranked first what was kept on a similar workload: measured already);
-    else the planner's default, a search (which library policy wins has to be measured)."""
-    if request.policy:
-        return 1
-    if request.budget:
-        return request.budget
-    return 1 if _proven(found) else default
+def _budget_for(request: planner_pb2.TuneRequest, found: cycle_pb2.CandidateList,
+                default: int) -> tuple[int, str]:
+    """Kept trials the cycle compares, and what the candidates line says of it: the request's
+    budget; one for the operator's policy or for a proven one (the learner ranked first what was
+    kept on a similar workload: measured already); else the planner's default, a search (which
+    library policy wins has to be measured)."""
+    if request.policy or not found.candidates:
+        return 1, ""
+    budget = request.budget or default
+    proven = found.candidates[0].path == cycle_pb2.SYNTHESIS_PATH_REUSE
+    if proven and not request.budget:
+        return 1, f" ({found.candidates[0].artifact.name} is proven on a similar workload: no search)"
+    return budget, (f" (a search: up to {budget} kept compared, the best stays)" if budget > 1 else "")
 
 
 def _running_first(found: cycle_pb2.CandidateList, running: deployment_pb2.Deployment) -> cycle_pb2.CandidateList:
@@ -418,21 +422,6 @@ def _running_first(found: cycle_pb2.CandidateList, running: deployment_pb2.Deplo
     ordered = sorted(found.candidates, key=lambda c: (artifacts.digest_of(c.artifact) != running.artifact_digest,
                                                       c.artifact.name != running.policy_name))
     return cycle_pb2.CandidateList(candidates=ordered, chosen=0)
-
-
-def _proven(found: cycle_pb2.CandidateList) -> bool:
-    return bool(found.candidates) and found.candidates[0].path == cycle_pb2.SYNTHESIS_PATH_REUSE
-
-
-def _how_many(request: planner_pb2.TuneRequest, found: cycle_pb2.CandidateList, budget: int) -> str:
-    """What the candidates line adds about the search."""
-    if request.policy or not found.candidates:
-        return ""
-    if budget > 1:
-        return f" (a search: up to {budget} kept compared, the best stays)"
-    if _proven(found) and not request.budget:
-        return f" ({found.candidates[0].artifact.name} is proven on a similar workload: no search)"
-    return ""
 
 
 def _rolled_back(last: deployment_pb2.DeploymentEvent | None) -> bool:
