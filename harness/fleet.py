@@ -37,6 +37,7 @@ ON_HOST = (Role.OBSERVER, Role.EXECUTOR)
 GUEST_PORTS = {"agent": 7000, Role.OBSERVER.value: 50051, Role.EXECUTOR.value: 50053}
 GUEST_CONFIG = "/etc/schedcp"
 GUEST_LOADER = "/usr/local/bin/schedcp-loader"
+GUEST_PROBES = "/usr/local/lib/schedcp/runqlat.bpf.o"
 # The VMs' workload: a 1 kHz latency probe beside CPU batch (2 hogs per vCPU), the co-location
 # the planner's rules recognise. Each VM's starts just before its first cycle, so the only
 # verification that boots the verifier's own VM (the first: the second host's comes from the
@@ -240,7 +241,9 @@ class Fleet:
             env_var("cache_dir"): "/var/cache/schedcp",
             env_var("loader_path"): GUEST_LOADER,
             env_var("trusted_verifier_keys"): verifier_key,
-            env_var("observer_mode"): "procfs",  # no BCC in the image
+            # No BCC in the image: the observer's probes come compiled, loaded by the loader.
+            env_var("observer_mode"): "bpf",
+            env_var("observer_bpf_object"): GUEST_PROBES,
             env_var("profile_interval_s"): "0",  # the planner profiles on demand
             env_var("rpc_timeout_s"): str(RPC_TIMEOUT_S),
             env_var("observer_addr"): f"127.0.0.1:{GUEST_PORTS[Role.OBSERVER.value]}",

@@ -1,6 +1,7 @@
 """The fleet host image (issue 10, first part): the sandbox's pinned sched_ext kernel booting a
 small Debian trixie root filesystem that holds Python, schedcp installed from its wheel, the
-static loader, rt-tests and stress-ng, as a qemu micro-VM with user-mode networking. Inside,
+static loader with the observer's probes compiled for it (services/observer/prebuilt.py),
+rt-tests and stress-ng, as a qemu micro-VM with user-mode networking. Inside,
 the guest reaches the host's loopback as 10.0.2.2; the host reaches the guest's ports through
 forwards on 127.0.0.1.
 
@@ -9,7 +10,7 @@ Built in two cached layers under `cache_dir/hostimage/`:
   needs root for the chroot), trimmed of documentation;
 - `image-<key>.cpio.gz`: the base plus a virtualenv with the project's wheel and its
   dependencies (downloaded for the guest's Python), the virtio-net modules of the kernel
-  package, the loader and /init (the key covers the wheel, the loader, the kernel and init).
+  package, the loader, the probes and /init (the key covers each of them, the kernel and init).
 A VM boots the image with a second, small initramfs appended that carries its own
 configuration (/etc/schedcp/host.env and /etc/schedcp/start.sh, run by /init).
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from schedcp.toolchain import initramfs, runner
 from schedcp.toolchain.build import BuildError, Kernel, Toolchain, _run, require_tool
+from services.observer import prebuilt
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST_INIT = Path(__file__).resolve().parent / "host_init.sh"
@@ -86,8 +88,9 @@ class HostImage:
         with tempfile.TemporaryDirectory(prefix="schedcp-wheel-") as tmp:
             wheel = self._project_wheel(Path(tmp))
             loader = self.toolchain.loader(static=True)
-            key = _digest(wheel.read_bytes(), loader.read_bytes(), kernel.entry.release, HOST_INIT.read_bytes(),
-                          self.base().name, *self.requirements)
+            probes = prebuilt.compile_object(Path(tmp) / "runqlat.bpf.o", self.toolchain, kernel)
+            key = _digest(wheel.read_bytes(), loader.read_bytes(), probes.read_bytes(), kernel.entry.release,
+                          HOST_INIT.read_bytes(), self.base().name, *self.requirements)
             out = self.root / f"{self.name}-{key}.cpio.gz"
             if out.exists():
                 return out
@@ -97,6 +100,8 @@ class HostImage:
                 self._install_project(tree, wheel, Path(tmp), self.requirements)
                 self._install_modules(tree, kernel)
                 shutil.copy(loader, tree / "usr" / "local" / "bin" / "schedcp-loader")
+                (tree / "usr" / "local" / "lib" / "schedcp").mkdir(parents=True, exist_ok=True)
+                shutil.copy(probes, tree / "usr" / "local" / "lib" / "schedcp" / "runqlat.bpf.o")
                 shutil.copy(HOST_INIT, tree / "init")
                 (tree / "init").chmod(0o755)
                 partial = out.with_name(out.name + ".partial")

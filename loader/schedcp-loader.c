@@ -1,6 +1,7 @@
 // schedcp-loader: load one sched_ext scheduler (.bpf.o), keep it enabled, report how it ended.
 //
 //   schedcp-loader OBJ [--param NAME=VALUE]... [--params-json FILE] [--watchdog-ms N]
+//   schedcp-loader OBJ --trace
 //
 // Parameters are the object's `const volatile` globals (.rodata), set before load, so a
 // library policy is reused with new parameters without recompiling. The loader prints one
@@ -11,11 +12,16 @@
 //   {"event":"prog_stats","progs":[{"name":S,"run_cnt":N,"run_time_ns":N},...]}   before an
 //        unload on request: each callback's calls and run time (counted only while the
 //        kernel.bpf_stats_enabled sysctl is 1; zeros otherwise)
+//   {"event":"attached","maps":{NAME:FD,...},"pid":N}   --trace: every program attached
 // and holds until SIGTERM/SIGINT (then unloads) or until the kernel ejects the scheduler
 // (watchdog, runtime error). --watchdog-ms lowers the scheduler's own timeout_ms (never raises
 // it): the verifier's sandbox uses it so a starving scheduler is ejected within a short test.
 // Nothing is pinned: the scheduler lives exactly as long as the loader. Exit status: 0 unloaded
 // on request, 1 usage/setup error, 2 ejected by the kernel, 3 rejected at load.
+//
+// --trace holds an object of tracing programs instead (the observer's probes on hosts without
+// BCC): each program attached where its SEC() says, and the maps' descriptors reported so the
+// parent can copy them (pidfd_getfd) and read the maps while the loader holds the programs.
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -433,11 +439,47 @@ static void print_prog_stats(struct bpf_object *obj)
 	fflush(stdout);
 }
 
+// --trace: attach every program of the object and hold them until asked to stop.
+static int hold_tracing(struct bpf_object *obj)
+{
+	struct bpf_link *links[64];
+	int count = 0;
+	struct bpf_program *prog;
+	bpf_object__for_each_program(prog, obj) {
+		struct bpf_link *link = count < 64 ? bpf_program__attach(prog) : NULL;
+		if (!link) {
+			report_error("attach", libbpf_messages, "attaching %s failed: %s", bpf_program__name(prog),
+				     count < 64 ? strerror(errno) : "more than 64 programs");
+			while (count)
+				bpf_link__destroy(links[--count]);
+			return 3;
+		}
+		links[count++] = link;
+	}
+	struct bpf_map *map;
+	const char *sep = "";
+	printf("{\"event\":\"attached\",\"maps\":{");
+	bpf_object__for_each_map(map, obj) {
+		printf("%s", sep);
+		print_json_string(bpf_map__name(map));
+		printf(":%d", bpf_map__fd(map));
+		sep = ",";
+	}
+	printf("},\"pid\":%d}\n", getpid());
+	fflush(stdout);
+	while (!stop_requested)
+		sleep_ms(100);
+	while (count)
+		bpf_link__destroy(links[--count]);
+	bpf_object__close(obj);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-		fprintf(stderr, "usage: %s OBJ.bpf.o [--param NAME=VALUE]... [--params-json FILE] [--watchdog-ms N]\n",
-			argv[0]);
+		fprintf(stderr, "usage: %s OBJ.bpf.o [--param NAME=VALUE]... [--params-json FILE] [--watchdog-ms N]\n"
+			"       %s OBJ.bpf.o --trace\n", argv[0], argv[0]);
 		return 1;
 	}
 	// Log level 0 with a buffer: libbpf loads without a log first and, only if the kernel
@@ -452,8 +494,11 @@ int main(int argc, char **argv)
 		report_error("open", NULL, "cannot open %s: %s", argv[1], strerror(errno));
 		return 1;
 	}
+	bool trace = false;
 	for (int i = 2; i < argc; i++) {
-		if (strcmp(argv[i], "--param") == 0 && i + 1 < argc) {
+		if (strcmp(argv[i], "--trace") == 0) {
+			trace = true;
+		} else if (strcmp(argv[i], "--param") == 0 && i + 1 < argc) {
 			char *eq = strchr(argv[++i], '=');
 			if (!eq) {
 				report_error("params", NULL, "--param wants NAME=VALUE, got %s", argv[i]);
@@ -486,6 +531,8 @@ int main(int argc, char **argv)
 			     strerror(-err));
 		return 3;
 	}
+	if (trace)
+		return hold_tracing(obj);
 	struct bpf_map *ops = find_ops_map(obj);
 	if (!ops) {
 		report_error("attach", NULL, "%s must define exactly one sched_ext_ops in SEC(\".struct_ops.link\")", argv[1]);

@@ -1,7 +1,8 @@
 """The fleet host image (harness/hostimage.py), booted for real: the pinned sched_ext kernel with
-a Debian root filesystem, schedcp installed from its wheel for the guest's own Python, and
-user-mode networking both ways (the guest reaches a server on the host's loopback through
-10.0.2.2; the host reaches a server in the guest through a port forward)."""
+a Debian root filesystem, schedcp installed from its wheel for the guest's own Python, the
+observer's probes loaded without BCC, and user-mode networking both ways (the guest reaches a
+server on the host's loopback through 10.0.2.2; the host reaches a server in the guest through
+a port forward)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 
 import pytest
 
+from harness.fleet import GUEST_LOADER, GUEST_PROBES
 from harness.hostimage import HostImage, HostVm
 from schedcp.runtime.net import free_port
 from schedcp.toolchain.build import BuildError, Toolchain
@@ -38,7 +40,15 @@ def start_script(host_port: int) -> str:
 PY=/opt/schedcp/bin/python
 $PY -c 'import schedcp.runtime.service, services.observer.server, services.executor.server; print("imports ok")'
 $PY -c 'import socket; socket.create_connection(("10.0.2.2", {host_port}), timeout=30).sendall(b"guest to host")'
-echo "sched_ext $(cat /sys/kernel/sched_ext/state) loader $(test -x /usr/local/bin/schedcp-loader && echo present)"
+echo "sched_ext $(cat /sys/kernel/sched_ext/state) loader $(test -x {GUEST_LOADER} && echo present)"
+$PY -c '
+from pathlib import Path
+from services.observer.sampling import Sampler
+sampler = Sampler("bpf", Path("{GUEST_PROBES}"), Path("{GUEST_LOADER}"))
+window, _ = sampler.window(1.0)
+sampler.close()
+print("probes", sampler.name, "runs", sum(t.runs for t in window.threads.values()) > 0, "|", sampler.note)
+'
 $PY -c '
 import socket
 s = socket.socket(); s.bind(("0.0.0.0", {GUEST_PORT})); s.listen()
@@ -74,5 +84,7 @@ def test_a_host_vm_runs_schedcp_and_talks_to_the_host_both_ways(image, tmp_path)
         assert vm.wait(120) is not None, "the VM did not power off"
     log = console.read_text(errors="replace")
     assert "imports ok" in log and "sched_ext disabled loader present" in log, log[-3000:]
+    # No BCC in the image: the observer's probes load from the prebuilt object through the loader.
+    assert "probes bpf runs True | probes loaded without BCC" in log, log[-3000:]
     assert received == [b"guest to host"] and answer == b"guest server to host"
     assert "@@host-done" in log and "Attempted to kill init" not in log

@@ -8,12 +8,15 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from schedcp.runtime.errors import StartupError
+from schedcp.toolchain.build import BuildError, Toolchain
 from schedcp.v1 import profile_pb2
-from services.observer import hostfacts
+from services.observer import bpf, hostfacts, prebuilt
+from services.observer.bpf_maps import BpfUnavailable
 from services.observer.profiler import Profiler
 from services.observer.sampling import PROFILE_TICK, Sampler
 from tests.conftest import cpu_hogs, host_profile, latency_probe
@@ -21,14 +24,34 @@ from tests.conftest import cpu_hogs, host_profile, latency_probe
 C = profile_pb2
 
 
-def make_sampler(mode: str) -> Sampler:
+def make_sampler(mode: str, prebuilt: Path | None = None, loader: Path | None = None) -> Sampler:
     """A sampler in `mode`; BPF tests are skipped where BPF cannot run, except in CI."""
     try:
-        return Sampler(mode)
+        return Sampler(mode, prebuilt, loader)
     except StartupError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"BPF sampling must work in CI: {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def prebuilt_probes(tmp_path_factory) -> tuple[Path, Path]:
+    """The probes compiled ahead of time and the host's loader, as a host without BCC runs them."""
+    toolchain = Toolchain()
+    try:
+        return prebuilt.compile_object(tmp_path_factory.mktemp("probes") / "runqlat.bpf.o", toolchain), \
+            toolchain.loader(static=False)
+    except BuildError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"cannot build the prebuilt probes here: {exc}")
+
+
+def hide_bcc(monkeypatch) -> None:
+    """This host as one without BCC: its import fails as it would where it is not installed."""
+    def missing():
+        raise BpfUnavailable("BCC is not installed (this test hides it)")
+    monkeypatch.setattr(bpf, "_import_bcc", missing)
 
 
 @pytest.fixture
@@ -81,6 +104,31 @@ def test_profile_tells_batch_from_latency_sensitive(busy_host, mode):
     assert batch.classification.reason in texts[C.DETAIL_LEVEL_FULL]
 
 
+def windows_together(first: Sampler, second: Sampler, seconds: float = 3.0):
+    """Both samplers' windows over the same seconds (and the same threads); closes both."""
+    try:
+        stop = threading.Event()
+        first_start, second_start = first.begin(), second.begin()
+        time.sleep(seconds)
+        return (first.source.finish(first_start, 0, stop, PROFILE_TICK)[0],
+                second.source.finish(second_start, 0, stop, PROFILE_TICK)[0])
+    finally:
+        first.close()
+        second.close()
+
+
+def totals(window, comm: str, histograms: bool = False) -> dict[str, int]:
+    """A group's counters summed over its threads; with `histograms`, the BPF histograms' counts
+    of run-queue waits and responses too."""
+    threads = [t for t in window.threads.values() if window.processes[t.pid].comm == comm]
+    summed = {"runs": sum(t.runs for t in threads), "wakeups": sum(t.wakeups for t in threads),
+              "wait_ns": sum(t.run_delay_ns for t in threads), "cpu": sum(t.cpu_ns for t in threads)}
+    if histograms:
+        summed["waits"] = sum(sum(t.slots) - sum(t.base or [0]) for t in threads)
+        summed["responses"] = sum(sum(t.response_slots) - sum(t.response_base or [0]) for t in threads)
+    return summed
+
+
 def test_procfs_and_bpf_agree_on_cpu_runs_and_waits(busy_host):
     """Both sources over the same window and the same threads. CPU time is the kernel's own
     accounting in both (schedstat's sum_exec_runtime, the BPF program's sched_stat_runtime), so
@@ -90,28 +138,40 @@ def test_procfs_and_bpf_agree_on_cpu_runs_and_waits(busy_host):
     tracepoint after the next task was picked, a few microseconds that are most of a wait of the
     probe's."""
     bpf_sampler = make_sampler("bpf")
-    procfs_sampler = Sampler("procfs")
-    try:
-        stop = threading.Event()
-        procfs_start, bpf_start = procfs_sampler.begin(), bpf_sampler.begin()
-        time.sleep(3.0)
-        procfs_window, _ = procfs_sampler.source.finish(procfs_start, 0, stop, PROFILE_TICK)
-        bpf_window, _ = bpf_sampler.source.finish(bpf_start, 0, stop, PROFILE_TICK)
-    finally:
-        bpf_sampler.close()
-        procfs_sampler.close()
-
-    def totals(window, comm):
-        threads = [t for t in window.threads.values() if window.processes[t.pid].comm == comm]
-        return {"runs": sum(t.runs for t in threads), "wait": sum(t.run_delay_ns for t in threads),
-                "cpu": sum(t.cpu_ns for t in threads)}
-
+    procfs_window, bpf_window = windows_together(Sampler("procfs"), bpf_sampler)
     batch_p, batch_b = totals(procfs_window, "stress-ng-cpu"), totals(bpf_window, "stress-ng-cpu")
     probe_p, probe_b = totals(procfs_window, "cyclictest"), totals(bpf_window, "cyclictest")
-    for procfs, bpf in ((batch_p, batch_b), (probe_p, probe_b)):
-        assert bpf["runs"] == pytest.approx(procfs["runs"], rel=0.02)
-        assert bpf["cpu"] == pytest.approx(procfs["cpu"], rel=0.02)
-    assert batch_b["wait"] == pytest.approx(batch_p["wait"], rel=0.02)
+    for by_procfs, by_bpf in ((batch_p, batch_b), (probe_p, probe_b)):
+        assert by_bpf["runs"] == pytest.approx(by_procfs["runs"], rel=0.02)
+        assert by_bpf["cpu"] == pytest.approx(by_procfs["cpu"], rel=0.02)
+    assert batch_b["wait_ns"] == pytest.approx(batch_p["wait_ns"], rel=0.02)
+
+
+def test_prebuilt_probes_count_what_bccs_count(busy_host, prebuilt_probes, monkeypatch):
+    """The same probes loaded both ways at once, over the same window: the prebuilt object (CO-RE,
+    loaded by schedcp-loader, read through the descriptor it hands over) sees the same runs,
+    wakeups, CPU time and responses as BCC's compilation of the same source."""
+    bcc_sampler = make_sampler("bpf")
+    hide_bcc(monkeypatch)
+    prebuilt_sampler = make_sampler("bpf", *prebuilt_probes)
+    bcc_window, prebuilt_window = windows_together(bcc_sampler, prebuilt_sampler)
+    assert prebuilt_sampler.note == "probes loaded without BCC (BCC is not installed (this test hides it))"
+
+    for comm in ("stress-ng-cpu", "cyclictest"):
+        by_bcc = totals(bcc_window, comm, histograms=True)
+        by_prebuilt = totals(prebuilt_window, comm, histograms=True)
+        assert by_bcc["runs"] > 0 and by_bcc["cpu"] > 0, (comm, by_bcc)
+        for counter, value in by_bcc.items():
+            assert by_prebuilt[counter] == pytest.approx(value, rel=0.02), (comm, counter, by_bcc, by_prebuilt)
+    # cyclictest wakes 1000 times a second and blocks again after each.
+    assert totals(prebuilt_window, "cyclictest", histograms=True)["responses"] > 1000
+
+
+def test_without_bcc_or_probes_the_observer_says_both_reasons(monkeypatch, tmp_path):
+    hide_bcc(monkeypatch)
+    with pytest.raises(StartupError) as raised:
+        Sampler("bpf", tmp_path / "missing.bpf.o", Path("/bin/true"))
+    assert "BCC is not installed" in str(raised.value) and "missing.bpf.o do not exist" in str(raised.value)
 
 
 def _run_unprivileged(uid: int) -> dict:

@@ -227,7 +227,7 @@ def labelled_groups(scenario: Scenario, found: profile_pb2.WorkloadProfile, with
     """The profile's groups that the scenario labels: true class, read class, confidence, features.
     A labelled group the profile does not show at all is a row too, read "unseen": left out, it
     would not count against the classification (procfs misses processes born and gone within a
-    window: kv_pigz's compressions in the emulated VM). `with_batch` False: profiled without its
+    window). `with_batch` False: profiled without its
     batch, which is then not expected."""
     truth = {t.comm: t for t in scenario.truth
              if not t.cmdline and (with_batch or scenario.batch is None or t != scenario.batch.truth)}

@@ -179,6 +179,12 @@ class Settings(BaseSettings):
     observer_mode: Literal["auto", "procfs", "bpf"] = Field(
         default="auto", description="Observer sampling: BPF when possible (auto), procfs only, or BPF required."
     )
+    observer_bpf_object: str = Field(
+        default="",
+        description="The observer's probes compiled ahead of time (`python -m services.observer.prebuilt OUT`), "
+        "loaded with SCHEDCP_LOADER_PATH's loader where BCC cannot run (no compiler or kernel headers: the fleet "
+        "host image ships them); empty: BCC or procfs only.",
+    )
     profile_interval_s: Annotated[float, AfterValidator(_check_profile_interval)] = Field(
         default=5.0, le=3600,
         description="The observer profiles the host continuously in windows this long and publishes each; 0: off.",

@@ -1,5 +1,7 @@
-"""The observer's BPF probes (runqlat.bpf.c), loaded through BCC.
+"""The observer's BPF probes (runqlat.bpf.c) and the reader of their per-thread counters.
 
+The probes are loaded through BCC where it can run, and otherwise from an object compiled ahead
+of time by schedcp-loader (prebuilt.py; hosts without a compiler, like the fleet's guests).
 BCC is Debian's python3-bpfcc (the PyPI package named `bcc` is something else). It compiles
 at start-up against kernel headers; hosts without headers for their kernel (like this
 project's CI) use a Debian header package that `make` extracts into the virtualenv. That
@@ -8,10 +10,7 @@ works because the program reads tracepoint fields only (see the comment in the C
 
 from __future__ import annotations
 
-import array
-import contextlib
 import ctypes
-import errno
 import importlib.util
 import logging
 import os
@@ -24,6 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.observer.bpf_maps import SLOTS, STRIDE, WORD, BpfUnavailable, StatsMap, ThreadStats
+from services.observer.prebuilt import LoadedProbes
+
 log = logging.getLogger(__name__)
 
 PROGRAM = Path(__file__).with_name("runqlat.bpf.c")
@@ -35,10 +37,8 @@ BUNDLED_HEADERS = Path(sys.prefix) / "share" / "schedcp" / "kernel-headers"
 # longest Measure, 600 s) still see the thread's last counts; then they are removed.
 DEAD_THREAD_GRACE_S = 660.0
 PRUNE_EVERY_S = 10.0
-
-
-class BpfUnavailable(Exception):
-    """BPF sampling cannot run here; the message says why in one sentence."""
+# runqlat.bpf.c's `stats` map holds at most this many threads.
+MAX_THREADS = 32768
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +119,8 @@ def check_privileges() -> None:
         raise BpfUnavailable("BPF sampling needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN for BCC)")
 
 
-class BpfSampler:
-    """The loaded program and a reader for its per-thread counters. `close()` detaches it."""
+class BccProbes:
+    """runqlat.bpf.c compiled and attached by BCC in this process."""
 
     def __init__(self) -> None:
         check_privileges()
@@ -132,28 +132,57 @@ class BpfSampler:
                 f"in {BUNDLED_HEADERS} (`make install` fetches them), and BCC_KERNEL_SOURCE is not set")
         os.environ.setdefault("BCC_KERNEL_SOURCE", str(headers))
         _ensure_tracefs()
-        started = time.monotonic()
         try:
             # -Wno-visibility: BCC declares each tracepoint's args struct inside the probe macro.
             self._bpf = bcc.BPF(text=PROGRAM.read_bytes(), cflags=["-Wno-visibility"])
         except Exception as exc:
             raise BpfUnavailable(f"BCC could not compile or attach {PROGRAM.name} against {headers}: {exc}") from exc
-        self._stats = self._bpf[b"stats"]
-        self._keys = (self._stats.Key * self._stats.max_entries)()
-        self._values = (self._stats.Leaf * self._stats.max_entries)()
-        # The value struct as 64-bit words: where each field starts (runqlat.bpf.c's layout).
-        leaf = self._stats.Leaf
-        self._stride = ctypes.sizeof(leaf) // 8
-        self._word = {name: getattr(leaf, name).offset // 8 for name, _ in leaf._fields_}
-        self._slots = leaf.runq_slots.size // 8
+        stats = self._bpf[b"stats"]
+        if ctypes.sizeof(stats.Leaf) != ctypes.sizeof(ThreadStats):
+            self._bpf.cleanup()
+            raise BpfUnavailable(f"{PROGRAM.name}'s thread_stats ({ctypes.sizeof(stats.Leaf)} bytes) does not match "
+                                 f"the reader's ({ctypes.sizeof(ThreadStats)})")
+        self.map_fd = stats.map_fd
+        self.description = f"BCC (headers: {headers})"
+
+    def close(self) -> None:
+        self._bpf.cleanup()
+
+
+class BpfSampler:
+    """The loaded probes and a reader for their per-thread counters. `close()` detaches them.
+
+    Loaded by BCC when it can run here; otherwise, given a prebuilt object and a loader, by the
+    loader (prebuilt.LoadedProbes). The reason BCC could not is kept in `fallback_reason`."""
+
+    def __init__(self, prebuilt: Path | None = None, loader: Path | None = None) -> None:
+        started = time.monotonic()
+        self.fallback_reason = ""
+        try:
+            self._probes = BccProbes()
+        except BpfUnavailable as exc:
+            if prebuilt is None or loader is None:
+                raise
+            check_privileges()
+            _ensure_tracefs()
+            try:
+                self._probes = LoadedProbes(prebuilt, loader)
+            except BpfUnavailable as prebuilt_failed:
+                raise BpfUnavailable(f"{exc}; and {prebuilt_failed}") from prebuilt_failed
+            self.fallback_reason = str(exc)
+        self._map = StatsMap(self._probes.map_fd, MAX_THREADS)
         self._lock = threading.Lock()
         self._dead_since: dict[int, float] = {}
         self._previous: dict[int, BpfCounters] = {}
         self._closed = False
         self._last_prune = time.monotonic()
         log.info("BPF probes attached to the sched_wakeup(_new), sched_switch, sched_stat_runtime and "
-                 "sched_process_exit tracepoints "
-                 "in %.2f s (headers: %s)", time.monotonic() - started, headers)
+                 "sched_process_exit tracepoints in %.2f s: %s%s", time.monotonic() - started,
+                 self._probes.description, f" (BCC: {self.fallback_reason})" if self.fallback_reason else "")
+
+    @property
+    def description(self) -> str:
+        return self._probes.description
 
     def read(self) -> dict[int, BpfCounters]:
         """Every thread's cumulative counters (CPU time up to the kernel's last update of it, at
@@ -169,14 +198,12 @@ class BpfSampler:
             return dict(counters)
 
     def _read_stats(self) -> dict[int, BpfCounters]:
-        total = self._lookup_all()
-        # One copy of the raw values as 64-bit words: indexing it is far cheaper than reading
-        # ctypes fields entry by entry (this runs for every thread every interval).
-        words = array.array("Q", bytes(memoryview(self._values).cast("B")[:total * self._stride * 8]))
-        field, stride, slots = self._word, self._stride, self._slots
+        total = self._map.lookup_all()
+        words = self._map.words(total)
+        field, stride = WORD, STRIDE
         out = {}
         previous = self._previous
-        for i, tid in enumerate(self._keys[:total]):
+        for i, tid in enumerate(self._map.keys[:total]):
             at = i * stride
             runs, wakeups = words[at + field["runs"]], words[at + field["wakeups"]]
             cpu_ns, exited_ns = words[at + field["cpu_ns"]], words[at + field["exited_ns"]]
@@ -188,38 +215,15 @@ class BpfSampler:
                 continue
             first_slot, first_response = at + field["runq_slots"], at + field["response_slots"]
             out[tid] = BpfCounters(
-                tid=tid, tgid=words[at + field["tgid"]] & 0xFFFFFFFF, runq_slots=words[first_slot:first_slot + slots],
+                tid=tid, tgid=words[at + field["tgid"]] & 0xFFFFFFFF, runq_slots=words[first_slot:first_slot + SLOTS],
                 runq_delay_ns=words[at + field["runq_delay_ns"]], runs=runs, wakeups=wakeups, cpu_ns=cpu_ns,
                 voluntary=words[at + field["voluntary"]], involuntary=words[at + field["involuntary"]],
-                response_slots=words[first_response:first_response + slots],
+                response_slots=words[first_response:first_response + SLOTS],
                 response_ns=words[at + field["response_ns"]], responses=words[at + field["responses"]],
                 comm=_comm(words[at + field["comm"]], words[at + field["comm"] + 1]),
                 born_ns=words[at + field["born_ns"]], exited_ns=exited_ns,
             )
         return out
-
-    def _lookup_all(self) -> int:
-        """Copy every entry into self._keys/_values with BPF_MAP_LOOKUP_BATCH (buffers kept
-        between reads: BCC's items_lookup_batch allocates room for the whole map each call);
-        returns how many there are."""
-        bcc = sys.modules["bcc"]
-        batch = ctypes.c_uint32(0)
-        count = ctypes.c_uint32(0)
-        key_size, value_size = ctypes.sizeof(self._stats.Key), ctypes.sizeof(self._stats.Leaf)
-        total, capacity = 0, len(self._keys)
-        while total < capacity:
-            count.value = capacity - total
-            res = bcc.libbcc.lib.bpf_lookup_batch(
-                self._stats.map_fd, ctypes.byref(batch) if total else None, ctypes.byref(batch),
-                ctypes.byref(self._keys, key_size * total), ctypes.byref(self._values, value_size * total),
-                ctypes.byref(count))
-            errcode = ctypes.get_errno()
-            total += count.value
-            if res != 0:
-                if errcode != errno.ENOENT:
-                    raise OSError(errcode, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(errcode)}")
-                break
-        return total
 
     def _prune(self, counters: dict[int, BpfCounters]) -> None:
         now = self._last_prune = time.monotonic()
@@ -231,11 +235,10 @@ class BpfSampler:
                 expired.append(tid)
         for tid in expired:
             self._dead_since.pop(tid, None)
-            with contextlib.suppress(KeyError):  # already gone
-                del self._stats[self._stats.Key(tid)]
+            self._map.delete(tid)
 
     def close(self) -> None:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._bpf.cleanup()
+                self._probes.close()

@@ -9,6 +9,9 @@
 
 #define SLOTS 40   // log2 ns buckets: slot s holds [2^(s-1), 2^s) ns; the last one is open-ended
 #define TASK_RUNNING 0
+#ifndef COPY_TASK_NAME
+#define COPY_TASK_NAME(dst, src) __builtin_memcpy(dst, src, 16)
+#endif
 
 struct thread_stats {
     u64 runq_slots[SLOTS];
@@ -118,7 +121,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
             mark_enqueued(prev, now);
         if (s) {
             s->tgid = bpf_get_current_pid_tgid() >> 32;
-            __builtin_memcpy(s->comm, args->prev_comm, sizeof(s->comm));
+            COPY_TASK_NAME(s->comm, args->prev_comm);
             if (still_runnable)
                 __sync_fetch_and_add(&s->involuntary, 1);
             else

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from schedcp.domain import procfs
 from schedcp.domain.procfs import HostScan, ProcessInfo
@@ -580,7 +581,7 @@ class Sampler:
     procfs-only; "procfs" never loads BPF.
     """
 
-    def __init__(self, mode: str = "auto") -> None:
+    def __init__(self, mode: str = "auto", prebuilt: Path | None = None, loader: Path | None = None) -> None:
         # Set once, at close: every window in progress ends and no new one waits.
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -591,12 +592,15 @@ class Sampler:
         self.uid = uid = None if os.geteuid() == 0 else os.getuid()
         if mode in ("auto", "bpf"):
             try:
-                self._bpf = BpfSampler()
+                self._bpf = BpfSampler(prebuilt, loader)
             except BpfUnavailable as exc:
                 if mode == "bpf":
                     raise StartupError(f"SCHEDCP_OBSERVER_MODE=bpf but {exc}") from exc
                 self.note = f"procfs only: {exc}"
                 log.warning("observer runs procfs-only: %s", exc)
+            else:
+                if self._bpf.fallback_reason:
+                    self.note = f"probes loaded without BCC ({self._bpf.fallback_reason})"
         elif mode != "procfs":
             raise StartupError(f"SCHEDCP_OBSERVER_MODE must be auto, procfs or bpf, not {mode!r}")
         if mode == "procfs":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from schedcp.runtime.service import GrpcService, ServiceContext
 from schedcp.v1 import observer_pb2, observer_pb2_grpc
@@ -31,7 +32,9 @@ class ObserverServicer(observer_pb2_grpc.ObserverServiceServicer):
 async def build(ctx: ServiceContext) -> list[GrpcService]:
     settings = ctx.settings
     # Compiling the BPF probes takes about a second; keep the event loop free meanwhile.
-    sampler = await asyncio.to_thread(Sampler, settings.observer_mode)
+    prebuilt = Path(settings.observer_bpf_object) if settings.observer_bpf_object else None
+    loader = Path(settings.loader_path) if settings.loader_path else None
+    sampler = await asyncio.to_thread(Sampler, settings.observer_mode, prebuilt, loader)
 
     async def close_sampler() -> None:
         sampler.close()  # quick: ends windows in progress, detaches the probes
