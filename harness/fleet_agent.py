@@ -78,7 +78,8 @@ class Supervisor:
             "ops": _read(SCHED_EXT / "root" / "ops"),
             "enable_seq": _read(SCHED_EXT / "enable_seq"),
             "services": {role: (proc.pid if proc.poll() is None else None) for role, proc in self.procs.items()},
-            "loaders": _pids_named("schedcp-loader"),
+            # Schedulers' loaders; the observer's (`--trace`, holding its probes) is not one.
+            "loaders": [pid for pid in _pids_named("schedcp-loader") if "--trace" not in _argv(pid)],
         }
 
     def log(self, role: str, lines: int) -> dict:
@@ -103,6 +104,13 @@ def _read(path: Path) -> str:
         return path.read_text().strip()
     except OSError:
         return ""
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def _pids_named(comm: str) -> list[int]:
