@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 TYPE_HEADER = "Schedcp-Type"
 REASON_HEADER = "Schedcp-Reason"
 M = TypeVar("M", bound=pb_message.Message)
+T = TypeVar("T")
 # How long one JetStream API request may take (nats-py's default).
 JETSTREAM_TIMEOUT_S = 5.0
 # Setting up the topology at start: tries of one JetStream request timeout each, and the pause between.
@@ -149,20 +150,27 @@ class Bus:
         return self.nc.is_connected
 
     async def ensure_topology(self, attempts: int = TOPOLOGY_ATTEMPTS) -> None:
-        """Create (or bring up to date) every stream, KV bucket and Object Store. Idempotent, so
-        a JetStream request that times out (a loaded server, or this process starting on a
-        stalled emulated CPU: seen in `make e2e`) is retried before DependencyUnavailable."""
+        """Create (or bring up to date) every stream, KV bucket and Object Store (retried as
+        `at_start` says: it is idempotent)."""
+        await self.at_start("setting up the streams", self._ensure_topology, attempts)
+
+    async def at_start(self, what: str, operation: Callable[[], Awaitable[T]],
+                       attempts: int = TOPOLOGY_ATTEMPTS) -> T:
+        """Run an idempotent JetStream `operation` that a service needs before it can serve. A
+        request that times out (a loaded server, or this process starting on a stalled emulated
+        CPU: seen in `make e2e`) or meets a cluster still forming is tried again, up to
+        `attempts` times, before DependencyUnavailable says which it was."""
         for attempt in range(1, attempts + 1):
             try:
-                return await self._ensure_topology()
+                return await operation()
             except nats.errors.TimeoutError:
                 if attempt == attempts:
                     raise DependencyUnavailable(
-                        f"JetStream at {self._url} did not answer while setting up the streams ({attempts} tries "
+                        f"JetStream at {self._url} did not answer while {what} ({attempts} tries "
                         f"of {JETSTREAM_TIMEOUT_S:g} s); is nats-server running with JetStream (-js) and not "
                         "overloaded?") from None
-                log.warning("JetStream did not answer within %g s while setting up the streams (try %d of %d); "
-                            "trying again", JETSTREAM_TIMEOUT_S, attempt, attempts)
+                log.warning("JetStream did not answer within %g s while %s (try %d of %d); trying again",
+                            JETSTREAM_TIMEOUT_S, what, attempt, attempts)
             except (nats.js.errors.BadRequestError, nats.js.errors.ServiceUnavailableError) as exc:
                 # A cluster that is still forming: no meta leader yet (503), or the leader does
                 # not know enough JetStream peers to place replicas (10005). Anything else is final.
@@ -170,11 +178,11 @@ class Bus:
                     raise
                 if attempt == attempts:
                     raise DependencyUnavailable(
-                        f"the JetStream cluster at {self._url} could not place {self._replicas} replicas of the "
-                        f"streams ({exc.description}) after {attempts} tries: are all its nodes up and routed?"
+                        f"the JetStream cluster at {self._url} was not ready while {what} ({exc.description}) "
+                        f"after {attempts} tries: are all its nodes up and routed (for {self._replicas} replicas)?"
                     ) from None
-                log.warning("the JetStream cluster is not ready (%s; try %d of %d); trying again",
-                            exc.description, attempt, attempts)
+                log.warning("the JetStream cluster is not ready while %s (%s; try %d of %d); trying again",
+                            what, exc.description, attempt, attempts)
             await asyncio.sleep(TOPOLOGY_RETRY_PAUSE_S)
 
     async def _ensure_topology(self) -> None:

@@ -50,11 +50,13 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
 
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:
-    report = await seeding.seed(ctx.bus)
+    # Each is idempotent, and each is a JetStream request that a loaded or still-forming server
+    # can time out at start (seen in CI: a 3-node cluster electing leaders beside busy CPUs).
+    report = await ctx.bus.at_start("seeding the policy library", lambda: seeding.seed(ctx.bus))
     ctx.details["library"] = (f"{len(report.added) + len(report.updated) + len(report.unchanged)} policies "
                               f"({len(report.added)} added, {len(report.updated)} updated at start)")
     ledger = OutcomeLedger(ctx.bus)
-    await ledger.load()
-    await ledger.consume()
+    await ctx.bus.at_start("loading the outcomes", ledger.load)
+    await ctx.bus.at_start("following the outcome stream", ledger.consume)
     servicer = LearnerServicer(PolicyRepository(ctx.bus), ledger, ctx.settings)
     return [GrpcService.of(servicer, learner_pb2, learner_pb2_grpc)]
