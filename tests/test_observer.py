@@ -86,11 +86,17 @@ def test_profile_tells_batch_from_latency_sensitive(busy_host, mode):
         # wakeups, and each at least the wait before it ran.
         assert response.samples > 0.5 * latency.features.wakeups_per_s * window.duration_s, response
         assert response.p50_us >= latency.features.runq_latency.p50_us
+        # cyclictest runs microseconds per wakeup: nearly all its waits begin with one, a part of
+        # the batch's (preempted far more often than it sleeps).
+        woken, waits = latency.features.wakeup_latency, latency.features.runq_latency
+        assert 0.9 * waits.samples <= woken.samples <= waits.samples, (woken, waits)
+        assert batch.features.wakeup_latency.samples < 0.5 * batch.features.runq_latency.samples, batch.features
     else:
         # One mean per thread and window, weighted by its stretches (voluntary switches): at least
         # the mean wait before each run, as every stretch starts with one.
         assert response.samples > 0.5 * latency.features.wakeups_per_s * window.duration_s, response
         assert response.mean_us >= latency.features.runq_latency.mean_us
+        assert latency.features.wakeup_latency.samples == 0  # procfs cannot tell a wait's cause
     assert batch.matcher.comm == "stress-ng-cpu" and batch.group_id == "comm:stress-ng-cpu"
     dims = dict(zip(profile.signature.dimensions, profile.signature.values, strict=True))
     assert dims["cpu_fraction_batch"] > dims["cpu_fraction_latency"] > 0
@@ -119,13 +125,14 @@ def windows_together(first: Sampler, second: Sampler, seconds: float = 3.0):
 
 def totals(window, comm: str, histograms: bool = False) -> dict[str, int]:
     """A group's counters summed over its threads; with `histograms`, the BPF histograms' counts
-    of run-queue waits and responses too."""
+    of run-queue waits, responses and waits after a wakeup too."""
     threads = [t for t in window.threads.values() if window.processes[t.pid].comm == comm]
     summed = {"runs": sum(t.runs for t in threads), "wakeups": sum(t.wakeups for t in threads),
               "wait_ns": sum(t.run_delay_ns for t in threads), "cpu": sum(t.cpu_ns for t in threads)}
     if histograms:
         summed["waits"] = sum(sum(t.slots) - sum(t.base or [0]) for t in threads)
         summed["responses"] = sum(sum(t.response_slots) - sum(t.response_base or [0]) for t in threads)
+        summed["woken"] = sum(sum(t.wakeup_slots) - sum(t.wakeup_base or [0]) for t in threads)
     return summed
 
 

@@ -43,7 +43,7 @@ class MeasureRequest(_message.Message):
     def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[_common_pb2.GroupMatcher, _Mapping]]] = ...) -> None: ...
 
 class GroupMeasurement(_message.Message):
-    __slots__ = ("matcher", "matched_threads", "runq_latency", "cpu_share", "cpu_seconds", "wakeups_per_s", "voluntary_switches", "involuntary_switches", "response", "runq_wait_per_s", "idle_while_waiting_s", "jobs_done", "job_seconds", "longest_job_s", "largest_job_cpu_s")
+    __slots__ = ("matcher", "matched_threads", "runq_latency", "cpu_share", "cpu_seconds", "wakeups_per_s", "voluntary_switches", "involuntary_switches", "response", "runq_wait_per_s", "idle_while_waiting_s", "jobs_done", "job_seconds", "longest_job_s", "largest_job_cpu_s", "wakeup_latency")
     MATCHER_FIELD_NUMBER: _ClassVar[int]
     MATCHED_THREADS_FIELD_NUMBER: _ClassVar[int]
     RUNQ_LATENCY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class GroupMeasurement(_message.Message):
     JOB_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LONGEST_JOB_S_FIELD_NUMBER: _ClassVar[int]
     LARGEST_JOB_CPU_S_FIELD_NUMBER: _ClassVar[int]
+    WAKEUP_LATENCY_FIELD_NUMBER: _ClassVar[int]
     matcher: _common_pb2.GroupMatcher
     matched_threads: int
     runq_latency: _common_pb2.LatencyStats
@@ -74,7 +75,8 @@ class GroupMeasurement(_message.Message):
     job_seconds: float
     longest_job_s: float
     largest_job_cpu_s: float
-    def __init__(self, matcher: _Optional[_Union[_common_pb2.GroupMatcher, _Mapping]] = ..., matched_threads: _Optional[int] = ..., runq_latency: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., cpu_share: _Optional[float] = ..., cpu_seconds: _Optional[float] = ..., wakeups_per_s: _Optional[float] = ..., voluntary_switches: _Optional[int] = ..., involuntary_switches: _Optional[int] = ..., response: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., runq_wait_per_s: _Optional[float] = ..., idle_while_waiting_s: _Optional[float] = ..., jobs_done: _Optional[int] = ..., job_seconds: _Optional[float] = ..., longest_job_s: _Optional[float] = ..., largest_job_cpu_s: _Optional[float] = ...) -> None: ...
+    wakeup_latency: _common_pb2.LatencyStats
+    def __init__(self, matcher: _Optional[_Union[_common_pb2.GroupMatcher, _Mapping]] = ..., matched_threads: _Optional[int] = ..., runq_latency: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., cpu_share: _Optional[float] = ..., cpu_seconds: _Optional[float] = ..., wakeups_per_s: _Optional[float] = ..., voluntary_switches: _Optional[int] = ..., involuntary_switches: _Optional[int] = ..., response: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., runq_wait_per_s: _Optional[float] = ..., idle_while_waiting_s: _Optional[float] = ..., jobs_done: _Optional[int] = ..., job_seconds: _Optional[float] = ..., longest_job_s: _Optional[float] = ..., largest_job_cpu_s: _Optional[float] = ..., wakeup_latency: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ...) -> None: ...
 
 class MeasureResponse(_message.Message):
     __slots__ = ("groups", "measured", "sampler", "foreign_cpu_share", "observer_cpu_share")

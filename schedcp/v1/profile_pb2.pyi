@@ -59,7 +59,7 @@ class SchedSettings(_message.Message):
     def __init__(self, policy: _Optional[str] = ..., nice: _Optional[int] = ..., slice_us: _Optional[float] = ...) -> None: ...
 
 class GroupFeatures(_message.Message):
-    __slots__ = ("cpu_share", "wakeups_per_s", "voluntary_ratio", "mean_burst_us", "runq_latency", "threads", "cpu_seconds", "cpu_pressure_some_avg10", "active_threads", "demand", "has_tty", "cpu_per_wakeup_us", "wait_share", "processes", "median_age_s", "start_spread_s", "spawns_per_s", "serves", "response", "socketless", "client_of", "job_seconds")
+    __slots__ = ("cpu_share", "wakeups_per_s", "voluntary_ratio", "mean_burst_us", "runq_latency", "threads", "cpu_seconds", "cpu_pressure_some_avg10", "active_threads", "demand", "has_tty", "cpu_per_wakeup_us", "wait_share", "processes", "median_age_s", "start_spread_s", "spawns_per_s", "serves", "response", "socketless", "client_of", "job_seconds", "wakeup_latency")
     CPU_SHARE_FIELD_NUMBER: _ClassVar[int]
     WAKEUPS_PER_S_FIELD_NUMBER: _ClassVar[int]
     VOLUNTARY_RATIO_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class GroupFeatures(_message.Message):
     SOCKETLESS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_OF_FIELD_NUMBER: _ClassVar[int]
     JOB_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WAKEUP_LATENCY_FIELD_NUMBER: _ClassVar[int]
     cpu_share: float
     wakeups_per_s: float
     voluntary_ratio: float
@@ -104,7 +105,8 @@ class GroupFeatures(_message.Message):
     socketless: bool
     client_of: _containers.RepeatedScalarFieldContainer[str]
     job_seconds: float
-    def __init__(self, cpu_share: _Optional[float] = ..., wakeups_per_s: _Optional[float] = ..., voluntary_ratio: _Optional[float] = ..., mean_burst_us: _Optional[float] = ..., runq_latency: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., threads: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cpu_pressure_some_avg10: _Optional[float] = ..., active_threads: _Optional[int] = ..., demand: _Optional[float] = ..., has_tty: _Optional[bool] = ..., cpu_per_wakeup_us: _Optional[float] = ..., wait_share: _Optional[float] = ..., processes: _Optional[int] = ..., median_age_s: _Optional[float] = ..., start_spread_s: _Optional[float] = ..., spawns_per_s: _Optional[float] = ..., serves: _Optional[bool] = ..., response: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., socketless: _Optional[bool] = ..., client_of: _Optional[_Iterable[str]] = ..., job_seconds: _Optional[float] = ...) -> None: ...
+    wakeup_latency: _common_pb2.LatencyStats
+    def __init__(self, cpu_share: _Optional[float] = ..., wakeups_per_s: _Optional[float] = ..., voluntary_ratio: _Optional[float] = ..., mean_burst_us: _Optional[float] = ..., runq_latency: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., threads: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cpu_pressure_some_avg10: _Optional[float] = ..., active_threads: _Optional[int] = ..., demand: _Optional[float] = ..., has_tty: _Optional[bool] = ..., cpu_per_wakeup_us: _Optional[float] = ..., wait_share: _Optional[float] = ..., processes: _Optional[int] = ..., median_age_s: _Optional[float] = ..., start_spread_s: _Optional[float] = ..., spawns_per_s: _Optional[float] = ..., serves: _Optional[bool] = ..., response: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ..., socketless: _Optional[bool] = ..., client_of: _Optional[_Iterable[str]] = ..., job_seconds: _Optional[float] = ..., wakeup_latency: _Optional[_Union[_common_pb2.LatencyStats, _Mapping]] = ...) -> None: ...
 
 class Classification(_message.Message):
     __slots__ = ("workload_class", "confidence", "reason")

@@ -35,9 +35,9 @@ from schedcp.runtime import rpc
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, observer_pb2, observer_pb2_grpc
 
-# A latency metric by name: which distribution of the measurement (run-queue wait, or response:
-# wakeup to the next block) and which statistic of it.
-LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "response")
+# A latency metric by name: which distribution of the measurement (run-queue wait, the waits
+# that began with a wakeup, or response: wakeup to the next block) and which statistic of it.
+LATENCY = {f"{field}_{stat}": (field, stat) for field in ("runq_latency", "wakeup_latency", "response")
            for stat in ("mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")}
 SUMMED = {"cpu_share", "cpu_seconds", "wakeups_per_s", "runq_wait_per_s"}
 RATIOS = {"usable_cpu_share"}

@@ -50,6 +50,10 @@ class BpfCounters:
     runq_slots: Sequence[int] = ()  # cumulative log2 ns buckets (histogram.SLOTS of them)
     runq_delay_ns: int = 0
     runs: int = 0
+    # The waits that began with a wakeup: log2 ns buckets, their sum and count.
+    wakeup_slots: Sequence[int] = ()
+    wakeup_delay_ns: int = 0
+    wakeup_runs: int = 0
     wakeups: int = 0
     cpu_ns: int = 0
     voluntary: int = 0
@@ -214,6 +218,7 @@ class BpfSampler:
                 out[tid] = seen
                 continue
             first_slot, first_response = at + field["runq_slots"], at + field["response_slots"]
+            first_wakeup = at + field["wakeup_slots"]
             out[tid] = BpfCounters(
                 tid=tid, tgid=words[at + field["tgid"]] & 0xFFFFFFFF, runq_slots=words[first_slot:first_slot + SLOTS],
                 runq_delay_ns=words[at + field["runq_delay_ns"]], runs=runs, wakeups=wakeups, cpu_ns=cpu_ns,
@@ -222,6 +227,8 @@ class BpfSampler:
                 response_ns=words[at + field["response_ns"]], responses=words[at + field["responses"]],
                 comm=_comm(words[at + field["comm"]], words[at + field["comm"] + 1]),
                 born_ns=words[at + field["born_ns"]], exited_ns=exited_ns,
+                wakeup_slots=words[first_wakeup:first_wakeup + SLOTS],
+                wakeup_delay_ns=words[at + field["wakeup_delay_ns"]], wakeup_runs=words[at + field["wakeup_runs"]],
             )
         return out
 

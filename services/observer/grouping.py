@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from schedcp.domain import matchers, procfs, protected
 from schedcp.domain.procfs import ProcessInfo
 from schedcp.v1 import common_pb2, profile_pb2
-from services.observer.sampling import ThreadActivity, Window, latency_of, response_of
+from services.observer.sampling import ThreadActivity, Window, latency_of, response_of, wakeup_latency_of
 
 NS = 1e9
 # A group's sockets (whether it serves requests, whether it holds any) are looked up (its
@@ -135,6 +135,7 @@ def features(group: Group, window: Window, held: procfs.HeldSockets,
         mean_burst_us=cpu_ns / max(switches, 1) / 1000,
         runq_latency=latency_of(threads).to_stats(window.source),
         response=response_of(threads).to_stats(window.source, with_buckets=False),
+        wakeup_latency=wakeup_latency_of(threads).to_stats(window.source, with_buckets=False),
         threads=sum(p.num_threads for p in group.processes.values()),
         active_threads=sum(1 for t in threads if t.runs or t.cpu_ns),
         cpu_seconds=cpu_ns / NS,

@@ -25,6 +25,7 @@ from services.observer.sampling import (
     Window,
     latency_of,
     response_of,
+    wakeup_latency_of,
 )
 
 DEFAULT_WINDOW_S = 2.0
@@ -186,6 +187,7 @@ def _measurement(window: Window, compiled: list[matchers.Matcher],
             matched_threads=sum(p.num_threads for p in matched[matcher.describe()]),
             runq_latency=latency_of(threads).to_stats(window.source),
             response=response_of(threads).to_stats(window.source),
+            wakeup_latency=wakeup_latency_of(threads).to_stats(window.source),
             cpu_share=cpu_ns / 1e9 / capacity,
             cpu_seconds=cpu_ns / 1e9,
             wakeups_per_s=sum(t.wakeups for t in threads) / duration,

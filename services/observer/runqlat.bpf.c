@@ -17,6 +17,11 @@ struct thread_stats {
     u64 runq_slots[SLOTS];
     u64 runq_delay_ns;   // time spent runnable, waiting for a CPU
     u64 runs;            // times it got a CPU after waiting
+    // The waits that began with a wakeup, apart: what a periodic task or a request waits before it
+    // starts. The ones above also include the waits after each preemption.
+    u64 wakeup_slots[SLOTS];
+    u64 wakeup_delay_ns;
+    u64 wakeup_runs;
     // Response: from a wakeup to the thread's next block, so the wait to run, the work and any
     // waits after preemption in the middle of it. For a request worker that is one request
     // (or a batch of them) from arrival to done; a long slice can lengthen the first wait and
@@ -40,7 +45,8 @@ struct thread_stats {
     char comm[16];
 };
 
-// When each runnable thread joined a run queue. LRU: a thread that exits while runnable
+// When each runnable thread joined a run queue, with the lowest bit set when a wakeup put it
+// there (WOKEN; a nanosecond less is of no account). LRU: a thread that exits while runnable
 // must not leak an entry.
 BPF_TABLE("lru_hash", u32, u64, enqueued_at, 65536);
 // When each thread was last woken, until it blocks again (LRU for the same reason).
@@ -60,9 +66,12 @@ static __always_inline struct thread_stats *stats_of(u32 tid) {
     return stats.lookup_or_try_init(&tid, zero);
 }
 
-static __always_inline void mark_enqueued(u32 tid, u64 now) {
+#define WOKEN 1ULL
+
+static __always_inline void mark_enqueued(u32 tid, u64 now, u64 woken) {
+    u64 at = (now & ~WOKEN) | woken;
     if (tid)
-        enqueued_at.update(&tid, &now);
+        enqueued_at.update(&tid, &at);
 }
 
 static __always_inline void add_to(u64 *slots, u64 delta) {
@@ -76,7 +85,7 @@ static __always_inline int on_wakeup(u32 tid) {
     if (!tid)
         return 0;
     u64 now = bpf_ktime_get_ns();
-    mark_enqueued(tid, now);
+    mark_enqueued(tid, now, WOKEN);
     woke_at.update(&tid, &now);
     struct thread_stats *s = stats_of(tid);
     if (s)
@@ -118,7 +127,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         // only the low byte says whether it blocked.
         int still_runnable = (args->prev_state & 0xff) == TASK_RUNNING;
         if (still_runnable)
-            mark_enqueued(prev, now);
+            mark_enqueued(prev, now, 0);
         if (s) {
             s->tgid = bpf_get_current_pid_tgid() >> 32;
             COPY_TASK_NAME(s->comm, args->prev_comm);
@@ -144,7 +153,8 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     u64 *queued = enqueued_at.lookup(&next);
     if (!queued)
         return 0;
-    u64 delta = now - *queued;
+    u64 at = *queued;
+    u64 delta = now - (at & ~WOKEN);
     enqueued_at.delete(&next);
     struct thread_stats *s = stats_of(next);
     if (!s)
@@ -152,6 +162,11 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     add_to(s->runq_slots, delta);
     __sync_fetch_and_add(&s->runq_delay_ns, delta);
     __sync_fetch_and_add(&s->runs, 1);
+    if (at & WOKEN) {
+        add_to(s->wakeup_slots, delta);
+        __sync_fetch_and_add(&s->wakeup_delay_ns, delta);
+        __sync_fetch_and_add(&s->wakeup_runs, 1);
+    }
     return 0;
 }
 

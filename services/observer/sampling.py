@@ -60,6 +60,10 @@ class ThreadActivity:
     response_ns: int = 0
     response_slots: Sequence[int] = ()
     response_base: Sequence[int] = ()
+    # The waits that began with a wakeup (BPF only), kept the same way as the slots above.
+    wakeup_ns: int = 0
+    wakeup_slots: Sequence[int] = ()
+    wakeup_base: Sequence[int] = ()
 
 
 @dataclass
@@ -524,6 +528,9 @@ def _bpf_delta(before: BpfCounters | None, after: BpfCounters) -> ThreadActivity
         response_ns=after.response_ns - before.response_ns,
         response_slots=after.response_slots if after.responses != before.responses else (),
         response_base=before.response_slots if after.responses != before.responses else (),
+        wakeup_ns=after.wakeup_delay_ns - before.wakeup_delay_ns,
+        wakeup_slots=after.wakeup_slots if after.wakeup_runs != before.wakeup_runs else (),
+        wakeup_base=before.wakeup_slots if after.wakeup_runs != before.wakeup_runs else (),
     )
 
 
@@ -535,6 +542,12 @@ def latency_of(threads: Iterable[ThreadActivity]) -> Histogram:
 def response_of(threads: Iterable[ThreadActivity]) -> Histogram:
     """The response histogram (wakeup to the next block) of some threads together."""
     return _combined(threads, "response", "response_slots", "response_base", "response_ns")
+
+
+def wakeup_latency_of(threads: Iterable[ThreadActivity]) -> Histogram:
+    """The histogram of the waits that began with a wakeup (BPF threads only: procfs cannot tell
+    them from the waits after a preemption)."""
+    return _add_slots(Histogram(), threads, "wakeup_slots", "wakeup_base", "wakeup_ns")
 
 
 def _combined(threads: Iterable[ThreadActivity], histogram: str, slots: str, base: str, total: str) -> Histogram:
