@@ -23,6 +23,7 @@ from schedcp.v1 import common_pb2, deployment_pb2, executor_pb2, policy_pb2, ver
 from services.executor import canary
 from services.executor.deployments import EventLog, Executor
 from services.executor.native import ApplyReport, RevertReport
+from services.planner.cycle import NOT_APPLIED
 from services.verifier.signing import SigningKey
 
 S = deployment_pb2
@@ -165,7 +166,8 @@ ROWS = [
     Row("audit trail unavailable", windows=[4000], fault="audit", applies=0,
         state=S.DEPLOYMENT_STATE_FAILED, reason="the audit record could not be written"),
     Row("could not apply", windows=[4000], fault="apply",
-        state=S.DEPLOYMENT_STATE_FAILED, reason="could not apply: [Errno 1] Operation not permitted",
+        # The planner tries its next candidate after a deployment that failed this way.
+        state=S.DEPLOYMENT_STATE_FAILED, reason=f"{NOT_APPLIED}: [Errno 1] Operation not permitted",
         reverted=True, restored=True),
     Row("no metrics to judge", windows=None,
         state=S.DEPLOYMENT_STATE_KEPT, reason="the canary has no metrics to judge"),

@@ -90,14 +90,17 @@ def test_a_makespan_goal_naming_the_long_job_tunes_ljf_for_it():
     assert candidate.artifact.origin == policy_pb2.POLICY_ORIGIN_TUNED  # parameters chosen for this goal
 
 
-@pytest.mark.parametrize("woken", [True, False])
-def test_a_protected_group_is_judged_on_its_waits_after_wakeups_where_bpf_tells_them(woken):
+@pytest.mark.parametrize(("woken", "serves"), [(True, False), (False, False), (True, True)],
+                         ids=["periodic, BPF", "periodic, procfs", "a server"])
+def test_periodic_work_is_judged_on_its_waits_after_wakeups_where_bpf_tells_them(woken, serves):
     """BPF tells the waits that began with a wakeup from those after a preemption; a task with
-    bursts of milliseconds has both, and a policy can move them apart. procfs cannot tell them
-    (no samples): every run-queue wait then."""
+    bursts of milliseconds has both, and a policy can move them apart. Periodic work starts late
+    by the first alone; a request waits for both; procfs cannot tell them (no samples)."""
     rtapp = group("rt-app", LATENCY, 0.6, p99_us=17000)
+    rtapp.features.serves = serves
     if woken:
         rtapp.features.wakeup_latency.samples, rtapp.features.wakeup_latency.p99_us = 900, 9000
+    woken = woken and not serves
     goal = goals.infer(profile(rtapp, group("stress-ng-cpu", BATCH, 4.0)))
     assert goal.success_metric.name == ("wakeup_latency_p99_us" if woken else "runq_latency_p99_us")
     assert ("p99 9000 us for rt-app" if woken else "p99 17000 us for rt-app") in goal.rationale, goal.rationale
@@ -746,9 +749,11 @@ class _Canaries(Cycle):
     """Every candidate is approved; each canary ends as `verdicts` says, by policy name, having
     improved the success metric by `improved` (by name); take-offs are recorded."""
 
-    def __init__(self, verdicts: dict[str, int], improved: dict[str, float] | None = None, budget: int = 1) -> None:
+    def __init__(self, verdicts: dict[str, int], improved: dict[str, float] | None = None, budget: int = 1,
+                 reasons: dict[str, str] | None = None) -> None:
         super().__init__(_ThreeCandidates(), _NoBus(), "127.0.0.1:1", 5.0, budget)
         self.verdicts, self.improved, self.deployed_names, self.taken_off = verdicts, improved or {}, [], []
+        self.reasons = reasons or {}
 
     async def _verify(self, artifact, host):
         return verdict_pb2.Verdict(artifact=artifact, claims=verdict_pb2.VerdictClaims(approved=True),
@@ -763,7 +768,8 @@ class _Canaries(Cycle):
         state = self.verdicts[name]
         measured = deployment_pb2.MetricComparison(metric=goal.success_metric, improvement=self.improved.get(name, 0))
         yield deployment_pb2.DeploymentEvent(
-            deployment=deployment_pb2.Deployment(policy_name=name, state=state), metrics=[measured],
+            deployment=deployment_pb2.Deployment(policy_name=name, state=state, reason=self.reasons.get(name, "")),
+            metrics=[measured],
             message=f"{name} {deployment_pb2.DeploymentState.Name(state)}")
 
     async def _take_off(self, host, reason):
@@ -782,11 +788,19 @@ class _Canaries(Cycle):
     ({name: deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK
       for name in ("batch_sched_idle", "batch_idle_cgroup", "favour_group")},
      ["batch_sched_idle", "batch_idle_cgroup", "favour_group"], "favour_group rolled back"),
-    # A failure is not a measurement that the policy does not help: the cycle ends with it.
+    # A failure to measure says nothing of the policy: the cycle ends with it.
     ({"batch_sched_idle": deployment_pb2.DEPLOYMENT_STATE_FAILED}, ["batch_sched_idle"], "batch_sched_idle failed"),
-], ids=["first kept", "second kept after a rollback", "all rolled back", "a failure ends it"])
-def test_a_rolled_back_canary_is_followed_by_the_next_candidate(verdicts, tried, result):
-    cycle = _Canaries(verdicts)
+    # One that could not be put in force here (a scheduler that did not start on a starved host):
+    # the next candidate may be.
+    ({"batch_sched_idle": deployment_pb2.DEPLOYMENT_STATE_FAILED,
+      "batch_idle_cgroup": deployment_pb2.DEPLOYMENT_STATE_KEPT},
+     ["batch_sched_idle", "batch_idle_cgroup"], "batch_idle_cgroup kept"),
+], ids=["first kept", "second kept after a rollback", "all rolled back", "a failure to measure ends it",
+        "one not applied is followed by the next"])
+def test_a_rolled_back_canary_is_followed_by_the_next_candidate(verdicts, tried, result, request):
+    reasons = {"batch_sched_idle": f"{cycle_module.NOT_APPLIED}: the scheduler did not start"} \
+        if "not applied" in request.node.callspec.id else {"batch_sched_idle": "baseline not measured: no observer"}
+    cycle = _Canaries(verdicts, reasons=reasons)
 
     async def run() -> list[cycle_pb2.CycleEvent]:
         return [e async for e in cycle.tune(planner_pb2.TuneRequest(host_id="testhost"))]
@@ -795,8 +809,9 @@ def test_a_rolled_back_canary_is_followed_by_the_next_candidate(verdicts, tried,
     assert cycle.deployed_names == tried
     assert events[-1].stage == cycle_pb2.CYCLE_STAGE_RESULT and events[-1].message.startswith(result), events[-1]
     retries = [e.message for e in events if e.message.endswith("trying the next candidate")]
-    assert retries == [f"{name} rolled back: trying the next candidate" for name in tried[:-1]
-                       if verdicts[name] == deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK]
+    words = {deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK: "rolled back",
+             deployment_pb2.DEPLOYMENT_STATE_FAILED: "could not be applied"}
+    assert retries == [f"{name} {words[verdicts[name]]}: trying the next candidate" for name in tried[:-1]]
 
 
 KEPT, ROLLED_BACK = deployment_pb2.DEPLOYMENT_STATE_KEPT, deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK

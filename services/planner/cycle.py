@@ -66,6 +66,9 @@ C = cycle_pb2
 # An automatic cycle starts from the profile that triggered it when it is at most this old.
 PUBLISHED_PROFILE_MAX_AGE_S = 30
 MAX_CANDIDATES_TRIED = 3
+# How the executor's reason for a failed deployment begins when the policy could not be put in
+# force (services/executor/deployments.py; tests/test_executor_states.py holds the two together).
+NOT_APPLIED = "could not apply"
 # Rounds of (baseline, canary) for goals judged on modest effects (canary_rounds).
 ALTERNATING_ROUNDS = 3
 # The end recorded for a cycle whose Tune call was cancelled (the caller went away, or the
@@ -197,9 +200,12 @@ class Cycle:
                 yield event
             judged = cycle.deployed
             # A canary that rolled back measured that this policy does not help here; the next
-            # candidate may (which one wins is measured, not assumed). Within a budget of more
-            # than one kept trial, a kept one is compared with the next from the same baseline.
-            if index == len(tried) - 1 or not (_rolled_back(judged) or _kept(judged)):
+            # candidate may (which one wins is measured, not assumed). So may the next after one
+            # that could not be applied here (a sched_ext scheduler that did not start on a
+            # starved host): the executor put the host back. Within a budget of more than one
+            # kept trial, a kept one is compared with the next from the same baseline.
+            movable = _rolled_back(judged) or _kept(judged) or _not_applied(judged)
+            if index == len(tried) - 1 or not movable:
                 break
             if _kept(judged):
                 if len(kept) + 1 >= budget:
@@ -211,8 +217,9 @@ class Cycle:
                                        f"{verdict.artifact.name} kept ({_percent(kept[-1][0])}): taken off to try "
                                        f"the next candidate from the same baseline (kept {len(kept)} of {budget})")
                 continue
+            what = "could not be applied" if _not_applied(judged) else "rolled back"
             yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_RUNNING,
-                                   f"{verdict.artifact.name} rolled back: trying the next candidate")
+                                   f"{verdict.artifact.name} {what}: trying the next candidate")
         if kept:
             async for event in self._keep_the_best(cycle, host, kept, judged, goal, profile):
                 yield event
@@ -426,6 +433,13 @@ def _running_first(found: cycle_pb2.CandidateList, running: deployment_pb2.Deplo
 
 def _rolled_back(last: deployment_pb2.DeploymentEvent | None) -> bool:
     return last is not None and last.deployment.state == deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK
+
+
+def _not_applied(last: deployment_pb2.DeploymentEvent | None) -> bool:
+    """Failed because the policy could not be put in force here (the executor's "could not apply"),
+    not because the host or its observer failed: another candidate may still apply."""
+    return (last is not None and last.deployment.state == deployment_pb2.DEPLOYMENT_STATE_FAILED
+            and last.deployment.reason.startswith(NOT_APPLIED))
 
 
 def _kept(last: deployment_pb2.DeploymentEvent | None) -> bool:

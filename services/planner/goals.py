@@ -120,17 +120,22 @@ def is_job_batch(group: profile_pb2.WorkloadGroup) -> bool:
 
 
 def protect_latency(latency: list, others: list, intent: str) -> goal_pb2.OptimizationGoal:
-    """Protect the latency groups from the other work, judged on their p99 wait to run after a
-    wakeup (BPF; procfs tells no wait from another, so there every run-queue wait), or on the time
-    they wait to run when a load generator on the host drives them (its requests' rate follows
-    their latency, so their wakeups change with the policy: is_load_generator); guard the CPU
-    they use together (or, when the intent asks, the other work's own share).
+    """Protect the latency groups from the other work, judged on their p99 run-queue wait, or
+    for periodic work on its p99 wait to run after a wakeup, or on the time they wait to run when
+    a load generator on the host drives them (its requests' rate follows their latency, so their
+    wakeups change with the policy: is_load_generator); guard the CPU they use together (or,
+    when the intent asks, the other work's own share).
 
-    After a wakeup, not every wait: a task with bursts of milliseconds (rt-app's periodic work) is
-    also preempted in the middle of them, and a policy that runs wakeups first (vtime) can lengthen
-    those waits while it shortens the ones its deadlines see (in the VM, rt-app's own wakeup p99
-    68 % lower under vtime while the p99 of all its waits moved 11 %)."""
-    woken = all(g.features.wakeup_latency.samples for g in latency)
+    Periodic work (no sign of requests: it serves no socket and calls no local server) starts
+    late by its wait after the wakeup alone; a task with bursts of milliseconds is also preempted
+    in the middle of them, and a policy that runs wakeups first (vtime) can lengthen those waits while it shortens
+    the ones its deadlines see (in the VM, rt-app's own wakeup p99 68 % lower under vtime while
+    the p99 of all its waits moved 11 %). A request, though, waits for every preemption of its
+    work too: a server is judged on all its waits (postgres in the VM: SCHED_IDLE for the batch
+    halved pgbench's p99 and moved the waits after wakeups 1 %). BPF tells the two kinds apart;
+    procfs does not, so there every wait."""
+    woken = all(not (g.features.serves or g.features.client_of) and g.features.wakeup_latency.samples
+                for g in latency)
     distribution = "wakeup_latency" if woken else "runq_latency"
     worst = max(latency, key=lambda g: getattr(g.features, distribution).p99_us)
     worst_p99 = getattr(worst.features, distribution).p99_us
