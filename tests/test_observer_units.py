@@ -14,7 +14,7 @@ from schedcp.domain import matchers, procfs
 from schedcp.domain.procfs import ProcessInfo, Sockets, parse_cgroups, parse_stat, sockets
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2, profile_pb2
-from services.observer import peers
+from services.observer import hostfacts, peers
 from services.observer.classify import classify
 from services.observer.histogram import Histogram, slot_bounds_ns, slot_of
 from services.observer.profiler import _measurement, idle_while_waiting
@@ -523,3 +523,14 @@ def test_procfs_places_an_exit_between_the_listings_that_saw_the_process_and_did
     again.start_s = boot_now + 2.6
     exits.look({11: again}, now + 3.5)
     assert [round(j.seconds, 2) for j in exits.jobs if j.pid == 11] == [0.8, 1.0]
+
+
+@pytest.mark.parametrize(("release", "supported"), [("6.1.0-13-amd64", True), ("5.10.0-28-amd64", False)])
+def test_a_cgroup_v2_root_offers_cpu_idle_below_it_from_5_15(tmp_path, monkeypatch, release, supported):
+    """A v2 root never shows cpu.idle itself (its children do, since 5.15): the fleet's guests
+    once read 'unsupported' and never got batch_idle_cgroup as a candidate."""
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    monkeypatch.setattr(hostfacts.platform, "release", lambda: release)
+    info = hostfacts.cgroup_info(f"cgroup2 {tmp_path} cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n")
+    assert (info.cpu_controller_path, info.cpu_controller_version) == (str(tmp_path), 2)
+    assert info.cpu_idle_supported == supported

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from schedcp.domain import procfs, sched_ext
+from schedcp.domain import kernels, procfs, sched_ext
 from schedcp.v1 import host_pb2
 
 CPU_SYSFS = Path("/sys/devices/system/cpu")
+# The release that brought cgroup v2's cpu.idle (SCHED_IDLE for a whole cgroup).
+CPU_IDLE_SINCE = "5.15"
 # Capability bits (linux/capability.h) that schedcp's privileged parts need.
 _CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_SYS_NICE": 23, "CAP_PERFMON": 38, "CAP_BPF": 39}
 
@@ -57,11 +59,14 @@ def cgroup_info(mounts_text: str | None = None) -> host_pb2.CgroupInfo:
     path, version = procfs.cpu_controller(raw)
     overall = 2 if mounts.v2_root and not mounts.any_v1 else (1 if mounts.any_v1 else 0)
     idle_file = Path(path) / "cpu.idle" if path else None
+    # A v2 root never shows cpu.idle, only the cgroups below it (where the executor puts a
+    # demoted batch, enabling the cpu controller for them): there the kernel says, since 5.15.
+    below_v2_root = version == 2 and bool(kernels.at_least(platform.release(), CPU_IDLE_SINCE))
     return host_pb2.CgroupInfo(
         version=overall,
         cpu_controller_path=path,
         cpu_controller_version=version,
-        cpu_idle_supported=bool(idle_file and idle_file.exists()),
+        cpu_idle_supported=bool(idle_file and idle_file.exists()) or below_v2_root,
     )
 
 
