@@ -534,3 +534,23 @@ def test_a_cgroup_v2_root_offers_cpu_idle_below_it_from_5_15(tmp_path, monkeypat
     info = hostfacts.cgroup_info(f"cgroup2 {tmp_path} cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n")
     assert (info.cpu_controller_path, info.cpu_controller_version) == (str(tmp_path), 2)
     assert info.cpu_idle_supported == supported
+
+
+def test_periodic_work_and_request_work_beside_the_same_batch_are_not_alike():
+    """Their winning policies differ (vtime: rt-app's wakeup p99 -78 %, pgbench's p99 50x worse in
+    the VM), so a kept outcome of the one must not be reused, unsearched, for the other."""
+    from services.learner.search import similarity
+    from services.observer import signature
+
+    def workload(name: str, serves: bool) -> profile_pb2.WorkloadSignature:
+        latency = profile_pb2.WorkloadGroup(name=name)
+        latency.classification.workload_class = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE
+        latency.features.cpu_seconds, latency.features.wakeups_per_s, latency.features.serves = 1.0, 500, serves
+        batch = profile_pb2.WorkloadGroup(name="stress-ng-cpu")
+        batch.classification.workload_class = profile_pb2.WORKLOAD_CLASS_BATCH
+        batch.features.cpu_seconds, batch.features.demand = 3.0, 4.0
+        return signature.compute([latency, batch], host_cpu_share=1.0, num_cpus=2, cpu_stall_share=0.9)
+
+    periodic, server = workload("rt-app", serves=False), workload("postgres", serves=True)
+    assert similarity(periodic, workload("rt-app", serves=False)) == 1.0
+    assert similarity(periodic, server) < 0.05
