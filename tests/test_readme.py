@@ -57,7 +57,7 @@ def test_readme_tour_runs(tmp_path):
 def check_demo(demo: str, history: str, env: dict[str, str]) -> None:
     """`schedcp demo` measured a policy on this host and undid it; its cycle is one trace with
     spans from all five services (the NATS hops to the learner included) under one root."""
-    assert "before and after" in demo and "wakeup_latency_p99_us of comm='cyclictest'" in demo, demo
+    assert "before and after" in demo and "runq_latency_p99_us of comm='cyclictest'" in demo, demo
     policy = re.search(r"result: (\w+) (kept|rolled back)", demo)
     assert policy, demo
     actions = [line.split("│")[3].strip() for line in history.splitlines() if line.startswith("│ 20")]
