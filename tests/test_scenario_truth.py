@@ -17,7 +17,8 @@ from services.planner import goals, synthesis
 
 DATA = json.loads((Path(__file__).parent / "data" / "scenario_features.json").read_text())
 # The same programs profiled in the sched_ext VM (qemu TCG, tens of times slower: nginx gzips a
-# response in tens of ms there) by its observer, which reads procfs (the image has no BCC).
+# response in tens of ms there) by its observer, which read procfs when these were recorded (the
+# guest's probes came later, decisions.md 56: recording them again would close KNOWN_GAPS).
 VM = json.loads((Path(__file__).parent / "data" / "scenario_features_vm.json").read_text())
 CLASSES = {"latency_sensitive": profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE, "batch": profile_pb2.WORKLOAD_CLASS_BATCH,
            "background": profile_pb2.WORKLOAD_CLASS_BACKGROUND}
