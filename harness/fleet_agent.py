@@ -79,7 +79,8 @@ class Supervisor:
             "enable_seq": _read(SCHED_EXT / "enable_seq"),
             "services": {role: (proc.pid if proc.poll() is None else None) for role, proc in self.procs.items()},
             # Schedulers' loaders; the observer's (`--trace`, holding its probes) is not one.
-            "loaders": [pid for pid in _pids_named("schedcp-loader") if "--trace" not in _argv(pid)],
+            "loaders": [pid for pid in _pids_named("schedcp-loader")
+                        if "--trace" not in _read(Path(f"/proc/{pid}/cmdline")).split("\0")],
         }
 
     def log(self, role: str, lines: int) -> dict:
@@ -104,13 +105,6 @@ def _read(path: Path) -> str:
         return path.read_text().strip()
     except OSError:
         return ""
-
-
-def _argv(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
 
 
 def _pids_named(comm: str) -> list[int]:

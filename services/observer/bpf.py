@@ -10,7 +10,6 @@ works because the program reads tracepoint fields only (see the comment in the C
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import logging
 import os
@@ -23,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.observer.bpf_maps import SLOTS, STRIDE, WORD, BpfUnavailable, StatsMap, ThreadStats
+from services.observer.bpf_maps import SLOTS, STRIDE, WORD, BpfUnavailable, StatsMap
 from services.observer.prebuilt import LoadedProbes
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,6 @@ BUNDLED_HEADERS = Path(sys.prefix) / "share" / "schedcp" / "kernel-headers"
 # longest Measure, 600 s) still see the thread's last counts; then they are removed.
 DEAD_THREAD_GRACE_S = 660.0
 PRUNE_EVERY_S = 10.0
-# runqlat.bpf.c's `stats` map holds at most this many threads.
-MAX_THREADS = 32768
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +138,7 @@ class BccProbes:
             self._bpf = bcc.BPF(text=PROGRAM.read_bytes(), cflags=["-Wno-visibility"])
         except Exception as exc:
             raise BpfUnavailable(f"BCC could not compile or attach {PROGRAM.name} against {headers}: {exc}") from exc
-        stats = self._bpf[b"stats"]
-        if ctypes.sizeof(stats.Leaf) != ctypes.sizeof(ThreadStats):
-            self._bpf.cleanup()
-            raise BpfUnavailable(f"{PROGRAM.name}'s thread_stats ({ctypes.sizeof(stats.Leaf)} bytes) does not match "
-                                 f"the reader's ({ctypes.sizeof(ThreadStats)})")
-        self.map_fd = stats.map_fd
+        self.map_fd = self._bpf[b"stats"].map_fd
         self.description = f"BCC (headers: {headers})"
 
     def close(self) -> None:
@@ -174,7 +166,11 @@ class BpfSampler:
             except BpfUnavailable as prebuilt_failed:
                 raise BpfUnavailable(f"{exc}; and {prebuilt_failed}") from prebuilt_failed
             self.fallback_reason = str(exc)
-        self._map = StatsMap(self._probes.map_fd, MAX_THREADS)
+        try:
+            self._map = StatsMap(self._probes.map_fd)
+        except BpfUnavailable:
+            self._probes.close()
+            raise
         self._lock = threading.Lock()
         self._dead_since: dict[int, float] = {}
         self._previous: dict[int, BpfCounters] = {}

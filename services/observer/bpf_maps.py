@@ -10,7 +10,7 @@ import errno
 import os
 import platform
 
-SLOTS = 40  # runqlat.bpf.c's SLOTS
+from services.observer.histogram import SLOTS
 
 
 class BpfUnavailable(Exception):
@@ -48,6 +48,7 @@ WORD = {name: getattr(ThreadStats, name).offset // 8 for name, _ in ThreadStats.
 
 _SYSCALLS = {"x86_64": {"bpf": 321, "pidfd_getfd": 438}, "aarch64": {"bpf": 280, "pidfd_getfd": 438}}
 _BPF_MAP_DELETE_ELEM = 3
+_BPF_OBJ_GET_INFO_BY_FD = 15
 _BPF_MAP_LOOKUP_BATCH = 24
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -75,18 +76,40 @@ class _ElemAttr(ctypes.Structure):
                 ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+class _MapInfo(ctypes.Structure):
+    """The head of struct bpf_map_info (the kernel fills as much as it is given)."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32)]
+
+
 def _bpf(command: int, attr: ctypes.Structure) -> int:
     return _syscall("bpf", ctypes.c_int(command), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)))
 
 
 class StatsMap:
     """The `stats` map (u32 thread id -> ThreadStats) behind a descriptor; buffers for the whole
-    map are kept between reads (this runs for every thread every interval)."""
+    map are kept between reads (this runs for every thread every interval). The map's own
+    description (however it was loaded) gives its size and must match the reader's layout."""
 
-    def __init__(self, fd: int, capacity: int) -> None:
+    def __init__(self, fd: int) -> None:
+        info = _MapInfo()
+        try:
+            _bpf(_BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info),
+                                                    info=ctypes.addressof(info)))
+        except OSError as exc:
+            raise BpfUnavailable(f"cannot read the stats map's description: {exc.strerror}") from exc
+        expected = ctypes.sizeof(ThreadStats)
+        if (info.key_size, info.value_size) != (ctypes.sizeof(ctypes.c_uint32), expected):
+            raise BpfUnavailable(f"the stats map holds {info.key_size}-byte keys and {info.value_size}-byte values; "
+                                 f"the reader expects 4 and {expected} (runqlat.bpf.c's thread_stats)")
         self.fd = fd
-        self.keys = (ctypes.c_uint32 * capacity)()
-        self.values = (ThreadStats * capacity)()
+        self.keys = (ctypes.c_uint32 * info.max_entries)()
+        self.values = (ThreadStats * info.max_entries)()
 
     def lookup_all(self) -> int:
         """Copy every entry into `keys`/`values` with BPF_MAP_LOOKUP_BATCH; returns how many."""
