@@ -41,6 +41,19 @@ async def test_topology_is_declared_idempotently(bus):
     await bus.js.object_store(topology.ARTIFACTS_STORE.name)
 
 
+async def test_a_buckets_keys_are_listed_from_the_streams_subjects(bus):
+    kv = await bus.kv(topology.PLANNER_BUCKET)
+    assert await bus.kv_keys(topology.PLANNER_BUCKET) == [] and await bus.kv_entries(topology.PLANNER_BUCKET) == []
+    for key in ("lease.b", "lease.a", "auto.h1", "lease.gone"):
+        await kv.put(key, key.encode())
+    await kv.put("lease.a", b"again")
+    await kv.delete("lease.gone")
+    assert await bus.kv_keys(topology.PLANNER_BUCKET, "lease.") == ["lease.a", "lease.b", "lease.gone"]
+    assert await bus.kv_entries(topology.PLANNER_BUCKET) == [
+        ("auto.h1", b"auto.h1"), ("lease.a", b"again"), ("lease.b", b"lease.b")]
+    assert await bus.kv_entries(topology.PLANNER_BUCKET, "auto.") == [("auto.h1", b"auto.h1")]
+
+
 async def test_durable_messages_are_stored_and_consumed_once_acked(bus):
     got: asyncio.Queue = asyncio.Queue()
     handler = queue_handler(got, lambda outcome, delivery: (outcome.outcome_id, delivery.subject))

@@ -35,7 +35,7 @@ async def revisions(url: str) -> dict[str, int]:
     bus = await Bus.connect(url, "test")
     try:
         kv = await bus.kv(topology.POLICIES_BUCKET)
-        return {name: (await kv.get(name)).revision for name in await kv.keys()}
+        return {name: (await kv.get(name)).revision for name in await bus.kv_keys(topology.POLICIES_BUCKET)}
     finally:
         await bus.close()
 

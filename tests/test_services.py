@@ -90,6 +90,14 @@ def test_observer_reports_this_host_and_registers_it(stack):
     assert [(h.host_id, h.observer_addr, h.executor_addr) for h in hosts] == [
         ("testhost", stack.addr("observer"), stack.addr("executor"))]
     assert hosts[0].facts.kernel_release == platform.release()
+    one = call(stack.addr("planner"), lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).ListHosts(
+        planner_pb2.ListHostsRequest(host_ids=["testhost"]))).hosts
+    assert [h.host_id for h in one] == ["testhost"] and one[0].facts == hosts[0].facts
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        call(stack.addr("planner"), lambda ch: planner_pb2_grpc.PlannerServiceStub(ch).ListHosts(
+            planner_pb2.ListHostsRequest(host_ids=["testhost", "nohost"])))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'nohost' is not registered (registered hosts: testhost)" in caught.value.details()
 
 
 def test_executor_status_reads_sched_ext_state(stack):

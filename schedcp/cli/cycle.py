@@ -57,13 +57,14 @@ def ask(addr: str, timeout_s: float, invoke: Callable[[grpc.aio.Channel], Awaita
 async def registered_host(settings: Settings, host_id: str) -> host_pb2.HostRegistration:
     """The host's registration, asked of the planner; NotFound names the registered ones."""
     async with rpc.channel(settings.planner_addr, settings.rpc_timeout_s) as channel:
-        hosts = (await planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(planner_pb2.ListHostsRequest())).hosts
-    for host in hosts:
-        if host.host_id == host_id:
-            return host
-    known = ", ".join(sorted(h.host_id for h in hosts)) or "none"
-    raise NotFound(f"host {host_id!r} is not registered (registered hosts: {known}); is its observer running? "
-                   "(`schedcp hosts` lists them)")
+        try:
+            response = await planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(
+                planner_pb2.ListHostsRequest(host_ids=[host_id]))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise NotFound(f"{exc.details()} (`schedcp hosts` lists them)") from None
+            raise
+    return response.hosts[0]
 
 
 def _word(enum, value: int) -> str:

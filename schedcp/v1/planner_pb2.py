@@ -30,7 +30,7 @@ from schedcp.v1 import host_pb2 as schedcp_dot_v1_dot_host__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/planner.proto\x12\nschedcp.v1\x1a\x17schedcp/v1/common.proto\x1a\x1bschedcp/v1/deployment.proto\x1a\x16schedcp/v1/cycle.proto\x1a\x15schedcp/v1/goal.proto\x1a\x15schedcp/v1/host.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x0bTuneRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12;\n\nparameters\x18\x05 \x03(\x0b\x32\'.schedcp.v1.TuneRequest.ParametersEntry\x12\x0e\n\x06\x62udget\x18\x06 \x01(\r\x1aI\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.ParamValue:\x02\x38\x01\"@\n\x0bPlanRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\"\xa4\x01\n\x0cPlanResponse\x12\x10\n\x08\x63ycle_id\x18\x01 \x01(\t\x12*\n\x04goal\x18\x02 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12-\n\ncandidates\x18\x03 \x01(\x0b\x32\x19.schedcp.v1.CandidateList\x12\'\n\tllm_usage\x18\x04 \x01(\x0b\x32\x14.schedcp.v1.LlmUsage\"2\n\x0eSetAutoRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"D\n\x0fSetAutoResponse\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x12\n\x10ListHostsRequest\"@\n\x11ListHostsResponse\x12+\n\x05hosts\x18\x01 \x03(\x0b\x32\x1c.schedcp.v1.HostRegistration\"2\n\x10ListAuditRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"=\n\x11ListAuditResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.schedcp.v1.AuditRecord\"0\n\x10LlmStatusRequest\x12\r\n\x05probe\x18\x01 \x01(\x08\x12\r\n\x05model\x18\x02 \x01(\t\"\x9c\x01\n\x07LlmCall\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11structured_output\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\x04\x12\x15\n\routput_tokens\x18\x05 \x01(\x04\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xd2\x01\n\x11LlmStatusResponse\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0ekey_configured\x18\x03 \x01(\x08\x12\x18\n\x10\x64\x65\x66\x61ult_provider\x18\x04 \x01(\t\x12\x19\n\x11structured_output\x18\x05 \x01(\t\x12&\n\tlast_call\x18\x06 \x01(\x0b\x32\x13.schedcp.v1.LlmCall\x12\x10\n\x08probe_ok\x18\x07 \x01(\x08\x12\x15\n\rprobe_message\x18\x08 \x01(\t2\xa8\x03\n\x0ePlannerService\x12\x39\n\x04Tune\x12\x17.schedcp.v1.TuneRequest\x1a\x16.schedcp.v1.CycleEvent0\x01\x12\x39\n\x04Plan\x12\x17.schedcp.v1.PlanRequest\x1a\x18.schedcp.v1.PlanResponse\x12\x42\n\x07SetAuto\x12\x1a.schedcp.v1.SetAutoRequest\x1a\x1b.schedcp.v1.SetAutoResponse\x12H\n\tListHosts\x12\x1c.schedcp.v1.ListHostsRequest\x1a\x1d.schedcp.v1.ListHostsResponse\x12H\n\tListAudit\x12\x1c.schedcp.v1.ListAuditRequest\x1a\x1d.schedcp.v1.ListAuditResponse\x12H\n\tLlmStatus\x12\x1c.schedcp.v1.LlmStatusRequest\x1a\x1d.schedcp.v1.LlmStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/planner.proto\x12\nschedcp.v1\x1a\x17schedcp/v1/common.proto\x1a\x1bschedcp/v1/deployment.proto\x1a\x16schedcp/v1/cycle.proto\x1a\x15schedcp/v1/goal.proto\x1a\x15schedcp/v1/host.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x0bTuneRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12;\n\nparameters\x18\x05 \x03(\x0b\x32\'.schedcp.v1.TuneRequest.ParametersEntry\x12\x0e\n\x06\x62udget\x18\x06 \x01(\r\x1aI\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.ParamValue:\x02\x38\x01\"@\n\x0bPlanRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\"\xa4\x01\n\x0cPlanResponse\x12\x10\n\x08\x63ycle_id\x18\x01 \x01(\t\x12*\n\x04goal\x18\x02 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12-\n\ncandidates\x18\x03 \x01(\x0b\x32\x19.schedcp.v1.CandidateList\x12\'\n\tllm_usage\x18\x04 \x01(\x0b\x32\x14.schedcp.v1.LlmUsage\"2\n\x0eSetAutoRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"D\n\x0fSetAutoResponse\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"$\n\x10ListHostsRequest\x12\x10\n\x08host_ids\x18\x01 \x03(\t\"@\n\x11ListHostsResponse\x12+\n\x05hosts\x18\x01 \x03(\x0b\x32\x1c.schedcp.v1.HostRegistration\"2\n\x10ListAuditRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"=\n\x11ListAuditResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.schedcp.v1.AuditRecord\"0\n\x10LlmStatusRequest\x12\r\n\x05probe\x18\x01 \x01(\x08\x12\r\n\x05model\x18\x02 \x01(\t\"\x9c\x01\n\x07LlmCall\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11structured_output\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\x04\x12\x15\n\routput_tokens\x18\x05 \x01(\x04\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xd2\x01\n\x11LlmStatusResponse\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0ekey_configured\x18\x03 \x01(\x08\x12\x18\n\x10\x64\x65\x66\x61ult_provider\x18\x04 \x01(\t\x12\x19\n\x11structured_output\x18\x05 \x01(\t\x12&\n\tlast_call\x18\x06 \x01(\x0b\x32\x13.schedcp.v1.LlmCall\x12\x10\n\x08probe_ok\x18\x07 \x01(\x08\x12\x15\n\rprobe_message\x18\x08 \x01(\t2\xa8\x03\n\x0ePlannerService\x12\x39\n\x04Tune\x12\x17.schedcp.v1.TuneRequest\x1a\x16.schedcp.v1.CycleEvent0\x01\x12\x39\n\x04Plan\x12\x17.schedcp.v1.PlanRequest\x1a\x18.schedcp.v1.PlanResponse\x12\x42\n\x07SetAuto\x12\x1a.schedcp.v1.SetAutoRequest\x1a\x1b.schedcp.v1.SetAutoResponse\x12H\n\tListHosts\x12\x1c.schedcp.v1.ListHostsRequest\x1a\x1d.schedcp.v1.ListHostsResponse\x12H\n\tListAudit\x12\x1c.schedcp.v1.ListAuditRequest\x1a\x1d.schedcp.v1.ListAuditResponse\x12H\n\tLlmStatus\x12\x1c.schedcp.v1.LlmStatusRequest\x1a\x1d.schedcp.v1.LlmStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,19 +52,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETAUTORESPONSE']._serialized_start=717
   _globals['_SETAUTORESPONSE']._serialized_end=785
   _globals['_LISTHOSTSREQUEST']._serialized_start=787
-  _globals['_LISTHOSTSREQUEST']._serialized_end=805
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=807
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=871
-  _globals['_LISTAUDITREQUEST']._serialized_start=873
-  _globals['_LISTAUDITREQUEST']._serialized_end=923
-  _globals['_LISTAUDITRESPONSE']._serialized_start=925
-  _globals['_LISTAUDITRESPONSE']._serialized_end=986
-  _globals['_LLMSTATUSREQUEST']._serialized_start=988
-  _globals['_LLMSTATUSREQUEST']._serialized_end=1036
-  _globals['_LLMCALL']._serialized_start=1039
-  _globals['_LLMCALL']._serialized_end=1195
-  _globals['_LLMSTATUSRESPONSE']._serialized_start=1198
-  _globals['_LLMSTATUSRESPONSE']._serialized_end=1408
-  _globals['_PLANNERSERVICE']._serialized_start=1411
-  _globals['_PLANNERSERVICE']._serialized_end=1835
+  _globals['_LISTHOSTSREQUEST']._serialized_end=823
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=825
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=889
+  _globals['_LISTAUDITREQUEST']._serialized_start=891
+  _globals['_LISTAUDITREQUEST']._serialized_end=941
+  _globals['_LISTAUDITRESPONSE']._serialized_start=943
+  _globals['_LISTAUDITRESPONSE']._serialized_end=1004
+  _globals['_LLMSTATUSREQUEST']._serialized_start=1006
+  _globals['_LLMSTATUSREQUEST']._serialized_end=1054
+  _globals['_LLMCALL']._serialized_start=1057
+  _globals['_LLMCALL']._serialized_end=1213
+  _globals['_LLMSTATUSRESPONSE']._serialized_start=1216
+  _globals['_LLMSTATUSRESPONSE']._serialized_end=1426
+  _globals['_PLANNERSERVICE']._serialized_start=1429
+  _globals['_PLANNERSERVICE']._serialized_end=1853
 # @@protoc_insertion_point(module_scope)

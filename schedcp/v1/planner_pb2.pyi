@@ -78,8 +78,10 @@ class SetAutoResponse(_message.Message):
     def __init__(self, host_id: _Optional[str] = ..., enabled: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("host_ids",)
+    HOST_IDS_FIELD_NUMBER: _ClassVar[int]
+    host_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListHostsResponse(_message.Message):
     __slots__ = ("hosts",)

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from schedcp.runtime import tasks, topology
 from schedcp.runtime.bus import Bus
@@ -118,17 +118,11 @@ class LeaseTable:
 
     async def expired(self) -> list[tuple[str, dict]]:
         """The leases of other replicas that expired: (key, record)."""
-        kv = await self._kv()
-        try:
-            keys = [k for k in await kv.keys() if k.startswith(self.prefix)]
-        except NoKeysError:
-            return []
         found = []
-        for key in keys:
-            with contextlib.suppress(KeyNotFoundError):
-                record = json.loads((await kv.get(key)).value)
-                if record["replica"] != self.replica and time.time() >= record["expires"]:
-                    found.append((key.removeprefix(self.prefix), record))
+        for key, value in await self._bus.kv_entries(topology.PLANNER_BUCKET, self.prefix):
+            record = json.loads(value)
+            if record["replica"] != self.replica and time.time() >= record["expires"]:
+                found.append((key.removeprefix(self.prefix), record))
         return found
 
 

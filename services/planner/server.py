@@ -48,6 +48,8 @@ class PlannerServicer(planner_pb2_grpc.PlannerServiceServicer):
         return f"automatic tuning off for {host}"
 
     async def ListHosts(self, request, context):
+        if request.host_ids:
+            return planner_pb2.ListHostsResponse(hosts=[await self._hosts.get(host) for host in request.host_ids])
         return planner_pb2.ListHostsResponse(hosts=await self._hosts.list())
 
     async def ListAudit(self, request, context):
