@@ -23,7 +23,6 @@ from schedcp.v1 import common_pb2, deployment_pb2, executor_pb2, policy_pb2, ver
 from services.executor import canary
 from services.executor.deployments import EventLog, Executor
 from services.executor.native import ApplyReport, RevertReport
-from services.planner.cycle import NOT_APPLIED
 from services.verifier.signing import SigningKey
 
 S = deployment_pb2
@@ -150,6 +149,8 @@ class Row:
     # What must happen.
     state: int = S.DEPLOYMENT_STATE_UNSPECIFIED
     reason: str = ""
+    # With state FAILED: the kind the planner decides on (NOT_APPLIED: it tries the next candidate).
+    failure: int = S.DEPLOYMENT_FAILURE_UNSPECIFIED
     reverted: bool = False
     restored: bool = False
     # A message some event of the run says (an inconclusive judgement adding a round).
@@ -160,23 +161,24 @@ class Row:
 OBSERVER_DOWN = ConnectionError("observer unreachable")
 ROWS = [
     Row("baseline not measured", windows=[OBSERVER_DOWN], applies=0,
-        state=S.DEPLOYMENT_STATE_FAILED, reason="baseline not measured: observer unreachable"),
+        state=S.DEPLOYMENT_STATE_FAILED, reason="baseline not measured: observer unreachable",
+        failure=S.DEPLOYMENT_FAILURE_NOT_MEASURED),
     Row("verdict expired during the baseline", windows=[4000], fault="expired", applies=0,
         state=S.DEPLOYMENT_STATE_REFUSED, reason="verify the policy again"),
     Row("audit trail unavailable", windows=[4000], fault="audit", applies=0,
-        state=S.DEPLOYMENT_STATE_FAILED, reason="the audit record could not be written"),
+        state=S.DEPLOYMENT_STATE_FAILED, reason="the audit record could not be written",
+        failure=S.DEPLOYMENT_FAILURE_DEPENDENCY),
     Row("could not apply", windows=[4000], fault="apply",
-        # The planner tries its next candidate after a deployment that failed this way.
-        state=S.DEPLOYMENT_STATE_FAILED, reason=f"{NOT_APPLIED}: [Errno 1] Operation not permitted",
-        reverted=True, restored=True),
+        state=S.DEPLOYMENT_STATE_FAILED, reason="could not apply: [Errno 1] Operation not permitted",
+        failure=S.DEPLOYMENT_FAILURE_NOT_APPLIED, reverted=True, restored=True),
     Row("no metrics to judge", windows=None,
         state=S.DEPLOYMENT_STATE_KEPT, reason="the canary has no metrics to judge"),
     Row("canary not measured", windows=[4000, OBSERVER_DOWN],
         state=S.DEPLOYMENT_STATE_FAILED, reason="canary not measured: observer unreachable",
-        reverted=True, restored=True),
+        failure=S.DEPLOYMENT_FAILURE_NOT_MEASURED, reverted=True, restored=True),
     Row("canary not measured again after foreign load", windows=[4000, (500, 0.6), OBSERVER_DOWN],
         state=S.DEPLOYMENT_STATE_FAILED, reason="canary not measured: observer unreachable",
-        reverted=True, restored=True),
+        failure=S.DEPLOYMENT_FAILURE_NOT_MEASURED, reverted=True, restored=True),
     Row("ejected during the canary", windows=[4000, 500], fault="ejected", backend="sched_ext",
         state=S.DEPLOYMENT_STATE_EJECTED, reason="ejected by the kernel: SCX_EXIT_ERROR_STALL / runnable task stall",
         reverted=True, restored=True, outcome=S.OUTCOME_RESULT_EJECTED),
@@ -216,9 +218,11 @@ ROWS = [
         outcome=S.OUTCOME_RESULT_ROLLED_BACK),
     Row("could not apply again in round 2", windows=[4000, 500, 4000], rounds=3, previous=False,
         fault="apply again", applies=2, state=S.DEPLOYMENT_STATE_FAILED,
-        reason="could not apply again: [Errno 1] Operation not permitted", reverted=True),
+        reason="could not apply again: [Errno 1] Operation not permitted", reverted=True,
+        failure=S.DEPLOYMENT_FAILURE_NOT_APPLIED),
     Row("round baseline not measured", windows=[4000, 500, OBSERVER_DOWN], rounds=2, previous=False,
-        state=S.DEPLOYMENT_STATE_FAILED, reason="baseline not measured: observer unreachable", reverted=True),
+        state=S.DEPLOYMENT_STATE_FAILED, reason="baseline not measured: observer unreachable", reverted=True,
+        failure=S.DEPLOYMENT_FAILURE_NOT_MEASURED),
     Row("ejected in round 2", windows=[4000, 500, 4000, 500], rounds=2, previous=False, fault="ejected", at=3,
         applies=2,
         backend="sched_ext", state=S.DEPLOYMENT_STATE_EJECTED,
@@ -271,6 +275,7 @@ async def test_every_way_a_deployment_ends(row: Row, tmp_path, monkeypatch):
 
     assert ended.state == row.state, [e.message for e in events]
     assert row.reason in ended.reason and row.reason in events[-1].message
+    assert ended.failure == row.failure, S.DeploymentFailure.Name(ended.failure)
     assert any(row.said in e.message for e in events), [e.message for e in events]
     assert not windows, "every measurement the row planned was taken"
     # Reverted at the end (a canary that alternates takes the policy off between rounds too).

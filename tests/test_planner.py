@@ -747,13 +747,14 @@ class _ThreeCandidates(_OneHost):
 
 class _Canaries(Cycle):
     """Every candidate is approved; each canary ends as `verdicts` says, by policy name, having
-    improved the success metric by `improved` (by name); take-offs are recorded."""
+    improved the success metric by `improved` (by name), a failed one with its kind in `failures`;
+    take-offs are recorded."""
 
     def __init__(self, verdicts: dict[str, int], improved: dict[str, float] | None = None, budget: int = 1,
-                 reasons: dict[str, str] | None = None) -> None:
+                 failures: dict[str, int] | None = None) -> None:
         super().__init__(_ThreeCandidates(), _NoBus(), "127.0.0.1:1", 5.0, budget)
         self.verdicts, self.improved, self.deployed_names, self.taken_off = verdicts, improved or {}, [], []
-        self.reasons = reasons or {}
+        self.failures = failures or {}
 
     async def _verify(self, artifact, host):
         return verdict_pb2.Verdict(artifact=artifact, claims=verdict_pb2.VerdictClaims(approved=True),
@@ -768,7 +769,7 @@ class _Canaries(Cycle):
         state = self.verdicts[name]
         measured = deployment_pb2.MetricComparison(metric=goal.success_metric, improvement=self.improved.get(name, 0))
         yield deployment_pb2.DeploymentEvent(
-            deployment=deployment_pb2.Deployment(policy_name=name, state=state, reason=self.reasons.get(name, "")),
+            deployment=deployment_pb2.Deployment(policy_name=name, state=state, failure=self.failures.get(name, 0)),
             metrics=[measured],
             message=f"{name} {deployment_pb2.DeploymentState.Name(state)}")
 
@@ -798,9 +799,10 @@ class _Canaries(Cycle):
 ], ids=["first kept", "second kept after a rollback", "all rolled back", "a failure to measure ends it",
         "one not applied is followed by the next"])
 def test_a_rolled_back_canary_is_followed_by_the_next_candidate(verdicts, tried, result, request):
-    reasons = {"batch_sched_idle": f"{cycle_module.NOT_APPLIED}: the scheduler did not start"} \
-        if "not applied" in request.node.callspec.id else {"batch_sched_idle": "baseline not measured: no observer"}
-    cycle = _Canaries(verdicts, reasons=reasons)
+    failure = deployment_pb2.DEPLOYMENT_FAILURE_NOT_APPLIED if "not applied" in request.node.callspec.id \
+        else deployment_pb2.DEPLOYMENT_FAILURE_NOT_MEASURED
+    failures = {"batch_sched_idle": failure}
+    cycle = _Canaries(verdicts, failures=failures)
 
     async def run() -> list[cycle_pb2.CycleEvent]:
         return [e async for e in cycle.tune(planner_pb2.TuneRequest(host_id="testhost"))]

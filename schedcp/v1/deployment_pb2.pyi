@@ -27,6 +27,13 @@ class DeploymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPLOYMENT_STATE_REFUSED: _ClassVar[DeploymentState]
     DEPLOYMENT_STATE_FAILED: _ClassVar[DeploymentState]
 
+class DeploymentFailure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEPLOYMENT_FAILURE_UNSPECIFIED: _ClassVar[DeploymentFailure]
+    DEPLOYMENT_FAILURE_NOT_APPLIED: _ClassVar[DeploymentFailure]
+    DEPLOYMENT_FAILURE_NOT_MEASURED: _ClassVar[DeploymentFailure]
+    DEPLOYMENT_FAILURE_DEPENDENCY: _ClassVar[DeploymentFailure]
+
 class OutcomeResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OUTCOME_RESULT_UNSPECIFIED: _ClassVar[OutcomeResult]
@@ -60,6 +67,10 @@ DEPLOYMENT_STATE_ROLLED_BACK: DeploymentState
 DEPLOYMENT_STATE_EJECTED: DeploymentState
 DEPLOYMENT_STATE_REFUSED: DeploymentState
 DEPLOYMENT_STATE_FAILED: DeploymentState
+DEPLOYMENT_FAILURE_UNSPECIFIED: DeploymentFailure
+DEPLOYMENT_FAILURE_NOT_APPLIED: DeploymentFailure
+DEPLOYMENT_FAILURE_NOT_MEASURED: DeploymentFailure
+DEPLOYMENT_FAILURE_DEPENDENCY: DeploymentFailure
 OUTCOME_RESULT_UNSPECIFIED: OutcomeResult
 OUTCOME_RESULT_KEPT: OutcomeResult
 OUTCOME_RESULT_ROLLED_BACK: OutcomeResult
@@ -100,7 +111,7 @@ class CanarySpec(_message.Message):
     def __init__(self, baseline_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., min_improvement: _Optional[float] = ..., guards: _Optional[_Iterable[_Union[_goal_pb2.GuardConstraint, _Mapping]]] = ..., report_only: _Optional[bool] = ..., rounds: _Optional[int] = ..., max_rounds: _Optional[int] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("deployment_id", "host_id", "cycle_id", "policy_name", "artifact_digest", "verdict_id", "backend", "state", "reason", "previous_deployment_id", "started_at", "updated_at", "requested_by", "verdict_key_id")
+    __slots__ = ("deployment_id", "host_id", "cycle_id", "policy_name", "artifact_digest", "verdict_id", "backend", "state", "reason", "previous_deployment_id", "started_at", "updated_at", "requested_by", "verdict_key_id", "failure")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     CYCLE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +126,7 @@ class Deployment(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     VERDICT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     host_id: str
     cycle_id: str
@@ -129,7 +141,8 @@ class Deployment(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     requested_by: str
     verdict_key_id: str
-    def __init__(self, deployment_id: _Optional[str] = ..., host_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., verdict_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., reason: _Optional[str] = ..., previous_deployment_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requested_by: _Optional[str] = ..., verdict_key_id: _Optional[str] = ...) -> None: ...
+    failure: DeploymentFailure
+    def __init__(self, deployment_id: _Optional[str] = ..., host_id: _Optional[str] = ..., cycle_id: _Optional[str] = ..., policy_name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., verdict_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., reason: _Optional[str] = ..., previous_deployment_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requested_by: _Optional[str] = ..., verdict_key_id: _Optional[str] = ..., failure: _Optional[_Union[DeploymentFailure, str]] = ...) -> None: ...
 
 class DeploymentEvent(_message.Message):
     __slots__ = ("deployment", "message", "at", "metrics")

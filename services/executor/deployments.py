@@ -97,6 +97,7 @@ class Ending:
     actor: str = ""
     comparisons: list[deployment_pb2.MetricComparison] = field(default_factory=list)
     judgement: canary.Judgement | None = None
+    failure: int = S.DEPLOYMENT_FAILURE_UNSPECIFIED  # a DeploymentFailure, with state FAILED
 
 
 @dataclass(frozen=True)
@@ -373,7 +374,8 @@ class Executor:
         undo = run.host_touched and ending.state != S.DEPLOYMENT_STATE_KEPT
         if undo:
             await self._revert()
-        run.deployment.state, run.deployment.reason = ending.state, ending.reason
+        deployment = run.deployment
+        deployment.state, deployment.reason, deployment.failure = ending.state, ending.reason, ending.failure
         yield await self._event(run.deployment, ending.message or ending.reason, ending.comparisons,
                                 actor=ending.actor)
         if ending.judgement is not None:
@@ -396,7 +398,8 @@ class Executor:
             run.baseline = await canary.measure(self._settings.observer_addr, run.spec,
                                                 _seconds(run.spec.baseline_window))
         except Exception as exc:
-            return Ending(S.DEPLOYMENT_STATE_FAILED, f"baseline not measured: {exc}")
+            return Ending(S.DEPLOYMENT_STATE_FAILED, f"baseline not measured: {exc}",
+                          failure=S.DEPLOYMENT_FAILURE_NOT_MEASURED)
         return None
 
     async def _check_again(self, run: Run) -> Next | Ending:
@@ -417,7 +420,7 @@ class Executor:
             await self._audit.require(self._audit.record_of(deployment, deployment.requested_by,
                                                             f"verdict {deployment.verdict_id} checked"))
         except DependencyUnavailable as exc:
-            return Ending(S.DEPLOYMENT_STATE_FAILED, str(exc))
+            return Ending(S.DEPLOYMENT_STATE_FAILED, str(exc), failure=S.DEPLOYMENT_FAILURE_DEPENDENCY)
         return Next(self._apply_policy)
 
     async def _apply_policy(self, run: Run) -> Next | Ending:
@@ -525,7 +528,8 @@ class Executor:
         except Exception as exc:
             if not isinstance(exc, (OSError, FailedPrecondition, InvalidArgument)):
                 log.exception("%s %s failed", what, run.deployment.deployment_id)
-            return Ending(S.DEPLOYMENT_STATE_FAILED, f"could not {what}: {exc}")
+            return Ending(S.DEPLOYMENT_STATE_FAILED, f"could not {what}: {exc}",
+                          failure=S.DEPLOYMENT_FAILURE_NOT_APPLIED)
         self._current = Applied(run.deployment, run.request)
         return report
 
@@ -684,7 +688,7 @@ def _count_ended(deployment: deployment_pb2.Deployment) -> None:
 
 def _canary_not_measured(exc: Exception) -> Ending:
     # An unjudged policy does not stay: this ending reverts it.
-    return Ending(S.DEPLOYMENT_STATE_FAILED, f"canary not measured: {exc}")
+    return Ending(S.DEPLOYMENT_STATE_FAILED, f"canary not measured: {exc}", failure=S.DEPLOYMENT_FAILURE_NOT_MEASURED)
 
 
 def _seconds(duration) -> float:

@@ -66,9 +66,6 @@ C = cycle_pb2
 # An automatic cycle starts from the profile that triggered it when it is at most this old.
 PUBLISHED_PROFILE_MAX_AGE_S = 30
 MAX_CANDIDATES_TRIED = 3
-# How the executor's reason for a failed deployment begins when the policy could not be put in
-# force (services/executor/deployments.py; tests/test_executor_states.py holds the two together).
-NOT_APPLIED = "could not apply"
 # Rounds of (baseline, canary) for goals judged on modest effects (canary_rounds).
 ALTERNATING_ROUNDS = 3
 # The end recorded for a cycle whose Tune call was cancelled (the caller went away, or the
@@ -436,10 +433,10 @@ def _rolled_back(last: deployment_pb2.DeploymentEvent | None) -> bool:
 
 
 def _not_applied(last: deployment_pb2.DeploymentEvent | None) -> bool:
-    """Failed because the policy could not be put in force here (the executor's "could not apply"),
-    not because the host or its observer failed: another candidate may still apply."""
+    """Failed because the policy could not be put in force here, not because the host or its
+    observer failed: another candidate may still apply."""
     return (last is not None and last.deployment.state == deployment_pb2.DEPLOYMENT_STATE_FAILED
-            and last.deployment.reason.startswith(NOT_APPLIED))
+            and last.deployment.failure == deployment_pb2.DEPLOYMENT_FAILURE_NOT_APPLIED)
 
 
 def _kept(last: deployment_pb2.DeploymentEvent | None) -> bool:
