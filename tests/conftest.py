@@ -124,12 +124,13 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server.stop()
 
 
-def service_env(nats_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    """An environment for schedcp processes: this test's NATS, free ports, a private data dir."""
+def service_env(nats_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
+    """An environment for schedcp processes: this test's NATS (None: one on a port picked with the
+    services', for a stack that starts its own), free ports, a private data dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDCP_", "OTEL_"))}
     env.update(ephemeral_env())
     env.update({
-        "SCHEDCP_NATS_URL": nats_url,
+        "SCHEDCP_NATS_URL": nats_url or env["SCHEDCP_NATS_URL"],
         "SCHEDCP_DATA_DIR": str(data_dir),
         "SCHEDCP_HOST_ID": "testhost",
         "SCHEDCP_HEARTBEAT_INTERVAL_S": "0.5",

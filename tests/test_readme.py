@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from schedcp.runtime.net import free_port
 from tests.conftest import ROOT, service_env
 
 SCHEDCP = Path(ROOT / ".venv" / "bin" / "schedcp")
@@ -23,7 +22,7 @@ def readme_commands() -> list[list[str]]:
 def test_readme_tour_runs(tmp_path):
     commands = readme_commands()
     assert commands[0][:2] == ["schedcp", "up"] and commands[-1] == ["schedcp", "down"]
-    env = service_env(f"nats://127.0.0.1:{free_port()}", tmp_path / "data")
+    env = service_env(None, tmp_path / "data")
     outputs = {}
     try:
         for argv in commands:
@@ -79,7 +78,7 @@ def check_demo(demo: str, history: str, env: dict[str, str]) -> None:
 
 def test_up_refuses_a_taken_port_with_one_line(tmp_path, held_port):
     port = held_port
-    env = service_env(f"nats://127.0.0.1:{free_port()}", tmp_path / "data",
+    env = service_env(None, tmp_path / "data",
                       SCHEDCP_VERIFIER_ADDR=f"127.0.0.1:{port}")
     result = subprocess.run([str(SCHEDCP), "up", "--detach"], env=env, capture_output=True, text=True,
                             timeout=60)

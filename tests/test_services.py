@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from schedcp import __version__
+from schedcp.cli.probe import probe
 from schedcp.domain import policies
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
@@ -74,6 +75,14 @@ def test_health_reflection_and_info_on_every_service(stack):
         assert (info.role, info.version, info.host_id, info.listen_addr) == (role, __version__, "testhost", addr)
         assert info.details["nats"] == "connected"
         assert info.pid == stack.procs[role].pid
+
+
+def test_a_service_answering_at_another_ones_address_is_not_reported_serving(stack):
+    # Two services given one address: the one that could not listen must not look up.
+    status = asyncio.run(probe("planner", stack.addr("observer"), timeout_s=5))
+    assert not status.serving and status.health == "ERROR"
+    assert status.error == f"the observer answers at {stack.addr('observer')}, not the planner: two services " \
+                           "were given one address"
 
 
 def test_observer_reports_this_host_and_registers_it(stack):

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from schedcp.cli import stack as stackmod
-from schedcp.cli.stack import Child, LocalStack
-from schedcp.runtime.config import Settings
+from schedcp.cli.stack import Child, LocalStack, ephemeral_env
+from schedcp.runtime.config import Role, Settings, addr_env_var
 from schedcp.runtime.errors import StartupError
-from schedcp.runtime.net import free_port
+from schedcp.runtime.net import free_port, free_ports
 
 
 def spawn_into(local: LocalStack, children: list[Child], script: str) -> Child:
@@ -89,3 +89,18 @@ def test_a_killed_child_is_gone_when_terminate_returns(local, monkeypatch):
                   "time.sleep(60)")
     stack._terminate([child])
     assert not child.alive()
+
+
+def test_ports_picked_together_are_distinct_and_not_the_ones_given_out(tmp_path):
+    given = set(free_ports(20))
+    picked = free_ports(200, avoid=given)
+    assert len(set(picked)) == 200 and not given & set(picked)
+    env = ephemeral_env(nats_nodes=3)
+    ports = [int(url.rpartition(":")[2]) for url in env["SCHEDCP_NATS_URL"].split(",")]
+    ports += [int(env[addr_env_var(role)].rpartition(":")[2]) for role in Role]
+    assert len(set(ports)) == len(ports) == 3 + len(Role)
+    # The stack's own listeners (metrics, routes, trace store) keep off the services' addresses.
+    local = LocalStack(Settings(data_dir=tmp_path, **{f"{role.value}_addr": env[addr_env_var(role)] for role in Role},
+                                nats_url=env["SCHEDCP_NATS_URL"], nats_replicas=3))
+    spare = [local._spare_port() for _ in range(100)]
+    assert len(set(spare)) == 100 and not set(spare) & set(ports)

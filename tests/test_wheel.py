@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from schedcp.runtime.net import free_port
 from tests.conftest import ROOT, service_env
 
 PIP = ["-m", "pip", "--disable-pip-version-check", "--quiet"]
@@ -41,7 +40,7 @@ def outside_checkout(tmp_path: Path) -> dict[str, str]:
     """Environment and working directory that cannot reach this checkout's sources."""
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = service_env(f"nats://127.0.0.1:{free_port()}", tmp_path / "data")
+    env = service_env(None, tmp_path / "data")
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if str(ROOT) not in p)

@@ -43,6 +43,10 @@ async def probe(role: str, addr: str, timeout_s: float = 2.0) -> ServiceStatus:
             unreachable = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
             reason = f"unreachable ({exc.code().name})" if unreachable else exc.details()
             return ServiceStatus(role, addr, "DOWN" if unreachable else "ERROR", error=reason)
+    if info.role and info.role != role:
+        return ServiceStatus(role, addr, "ERROR", info=info,
+                             error=f"the {info.role} answers at {addr}, not the {role}: two services were given one "
+                                   "address")
     return ServiceStatus(role, addr, health, info=info)
 
 

@@ -25,7 +25,7 @@ from schedcp.cli.probe import ServiceStatus, probe_all
 from schedcp.runtime import nats_auth, telemetry
 from schedcp.runtime.config import ENV_PREFIX, Role, Settings, addr_env_var, env_var
 from schedcp.runtime.errors import StartupError
-from schedcp.runtime.net import free_port, port_free, split_address
+from schedcp.runtime.net import free_port, free_ports, port_free, split_address
 
 READY_TIMEOUT_S = 30.0
 STOP_MARGIN_S = 10.0
@@ -92,10 +92,11 @@ def ephemeral_env(host: str = "127.0.0.1", nats_nodes: int = 1) -> dict[str, str
     """SCHEDCP_NATS_URL and every service's address variable on ports free right now: a
     private stack beside any other (tests, benchmarks). `nats_nodes` > 1: a cluster, its
     streams replicated 3 times."""
-    env = {env_var("nats_url"): ",".join(f"nats://{host}:{free_port(host)}" for _ in range(nats_nodes))}
+    ports = free_ports(nats_nodes + len(Role), host)
+    env = {env_var("nats_url"): ",".join(f"nats://{host}:{port}" for port in ports[:nats_nodes])}
     if nats_nodes > 1:
         env[env_var("nats_replicas")] = "3"
-    env.update({addr_env_var(role): f"{host}:{free_port(host)}" for role in Role})
+    env.update({addr_env_var(role): f"{host}:{port}" for role, port in zip(Role, ports[nats_nodes:], strict=True)})
     return env
 
 
@@ -138,6 +139,7 @@ class LocalStack:
         self.trace_dir = self.data_dir / "traces"
         # How each child was started (argv, env), for restart(); kept by the starting process only.
         self._recipes: dict[str, tuple[list[str], dict[str, str], str]] = {}
+        self._given_ports: set[int] = set()
 
     def _nats_endpoints(self) -> list[tuple[str, int]]:
         """Where the local nats-servers listen: one, or a cluster of 3 or 5 (one per URL)."""
@@ -159,6 +161,16 @@ class LocalStack:
     def _nats_endpoint_of(self, name: str) -> tuple[str, int]:
         endpoints = self._nats_endpoints()
         return endpoints[nats_node_names(len(endpoints)).index(name)]
+
+    def _spare_port(self, host: str = "127.0.0.1") -> int:
+        """A free port for a listener of the stack's own (metrics, routes, trace store): none of
+        the configured addresses, whose services may not have bound theirs yet, nor one given
+        out before."""
+        configured = {port for _, port in self._nats_endpoints()}
+        configured |= {split_address(self.settings.addr(role))[1] for role in Role}
+        port = free_port(host, avoid=configured | self._given_ports)
+        self._given_ports.add(port)
+        return port
 
     def running(self) -> list[Child]:
         """Children of a previously started stack that are still alive."""
@@ -203,7 +215,7 @@ class LocalStack:
         (`schedcp status` shows where)."""
         return {env_var("nats_user"): role.value,
                 env_var("nats_password_file"): str(nats_auth.password_file(self.auth_dir, role.value)),
-                env_var("metrics_addr"): f"127.0.0.1:{free_port()}"}
+                env_var("metrics_addr"): f"127.0.0.1:{self._spare_port()}"}
 
     def operator_env(self) -> dict[str, str]:
         """Settings for a tool that talks to this stack's NATS as the operator (benchmarks)."""
@@ -250,7 +262,7 @@ class LocalStack:
         names = nats_node_names(len(endpoints))
         # Auth on: every service connects as its role, with a fresh password (nats_auth).
         nats_config = nats_auth.write_server_config(self.auth_dir)
-        routes = [f"nats://{host}:{free_port(host)}" for host, _ in endpoints]
+        routes = [f"nats://{host}:{self._spare_port(host)}" for host, _ in endpoints]
         started = []
         for i, (name, (host, port)) in enumerate(zip(names, endpoints, strict=True)):
             store = self.data_dir / name
@@ -267,7 +279,7 @@ class LocalStack:
 
     async def _start_trace_store(self, progress: Callable[[str], None]) -> Child:
         """The local trace store (schedcp/cli/tracestore.py), for when no OTLP endpoint is set."""
-        port = free_port()
+        port = self._spare_port()
         progress(f"trace store on 127.0.0.1:{port} (spans in {self.trace_dir})")
         child = self._spawn(TRACES, [sys.executable, "-m", "schedcp.cli.tracestore", "--listen", f"127.0.0.1:{port}",
                                      "--dir", str(self.trace_dir)], os.environ.copy(), listen=f"127.0.0.1:{port}")
