@@ -394,7 +394,8 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
                       cycle_pb2.CYCLE_STAGE_DEPLOY, cycle_pb2.CYCLE_STAGE_MEASURE):
             assert stage in stages, [e.message for e in events]
         result = events[-1]
-        assert result.status == common_pb2.STAGE_STATUS_SUCCEEDED and " kept: " in result.message, result.message
+        assert result.status == common_pb2.STAGE_STATUS_SUCCEEDED and " kept: " in result.message, \
+            [e.message for e in events]
         assert goal_of(events).provider == "openai" and result.llm_usage.calls == 1
         kept = result.deployment.deployment.policy_name
         success = result.deployment.metrics[0]
@@ -438,12 +439,19 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
         asked = len(script.requests)
         again = tune(services.addr("planner"))
         assert len(script.requests) == asked and again[-1].llm_usage.calls == 0, [e.message for e in again]
+    # The policy the learner proposes was kept on this workload: the search's winner, or the
+    # trial it beat when the winner's confirming canary read lower (both helped, within noise:
+    # with a CPU hog beside the test the runner-up led once in 30 runs).
+    reused = {e.deployment.deployment.policy_name for e in events
+              if e.deployment.deployment.state == deployment_pb2.DEPLOYMENT_STATE_KEPT}
+    assert kept in reused
     goal = goal_of(again)
-    assert goal.provider == "learner" and goal.rationale.startswith(f"reused: {kept} was kept"), goal.rationale
     candidates = next(e.candidates for e in again if e.stage == cycle_pb2.CYCLE_STAGE_CANDIDATES)
     first = candidates.candidates[0]
-    assert (first.artifact.name, first.path) == (kept, cycle_pb2.SYNTHESIS_PATH_REUSE), candidates
-    assert f"({kept} is proven on a similar workload: no search)" in candidates_line(again), candidates_line(again)
+    assert first.artifact.name in reused and first.path == cycle_pb2.SYNTHESIS_PATH_REUSE, candidates
+    name = first.artifact.name
+    assert goal.provider == "learner" and goal.rationale.startswith(f"reused: {name} was kept"), goal.rationale
+    assert f"({name} is proven on a similar workload: no search)" in candidates_line(again), candidates_line(again)
     assert cycle_pb2.CYCLE_STAGE_DEPLOY in [e.stage for e in again], [e.message for e in again]
 
 
