@@ -80,6 +80,19 @@ def test_a_long_job_is_known_by_its_input_file(tmp_path):
     assert "file sizes" in found.evidence
 
 
+def test_a_batch_run_again_within_the_window_is_judged_on_the_run_still_running(tmp_path):
+    # BPF reports the processes that exited in the window too; their command lines are gone.
+    (tmp_path / "big").write_bytes(b"x" * 100_000)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(b"x" * 10_000)
+    running = [job(1, f"xz -c {tmp_path}/big"), *(job(i, f"xz -c {tmp_path}/{n}") for i, n in ((2, "a"), (3, "b"),
+                                                                                              (4, "c")))]
+    gone = [job(pid, "") for pid in (11, 12, 13, 14)]
+    assert jobs.long_jobs([*gone, *running], JobHistory()) == []
+    [found] = jobs.long_jobs([*gone, *running], JobHistory(), ended={11, 12, 13, 14})
+    assert found.pid == 1 and "file sizes" in found.evidence
+
+
 def test_a_long_job_is_known_by_a_number_it_was_given():
     procs = [job(1, "sim --steps=200000 --out r1"), *(job(i, f"sim --steps=20000 --out r{i}") for i in (2, 3, 4))]
     [found] = jobs.long_jobs([*procs], JobHistory())

@@ -28,7 +28,7 @@ import statistics
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from schedcp.domain import matchers, procfs
@@ -118,13 +118,18 @@ class _Estimate:
     basis: str
 
 
-def long_jobs(processes: Sequence[ProcessInfo], history: JobHistory) -> list[profile_pb2.LongJob]:
+def long_jobs(processes: Sequence[ProcessInfo], history: JobHistory,
+              ended: Collection[int] = ()) -> list[profile_pb2.LongJob]:
     """The long jobs among these processes (one program or several: each program is its own
-    batch), with the evidence; empty when no program's jobs show a clear tail."""
+    batch), with the evidence; empty when no program's jobs show a clear tail. Those in `ended`
+    exited in the window: a batch that ran again within it is judged on the run still running
+    (the ended run's command lines are gone, and mixed with the new run's they look like two
+    programs)."""
     found: list[profile_pb2.LongJob] = []
     by_program: dict[str, list[ProcessInfo]] = {}
     for process in processes:
-        by_program.setdefault(process.comm, []).append(process)
+        if process.pid not in ended:
+            by_program.setdefault(process.comm, []).append(process)
     for jobs in by_program.values():
         if len(jobs) >= MIN_JOBS:
             found += _long_of(jobs, history)

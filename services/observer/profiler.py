@@ -110,9 +110,10 @@ class Profiler:
         features.job_seconds = self._lengths.typical(p.comm for p in group.processes.values())
         self._jobs.record(group.processes.values())
         # A service's processes are not jobs that end.
-        long_jobs = [] if features.serves else jobs.long_jobs(list(group.processes.values()), self._jobs)
-        if long_jobs:  # (most groups have none: no set of the window's exits for them)
-            jobs.time_runs(long_jobs, group.processes, self._lengths, {j.pid for j in window.jobs})
+        ended = {j.pid for j in window.jobs}
+        long_jobs = [] if features.serves else jobs.long_jobs(list(group.processes.values()), self._jobs, ended)
+        if long_jobs:
+            jobs.time_runs(long_jobs, group.processes, self._lengths, ended)
         busiest = max(group.threads, key=lambda t: t.cpu_ns)
         settings = procfs.read_sched_settings(busiest.pid, busiest.tid)
         return profile_pb2.WorkloadGroup(
