@@ -69,25 +69,23 @@ def test_without_a_past_run_equal_jobs_show_no_tail():
     assert jobs.long_jobs(batch(cpu_s=0.3), JobHistory()) == []
 
 
-def test_a_long_job_is_known_by_its_input_file(tmp_path):
-    (tmp_path / "big").write_bytes(b"x" * 100_000)
+def compressing(folder) -> list[ProcessInfo]:
+    """xz over one input ten times the size of the three others (pid 1 has the big one)."""
+    (folder / "big").write_bytes(b"x" * 100_000)
     for name in ("a", "b", "c"):
-        (tmp_path / name).write_bytes(b"x" * 10_000)
-    procs = [job(1, f"xz -c {tmp_path}/big"), *(job(i, f"xz -c {tmp_path}/{n}") for i, n in ((2, "a"), (3, "b"),
-                                                                                            (4, "c")))]
-    [found] = jobs.long_jobs(procs, JobHistory())
+        (folder / name).write_bytes(b"x" * 10_000)
+    return [job(1, f"xz -c {folder}/big"), *(job(i, f"xz -c {folder}/{n}") for i, n in ((2, "a"), (3, "b"), (4, "c")))]
+
+
+def test_a_long_job_is_known_by_its_input_file(tmp_path):
+    [found] = jobs.long_jobs(compressing(tmp_path), JobHistory())
     assert found.pid == 1 and found.work_ratio == pytest.approx(10.0)
     assert "file sizes" in found.evidence
 
 
 def test_a_batch_run_again_within_the_window_is_judged_on_the_run_still_running(tmp_path):
     # BPF reports the processes that exited in the window too; their command lines are gone.
-    (tmp_path / "big").write_bytes(b"x" * 100_000)
-    for name in ("a", "b", "c"):
-        (tmp_path / name).write_bytes(b"x" * 10_000)
-    running = [job(1, f"xz -c {tmp_path}/big"), *(job(i, f"xz -c {tmp_path}/{n}") for i, n in ((2, "a"), (3, "b"),
-                                                                                              (4, "c")))]
-    gone = [job(pid, "") for pid in (11, 12, 13, 14)]
+    running, gone = compressing(tmp_path), [job(pid, "") for pid in (11, 12, 13, 14)]
     assert jobs.long_jobs([*gone, *running], JobHistory()) == []
     [found] = jobs.long_jobs([*gone, *running], JobHistory(), ended={11, 12, 13, 14})
     assert found.pid == 1 and "file sizes" in found.evidence
