@@ -112,9 +112,11 @@ def test_qemu_runs_with_icount_only_when_asked_and_single_threaded(monkeypatch, 
 
 def test_the_console_is_timestamped_and_cpu_sampled_and_a_hang_times_out(monkeypatch, tmp_path):
     # A stand-in for qemu: busy for a moment, prints the markers, then hangs asleep (it waits on
-    # no run queue, so the timeout is not extended).
+    # no run queue, so the timeout is not extended). Busy for about 0.1 s here: the CPU time read
+    # from /proc/PID/stat counts whole clock ticks (10 ms), and the 15 ms this loop once took here
+    # read 0 ticks on a faster machine.
     fake = tmp_path / "qemu"
-    fake.write_text("#!/bin/sh\necho @@booted\ni=0; while [ $i -lt 20000 ]; do i=$((i+1)); done\n"
+    fake.write_text("#!/bin/sh\necho @@booted\ni=0; while [ $i -lt 150000 ]; do i=$((i+1)); done\n"
                     "echo @@step s\necho '{\"event\":\"probe\"}'\nexec sleep 30\n")
     fake.chmod(0o755)
     monkeypatch.setattr(runner, "QEMU", str(fake))
