@@ -253,7 +253,7 @@ class Bus:
         stream, subjects_of = f"KV_{bucket.name}", f"$KV.{bucket.name}."
         keys: list[str] = []
         while True:
-            request = {"subjects_filter": subjects_of + (prefix + ">" if prefix else ">"), "offset": len(keys)}
+            request = {"subjects_filter": f"{subjects_of}{prefix}>", "offset": len(keys)}
             reply = json.loads((await self.nc.request(f"{api.DEFAULT_PREFIX}.STREAM.INFO.{stream}",
                                                       json.dumps(request).encode(), JETSTREAM_TIMEOUT_S)).data)
             if "error" in reply:

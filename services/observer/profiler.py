@@ -76,7 +76,8 @@ class Profiler:
         tables = procfs.NetTables()
         held = {g.group_id: grouping.held_sockets(g, window, tables) for g in found}
         clients = peers.clients_of(held, tables)
-        groups = [self._group(g, window, held[g.group_id], clients.get(g.group_id, [])) for g in found]
+        ended = {j.pid for j in window.jobs}
+        groups = [self._group(g, window, held[g.group_id], clients.get(g.group_id, []), ended) for g in found]
         groups.sort(key=lambda g: g.features.cpu_share, reverse=True)
         capacity = max(window.duration_s * window.num_cpus, 1e-9)
         host_share = min(1.0, window.host_busy_s / capacity)
@@ -105,12 +106,12 @@ class Profiler:
         return profile
 
     def _group(self, group: grouping.Group, window: Window, held: procfs.HeldSockets,
-               client_of: list[str]) -> profile_pb2.WorkloadGroup:
+               client_of: list[str], ended: set[int]) -> profile_pb2.WorkloadGroup:
+        """One group's profile; `ended`: the processes that exited in the window."""
         features = grouping.features(group, window, held, client_of)
         features.job_seconds = self._lengths.typical(p.comm for p in group.processes.values())
         self._jobs.record(group.processes.values())
         # A service's processes are not jobs that end.
-        ended = {j.pid for j in window.jobs}
         long_jobs = [] if features.serves else jobs.long_jobs(list(group.processes.values()), self._jobs, ended)
         if long_jobs:
             jobs.time_runs(long_jobs, group.processes, self._lengths, ended)
