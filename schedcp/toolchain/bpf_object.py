@@ -11,12 +11,15 @@ targets) is read.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 BTF_MAGIC = 0xEB9F
 SHT_NOBITS = 8
 SHF_ALLOC = 0x2
+STT_FUNC = 2
+LD_IMM64 = 0x18  # the one instruction two slots long
 # BTF kinds (include/uapi/linux/btf.h).
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
 FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20)
@@ -36,12 +39,14 @@ class Section:
     size: int
     allocated: bool
     data: bytes
+    index: int = 0
 
 
 @dataclass(frozen=True)
 class Member:
     name: str
     type_id: int
+    offset_bits: int = 0  # a struct member's offset (a bitfield's packed size is left out)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class BtfType:
     members: tuple[Member, ...] = ()
     array: tuple[int, int] | None = None  # (element type, number of elements)
     entries: tuple[tuple[int, int, int], ...] = ()  # DATASEC: (var type, offset, size)
+    params: tuple[Member, ...] = ()  # FUNC_PROTO: the parameters (size_or_type is the return type)
 
 
 @dataclass
@@ -80,6 +86,29 @@ class Btf:
             element, count = btf_type.array
             return self.size_of(element) * count
         return btf_type.size_or_type
+
+    @staticmethod
+    def struct_name(btf_type: BtfType | None) -> str:
+        """A struct's or union's name, also when only declared (a pointer to `struct cred` the
+        program never looks into); "" for anything else."""
+        return btf_type.name if btf_type is not None and btf_type.kind in (STRUCT, UNION, FWD) else ""
+
+    def member_at(self, type_id: int, byte_offset: int) -> tuple[tuple[str, ...], int]:
+        """(member path, its type id) of the innermost member of struct `type_id` that holds
+        `byte_offset`; the path is empty when no member does (padding, past the end)."""
+        path: list[str] = []
+        type_id, current = self.resolved(type_id)
+        while current is not None and current.kind in (STRUCT, UNION):
+            holder = next((m for m in current.members
+                           if m.offset_bits // 8 <= byte_offset < m.offset_bits // 8 + max(self.size_of(m.type_id), 1)),
+                          None)
+            if holder is None:
+                break
+            if holder.name:
+                path.append(holder.name)
+            byte_offset -= holder.offset_bits // 8
+            type_id, current = self.resolved(holder.type_id)
+        return tuple(path), type_id
 
     def pointee(self, type_id: int) -> tuple[int, BtfType | None]:
         """What a pointer type points to (resolved), or (0, None) when it is not a pointer."""
@@ -113,6 +142,30 @@ class FieldAccess:
     @property
     def dotted(self) -> str:
         return ".".join(self.path)
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    section: str  # "" for an undefined symbol (a kfunc or another extern)
+    value: int
+    is_function: bool
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One BPF instruction; `slot` is its place in 8-byte slots (a 64-bit load takes two)."""
+
+    slot: int
+    code: int
+    dst: int
+    src: int
+    off: int
+    imm: int  # both halves for a 64-bit immediate load
+
+    @property
+    def byte_offset(self) -> int:
+        return self.slot * 8
 
 
 @dataclass
@@ -149,12 +202,50 @@ class BpfObject:
         ext = self.sections.get(".BTF.ext")
         if ext is None:
             return []
-        return [access for type_id, spec in core_field_relocations(ext.data, self.btf)
-                if (access := self._access(type_id, spec)) is not None]
+        return [access for relocation in core_relocations(ext.data, self.btf) if relocation.locates_field
+                and (access := self.access(relocation.type_id, relocation.access)) is not None]
 
-    def _access(self, type_id: int, spec: str) -> FieldAccess | None:
-        """Walk an access string ("0:12:3": index into the base pointer, then member or array
-        indices) from `type_id` to a named path."""
+    def symbols(self) -> list[Symbol]:
+        """The ELF symbol table (sections by name; undefined symbols have section "")."""
+        table, names = self.sections.get(".symtab"), self.sections.get(".strtab")
+        if table is None or names is None:
+            return []
+        by_index = {section.index: section.name for section in self.sections.values()}
+        symbols = []
+        for name_off, info, _, shndx, value, _ in struct.iter_unpack("<IBBHQQ", table.data):
+            name = names.data[name_off:names.data.index(b"\0", name_off)].decode()
+            symbols.append(Symbol(name, by_index.get(shndx, "") if shndx else "", value, info & 0xF == STT_FUNC))
+        return symbols
+
+    def relocations(self, section: str) -> dict[int, Symbol]:
+        """Byte offset in `section` -> the symbol its relocation refers to."""
+        table = self.sections.get(f".rel{section}")
+        if table is None:
+            return {}
+        symbols = self.symbols()
+        return {offset: symbols[info >> 32] for offset, info in struct.iter_unpack("<QQ", table.data)}
+
+    def instructions(self, section: str) -> list[Instruction]:
+        data = self.sections[section].data
+        if len(data) % 8:
+            raise ObjectError(f"section {section} is not whole instructions ({len(data)} bytes)")
+        instructions, slot = [], 0
+        while slot * 8 < len(data):
+            code, regs, off, imm = struct.unpack_from("<BBhi", data, slot * 8)
+            if code == LD_IMM64:
+                imm = (imm & 0xFFFFFFFF) | (struct.unpack_from("<i", data, slot * 8 + 12)[0] << 32)
+            instructions.append(Instruction(slot, code, regs & 0xF, regs >> 4, off, imm))
+            slot += 2 if code == LD_IMM64 else 1
+        return instructions
+
+    def access(self, type_id: int, spec: str) -> FieldAccess | None:
+        """The field a CO-RE access string ("0:12:3": index into the base pointer, then member or
+        array indices) locates from `type_id`, as a named path."""
+        located = self.locate(type_id, spec)
+        return located[0] if located else None
+
+    def locate(self, type_id: int, spec: str) -> tuple[FieldAccess, int] | None:
+        """(the field, its type id) for a CO-RE access string; None when the base is no struct."""
         type_id, current = self.btf.resolved(type_id)
         if current is None or current.kind not in (STRUCT, UNION):
             return None
@@ -172,9 +263,7 @@ class BpfObject:
             else:
                 break
             _, current = self.btf.resolved(last_type)
-        _, target = self.btf.pointee(last_type)
-        target_name = target.name if target is not None and target.kind in (STRUCT, UNION) else ""
-        return FieldAccess(tuple(path), target_name)
+        return FieldAccess(tuple(path), self.btf.struct_name(self.btf.pointee(last_type)[1])), last_type
 
 
 def read_sections(data: bytes) -> dict[str, Section]:
@@ -186,11 +275,11 @@ def read_sections(data: bytes) -> dict[str, Section]:
     headers = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
     names_offset = headers[shstrndx][4]
     sections = {}
-    for name_off, sh_type, flags, _, offset, size, *_ in headers:
+    for index, (name_off, sh_type, flags, _, offset, size, *_) in enumerate(headers):
         start = names_offset + name_off
         name = data[start:data.index(b"\0", start)].decode()
         body = b"" if sh_type == SHT_NOBITS else data[offset:offset + size]
-        sections[name] = Section(name, size, bool(flags & SHF_ALLOC), body)
+        sections[name] = Section(name, size, bool(flags & SHF_ALLOC), body, index)
     return sections
 
 
@@ -211,8 +300,13 @@ def _parse_type(data: bytes, offset: int, btf: Btf) -> tuple[BtfType, int]:
     kind, vlen, offset = (info >> 24) & 0x1F, info & 0xFFFF, offset + 12
     name = btf.string(name_off)
     if kind in (STRUCT, UNION):
-        members = tuple(Member(btf.string(n), t) for n, t, _ in _triples(data, offset, vlen))
+        bitfields = bool(info >> 31)  # kind_flag: the offset's top 8 bits are a bitfield's size
+        members = tuple(Member(btf.string(n), t, o & 0xFFFFFF if bitfields else o)
+                        for n, t, o in _triples(data, offset, vlen))
         return BtfType(kind, name, size_or_type, members=members), offset + 12 * vlen
+    if kind == FUNC_PROTO:
+        params = tuple(Member(btf.string(n), t) for n, t in struct.iter_unpack("<II", data[offset:offset + 8 * vlen]))
+        return BtfType(kind, name, size_or_type, params=params), offset + 8 * vlen
     if kind == ARRAY:
         element, _, count = struct.unpack_from("<III", data, offset)
         return BtfType(kind, name, size_or_type, array=(element, count)), offset + 12
@@ -220,7 +314,7 @@ def _parse_type(data: bytes, offset: int, btf: Btf) -> tuple[BtfType, int]:
         entries = tuple(_triples(data, offset, vlen))
         return BtfType(kind, name, size_or_type, entries=entries), offset + 12 * vlen
     # Only the length of the rest matters for these kinds.
-    extra = {INT: 4, VAR: 4, DECL_TAG: 4, ENUM: 8 * vlen, FUNC_PROTO: 8 * vlen, ENUM64: 12 * vlen}.get(kind, 0)
+    extra = {INT: 4, VAR: 4, DECL_TAG: 4, ENUM: 8 * vlen, ENUM64: 12 * vlen}.get(kind, 0)
     return BtfType(kind, name, size_or_type), offset + extra
 
 
@@ -229,25 +323,51 @@ def _triples(data: bytes, offset: int, count: int):
     return struct.iter_unpack("<III", data[offset:offset + 12 * count])
 
 
-def core_field_relocations(ext: bytes, btf: Btf) -> list[tuple[int, str]]:
-    """(base type id, access string) of the field relocations in a .BTF.ext section."""
+@dataclass(frozen=True)
+class CoreRelocation:
+    """A CO-RE relocation record: the instruction (`section`, byte offset `insn_off`) whose
+    immediate or offset the loader rewrites for the running kernel, and what it locates."""
+
+    section: str
+    insn_off: int
+    type_id: int
+    access: str  # "0:12:3": index into the base pointer, then member or array indices
+    kind: int  # enum bpf_core_relo_kind; 0 is a field's byte offset
+
+    @property
+    def locates_field(self) -> bool:
+        return self.kind in _FIELD_ACCESS_KINDS
+
+
+def core_relocations(ext: bytes, btf: Btf) -> list[CoreRelocation]:
+    """Every CO-RE relocation record of a .BTF.ext section, in the order recorded."""
+    return [CoreRelocation(section, insn_off, type_id, btf.string(access_off), kind)
+            for section, (insn_off, type_id, access_off, kind) in _ext_records(ext, btf, 24)]
+
+
+def line_numbers(ext: bytes, btf: Btf) -> dict[tuple[str, int], int]:
+    """(section, instruction byte offset) -> source line, from the .BTF.ext line info."""
+    return {(section, insn_off): line_col >> 10
+            for section, (insn_off, _, _, line_col) in _ext_records(ext, btf, 16)}
+
+
+def _ext_records(ext: bytes, btf: Btf, header_field: int) -> Iterator[tuple[str, tuple[int, int, int, int]]]:
+    """(section name, first four u32 of each record) of one .BTF.ext subsection: line info
+    (its offset and length at byte 16 of the header) or CO-RE relocations (at byte 24)."""
     magic, _, _, hdr_len = struct.unpack_from("<HBBI", ext, 0)
     if magic != BTF_MAGIC:
         raise ObjectError("the .BTF.ext section has no BTF magic")
-    if hdr_len < 32:  # an old header without CO-RE relocations
-        return []
-    core_off, core_len = struct.unpack_from("<II", ext, 24)
-    start = hdr_len + core_off
-    if core_len == 0:
-        return []
-    record_size, offset, end = struct.unpack_from("<I", ext, start)[0], start + 4, start + core_len
-    relocations = []
+    if hdr_len < header_field + 8:  # an old header without this subsection
+        return
+    sub_off, sub_len = struct.unpack_from("<II", ext, header_field)
+    if sub_len == 0:
+        return
+    start = hdr_len + sub_off
+    record_size, offset, end = struct.unpack_from("<I", ext, start)[0], start + 4, start + sub_len
     while offset < end:
-        _, count = struct.unpack_from("<II", ext, offset)
+        name_off, count = struct.unpack_from("<II", ext, offset)
         offset += 8
+        section = btf.string(name_off)
         for i in range(count):
-            _, type_id, access_off, kind = struct.unpack_from("<IIII", ext, offset + i * record_size)
-            if kind in _FIELD_ACCESS_KINDS:
-                relocations.append((type_id, btf.string(access_off)))
+            yield section, struct.unpack_from("<IIII", ext, offset + i * record_size)
         offset += count * record_size
-    return relocations

@@ -11,7 +11,8 @@ preprocessor prints is returned: only which rule failed and the offending path.
 After compiling: every helper the object calls (by number) and every kfunc it imports (its
 undefined symbols) must be on the allow-list of the static rules; its maps and global data must
 fit the kernel memory budget (footprint, SCX015); the kernel fields it touches must be on the
-allow-list of scheduling state (kernel_reads, SCX016).
+allow-list of scheduling state (kernel_reads, SCX016), also those it reads by raw offset
+(raw_reads, SCX016).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from schedcp.toolchain.bpf_object import BpfObject, ObjectError
 from schedcp.toolchain.build import Kernel, Toolchain, require_tool
 from schedcp.v1 import verdict_pb2
-from services.verifier import footprint, kernel_reads
+from services.verifier import footprint, kernel_reads, raw_reads
 from services.verifier.static_analysis import ALLOWED_HELPERS, ALLOWED_KFUNCS, POLICY_HEADERS, finding
 
 ERROR = verdict_pb2.SEVERITY_ERROR
@@ -78,8 +79,8 @@ def _footprint_and_reads(obj: Path, budget: footprint.Budget) -> list[verdict_pb
     sections, say) is refused, since its memory and reads cannot be judged."""
     try:
         parsed = BpfObject.read(obj)
-        return footprint.findings(parsed, budget) + kernel_reads.findings(parsed)
-    except (ObjectError, struct.error, IndexError, ValueError) as exc:
+        return footprint.findings(parsed, budget) + kernel_reads.findings(parsed) + raw_reads.findings(parsed)
+    except (ObjectError, struct.error, IndexError, KeyError, ValueError) as exc:
         return [finding("SCX015", ERROR, 0, f"the compiled object's maps, sections and kernel reads cannot be "
                         f"read ({exc}), so its kernel memory and what it reads cannot be judged",
                         "do not put data into the .BTF, .BTF.ext or .maps sections yourself")]

@@ -11,8 +11,8 @@ The fields come from the object's CO-RE relocations (.BTF.ext): vmlinux.h marks 
 struct `preserve_access_index`, so `p->real_cred->uid`, BPF_CORE_READ chains and helper macros
 alike leave one record per field, naming the struct and the member path. Each hop of a chain
 is checked on its own, so an allowed pointer (task_struct.group_leader) leads only to allowed
-fields. What leaves no record is not seen here: a struct of the candidate's own laid over a
-kernel pointer, or pointer arithmetic (docs/verifier.md, "What SCX016 does not see").
+fields. What leaves no record (a struct of the candidate's own laid over a kernel pointer,
+pointer arithmetic) is found by raw_reads.py, which judges it with `allowed` and `reason` here.
 """
 
 from __future__ import annotations
