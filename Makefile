@@ -40,6 +40,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.observer_overhead
 	$(PY) -m bench.sched_ext_latency
 	$(PY) -m bench.verifier_stages
+	$(PY) -m bench.verifier_latency
 	$(PY) -m bench.planner_fleet
 	$(PY) -m bench.rollout --restart
 	$(PY) -m bench.colocation

@@ -66,6 +66,12 @@ def _sched_ext_latency(d: dict) -> list[str]:
             for name, v in d["summary"].items()]
 
 
+def _verifier_latency(d: dict) -> list[str]:
+    return [f"{load}: {name} p50 x{v['p50'][1]:.2f}, p99 x{v['p99'][1]:.2f} of EEVDF (median of {d['boots']} boots; "
+            f"p99 {v['p99'][0]:.2f}..{v['p99'][2]:.2f})" for load, by_policy in d["summary"].items()
+            for name, v in sorted(by_policy.items())]
+
+
 def _scenarios(d: dict) -> list[str]:
     lines = []
     for s in d["scenarios"]:
@@ -102,6 +108,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "verifier_stages": ("Verifier: time to a verdict", _verifier),
     "observer_overhead": ("Observer overhead (1 s profiles, ~600 threads)", _observer),
     "sched_ext_latency": ("EEVDF vs latency_boost wakeup latency (sandbox VM)", _sched_ext_latency),
+    "verifier_latency": ("The library's wakeup latency against EEVDF, the spread DYN003 must allow (sandbox VM)",
+                         _verifier_latency),
 }
 
 
