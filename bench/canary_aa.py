@@ -54,7 +54,7 @@ from pathlib import Path
 
 from bench.stack import running_stack
 from schedcp.cli.demo import DemoWorkload
-from schedcp.domain import native_policies, policies, procfs, sched_ext
+from schedcp.domain import evidence, native_policies, policies, procfs, sched_ext
 from schedcp.runtime import rpc
 from schedcp.runtime.config import Role, Settings
 from schedcp.v1 import (
@@ -173,7 +173,7 @@ def round_sigma(c: S.MetricComparison) -> float | None:
     if c.rounds < 2:
         return None
     half = (math.log(1 - c.improvement_low) - math.log(1 - c.improvement_high)) / 2
-    return half * math.sqrt(c.rounds) / canary.T_QUANTILE[c.rounds - 2]
+    return half * math.sqrt(c.rounds) / evidence.t_quantile(c.rounds - 1)
 
 
 # --- the figures -----------------------------------------------------------------------------

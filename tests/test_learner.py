@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import types
 from pathlib import Path
 
 import grpc
@@ -16,6 +17,7 @@ from schedcp.domain import artifacts, params, policies
 from schedcp.runtime import topology
 from schedcp.runtime.bus import Bus
 from schedcp.v1 import (
+    common_pb2,
     deployment_pb2,
     goal_pb2,
     host_pb2,
@@ -25,7 +27,7 @@ from schedcp.v1 import (
     profile_pb2,
     verdict_pb2,
 )
-from services.learner import seeding
+from services.learner import search, seeding
 from services.learner.repository import PolicyRepository
 from services.verifier.signing import SigningKey
 from tests.test_services import call
@@ -321,3 +323,28 @@ def test_an_outcome_stored_but_not_counted_is_counted_on_redelivery(nats_server)
     first, again, ledger = asyncio.run(go())
     assert (first, again) == (True, False)
     assert [o.outcome_id for o in ledger.history("vtime")] == ["lost1"] and ledger.duplicates == 1
+
+
+def test_search_pools_the_canaries_intervals_into_the_evidence_a_reuse_is_judged_with():
+    """Two kept canaries of one point, each with a 95 % interval over its rounds: the match carries
+    their pooled estimate, between the two and narrower than either; a one-round outcome has no
+    interval and adds nothing to it. (Unit level: the ledger's outcomes, no service.)"""
+    metric = common_pb2.MetricSpec(name="response_p99_us", groups=[common_pb2.GroupMatcher(comm="nginx")],
+                                   direction=common_pb2.DIRECTION_LOWER_IS_BETTER)
+    measured = [outcome("a", "long_slice", 0.27), outcome("b", "long_slice", 0.15), outcome("c", "long_slice", 0.6)]
+    for o, (low, high, rounds) in zip(measured, [(0.10, 0.42, 6), (-0.06, 0.31, 6), (0.0, 0.0, 1)], strict=True):
+        o.success.metric.CopyFrom(metric)
+        o.success.improvement_low, o.success.improvement_high, o.success.rounds = low, high, rounds
+        o.success.confidence = 0.95 if rounds > 1 else 0.0
+    record = policy_pb2.PolicyRecord(metadata=policy_pb2.PolicyMetadata(
+        name="long_slice", kind=policy_pb2.POLICY_KIND_NATIVE, goals=["latency"]))
+    request = learner_pb2.SearchPoliciesRequest(
+        signature=profile_pb2.WorkloadSignature(version=1, dimensions=["a", "b", "c"], values=[0.9, 0.1, 0.8]),
+        host=host_pb2.HostFacts(backends=["native"]), goal=goal_pb2.OptimizationGoal(
+            objective=goal_pb2.OBJECTIVE_TAIL_LATENCY), limit=5)
+    (match,) = search.search(request, [record], types.SimpleNamespace(outcomes=measured)).matches
+    pooled = match.evidence
+    assert pooled.metric == metric and pooled.rounds == 11 and pooled.confidence == 0.95
+    assert 0.15 < pooled.improvement < 0.27
+    assert pooled.improvement_high - pooled.improvement_low < min(0.42 - 0.10, 0.31 + 0.06)
+    assert match.expected_improvement == pytest.approx((0.27 + 0.15 + 0.6) / 3)  # the mean still counts all

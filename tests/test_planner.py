@@ -775,7 +775,7 @@ class _Canaries(Cycle):
     async def _running(self, host):
         return None
 
-    async def _deploy(self, host, verdict, goal, profile_, cycle_id):
+    async def _deploy(self, host, verdict, goal, profile_, cycle_id, prior=None):
         name = verdict.artifact.name
         self.deployed_names.append(name)
         state = self.verdicts[name]
@@ -887,3 +887,26 @@ def test_only_protecting_a_service_from_batch_work_is_judged_on_one_round():
     }
     rounds = {kind: cycle_module.canary_for(goal, 5.0).rounds for kind, goal in goals_by_kind.items()}
     assert rounds == {"protect": 1, "oversubscribed": 3, "throughput": 3, "makespan": 3}
+
+
+def test_a_reused_candidate_brings_its_evidence_to_a_canary_of_rounds_on_its_very_metric():
+    oversubscribed = goals.infer(profile(group("nginx", LATENCY, 6.0, p99_us=9000)))
+    evidence = deployment_pb2.MetricComparison(metric=oversubscribed.success_metric, improvement=0.27,
+                                               improvement_low=0.1, improvement_high=0.42, rounds=6, confidence=0.95)
+    found = synthesis.candidates(oversubscribed, profile(group("nginx", LATENCY, 6.0)))
+    first = found.candidates[0].artifact
+    search = learner_pb2.SearchPoliciesResponse(matches=[learner_pb2.PolicyMatch(
+        policy=policy_pb2.PolicyRecord(metadata=policy_pb2.PolicyMetadata(name=first.name)),
+        parameters=first.parameters, expected_improvement=0.27, confidence=0.3, evidence=evidence,
+        reason="1 similar outcome(s)")])
+    ranked = synthesis.rank(found, search)
+    reused = ranked.candidates[0]
+    assert reused.path == cycle_pb2.SYNTHESIS_PATH_REUSE and reused.evidence == evidence
+    assert cycle_module.canary_for(oversubscribed, 5.0, reused.evidence).prior == evidence
+    # One round (protecting a service) has no spread to pool with; another metric is not evidence.
+    protect = goals.infer(profile(group("redis", LATENCY, 0.5), group("ffmpeg", BATCH, 4.0)))
+    assert not cycle_module.canary_for(protect, 5.0, evidence).HasField("prior")
+    other = deployment_pb2.MetricComparison()
+    other.CopyFrom(evidence)
+    other.metric.name = "runq_latency_p50_us"
+    assert not cycle_module.canary_for(oversubscribed, 5.0, other).HasField("prior")

@@ -31,23 +31,23 @@ from schedcp.v1 import profile_pb2 as schedcp_dot_v1_dot_profile__pb2
 from schedcp.v1 import verdict_pb2 as schedcp_dot_v1_dot_verdict__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16schedcp/v1/cycle.proto\x12\nschedcp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schedcp/v1/common.proto\x1a\x1bschedcp/v1/deployment.proto\x1a\x15schedcp/v1/goal.proto\x1a\x17schedcp/v1/policy.proto\x1a\x18schedcp/v1/profile.proto\x1a\x18schedcp/v1/verdict.proto\"\xa7\x01\n\tCandidate\x12,\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1a.schedcp.v1.PolicyArtifact\x12\'\n\x04path\x18\x02 \x01(\x0e\x32\x19.schedcp.v1.SynthesisPath\x12\x1c\n\x14\x65xpected_improvement\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x11\n\trationale\x18\x05 \x01(\t\"J\n\rCandidateList\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.schedcp.v1.Candidate\x12\x0e\n\x06\x63hosen\x18\x02 \x01(\r\"X\n\x08LlmUsage\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x04\x12\x15\n\routput_tokens\x18\x03 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\"\x8f\x04\n\nCycleEvent\x12\x10\n\x08\x63ycle_id\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12%\n\x05stage\x18\x03 \x01(\x0e\x32\x16.schedcp.v1.CycleStage\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.schedcp.v1.StageStatus\x12\x0f\n\x07message\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\'\n\tllm_usage\x18\x08 \x01(\x0b\x32\x14.schedcp.v1.LlmUsage\x12.\n\x07profile\x18\n \x01(\x0b\x32\x1b.schedcp.v1.WorkloadProfileH\x00\x12,\n\x04goal\x18\x0b \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoalH\x00\x12/\n\ncandidates\x18\x0c \x01(\x0b\x32\x19.schedcp.v1.CandidateListH\x00\x12&\n\x07verdict\x18\r \x01(\x0b\x32\x13.schedcp.v1.VerdictH\x00\x12\x31\n\ndeployment\x18\x0e \x01(\x0b\x32\x1b.schedcp.v1.DeploymentEventH\x00\x12&\n\x07outcome\x18\x0f \x01(\x0b\x32\x13.schedcp.v1.OutcomeH\x00\x42\x08\n\x06\x64\x65tail*\xec\x01\n\nCycleStage\x12\x1b\n\x17\x43YCLE_STAGE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43YCLE_STAGE_OBSERVE\x10\x01\x12\x14\n\x10\x43YCLE_STAGE_GOAL\x10\x02\x12\x1a\n\x16\x43YCLE_STAGE_CANDIDATES\x10\x03\x12\x16\n\x12\x43YCLE_STAGE_VERIFY\x10\x04\x12\x16\n\x12\x43YCLE_STAGE_DEPLOY\x10\x05\x12\x17\n\x13\x43YCLE_STAGE_MEASURE\x10\x06\x12\x15\n\x11\x43YCLE_STAGE_LEARN\x10\x07\x12\x16\n\x12\x43YCLE_STAGE_RESULT\x10\x08*\x7f\n\rSynthesisPath\x12\x1e\n\x1aSYNTHESIS_PATH_UNSPECIFIED\x10\x00\x12\x18\n\x14SYNTHESIS_PATH_REUSE\x10\x01\x12\x17\n\x13SYNTHESIS_PATH_TUNE\x10\x02\x12\x1b\n\x17SYNTHESIS_PATH_GENERATE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16schedcp/v1/cycle.proto\x12\nschedcp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schedcp/v1/common.proto\x1a\x1bschedcp/v1/deployment.proto\x1a\x15schedcp/v1/goal.proto\x1a\x17schedcp/v1/policy.proto\x1a\x18schedcp/v1/profile.proto\x1a\x18schedcp/v1/verdict.proto\"\xd7\x01\n\tCandidate\x12,\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1a.schedcp.v1.PolicyArtifact\x12\'\n\x04path\x18\x02 \x01(\x0e\x32\x19.schedcp.v1.SynthesisPath\x12\x1c\n\x14\x65xpected_improvement\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x11\n\trationale\x18\x05 \x01(\t\x12.\n\x08\x65vidence\x18\x06 \x01(\x0b\x32\x1c.schedcp.v1.MetricComparison\"J\n\rCandidateList\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.schedcp.v1.Candidate\x12\x0e\n\x06\x63hosen\x18\x02 \x01(\r\"X\n\x08LlmUsage\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x04\x12\x15\n\routput_tokens\x18\x03 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\"\x8f\x04\n\nCycleEvent\x12\x10\n\x08\x63ycle_id\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12%\n\x05stage\x18\x03 \x01(\x0e\x32\x16.schedcp.v1.CycleStage\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.schedcp.v1.StageStatus\x12\x0f\n\x07message\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\'\n\tllm_usage\x18\x08 \x01(\x0b\x32\x14.schedcp.v1.LlmUsage\x12.\n\x07profile\x18\n \x01(\x0b\x32\x1b.schedcp.v1.WorkloadProfileH\x00\x12,\n\x04goal\x18\x0b \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoalH\x00\x12/\n\ncandidates\x18\x0c \x01(\x0b\x32\x19.schedcp.v1.CandidateListH\x00\x12&\n\x07verdict\x18\r \x01(\x0b\x32\x13.schedcp.v1.VerdictH\x00\x12\x31\n\ndeployment\x18\x0e \x01(\x0b\x32\x1b.schedcp.v1.DeploymentEventH\x00\x12&\n\x07outcome\x18\x0f \x01(\x0b\x32\x13.schedcp.v1.OutcomeH\x00\x42\x08\n\x06\x64\x65tail*\xec\x01\n\nCycleStage\x12\x1b\n\x17\x43YCLE_STAGE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43YCLE_STAGE_OBSERVE\x10\x01\x12\x14\n\x10\x43YCLE_STAGE_GOAL\x10\x02\x12\x1a\n\x16\x43YCLE_STAGE_CANDIDATES\x10\x03\x12\x16\n\x12\x43YCLE_STAGE_VERIFY\x10\x04\x12\x16\n\x12\x43YCLE_STAGE_DEPLOY\x10\x05\x12\x17\n\x13\x43YCLE_STAGE_MEASURE\x10\x06\x12\x15\n\x11\x43YCLE_STAGE_LEARN\x10\x07\x12\x16\n\x12\x43YCLE_STAGE_RESULT\x10\x08*\x7f\n\rSynthesisPath\x12\x1e\n\x1aSYNTHESIS_PATH_UNSPECIFIED\x10\x00\x12\x18\n\x14SYNTHESIS_PATH_REUSE\x10\x01\x12\x17\n\x13SYNTHESIS_PATH_TUNE\x10\x02\x12\x1b\n\x17SYNTHESIS_PATH_GENERATE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schedcp.v1.cycle_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CYCLESTAGE']._serialized_start=1092
-  _globals['_CYCLESTAGE']._serialized_end=1328
-  _globals['_SYNTHESISPATH']._serialized_start=1330
-  _globals['_SYNTHESISPATH']._serialized_end=1457
+  _globals['_CYCLESTAGE']._serialized_start=1140
+  _globals['_CYCLESTAGE']._serialized_end=1376
+  _globals['_SYNTHESISPATH']._serialized_start=1378
+  _globals['_SYNTHESISPATH']._serialized_end=1505
   _globals['_CANDIDATE']._serialized_start=226
-  _globals['_CANDIDATE']._serialized_end=393
-  _globals['_CANDIDATELIST']._serialized_start=395
-  _globals['_CANDIDATELIST']._serialized_end=469
-  _globals['_LLMUSAGE']._serialized_start=471
-  _globals['_LLMUSAGE']._serialized_end=559
-  _globals['_CYCLEEVENT']._serialized_start=562
-  _globals['_CYCLEEVENT']._serialized_end=1089
+  _globals['_CANDIDATE']._serialized_end=441
+  _globals['_CANDIDATELIST']._serialized_start=443
+  _globals['_CANDIDATELIST']._serialized_end=517
+  _globals['_LLMUSAGE']._serialized_start=519
+  _globals['_LLMUSAGE']._serialized_end=607
+  _globals['_CYCLEEVENT']._serialized_start=610
+  _globals['_CYCLEEVENT']._serialized_end=1137
 # @@protoc_insertion_point(module_scope)

@@ -49,18 +49,20 @@ SYNTHESIS_PATH_TUNE: SynthesisPath
 SYNTHESIS_PATH_GENERATE: SynthesisPath
 
 class Candidate(_message.Message):
-    __slots__ = ("artifact", "path", "expected_improvement", "confidence", "rationale")
+    __slots__ = ("artifact", "path", "expected_improvement", "confidence", "rationale", "evidence")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     RATIONALE_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     artifact: _policy_pb2.PolicyArtifact
     path: SynthesisPath
     expected_improvement: float
     confidence: float
     rationale: str
-    def __init__(self, artifact: _Optional[_Union[_policy_pb2.PolicyArtifact, _Mapping]] = ..., path: _Optional[_Union[SynthesisPath, str]] = ..., expected_improvement: _Optional[float] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ...) -> None: ...
+    evidence: _deployment_pb2.MetricComparison
+    def __init__(self, artifact: _Optional[_Union[_policy_pb2.PolicyArtifact, _Mapping]] = ..., path: _Optional[_Union[SynthesisPath, str]] = ..., expected_improvement: _Optional[float] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ..., evidence: _Optional[_Union[_deployment_pb2.MetricComparison, _Mapping]] = ...) -> None: ...
 
 class CandidateList(_message.Message):
     __slots__ = ("candidates", "chosen")

@@ -91,7 +91,7 @@ AUDIT_ACTION_ROLLOUT_ABORT: AuditAction
 AUDIT_ACTION_ROLLOUT_COMPLETE: AuditAction
 
 class CanarySpec(_message.Message):
-    __slots__ = ("baseline_window", "canary_window", "success_metric", "min_improvement", "guards", "report_only", "rounds", "max_rounds")
+    __slots__ = ("baseline_window", "canary_window", "success_metric", "min_improvement", "guards", "report_only", "rounds", "max_rounds", "prior")
     BASELINE_WINDOW_FIELD_NUMBER: _ClassVar[int]
     CANARY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class CanarySpec(_message.Message):
     REPORT_ONLY_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_FIELD_NUMBER: _ClassVar[int]
     baseline_window: _duration_pb2.Duration
     canary_window: _duration_pb2.Duration
     success_metric: _common_pb2.MetricSpec
@@ -108,7 +109,8 @@ class CanarySpec(_message.Message):
     report_only: bool
     rounds: int
     max_rounds: int
-    def __init__(self, baseline_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., min_improvement: _Optional[float] = ..., guards: _Optional[_Iterable[_Union[_goal_pb2.GuardConstraint, _Mapping]]] = ..., report_only: _Optional[bool] = ..., rounds: _Optional[int] = ..., max_rounds: _Optional[int] = ...) -> None: ...
+    prior: MetricComparison
+    def __init__(self, baseline_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., canary_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., min_improvement: _Optional[float] = ..., guards: _Optional[_Iterable[_Union[_goal_pb2.GuardConstraint, _Mapping]]] = ..., report_only: _Optional[bool] = ..., rounds: _Optional[int] = ..., max_rounds: _Optional[int] = ..., prior: _Optional[_Union[MetricComparison, _Mapping]] = ...) -> None: ...
 
 class Deployment(_message.Message):
     __slots__ = ("deployment_id", "host_id", "cycle_id", "policy_name", "artifact_digest", "verdict_id", "backend", "state", "reason", "previous_deployment_id", "started_at", "updated_at", "requested_by", "verdict_key_id", "failure")
@@ -157,7 +159,7 @@ class DeploymentEvent(_message.Message):
     def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ...) -> None: ...
 
 class MetricComparison(_message.Message):
-    __slots__ = ("metric", "baseline", "observed", "improvement", "satisfied", "rounds", "improvement_low", "improvement_high", "confidence")
+    __slots__ = ("metric", "baseline", "observed", "improvement", "satisfied", "rounds", "improvement_low", "improvement_high", "confidence", "prior_rounds")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +169,7 @@ class MetricComparison(_message.Message):
     IMPROVEMENT_LOW_FIELD_NUMBER: _ClassVar[int]
     IMPROVEMENT_HIGH_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     metric: _common_pb2.MetricSpec
     baseline: float
     observed: float
@@ -176,7 +179,8 @@ class MetricComparison(_message.Message):
     improvement_low: float
     improvement_high: float
     confidence: float
-    def __init__(self, metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., baseline: _Optional[float] = ..., observed: _Optional[float] = ..., improvement: _Optional[float] = ..., satisfied: _Optional[bool] = ..., rounds: _Optional[int] = ..., improvement_low: _Optional[float] = ..., improvement_high: _Optional[float] = ..., confidence: _Optional[float] = ...) -> None: ...
+    prior_rounds: int
+    def __init__(self, metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., baseline: _Optional[float] = ..., observed: _Optional[float] = ..., improvement: _Optional[float] = ..., satisfied: _Optional[bool] = ..., rounds: _Optional[int] = ..., improvement_low: _Optional[float] = ..., improvement_high: _Optional[float] = ..., confidence: _Optional[float] = ..., prior_rounds: _Optional[int] = ...) -> None: ...
 
 class Outcome(_message.Message):
     __slots__ = ("outcome_id", "cycle_id", "deployment_id", "host_id", "host_class", "policy_name", "artifact_digest", "parameters", "signature", "objective", "success", "guards", "result", "reason", "canary_window", "at", "goal")

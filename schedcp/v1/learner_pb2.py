@@ -31,7 +31,7 @@ from schedcp.v1 import verdict_pb2 as schedcp_dot_v1_dot_verdict__pb2
 from schedcp.v1 import profile_pb2 as schedcp_dot_v1_dot_profile__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/learner.proto\x12\nschedcp.v1\x1a\x17schedcp/v1/common.proto\x1a\x1bschedcp/v1/deployment.proto\x1a\x15schedcp/v1/goal.proto\x1a\x15schedcp/v1/host.proto\x1a\x17schedcp/v1/policy.proto\x1a\x18schedcp/v1/verdict.proto\x1a\x18schedcp/v1/profile.proto\"\xa9\x01\n\x15SearchPoliciesRequest\x12\x30\n\tsignature\x18\x01 \x01(\x0b\x32\x1d.schedcp.v1.WorkloadSignature\x12#\n\x04host\x18\x02 \x01(\x0b\x32\x15.schedcp.v1.HostFacts\x12*\n\x04goal\x18\x03 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12\r\n\x05limit\x18\x04 \x01(\r\"\xc1\x02\n\x0bPolicyMatch\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.schedcp.v1.PolicyRecord\x12\x1c\n\x14\x65xpected_improvement\x18\x02 \x01(\x01\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12*\n\x04goal\x18\x06 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12;\n\nparameters\x18\x07 \x03(\x0b\x32\'.schedcp.v1.PolicyMatch.ParametersEntry\x1aI\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.ParamValue:\x02\x38\x01\"r\n\x0b\x41ntiPattern\x12\x13\n\x0bpolicy_name\x18\x01 \x01(\t\x12\x16\n\x0eparameters_key\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0bregressions\x18\x04 \x01(\r\x12\x11\n\tejections\x18\x05 \x01(\r\"j\n\x16SearchPoliciesResponse\x12(\n\x07matches\x18\x01 \x03(\x0b\x32\x17.schedcp.v1.PolicyMatch\x12&\n\x05\x61void\x18\x02 \x03(\x0b\x32\x17.schedcp.v1.AntiPattern\"1\n\x10GetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\";\n\x13ListPoliciesRequest\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.schedcp.v1.PolicyKind\"B\n\x14ListPoliciesResponse\x12*\n\x08policies\x18\x01 \x03(\x0b\x32\x18.schedcp.v1.PolicyRecord\"\xac\x01\n\x10PutPolicyRequest\x12,\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1a.schedcp.v1.PolicyArtifact\x12,\n\x08metadata\x18\x02 \x01(\x0b\x32\x1a.schedcp.v1.PolicyMetadata\x12*\n\x07verdict\x18\x04 \x01(\x0b\x32\x19.schedcp.v1.SignedVerdictJ\x04\x08\x03\x10\x04R\nverdict_id\"N\n\x11PutPolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.schedcp.v1.PolicyRecord\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"L\n\x15LearnerHistoryRequest\x12\x13\n\x0bpolicy_name\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"?\n\x16LearnerHistoryResponse\x12%\n\x08outcomes\x18\x01 \x03(\x0b\x32\x13.schedcp.v1.Outcome2\x9d\x03\n\x0eLearnerService\x12W\n\x0eSearchPolicies\x12!.schedcp.v1.SearchPoliciesRequest\x1a\".schedcp.v1.SearchPoliciesResponse\x12\x43\n\tGetPolicy\x12\x1c.schedcp.v1.GetPolicyRequest\x1a\x18.schedcp.v1.PolicyRecord\x12Q\n\x0cListPolicies\x12\x1f.schedcp.v1.ListPoliciesRequest\x1a .schedcp.v1.ListPoliciesResponse\x12H\n\tPutPolicy\x12\x1c.schedcp.v1.PutPolicyRequest\x1a\x1d.schedcp.v1.PutPolicyResponse\x12P\n\x07History\x12!.schedcp.v1.LearnerHistoryRequest\x1a\".schedcp.v1.LearnerHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/learner.proto\x12\nschedcp.v1\x1a\x17schedcp/v1/common.proto\x1a\x1bschedcp/v1/deployment.proto\x1a\x15schedcp/v1/goal.proto\x1a\x15schedcp/v1/host.proto\x1a\x17schedcp/v1/policy.proto\x1a\x18schedcp/v1/verdict.proto\x1a\x18schedcp/v1/profile.proto\"\xa9\x01\n\x15SearchPoliciesRequest\x12\x30\n\tsignature\x18\x01 \x01(\x0b\x32\x1d.schedcp.v1.WorkloadSignature\x12#\n\x04host\x18\x02 \x01(\x0b\x32\x15.schedcp.v1.HostFacts\x12*\n\x04goal\x18\x03 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12\r\n\x05limit\x18\x04 \x01(\r\"\xf1\x02\n\x0bPolicyMatch\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.schedcp.v1.PolicyRecord\x12\x1c\n\x14\x65xpected_improvement\x18\x02 \x01(\x01\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12*\n\x04goal\x18\x06 \x01(\x0b\x32\x1c.schedcp.v1.OptimizationGoal\x12;\n\nparameters\x18\x07 \x03(\x0b\x32\'.schedcp.v1.PolicyMatch.ParametersEntry\x12.\n\x08\x65vidence\x18\x08 \x01(\x0b\x32\x1c.schedcp.v1.MetricComparison\x1aI\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.ParamValue:\x02\x38\x01\"r\n\x0b\x41ntiPattern\x12\x13\n\x0bpolicy_name\x18\x01 \x01(\t\x12\x16\n\x0eparameters_key\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0bregressions\x18\x04 \x01(\r\x12\x11\n\tejections\x18\x05 \x01(\r\"j\n\x16SearchPoliciesResponse\x12(\n\x07matches\x18\x01 \x03(\x0b\x32\x17.schedcp.v1.PolicyMatch\x12&\n\x05\x61void\x18\x02 \x03(\x0b\x32\x17.schedcp.v1.AntiPattern\"1\n\x10GetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\";\n\x13ListPoliciesRequest\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.schedcp.v1.PolicyKind\"B\n\x14ListPoliciesResponse\x12*\n\x08policies\x18\x01 \x03(\x0b\x32\x18.schedcp.v1.PolicyRecord\"\xac\x01\n\x10PutPolicyRequest\x12,\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1a.schedcp.v1.PolicyArtifact\x12,\n\x08metadata\x18\x02 \x01(\x0b\x32\x1a.schedcp.v1.PolicyMetadata\x12*\n\x07verdict\x18\x04 \x01(\x0b\x32\x19.schedcp.v1.SignedVerdictJ\x04\x08\x03\x10\x04R\nverdict_id\"N\n\x11PutPolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.schedcp.v1.PolicyRecord\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"L\n\x15LearnerHistoryRequest\x12\x13\n\x0bpolicy_name\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"?\n\x16LearnerHistoryResponse\x12%\n\x08outcomes\x18\x01 \x03(\x0b\x32\x13.schedcp.v1.Outcome2\x9d\x03\n\x0eLearnerService\x12W\n\x0eSearchPolicies\x12!.schedcp.v1.SearchPoliciesRequest\x1a\".schedcp.v1.SearchPoliciesResponse\x12\x43\n\tGetPolicy\x12\x1c.schedcp.v1.GetPolicyRequest\x1a\x18.schedcp.v1.PolicyRecord\x12Q\n\x0cListPolicies\x12\x1f.schedcp.v1.ListPoliciesRequest\x1a .schedcp.v1.ListPoliciesResponse\x12H\n\tPutPolicy\x12\x1c.schedcp.v1.PutPolicyRequest\x1a\x1d.schedcp.v1.PutPolicyResponse\x12P\n\x07History\x12!.schedcp.v1.LearnerHistoryRequest\x1a\".schedcp.v1.LearnerHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,27 +43,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHPOLICIESREQUEST']._serialized_start=218
   _globals['_SEARCHPOLICIESREQUEST']._serialized_end=387
   _globals['_POLICYMATCH']._serialized_start=390
-  _globals['_POLICYMATCH']._serialized_end=711
-  _globals['_POLICYMATCH_PARAMETERSENTRY']._serialized_start=638
-  _globals['_POLICYMATCH_PARAMETERSENTRY']._serialized_end=711
-  _globals['_ANTIPATTERN']._serialized_start=713
-  _globals['_ANTIPATTERN']._serialized_end=827
-  _globals['_SEARCHPOLICIESRESPONSE']._serialized_start=829
-  _globals['_SEARCHPOLICIESRESPONSE']._serialized_end=935
-  _globals['_GETPOLICYREQUEST']._serialized_start=937
-  _globals['_GETPOLICYREQUEST']._serialized_end=986
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=988
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=1047
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=1049
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1115
-  _globals['_PUTPOLICYREQUEST']._serialized_start=1118
-  _globals['_PUTPOLICYREQUEST']._serialized_end=1290
-  _globals['_PUTPOLICYRESPONSE']._serialized_start=1292
-  _globals['_PUTPOLICYRESPONSE']._serialized_end=1370
-  _globals['_LEARNERHISTORYREQUEST']._serialized_start=1372
-  _globals['_LEARNERHISTORYREQUEST']._serialized_end=1448
-  _globals['_LEARNERHISTORYRESPONSE']._serialized_start=1450
-  _globals['_LEARNERHISTORYRESPONSE']._serialized_end=1513
-  _globals['_LEARNERSERVICE']._serialized_start=1516
-  _globals['_LEARNERSERVICE']._serialized_end=1929
+  _globals['_POLICYMATCH']._serialized_end=759
+  _globals['_POLICYMATCH_PARAMETERSENTRY']._serialized_start=686
+  _globals['_POLICYMATCH_PARAMETERSENTRY']._serialized_end=759
+  _globals['_ANTIPATTERN']._serialized_start=761
+  _globals['_ANTIPATTERN']._serialized_end=875
+  _globals['_SEARCHPOLICIESRESPONSE']._serialized_start=877
+  _globals['_SEARCHPOLICIESRESPONSE']._serialized_end=983
+  _globals['_GETPOLICYREQUEST']._serialized_start=985
+  _globals['_GETPOLICYREQUEST']._serialized_end=1034
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=1036
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=1095
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=1097
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1163
+  _globals['_PUTPOLICYREQUEST']._serialized_start=1166
+  _globals['_PUTPOLICYREQUEST']._serialized_end=1338
+  _globals['_PUTPOLICYRESPONSE']._serialized_start=1340
+  _globals['_PUTPOLICYRESPONSE']._serialized_end=1418
+  _globals['_LEARNERHISTORYREQUEST']._serialized_start=1420
+  _globals['_LEARNERHISTORYREQUEST']._serialized_end=1496
+  _globals['_LEARNERHISTORYRESPONSE']._serialized_start=1498
+  _globals['_LEARNERHISTORYRESPONSE']._serialized_end=1561
+  _globals['_LEARNERSERVICE']._serialized_start=1564
+  _globals['_LEARNERSERVICE']._serialized_end=1977
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ class SearchPoliciesRequest(_message.Message):
     def __init__(self, signature: _Optional[_Union[_profile_pb2.WorkloadSignature, _Mapping]] = ..., host: _Optional[_Union[_host_pb2.HostFacts, _Mapping]] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class PolicyMatch(_message.Message):
-    __slots__ = ("policy", "expected_improvement", "confidence", "similarity", "reason", "goal", "parameters")
+    __slots__ = ("policy", "expected_improvement", "confidence", "similarity", "reason", "goal", "parameters", "evidence")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class PolicyMatch(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     policy: _policy_pb2.PolicyRecord
     expected_improvement: float
     confidence: float
@@ -48,7 +49,8 @@ class PolicyMatch(_message.Message):
     reason: str
     goal: _goal_pb2.OptimizationGoal
     parameters: _containers.MessageMap[str, _common_pb2.ParamValue]
-    def __init__(self, policy: _Optional[_Union[_policy_pb2.PolicyRecord, _Mapping]] = ..., expected_improvement: _Optional[float] = ..., confidence: _Optional[float] = ..., similarity: _Optional[float] = ..., reason: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ...) -> None: ...
+    evidence: _deployment_pb2.MetricComparison
+    def __init__(self, policy: _Optional[_Union[_policy_pb2.PolicyRecord, _Mapping]] = ..., expected_improvement: _Optional[float] = ..., confidence: _Optional[float] = ..., similarity: _Optional[float] = ..., reason: _Optional[str] = ..., goal: _Optional[_Union[_goal_pb2.OptimizationGoal, _Mapping]] = ..., parameters: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., evidence: _Optional[_Union[_deployment_pb2.MetricComparison, _Mapping]] = ...) -> None: ...
 
 class AntiPattern(_message.Message):
     __slots__ = ("policy_name", "parameters_key", "reason", "regressions", "ejections")

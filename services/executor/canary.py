@@ -30,7 +30,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from schedcp.domain import matchers
+from schedcp.domain import evidence, matchers
 from schedcp.runtime import rpc
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, observer_pb2, observer_pb2_grpc
@@ -75,6 +75,21 @@ def check_spec(spec: deployment_pb2.CanarySpec) -> None:
         raise InvalidArgument(f"a canary runs at most {MAX_ROUNDS} rounds, asked for up to {max_rounds(spec)}")
     if spec.HasField("success_metric") and spec.success_metric.direction == common_pb2.DIRECTION_UNSPECIFIED:
         raise InvalidArgument("the success metric needs a direction (lower or higher is better)")
+    if spec.HasField("prior"):
+        check_prior(spec)
+
+
+def check_prior(spec: deployment_pb2.CanarySpec) -> None:
+    prior = spec.prior
+    if not spec.HasField("success_metric") or prior.metric != spec.success_metric:
+        raise InvalidArgument("canary.prior must be evidence on the canary's own success metric (same name, groups "
+                              "and direction)")
+    if prior.rounds < 2 or not prior.improvement_low <= prior.improvement <= prior.improvement_high:
+        raise InvalidArgument(f"canary.prior needs two rounds or more and an interval around its improvement, got "
+                              f"{prior.rounds} round(s), {prior.improvement:g} in "
+                              f"{prior.improvement_low:g}..{prior.improvement_high:g}")
+    if abs(prior.confidence - CONFIDENCE) > 1e-9:
+        raise InvalidArgument(f"canary.prior's interval must be at confidence {CONFIDENCE}, got {prior.confidence:g}")
 
 
 def max_rounds(spec: deployment_pb2.CanarySpec) -> int:
@@ -254,23 +269,13 @@ def judge(spec: deployment_pb2.CanarySpec, baseline: dict[str, float], observed:
 # Each round pairs a canary window with the baseline measured just before it, so a phase of the
 # workload or a busy host moves both; the per-round ratio (canary / baseline) cancels it. The
 # rounds' log ratios give the geometric mean ratio (a round twice as good and one half as good
-# cancel out) and a Student t interval of it: with 3-6 rounds a bootstrap or sign-based interval
-# cannot reach such confidence (decisions.md 34). 95 %, not 90 %: an inconclusive canary is
-# looked at again after each added round, and at 90 % a look each time kept a policy that
-# changes nothing up to 10 % of the time in simulation; at 95 %, about 5 %.
-CONFIDENCE = 0.95
-# Student's t at 0.975 (two-sided 95 %) by degrees of freedom, rounds - 1 = 1 .. MAX_ROUNDS - 1.
-T_QUANTILE = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-              2.131, 2.120, 2.110, 2.101, 2.093)
-# Whether an improvement is there at all, for keeping (see judge_rounds): Student's t at 0.9875
-# (two-sided 97.5 %), stricter than the reported interval's because a canary that stays
-# inconclusive is looked at again after each added round.
-SURE = 0.975
-T_SURE = (25.452, 6.205, 4.177, 3.495, 3.163, 2.969, 2.841, 2.752, 2.685, 2.634, 2.593, 2.560, 2.533, 2.510,
-          2.490, 2.473, 2.458, 2.445, 2.433)
-# One round's ratio past 100x either way is a measurement that broke (a group gone, a zero
-# percentile), not a scale of effect: clipped, so one such round cannot outweigh the rest.
-RATIO_LIMIT = 100.0
+# cancel out) and a Student t interval of it (schedcp/domain/evidence.py): with 3-6 rounds a
+# bootstrap or sign-based interval cannot reach such confidence (decisions.md 34). 95 %, not
+# 90 %: an inconclusive canary is looked at again after each added round, and at 90 % a look each
+# time kept a policy that changes nothing up to 10 % of the time in simulation; at 95 %, about
+# 5 %. Whether an improvement is there at all, for keeping, is asked at SURE (97.5 %), stricter
+# than the reported interval's for the same reason.
+CONFIDENCE, SURE = evidence.CONFIDENCE, evidence.SURE
 
 
 @dataclass(frozen=True)
@@ -285,51 +290,45 @@ class Interval:
         return Interval(self.point * factor, self.low * factor, self.high * factor)
 
 
-def ratio_interval(pairs: list[tuple[float, float]], quantiles: tuple[float, ...] = T_QUANTILE) -> Interval:
+def ratio_interval(pairs: list[tuple[float, float]], quantiles: tuple[float, ...] = evidence.T_QUANTILE) -> Interval:
     """The geometric mean of after/before over (before, after) pairs (two at least), with the t
     interval of the mean log ratio (CONFIDENCE; `quantiles` for another): exact when the log
     ratios are normal, and deterministic."""
-    logs = [_log_ratio(before, after) for before, after in pairs]
-    mean = statistics.fmean(logs)
-    half = quantiles[len(logs) - 2] * statistics.stdev(logs) / math.sqrt(len(logs))
-    return Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half))
+    return Interval(*_estimate(pairs).ratio_interval(quantiles))
 
 
-def _log_ratio(before: float, after: float) -> float:
-    if before == after:  # both zero included: nothing changed
-        return 0.0
-    if before <= 0 or after <= 0:
-        return math.copysign(math.log(RATIO_LIMIT), after - before)
-    return max(-math.log(RATIO_LIMIT), min(math.log(RATIO_LIMIT), math.log(after / before)))
+def _estimate(pairs: list[tuple[float, float]]) -> evidence.Estimate:
+    return evidence.of_logs([evidence.log_ratio(before, after) for before, after in pairs])
 
 
-def compare_rounds(metric: common_pb2.MetricSpec,
-                   rounds: list[tuple[Window, Window]]) -> tuple[deployment_pb2.MetricComparison, Interval]:
+def compare_rounds(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]],
+                   prior: deployment_pb2.MetricComparison | None = None,
+                   ) -> tuple[deployment_pb2.MetricComparison, Interval]:
     """The metric over the rounds: medians before and after, the improvement (from the geometric
-    mean ratio) with its interval, and that ratio interval itself."""
+    mean ratio) with its interval, and that ratio interval itself. With a `prior` (earlier
+    canaries' evidence, evidence.of_comparison), the improvement and its interval are the two
+    pooled (`prior_rounds` says so); the medians and the ratio interval stay this canary's."""
     pairs = _pairs(metric, rounds)
-    ratios = ratio_interval(pairs)
-    ends = _improvements(metric, ratios)
-    comparison = deployment_pb2.MetricComparison(
-        metric=metric, baseline=statistics.median(b for b, _ in pairs), observed=statistics.median(o for _, o in pairs),
-        improvement=_improvement(metric, ratios.point), rounds=len(rounds),
-        improvement_low=ends[0], improvement_high=ends[1], confidence=CONFIDENCE)
-    return comparison, ratios
+    estimate = _with_prior(_estimate(pairs), prior)
+    comparison = evidence.comparison(metric, estimate)
+    comparison.baseline = statistics.median(b for b, _ in pairs)
+    comparison.observed = statistics.median(o for _, o in pairs)
+    comparison.rounds = len(rounds)
+    comparison.prior_rounds = prior.rounds if estimate.df > len(rounds) - 1 else 0
+    return comparison, ratio_interval(pairs)
 
 
-def _improvement(metric: common_pb2.MetricSpec, ratio: float) -> float:
-    return 1 - ratio if metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER else ratio - 1
+def _with_prior(current: evidence.Estimate, prior: deployment_pb2.MetricComparison | None) -> evidence.Estimate:
+    earlier = evidence.of_comparison(prior) if prior is not None else None
+    return current if earlier is None else evidence.pooled([(current, 1.0), (earlier, 1.0)])
 
 
-def _improvements(metric: common_pb2.MetricSpec, ratios: Interval) -> tuple[float, float]:
-    """A ratio interval's ends as improvements, (lower, higher)."""
-    ends = sorted(_improvement(metric, r) for r in (ratios.low, ratios.high))
-    return ends[0], ends[1]
-
-
-def surely_better(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]]) -> bool:
-    """Whether the rounds show the metric better than before at all, at SURE confidence."""
-    return _improvements(metric, ratio_interval(_pairs(metric, rounds), T_SURE))[0] > 0
+def surely_better(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]],
+                  prior: deployment_pb2.MetricComparison | None = None) -> bool:
+    """Whether the rounds (with the prior's evidence, when given) show the metric better than
+    before at all, at SURE confidence."""
+    _, low, high = _with_prior(_estimate(_pairs(metric, rounds)), prior).ratio_interval(evidence.T_SURE)
+    return evidence.improvements(metric, low, high)[0] > 0
 
 
 def _pairs(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]]) -> list[tuple[float, float]]:
@@ -361,8 +360,10 @@ def judge_rounds(spec: deployment_pb2.CanarySpec, rounds: list[tuple[Window, Win
     failed, unsure, fine = [], [], []
     success = None
     if spec.HasField("success_metric"):
-        success, _ = compare_rounds(spec.success_metric, rounds)
-        success.satisfied = success.improvement >= spec.min_improvement and surely_better(spec.success_metric, rounds)
+        prior = spec.prior if spec.HasField("prior") else None
+        success, _ = compare_rounds(spec.success_metric, rounds, prior)
+        success.satisfied = (success.improvement >= spec.min_improvement
+                             and surely_better(spec.success_metric, rounds, prior))
         told = _told_success(spec, success, rounds)
         _sort(success.satisfied, success.improvement_high < spec.min_improvement, told, fine, failed, unsure)
     guards = []
@@ -399,8 +400,14 @@ def _told_success(spec: deployment_pb2.CanarySpec, c: deployment_pb2.MetricCompa
     else:
         required_text = f"{100 * required:.0f} % required"
     per_round = ", ".join(f"{100 * compare(c.metric, b.values, o.values).improvement:+.0f} %" for b, o in rounds)
+    over = f"over {c.rounds} rounds"
+    if c.prior_rounds:
+        alone, _ = compare_rounds(c.metric, rounds)
+        low, high = 100 * alone.improvement_low, 100 * alone.improvement_high
+        over += (f" and {c.prior_rounds} rounds of earlier canaries on similar workloads (these rounds alone: "
+                 f"{100 * alone.improvement:.0f} %, {low:.0f}..{high:.0f} %)")
     return (f"{c.metric.name} improved {100 * c.improvement:.0f} % ({100 * CONFIDENCE:.0f} % interval "
-            f"{100 * c.improvement_low:.0f}..{100 * c.improvement_high:.0f} %) over {c.rounds} rounds, {against} the "
+            f"{100 * c.improvement_low:.0f}..{100 * c.improvement_high:.0f} %) {over}, {against} the "
             f"{required_text} (medians {_number(c.baseline)} -> {_number(c.observed)}; per round "
             f"{per_round})")
 

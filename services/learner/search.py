@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from schedcp.domain import params
+from schedcp.domain import evidence, params
 from schedcp.domain.policies import GOAL_WORDS
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import common_pb2, deployment_pb2, goal_pb2, host_pb2, learner_pb2, policy_pb2, profile_pb2
@@ -53,6 +53,9 @@ class _Votes:
         self.goal: goal_pb2.OptimizationGoal | None = None
         self._goal_similarity = 0.0
         self.parameters: dict[str, common_pb2.ParamValue] = {}
+        # Judged canaries of two rounds or more, by success metric: (estimate, similarity).
+        self.estimates: dict[str, list[tuple[evidence.Estimate, float]]] = defaultdict(list)
+        self.metrics: dict[str, common_pb2.MetricSpec] = {}
 
     def add(self, outcome: deployment_pb2.Outcome, w: float) -> None:
         self.best_similarity = max(self.best_similarity, w)
@@ -64,6 +67,9 @@ class _Votes:
             return
         if outcome.result == R.OUTCOME_RESULT_KEPT and outcome.HasField("goal") and w > self._goal_similarity:
             self.goal, self._goal_similarity = outcome.goal, w
+        if (estimate := evidence.of_comparison(outcome.success)) is not None:
+            self.estimates[outcome.success.metric.name].append((estimate, w))
+            self.metrics[outcome.success.metric.name] = outcome.success.metric
         x = outcome.success.improvement
         self.count += 1
         self.regressions += x < 0
@@ -74,6 +80,16 @@ class _Votes:
     @property
     def mean(self) -> float:
         return self.weighted_sum / self.weight if self.weight else 0.0
+
+    def pooled_evidence(self) -> deployment_pb2.MetricComparison | None:
+        """The pooled estimate of the success metric the most similar kept goal judged (else the
+        metric with the most canaries), for the next canary of this policy to be judged with."""
+        wanted = self.goal.success_metric.name if self.goal is not None else ""
+        name = wanted if wanted in self.estimates else max(self.estimates, key=lambda n: len(self.estimates[n]),
+                                                           default="")
+        if not name:
+            return None
+        return evidence.comparison(self.metrics[name], evidence.pooled(self.estimates[name]))
 
     @property
     def confidence(self) -> float:
@@ -107,7 +123,7 @@ def search(request: learner_pb2.SearchPoliciesRequest, records: list[policy_pb2.
         elif v.count:
             matches.append(learner_pb2.PolicyMatch(
                 policy=by_name[name], expected_improvement=v.mean, confidence=v.confidence,
-                similarity=v.best_similarity, goal=v.goal, parameters=v.parameters,
+                similarity=v.best_similarity, goal=v.goal, parameters=v.parameters, evidence=v.pooled_evidence(),
                 reason=f"{v.count} similar outcome(s) with {key or 'default parameters'}: "
                        f"mean improvement {100 * v.mean:+.1f}%"))
     matches.sort(key=lambda m: m.expected_improvement * m.confidence, reverse=True)

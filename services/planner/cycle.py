@@ -193,7 +193,7 @@ class Cycle:
             if judged is None and (skipped := await self._already_running(cycle, host, verdict)):
                 yield skipped
                 return
-            async for event in self._canary(cycle, host, verdict, goal, profile):
+            async for event in self._canary(cycle, host, verdict, goal, profile, _evidence(candidate)):
                 yield event
             judged = cycle.deployed
             # A canary that rolled back measured that this policy does not help here; the next
@@ -287,10 +287,11 @@ class Cycle:
                                 f"{running.deployment_id}): nothing to change")
 
     async def _canary(self, cycle: _CycleEvents, host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,
-                      goal: goal_pb2.OptimizationGoal, profile):
-        """Deploy as a canary and wait for the learner; the last deployment event is `cycle.deployed`."""
+                      goal: goal_pb2.OptimizationGoal, profile, prior: deployment_pb2.MetricComparison | None = None):
+        """Deploy as a canary (judged with `prior`, earlier canaries' evidence, when given) and wait
+        for the learner; the last deployment event is `cycle.deployed`."""
         cycle.deployed = None
-        async for event in self._deploy(host, verdict, goal, profile, cycle.cycle_id):
+        async for event in self._deploy(host, verdict, goal, profile, cycle.cycle_id, prior):
             cycle.deployed = event
             yield await cycle.emit(_stage_of(event), common_pb2.STAGE_STATUS_RUNNING, event.message, deployment=event)
         if _outcome_published(cycle.deployed):
@@ -349,9 +350,10 @@ class Cycle:
                 executor_pb2.RollbackRequest(reason=reason, host_id=host.host_id))
 
     async def _deploy(self, host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,
-                      goal: goal_pb2.OptimizationGoal, profile, cycle_id: str):
+                      goal: goal_pb2.OptimizationGoal, profile, cycle_id: str,
+                      prior: deployment_pb2.MetricComparison | None = None):
         request = executor_pb2.DeployRequest(artifact=verdict.artifact, verdict=verdict,
-                                             canary=canary_for(goal, self._canary_window_s), goal=goal,
+                                             canary=canary_for(goal, self._canary_window_s, prior), goal=goal,
                                              signature=profile.signature, cycle_id=cycle_id,
                                              host_id=host.host_id)
         async with rpc.channel(host.executor_addr) as channel:
@@ -365,14 +367,20 @@ def _age_s(profile: profile_pb2.WorkloadProfile) -> float:
     return (time.time_ns() - end) / 1e9
 
 
-def canary_for(goal: goal_pb2.OptimizationGoal, window_s: float) -> deployment_pb2.CanarySpec:
+def canary_for(goal: goal_pb2.OptimizationGoal, window_s: float,
+               prior: deployment_pb2.MetricComparison | None = None) -> deployment_pb2.CanarySpec:
     """The goal as the executor's canary: its success metric, least improvement, guards and rounds;
-    windows of `window_s`, or the longer one the goal's metric needs."""
+    windows of `window_s`, or the longer one the goal's metric needs. `prior`: what earlier
+    canaries of the policy measured on the goal's success metric, judged together with the new
+    rounds (only by a canary of several rounds, and only on the very metric)."""
     window = duration_pb2.Duration()
     window.FromMilliseconds(int(max(window_s, goal.min_window.ToNanoseconds() / 1e9) * 1000))
-    return deployment_pb2.CanarySpec(baseline_window=window, canary_window=window, success_metric=goal.success_metric,
+    spec = deployment_pb2.CanarySpec(baseline_window=window, canary_window=window, success_metric=goal.success_metric,
                                      min_improvement=goal.min_improvement, guards=goal.guards,
                                      rounds=canary_rounds(goal))
+    if prior is not None and spec.rounds > 1 and prior.metric == goal.success_metric:
+        spec.prior.CopyFrom(prior)
+    return spec
 
 
 def canary_rounds(goal: goal_pb2.OptimizationGoal) -> int:
@@ -441,6 +449,10 @@ def _not_applied(last: deployment_pb2.DeploymentEvent | None) -> bool:
 
 def _kept(last: deployment_pb2.DeploymentEvent | None) -> bool:
     return last is not None and last.deployment.state == deployment_pb2.DEPLOYMENT_STATE_KEPT
+
+
+def _evidence(candidate: cycle_pb2.Candidate) -> deployment_pb2.MetricComparison | None:
+    return candidate.evidence if candidate.HasField("evidence") else None
 
 
 def _improvement(last: deployment_pb2.DeploymentEvent, goal: goal_pb2.OptimizationGoal) -> float:

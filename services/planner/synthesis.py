@@ -310,6 +310,8 @@ def rank(found: cycle_pb2.CandidateList, search: learner_pb2.SearchPoliciesRespo
             continue
         candidate.path = cycle_pb2.SYNTHESIS_PATH_REUSE
         candidate.expected_improvement, candidate.confidence = match.expected_improvement, match.confidence
+        if match.HasField("evidence"):
+            candidate.evidence.CopyFrom(match.evidence)
         candidate.rationale = f"{wanted[0]}: {match.reason}"
         reused.append(candidate)
     rest = [c for c in kept if c not in reused]
