@@ -154,3 +154,14 @@ def test_schedcp_verify_says_whose_policy_it_checks(tmp_path):
     mine = _artifact_from_file(*_verify_source(str(own)), "mine", [])
     assert (library.origin, mine.origin) == (policy_pb2.POLICY_ORIGIN_LIBRARY, policy_pb2.POLICY_ORIGIN_OPERATOR)
     assert library.sched_ext.source == mine.sched_ext.source == source
+
+
+def test_a_cached_verdict_answers_only_the_rules_it_was_reached_by(monkeypatch):
+    """A new rule must not leave an approval it would refuse in the cache for its week."""
+    from services.verifier import verdict_cache
+
+    kernel = verdict_pb2.TargetKernel(release="6.18.12+deb13-cloud-amd64", arch="x86_64")
+    before = verdict_cache._question_key("abc", kernel)
+    assert verdict_cache._question_key("abc", kernel) == before  # the same question, the same key
+    monkeypatch.setattr(verdict_cache, "RULES", "another-set-of-rules")
+    assert verdict_cache._question_key("abc", kernel) != before

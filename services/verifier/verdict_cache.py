@@ -2,9 +2,11 @@
 (the artifact as sent, and the kernel), so the same question is answered once.
 
 Keys: `id.<verdict_id>` holds the Verdict; `for.<request digest>.<kernel>` holds the id of the
-latest verdict for that question. Whoever can write the bucket is not trusted: a cached verdict
-is served only if its signature checks out with the key the verifier holds now, its displayed
-claims are the signed ones, it answers this very question, and it has not expired.
+latest verdict for that question, asked of these very rules: the kernel part also hashes the
+verifier's own code (RULES), so a verdict cached before a rule changed is not served after it.
+Whoever can write the bucket is not trusted: a cached verdict is served only if its signature
+checks out with the key the verifier holds now, its displayed claims are the signed ones, it
+answers this very question, and it has not expired.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from pathlib import Path
 
 from nats.js.errors import KeyNotFoundError
 
@@ -23,6 +26,10 @@ from schedcp.v1 import verdict_pb2, verifier_pb2
 
 log = logging.getLogger(__name__)
 _ID_CHARS = set("0123456789abcdef")
+# The rules a verdict was reached by: the verifier's sources (stages, checks, bounds). A new rule
+# (the raw-read pass of SCX016, say) must not leave an approval it would refuse in the cache for
+# its week; a change that alters no rule costs one verification more per question.
+RULES = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))).hexdigest()[:16]
 
 
 class VerdictCache:
@@ -79,5 +86,5 @@ class VerdictCache:
 
 def _question_key(request_digest: str, kernel: verdict_pb2.TargetKernel) -> str:
     # KV keys allow [-/_=.a-zA-Z0-9]: a release like "6.18.12+deb13" does not fit, its hash does.
-    kernel_part = hashlib.sha256(verdicts.kernel_key(kernel).encode()).hexdigest()[:32]
+    kernel_part = hashlib.sha256(f"{verdicts.kernel_key(kernel)}|{RULES}".encode()).hexdigest()[:32]
     return f"for.{request_digest}.{kernel_part}"
