@@ -372,6 +372,8 @@ def store(insn: Instruction, state: State) -> State:
         value = None
     else:
         value = state.regs[insn.src] if insn.code & 0x07 == 0x03 and size == 8 else UNKNOWN
+    if base.kind == FRAME:  # into a caller's stack: what that stack may hold grows
+        return replace(state, outer=join(state.outer, value or UNKNOWN))
     if base.kind != STACK:
         return state
     if not base.exact:
