@@ -327,15 +327,22 @@ def test_an_outcome_stored_but_not_counted_is_counted_on_redelivery(nats_server)
 
 def test_search_pools_the_canaries_intervals_into_the_evidence_a_reuse_is_judged_with():
     """Two kept canaries of one point, each with a 95 % interval over its rounds: the match carries
-    their pooled estimate, between the two and narrower than either; a one-round outcome has no
-    interval and adds nothing to it. (Unit level: the ledger's outcomes, no service.)"""
+    their pooled estimate on the kept goal's metric, between the two and narrower than either; a
+    one-round outcome has no interval, and a canary of another group's metric is no evidence of
+    this one. (Unit level: the ledger's outcomes, no service.)"""
     metric = common_pb2.MetricSpec(name="response_p99_us", groups=[common_pb2.GroupMatcher(comm="nginx")],
                                    direction=common_pb2.DIRECTION_LOWER_IS_BETTER)
-    measured = [outcome("a", "long_slice", 0.27), outcome("b", "long_slice", 0.15), outcome("c", "long_slice", 0.6)]
-    for o, (low, high, rounds) in zip(measured, [(0.10, 0.42, 6), (-0.06, 0.31, 6), (0.0, 0.0, 1)], strict=True):
-        o.success.metric.CopyFrom(metric)
+    elsewhere = common_pb2.MetricSpec()
+    elsewhere.CopyFrom(metric)
+    elsewhere.groups[0].comm = "redis"
+    measured = [outcome(i, "long_slice", x) for i, x in (("a", 0.27), ("b", 0.15), ("c", 0.6), ("d", 0.9))]
+    intervals = [(0.10, 0.42, 6, metric), (-0.06, 0.31, 6, metric), (0.0, 0.0, 1, metric), (0.8, 0.95, 6, elsewhere)]
+    for o, (low, high, rounds, on) in zip(measured, intervals, strict=True):
+        o.success.metric.CopyFrom(on)
         o.success.improvement_low, o.success.improvement_high, o.success.rounds = low, high, rounds
         o.success.confidence = 0.95 if rounds > 1 else 0.0
+        o.goal.objective = o.objective
+        o.goal.success_metric.CopyFrom(metric)
     record = policy_pb2.PolicyRecord(metadata=policy_pb2.PolicyMetadata(
         name="long_slice", kind=policy_pb2.POLICY_KIND_NATIVE, goals=["latency"]))
     request = learner_pb2.SearchPoliciesRequest(
@@ -343,8 +350,8 @@ def test_search_pools_the_canaries_intervals_into_the_evidence_a_reuse_is_judged
         host=host_pb2.HostFacts(backends=["native"]), goal=goal_pb2.OptimizationGoal(
             objective=goal_pb2.OBJECTIVE_TAIL_LATENCY), limit=5)
     (match,) = search.search(request, [record], types.SimpleNamespace(outcomes=measured)).matches
-    pooled = match.evidence
-    assert pooled.metric == metric and pooled.rounds == 11 and pooled.confidence == 0.95
+    pooled = match.evidence  # a and b: c has no interval, d measured another group
+    assert pooled.metric == metric and pooled.rounds == 12 and pooled.confidence == 0.95
     assert 0.15 < pooled.improvement < 0.27
     assert pooled.improvement_high - pooled.improvement_low < min(0.42 - 0.10, 0.31 + 0.06)
-    assert match.expected_improvement == pytest.approx((0.27 + 0.15 + 0.6) / 3)  # the mean still counts all
+    assert match.expected_improvement == pytest.approx((0.27 + 0.15 + 0.6 + 0.9) / 4)  # the mean counts all

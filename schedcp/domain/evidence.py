@@ -7,9 +7,9 @@ or a busy host moves both and the ratio cancels it; the mean of the log ratios i
 mean ratio, and a Student t interval of it is what a canary reports (executor canary.py). Two
 canaries of one policy on similar workloads are two measurements of one effect: their inverse-
 variance weighted mean is the estimate both support, with a standard error smaller than
-either's, and degrees of freedom summed (a Satterthwaite bound would be tighter; the sum errs
-towards a wider interval only when the two spreads differ a lot, which the weights then
-discount).
+either's; its degrees of freedom are Welch-Satterthwaite's (at most the sum, less when one
+canary dominates the weights), so a t interval of the pooled estimate is not narrower than the
+evidence allows.
 """
 
 from __future__ import annotations
@@ -38,19 +38,17 @@ def t_quantile(df: int, table: tuple[float, ...] = T_QUANTILE) -> float:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean log ratio, its standard error and degrees of freedom."""
+    """A mean log ratio, its standard error, its degrees of freedom and the rounds behind it."""
 
     mean: float
     se: float
-    df: int
-
-    @property
-    def rounds(self) -> int:
-        return self.df + 1
+    df: float
+    rounds: int
 
     def ratio_interval(self, table: tuple[float, ...] = T_QUANTILE) -> tuple[float, float, float]:
-        """(point, low, high) of the ratio, at the table's confidence."""
-        half = t_quantile(self.df, table) * self.se
+        """(point, low, high) of the ratio, at the table's confidence (fractional degrees of
+        freedom rounded down: the wider interval)."""
+        half = t_quantile(int(self.df), table) * self.se
         return math.exp(self.mean), math.exp(self.mean - half), math.exp(self.mean + half)
 
 
@@ -66,18 +64,12 @@ def of_logs(logs: list[float]) -> Estimate:
     """The estimate of two or more rounds' log ratios."""
     mean = sum(logs) / len(logs)
     variance = sum((x - mean) ** 2 for x in logs) / (len(logs) - 1)
-    return Estimate(mean, math.sqrt(variance / len(logs)), len(logs) - 1)
+    return Estimate(mean, math.sqrt(variance / len(logs)), len(logs) - 1, len(logs))
 
 
 def improvement(metric: common_pb2.MetricSpec, ratio: float) -> float:
     """A ratio (after over before) as an improvement in the metric's better direction."""
     return 1 - ratio if metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER else ratio - 1
-
-
-def ratio(metric: common_pb2.MetricSpec, improved: float) -> float:
-    """The inverse of `improvement`, kept within RATIO_LIMIT."""
-    value = 1 - improved if metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER else 1 + improved
-    return min(max(value, 1 / RATIO_LIMIT), RATIO_LIMIT)
 
 
 def improvements(metric: common_pb2.MetricSpec, low_ratio: float, high_ratio: float) -> tuple[float, float]:
@@ -87,31 +79,47 @@ def improvements(metric: common_pb2.MetricSpec, low_ratio: float, high_ratio: fl
 
 
 def of_comparison(comparison: deployment_pb2.MetricComparison) -> Estimate | None:
-    """The estimate behind a reported comparison of two rounds or more at CONFIDENCE (None for
-    one round, or an interval of no width, which says nothing about the spread)."""
+    """The estimate behind a reported comparison of two rounds or more at CONFIDENCE; None for
+    one round, an interval of no width (it says nothing about the spread), or one whose ends
+    were clipped at RATIO_LIMIT (its centre and width would be wrong)."""
     if comparison.rounds < 2 or abs(comparison.confidence - CONFIDENCE) > 1e-9:
         return None
     metric = comparison.metric
-    ends = sorted(math.log(ratio(metric, i)) for i in (comparison.improvement_low, comparison.improvement_high))
-    if ends[1] - ends[0] <= 0:
+    ratios = [_unclipped_ratio(metric, i) for i in (comparison.improvement_low, comparison.improvement_high)]
+    if None in ratios:
         return None
-    df = comparison.rounds - 1
-    return Estimate((ends[0] + ends[1]) / 2, (ends[1] - ends[0]) / 2 / t_quantile(df), df)
+    ends = sorted(math.log(r) for r in ratios)
+    if not ends[1] - ends[0] > 0:
+        return None
+    df = comparison.degrees_of_freedom or comparison.rounds - 1
+    return Estimate((ends[0] + ends[1]) / 2, (ends[1] - ends[0]) / 2 / t_quantile(int(df)), df, comparison.rounds)
+
+
+def _unclipped_ratio(metric: common_pb2.MetricSpec, improved: float) -> float | None:
+    """The inverse of `improvement`; None past RATIO_LIMIT or for a number that is not one."""
+    if not math.isfinite(improved):
+        return None
+    value = 1 - improved if metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER else 1 + improved
+    return value if 1 / RATIO_LIMIT < value < RATIO_LIMIT else None
 
 
 def pooled(estimates: list[tuple[Estimate, float]]) -> Estimate:
     """Estimates of one effect, each with a weight in 0..1 (how much it applies here: a
-    workload's similarity), as one: inverse-variance weighted."""
+    workload's similarity), as one: inverse-variance weighted, with Welch-Satterthwaite's
+    degrees of freedom for those weights."""
     precision = [(e, w / max(e.se, 1e-9) ** 2) for e, w in estimates]
     total = sum(p for _, p in precision)
     mean = sum(e.mean * p for e, p in precision) / total
-    return Estimate(mean, 1 / math.sqrt(total), sum(e.df for e, _ in estimates))
+    df = total ** 2 / sum(p ** 2 / max(e.df, 1) for e, p in precision)
+    return Estimate(mean, 1 / math.sqrt(total), df, sum(e.rounds for e, _ in estimates))
 
 
 def comparison(metric: common_pb2.MetricSpec, estimate: Estimate) -> deployment_pb2.MetricComparison:
     """The estimate as a reported comparison: improvement and its CONFIDENCE interval."""
     point, low, high = estimate.ratio_interval()
     low_improvement, high_improvement = improvements(metric, low, high)
+    pooled = estimate.df != estimate.rounds - 1
     return deployment_pb2.MetricComparison(metric=metric, improvement=improvement(metric, point),
                                            improvement_low=low_improvement, improvement_high=high_improvement,
-                                           rounds=estimate.rounds, confidence=CONFIDENCE)
+                                           rounds=estimate.rounds, confidence=CONFIDENCE,
+                                           degrees_of_freedom=estimate.df if pooled else 0)

@@ -159,7 +159,7 @@ class DeploymentEvent(_message.Message):
     def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ...) -> None: ...
 
 class MetricComparison(_message.Message):
-    __slots__ = ("metric", "baseline", "observed", "improvement", "satisfied", "rounds", "improvement_low", "improvement_high", "confidence", "prior_rounds")
+    __slots__ = ("metric", "baseline", "observed", "improvement", "satisfied", "rounds", "improvement_low", "improvement_high", "confidence", "prior_rounds", "degrees_of_freedom")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class MetricComparison(_message.Message):
     IMPROVEMENT_HIGH_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     PRIOR_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    DEGREES_OF_FREEDOM_FIELD_NUMBER: _ClassVar[int]
     metric: _common_pb2.MetricSpec
     baseline: float
     observed: float
@@ -180,7 +181,8 @@ class MetricComparison(_message.Message):
     improvement_high: float
     confidence: float
     prior_rounds: int
-    def __init__(self, metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., baseline: _Optional[float] = ..., observed: _Optional[float] = ..., improvement: _Optional[float] = ..., satisfied: _Optional[bool] = ..., rounds: _Optional[int] = ..., improvement_low: _Optional[float] = ..., improvement_high: _Optional[float] = ..., confidence: _Optional[float] = ..., prior_rounds: _Optional[int] = ...) -> None: ...
+    degrees_of_freedom: float
+    def __init__(self, metric: _Optional[_Union[_common_pb2.MetricSpec, _Mapping]] = ..., baseline: _Optional[float] = ..., observed: _Optional[float] = ..., improvement: _Optional[float] = ..., satisfied: _Optional[bool] = ..., rounds: _Optional[int] = ..., improvement_low: _Optional[float] = ..., improvement_high: _Optional[float] = ..., confidence: _Optional[float] = ..., prior_rounds: _Optional[int] = ..., degrees_of_freedom: _Optional[float] = ...) -> None: ...
 
 class Outcome(_message.Message):
     __slots__ = ("outcome_id", "cycle_id", "deployment_id", "host_id", "host_class", "policy_name", "artifact_digest", "parameters", "signature", "objective", "success", "guards", "result", "reason", "canary_window", "at", "goal")

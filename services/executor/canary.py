@@ -301,26 +301,35 @@ def _estimate(pairs: list[tuple[float, float]]) -> evidence.Estimate:
     return evidence.of_logs([evidence.log_ratio(before, after) for before, after in pairs])
 
 
-def compare_rounds(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]],
-                   prior: deployment_pb2.MetricComparison | None = None,
-                   ) -> tuple[deployment_pb2.MetricComparison, Interval]:
+def compare_rounds(metric: common_pb2.MetricSpec,
+                   rounds: list[tuple[Window, Window]]) -> tuple[deployment_pb2.MetricComparison, Interval]:
     """The metric over the rounds: medians before and after, the improvement (from the geometric
-    mean ratio) with its interval, and that ratio interval itself. With a `prior` (earlier
-    canaries' evidence, evidence.of_comparison), the improvement and its interval are the two
-    pooled (`prior_rounds` says so); the medians and the ratio interval stay this canary's."""
+    mean ratio) with its interval, and that ratio interval itself."""
     pairs = _pairs(metric, rounds)
-    estimate = _with_prior(_estimate(pairs), prior)
-    comparison = evidence.comparison(metric, estimate)
+    comparison = evidence.comparison(metric, _estimate(pairs))
     comparison.baseline = statistics.median(b for b, _ in pairs)
     comparison.observed = statistics.median(o for _, o in pairs)
-    comparison.rounds = len(rounds)
-    comparison.prior_rounds = prior.rounds if estimate.df > len(rounds) - 1 else 0
     return comparison, ratio_interval(pairs)
 
 
+def pooled_with(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]],
+                prior: deployment_pb2.MetricComparison | None) -> deployment_pb2.MetricComparison | None:
+    """The rounds and a prior (earlier canaries' evidence) as one estimate, what a reuse is
+    judged on; None when the prior says nothing (one round, clipped ends, none)."""
+    current = _estimate(_pairs(metric, rounds))
+    pooled = _with_prior(current, prior)
+    return evidence.comparison(metric, pooled) if pooled is not current else None
+
+
 def _with_prior(current: evidence.Estimate, prior: deployment_pb2.MetricComparison | None) -> evidence.Estimate:
+    """Pooled, with the prior weighing at most as much as these rounds: with few rounds an
+    estimate's spread is itself uncertain, and a prior whose rounds happened to agree must not
+    outweigh what the host shows now."""
     earlier = evidence.of_comparison(prior) if prior is not None else None
-    return current if earlier is None else evidence.pooled([(current, 1.0), (earlier, 1.0)])
+    if earlier is None:
+        return current
+    weight = min(1.0, (earlier.se / max(current.se, 1e-9)) ** 2)
+    return evidence.pooled([(current, 1.0), (earlier, weight)])
 
 
 def surely_better(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]],
@@ -361,11 +370,16 @@ def judge_rounds(spec: deployment_pb2.CanarySpec, rounds: list[tuple[Window, Win
     success = None
     if spec.HasField("success_metric"):
         prior = spec.prior if spec.HasField("prior") else None
-        success, _ = compare_rounds(spec.success_metric, rounds, prior)
-        success.satisfied = (success.improvement >= spec.min_improvement
-                             and surely_better(spec.success_metric, rounds, prior))
-        told = _told_success(spec, success, rounds)
-        _sort(success.satisfied, success.improvement_high < spec.min_improvement, told, fine, failed, unsure)
+        success, _ = compare_rounds(spec.success_metric, rounds)
+        # Decided on the evidence with the prior's; recorded as this canary's own numbers, which
+        # the learner pools with the earlier ones later (recording the pooled ones would count
+        # the earlier canaries again at every reuse).
+        basis = pooled_with(spec.success_metric, rounds, prior) or success
+        success.prior_rounds = prior.rounds if basis is not success else 0
+        success.satisfied = basis.satisfied = (basis.improvement >= spec.min_improvement
+                                               and surely_better(spec.success_metric, rounds, prior))
+        told = _told_success(spec, basis, rounds, success)
+        _sort(success.satisfied, basis.improvement_high < spec.min_improvement, told, fine, failed, unsure)
     guards = []
     for guard in spec.guards:
         comparison, ratios = compare_rounds(guard.metric, rounds)
@@ -388,10 +402,10 @@ def _sort(clearly_good: bool, clearly_bad: bool, told: str, fine: list, failed: 
 
 
 def _told_success(spec: deployment_pb2.CanarySpec, c: deployment_pb2.MetricComparison,
-                  rounds: list[tuple[Window, Window]]) -> str:
+                  rounds: list[tuple[Window, Window]], alone: deployment_pb2.MetricComparison) -> str:
     """E.g. "response_p99_us improved 23 % (95 % interval 12..31 %) over 3 rounds, ...": the
-    estimate and interval against the least improvement required (`c.satisfied`: kept on them),
-    and the numbers behind it."""
+    estimate decided on (`c`: these rounds, or pooled with a prior) and its interval against the
+    least improvement required (`c.satisfied`: kept on them), and the numbers behind it."""
     required = spec.min_improvement
     against = "at least" if c.satisfied else "less than" if c.improvement_high < required else "straddling"
     if c.satisfied and c.improvement_low < required:
@@ -400,15 +414,14 @@ def _told_success(spec: deployment_pb2.CanarySpec, c: deployment_pb2.MetricCompa
     else:
         required_text = f"{100 * required:.0f} % required"
     per_round = ", ".join(f"{100 * compare(c.metric, b.values, o.values).improvement:+.0f} %" for b, o in rounds)
-    over = f"over {c.rounds} rounds"
-    if c.prior_rounds:
-        alone, _ = compare_rounds(c.metric, rounds)
+    over = f"over {len(rounds)} rounds"
+    if c is not alone:
         low, high = 100 * alone.improvement_low, 100 * alone.improvement_high
-        over += (f" and {c.prior_rounds} rounds of earlier canaries on similar workloads (these rounds alone: "
+        over += (f" and {spec.prior.rounds} rounds of earlier canaries on similar workloads (these rounds alone: "
                  f"{100 * alone.improvement:.0f} %, {low:.0f}..{high:.0f} %)")
     return (f"{c.metric.name} improved {100 * c.improvement:.0f} % ({100 * CONFIDENCE:.0f} % interval "
             f"{100 * c.improvement_low:.0f}..{100 * c.improvement_high:.0f} %) {over}, {against} the "
-            f"{required_text} (medians {_number(c.baseline)} -> {_number(c.observed)}; per round "
+            f"{required_text} (medians {_number(alone.baseline)} -> {_number(alone.observed)}; per round "
             f"{per_round})")
 
 

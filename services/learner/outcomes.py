@@ -42,8 +42,12 @@ def validate(outcome: deployment_pb2.Outcome) -> None:
         raise MalformedMessage(f"outcome {outcome.outcome_id} has no result")
     if not outcome.signature.values or len(outcome.signature.values) != len(outcome.signature.dimensions):
         raise MalformedMessage(f"outcome {outcome.outcome_id} has no usable workload signature")
-    if not all(math.isfinite(x) for x in (outcome.success.improvement, *outcome.signature.values)):
-        raise MalformedMessage(f"outcome {outcome.outcome_id} has a non-finite improvement or signature value")
+    success = outcome.success
+    numbers = (success.improvement, success.improvement_low, success.improvement_high, success.degrees_of_freedom,
+               *outcome.signature.values)
+    if not all(math.isfinite(x) for x in numbers):
+        raise MalformedMessage(f"outcome {outcome.outcome_id} has a non-finite improvement, interval or signature "
+                               "value")
 
 
 @dataclass

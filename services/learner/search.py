@@ -53,9 +53,9 @@ class _Votes:
         self.goal: goal_pb2.OptimizationGoal | None = None
         self._goal_similarity = 0.0
         self.parameters: dict[str, common_pb2.ParamValue] = {}
-        # Judged canaries of two rounds or more, by success metric: (estimate, similarity).
-        self.estimates: dict[str, list[tuple[evidence.Estimate, float]]] = defaultdict(list)
-        self.metrics: dict[str, common_pb2.MetricSpec] = {}
+        # Judged canaries of two rounds or more, by their success metric (name, groups and
+        # direction, serialized): (estimate, similarity).
+        self.estimates: dict[bytes, list[tuple[evidence.Estimate, float]]] = defaultdict(list)
 
     def add(self, outcome: deployment_pb2.Outcome, w: float) -> None:
         self.best_similarity = max(self.best_similarity, w)
@@ -68,8 +68,7 @@ class _Votes:
         if outcome.result == R.OUTCOME_RESULT_KEPT and outcome.HasField("goal") and w > self._goal_similarity:
             self.goal, self._goal_similarity = outcome.goal, w
         if (estimate := evidence.of_comparison(outcome.success)) is not None:
-            self.estimates[outcome.success.metric.name].append((estimate, w))
-            self.metrics[outcome.success.metric.name] = outcome.success.metric
+            self.estimates[outcome.success.metric.SerializeToString(deterministic=True)].append((estimate, w))
         x = outcome.success.improvement
         self.count += 1
         self.regressions += x < 0
@@ -82,14 +81,14 @@ class _Votes:
         return self.weighted_sum / self.weight if self.weight else 0.0
 
     def pooled_evidence(self) -> deployment_pb2.MetricComparison | None:
-        """The pooled estimate of the success metric the most similar kept goal judged (else the
-        metric with the most canaries), for the next canary of this policy to be judged with."""
-        wanted = self.goal.success_metric.name if self.goal is not None else ""
-        name = wanted if wanted in self.estimates else max(self.estimates, key=lambda n: len(self.estimates[n]),
-                                                           default="")
-        if not name:
+        """The pooled estimate on the very success metric the most similar kept goal judged (None
+        without a kept goal or canaries on it): what the next canary of this point is judged with."""
+        if self.goal is None:
             return None
-        return evidence.comparison(self.metrics[name], evidence.pooled(self.estimates[name]))
+        wanted = self.goal.success_metric.SerializeToString(deterministic=True)
+        if not self.estimates.get(wanted):
+            return None
+        return evidence.comparison(self.goal.success_metric, evidence.pooled(self.estimates[wanted]))
 
     @property
     def confidence(self) -> float:
