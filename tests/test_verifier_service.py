@@ -16,6 +16,7 @@ from schedcp.domain import artifacts, native_policies, policies, verdicts
 from schedcp.runtime import rpc
 from schedcp.runtime.bus import Bus
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2, verifier_pb2_grpc
+from services.verifier import verdict_cache
 from tests.test_services import call
 
 FIFO = policies.load(policies.LIBRARY / "sched_ext" / "fifo.toml")
@@ -71,6 +72,7 @@ def test_a_library_policy_is_approved_and_the_verdict_checks_out(verifier, nats_
     claims = verdicts.check(verdict.signed, [trust_key(verifier)], artifacts.digest_of(verified),
                             verdict.claims.kernel)
     assert claims.stages_passed == list(verdict.claims.stages_passed)
+    assert claims.rules == verdict_cache.RULES  # what a cached copy must match to be served
     assert claims.expires_at.ToSeconds() - claims.issued_at.ToSeconds() == pytest.approx(7 * 86400, abs=2)
     dynamic = next(s for s in verdict.stages if s.stage == verdict_pb2.VERIFY_STAGE_DYNAMIC)
     assert {"wakeup_p99_us", "eevdf_p99_us", "fairness_min_max_ratio", "forks"} <= set(dynamic.measurements)
@@ -158,10 +160,9 @@ def test_schedcp_verify_says_whose_policy_it_checks(tmp_path):
 
 def test_a_cached_verdict_answers_only_the_rules_it_was_reached_by(monkeypatch):
     """A new rule must not leave an approval it would refuse in the cache for its week."""
-    from services.verifier import verdict_cache
-
     kernel = verdict_pb2.TargetKernel(release="6.18.12+deb13-cloud-amd64", arch="x86_64")
     before = verdict_cache._question_key("abc", kernel)
     assert verdict_cache._question_key("abc", kernel) == before  # the same question, the same key
     monkeypatch.setattr(verdict_cache, "RULES", "another-set-of-rules")
     assert verdict_cache._question_key("abc", kernel) != before
+

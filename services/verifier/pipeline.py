@@ -28,7 +28,7 @@ from schedcp.runtime.bus import Bus
 from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from schedcp.toolchain.build import BuildError, Kernel, Toolchain, catalogue, find_kernel
 from schedcp.v1 import common_pb2, policy_pb2, verdict_pb2, verifier_pb2
-from services.verifier import footprint, native_checks, sandbox_stages, stages
+from services.verifier import footprint, native_checks, sandbox_stages, stages, verdict_cache
 from services.verifier.signing import SigningKey
 from services.verifier.verdict_cache import VerdictCache
 
@@ -209,7 +209,8 @@ class Pipeline:
         now = time.time()
         claims = verdict_pb2.VerdictClaims(
             verdict_id=uuid.uuid4().hex, artifact_digest=artifact.digest, kernel=kernel, approved=approved,
-            stages_passed=[r.stage for r in results if r.status == common_pb2.STAGE_STATUS_SUCCEEDED])
+            stages_passed=[r.stage for r in results if r.status == common_pb2.STAGE_STATUS_SUCCEEDED],
+            rules=verdict_cache.RULES)
         claims.issued_at.FromNanoseconds(int(now * 1e9))
         ttl = self._options.verdict_ttl_s if approved else REJECTION_TTL_S
         claims.expires_at.FromNanoseconds(int((now + ttl) * 1e9))

@@ -3,7 +3,8 @@
 
 Keys: `id.<verdict_id>` holds the Verdict; `for.<request digest>.<kernel>` holds the id of the
 latest verdict for that question, asked of these very rules: the kernel part also hashes the
-verifier's own code (RULES), so a verdict cached before a rule changed is not served after it.
+verifier's own code (RULES), which the signed claims carry too, so a verdict reached before a
+rule changed is not served after it, whatever the bucket's keys say.
 Whoever can write the bucket is not trusted: a cached verdict is served only if its signature
 checks out with the key the verifier holds now, its displayed claims are the signed ones, it
 answers this very question, and it has not expired.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from nats.js.errors import KeyNotFoundError
 
+from schedcp import domain, toolchain
 from schedcp.domain import artifacts, verdicts
 from schedcp.runtime import topology
 from schedcp.runtime.bus import Bus
@@ -26,10 +28,14 @@ from schedcp.v1 import verdict_pb2, verifier_pb2
 
 log = logging.getLogger(__name__)
 _ID_CHARS = set("0123456789abcdef")
-# The rules a verdict was reached by: the verifier's sources (stages, checks, bounds). A new rule
-# (the raw-read pass of SCX016, say) must not leave an approval it would refuse in the cache for
-# its week; a change that alters no rule costs one verification more per question.
-RULES = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))).hexdigest()[:16]
+# The rules a verdict is reached by: the verifier's sources (stages, checks, bounds), the
+# toolchain that builds and reads the object and the domain rules they use. A new rule (the
+# raw-read pass of SCX016, say) must not leave an approval it would refuse in the cache for its
+# week; a change that alters no rule costs one verification more per question. The clang,
+# libbpf and sandbox kernel versions are not in it (docs/verifier.md).
+_SOURCES = (Path(__file__).parent, Path(toolchain.__file__).parent, Path(domain.__file__).parent)
+RULES = hashlib.sha256(b"".join(path.read_bytes() for folder in _SOURCES
+                                for path in sorted(folder.glob("*.py")))).hexdigest()[:16]
 
 
 class VerdictCache:
@@ -51,7 +57,7 @@ class VerdictCache:
         except verdicts.UntrustedVerdict:
             log.warning("cached verdict %s does not verify with this verifier's key; ignoring it", verdict_id)
             return None
-        if (claims != verdict.claims or verdict.request_digest != request_digest
+        if (claims != verdict.claims or verdict.request_digest != request_digest or claims.rules != RULES
                 or not verdicts.kernel_matches(claims.kernel, kernel)
                 or claims.artifact_digest != artifacts.digest_of(verdict.artifact)
                 or claims.expires_at.ToSeconds() <= time.time() + 60):
