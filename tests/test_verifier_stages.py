@@ -97,12 +97,18 @@ RAW_CRED_READS = {
         "static __noinline u64 peek(void *base, u64 off) { return *(u64 *)(base + off); }\n", f"if (peek(p, {CRED}))"),
     "spilled and reloaded": (
         "", f"struct task_struct *volatile kept = p;\n    if (*(u64 *)((void *)kept + {CRED}))"),
+    "a CO-RE read through a shifted pointer": (
+        "", f"if (((struct sched_ext_entity *)((void *)p + {CRED} - "
+            "__builtin_offsetof(struct sched_ext_entity, dsq_vtime)))->dsq_vtime)"),
+    "through an out-parameter": (
+        "static __noinline void keep(struct task_struct *p, struct task_struct **out) { *out = p; }\n",
+        f"struct task_struct *t;\n    keep(p, &t);\n    if (*(u64 *)((void *)t + {CRED}))"),
     # The callee sees the caller's stack as one joined value: the read is refused, the field unnamed.
     "through a pointer to a local": (
         f"static __noinline u64 peek(void **at) {{ return *(u64 *)(*at + {CRED}); }}\n",
         "void *kept = p;\n    if (peek(&kept))"),
 }
-UNNAMED = {"through a pointer to a local"}
+UNNAMED = {"through a pointer to a local", "through an out-parameter"}
 
 
 @pytest.mark.parametrize("how", RAW_CRED_READS, ids=list(RAW_CRED_READS))
@@ -117,6 +123,15 @@ def test_a_credential_read_by_raw_offset_is_refused_with_the_field_named(how, to
     if how not in UNNAMED:
         assert any("reads task_struct.cred by raw offset" in f.message and "credentials are not scheduling state"
                    in f.message for f in raw), raw
+
+
+def test_a_callback_in_an_optional_section_is_followed_too(toolchain, tmp_path):
+    """libbpf loads a `SEC("?struct_ops/...")` program its struct_ops map refers to."""
+    _, read = RAW_CRED_READS["offsetof"]
+    source = (CORPUS_COMPILE / "reads_cred.bpf.c").read_text().replace(CRED_READ, read)
+    source = source.replace('SEC("struct_ops/reads_cred_enqueue")', 'SEC("?struct_ops/reads_cred_enqueue")')
+    result, _ = stages.compile_stage(source, toolchain.kernel(), toolchain, tmp_path)
+    assert any("reads task_struct.cred by raw offset" in f.message for f in result.findings), result.findings
 
 
 def test_a_raw_read_of_an_allowed_field_is_accepted(toolchain, tmp_path):

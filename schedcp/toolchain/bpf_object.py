@@ -20,6 +20,7 @@ SHT_NOBITS = 8
 SHF_ALLOC = 0x2
 STT_FUNC = 2
 LD_IMM64 = 0x18  # the one instruction two slots long
+MAX_DEPTH = 64  # typedef chains and nested members; the kernel's own BTF needs under 20
 # BTF kinds (include/uapi/linux/btf.h).
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
 FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20)
@@ -72,9 +73,11 @@ class Btf:
 
     def resolved(self, type_id: int) -> tuple[int, BtfType | None]:
         """The type behind typedefs and qualifiers (None for void)."""
-        while type_id and self.types[type_id].kind in _QUALIFIERS:
+        for _ in range(MAX_DEPTH):
+            if not (type_id and self.types[type_id].kind in _QUALIFIERS):
+                return type_id, self.types[type_id] if type_id else None
             type_id = self.types[type_id].size_or_type
-        return type_id, self.types[type_id] if type_id else None
+        raise ObjectError(f"BTF type {type_id}: typedefs and qualifiers {MAX_DEPTH} deep (a cycle?)")
 
     def size_of(self, type_id: int) -> int:
         _, btf_type = self.resolved(type_id)
@@ -98,7 +101,11 @@ class Btf:
         `byte_offset`; the path is empty when no member does (padding, past the end)."""
         path: list[str] = []
         type_id, current = self.resolved(type_id)
-        while current is not None and current.kind in (STRUCT, UNION):
+        for depth in range(MAX_DEPTH + 1):
+            if current is None or current.kind not in (STRUCT, UNION):
+                break
+            if depth == MAX_DEPTH:
+                raise ObjectError(f"BTF struct {current.name}: members nested {MAX_DEPTH} deep (a cycle?)")
             holder = next((m for m in current.members
                            if m.offset_bits // 8 <= byte_offset < m.offset_bits // 8 + max(self.size_of(m.type_id), 1)),
                           None)

@@ -80,7 +80,7 @@ def _footprint_and_reads(obj: Path, budget: footprint.Budget) -> list[verdict_pb
     try:
         parsed = BpfObject.read(obj)
         return footprint.findings(parsed, budget) + kernel_reads.findings(parsed) + raw_reads.findings(parsed)
-    except (ObjectError, struct.error, IndexError, KeyError, ValueError) as exc:
+    except (ObjectError, struct.error, IndexError, KeyError, ValueError, RecursionError) as exc:
         return [finding("SCX015", ERROR, 0, f"the compiled object's maps, sections and kernel reads cannot be "
                         f"read ({exc}), so its kernel memory and what it reads cannot be judged",
                         "do not put data into the .BTF, .BTF.ext or .maps sections yourself")]

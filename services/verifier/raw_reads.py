@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from schedcp.toolchain.bpf_object import (
+    DATASEC,
+    FUNC,
     BpfObject,
     FieldAccess,
     Instruction,
@@ -38,10 +40,14 @@ from schedcp.v1 import verdict_pb2
 from services.verifier import kernel_reads
 from services.verifier.static_analysis import ERROR, finding
 
-# FRAME: a pointer into a calling function's stack, passed as an argument.
-SCALAR, CTX, KERNEL, STACK, FRAME, OTHER = "scalar", "ctx", "kernel", "stack", "frame", "other"
+# FRAME: a pointer into a calling function's stack, passed as an argument. MIXED: a pointer of
+# several kinds on different paths (the kernel checks each path; here loads through it may give
+# a kernel pointer and stores through it may reach the stack).
+SCALAR, CTX, KERNEL, STACK, FRAME, MIXED, OTHER = "scalar", "ctx", "kernel", "stack", "frame", "mixed", "other"
 INF = math.inf
 U32_MAX = 2**32 - 1
+S31_MAX = 2**31 - 1  # ranges are refined by a comparison only within 0..S31_MAX, where every reading agrees
+S64 = 2**63
 WIDEN_AFTER = 4  # joins at a loop's head before its intervals widen to the next constant
 MAX_CALL_DEPTH = 8
 MAX_STEPS = 2_000_000  # instructions interpreted per object; the library takes a few thousand
@@ -63,7 +69,7 @@ class Value:
     lo: float = -INF
     hi: float = INF
     window: tuple[float, float] | None = None
-    type_id: int = 0  # KERNEL: the struct it points to, when known
+    type_id: int = 0  # KERNEL: the struct it points to, when known; a scalar's window: the struct it is of
     origin: str = ""  # KERNEL: where the pointer came from, for the message
 
     @property
@@ -74,8 +80,8 @@ class Value:
 UNKNOWN = Value(SCALAR)
 
 
-def const(value: int, window: tuple[float, float] | None = None) -> Value:
-    return Value(SCALAR, value, value, window)
+def const(value: int, window: tuple[float, float] | None = None, of: int = 0) -> Value:
+    return Value(SCALAR, value, value, window, of)
 
 
 def kernel(type_id: int, origin: str) -> Value:
@@ -93,9 +99,9 @@ def join(a: Value, b: Value, thresholds: list[int] | None = None) -> Value:
             if other.kind == SCALAR and other.lo == other.hi == 0:  # NULL on one path
                 return pointer
             return Value(KERNEL, origin=pointer.origin)
-        if STACK in (a.kind, b.kind):
-            return Value(STACK)
-        return UNKNOWN
+        if {a.kind, b.kind} <= {SCALAR, OTHER}:
+            return UNKNOWN
+        return Value(MIXED)
     lo, hi = min(a.lo, b.lo), max(a.hi, b.hi)
     if thresholds is not None:
         lo = a.lo if b.lo >= a.lo else max((t for t in thresholds if t <= b.lo), default=-INF)
@@ -110,14 +116,21 @@ class State:
     regs: tuple[Value, ...]
     stack: tuple[tuple[int, Value], ...] = ()  # 8-byte slots by offset from r10
     outer: Value = UNKNOWN  # what the calling functions' stacks may hold (loads through FRAME)
+    unset: Value = UNKNOWN  # what a slot this function never stored to may hold (a callee's out-parameter)
 
     def with_reg(self, reg: int, value: Value) -> State:
         regs = list(self.regs)
         regs[reg] = value
         return replace(self, regs=tuple(regs))
 
-    def slot(self, offset: int) -> Value | None:
-        return dict(self.stack).get(offset)
+    def slot(self, offset: int) -> Value:
+        return dict(self.stack).get(offset, self.unset)
+
+    def anything_stored(self, value: Value) -> State:
+        """After a store somewhere in this stack or a caller's (through a pointer of unknown
+        offset, or by a callee): every slot, the unset ones and the callers' may hold `value`."""
+        weak = self.with_slot(0, value, weak=True)
+        return replace(weak, outer=join(self.outer, value), unset=join(self.unset, value))
 
     def with_slot(self, offset: int, value: Value | None, weak: bool = False) -> State:
         slots = dict(self.stack)
@@ -132,9 +145,9 @@ class State:
     def joined(self, other: State, thresholds: list[int] | None) -> State:
         regs = tuple(join(a, b, thresholds) for a, b in zip(self.regs, other.regs, strict=True))
         mine, theirs = dict(self.stack), dict(other.stack)
-        slots = {o: join(mine[o], theirs[o], thresholds) if o in mine and o in theirs else mine.get(o, theirs.get(o))
+        slots = {o: join(mine.get(o, self.unset), theirs.get(o, other.unset), thresholds)
                  for o in mine.keys() | theirs.keys()}
-        return State(regs, tuple(sorted(slots.items())), join(self.outer, other.outer))
+        return State(regs, tuple(sorted(slots.items())), join(self.outer, other.outer), join(self.unset, other.unset))
 
 
 class TooLarge(Exception):
@@ -241,41 +254,76 @@ class Program:
             result = state.outer
         elif base.kind == STACK and size == 8:
             if base.exact:
-                result = state.slot(int(base.lo) + insn.off) or UNKNOWN
+                result = state.slot(int(base.lo) + insn.off)
             else:
-                result = functools.reduce(join, (v for _, v in state.stack), UNKNOWN)
+                result = functools.reduce(join, (v for _, v in state.stack), state.unset)
+        elif base.kind in (OTHER, MIXED) and size == 8:
+            # Map memory may hold a kernel pointer (a kptr field); a scalar loaded as one here is
+            # harmless: the kernel never lets it be dereferenced.
+            result = kernel(0, "a value loaded from map memory" if base.kind == OTHER else "a pointer of several kinds")
         elif base.kind == KERNEL:
             result = self.kernel_load(section, insn, base, size)
         return state.with_reg(insn.dst, result)
 
     def kernel_load(self, section: str, insn: Instruction, base: Value, size: int) -> Value:
         """Judge one load through a kernel pointer; what it loads (a pointer, when the member
-        is one to a struct)."""
+        is one to a struct). Through a pointer of known struct and offset, every member the load
+        touches is judged, CO-RE record or not: a record names the field of its own base type,
+        and a pointer moved off its struct's start would make it name another one."""
         start, end = base.lo + insn.off, base.hi + insn.off + size
-        member: tuple[tuple[str, ...], int] | None = None
+        relocation = self.core.get((section, insn.byte_offset))
         if base.type_id and base.exact:
-            member = self.obj.btf.member_at(base.type_id, int(start))
-        relocated = (section, insn.byte_offset) in self.core
+            members = self.members(base.type_id, int(start), size)
+            named = self.obj.access(relocation.type_id, relocation.access) if relocation else None
+            struct = self.obj.btf.types[base.type_id].name
+            if named is not None and named.path == (struct, *members[0][0]):
+                return self.loaded(base, members[0], size)  # the record names what is read: judged by its half
+            for member in members:
+                if not self.allowed_member(base, member):
+                    self.judge(section, insn, base, member, int(start), named)
+            return self.loaded(base, members[0], size)
+        relocated = relocation is not None
         inside = base.window is not None and base.window[0] <= start and end <= base.window[1]
-        if not (relocated or inside):
-            self.judge(section, insn, base, member, int(start) if base.exact else None)
-        if size != 8 or member is None or not member[0]:
-            return kernel(0, f"a pointer loaded through {base.origin}") if size == 8 else UNKNOWN
+        if not ((relocated and base.exact) or inside):
+            self.judge(section, insn, base, None, int(start) if base.exact else None)
+        return kernel(0, f"a pointer loaded through {base.origin}") if size == 8 else UNKNOWN
+
+    def members(self, type_id: int, start: int, size: int) -> list[tuple[tuple[str, ...], int]]:
+        """The members of struct `type_id` the bytes start..start+size touch, first one first."""
+        found: list[tuple[tuple[str, ...], int]] = []
+        for offset in range(start, start + size):
+            member = self.obj.btf.member_at(type_id, offset)
+            if member not in found:
+                found.append(member)
+        return found
+
+    def allowed_member(self, base: Value, member: tuple[tuple[str, ...], int]) -> bool:
+        if not member[0]:
+            return False
+        target = self.obj.btf.struct_name(self.obj.btf.pointee(member[1])[1])
+        return kernel_reads.allowed(FieldAccess((self.obj.btf.types[base.type_id].name, *member[0]), target))
+
+    def loaded(self, base: Value, member: tuple[tuple[str, ...], int], size: int) -> Value:
+        if size != 8:
+            return UNKNOWN
+        if not member[0]:
+            return kernel(0, f"a pointer loaded through {base.origin}")
         target_id, target = self.obj.btf.pointee(member[1])
         struct = self.obj.btf.types[base.type_id].name
         return kernel(target_id if self.obj.btf.struct_name(target) else 0,
                       f"loaded from {struct}.{'.'.join(member[0])}")
 
     def judge(self, section: str, insn: Instruction, base: Value, member: tuple[tuple[str, ...], int] | None,
-              offset: int | None) -> None:
-        """A finding for a raw read, unless it reads an allowed field of a known struct."""
+              offset: int | None, named: FieldAccess | None = None) -> None:
+        """The finding for a read that is refused (of `member` when known), once per instruction;
+        `named`: the field its CO-RE record names instead, when it has one."""
         struct = self.obj.btf.types[base.type_id].name if base.type_id else ""
         at = f"{struct}+{offset}" if offset is not None else f"{struct} at an offset that varies"
+        if named is not None:
+            at += f", its CO-RE record naming {named.dotted}"
         if member is not None and member[0]:
             target = self.obj.btf.struct_name(self.obj.btf.pointee(member[1])[1])
             access = FieldAccess((struct, *member[0]), target)
-            if kernel_reads.allowed(access):
-                return
             what = f"{access.dotted} by raw offset ({at}, {base.origin}): {kernel_reads.reason(access)}"
         elif struct:
             why = kernel_reads.REASONS.get(struct, f"no {struct} field a scheduler may read is known to be there")
@@ -293,7 +341,7 @@ class Program:
 
     def alu(self, section: str, insn: Instruction, state: State, wide: bool) -> Value:
         op, dst = insn.code & 0xF0, state.regs[insn.dst]
-        src = state.regs[insn.src] if insn.code & 8 else const(insn.imm, self.field_window(section, insn))
+        src = state.regs[insn.src] if insn.code & 8 else const(insn.imm, *self.field_window(section, insn))
         if op == 0xB0:  # mov (with an offset: sign-extending)
             return UNKNOWN if insn.off else src if wide else narrow(src)
         if not wide:
@@ -302,14 +350,15 @@ class Program:
             return add(dst, src, op == 0x10)
         return arithmetic(op, dst, src)
 
-    def field_window(self, section: str, insn: Instruction) -> tuple[float, float] | None:
-        """For an immediate a CO-RE record relocates as a field's byte offset: that field's bytes."""
+    def field_window(self, section: str, insn: Instruction) -> tuple[tuple[float, float] | None, int]:
+        """For an immediate a CO-RE record relocates as a field's byte offset: that field's bytes,
+        and the struct they are of ((None, 0) for any other immediate)."""
         relocation = self.core.get((section, insn.byte_offset))
         if relocation is None or relocation.kind != 0:
-            return None
+            return None, 0
         located = self.obj.locate(relocation.type_id, relocation.access)
         size = self.obj.btf.size_of(located[1]) if located else 0
-        return (insn.imm, insn.imm + max(size, 1))
+        return (insn.imm, insn.imm + max(size, 1)), self.obj.btf.resolved(relocation.type_id)[0]
 
     def jump(self, section: str, insn: Instruction, state: State, depth: int, narrow32: bool) -> Iterator[tuple]:
         op, following = insn.code & 0xF0, insn.slot + 1
@@ -320,7 +369,7 @@ class Program:
         elif op == 0x00:  # ja (the 32-bit class's takes its offset from imm)
             yield following + (insn.imm if narrow32 else insn.off), state
         else:
-            taken, fallen = refine(op, state, insn, narrow32)
+            taken, fallen = refine(op, state, insn)
             if taken is not None:
                 yield following + insn.off, taken
             if fallen is not None:
@@ -346,14 +395,14 @@ class Program:
         if key not in self.summaries:
             self.summaries[key] = UNKNOWN  # recursion is refused by the kernel; this only ends it
             self.summaries[key] = self.function(target_section, target, entry, depth + 1)
-        if any(v.kind in (STACK, FRAME) for v in state.regs[1:6]):
-            # The callee may store a kernel pointer through a pointer to this frame.
-            after = after.with_slot(0, Value(KERNEL, origin="a kernel pointer a function stored"), weak=True)
+        if any(v.kind in (STACK, FRAME, MIXED) for v in state.regs[1:6]):
+            # The callee may store a kernel pointer through a pointer to this frame or a caller's.
+            after = after.anything_stored(Value(KERNEL, origin="a kernel pointer a function stored"))
         return after.with_reg(0, self.summaries[key])
 
     def kfunc_result(self, name: str) -> Value:
         btf = self.obj.btf
-        func = next((t for t in btf.types if t.name == name and t.kind == 12), None)  # FUNC
+        func = next((t for t in btf.types if t.name == name and t.kind == FUNC), None)
         if func is None:
             return UNKNOWN
         _, proto = btf.resolved(func.size_or_type)
@@ -374,10 +423,10 @@ def store(insn: Instruction, state: State) -> State:
         value = state.regs[insn.src] if insn.code & 0x07 == 0x03 and size == 8 else UNKNOWN
     if base.kind == FRAME:  # into a caller's stack: what that stack may hold grows
         return replace(state, outer=join(state.outer, value or UNKNOWN))
+    if base.kind == MIXED or (base.kind == STACK and not base.exact):
+        return state.anything_stored(value or UNKNOWN)
     if base.kind != STACK:
         return state
-    if not base.exact:
-        return state.with_slot(0, value, weak=True)
     offset = int(base.lo) + insn.off
     if size == 8 and offset % 8 == 0:
         return state.with_slot(offset, value)
@@ -391,14 +440,23 @@ def add(dst: Value, src: Value, subtract: bool) -> Value:
     if dst.kind != SCALAR and src.kind == SCALAR:
         lo, hi = (dst.lo - src.hi, dst.hi - src.lo) if subtract else (dst.lo + src.lo, dst.hi + src.hi)
         window = dst.window
-        if src.window is not None and not subtract and dst.exact:
+        # A field's bytes only on the struct the CO-RE record is of (unknown: taken on trust).
+        if src.window is not None and not subtract and dst.exact and dst.type_id in (0, src.type_id):
             window = (dst.lo + src.window[0], dst.lo + src.window[1])
-        return Value(dst.kind, lo, hi, window, dst.type_id, dst.origin)
+        return bounded(Value(dst.kind, lo, hi, window, dst.type_id, dst.origin))
     if dst.kind == SCALAR and src.kind == SCALAR:
         if subtract:
-            return Value(SCALAR, dst.lo - src.hi, dst.hi - src.lo)
-        return Value(SCALAR, dst.lo + src.lo, dst.hi + src.hi)
+            return bounded(Value(SCALAR, dst.lo - src.hi, dst.hi - src.lo))
+        return bounded(Value(SCALAR, dst.lo + src.lo, dst.hi + src.hi))
     return UNKNOWN
+
+
+def bounded(value: Value) -> Value:
+    """A range past what 64 bits hold wraps in the machine: then it is any value (a pointer's
+    offset included: the kernel refuses to dereference it)."""
+    if value.lo >= -S64 and value.hi < S64:
+        return value
+    return Value(value.kind, window=None, type_id=value.type_id, origin=value.origin)
 
 
 def arithmetic(op: int, dst: Value, src: Value) -> Value:
@@ -420,7 +478,7 @@ def arithmetic(op: int, dst: Value, src: Value) -> Value:
         return Value(SCALAR, dst.lo // k, dst.hi if math.isinf(dst.hi) else dst.hi // k)
     if op in (0x20, 0x60) and k is not None and k >= 0 and natural and not math.isinf(dst.hi):  # mul, lsh
         factor = k if op == 0x20 else 2 ** k
-        return Value(SCALAR, dst.lo * factor, dst.hi * factor) if dst.hi * factor < 2**63 else UNKNOWN
+        return Value(SCALAR, dst.lo * factor, dst.hi * factor) if dst.hi * factor < S64 else UNKNOWN
     return UNKNOWN
 
 
@@ -431,14 +489,16 @@ def narrow(value: Value) -> Value:
     return Value(SCALAR, 0, U32_MAX)
 
 
-def refine(op: int, state: State, insn: Instruction, narrow32: bool) -> tuple[State | None, State | None]:
+def refine(op: int, state: State, insn: Instruction) -> tuple[State | None, State | None]:
     """The states on the taken and fallen-through edges of a conditional jump, with the
     compared register's range narrowed when it is compared with a constant (None: that edge
     cannot be taken)."""
     reg = state.regs[insn.dst]
     other = state.regs[insn.src] if insn.code & 0x08 else const(insn.imm)
-    comparable = reg.kind == SCALAR and other.exact and op in BOUNDS
-    if not comparable or (reg.lo < 0 and (op in UNSIGNED or narrow32)) or (narrow32 and reg.hi > U32_MAX):
+    # Only ranges and constants within 0..2^31-1, where signed and unsigned, 32- and 64-bit
+    # comparisons all read alike (a sign-extended immediate against a u32 range would not).
+    small = reg.kind == SCALAR and other.exact and reg.lo >= 0 and reg.hi <= S31_MAX and 0 <= other.lo <= S31_MAX
+    if not small or op not in BOUNDS:
         return state, state
     taken, fallen = BOUNDS[op]
     k = other.lo
@@ -466,15 +526,16 @@ BOUNDS = {
     0x20: _GT, 0x30: _GE, 0xA0: _LT, 0xB0: _LE,  # unsigned
     0x60: _GT, 0x70: _GE, 0xC0: _LT, 0xD0: _LE,  # signed
 }
-UNSIGNED = {0x20, 0x30, 0xA0, 0xB0}
 
 
 def callbacks(obj: BpfObject) -> list[tuple[str, str, int, tuple[int, ...]]]:
-    """(program, its section, its first slot, its parameters' type ids) for each program in a struct_ops
-    section: the parameters of the sched_ext_ops member it fills, () when none is found."""
+    """(program, its section, its first slot, its parameters' type ids) for each program the
+    object's struct_ops maps refer to, and any other in a struct_ops section (libbpf loads a
+    `?struct_ops/` one its map refers to): the parameters of the sched_ext_ops member it fills,
+    () when none is found."""
     params_of: dict[str, tuple[int, ...]] = {}
     btf = obj.btf
-    for datasec in (t for t in btf.types if t.kind == 15 and t.name.startswith(".struct_ops")):  # DATASEC
+    for datasec in (t for t in btf.types if t.kind == DATASEC and t.name.startswith(".struct_ops")):
         relocations = obj.relocations(datasec.name)
         for var_id, var_offset, var_size in datasec.entries:
             _, ops = btf.resolved(btf.types[var_id].size_or_type)
@@ -485,7 +546,7 @@ def callbacks(obj: BpfObject) -> list[tuple[str, str, int, tuple[int, ...]]]:
                 _, proto = btf.pointee(member.type_id) if member else (0, None)
                 params_of[symbol.name] = tuple(p.type_id for p in proto.params) if proto else ()
     return [(s.name, s.section, s.value // 8, params_of.get(s.name, ())) for s in obj.symbols()
-            if s.is_function and s.section.startswith("struct_ops")]
+            if s.is_function and s.section and (s.name in params_of or s.section.lstrip("?").startswith("struct_ops"))]
 
 
 def findings(obj: BpfObject) -> list[verdict_pb2.Finding]:
