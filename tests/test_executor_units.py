@@ -310,3 +310,7 @@ def test_a_prior_on_another_metric_or_without_an_interval_is_refused():
     s.prior.rounds = 1
     with pytest.raises(InvalidArgument, match="two rounds or more"):
         canary.check_spec(s)
+    s.prior.CopyFrom(good)
+    s.prior.degrees_of_freedom = float("nan")
+    with pytest.raises(InvalidArgument, match="degrees_of_freedom"):
+        canary.check_spec(s)

@@ -103,12 +103,15 @@ RAW_CRED_READS = {
     "through an out-parameter": (
         "static __noinline void keep(struct task_struct *p, struct task_struct **out) { *out = p; }\n",
         f"struct task_struct *t;\n    keep(p, &t);\n    if (*(u64 *)((void *)t + {CRED}))"),
+    # An offset from a parameter (read-only data the kernel sees as a constant): refused, unnamed.
+    "at an offset from a parameter": (
+        f"const volatile u64 cred_at = {CRED};\n", "if (*(u64 *)((void *)p + cred_at))"),
     # The callee sees the caller's stack as one joined value: the read is refused, the field unnamed.
     "through a pointer to a local": (
         f"static __noinline u64 peek(void **at) {{ return *(u64 *)(*at + {CRED}); }}\n",
         "void *kept = p;\n    if (peek(&kept))"),
 }
-UNNAMED = {"through a pointer to a local", "through an out-parameter"}
+UNNAMED = {"through a pointer to a local", "through an out-parameter", "at an offset from a parameter"}
 
 
 @pytest.mark.parametrize("how", RAW_CRED_READS, ids=list(RAW_CRED_READS))

@@ -98,7 +98,8 @@ def _change_interval(c: deployment_pb2.MetricComparison) -> str:
     low, high = c.improvement_low, c.improvement_high
     if c.metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER:
         low, high = -high, -low
-    return f"{low:+.0%}..{high:+.0%} ({c.confidence:.0%}, {c.rounds} rounds)"
+    earlier = f"; decided with {c.prior_rounds} earlier rounds, see the reason" if c.prior_rounds else ""
+    return f"{low:+.0%}..{high:+.0%} ({c.confidence:.0%}, {c.rounds} rounds{earlier})"
 
 
 def _print_event(event: cycle_pb2.CycleEvent, started: float) -> None:

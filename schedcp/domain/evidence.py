@@ -118,7 +118,7 @@ def comparison(metric: common_pb2.MetricSpec, estimate: Estimate) -> deployment_
     """The estimate as a reported comparison: improvement and its CONFIDENCE interval."""
     point, low, high = estimate.ratio_interval()
     low_improvement, high_improvement = improvements(metric, low, high)
-    pooled = estimate.df != estimate.rounds - 1
+    pooled = abs(estimate.df - (estimate.rounds - 1)) > 1e-6
     return deployment_pb2.MetricComparison(metric=metric, improvement=improvement(metric, point),
                                            improvement_low=low_improvement, improvement_high=high_improvement,
                                            rounds=estimate.rounds, confidence=CONFIDENCE,

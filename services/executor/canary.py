@@ -88,6 +88,9 @@ def check_prior(spec: deployment_pb2.CanarySpec) -> None:
         raise InvalidArgument(f"canary.prior needs two rounds or more and an interval around its improvement, got "
                               f"{prior.rounds} round(s), {prior.improvement:g} in "
                               f"{prior.improvement_low:g}..{prior.improvement_high:g}")
+    if not (math.isfinite(prior.degrees_of_freedom) and 0 <= prior.degrees_of_freedom <= max(prior.rounds - 1, 0)):
+        raise InvalidArgument(f"canary.prior.degrees_of_freedom must be 0 (rounds - 1) or a pooled figure in "
+                              f"0..{prior.rounds - 1}, got {prior.degrees_of_freedom:g}")
     if abs(prior.confidence - CONFIDENCE) > 1e-9:
         raise InvalidArgument(f"canary.prior's interval must be at confidence {CONFIDENCE}, got {prior.confidence:g}")
 

@@ -50,6 +50,7 @@ S31_MAX = 2**31 - 1  # ranges are refined by a comparison only within 0..S31_MAX
 S64 = 2**63
 WIDEN_AFTER = 4  # joins at a loop's head before its intervals widen to the next constant
 MAX_CALL_DEPTH = 8
+MAX_SPAN = 4096  # bytes a load through a pointer of varying offset may reach, judged member by member
 MAX_STEPS = 2_000_000  # instructions interpreted per object; the library takes a few thousand
 # bpf_map_lookup_elem and bpf_task_storage_get return map memory, not kernel structs.
 MAP_VALUE_HELPERS = {1, 156}
@@ -96,11 +97,11 @@ def join(a: Value, b: Value, thresholds: list[int] | None = None) -> Value:
     if a.kind != b.kind:
         if KERNEL in (a.kind, b.kind):
             pointer, other = (a, b) if a.kind == KERNEL else (b, a)
-            if other.kind == SCALAR and other.lo == other.hi == 0:  # NULL on one path
+            if other.kind == SCALAR:  # NULL, or a value the kernel will not let be dereferenced
                 return pointer
             return Value(KERNEL, origin=pointer.origin)
-        if {a.kind, b.kind} <= {SCALAR, OTHER}:
-            return UNKNOWN
+        if {a.kind, b.kind} == {SCALAR, OTHER}:
+            return Value(OTHER)
         return Value(MIXED)
     lo, hi = min(a.lo, b.lo), max(a.hi, b.hi)
     if thresholds is not None:
@@ -257,35 +258,39 @@ class Program:
                 result = state.slot(int(base.lo) + insn.off)
             else:
                 result = functools.reduce(join, (v for _, v in state.stack), state.unset)
-        elif base.kind in (OTHER, MIXED) and size == 8:
-            # Map memory may hold a kernel pointer (a kptr field); a scalar loaded as one here is
-            # harmless: the kernel never lets it be dereferenced.
-            result = kernel(0, "a value loaded from map memory" if base.kind == OTHER else "a pointer of several kinds")
+        elif base.kind == MIXED and size == 8:
+            result = kernel(0, "a pointer of several kinds")
         elif base.kind == KERNEL:
             result = self.kernel_load(section, insn, base, size)
         return state.with_reg(insn.dst, result)
 
     def kernel_load(self, section: str, insn: Instruction, base: Value, size: int) -> Value:
         """Judge one load through a kernel pointer; what it loads (a pointer, when the member
-        is one to a struct). Through a pointer of known struct and offset, every member the load
-        touches is judged, CO-RE record or not: a record names the field of its own base type,
-        and a pointer moved off its struct's start would make it name another one."""
+        is one to a struct). Through a pointer of known struct, every member the bytes it may
+        read touch is judged, CO-RE record or not (a record names the field of its own base
+        type, and a pointer moved off its struct's start would make it name another one); an
+        offset that is not bounded is refused."""
         start, end = base.lo + insn.off, base.hi + insn.off + size
         relocation = self.core.get((section, insn.byte_offset))
-        if base.type_id and base.exact:
-            members = self.members(base.type_id, int(start), size)
+        if base.type_id:
+            if math.isinf(start) or math.isinf(end) or end - start > MAX_SPAN:
+                self.judge(section, insn, base, None, None)
+                return self.unknown_pointer(base, size)
+            members = self.members(base.type_id, int(start), int(end - start))
             named = self.obj.access(relocation.type_id, relocation.access) if relocation else None
             struct = self.obj.btf.types[base.type_id].name
-            if named is not None and named.path == (struct, *members[0][0]):
-                return self.loaded(base, members[0], size)  # the record names what is read: judged by its half
-            for member in members:
-                if not self.allowed_member(base, member):
-                    self.judge(section, insn, base, member, int(start), named)
-            return self.loaded(base, members[0], size)
-        relocated = relocation is not None
+            if not (base.exact and named is not None and named.path == (struct, *members[0][0])):
+                for member in members:  # else the record names what is read: judged by its half
+                    if not self.allowed_member(base, member):
+                        self.judge(section, insn, base, member, int(start) if base.exact else None, named)
+            return self.loaded(base, members[0], size) if base.exact else self.unknown_pointer(base, size)
         inside = base.window is not None and base.window[0] <= start and end <= base.window[1]
-        if not ((relocated and base.exact) or inside):
+        if not ((relocation is not None and base.exact) or inside):
             self.judge(section, insn, base, None, int(start) if base.exact else None)
+        return self.unknown_pointer(base, size)
+
+    @staticmethod
+    def unknown_pointer(base: Value, size: int) -> Value:
         return kernel(0, f"a pointer loaded through {base.origin}") if size == 8 else UNKNOWN
 
     def members(self, type_id: int, start: int, size: int) -> list[tuple[tuple[str, ...], int]]:
@@ -477,7 +482,7 @@ def arithmetic(op: int, dst: Value, src: Value) -> Value:
     if op == 0x30 and k is not None and k > 0 and natural:  # div
         return Value(SCALAR, dst.lo // k, dst.hi if math.isinf(dst.hi) else dst.hi // k)
     if op in (0x20, 0x60) and k is not None and k >= 0 and natural and not math.isinf(dst.hi):  # mul, lsh
-        factor = k if op == 0x20 else 2 ** k
+        factor = k if op == 0x20 else 2 ** (int(k) & 63)
         return Value(SCALAR, dst.lo * factor, dst.hi * factor) if dst.hi * factor < S64 else UNKNOWN
     return UNKNOWN
 
@@ -497,7 +502,8 @@ def refine(op: int, state: State, insn: Instruction) -> tuple[State | None, Stat
     other = state.regs[insn.src] if insn.code & 0x08 else const(insn.imm)
     # Only ranges and constants within 0..2^31-1, where signed and unsigned, 32- and 64-bit
     # comparisons all read alike (a sign-extended immediate against a u32 range would not).
-    small = reg.kind == SCALAR and other.exact and reg.lo >= 0 and reg.hi <= S31_MAX and 0 <= other.lo <= S31_MAX
+    small = (reg.kind == other.kind == SCALAR and other.exact and reg.lo >= 0 and reg.hi <= S31_MAX
+             and 0 <= other.lo <= S31_MAX)
     if not small or op not in BOUNDS:
         return state, state
     taken, fallen = BOUNDS[op]
