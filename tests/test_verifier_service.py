@@ -72,7 +72,8 @@ def test_a_library_policy_is_approved_and_the_verdict_checks_out(verifier, nats_
     claims = verdicts.check(verdict.signed, [trust_key(verifier)], artifacts.digest_of(verified),
                             verdict.claims.kernel)
     assert claims.stages_passed == list(verdict.claims.stages_passed)
-    assert claims.rules == verdict_cache.RULES  # what a cached copy must match to be served
+    # What a cached copy must match to be served, signed: the rules and the question asked.
+    assert claims.rules == verdict_cache.RULES and claims.request_digest == verdict.request_digest
     assert claims.expires_at.ToSeconds() - claims.issued_at.ToSeconds() == pytest.approx(7 * 86400, abs=2)
     dynamic = next(s for s in verdict.stages if s.stage == verdict_pb2.VERIFY_STAGE_DYNAMIC)
     assert {"wakeup_p99_us", "eevdf_p99_us", "fairness_min_max_ratio", "forks"} <= set(dynamic.measurements)

@@ -28,7 +28,7 @@ from schedcp.v1 import common_pb2 as schedcp_dot_v1_dot_common__pb2
 from schedcp.v1 import policy_pb2 as schedcp_dot_v1_dot_policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/verdict.proto\x12\nschedcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schedcp/v1/common.proto\x1a\x17schedcp/v1/policy.proto\"\x7f\n\x07\x46inding\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12&\n\x08severity\x18\x02 \x01(\x0e\x32\x14.schedcp.v1.Severity\x12\x0c\n\x04line\x18\x03 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x04 \x01(\r\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0c\n\x04hint\x18\x06 \x01(\t\"\xb5\x02\n\x0bStageResult\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.schedcp.v1.VerifyStage\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.schedcp.v1.StageStatus\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x13.schedcp.v1.Finding\x12\x0b\n\x03log\x18\x05 \x01(\t\x12?\n\x0cmeasurements\x18\x06 \x03(\x0b\x32).schedcp.v1.StageResult.MeasurementsEntry\x1a\x33\n\x11MeasurementsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x0cTargetKernel\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x12\n\nbtf_sha256\x18\x02 \x01(\t\x12\x0c\n\x04\x61rch\x18\x03 \x01(\t\"\xa6\x02\n\rVerdictClaims\x12\x12\n\nverdict_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61rtifact_digest\x18\x02 \x01(\t\x12(\n\x06kernel\x18\x03 \x01(\x0b\x32\x18.schedcp.v1.TargetKernel\x12\x10\n\x08\x61pproved\x18\x04 \x01(\x08\x12.\n\rstages_passed\x18\x05 \x03(\x0e\x32\x17.schedcp.v1.VerifyStage\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x08 \x01(\t\x12\r\n\x05rules\x18\t \x01(\t\"B\n\rSignedVerdict\x12\x0e\n\x06\x63laims\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"\xef\x01\n\x07Verdict\x12)\n\x06signed\x18\x01 \x01(\x0b\x32\x19.schedcp.v1.SignedVerdict\x12)\n\x06\x63laims\x18\x02 \x01(\x0b\x32\x19.schedcp.v1.VerdictClaims\x12\'\n\x06stages\x18\x03 \x03(\x0b\x32\x17.schedcp.v1.StageResult\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12,\n\x08\x61rtifact\x18\x06 \x01(\x0b\x32\x1a.schedcp.v1.PolicyArtifact\x12\x16\n\x0erequest_digest\x18\x07 \x01(\t*\xd1\x01\n\x0bVerifyStage\x12\x1c\n\x18VERIFY_STAGE_UNSPECIFIED\x10\x00\x12\x17\n\x13VERIFY_STAGE_STATIC\x10\x01\x12\x18\n\x14VERIFY_STAGE_COMPILE\x10\x02\x12 \n\x1cVERIFY_STAGE_KERNEL_VERIFIER\x10\x03\x12\x18\n\x14VERIFY_STAGE_DYNAMIC\x10\x04\x12\x1e\n\x1aVERIFY_STAGE_NATIVE_CHECKS\x10\x05\x12\x15\n\x11VERIFY_STAGE_SIGN\x10\x06*c\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\"\x04\x08\x01\x10\x01*\rSEVERITY_INFOb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schedcp/v1/verdict.proto\x12\nschedcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schedcp/v1/common.proto\x1a\x17schedcp/v1/policy.proto\"\x7f\n\x07\x46inding\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12&\n\x08severity\x18\x02 \x01(\x0e\x32\x14.schedcp.v1.Severity\x12\x0c\n\x04line\x18\x03 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x04 \x01(\r\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0c\n\x04hint\x18\x06 \x01(\t\"\xb5\x02\n\x0bStageResult\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.schedcp.v1.VerifyStage\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.schedcp.v1.StageStatus\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x13.schedcp.v1.Finding\x12\x0b\n\x03log\x18\x05 \x01(\t\x12?\n\x0cmeasurements\x18\x06 \x03(\x0b\x32).schedcp.v1.StageResult.MeasurementsEntry\x1a\x33\n\x11MeasurementsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x0cTargetKernel\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x12\n\nbtf_sha256\x18\x02 \x01(\t\x12\x0c\n\x04\x61rch\x18\x03 \x01(\t\"\xbe\x02\n\rVerdictClaims\x12\x12\n\nverdict_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61rtifact_digest\x18\x02 \x01(\t\x12(\n\x06kernel\x18\x03 \x01(\x0b\x32\x18.schedcp.v1.TargetKernel\x12\x10\n\x08\x61pproved\x18\x04 \x01(\x08\x12.\n\rstages_passed\x18\x05 \x03(\x0e\x32\x17.schedcp.v1.VerifyStage\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x08 \x01(\t\x12\r\n\x05rules\x18\t \x01(\t\x12\x16\n\x0erequest_digest\x18\n \x01(\t\"B\n\rSignedVerdict\x12\x0e\n\x06\x63laims\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"\xef\x01\n\x07Verdict\x12)\n\x06signed\x18\x01 \x01(\x0b\x32\x19.schedcp.v1.SignedVerdict\x12)\n\x06\x63laims\x18\x02 \x01(\x0b\x32\x19.schedcp.v1.VerdictClaims\x12\'\n\x06stages\x18\x03 \x03(\x0b\x32\x17.schedcp.v1.StageResult\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12,\n\x08\x61rtifact\x18\x06 \x01(\x0b\x32\x1a.schedcp.v1.PolicyArtifact\x12\x16\n\x0erequest_digest\x18\x07 \x01(\t*\xd1\x01\n\x0bVerifyStage\x12\x1c\n\x18VERIFY_STAGE_UNSPECIFIED\x10\x00\x12\x17\n\x13VERIFY_STAGE_STATIC\x10\x01\x12\x18\n\x14VERIFY_STAGE_COMPILE\x10\x02\x12 \n\x1cVERIFY_STAGE_KERNEL_VERIFIER\x10\x03\x12\x18\n\x14VERIFY_STAGE_DYNAMIC\x10\x04\x12\x1e\n\x1aVERIFY_STAGE_NATIVE_CHECKS\x10\x05\x12\x15\n\x11VERIFY_STAGE_SIGN\x10\x06*c\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\"\x04\x08\x01\x10\x01*\rSEVERITY_INFOb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STAGERESULT_MEASUREMENTSENTRY']._loaded_options = None
   _globals['_STAGERESULT_MEASUREMENTSENTRY']._serialized_options = b'8\001'
-  _globals['_VERIFYSTAGE']._serialized_start=1271
-  _globals['_VERIFYSTAGE']._serialized_end=1480
-  _globals['_SEVERITY']._serialized_start=1482
-  _globals['_SEVERITY']._serialized_end=1581
+  _globals['_VERIFYSTAGE']._serialized_start=1295
+  _globals['_VERIFYSTAGE']._serialized_end=1504
+  _globals['_SEVERITY']._serialized_start=1506
+  _globals['_SEVERITY']._serialized_end=1605
   _globals['_FINDING']._serialized_start=155
   _globals['_FINDING']._serialized_end=282
   _globals['_STAGERESULT']._serialized_start=285
@@ -50,9 +50,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TARGETKERNEL']._serialized_start=596
   _globals['_TARGETKERNEL']._serialized_end=661
   _globals['_VERDICTCLAIMS']._serialized_start=664
-  _globals['_VERDICTCLAIMS']._serialized_end=958
-  _globals['_SIGNEDVERDICT']._serialized_start=960
-  _globals['_SIGNEDVERDICT']._serialized_end=1026
-  _globals['_VERDICT']._serialized_start=1029
-  _globals['_VERDICT']._serialized_end=1268
+  _globals['_VERDICTCLAIMS']._serialized_end=982
+  _globals['_SIGNEDVERDICT']._serialized_start=984
+  _globals['_SIGNEDVERDICT']._serialized_end=1050
+  _globals['_VERDICT']._serialized_start=1053
+  _globals['_VERDICT']._serialized_end=1292
 # @@protoc_insertion_point(module_scope)

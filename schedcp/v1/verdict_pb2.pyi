@@ -89,7 +89,7 @@ class TargetKernel(_message.Message):
     def __init__(self, release: _Optional[str] = ..., btf_sha256: _Optional[str] = ..., arch: _Optional[str] = ...) -> None: ...
 
 class VerdictClaims(_message.Message):
-    __slots__ = ("verdict_id", "artifact_digest", "kernel", "approved", "stages_passed", "issued_at", "expires_at", "key_id", "rules")
+    __slots__ = ("verdict_id", "artifact_digest", "kernel", "approved", "stages_passed", "issued_at", "expires_at", "key_id", "rules", "request_digest")
     VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class VerdictClaims(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_DIGEST_FIELD_NUMBER: _ClassVar[int]
     verdict_id: str
     artifact_digest: str
     kernel: TargetKernel
@@ -108,7 +109,8 @@ class VerdictClaims(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     key_id: str
     rules: str
-    def __init__(self, verdict_id: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., kernel: _Optional[_Union[TargetKernel, _Mapping]] = ..., approved: _Optional[bool] = ..., stages_passed: _Optional[_Iterable[_Union[VerifyStage, str]]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_id: _Optional[str] = ..., rules: _Optional[str] = ...) -> None: ...
+    request_digest: str
+    def __init__(self, verdict_id: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., kernel: _Optional[_Union[TargetKernel, _Mapping]] = ..., approved: _Optional[bool] = ..., stages_passed: _Optional[_Iterable[_Union[VerifyStage, str]]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_id: _Optional[str] = ..., rules: _Optional[str] = ..., request_digest: _Optional[str] = ...) -> None: ...
 
 class SignedVerdict(_message.Message):
     __slots__ = ("claims", "signature", "key_id")

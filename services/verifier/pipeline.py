@@ -210,7 +210,7 @@ class Pipeline:
         claims = verdict_pb2.VerdictClaims(
             verdict_id=uuid.uuid4().hex, artifact_digest=artifact.digest, kernel=kernel, approved=approved,
             stages_passed=[r.stage for r in results if r.status == common_pb2.STAGE_STATUS_SUCCEEDED],
-            rules=verdict_cache.RULES)
+            rules=verdict_cache.RULES, request_digest=request_digest)
         claims.issued_at.FromNanoseconds(int(now * 1e9))
         ttl = self._options.verdict_ttl_s if approved else REJECTION_TTL_S
         claims.expires_at.FromNanoseconds(int((now + ttl) * 1e9))

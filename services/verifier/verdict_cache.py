@@ -57,7 +57,7 @@ class VerdictCache:
         except verdicts.UntrustedVerdict:
             log.warning("cached verdict %s does not verify with this verifier's key; ignoring it", verdict_id)
             return None
-        if (claims != verdict.claims or verdict.request_digest != request_digest or claims.rules != RULES
+        if (claims != verdict.claims or claims.request_digest != request_digest or claims.rules != RULES
                 or not verdicts.kernel_matches(claims.kernel, kernel)
                 or claims.artifact_digest != artifacts.digest_of(verdict.artifact)
                 or claims.expires_at.ToSeconds() <= time.time() + 60):
