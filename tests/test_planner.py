@@ -483,7 +483,10 @@ def test_tune_profiles_again_over_jobs_longer_than_its_first_window(services, wo
     observed = [e for e in events if e.stage == cycle_pb2.CYCLE_STAGE_OBSERVE]
     assert [e.status for e in observed] == [common_pb2.STAGE_STATUS_STARTED, common_pb2.STAGE_STATUS_STARTED,
                                             common_pb2.STAGE_STATUS_SUCCEEDED], [e.message for e in observed]
-    assert f"the jobs of {comm} last longer" in observed[1].message
+    # Other groups of the host may be named too (a shell that ran a long command, on a shared CI
+    # machine): the test's own jobs must be among them.
+    why = observed[1].message
+    assert why.startswith("the jobs of ") and comm in why.split(" last longer")[0], why
     # (a profile's window is the span its scans took: what was asked for, give or take a scan)
     assert observed[-1].message.startswith("profiled over ") and observed[-1].profile.window.seconds >= 4
 
