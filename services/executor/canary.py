@@ -309,25 +309,23 @@ def compare_rounds(metric: common_pb2.MetricSpec,
     """The metric over the rounds: medians before and after, the improvement (from the geometric
     mean ratio) with its interval, and that ratio interval itself."""
     pairs = _pairs(metric, rounds)
-    comparison = evidence.comparison(metric, _estimate(pairs))
+    estimate = _estimate(pairs)
+    return _reported(metric, pairs, estimate), Interval(*estimate.ratio_interval())
+
+
+def _reported(metric: common_pb2.MetricSpec, pairs: list[tuple[float, float]],
+              estimate: evidence.Estimate) -> deployment_pb2.MetricComparison:
+    comparison = evidence.comparison(metric, estimate)
     comparison.baseline = statistics.median(b for b, _ in pairs)
     comparison.observed = statistics.median(o for _, o in pairs)
-    return comparison, ratio_interval(pairs)
-
-
-def pooled_with(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]],
-                prior: deployment_pb2.MetricComparison | None) -> deployment_pb2.MetricComparison | None:
-    """The rounds and a prior (earlier canaries' evidence) as one estimate, what a reuse is
-    judged on; None when the prior says nothing (one round, clipped ends, none)."""
-    current = _estimate(_pairs(metric, rounds))
-    pooled = _with_prior(current, prior)
-    return evidence.comparison(metric, pooled) if pooled is not current else None
+    return comparison
 
 
 def _with_prior(current: evidence.Estimate, prior: deployment_pb2.MetricComparison | None) -> evidence.Estimate:
-    """Pooled, with the prior weighing at most as much as these rounds: with few rounds an
-    estimate's spread is itself uncertain, and a prior whose rounds happened to agree must not
-    outweigh what the host shows now."""
+    """The rounds and a prior (earlier canaries' evidence) as one estimate, what a reuse is judged
+    on (`current` itself when the prior says nothing: one round, clipped ends, none), the prior
+    weighing at most as much as these rounds: with few rounds an estimate's spread is itself
+    uncertain, and a prior whose rounds happened to agree must not outweigh what the host shows now."""
     earlier = evidence.of_comparison(prior) if prior is not None else None
     if earlier is None:
         return current
@@ -335,11 +333,9 @@ def _with_prior(current: evidence.Estimate, prior: deployment_pb2.MetricComparis
     return evidence.pooled([(current, 1.0), (earlier, weight)])
 
 
-def surely_better(metric: common_pb2.MetricSpec, rounds: list[tuple[Window, Window]],
-                  prior: deployment_pb2.MetricComparison | None = None) -> bool:
-    """Whether the rounds (with the prior's evidence, when given) show the metric better than
-    before at all, at SURE confidence."""
-    _, low, high = _with_prior(_estimate(_pairs(metric, rounds)), prior).ratio_interval(evidence.T_SURE)
+def surely_better(metric: common_pb2.MetricSpec, estimate: evidence.Estimate) -> bool:
+    """Whether the estimate shows the metric better than before at all, at SURE confidence."""
+    _, low, high = estimate.ratio_interval(evidence.T_SURE)
     return evidence.improvements(metric, low, high)[0] > 0
 
 
@@ -372,15 +368,18 @@ def judge_rounds(spec: deployment_pb2.CanarySpec, rounds: list[tuple[Window, Win
     failed, unsure, fine = [], [], []
     success = None
     if spec.HasField("success_metric"):
-        prior = spec.prior if spec.HasField("prior") else None
-        success, _ = compare_rounds(spec.success_metric, rounds)
+        metric, prior = spec.success_metric, spec.prior if spec.HasField("prior") else None
+        pairs = _pairs(metric, rounds)
+        current = _estimate(pairs)
+        decided = _with_prior(current, prior)
         # Decided on the evidence with the prior's; recorded as this canary's own numbers, which
         # the learner pools with the earlier ones later (recording the pooled ones would count
         # the earlier canaries again at every reuse).
-        basis = pooled_with(spec.success_metric, rounds, prior) or success
+        success = _reported(metric, pairs, current)
+        basis = success if decided is current else evidence.comparison(metric, decided)
         success.prior_rounds = prior.rounds if basis is not success else 0
         success.satisfied = basis.satisfied = (basis.improvement >= spec.min_improvement
-                                               and surely_better(spec.success_metric, rounds, prior))
+                                               and surely_better(metric, decided))
         told = _told_success(spec, basis, rounds, success)
         _sort(success.satisfied, basis.improvement_high < spec.min_improvement, told, fine, failed, unsure)
     guards = []
