@@ -42,6 +42,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.verifier_stages
 	$(PY) -m bench.verifier_latency
 	$(PY) -m bench.planner_fleet
+	$(PY) -m bench.fleet_scale
 	$(PY) -m bench.rollout --restart
 	$(PY) -m bench.colocation
 	$(PY) -m bench.canary_aa

@@ -40,6 +40,18 @@ def _planner_fleet(d: dict) -> list[str]:
             f"(queueing included), one cycle p50 {v['service_p50_ms']:.0f} ms" for n, v in d["summary"].items()]
 
 
+def _fleet_scale(d: dict) -> list[str]:
+    this, base = d["summary"]["this"], d["summary"].get(d["args"]["baseline"])
+    lines = [f"burst of {d['args']['burst']} hosts: {this['burst_decisions_per_s']:.0f} decisions/s, "
+             f"{this['burst_cpu_ms_per_decision']:.1f} ms of central CPU per decision"
+             + (f" ({d['args']['baseline']}: {base['burst_decisions_per_s']:.0f}/s, "
+                f"{base['burst_cpu_ms_per_decision']:.1f} ms)" if base else "")]
+    if "backlog_max" in this:
+        lines.append(f"{d['args']['hosts']} hosts, a profile each every {d['args']['period_s']:g} s: backlog at most "
+                     f"{this['backlog_max']}, drift decision p99 {this['drift_latency_p99_ms']:.0f} ms")
+    return lines
+
+
 def _rollout(d: dict) -> list[str]:
     lines = [f"{d['hosts']} simulated hosts, two classes: rollout {d['state']} in {d['seconds']:.0f} s"
              + (" (the planner restarted mid-rollout)" if d["planner_restarted_after_deployments"] else "")]
@@ -104,6 +116,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "canary_aa": ("Canary A/A calibration: false keeps and false rollbacks (this host)", _canary_aa),
     "makespan": ("Batch long tail: makespan (sandbox VM)", _makespan),
     "planner_fleet": ("Planner at fleet scale (rules provider)", _planner_fleet),
+    "fleet_scale": ("Central services at fleet scale, against an older commit", _fleet_scale),
     "rollout": ("Rollout across two classes of simulated hosts", _rollout),
     "verifier_stages": ("Verifier: time to a verdict", _verifier),
     "observer_overhead": ("Observer overhead (1 s profiles, ~600 threads)", _observer),

@@ -123,3 +123,32 @@ def test_the_planner_tunes_hosts_from_the_profiles_they_publish(services):
     # Every host decided: goal from its published profile (no observer exists for these hosts),
     # candidates, the native policy verified for its kernel and deployed by its executor.
     assert (run["decided"], run["kept"], run["from_published_profile"]) == (5, 5, 5), run
+
+
+def test_profiles_that_did_not_drift_cost_the_planner_no_request(nats_server):
+    # A fleet's profiles hardly ever drift: the planner follows its records with a KV watch
+    # instead of reading one per profile.
+    async def scenario():
+        buses, tuned = await replicas(nats_server.url, 1, min_interval_s=0)
+        bus = buses[0]
+        try:
+            await publish_and_settle(bus, host_profile("h1", "make"))
+            asked: list[str] = []
+            request = bus.nc.request
+
+            async def counted(subject, *args, **kwargs):
+                if "schedcp_planner" in subject:
+                    asked.append(subject)
+                return await request(subject, *args, **kwargs)
+
+            bus.nc.request = counted
+            await publish_and_settle(bus, *(host_profile("h1", "make") for _ in range(5)))
+            unchanged = list(asked)
+            await publish_and_settle(bus, host_profile("h1", "ffmpeg"))
+            return tuned, unchanged, asked
+        finally:
+            await bus.close()
+
+    tuned, unchanged, asked = asyncio.run(scenario())
+    assert tuned == ["h1", "h1"] and unchanged == [], (tuned, unchanged)
+    assert len(asked) == 1, asked  # the drift's claim

@@ -336,17 +336,22 @@ class Bus:
         queue: str | None = None,
         durable: str | None = None,
         ack_wait_s: float = 10.0,
+        traced: bool = True,
     ) -> Subscription:
         """Consume messages of one type, each in a CONSUMER span that continues the producer's
-        trace. With `durable`, the subject must be on a stream: a message is acknowledged after
-        the handler returns, redelivered if it raises, and dead-lettered if it is malformed. A
-        message delivered to a consumer that died unacknowledged comes again after
-        `ack_wait_s` (keep it above the handler's longest run)."""
+        trace unless `traced` is False (a stream of which most messages lead nowhere: a span
+        each would fill the trace store with one-span traces). With `durable`, the subject must
+        be on a stream: a message is acknowledged after the handler returns, redelivered if it
+        raises, and dead-lettered if it is malformed. A message delivered to a consumer that died
+        unacknowledged comes again after `ack_wait_s` (keep it above the handler's longest run)."""
 
         async def on_message(msg: Msg) -> None:
             headers = dict(msg.headers or {})
             attempt = msg.metadata.num_delivered if durable else 1
             delivery = Delivery(subject=msg.subject, headers=headers, attempt=attempt)
+            if not traced:
+                await self._dispatch(msg, message_type, handler, delivery, durable is not None)
+                return
             with telemetry.tracer().start_as_current_span(
                 f"process {msg.subject}",
                 context=telemetry.extract(headers),

@@ -10,6 +10,9 @@ Server side, `RuntimeInterceptor` wraps every handler so that it
 Client side, `channel()` opens an aio channel whose calls run in CLIENT spans, carry the trace
 context, and get a deadline when the caller passes no timeout (unary calls the channel's
 default, streams the process's `SCHEDCP_STREAM_TIMEOUT_S`): no outbound call waits forever.
+A service borrows its channels with `shared()` instead: one open channel per peer, reused by
+every call (a new channel per call was most of a planner's CPU at fleet scale: each one a TCP
+connection and an HTTP/2 handshake on both sides), closed by `close_shared()` at stop.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -335,3 +340,82 @@ def channel(target: str, default_timeout_s: float = 30.0, identity: Any = _PROCE
         return grpc.aio.insecure_channel(target, interceptors=interceptors, options=list(options.items()))
     return grpc.aio.secure_channel(target, _credentials(files), interceptors=interceptors,
                                    options=list(options.items()))
+
+
+# Each shared channel has its own connection state: gRPC otherwise shares connections (and
+# their reconnect backoff) between channels to one address, so the new channel after one that
+# met an unreachable peer would inherit its backoff. And for a caller that handles an
+# unreachable peer inside its borrowed channel (a polling loop), the backoff (up to two
+# minutes by default) is kept to seconds.
+_SHARED_OPTIONS = {"grpc.use_local_subchannel_pool": 1, "grpc.max_reconnect_backoff_ms": 5000}
+# Idle shared channels kept open per process (the least recently used beyond it are closed):
+# a planner talks to thousands of executors, a few at a time.
+MAX_IDLE_SHARED = 64
+
+
+@dataclass
+class _Shared:
+    channel: grpc.aio.Channel
+    users: int = 0
+    broken: bool = False
+
+
+class _ChannelPool:
+    """The open channels of one event loop, by (target, unary deadline, identity)."""
+
+    def __init__(self) -> None:
+        self._open: OrderedDict[tuple, _Shared] = OrderedDict()
+
+    @contextlib.asynccontextmanager
+    async def borrow(self, target: str, default_timeout_s: float) -> AsyncIterator[grpc.aio.Channel]:
+        key = (target, default_timeout_s, _identity)
+        shared = self._open.get(key)
+        if shared is None:
+            shared = self._open[key] = _Shared(channel(target, default_timeout_s, **_SHARED_OPTIONS))
+        self._open.move_to_end(key)
+        shared.users += 1
+        try:
+            yield shared.channel
+        except grpc.aio.AioRpcError as exc:
+            # A peer that could not be reached: the next call gets a new channel, which connects
+            # at once, rather than this one, which gRPC would hold back (reconnect backoff, up to
+            # two minutes) after its peer restarted.
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and self._open.get(key) is shared:
+                shared.broken = True
+                del self._open[key]
+            raise
+        finally:
+            shared.users -= 1
+            if shared.broken and not shared.users:
+                await shared.channel.close()
+            await self._trim()
+
+    async def _trim(self) -> None:
+        idle = [key for key, shared in self._open.items() if not shared.users]
+        for key in idle[:max(0, len(idle) - MAX_IDLE_SHARED)]:
+            await self._open.pop(key).channel.close()
+
+    async def close(self) -> None:
+        while self._open:
+            _, shared = self._open.popitem()
+            await shared.channel.close()
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ChannelPool] = weakref.WeakKeyDictionary()
+
+
+def shared(target: str, default_timeout_s: float = 30.0) -> contextlib.AbstractAsyncContextManager[grpc.aio.Channel]:
+    """`async with shared(target) as channel`: this event loop's open channel to `target` (as
+    `channel()` makes them), opened on first use and left open for the next call."""
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = _ChannelPool()
+    return pool.borrow(target, default_timeout_s)
+
+
+async def close_shared() -> None:
+    """Close this event loop's shared channels (a service stopping)."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.close()

@@ -182,6 +182,7 @@ async def serve(role: Role, settings: Settings, build: Build) -> None:
         await server.stop(settings.shutdown_grace_s)
     finally:
         await ctx.close()
+        await rpc.close_shared()
         await bus.close()
     log.info("stopped")
 

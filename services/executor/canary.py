@@ -125,7 +125,7 @@ async def measure(observer_addr: str, spec: deployment_pb2.CanarySpec, window_s:
                 groups.append(matcher)
     request = observer_pb2.MeasureRequest(groups=groups)
     request.duration.FromNanoseconds(int(window_s * 1e9))
-    async with rpc.channel(observer_addr, default_timeout_s=window_s + 30) as channel:
+    async with rpc.shared(observer_addr, default_timeout_s=window_s + 30) as channel:
         response = await observer_pb2_grpc.ObserverServiceStub(channel).Measure(request)
     by_matcher = {g.matcher.SerializeToString(deterministic=True): g for g in response.groups}
     left = max(MIN_LEFT_SHARE, 1.0 - response.foreign_cpu_share - response.observer_cpu_share)

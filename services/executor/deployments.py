@@ -649,7 +649,7 @@ class Executor:
         the observer cannot say, so the learner counts the outcome under no class."""
         if not self._class:
             try:
-                async with rpc.channel(self._settings.observer_addr, self._settings.rpc_timeout_s) as channel:
+                async with rpc.shared(self._settings.observer_addr, self._settings.rpc_timeout_s) as channel:
                     info = await observer_pb2_grpc.ObserverServiceStub(channel).HostInfo(observer_pb2.HostInfoRequest())
                 self._class = hostclass.of(info.facts)
             except grpc.aio.AioRpcError as exc:

@@ -60,6 +60,7 @@ from services.planner.generate import Generator
 from services.planner.leases import CycleLeases
 from services.planner.llm import Usage
 from services.planner.planning import Planner, window_for_jobs
+from services.planner.verdict_memo import VerdictMemo
 
 log = logging.getLogger(__name__)
 C = cycle_pb2
@@ -91,6 +92,7 @@ class Cycle:
         self._verifier_addr = verifier_addr
         self._canary_window_s = canary_window_s
         self._budget = budget
+        self._verdicts = VerdictMemo()
         # Cycles in flight, so a stopping planner can close the records of those it could not
         # finish even when their handlers were cancelled too abruptly to do it themselves.
         self._open: set[_CycleEvents] = set()
@@ -183,9 +185,12 @@ class Cycle:
         tried = found.candidates[:max(MAX_CANDIDATES_TRIED, budget)]
         kept: list[tuple[float, verdict_pb2.Verdict]] = []  # a search's kept trials, taken off
         for index, candidate in enumerate(tried):
-            yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_STARTED,
-                                   f"verifying {candidate.artifact.name}")
-            verdict = await self._verify(candidate.artifact, host)
+            # A verdict the verifier gave for this very question a moment ago needs no call (nor
+            # a "verifying" event microseconds before its answer).
+            if (verdict := self._verdicts.get(_verify_request(candidate.artifact, host))) is None:
+                yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_STARTED,
+                                       f"verifying {candidate.artifact.name}")
+                verdict = await self._verify(candidate.artifact, host)
             status = common_pb2.STAGE_STATUS_SUCCEEDED if verdict.claims.approved else common_pb2.STAGE_STATUS_FAILED
             yield await cycle.emit(C.CYCLE_STAGE_VERIFY, status, verdict.summary, verdict=verdict)
             if not verdict.claims.approved:
@@ -317,25 +322,24 @@ class Cycle:
 
     async def _verify(self, artifact: policy_pb2.PolicyArtifact,
                       host: host_pb2.HostRegistration) -> verdict_pb2.Verdict:
-        facts = host.facts
-        target = verdict_pb2.TargetKernel(release=facts.kernel_release, btf_sha256=facts.btf_sha256, arch=facts.arch)
-        request = verifier_pb2.VerifyRequest(artifact=artifact, target=target)
+        request = _verify_request(artifact, host)
         verdict = verdict_pb2.Verdict(summary="the verifier ended without a verdict")
         try:
-            async with rpc.channel(self._verifier_addr) as channel:
+            async with rpc.shared(self._verifier_addr) as channel:
                 async for progress in verifier_pb2_grpc.VerifierServiceStub(channel).Verify(request):
                     if progress.HasField("verdict"):
                         verdict = progress.verdict
         except grpc.aio.AioRpcError as exc:
             # Not a verdict (e.g. no sandbox kernel for this host): this candidate cannot be used.
             return verdict_pb2.Verdict(summary=f"not verified: {exc.details()} ({exc.code().name})")
+        self._verdicts.put(request, verdict)
         return verdict
 
     async def _running(self, host: host_pb2.HostRegistration) -> deployment_pb2.Deployment | None:
         """The deployment in force on the host, if any (None too when the executor cannot say:
         the Deploy that follows will report why)."""
         try:
-            async with rpc.channel(host.executor_addr) as channel:
+            async with rpc.shared(host.executor_addr) as channel:
                 status = await executor_pb2_grpc.ExecutorServiceStub(channel).Status(
                     executor_pb2.StatusRequest(host_id=host.host_id))
         except grpc.aio.AioRpcError as exc:
@@ -345,7 +349,7 @@ class Cycle:
 
     async def _take_off(self, host: host_pb2.HostRegistration, reason: str) -> None:
         """Roll back what the host runs (a kept trial of a search), as an operator would."""
-        async with rpc.channel(host.executor_addr) as channel:
+        async with rpc.shared(host.executor_addr) as channel:
             await executor_pb2_grpc.ExecutorServiceStub(channel).Rollback(
                 executor_pb2.RollbackRequest(reason=reason, host_id=host.host_id))
 
@@ -356,9 +360,15 @@ class Cycle:
                                              canary=canary_for(goal, self._canary_window_s, prior), goal=goal,
                                              signature=profile.signature, cycle_id=cycle_id,
                                              host_id=host.host_id)
-        async with rpc.channel(host.executor_addr) as channel:
+        async with rpc.shared(host.executor_addr) as channel:
             async for event in executor_pb2_grpc.ExecutorServiceStub(channel).Deploy(request):
                 yield event
+
+
+def _verify_request(artifact: policy_pb2.PolicyArtifact, host: host_pb2.HostRegistration) -> verifier_pb2.VerifyRequest:
+    facts = host.facts
+    target = verdict_pb2.TargetKernel(release=facts.kernel_release, btf_sha256=facts.btf_sha256, arch=facts.arch)
+    return verifier_pb2.VerifyRequest(artifact=artifact, target=target)
 
 
 def _age_s(profile: profile_pb2.WorkloadProfile) -> float:
@@ -509,7 +519,10 @@ class _CycleEvents:
                  C.CycleStage.Name(stage).removeprefix("CYCLE_STAGE_").lower(),
                  common_pb2.StageStatus.Name(status).removeprefix("STAGE_STATUS_").lower(), message)
         try:
-            await self._bus.publish(topology.subject(topology.Kind.CYCLE, self._host_id, self.cycle_id), event)
+            # Not a span each: the event carries the cycle's trace id and its headers the trace
+            # context; a span per event (eight or more a cycle) would say nothing the event does not.
+            await self._bus.publish(topology.subject(topology.Kind.CYCLE, self._host_id, self.cycle_id), event,
+                                    traced=False)
             self.ended = stage == C.CYCLE_STAGE_RESULT
         except Exception as exc:  # the caller still gets the event; the stream is best effort
             log.warning("could not publish the cycle event: %s", exc)

@@ -125,7 +125,7 @@ class Fleet:
         deployment; None when it cannot say."""
         try:
             host = await self._hosts.get(host_id)
-            async with rpc.channel(host.executor_addr, self._rpc_timeout_s) as channel:
+            async with rpc.shared(host.executor_addr, self._rpc_timeout_s) as channel:
                 status = await executor_pb2_grpc.ExecutorServiceStub(channel).Status(
                     executor_pb2.StatusRequest(host_id=host_id))
         except (NotFound, grpc.aio.AioRpcError):
@@ -143,7 +143,7 @@ class Fleet:
         """Roll back what the host runs; "" when done, else why not."""
         try:
             host = await self._hosts.get(host_id)
-            async with rpc.channel(host.executor_addr, self._rpc_timeout_s) as channel:
+            async with rpc.shared(host.executor_addr, self._rpc_timeout_s) as channel:
                 await executor_pb2_grpc.ExecutorServiceStub(channel).Rollback(
                     executor_pb2.RollbackRequest(reason=reason, host_id=host_id))
         except NotFound as exc:
@@ -154,7 +154,7 @@ class Fleet:
 
     async def effects(self, policy: str) -> list[policy_pb2.EffectStats]:
         """The learner's statistics of the policy, per parameters, workload cluster and host class."""
-        async with rpc.channel(self._learner_addr, self._rpc_timeout_s) as channel:
+        async with rpc.shared(self._learner_addr, self._rpc_timeout_s) as channel:
             record = await learner_pb2_grpc.LearnerServiceStub(channel).GetPolicy(
                 learner_pb2.GetPolicyRequest(name=policy))
         return list(record.effects)

@@ -138,7 +138,7 @@ class Planner:
         if not request.signature.values:
             return None
         try:
-            async with rpc.channel(self._learner_addr, self._rpc_timeout_s) as channel:
+            async with rpc.shared(self._learner_addr, self._rpc_timeout_s) as channel:
                 return await learner_pb2_grpc.LearnerServiceStub(channel).SearchPolicies(request)
         except grpc.aio.AioRpcError as exc:
             log.warning("the learner could not be asked (%s: %s): no reuse, library order",
@@ -174,7 +174,7 @@ class Planner:
                                              goals=[GOAL_WORDS[goal.objective]])
         request = learner_pb2.PutPolicyRequest(artifact=artifact, metadata=metadata, verdict=verdict.signed)
         try:
-            async with rpc.channel(self._learner_addr, self._rpc_timeout_s) as channel:
+            async with rpc.shared(self._learner_addr, self._rpc_timeout_s) as channel:
                 await learner_pb2_grpc.LearnerServiceStub(channel).PutPolicy(request)
         except grpc.aio.AioRpcError as exc:
             log.warning("could not store %s in the repository (%s: %s)", artifact.name, exc.code().name,
@@ -188,7 +188,7 @@ class Planner:
         request = learner_pb2.LearnerHistoryRequest(host_id=host_id, limit=HOST_OUTCOMES)
         deadline = time.monotonic() + wait_s
         why = ""
-        async with rpc.channel(self._learner_addr, self._rpc_timeout_s) as channel:
+        async with rpc.shared(self._learner_addr, self._rpc_timeout_s) as channel:
             stub = learner_pb2_grpc.LearnerServiceStub(channel)
             while True:
                 left = deadline - time.monotonic()
@@ -218,7 +218,7 @@ class Planner:
     async def observe(self, observer_addr: str, window_s: float = OBSERVE_WINDOW_S) -> profile_pb2.WorkloadProfile:
         request = observer_pb2.GetProfileRequest(detail=profile_pb2.DETAIL_LEVEL_SUMMARY)
         request.window.FromMilliseconds(int(window_s * 1000))
-        async with rpc.channel(observer_addr, self._rpc_timeout_s + window_s) as channel:
+        async with rpc.shared(observer_addr, self._rpc_timeout_s + window_s) as channel:
             return await observer_pb2_grpc.ObserverServiceStub(channel).GetProfile(request)
 
 

@@ -99,6 +99,7 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     watcher = DriftWatcher(ctx.bus, tune_host, ctx.settings.planner_min_interval_s, ctx.settings.planner_max_cycles,
                            every_host=ctx.settings.planner_auto)
     await ctx.bus.at_start("following the profile stream", watcher.start)
+    ctx.on_close(watcher.close)
     ctx.details["auto"] = (f"every host, at most every {ctx.settings.planner_min_interval_s:g} s per host"
                            if ctx.settings.planner_auto else "hosts opted in (schedcp tune HOST --auto)")
     fleet = Fleet(cycle, planner, hosts, ctx.bus, ctx.settings)
