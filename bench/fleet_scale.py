@@ -250,8 +250,9 @@ async def steady(stack: Stack, executor_addr: str, n: int, period_s: float, stea
             await fleet.publish(i)
         all_decided = await results.wait_for(n, 120 + n * 0.1)
         first = max((t[0] for t in results.at.values()), default=float("nan"))
-        burst = {"decided": results.count(), "seconds": first - start, "decisions_per_s": results.count() /
-                 (first - start), "cpu_s": used_between(cpu0, stack.cpu()), "all_decided": all_decided}
+        burst = {"decided": results.count(), "failed": len(results.failed), "seconds": first - start,
+                 "decisions_per_s": results.count() / (first - start), "cpu_s": used_between(cpu0, stack.cpu()),
+                 "all_decided": all_decided}
         # Steady state: every host every period_s, a few drift each second.
         drifted: dict[str, float] = {}
         pending: list[tuple[float, int]] = []
@@ -377,6 +378,7 @@ def summarise(runs: list[dict]) -> dict:
         summary.update(
             start_burst_decisions_per_s=median(f["burst"]["decisions_per_s"] for f in fleets),
             start_burst_all_decided=all(f["burst"]["all_decided"] for f in fleets),
+            start_burst_failed=max(f["burst"].get("failed", 0) for f in fleets),
             backlog_max=max(s["backlog_max"] for s in steady), backlog_end=max(s["backlog_end"] for s in steady),
             drift_latency_p50_ms=median(s["drift_latency_p50_ms"] for s in steady),
             drift_latency_p99_ms=median(s["drift_latency_p99_ms"] for s in steady),
@@ -416,8 +418,9 @@ def report(result: dict) -> str:
         if "backlog_max" not in s:
             lines.append(f"| {name} | not run | | | | |")
             continue
+        failed = f" ({s['start_burst_failed']} failed)" if s.get("start_burst_failed") else ""
         lines.append(f"| {name} | {s['start_burst_decisions_per_s']:.0f}"
-                     f"{'' if s['start_burst_all_decided'] else ' (not all decided)'} | {s['backlog_max']} / "
+                     f"{'' if s['start_burst_all_decided'] else ' (not all decided)'}{failed} | {s['backlog_max']} / "
                      f"{s['backlog_end']} | {s['drift_latency_p50_ms']:.0f} / {s['drift_latency_p99_ms']:.0f} | "
                      f"{s['drifts_decided']} of {s['drifts']} | {s['steady_cpu_per_s']:.2f} |")
     lines += ["", "The backlog is the planner's durable consumer's pending and unacknowledged profiles, read every "

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
-from bench.planner_fleet import run_fleet, with_executors
+import grpc
+
+from bench import planner_fleet
+from bench.planner_fleet import SimulatedExecutors, run_fleet, with_executors
 from schedcp.runtime import topology
 from schedcp.runtime.bus import Bus
-from schedcp.v1 import profile_pb2
+from schedcp.v1 import common_pb2, cycle_pb2, executor_pb2_grpc, host_pb2, profile_pb2
 from services.planner import triggers
 from tests.test_cycle_cli import schedcp
 from tests.test_planner import BATCH, LATENCY, group, profile
@@ -152,3 +156,85 @@ def test_profiles_that_did_not_drift_cost_the_planner_no_request(nats_server):
     tuned, unchanged, asked = asyncio.run(scenario())
     assert tuned == ["h1", "h1"] and unchanged == [], (tuned, unchanged)
     assert len(asked) == 1, asked  # the drift's claim
+
+
+class HeldExecutors(SimulatedExecutors):
+    """Deployments wait until released, so the planner's only cycle slot stays taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def Deploy(self, request, context):
+        await self.release.wait()
+        async for event in super().Deploy(request, context):
+            yield event
+
+
+def test_a_cycle_that_waited_for_a_slot_starts_from_the_hosts_newest_profile(services):
+    # A fleet starting together: a host's first profile waits behind other cycles until it is
+    # too old to plan from; the host published a newer one meanwhile, and the cycle takes it
+    # (these simulated hosts have no observer to profile them again).
+    services.env.update(SCHEDCP_PLANNER_AUTO="true", SCHEDCP_PLANNER_MIN_INTERVAL_S="0", SCHEDCP_TUNE_BUDGET="1",
+                        SCHEDCP_PLANNER_MAX_CYCLES="1")
+    services.start("verifier", "learner", "planner")
+
+    async def scenario():
+        executors, server = HeldExecutors(), grpc.aio.server()
+        executor_pb2_grpc.add_ExecutorServiceServicer_to_server(executors, server)
+        addr = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+        bus = await Bus.connect(services.env["SCHEDCP_NATS_URL"], "test")
+        events: dict[str, list[cycle_pb2.CycleEvent]] = {}
+
+        async def on_cycle(msg) -> None:
+            event = cycle_pb2.CycleEvent()
+            event.ParseFromString(msg.data)
+            events.setdefault(event.host_id, []).append(event)
+
+        def seen(host: str, stage: int):
+            async def check() -> bool:
+                return any(e.stage == stage for e in events.get(host, []))
+            return check
+
+        async def until(condition) -> None:
+            deadline = time.monotonic() + 60
+            while not await condition():
+                assert time.monotonic() < deadline, events
+                await asyncio.sleep(0.1)
+
+        try:
+            hosts, planner = await bus.kv(topology.HOSTS_BUCKET), await bus.kv(topology.PLANNER_BUCKET)
+            for host in ("held", "late"):
+                await hosts.put(host, host_pb2.HostRegistration(
+                    host_id=host, observer_addr="127.0.0.1:9", executor_addr=addr,
+                    facts=planner_fleet.facts(host)).SerializeToString())
+            await bus.nc.subscribe(topology.all_hosts(topology.Kind.CYCLE), cb=on_cycle)
+            await bus.publish(topology.subject(topology.Kind.PROFILE, "held"), planner_fleet.profile("held", 0))
+            await until(seen("held", cycle_pb2.CYCLE_STAGE_CANDIDATES))
+            stale = planner_fleet.profile("late", 1)
+            stale.profile_id = "late-stale"
+            stale.window_start.FromSeconds(int(time.time()) - 120)
+            await bus.publish(topology.subject(topology.Kind.PROFILE, "late"), stale)
+            await until(lambda: _claimed(planner, "late"))  # its cycle waits for the slot
+            fresh = planner_fleet.profile("late", 1)
+            fresh.profile_id = "late-fresh"
+            await bus.publish(topology.subject(topology.Kind.PROFILE, "late"), fresh)
+            executors.release.set()
+            await until(seen("late", cycle_pb2.CYCLE_STAGE_RESULT))
+            return events["late"]
+        finally:
+            await bus.close()
+            await server.stop(None)
+
+    late = asyncio.run(scenario())
+    assert late[-1].status == common_pb2.STAGE_STATUS_SUCCEEDED, [e.message for e in late]
+    assert late[0].stage == cycle_pb2.CYCLE_STAGE_OBSERVE and "the published profile late-fresh" in late[0].message
+
+
+async def _claimed(kv, key: str) -> bool:
+    try:
+        await kv.get(key)
+    except Exception:
+        return False
+    return True

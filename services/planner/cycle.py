@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2
+from nats.js.errors import NotFoundError
 
 from schedcp.domain import artifacts
 from schedcp.runtime import metrics, rpc, telemetry, topology
@@ -80,6 +81,10 @@ CLOSE_TIMEOUT_S = 5.0
 # or restarting learner without holding the cycle (and its caller) long when the learner is
 # down: the outcome waits in its stream, and the learner applies it whenever it reads it.
 LEARN_WAIT_S = 10.0
+# How long what the executor said runs on the host stands for the cycle (verification from the
+# planner's memo takes microseconds; one that boots the sandbox VM, seconds: then it asks again).
+STATUS_FRESH_S = 1.0
+_ASK = object()  # what the host runs is not known: ask its executor
 
 
 class Cycle:
@@ -151,8 +156,19 @@ class Cycle:
         for cycle in list(self._open):
             await cycle.close_unfinished(INTERRUPTED)
 
+    async def newest_published(self, host_id: str) -> profile_pb2.WorkloadProfile | None:
+        """The host's newest profile on the profile stream, if any."""
+        try:
+            return await self._bus.last_message(topology.subject(topology.Kind.PROFILE, host_id),
+                                                profile_pb2.WorkloadProfile)
+        except NotFoundError:
+            return None
+
     async def _stages(self, cycle: _CycleEvents, host: host_pb2.HostRegistration, request: planner_pb2.TuneRequest,
                       published: profile_pb2.WorkloadProfile | None) -> AsyncIterator[cycle_pb2.CycleEvent]:
+        if published is not None and _age_s(published) > PUBLISHED_PROFILE_MAX_AGE_S:
+            # It waited for a free slot (a fleet starting together): the host has published since.
+            published = await self.newest_published(host.host_id) or published
         if published is not None and _age_s(published) <= PUBLISHED_PROFILE_MAX_AGE_S:
             profile, how = published, f"the published profile {published.profile_id}"
         else:
@@ -176,7 +192,8 @@ class Cycle:
         found = (self._planner.named(request, goal, profile) if request.policy
                  else await self._planner.candidates(goal, profile, request.budget or self._budget))
         budget, why = _budget_for(request, found, self._budget)
-        if not request.policy and (running := await self._running(host)):
+        status_at, running = time.monotonic(), (_ASK if request.policy else await self._running(host))
+        if running not in (None, _ASK):
             found = _running_first(found, running)
         names = ", ".join(c.artifact.name for c in found.candidates) or "none"
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
@@ -195,7 +212,9 @@ class Cycle:
             yield await cycle.emit(C.CYCLE_STAGE_VERIFY, status, verdict.summary, verdict=verdict)
             if not verdict.claims.approved:
                 continue
-            if judged is None and (skipped := await self._already_running(cycle, host, verdict)):
+            # What runs, as the executor said a moment ago (asked again after a verification that took time).
+            known = running if time.monotonic() - status_at < STATUS_FRESH_S else _ASK
+            if judged is None and (skipped := await self._already_running(cycle, host, verdict, known)):
                 yield skipped
                 return
             async for event in self._canary(cycle, host, verdict, goal, profile, _evidence(candidate)):
@@ -282,9 +301,11 @@ class Cycle:
                                deployment=cycle.deployed)
 
     async def _already_running(self, cycle: _CycleEvents, host: host_pb2.HostRegistration,
-                               verdict: verdict_pb2.Verdict) -> cycle_pb2.CycleEvent | None:
-        """When the verified artifact is what the host runs already, the cycle's RESULT (it ends)."""
-        running = await self._running(host)
+                               verdict: verdict_pb2.Verdict, running=_ASK) -> cycle_pb2.CycleEvent | None:
+        """When the verified artifact is what the host runs already, the cycle's RESULT (it ends).
+        `running`: the host's deployment as its executor just said (else it is asked)."""
+        if running is _ASK:
+            running = await self._running(host)
         if running is None or running.artifact_digest != verdict.artifact.digest:
             return None
         return await cycle.emit(C.CYCLE_STAGE_RESULT, common_pb2.STAGE_STATUS_SKIPPED,

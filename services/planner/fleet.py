@@ -11,11 +11,9 @@ from dataclasses import dataclass
 
 import grpc
 from nats.errors import Error as NatsError
-from nats.js.errors import NotFoundError
 
 from schedcp.domain import params
-from schedcp.runtime import rpc, topology
-from schedcp.runtime.bus import Bus
+from schedcp.runtime import rpc
 from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from schedcp.v1 import (
@@ -28,7 +26,6 @@ from schedcp.v1 import (
     learner_pb2_grpc,
     planner_pb2,
     policy_pb2,
-    profile_pb2,
     rollout_pb2,
 )
 from services.planner.cycle import ALTERNATING_ROUNDS, LEARN_WAIT_S, Cycle
@@ -58,11 +55,10 @@ class ClassEffect:
 
 
 class Fleet:
-    def __init__(self, cycle: Cycle, planner: Planner, hosts: HostDirectory, bus: Bus, settings: Settings) -> None:
+    def __init__(self, cycle: Cycle, planner: Planner, hosts: HostDirectory, settings: Settings) -> None:
         self._cycle = cycle
         self._planner = planner
         self._hosts = hosts
-        self._bus = bus
         self._learner_addr = settings.learner_addr
         self._rpc_timeout_s = settings.rpc_timeout_s
         # A canary in flight when the planner stopped, on a host whose executor cannot say how it
@@ -84,7 +80,7 @@ class Fleet:
                                           parameters=rollout.parameters)
         last, no_goal = None, False
         try:
-            async for event in self._cycle.tune(request, await self._published(host_id)):
+            async for event in self._cycle.tune(request, await self._cycle.newest_published(host_id)):
                 if last is None:
                     await started(event.cycle_id)
                 last = event
@@ -131,13 +127,6 @@ class Fleet:
         except (NotFound, grpc.aio.AioRpcError):
             return None
         return status.current.cycle_id == cycle_id and status.current.state in IN_FLIGHT
-
-    async def _published(self, host_id: str) -> profile_pb2.WorkloadProfile | None:
-        try:
-            return await self._bus.last_message(topology.subject(topology.Kind.PROFILE, host_id),
-                                                profile_pb2.WorkloadProfile)
-        except NotFoundError:
-            return None
 
     async def roll_back(self, host_id: str, reason: str) -> str:
         """Roll back what the host runs; "" when done, else why not."""

@@ -102,7 +102,7 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     ctx.on_close(watcher.close)
     ctx.details["auto"] = (f"every host, at most every {ctx.settings.planner_min_interval_s:g} s per host"
                            if ctx.settings.planner_auto else "hosts opted in (schedcp tune HOST --auto)")
-    fleet = Fleet(cycle, planner, hosts, ctx.bus, ctx.settings)
+    fleet = Fleet(cycle, planner, hosts, ctx.settings)
     rollouts = Rollouts(ctx.bus, hosts, fleet, ctx.settings, leases.replica)
     ctx.on_close(rollouts.close)
     await rollouts.resume_all()
