@@ -748,10 +748,10 @@ class _ThreeCandidates(_OneHost):
     async def observe(self, observer_addr: str) -> profile_pb2.WorkloadProfile:
         return profile(group("nginx", LATENCY, 0.5), group("ffmpeg", BATCH, 4.0))
 
-    async def goal(self, profile_, intent, provider, usage) -> goal_pb2.OptimizationGoal:
-        return goals.infer(profile_, intent)
+    async def goal(self, profile_, intent, provider, usage):
+        return goals.infer(profile_, intent), None
 
-    async def candidates(self, goal, profile_, budget=1) -> cycle_pb2.CandidateList:
+    async def candidates(self, goal, profile_, budget=1, asked=None) -> cycle_pb2.CandidateList:
         names = ("batch_sched_idle", "batch_idle_cgroup", "favour_group")
         return cycle_pb2.CandidateList(candidates=[
             cycle_pb2.Candidate(artifact=policy_pb2.PolicyArtifact(name=n, digest=n)) for n in names])

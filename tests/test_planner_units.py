@@ -1,11 +1,12 @@
-"""The planner's parts that need no service: its memo of the verifier's approvals."""
+"""The planner's parts that need no service: its memo of the verifier's approvals, and when it
+asks the learner again."""
 
 from __future__ import annotations
 
 import time
 
-from schedcp.v1 import policy_pb2, verdict_pb2, verifier_pb2
-from services.planner import verdict_memo
+from schedcp.v1 import learner_pb2, policy_pb2, verdict_pb2, verifier_pb2
+from services.planner import planning, verdict_memo
 from services.planner.verdict_memo import VerdictMemo
 
 
@@ -55,3 +56,13 @@ def test_the_memo_keeps_the_newest_entries(monkeypatch):
     memo.get(request("a"))  # used: kept over b
     memo.put(request("d"), verdict())
     assert [memo.get(request(n)) is not None for n in "abcd"] == [True, False, True, True]
+
+
+def test_the_learner_is_asked_again_for_a_goal_only_when_it_knows_something():
+    untested = learner_pb2.PolicyMatch(policy=policy_pb2.PolicyRecord(), reason="untested here")
+    learned = learner_pb2.PolicyMatch(policy=policy_pb2.PolicyRecord(), confidence=0.4)
+    avoided = learner_pb2.AntiPattern(policy_name="fifo", regressions=2)
+    assert planning._knows_nothing(learner_pb2.SearchPoliciesResponse(matches=[untested]))
+    assert not planning._knows_nothing(learner_pb2.SearchPoliciesResponse(matches=[untested, learned]))
+    assert not planning._knows_nothing(learner_pb2.SearchPoliciesResponse(matches=[untested], avoid=[avoided]))
+    assert not planning._knows_nothing(None)  # the learner could not be asked: try again

@@ -181,7 +181,7 @@ class Cycle:
         yield await cycle.emit(C.CYCLE_STAGE_OBSERVE, common_pb2.STAGE_STATUS_SUCCEEDED,
                                f"{how}: {len(profile.groups)} groups", profile=profile)
         usage = Usage()
-        goal = await self._planner.goal(profile, request.intent, request.provider, usage)
+        goal, asked = await self._planner.goal(profile, request.intent, request.provider, usage)
         cycle.usage = usage
         if goal.objective == goal_pb2.OBJECTIVE_UNSPECIFIED:
             yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SKIPPED, goal.rationale, goal=goal)
@@ -190,7 +190,7 @@ class Cycle:
             return
         yield await cycle.emit(C.CYCLE_STAGE_GOAL, common_pb2.STAGE_STATUS_SUCCEEDED, goal.rationale, goal=goal)
         found = (self._planner.named(request, goal, profile) if request.policy
-                 else await self._planner.candidates(goal, profile, request.budget or self._budget))
+                 else await self._planner.candidates(goal, profile, request.budget or self._budget, asked))
         budget, why = _budget_for(request, found, self._budget)
         status_at, running = time.monotonic(), (_ASK if request.policy else await self._running(host))
         if running not in (None, _ASK):

@@ -77,37 +77,42 @@ class Planner:
         host = await self.host(request.host_id)
         profile = await self.observe(host.observer_addr)
         usage = Usage()
-        goal = await self.goal(profile, request.intent, request.provider, usage)
+        goal, asked = await self.goal(profile, request.intent, request.provider, usage)
         return planner_pb2.PlanResponse(cycle_id=uuid.uuid4().hex, goal=goal,
-                                        candidates=await self.candidates(goal, profile), llm_usage=usage.message())
+                                        candidates=await self.candidates(goal, profile, asked=asked),
+                                        llm_usage=usage.message())
 
     async def goal(self, profile: profile_pb2.WorkloadProfile, intent: str, provider: str,
-                   usage: Usage) -> goal_pb2.OptimizationGoal:
+                   usage: Usage) -> tuple[goal_pb2.OptimizationGoal, learner_pb2.SearchPoliciesResponse | None]:
         """The goal of a kept outcome for this workload when one may be reused; else the
-        requested provider's (the configured one when empty)."""
+        requested provider's (the configured one when empty). With the learner's answer it was
+        decided on, for `candidates`."""
         search = await self._search(learner_pb2.SearchPoliciesRequest(signature=profile.signature, host=profile.host))
         match = synthesis.reusable(search, profile, intent)
         if match is not None:
-            return synthesis.reused_goal(match)
+            return synthesis.reused_goal(match), search
         tried = [m for m in search.matches if m.confidence > 0] if search else []
-        if tried:
+        if tried and log.isEnabledFor(logging.INFO):
             log.info("not reusing %s's goal: %s", tried[0].policy.metadata.name,
                      synthesis.why_not_reused(tried[0], profile, intent))
         if self.provider_of(provider) == "openai":
-            return await self._openai.infer(profile, intent, usage)
-        return goals.infer(profile, intent)
+            return await self._openai.infer(profile, intent, usage), search
+        return goals.infer(profile, intent), search
 
     def provider_of(self, requested: str) -> str:
         return requested or self._settings.goal_provider
 
     async def candidates(self, goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadProfile,
-                         budget: int = 1) -> cycle_pb2.CandidateList:
+                         budget: int = 1, asked: learner_pb2.SearchPoliciesResponse | None = None,
+                         ) -> cycle_pb2.CandidateList:
         """Library candidates (with the parameter points the learner measured, and for a search
         of `budget` > 1 trials the others of each policy's range), ranked by the learner's
         outcomes for similar workloads. Without the learner the library order stands (and the
-        log says why)."""
-        search = await self._search(learner_pb2.SearchPoliciesRequest(signature=profile.signature,
-                                                                      host=profile.host, goal=goal))
+        log says why). `asked`: the learner's answer for this workload without a goal; when it
+        knew nothing of any similar workload, it knows nothing for this goal either (a new
+        workload, a fleet starting) and is not asked again."""
+        search = asked if _knows_nothing(asked) else await self._search(learner_pb2.SearchPoliciesRequest(
+            signature=profile.signature, host=profile.host, goal=goal))
         found = synthesis.candidates(goal, profile, self._library, budget, synthesis.learned_points(search))
         if search is None:
             return found
@@ -220,6 +225,11 @@ class Planner:
         request.window.FromMilliseconds(int(window_s * 1000))
         async with rpc.shared(observer_addr, self._rpc_timeout_s + window_s) as channel:
             return await observer_pb2_grpc.ObserverServiceStub(channel).GetProfile(request)
+
+
+def _knows_nothing(search: learner_pb2.SearchPoliciesResponse | None) -> bool:
+    """The learner has no outcome of any similar workload (only the library's untested say-so)."""
+    return search is not None and not search.avoid and all(m.confidence <= 0 for m in search.matches)
 
 
 def window_for_jobs(profile: profile_pb2.WorkloadProfile) -> tuple[float, str]:
