@@ -404,12 +404,16 @@ def assert_resumed_where_it_stood(result: dict, why: str) -> None:
     assert resumed and why in resumed[0]["reason"], result["audit"]
 
 
-def test_a_rollout_pauses_resumes_and_aborts(services):
+@pytest.mark.parametrize("asked", ["the replica running it", "another replica"])
+def test_a_rollout_pauses_resumes_and_aborts(services, asked):
     central = start_central(services, concurrency=1)
     addr = central.addr("planner")
+    # Another planner replica takes the operator's pause, resume and abort to the one running it.
+    asked_addr = addr if asked == "the replica running it" else central.start_replica("planner")
 
     async def control(method: str, request):
-        async with rpc.channel(addr, 30) as channel:
+        target = addr if method == "StartRollout" else asked_addr
+        async with rpc.channel(target, 30) as channel:
             return await getattr(rollout_pb2_grpc.RolloutServiceStub(channel), method)(request)
 
     async def scenario() -> tuple[list[int], R.Rollout]:
@@ -447,7 +451,7 @@ def test_a_rollout_pauses_resumes_and_aborts(services):
     assert deployed[3] <= deployed[2] + 1, deployed  # aborted: at most the one in flight finished
     assert aborted.state == R.ROLLOUT_STATE_ABORTED and "aborted by" in aborted.reason and "enough" in aborted.reason
     again = schedcp(central.env, "rollout", "resume", aborted.rollout_id)
-    assert again.returncode == 1 and "is not running here and cannot be resumed" in again.stderr, again.stderr
+    assert again.returncode == 1 and "is not running and cannot be resumed (aborted" in again.stderr, again.stderr
     history = schedcp(central.env, "--json", "history", "-n", "1000")
     actions = [r["action"] for r in json.loads(history.stdout)["records"] if r.get("rolloutId") == aborted.rollout_id]
     assert [a for a in actions if a != "AUDIT_ACTION_ROLLOUT_WAVE"] == [

@@ -31,8 +31,10 @@ IDENTITIES = (*(r.value for r in Role), OPERATOR)
 _COMMON = ("$JS.API.>", "_INBOX.>", "$JS.ACK.>", "$JS.FC.>", "schedcp.heartbeat.>", "schedcp.deadletter.>")
 PUBLISH: dict[str, tuple[str, ...]] = {
     "observer": ("schedcp.profile.>", "$KV.schedcp_hosts.>"),
-    # The planner's rollout steps go to the audit trail on schedcp.audit._rollout.<rollout>.
-    "planner": ("schedcp.cycle.>", "$KV.schedcp_planner.>", "$KV.schedcp_rollouts.>", "schedcp.audit._rollout.>"),
+    # The planner's rollout steps go to the audit trail on schedcp.audit._rollout.<rollout>; a
+    # replica asks the one running a rollout to pause, resume or abort it on schedcp.rollout_control.
+    "planner": ("schedcp.cycle.>", "$KV.schedcp_planner.>", "$KV.schedcp_rollouts.>", "schedcp.audit._rollout.>",
+                "schedcp.rollout_control.>"),
     "executor": ("schedcp.deployment.>", "schedcp.outcome.>", "schedcp.audit.>"),
     "verifier": ("$KV.schedcp_verdicts.>", "$O.schedcp_artifacts.>"),
     "learner": ("$KV.schedcp_policies.>", "$KV.schedcp_outcomes.>", "$O.schedcp_artifacts.>"),

@@ -14,18 +14,21 @@ not started again, one whose cycle was in flight gets its result from the outcom
 published (the executor judges it without the planner), and only a host whose cycle never
 reached a judged canary is started again. Every step (start, each wave's start and judgement,
 halt, pause, resume, abort, end) is an audit record on `schedcp.audit._rollout.<rollout>` and
-runs in a trace of its own; a wave's trace holds its hosts' cycles.
+runs in a trace of its own; a wave's trace holds its hosts' cycles. A rollout runs on the
+replica holding its lease; pause, resume and abort asked of another replica go to that one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Iterator
 
 import grpc
+import nats.errors
 from nats.js.errors import KeyNotFoundError
 from opentelemetry import context as otel_context
 
@@ -46,6 +49,13 @@ AUDIT_HOST = "_rollout"  # not a host id (those start with a letter or digit)
 JUDGED = {R.ROLLOUT_HOST_RESULT_KEPT, R.ROLLOUT_HOST_RESULT_ROLLED_BACK, R.ROLLOUT_HOST_RESULT_FAILED}
 ENDED = {R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_HALTED, R.ROLLOUT_STATE_ABORTED}
 RETRY_S = 5.0
+# Pause, resume and abort asked on a replica that does not run the rollout go to every replica
+# on `<CONTROL_SUBJECT>.<rollout>`; the one running it answers (the rollout, or the error in
+# CONTROL_ERROR_HEADER).
+CONTROL_SUBJECT = f"{topology.PREFIX}.rollout_control"
+CONTROL_ERROR_HEADER = "Schedcp-Error"
+CONTROL_TIMEOUT_S = 3.0
+PAST = {"pause": "paused", "resume": "resumed", "abort": "aborted"}
 
 
 class RolloutStore:
@@ -114,6 +124,7 @@ class Rollouts:
         # Set while a rollout may start hosts; cleared while it is paused.
         self._gates: dict[str, asyncio.Event] = {}
         self._runners: dict[str, asyncio.Task] = {}
+        self._controls = None  # the subscription to pause/resume/abort asked on other replicas
 
     # --- the RPCs ------------------------------------------------------------------------------
     async def start(self, request: R.StartRolloutRequest, actor: str) -> R.Rollout:
@@ -146,6 +157,54 @@ class Rollouts:
         return sorted(stored.values(), key=lambda r: r.created_at.ToNanoseconds(), reverse=True)
 
     async def pause(self, rollout_id: str, actor: str) -> R.Rollout:
+        return await self._control(rollout_id, "pause", actor)
+
+    async def resume(self, rollout_id: str, actor: str) -> R.Rollout:
+        return await self._control(rollout_id, "resume", actor)
+
+    async def abort(self, rollout_id: str, actor: str, reason: str) -> R.Rollout:
+        return await self._control(rollout_id, "abort", actor, reason)
+
+    async def _control(self, rollout_id: str, verb: str, actor: str, reason: str = "") -> R.Rollout:
+        """Here when this replica runs the rollout, else by the replica that does."""
+        if rollout_id in self._live:
+            return await self._local(rollout_id, verb, actor, reason)
+        stored = await self._store.load(rollout_id)
+        if stored.state in ENDED:
+            raise FailedPrecondition(f"rollout {rollout_id!r} is not running and cannot be {PAST[verb]} "
+                                     f"({_state(stored)})")
+        request = json.dumps({"verb": verb, "actor": actor, "reason": reason}).encode()
+        try:
+            reply = await self._bus.nc.request(f"{CONTROL_SUBJECT}.{rollout_id}", request, CONTROL_TIMEOUT_S)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            raise FailedPrecondition(f"rollout {rollout_id!r} is not running on any planner replica now and cannot "
+                                     f"be {PAST[verb]} ({_state(stored)}); a replica takes it over within a lease "
+                                     "(SCHEDCP_PLANNER_LEASE_S): try again then") from None
+        if error := (reply.headers or {}).get(CONTROL_ERROR_HEADER):
+            raise FailedPrecondition(error)
+        rollout = R.Rollout()
+        rollout.ParseFromString(reply.data)
+        return rollout
+
+    async def _on_control(self, msg) -> None:
+        """A pause, resume or abort asked on another replica: answered only by the one running it."""
+        rollout_id = msg.subject.rsplit(".", 1)[-1]
+        if rollout_id not in self._live or not msg.reply:
+            return
+        try:
+            asked = json.loads(msg.data)
+            rollout = await self._local(rollout_id, asked["verb"], asked["actor"], asked.get("reason", ""))
+        except (FailedPrecondition, ValueError, KeyError) as exc:
+            await self._bus.nc.publish(msg.reply, b"", headers={CONTROL_ERROR_HEADER: str(exc) or type(exc).__name__})
+            return
+        await self._bus.nc.publish(msg.reply, rollout.SerializeToString())
+
+    async def _local(self, rollout_id: str, verb: str, actor: str, reason: str) -> R.Rollout:
+        if verb not in PAST:
+            raise ValueError(f"no rollout control {verb!r}")
+        return await getattr(self, f"_{verb}")(rollout_id, actor, reason)
+
+    async def _pause(self, rollout_id: str, actor: str, reason: str) -> R.Rollout:
         rollout = self._running(rollout_id, "paused")
         if rollout.state == R.ROLLOUT_STATE_RUNNING:
             rollout.state, rollout.reason = R.ROLLOUT_STATE_PAUSED, f"paused by {actor}"
@@ -154,7 +213,7 @@ class Rollouts:
                                       "paused: no further host starts; canaries in flight finish")
         return rollout
 
-    async def resume(self, rollout_id: str, actor: str) -> R.Rollout:
+    async def _resume(self, rollout_id: str, actor: str, reason: str) -> R.Rollout:
         rollout = self._running(rollout_id, "resumed")
         if rollout.state == R.ROLLOUT_STATE_PAUSED:
             rollout.state, rollout.reason = R.ROLLOUT_STATE_RUNNING, ""
@@ -162,7 +221,7 @@ class Rollouts:
             await self._step_recorded("resume", A.AUDIT_ACTION_ROLLOUT_RESUME, rollout, actor, f"resumed by {actor}")
         return rollout
 
-    async def abort(self, rollout_id: str, actor: str, reason: str) -> R.Rollout:
+    async def _abort(self, rollout_id: str, actor: str, reason: str) -> R.Rollout:
         rollout = self._running(rollout_id, "aborted")
         rollout.state = R.ROLLOUT_STATE_ABORTED
         rollout.reason = f"aborted by {actor}: {reason or 'no reason given'}; hosts that kept the policy keep it"
@@ -177,6 +236,7 @@ class Rollouts:
         """At start: every rollout a stopped planner left running or paused, and no other replica
         runs, goes on here; then, every third of a lease, this replica renews the leases of the
         rollouts it runs and takes over those whose replica stopped renewing."""
+        self._controls = await self._bus.nc.subscribe(f"{CONTROL_SUBJECT}.*", cb=self._on_control)
         await self.take_over()
         self._keeper = asyncio.create_task(self._leases.keep(self.take_over, "rollout"), name="rollout leases")
 
@@ -202,6 +262,9 @@ class Rollouts:
     async def close(self) -> None:
         """At shutdown: stop the runners; their rollouts stay running in KV, their leases released
         so that another replica (or this planner started again) takes them over at once."""
+        if self._controls is not None:
+            with contextlib.suppress(Exception):
+                await self._controls.unsubscribe()
         await tasks.stop([self._keeper, *self._runners.values()], "rollouts")
         for rollout_id in list(self._leases.held):
             await self._leases.release(rollout_id)
@@ -409,7 +472,7 @@ class Rollouts:
     def _running(self, rollout_id: str, verb: str) -> R.Rollout:
         rollout = self._live.get(rollout_id)
         if rollout is None or rollout.state in ENDED:
-            raise FailedPrecondition(f"rollout {rollout_id!r} is not running here and cannot be {verb} "
+            raise FailedPrecondition(f"rollout {rollout_id!r} is not running and cannot be {verb} "
                                      f"({_state(rollout) if rollout else 'unknown or already ended'})")
         return rollout
 
