@@ -230,6 +230,8 @@ def test_a_cycle_that_waited_for_a_slot_starts_from_the_hosts_newest_profile(ser
     late = asyncio.run(scenario())
     assert late[-1].status == common_pb2.STAGE_STATUS_SUCCEEDED, [e.message for e in late]
     assert late[0].stage == cycle_pb2.CYCLE_STAGE_OBSERVE and "the published profile late-fresh" in late[0].message
+    # An automatic cycle is one trace, as an operator's is.
+    assert late[0].trace_id and {e.trace_id for e in late} == {late[0].trace_id}, [e.trace_id for e in late]
 
 
 async def _claimed(kv, key: str) -> bool:

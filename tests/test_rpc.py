@@ -20,17 +20,19 @@ async def serving(port: int = 0) -> tuple[grpc.aio.Server, int]:
     return server, port
 
 
-async def check(target: str) -> grpc.aio.Channel:
-    async with rpc.shared(target, 5.0) as channel:
+async def check(target: str, timeout_s: float = 5.0) -> grpc.aio.Channel:
+    """The gRPC channel the call went over (under the borrower's tracing wrapper)."""
+    async with rpc.shared(target, timeout_s) as channel:
         await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
-        return channel
+        return channel._channel
 
 
 def test_calls_to_one_peer_share_one_channel_until_closed():
     async def scenario():
         server, port = await serving()
         try:
-            first, second = await check(f"127.0.0.1:{port}"), await check(f"127.0.0.1:{port}")
+            # Another deadline is the borrower's own: the same connection.
+            first, second = await check(f"127.0.0.1:{port}"), await check(f"127.0.0.1:{port}", 60.0)
             other = await check(f"localhost:{port}")
             await rpc.close_shared()
             after = await check(f"127.0.0.1:{port}")

@@ -376,12 +376,13 @@ def channel(target: str, default_timeout_s: float = 30.0, identity: Any = _PROCE
     """An aio channel whose calls are traced and get deadlines (`default_timeout_s` for unary
     calls, the process's stream timeout for streams), over mutual TLS with this process's
     identity when TLS is on (`identity` overrides it: TlsFiles or None)."""
-    files = _identity if identity is _PROCESS else identity
+    return _TracedChannel(_open(target, _identity if identity is _PROCESS else identity, options), default_timeout_s)
+
+
+def _open(target: str, files: tls.TlsFiles | None, options: dict[str, Any]) -> grpc.aio.Channel:
     if files is None:
-        inner = grpc.aio.insecure_channel(target, options=list(options.items()))
-    else:
-        inner = grpc.aio.secure_channel(target, _credentials(files), options=list(options.items()))
-    return _TracedChannel(inner, default_timeout_s)
+        return grpc.aio.insecure_channel(target, options=list(options.items()))
+    return grpc.aio.secure_channel(target, _credentials(files), options=list(options.items()))
 
 
 # Each shared channel has its own connection state: gRPC otherwise shares connections (and
@@ -397,32 +398,34 @@ MAX_IDLE_SHARED = 64
 
 @dataclass
 class _Shared:
-    channel: _TracedChannel
+    channel: grpc.aio.Channel
     users: int = 0
     broken: bool = False
 
 
 class _ChannelPool:
-    """The open channels of one event loop, by (target, unary deadline, identity)."""
+    """The open channels of one event loop, by (target, identity); each borrower's deadline is
+    its own."""
 
     def __init__(self) -> None:
         self._open: OrderedDict[tuple, _Shared] = OrderedDict()
 
     @contextlib.asynccontextmanager
     async def borrow(self, target: str, default_timeout_s: float) -> AsyncIterator[_TracedChannel]:
-        key = (target, default_timeout_s, _identity)
+        key = (target, _identity)
         shared = self._open.get(key)
         if shared is None:
-            shared = self._open[key] = _Shared(channel(target, default_timeout_s, **_SHARED_OPTIONS))
+            shared = self._open[key] = _Shared(_open(target, _identity, _SHARED_OPTIONS))
         self._open.move_to_end(key)
         shared.users += 1
         try:
-            yield shared.channel
-        except grpc.aio.AioRpcError as exc:
-            # A peer that could not be reached: the next call gets a new channel, which connects
-            # at once, rather than this one, which gRPC would hold back (reconnect backoff, up to
-            # two minutes) after its peer restarted.
-            if exc.code() == grpc.StatusCode.UNAVAILABLE and self._open.get(key) is shared:
+            yield _TracedChannel(shared.channel, default_timeout_s)
+        except grpc.aio.AioRpcError:
+            # A peer that could not be reached (not a peer that answered UNAVAILABLE, e.g. its
+            # own dependency down): the next call gets a new channel, which connects at once,
+            # rather than this one, which gRPC holds back (reconnect backoff) after its peer restarted.
+            failed = shared.channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+            if failed and self._open.get(key) is shared:
                 shared.broken = True
                 del self._open[key]
             raise
@@ -433,9 +436,11 @@ class _ChannelPool:
             await self._trim()
 
     async def _trim(self) -> None:
+        # Taken out of the pool before any await, so no other borrower finds or trims them.
         idle = [key for key, shared in self._open.items() if not shared.users]
-        for key in idle[:max(0, len(idle) - MAX_IDLE_SHARED)]:
-            await self._open.pop(key).channel.close()
+        closing = [self._open.pop(key) for key in idle[:max(0, len(idle) - MAX_IDLE_SHARED)]]
+        for shared in closing:
+            await shared.channel.close()
 
     async def close(self) -> None:
         while self._open:

@@ -34,11 +34,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2
+from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from schedcp.domain import artifacts
 from schedcp.runtime import metrics, rpc, telemetry, topology
-from schedcp.runtime.bus import Bus
+from schedcp.runtime.bus import Bus, MalformedMessage
 from schedcp.runtime.config import MAX_TUNE_BUDGET
 from schedcp.runtime.errors import InvalidArgument
 from schedcp.v1 import (
@@ -65,7 +66,8 @@ from services.planner.verdict_memo import VerdictMemo
 
 log = logging.getLogger(__name__)
 C = cycle_pb2
-# An automatic cycle starts from the profile that triggered it when it is at most this old.
+# An automatic cycle starts from the profile that triggered it when it is at most this old (else
+# from the host's newest published one, if that is).
 PUBLISHED_PROFILE_MAX_AGE_S = 30
 MAX_CANDIDATES_TRIED = 3
 # Rounds of (baseline, canary) for goals judged on modest effects (canary_rounds).
@@ -105,8 +107,9 @@ class Cycle:
 
     async def tune(self, request: planner_pb2.TuneRequest,
                    published: profile_pb2.WorkloadProfile | None = None) -> AsyncIterator[cycle_pb2.CycleEvent]:
-        """One cycle; `published` is the profile that triggered an automatic one, used instead of
-        profiling the host again while it is fresh."""
+        """One cycle; `published` is the profile that triggered an automatic one (or a rollout's
+        newest), used instead of profiling the host again while it is fresh; when it went stale,
+        the host's newest published profile is used if that is fresh."""
         self._planner.check_provider(request.provider)
         host = await self._planner.host(request.host_id)
         self._planner.check_policy(request.policy, host)
@@ -157,11 +160,15 @@ class Cycle:
             await cycle.close_unfinished(INTERRUPTED)
 
     async def newest_published(self, host_id: str) -> profile_pb2.WorkloadProfile | None:
-        """The host's newest profile on the profile stream, if any."""
+        """The host's newest profile on the profile stream; None when there is none or it cannot
+        be read now (the cycle then profiles the host)."""
         try:
             return await self._bus.last_message(topology.subject(topology.Kind.PROFILE, host_id),
                                                 profile_pb2.WorkloadProfile)
         except NotFoundError:
+            return None
+        except (NatsError, MalformedMessage) as exc:
+            log.warning("the newest profile of %s could not be read (%s)", host_id, exc)
             return None
 
     async def _stages(self, cycle: _CycleEvents, host: host_pb2.HostRegistration, request: planner_pb2.TuneRequest,

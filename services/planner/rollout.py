@@ -49,9 +49,9 @@ AUDIT_HOST = "_rollout"  # not a host id (those start with a letter or digit)
 JUDGED = {R.ROLLOUT_HOST_RESULT_KEPT, R.ROLLOUT_HOST_RESULT_ROLLED_BACK, R.ROLLOUT_HOST_RESULT_FAILED}
 ENDED = {R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_HALTED, R.ROLLOUT_STATE_ABORTED}
 RETRY_S = 5.0
-# Pause, resume and abort asked on a replica that does not run the rollout go to every replica
-# on `<CONTROL_SUBJECT>.<rollout>`; the one running it answers (the rollout, or the error in
-# CONTROL_ERROR_HEADER).
+# Pause, resume and abort asked on a replica that does not run the rollout are sent on
+# `<CONTROL_SUBJECT>.<rollout>`, where only the replica running it listens; it answers with the
+# rollout, or the error in CONTROL_ERROR_HEADER.
 CONTROL_SUBJECT = f"{topology.PREFIX}.rollout_control"
 CONTROL_ERROR_HEADER = "Schedcp-Error"
 CONTROL_TIMEOUT_S = 3.0
@@ -124,7 +124,6 @@ class Rollouts:
         # Set while a rollout may start hosts; cleared while it is paused.
         self._gates: dict[str, asyncio.Event] = {}
         self._runners: dict[str, asyncio.Task] = {}
-        self._controls = None  # the subscription to pause/resume/abort asked on other replicas
 
     # --- the RPCs ------------------------------------------------------------------------------
     async def start(self, request: R.StartRolloutRequest, actor: str) -> R.Rollout:
@@ -137,7 +136,7 @@ class Rollouts:
                               f"{rollout.policy} to {sum(len(t.host_ids) for t in rollout.tracks)} hosts "
                               f"({rollout.selector}) in waves {', '.join(rollout.waves)}: {classes}")
         await self._leases.hold(rollout.rollout_id)
-        self._launch(rollout)
+        await self._launch(rollout)
         return rollout
 
     async def get(self, rollout_id: str, with_hosts: bool = False) -> R.Rollout:
@@ -176,10 +175,14 @@ class Rollouts:
         request = json.dumps({"verb": verb, "actor": actor, "reason": reason}).encode()
         try:
             reply = await self._bus.nc.request(f"{CONTROL_SUBJECT}.{rollout_id}", request, CONTROL_TIMEOUT_S)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        except nats.errors.NoRespondersError:
             raise FailedPrecondition(f"rollout {rollout_id!r} is not running on any planner replica now and cannot "
                                      f"be {PAST[verb]} ({_state(stored)}); a replica takes it over within a lease "
                                      "(SCHEDCP_PLANNER_LEASE_S): try again then") from None
+        except nats.errors.TimeoutError:
+            raise DependencyUnavailable(f"the planner replica running rollout {rollout_id!r} did not answer within "
+                                        f"{CONTROL_TIMEOUT_S:g} s; it may have {PAST[verb]} it: `schedcp rollout "
+                                        f"status {rollout_id}` shows") from None
         if error := (reply.headers or {}).get(CONTROL_ERROR_HEADER):
             raise FailedPrecondition(error)
         rollout = R.Rollout()
@@ -187,14 +190,17 @@ class Rollouts:
         return rollout
 
     async def _on_control(self, msg) -> None:
-        """A pause, resume or abort asked on another replica: answered only by the one running it."""
+        """A pause, resume or abort asked on another replica (only the one running the rollout
+        listens): the rollout, or why not."""
         rollout_id = msg.subject.rsplit(".", 1)[-1]
-        if rollout_id not in self._live or not msg.reply:
+        if not msg.reply:
             return
         try:
             asked = json.loads(msg.data)
             rollout = await self._local(rollout_id, asked["verb"], asked["actor"], asked.get("reason", ""))
-        except (FailedPrecondition, ValueError, KeyError) as exc:
+        except Exception as exc:  # every answer reaches the asking replica, which tells the operator
+            if not isinstance(exc, FailedPrecondition | ValueError | KeyError | TypeError):
+                log.exception("rollout %s: a control asked on another replica failed", rollout_id)
             await self._bus.nc.publish(msg.reply, b"", headers={CONTROL_ERROR_HEADER: str(exc) or type(exc).__name__})
             return
         await self._bus.nc.publish(msg.reply, rollout.SerializeToString())
@@ -236,7 +242,6 @@ class Rollouts:
         """At start: every rollout a stopped planner left running or paused, and no other replica
         runs, goes on here; then, every third of a lease, this replica renews the leases of the
         rollouts it runs and takes over those whose replica stopped renewing."""
-        self._controls = await self._bus.nc.subscribe(f"{CONTROL_SUBJECT}.*", cb=self._on_control)
         await self.take_over()
         self._keeper = asyncio.create_task(self._leases.keep(self.take_over, "rollout"), name="rollout leases")
 
@@ -255,16 +260,13 @@ class Rollouts:
             log.info("rollout %s (%s): %s", rollout.rollout_id, rollout.policy, why)
             with _step("resume", rollout) as trace_id:
                 await self._audit(A.AUDIT_ACTION_ROLLOUT_RESUME, rollout, trace_id, why, actor="planner")
-            self._launch(rollout)
+            await self._launch(rollout)
             resumed.append(rollout.rollout_id)
         return resumed
 
     async def close(self) -> None:
         """At shutdown: stop the runners; their rollouts stay running in KV, their leases released
         so that another replica (or this planner started again) takes them over at once."""
-        if self._controls is not None:
-            with contextlib.suppress(Exception):
-                await self._controls.unsubscribe()
         await tasks.stop([self._keeper, *self._runners.values()], "rollouts")
         for rollout_id in list(self._leases.held):
             await self._leases.release(rollout_id)
@@ -326,19 +328,36 @@ class Rollouts:
         return proven
 
     # --- running -------------------------------------------------------------------------------
-    def _launch(self, rollout: R.Rollout) -> None:
+    async def _launch(self, rollout: R.Rollout) -> None:
         self._live[rollout.rollout_id] = rollout
         gate = self._gates[rollout.rollout_id] = asyncio.Event()
         if rollout.state == R.ROLLOUT_STATE_RUNNING:
             gate.set()
-        self._runners[rollout.rollout_id] = asyncio.create_task(self._run(rollout),
+        controls = await self._listen(rollout.rollout_id)
+        self._runners[rollout.rollout_id] = asyncio.create_task(self._run(rollout, controls),
                                                                 name=f"rollout {rollout.rollout_id}")
 
-    async def _run(self, rollout: R.Rollout) -> None:
+    async def _listen(self, rollout_id: str):
+        """While the rollout runs here, pause, resume and abort asked on other replicas come here."""
+        try:
+            return await self._bus.nc.subscribe(f"{CONTROL_SUBJECT}.{rollout_id}", cb=self._on_control)
+        except Exception as exc:  # it runs all the same; only controls asked elsewhere miss it
+            log.warning("rollout %s: pause, resume and abort asked of other replicas cannot reach it (%s)",
+                        rollout_id, exc)
+            return None
+
+    async def _run(self, rollout: R.Rollout, controls) -> None:
         """Every class's waves, then the end. A step that fails (NATS or the learner away) stops
         every class and they go on from their stored state after RETRY_S: hosts with a result are
         not started again."""
-        plan = rollout_plan.waves(list(rollout.waves))
+        try:
+            await self._waves(rollout, rollout_plan.waves(list(rollout.waves)))
+        finally:
+            if controls is not None:
+                with contextlib.suppress(Exception):
+                    await controls.unsubscribe()
+
+    async def _waves(self, rollout: R.Rollout, plan) -> None:
         while True:
             try:
                 async with asyncio.TaskGroup() as classes:

@@ -4,7 +4,8 @@ class. Every host with SCHEDCP_PLANNER_AUTO, else only the hosts an operator opt
 (`schedcp tune HOST --auto`: key `auto.<host>` in the `schedcp_planner` bucket, see `set_auto`).
 At most once per SCHEDCP_PLANNER_MIN_INTERVAL_S per host, and at most
 SCHEDCP_PLANNER_MAX_CYCLES cycles at once (the rest wait). The cycle starts from the profile
-that triggered it.
+that triggered it, or from the host's newest one when it waited for a slot until that went stale;
+its trace continues the profile's.
 
 Replicas share one durable consumer as a queue group, so each profile reaches one of them;
 a host is claimed in the `schedcp_planner` KV bucket by compare-and-set before it is tuned,
@@ -27,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from schedcp.runtime import topology
+from schedcp.runtime import tasks, telemetry, topology
 from schedcp.runtime.bus import Bus, Delivery
 from schedcp.v1 import profile_pb2
 
@@ -111,9 +112,12 @@ class DriftWatcher:
                                   self.on_profile, durable=CONSUMER, queue=QUEUE, traced=False)
 
     async def close(self) -> None:
+        """Stop following, and the automatic cycles still running (the planner's Cycle.close then
+        records their ends)."""
         if self._watcher is not None:
             with contextlib.suppress(Exception):
                 await self._watcher.stop()
+        await tasks.stop(list(self._tasks), "automatic cycles")
 
     def _follow(self) -> None:
         async def follow() -> None:
@@ -125,6 +129,9 @@ class DriftWatcher:
                         self._on_record(entry)
             except Exception as exc:  # NATS closed: the planner is stopping
                 log.debug("stopped following the planner's host records: %s", exc)
+            finally:
+                # What it delivered may go stale from now on: read records again.
+                self._caught_up = False
 
         self._spawn(follow(), "following the planner's host records")
 
@@ -132,7 +139,11 @@ class DriftWatcher:
         if entry.operation in ("DEL", "PURGE") or not entry.value:
             self._records.pop(entry.key, None)
         elif entry.revision > self._records.get(entry.key, (None, 0))[1]:
-            self._records[entry.key] = (json.loads(entry.value), entry.revision)
+            try:
+                self._records[entry.key] = (json.loads(entry.value), entry.revision)
+            except ValueError:
+                log.warning("planner record %r is not JSON; read again when its host's profile comes", entry.key)
+                self._records.pop(entry.key, None)
 
     async def on_profile(self, profile: profile_pb2.WorkloadProfile, delivery: Delivery | None = None) -> None:
         host = profile.host.host_id
@@ -154,7 +165,9 @@ class DriftWatcher:
         self._records[host] = (claim, revision)
         log.info("auto-tuning %s: %s", host, why)
         # Tune runs beside the consumer: a long cycle must not hold up other hosts' profiles.
-        self._spawn(self._run(profile), f"auto-tune {host}")
+        # Its trace continues the profile's (profiles that did not drift have no span at all).
+        parent = telemetry.extract(delivery.headers) if delivery is not None else None
+        self._spawn(self._run(profile, parent), f"auto-tune {host}")
 
     async def _record(self, host: str) -> tuple[dict | None, int]:
         """The host's record and its revision (0: none): as the watch delivered it, or read
@@ -176,9 +189,12 @@ class DriftWatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, profile: profile_pb2.WorkloadProfile) -> None:
+    async def _run(self, profile: profile_pb2.WorkloadProfile, parent) -> None:
+        host = profile.host.host_id
         async with self._slots:
-            try:
-                await self._tune(profile)
-            except Exception:
-                log.exception("auto-tuning %s failed", profile.host.host_id)
+            with telemetry.tracer().start_as_current_span(f"auto-tune {host}", context=parent,
+                                                          attributes={"schedcp.host_id": host}):
+                try:
+                    await self._tune(profile)
+                except Exception:
+                    log.exception("auto-tuning %s failed", host)

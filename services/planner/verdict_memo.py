@@ -12,6 +12,7 @@ is the only way a rejection caused by a starved sandbox turns into an answer.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 
@@ -28,10 +29,11 @@ class VerdictMemo:
 
     def __init__(self, memo_s: float = MEMO_S) -> None:
         self._memo_s = memo_s
+        # By the request's digest: (until when, the verdict).
         self._kept: OrderedDict[bytes, tuple[float, verdict_pb2.Verdict]] = OrderedDict()
 
     def get(self, request: verifier_pb2.VerifyRequest) -> verdict_pb2.Verdict | None:
-        key = request.SerializeToString(deterministic=True)
+        key = _key(request)
         kept = self._kept.get(key)
         if kept is None:
             return None
@@ -48,9 +50,17 @@ class VerdictMemo:
     def put(self, request: verifier_pb2.VerifyRequest, verdict: verdict_pb2.Verdict) -> None:
         if not verdict.claims.approved:
             return
-        until = min(time.time() + self._memo_s, verdict.claims.expires_at.ToSeconds() - EXPIRY_MARGIN_S)
-        if until <= time.time():
+        now = time.time()
+        until = min(now + self._memo_s, verdict.claims.expires_at.ToSeconds() - EXPIRY_MARGIN_S)
+        if until <= now:
             return
-        self._kept[request.SerializeToString(deterministic=True)] = (until, verdict)
+        # Verdicts hold their artifact (source and object): the expired go at once.
+        for stale in [key for key, (ends, _) in self._kept.items() if ends <= now]:
+            del self._kept[stale]
+        self._kept[_key(request)] = (until, verdict)
         while len(self._kept) > MAX_ENTRIES:
             self._kept.popitem(last=False)
+
+
+def _key(request: verifier_pb2.VerifyRequest) -> bytes:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
