@@ -37,12 +37,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.planner_fleet import BATCH, LATENCY, facts, group, percentile, run_fleet, with_executors
+from bench.planner_fleet import facts, percentile, profile, run_fleet, with_executors
 from schedcp.runtime import nats_auth, topology
 from schedcp.runtime.bus import TYPE_HEADER, Bus
 from schedcp.runtime.config import load_settings
 from schedcp.v1 import common_pb2, cycle_pb2, host_pb2, profile_pb2
-from services.observer import signature
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -78,7 +77,6 @@ with running_stack(roles=(Role.VERIFIER, Role.LEARNER, Role.PLANNER), **env):
 
 @dataclass
 class Stack:
-    tree: Path
     proc: subprocess.Popen
     env: dict[str, str]
 
@@ -105,7 +103,7 @@ def stack_of(tree: Path) -> Iterator[Stack]:
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the stack of {tree} did not start (exit {proc.wait()})")
-        yield Stack(tree, proc, json.loads(line))
+        yield Stack(proc, json.loads(line))
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
@@ -152,12 +150,12 @@ def used_between(before: dict[str, float], after: dict[str, float]) -> dict[str,
 # --- simulated hosts that publish profiles fast -------------------------------------------------
 
 def host_profile(host_id: str, index: int, variant: int) -> bytes:
-    """A host's profile without its id and window (`stamped` adds them): a latency group beside
-    contended batch work; `variant` 1 is the drifted workload (another batch program dominates)."""
-    batch = "ffmpeg" if variant == 0 else "x264"
-    groups = [group("nginx", LATENCY, 0.2, 2000 + index % 50 * 40), group(batch, BATCH, 3.0 + index % 7 * 0.2, 50)]
-    return profile_pb2.WorkloadProfile(host=facts(host_id), groups=groups,
-                                       signature=signature.compute(groups, 1.0, 2, 0.9)).SerializeToString()
+    """The fleet bench's profile of a host without its id and window (`stamped` adds them);
+    `variant` 1 is the drifted workload (another batch program dominates)."""
+    p = profile(host_id, index, batch="ffmpeg" if variant == 0 else "x264")
+    p.ClearField("profile_id")
+    p.ClearField("window_start")
+    return p.SerializeToString()
 
 
 def stamped(template: bytes, profile_id: str) -> bytes:

@@ -87,9 +87,9 @@ def group(name: str, workload_class: int, demand: float, p99_us: float) -> profi
     return g
 
 
-def profile(host_id: str, index: int) -> profile_pb2.WorkloadProfile:
+def profile(host_id: str, index: int, batch: str = "ffmpeg") -> profile_pb2.WorkloadProfile:
     # Workloads differ a little from host to host, as in a real fleet.
-    groups = [group("nginx", LATENCY, 0.2, 2000 + index % 50 * 40), group("ffmpeg", BATCH, 3.0 + index % 7 * 0.2, 50)]
+    groups = [group("nginx", LATENCY, 0.2, 2000 + index % 50 * 40), group(batch, BATCH, 3.0 + index % 7 * 0.2, 50)]
     p = profile_pb2.WorkloadProfile(profile_id=f"{host_id}-p1", host=facts(host_id), groups=groups,
                                     signature=signature.compute(groups, 1.0, 2, 0.9))
     p.window_start.GetCurrentTime()

@@ -12,9 +12,9 @@ a host is claimed in the `schedcp_planner` KV bucket by compare-and-set before i
 so two replicas that see two profiles of one host cannot both tune it. Each replica follows
 that bucket's host records with a KV watch, so a profile that did not drift, as nearly every
 one of a fleet's does, costs no request (at 10,000 hosts a profile every 5 s, a read per
-profile was more than the planner could do). A record the watch has not delivered yet
-only costs a claim that fails (and a read, so the next profile finds it). Opt-ins are read per profile, so one takes
-effect from the very next profile.
+profile was more than the planner could do). A record the watch has not delivered yet only
+costs a claim that fails (and a read, so the next profile finds it). Opt-ins are read per
+profile, so one takes effect from the very next profile.
 """
 
 from __future__ import annotations
