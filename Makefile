@@ -61,8 +61,9 @@ llm-check: $(STAMP)
 	$(PY) -m pytest -m llm_real tests/test_llm_real.py $(PYTEST_ARGS)
 	$(PY) -m bench.llm_quality
 
-# Two VM hosts tuned by the central services, then the fault drills (harness/e2e.py; ~7 min
-# under TCG, the host image cached in SCHEDCP_CACHE_DIR). Evidence in .schedcp-e2e/report.json.
+# Two VM hosts tuned by the central services (a 3-node NATS cluster, two planner replicas), then
+# the kill drills (harness/e2e.py; ~11 min under TCG, the host image cached in
+# SCHEDCP_CACHE_DIR). Evidence in .schedcp-e2e/report.json.
 e2e: $(STAMP)
 	$(PY) -m harness.e2e --work $(CURDIR)/.schedcp-e2e --report $(CURDIR)/.schedcp-e2e/report.json
 

@@ -1,6 +1,8 @@
 """`make e2e`: the fleet end to end. Two micro-VM hosts on the pinned sched_ext kernel,
-each with its own observer and executor, and the central planner, verifier and learner on this
-machine (harness/fleet.py). Each VM runs a 1 kHz latency probe beside CPU batch.
+each with its own observer and executor, and the central plane on this machine (harness/fleet.py)
+as a fleet runs it to survive losing any part: a 3-node JetStream cluster (every stream and KV
+bucket replicated on all three), two planner replicas, the verifier and the learner. Each VM runs
+a 1 kHz latency probe beside CPU batch.
 
 1. The planner tunes each host: goal inference from the VM's profile, a library sched_ext policy
    with parameters for the goal, verification (static checks, the kernel's verifier and dynamic
@@ -8,11 +10,20 @@ machine (harness/fleet.py). Each VM runs a 1 kHz latency probe beside CPU batch.
    with a canary, the outcome to the learner.
 2. Evidence: /sys/kernel/sched_ext/state and root/ops read inside each VM, the outcomes in the
    learner, and each cycle's trace holding spans from both sides of the VM boundary.
-3. Faults, each with what it must leave behind: the executor in one VM killed (the kernel goes
-   back to the fair class by itself; the restarted executor closes the deployment's record);
-   the planner restarted while a canary runs (the executor finishes the deployment alone, its
-   outcome reaches the learner, the cycle's record is closed); nats-server restarted (nothing
-   JetStream holds is lost, every service reconnects, a cycle runs through it).
+3. Drills, each a SIGKILL, each with what it must leave behind:
+   - the executor in one VM (the kernel goes back to the fair class by itself; the restarted
+     executor closes the deployment's record);
+   - the planner replica running a cycle, mid-canary (the other replica closes the cycle's
+     record within a lease; the executor finishes the deployment alone; its outcome reaches the
+     learner);
+   - the verifier as a cycle starts, back a few seconds after the cycle first asks it, and the
+     learner while the canary runs, back when the cycle waits for it (the cycle completes with
+     a verdict; the outcome is applied once the learner is back);
+   - the planner replica running a rollout of the proven policy to both hosts, mid-canary (the
+     other replica takes the rollout over within a lease and completes it; no host deployed
+     twice; every cycle record closed);
+   - the nats-server leading the cycle stream, mid-canary (the cycle completes through the other
+     two; no audit record, outcome, policy or rollout lost, before or after the node is back).
 4. The end state: both VMs on a verified sched_ext policy that their executor reports in force.
 
 Prints every step's evidence, and a report (`--report`, JSON). Exits 1 at the first check that
@@ -34,7 +45,7 @@ from pathlib import Path
 
 import grpc
 
-from harness.fleet import Fleet, FleetError, VmHost
+from harness.fleet import Central, Fleet, FleetError, VmHost
 from schedcp.cli import tracestore
 from schedcp.domain import params
 from schedcp.runtime import bus as busmod
@@ -52,11 +63,26 @@ from schedcp.v1 import (
     learner_pb2_grpc,
     planner_pb2,
     planner_pb2_grpc,
+    policy_pb2,
+    rollout_pb2,
+    rollout_pb2_grpc,
 )
 
 HOSTS = ("vm-a", "vm-b")
 S = deployment_pb2
 C = cycle_pb2
+R = rollout_pb2
+# The central plane as a fleet runs it when it must survive losing any part: a 3-node JetStream
+# cluster (every stream and bucket on all three), two planner replicas; leases short enough for
+# the drills to see a takeover in seconds.
+CENTRAL = Central(nats_nodes=3, planner_replicas=2, planner_lease_s=6.0)
+# A lease expires, then a sweep (every third of a lease) of the surviving replica finds it.
+TAKEOVER_TIMEOUT_S = 3 * CENTRAL.planner_lease_s + 30
+# How long the cycle meets a dead verifier before it is started again (it then takes seconds more).
+VERIFIER_DOWN_S = 3.0
+# The newest events of an executor's history read to tell which deployments are new (a
+# deployment has a handful of events).
+HISTORY_EVENTS = 100
 FALLBACK_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 300.0
 CYCLES_PER_HOST = 3
@@ -110,9 +136,10 @@ class CycleRun:
 
 async def tune(fleet: Fleet, host: str, on_event: Callable[[cycle_pb2.CycleEvent], None] = lambda _: None,
                policy: str = "") -> CycleRun:
+    """A Tune of `host` through the first planner replica (the stack's own `planner`)."""
     run = CycleRun(host)
     try:
-        async with rpc.channel(fleet.settings.planner_addr) as channel:
+        async with rpc.channel(fleet.planner_addrs[0]) as channel:
             stub = planner_pb2_grpc.PlannerServiceStub(channel)
             # One kept trial per host: this run checks the fleet (a verified sched_ext scheduler in
             # every VM's kernel, the drills), not the search, which tests/test_planner.py covers.
@@ -144,10 +171,19 @@ async def outcomes(fleet: Fleet, host: str) -> list[deployment_pb2.Outcome]:
 
 
 async def audit(fleet: Fleet, host: str = "") -> list[deployment_pb2.AuditRecord]:
-    async with rpc.channel(fleet.settings.planner_addr) as channel:
-        response = await planner_pb2_grpc.PlannerServiceStub(channel).ListAudit(
-            planner_pb2.ListAuditRequest(host_id=host, limit=1000))
-    return list(response.records)
+    return list((await fleet.planner_call("ListAudit", planner_pb2.ListAuditRequest(host_id=host, limit=1000))).records)
+
+
+async def rollout_call(fleet: Fleet, method: str, request, addr: str = ""):
+    """A rollout call to the planner replica at `addr` (else the first that answers)."""
+    if not addr:
+        return await fleet.planner_call(method, request, rollout_pb2_grpc.RolloutServiceStub)
+    async with rpc.channel(addr) as channel:
+        return await getattr(rollout_pb2_grpc.RolloutServiceStub(channel), method)(request)
+
+
+def in_canary(event: cycle_pb2.CycleEvent) -> bool:
+    return event.HasField("deployment") and event.deployment.deployment.state == S.DEPLOYMENT_STATE_CANARY
 
 
 async def until(what: str, probe: Callable, timeout_s: float, interval_s: float = 1.0):
@@ -173,6 +209,8 @@ class Scenario:
         self.hosts = {h.name: h for h in fleet.hosts}
         self.report: dict = {"hosts": list(self.hosts), "steps": {}}
         self.runs: dict[str, CycleRun] = {}
+        # What each host's kernel must run now: the policy its last kept cycle (or rollout) deployed.
+        self.in_force: dict[str, policy_pb2.PolicyArtifact] = {}
         self.started = time.monotonic()
 
     def step(self, title: str) -> dict:
@@ -185,8 +223,10 @@ class Scenario:
         await self.outcomes_in_the_learner()
         await self.traces_cross_the_vm_boundary()
         await self.kill_an_executor(self.hosts[HOSTS[0]])
-        await self.restart_the_planner_mid_cycle(self.hosts[HOSTS[0]])
-        await self.restart_nats(self.hosts[HOSTS[1]])
+        await self.kill_a_planner_replica_mid_canary(self.hosts[HOSTS[0]])
+        await self.kill_the_verifier_and_the_learner_mid_cycle(self.hosts[HOSTS[1]])
+        await self.kill_the_replica_running_a_rollout()
+        await self.kill_a_nats_node_mid_canary(self.hosts[HOSTS[1]])
         await self.end_state()
         self.report["total_s"] = round(time.monotonic() - self.started, 1)
         return self.report
@@ -214,7 +254,9 @@ class Scenario:
             say(f"  {host.name}: the cycle kept nothing ({why}); another cycle")
             self.report.setdefault("retried", []).append({"host": host.name, "reason": why})
         self.runs[host.name] = run
-        return await self._kept_and_enabled(host, run)
+        kept = await self._kept_and_enabled(host, run)
+        self.in_force[host.name] = run.verdict.artifact
+        return kept
 
     async def _kept_and_enabled(self, host: VmHost, run: CycleRun) -> dict:
         result, verdict = run.result, run.verdict
@@ -315,54 +357,195 @@ class Scenario:
         records = [r for r in await audit(self.fleet, host) if r.deployment_id == deployment_id and r.action == action]
         return records or None
 
-    async def restart_the_planner_mid_cycle(self, host: VmHost) -> None:
-        entry = self.step(f"fault: restart the planner while {host.name}'s canary runs")
-        in_canary = asyncio.Event()
-
-        def watch(event: cycle_pb2.CycleEvent) -> None:
-            if event.HasField("deployment") and event.deployment.deployment.state == S.DEPLOYMENT_STATE_CANARY:
-                in_canary.set()
-
-        task = asyncio.create_task(tune(self.fleet, host.name, watch))
-        try:
-            await asyncio.wait_for(in_canary.wait(), SETTLE_TIMEOUT_S)
-        except TimeoutError:
-            raise CheckFailed(f"{host.name}: the cycle never reached its canary") from None
-        started = time.monotonic()
-        await self.fleet.stack.restart(Role.PLANNER.value)
-        say(f"  planner restarted (SIGTERM, then started again) in {time.monotonic() - started:.1f} s, "
-            "mid-canary")
+    async def kill_a_planner_replica_mid_canary(self, host: VmHost) -> None:
+        entry = self.step(f"fault: kill -9 the planner replica running {host.name}'s cycle, mid-canary")
+        canary = asyncio.Event()
+        task = asyncio.create_task(tune(self.fleet, host.name, lambda e: in_canary(e) and canary.set()))
+        await self._wait(canary, f"{host.name}: the cycle never reached its canary")
+        killed = self.fleet.stack.kill(Role.PLANNER.value)
+        killed_at = time.time()
+        say(f"  planner replica {killed.pid} killed (SIGKILL) mid-canary; the other replica serves on")
         run = await task
+        closing = await until(f"the other replica closing cycle {run.cycle_id[:8]}'s record",
+                              lambda: self._closed_by_another_replica(host.name, run.cycle_id), TAKEOVER_TIMEOUT_S, 0.5)
+        takeover_s = closing.at.ToNanoseconds() / 1e9 - killed_at
+        say(f"  {host.name}: the cycle's record closed {takeover_s:.1f} s after the kill (lease "
+            f"{CENTRAL.planner_lease_s:g} s): {closing.message[:110]}...")
+        ended = await self._finished_alone(host, run)
+        await self.fleet.stack.restart(Role.PLANNER.value)
+        say("  the killed replica started again")
+        entry.update(takeover_s=round(takeover_s, 1), cycle_record=closing.message, **ended)
+        await self._retune_unless_kept(host, run, ended, entry)
+
+    async def _wait(self, event: asyncio.Event, failure: str) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), SETTLE_TIMEOUT_S)
+        except TimeoutError:
+            raise CheckFailed(failure) from None
+
+    async def _closed_by_another_replica(self, host: str, cycle_id: str) -> cycle_pb2.CycleEvent | None:
+        last = await self._last_cycle_event(host, cycle_id)
+        return last if last.stage == C.CYCLE_STAGE_RESULT and "closed by planner replica" in last.message else None
+
+    async def _finished_alone(self, host: VmHost, run: CycleRun) -> dict:
+        """The deployment a cycle started, finished by the host's executor without the planner:
+        ended, its outcome in the learner, the kernel as the ending says."""
         deployment_id = run.deployment.deployment_id
         ended = await until(f"{host.name}'s executor finishing {deployment_id} without the planner",
                             lambda: self._ended(host, deployment_id), SETTLE_TIMEOUT_S, 2)
         state = S.DeploymentState.Name(ended.deployment.state).removeprefix("DEPLOYMENT_STATE_").lower()
         outcome = await until(f"the learner's outcome of {deployment_id}",
                               lambda: self._outcome(host.name, deployment_id), 60)
-        closing = await self._last_cycle_event(host.name, run.cycle_id)
-        check(closing.stage == C.CYCLE_STAGE_RESULT and "interrupted" in closing.message,
-              f"the interrupted cycle's record ends with {_stage(closing)}: {closing.message}")
         kernel, ops = host.sched_ext()
         expected = ("enabled", run.verdict.artifact.sched_ext.ops_name) if ended.deployment.state == \
             S.DEPLOYMENT_STATE_KEPT else ("disabled", "")
         check((kernel, ops) == expected, f"{host.name}: the kernel shows {kernel} {ops!r} after the deployment "
                                          f"ended {state}, expected {expected}")
-        hosts = {r.host_id for r in await self.fleet.registrations()}
-        check(set(self.hosts) <= hosts, f"the restarted planner sees hosts {sorted(hosts)}")
-        say(f"  {host.name}: the Tune call ended with {run.error or 'its result'}; the executor finished "
-            f"{deployment_id} alone: {state} ({ended.message})")
-        say(f"  learner: outcome {outcome.outcome_id}; the cycle's record ends: {closing.message[:90]}...")
-        say(f"  {host.name}: sched_ext {kernel} ({ops or 'fair class'}); the planner serves again and sees "
-            f"{', '.join(sorted(hosts))}")
-        entry.update(deployment_id=deployment_id, ended=state, outcome=outcome.outcome_id, kernel=kernel,
-                     cycle_record=closing.message)
-        if ended.deployment.state == S.DEPLOYMENT_STATE_KEPT:
-            self.runs[host.name] = run
-        else:
-            # The restart's own load on this machine stalls the VMs' CPUs: a canary measured
-            # through it may well fail. The restarted planner tunes the host again.
-            say(f"  {host.name}: the restarted planner tunes it again")
-            entry["tuned_again"] = await self._tune_until_kept(host)
+        say(f"  {host.name}: the executor finished {deployment_id} alone: {state} ({ended.message}); learner: "
+            f"outcome {outcome.outcome_id}; sched_ext {kernel} ({ops or 'fair class'})")
+        return {"deployment_id": deployment_id, "ended": state, "outcome": outcome.outcome_id, "kernel": kernel}
+
+    async def _retune_unless_kept(self, host: VmHost, run: CycleRun, ended: dict, entry: dict) -> None:
+        if ended["ended"] == "kept":
+            self.runs[host.name], self.in_force[host.name] = run, run.verdict.artifact
+            return
+        # A drill's own load on this machine stalls the VMs' CPUs: a canary measured through it
+        # may well fail. The host is tuned again.
+        say(f"  {host.name}: tuned again")
+        entry["tuned_again"] = await self._tune_until_kept(host)
+
+    async def kill_the_verifier_and_the_learner_mid_cycle(self, host: VmHost) -> None:
+        entry = self.step(f"fault: kill -9 the verifier, then the learner, during {host.name}'s cycle")
+        await self._roll_back(host, "e2e: a fresh cycle for the verifier and learner drill")
+        stack = self.fleet.stack
+        killed = stack.kill(Role.VERIFIER.value)
+        say(f"  verifier {killed.pid} killed (SIGKILL) as the cycle starts")
+        # The verifier comes back a while after the cycle first needs it; the learner, killed
+        # when the canary starts, once the cycle waits for it to apply the outcome.
+        asked_while_down: list[bool] = []
+        restarts: dict[str, asyncio.Task] = {}
+
+        def watch(event: cycle_pb2.CycleEvent) -> None:
+            if event.stage == C.CYCLE_STAGE_VERIFY and not asked_while_down:
+                asked_while_down.append(event.status == common_pb2.STAGE_STATUS_STARTED)
+                restarts[Role.VERIFIER.value] = asyncio.create_task(self._start_again(Role.VERIFIER.value,
+                                                                                      VERIFIER_DOWN_S))
+            if in_canary(event) and Role.LEARNER.value not in restarts:
+                say(f"    learner {stack.kill(Role.LEARNER.value).pid} killed (SIGKILL) while the canary runs")
+                restarts[Role.LEARNER.value] = asyncio.create_task(self._start_again(Role.LEARNER.value, 0,
+                                                                                     after=learning))
+            if event.stage == C.CYCLE_STAGE_LEARN and event.status == common_pb2.STAGE_STATUS_STARTED:
+                learning.set()
+
+        learning = asyncio.Event()
+        run = await tune(self.fleet, host.name, watch)
+        learning.set()  # a cycle that ended without a learn stage: the learner comes back now
+        await asyncio.gather(*restarts.values())
+        if Role.VERIFIER.value not in restarts:  # the cycle ended before it needed one
+            await self._start_again(Role.VERIFIER.value, 0)
+        verdicts = [e for e in run.events if e.stage == C.CYCLE_STAGE_VERIFY and e.verdict.summary]
+        check(run.result is not None and not run.error and bool(verdicts) and verdicts[0].verdict.claims.approved,
+              f"{host.name}: the cycle did not get through the verifier's restart: "
+              f"{verdicts[0].message if verdicts else run.error or 'no verdict'}")
+        check(Role.LEARNER.value in restarts, f"{host.name}: the cycle never reached its canary "
+                                              f"({run.result.message})")
+        deployment_id = run.deployment.deployment_id
+        outcome = await until(f"the restarted learner applying the outcome of {deployment_id}",
+                              lambda: self._outcome(host.name, deployment_id), 120)
+        learned = next((e.message for e in run.events if e.stage == C.CYCLE_STAGE_LEARN
+                        and e.status != common_pb2.STAGE_STATUS_STARTED), "")
+        how = ("asked while it was down, approved once it served again" if asked_while_down[0]
+               else "not needed: the planner's memo of a verdict a moment ago answered")
+        say(f"  {host.name}: the verifier {how} ({verdicts[0].message[:60]}...); the cycle ended: "
+            f"{run.result.message[:80]}...")
+        say(f"  learner: outcome {outcome.outcome_id} applied after its restart; the cycle's learn stage: "
+            f"{learned[:100]}")
+        entry.update(verifier_asked_while_down=asked_while_down[0], verdict=verdicts[0].message,
+                     result=run.result.message, outcome=outcome.outcome_id, learn=learned)
+        kept = run.result.status == common_pb2.STAGE_STATUS_SUCCEEDED
+        await self._retune_unless_kept(host, run, {"ended": "kept" if kept else "not kept"}, entry)
+
+    async def _start_again(self, name: str, after_s: float, after: asyncio.Event | None = None) -> None:
+        """Start a killed service again `after_s` seconds from now (or from when `after` is set)."""
+        if after is not None:
+            await after.wait()
+        await asyncio.sleep(after_s)
+        started = time.monotonic()
+        await self.fleet.stack.restart(name)
+        say(f"    {name} started again (serving after {time.monotonic() - started:.1f} s)")
+
+    async def _roll_back(self, host: VmHost, reason: str) -> None:
+        rolled = await executor_call(host, "Rollback", executor_pb2.RollbackRequest(reason=reason))
+        check(host.sched_ext()[0] == "disabled", f"{host.name}: still on sched_ext after a rollback")
+        say(f"  {host.name}: {rolled.message}")
+
+    async def kill_the_replica_running_a_rollout(self) -> None:
+        entry = self.step("fault: kill -9 the planner replica running a rollout, mid-canary")
+        proven = self.in_force[HOSTS[0]]
+        for host in self.hosts.values():
+            await self._roll_back(host, "e2e: the hosts a rollout takes the proven policy to")
+        before = {name: await self._deployment_ids(host) for name, host in self.hosts.items()}
+        asked = self.fleet.planner_addrs[1]
+        rollout = await rollout_call(self.fleet, "StartRollout", R.StartRolloutRequest(
+            policy=proven.name, parameters=proven.parameters, selector="all", waves=["1", "100%"]), asked)
+        rid = rollout.rollout_id
+        say(f"  rollout {rid} of {proven.name} {params.pythons(proven.parameters)} started on the replica at {asked}")
+        canary = await until("a host of the rollout's first wave in its canary", self._a_canary, SETTLE_TIMEOUT_S, 0.5)
+        killed = self.fleet.stack.kill(f"{Role.PLANNER.value}-2")
+        killed_at = time.time()
+        say(f"  {canary}'s canary runs: the replica running the rollout ({killed.pid}) killed (SIGKILL)")
+        resumed = await until(f"another replica resuming rollout {rid}",
+                              lambda: self._rollout_audit(rid, S.AUDIT_ACTION_ROLLOUT_RESUME), TAKEOVER_TIMEOUT_S)
+        takeover_s = resumed.at.ToNanoseconds() / 1e9 - killed_at
+        say(f"  taken over {takeover_s:.1f} s after the kill by {resumed.actor}: {resumed.reason[:100]}")
+        final = await until(f"rollout {rid}'s end", lambda: self._rollout_ended(rid), 2 * SETTLE_TIMEOUT_S, 2)
+        hosts = {h.host_id: h for h in final.hosts}
+        check(final.state == R.ROLLOUT_STATE_COMPLETED and set(hosts) == set(self.hosts)
+              and all(h.result == R.ROLLOUT_HOST_RESULT_KEPT for h in hosts.values()),
+              f"rollout {rid} ended {R.RolloutState.Name(final.state)} ({final.reason}); hosts: "
+              + "; ".join(f"{h.host_id} {R.RolloutHostResult.Name(h.result)} {h.message}" for h in final.hosts))
+        for name, host in self.hosts.items():
+            await self._deployed_once_and_closed(host, hosts[name], proven, before[name])
+        await self.fleet.stack.restart(f"{Role.PLANNER.value}-2")
+        say("  the killed replica started again")
+        entry.update(rollout_id=rid, takeover_s=round(takeover_s, 1), resumed_by=resumed.actor,
+                     hosts={n: h.deployment_id for n, h in hosts.items()})
+
+    async def _a_canary(self) -> str | None:
+        for name, host in self.hosts.items():
+            status = await executor_call(host, "Status", executor_pb2.StatusRequest())
+            if status.current.state == S.DEPLOYMENT_STATE_CANARY:
+                return name
+        return None
+
+    async def _rollout_audit(self, rollout_id: str, action: int) -> deployment_pb2.AuditRecord | None:
+        return next((r for r in await audit(self.fleet) if r.rollout_id == rollout_id and r.action == action), None)
+
+    async def _rollout_ended(self, rollout_id: str) -> R.Rollout | None:
+        rollout = await rollout_call(self.fleet, "GetRollout", R.GetRolloutRequest(rollout_id=rollout_id,
+                                                                                  with_hosts=True))
+        return rollout if rollout.state not in (R.ROLLOUT_STATE_RUNNING, R.ROLLOUT_STATE_PAUSED) else None
+
+    async def _deployment_ids(self, host: VmHost) -> set[str]:
+        history = await executor_call(host, "History", executor_pb2.HistoryRequest(limit=HISTORY_EVENTS))
+        return {e.deployment.deployment_id for e in history.events}
+
+    async def _deployed_once_and_closed(self, host: VmHost, part: R.RolloutHost, policy: policy_pb2.PolicyArtifact,
+                                        before: set[str]) -> None:
+        """The rollout deployed the policy to the host once (its executor saw no other deployment
+        since it started), the cycle's record is closed, and the kernel runs the policy."""
+        deployments = await self._deployment_ids(host) - before
+        check(deployments == {part.deployment_id}, f"{host.name}: deployments {sorted(deployments)} since the "
+                                                    f"rollout started, expected only {part.deployment_id}")
+        closing = await self._last_cycle_event(host.name, part.cycle_id)
+        check(closing.stage == C.CYCLE_STAGE_RESULT, f"{host.name}: the rollout's cycle record ends with "
+                                                     f"{_stage(closing)}: {closing.message}")
+        state, ops = host.sched_ext()
+        check((state, ops) == ("enabled", policy.sched_ext.ops_name),
+              f"{host.name}: the kernel shows {state} {ops!r} after the rollout kept {policy.name}")
+        say(f"  {host.name}: deployed once ({part.deployment_id}, kept), its cycle's record closed "
+            f"({closing.message[:70]}...), sched_ext {state} ({ops})")
+        self.in_force[host.name] = policy
 
     async def _ended(self, host: VmHost, deployment_id: str) -> deployment_pb2.DeploymentEvent | None:
         history = await executor_call(host, "History", executor_pb2.HistoryRequest(limit=20))
@@ -373,53 +556,68 @@ class Scenario:
 
     async def _last_cycle_event(self, host: str, cycle_id: str) -> cycle_pb2.CycleEvent:
         """The newest event of a cycle as JetStream holds it (read as the operator)."""
-        settings = self.fleet.settings.model_copy(update={
-            "nats_user": nats_auth.OPERATOR,
-            "nats_password_file": str(nats_auth.password_file(self.fleet.stack.auth_dir, nats_auth.OPERATOR))})
-        bus = await busmod.Bus.connect(settings.nats_url, "e2e", 10, **nats_auth.connect_options(settings))
+        bus = await self._operator_bus()
         try:
             return await bus.last_message(topology.subject(topology.Kind.CYCLE, host, cycle_id), cycle_pb2.CycleEvent)
         finally:
             await bus.close()
 
-    async def restart_nats(self, host: VmHost) -> None:
-        entry = self.step("fault: restart nats-server")
-        before = await self._durable_counts()
-        started = time.monotonic()
-        await self.fleet.stack.restart("nats")
-        say(f"  nats-server restarted in {time.monotonic() - started:.1f} s (same JetStream store)")
-        # The registry is in JetStream too: what it holds now was written before the restart (the
-        # guests' clocks are their own, so no comparison with this machine's).
-        stale = await until("the planner reading the registry again", self._last_seen, SETTLE_TIMEOUT_S, 2)
-        await until("every host's observer registering again", lambda: self._reregistered(stale),
-                    SETTLE_TIMEOUT_S, 2)
-        after = await self._durable_counts()
-        check(after == before, f"JetStream lost records across the restart: before {before}, after {after}")
-        say(f"  kept across the restart: {after}; every observer registered again")
-        rolled = await executor_call(host, "Rollback", executor_pb2.RollbackRequest(reason="e2e: a fresh cycle "
-                                                                                           "through the new server"))
-        check(host.sched_ext()[0] == "disabled", f"{host.name}: still on sched_ext after a rollback")
-        say(f"  {host.name}: {rolled.message}; tuning it again through the restarted server")
-        entry[host.name] = await self._tune_until_kept(host)
-        run = self.runs[host.name]
+    async def _operator_bus(self) -> busmod.Bus:
+        settings = self.fleet.settings.model_copy(update={
+            "nats_user": nats_auth.OPERATOR,
+            "nats_password_file": str(nats_auth.password_file(self.fleet.stack.auth_dir, nats_auth.OPERATOR))})
+        return await busmod.Bus.connect(settings.nats_url, "e2e", 10, **nats_auth.connect_options(settings))
+
+    async def kill_a_nats_node_mid_canary(self, host: VmHost) -> None:
+        entry = self.step(f"fault: kill -9 the nats-server leading the cycle stream, mid-canary on {host.name}")
+        before = await self._durable()
+        await self._roll_back(host, "e2e: a fresh cycle for the nats-server drill")
+        canary = asyncio.Event()
+        task = asyncio.create_task(tune(self.fleet, host.name, lambda e: in_canary(e) and canary.set()))
+        await self._wait(canary, f"{host.name}: the cycle never reached its canary")
+        node = await self._cycle_stream_leader()
+        killed = self.fleet.stack.kill(node)
+        say(f"  {node} ({killed.pid}), the cycle stream's leader, killed (SIGKILL) mid-canary")
+        run = await task
+        check(not run.error and run.result is not None,
+              f"{host.name}: the cycle did not complete without {node}: {run.error or 'no result'}")
+        say(f"  {host.name}: the cycle completed through the other two nodes: {run.result.message[:90]}...")
         await until(f"the learner's outcome of {run.deployment.deployment_id}",
                     lambda: self._outcome(host.name, run.deployment.deployment_id), 60)
-        final = await self._durable_counts()
-        say(f"  after the new cycle: {final}")
-        entry.update(before=before, after=after, after_new_cycle=final)
+        after = await self._durable()
+        lost = {kind: sorted(before[kind] - after[kind]) for kind in before if before[kind] - after[kind]}
+        check(not lost, f"lost while {node} was down: {lost}")
+        started = time.monotonic()
+        await self.fleet.stack.restart(node)
+        again = await until("every record readable with the node back", self._durable, SETTLE_TIMEOUT_S, 2)
+        check(again == after, f"the records changed when {node} came back: {after} -> {again}")
+        counts = {kind: len(ids) for kind, ids in after.items()}
+        say(f"  nothing lost: {counts}; {node} back in {time.monotonic() - started:.1f} s")
+        entry.update(node=node, result=run.result.message, records=counts)
+        kept = run.result.status == common_pb2.STAGE_STATUS_SUCCEEDED
+        await self._retune_unless_kept(host, run, {"ended": "kept" if kept else "not kept"}, entry)
 
-    async def _durable_counts(self) -> dict[str, int]:
-        counts = {"audit records": len(await audit(self.fleet))}
-        for name in self.hosts:
-            counts[f"outcomes {name}"] = len(await outcomes(self.fleet, name))
-        return counts
+    async def _cycle_stream_leader(self) -> str:
+        """The local stack's name of the nats-server leading the cycle stream."""
+        bus = await self._operator_bus()
+        try:
+            stream = topology.stream_for(topology.subject(topology.Kind.CYCLE, HOSTS[0], "x"))
+            leader = (await bus.js.stream_info(stream.name)).cluster.leader
+        finally:
+            await bus.close()
+        return self.fleet.stack.nats_node_of_server(leader)
 
-    async def _last_seen(self) -> dict[str, int]:
-        return {r.host_id: r.last_seen.ToNanoseconds() for r in await self.fleet.registrations()}
-
-    async def _reregistered(self, stale: dict[str, int]) -> bool:
-        seen = await self._last_seen()
-        return all(seen.get(name, 0) > stale.get(name, 0) for name in self.hosts)
+    async def _durable(self) -> dict[str, set[str]]:
+        """What JetStream holds that must never be lost: audit records, outcomes, the learner's
+        policies, rollouts (by id and state)."""
+        records = {"audit records": {r.record_id for r in await audit(self.fleet)}}
+        records["outcomes"] = {o.outcome_id for name in self.hosts for o in await outcomes(self.fleet, name)}
+        async with rpc.channel(self.fleet.settings.learner_addr) as channel:
+            listed = await learner_pb2_grpc.LearnerServiceStub(channel).ListPolicies(learner_pb2.ListPoliciesRequest())
+        records["policies"] = {p.metadata.name for p in listed.policies}
+        rollouts = await rollout_call(self.fleet, "ListRollouts", R.ListRolloutsRequest())
+        records["rollouts"] = {f"{r.rollout_id} {R.RolloutState.Name(r.state)}" for r in rollouts.rollouts}
+        return records
 
     async def end_state(self) -> None:
         entry = self.step("end state")
@@ -429,7 +627,7 @@ class Scenario:
             current = status.current
             check(current.state == S.DEPLOYMENT_STATE_KEPT and current.backend == "sched_ext",
                   f"{name}: the executor reports {current.policy_name or 'nothing'} in force")
-            expected_ops = self.runs[name].verdict.artifact.sched_ext.ops_name
+            expected_ops = self.in_force[name].sched_ext.ops_name
             check(state == "enabled" and ops == expected_ops and status.journalled_changes == 0,
                   f"{name}: the kernel shows {state} {ops!r}, the executor {current.policy_name}")
             say(f"  {name}: {current.policy_name} kept (deployment {current.deployment_id}, verdict "
@@ -443,7 +641,7 @@ async def main_async(args: argparse.Namespace) -> int:
     started = time.monotonic()
     say(f"schedcp fleet end to end: {len(HOSTS)} VM hosts, central services on this machine (work dir {work})")
     try:
-        async with Fleet(work, list(HOSTS), progress=lambda line: say(f"  {line}")) as fleet:
+        async with Fleet(work, list(HOSTS), progress=lambda line: say(f"  {line}"), central=CENTRAL) as fleet:
             report = await Scenario(fleet).run()
     except (CheckFailed, FleetError, BuildError, StartupError) as exc:
         say(f"\nE2E FAILED after {time.monotonic() - started:.0f} s: {exc}\nlogs: {work}/central/logs, the VMs' "

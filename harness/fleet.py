@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from harness.hostimage import HostImage, HostVm
 from schedcp.cli.stack import TRACES, LocalStack, ephemeral_env
 from schedcp.runtime import nats_auth, rpc, tls
@@ -88,6 +90,16 @@ class Guest:
         return HostImage(toolchain, self.image_name, self.packages, self.requirements)
 
 
+@dataclass(frozen=True)
+class Central:
+    """How the central plane runs: nats-servers (1, or a cluster of 3 with every stream on all
+    three), planner replicas and their cycle lease. The default is one of each, as `schedcp up`."""
+
+    nats_nodes: int = 1
+    planner_replicas: int = 1
+    planner_lease_s: float = 15.0
+
+
 class FleetError(RuntimeError):
     """Something the fleet needs did not happen; the message says what and where to look."""
 
@@ -148,13 +160,17 @@ class Fleet:
     """The central stack and the host VMs; `async with Fleet(...)` starts both and stops both."""
 
     def __init__(self, work: Path, host_names: list[str], memory_mb: int = 2048,
-                 progress: Callable[[str], None] = print, guest: Guest | None = None) -> None:
+                 progress: Callable[[str], None] = print, guest: Guest | None = None,
+                 central: Central | None = None) -> None:
         self.work = work
         self.progress = progress
         self.memory_mb = memory_mb
         self.guest = guest or Guest()
+        self.central = central or Central()
         self.certs = work / "tls"
         self.settings = self._central_settings()
+        # Every planner replica's address, the stack's own first (more once started).
+        self.planner_addrs = [self.settings.planner_addr]
         # The central services stay in this process's session, so in the VMs' autogroup: in a new
         # one each, a restarted nats-server waited seconds for a CPU beside the VMs (decision 36).
         self.stack = LocalStack(self.settings, own_sessions=False)
@@ -165,11 +181,11 @@ class Fleet:
         self._boot_image: tuple[Kernel, Path] | None = None  # set once the image is ready
 
     def _central_settings(self) -> Settings:
-        ports = ephemeral_env()
+        ports = ephemeral_env(nats_nodes=self.central.nats_nodes)
         return load_settings(
             host_id="central", data_dir=self.work / "central", tls_dir=str(self.certs), rpc_timeout_s=RPC_TIMEOUT_S,
-            canary_window_s=CANARY_WINDOW_S,
-            nats_url=ports[env_var("nats_url")],
+            canary_window_s=CANARY_WINDOW_S, planner_lease_s=self.central.planner_lease_s,
+            nats_url=ports[env_var("nats_url")], nats_replicas=int(ports.get(env_var("nats_replicas"), 1)),
             **{f"{role.value}_addr": ports[env_var(f"{role.value}_addr")] for role in Role})
 
     @property
@@ -195,6 +211,9 @@ class Fleet:
         self.progress(f"host image {image.name} ({image.stat().st_size >> 20} MiB, kernel {kernel.entry.release}) "
                       f"ready in {time.monotonic() - started:.0f} s")
         await self.stack.start(self.progress, roles=CENTRAL)
+        for _ in range(self.central.planner_replicas - 1):
+            self.planner_addrs.append(await self.stack.start_replica(Role.PLANNER))
+            self.progress(f"planner replica on {self.planner_addrs[-1]}")
         self._boot_image = (kernel, image)
         for host in self.hosts:
             self._boot(host)
@@ -291,9 +310,18 @@ class Fleet:
             await asyncio.sleep(2.0)
 
     async def registrations(self) -> list:
-        async with rpc.channel(self.settings.planner_addr, RPC_TIMEOUT_S) as channel:
-            response = await planner_pb2_grpc.PlannerServiceStub(channel).ListHosts(planner_pb2.ListHostsRequest())
-        return list(response.hosts)
+        return list((await self.planner_call("ListHosts", planner_pb2.ListHostsRequest())).hosts)
+
+    async def planner_call(self, method: str, request, stub=planner_pb2_grpc.PlannerServiceStub):
+        """One call to the first planner replica that answers (a drill may have killed one)."""
+        for addr in self.planner_addrs:
+            try:
+                async with rpc.channel(addr, RPC_TIMEOUT_S) as channel:
+                    return await getattr(stub(channel), method)(request)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or addr == self.planner_addrs[-1]:
+                    raise
+        raise FleetError("no planner replica")
 
     def _save_guest_logs(self, host: VmHost) -> None:
         """The guest's observer and executor logs, as work/<host>.<role>.log: the VM's disk is gone

@@ -31,6 +31,8 @@ from schedcp.v1 import (
     policy_pb2,
     profile_pb2,
     verdict_pb2,
+    verifier_pb2,
+    verifier_pb2_grpc,
 )
 from services.planner import cycle as cycle_module
 from services.planner import goals, synthesis
@@ -722,6 +724,54 @@ def test_a_learner_that_does_not_confirm_the_outcome_in_time_gets_a_learn_event_
     assert events[-1].message.startswith("the learner has not confirmed the outcome of deployment d1 within 0.6 s "
                                          "(the learner could not be asked: UNAVAILABLE"), events[-1].message
     assert not events[-1].HasField("outcome")
+
+
+class _LateVerifier(verifier_pb2_grpc.VerifierServiceServicer):
+    """A verifier that approves whatever it is asked (what is tested is the planner's asking)."""
+
+    async def Verify(self, request, context):
+        yield verifier_pb2.VerifyProgress(verdict=verdict_pb2.Verdict(
+            artifact=request.artifact, claims=verdict_pb2.VerdictClaims(approved=True), summary="approved"))
+
+
+def test_a_verifier_that_is_restarting_is_asked_again_until_it_answers(monkeypatch):
+    """Nothing listens at the verifier's address for the first 1.5 s (a verifier restarting);
+    the candidate is approved once it serves, not given up as unverifiable."""
+    monkeypatch.setattr(cycle_module, "VERIFIER_RETRY_PAUSE_S", 0.2)
+    addr = f"127.0.0.1:{free_port()}"
+    cycle = Cycle(_OneHost(), _NoBus(), addr, 5.0)
+    host = host_pb2.HostRegistration(host_id="testhost")
+    artifact = policy_pb2.PolicyArtifact(name="fifo", digest="sha256:fifo")
+
+    async def scenario() -> tuple[verdict_pb2.Verdict, float]:
+        server = grpc.aio.server()
+        verifier_pb2_grpc.add_VerifierServiceServicer_to_server(_LateVerifier(), server)
+        server.add_insecure_port(addr)
+
+        async def start_late() -> None:
+            await asyncio.sleep(1.5)
+            await server.start()
+
+        late = asyncio.create_task(start_late())
+        started = time.monotonic()
+        try:
+            return await cycle._verify(artifact, host), time.monotonic() - started
+        finally:
+            await late
+            await server.stop(None)
+
+    verdict, took = asyncio.run(scenario())
+    assert verdict.claims.approved and verdict.summary == "approved", verdict.summary
+    assert took >= 1.5
+
+
+def test_a_verifier_unreachable_for_longer_than_a_restart_leaves_the_candidate_unverified(monkeypatch):
+    monkeypatch.setattr(cycle_module, "VERIFIER_RESTART_S", 0.5)
+    monkeypatch.setattr(cycle_module, "VERIFIER_RETRY_PAUSE_S", 0.1)
+    cycle = Cycle(_OneHost(), _NoBus(), f"127.0.0.1:{free_port()}", 5.0)
+    verdict = asyncio.run(cycle._verify(policy_pb2.PolicyArtifact(name="fifo"), host_pb2.HostRegistration()))
+    assert not verdict.claims.approved and verdict.summary.startswith("not verified: ")
+    assert verdict.summary.endswith("(UNAVAILABLE)"), verdict.summary
 
 
 def test_only_a_deployment_with_an_outcome_gets_a_learn_stage():

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from schedcp.cli.probe import ServiceStatus, probe_all
+from schedcp.cli.probe import ServiceStatus, probe, probe_all
 from schedcp.runtime import nats_auth, telemetry
 from schedcp.runtime.config import ENV_PREFIX, Role, Settings, addr_env_var, env_var
 from schedcp.runtime.errors import StartupError
@@ -158,6 +158,18 @@ class LocalStack:
                                f"unless SCHEDCP_NATS_REPLICAS=3 (it is {self.settings.nats_replicas})")
         return endpoints
 
+    def _server_name(self, node: int) -> str:
+        """The nats-server name of node `node` (0-based), as JetStream reports leaders."""
+        return f"schedcp-{self.settings.host_id}" + (f"-{node + 1}" if node else "")
+
+    def nats_node_of_server(self, server_name: str) -> str:
+        """The stack's name ("nats", "nats-2", ...) of the nats-server JetStream calls `server_name`."""
+        names = nats_node_names(len(self._nats_endpoints()))
+        for node, name in enumerate(names):
+            if self._server_name(node) == server_name:
+                return name
+        raise StartupError(f"no nats-server of this stack is named {server_name!r}")
+
     def _nats_endpoint_of(self, name: str) -> tuple[str, int]:
         endpoints = self._nats_endpoints()
         return endpoints[nats_node_names(len(endpoints)).index(name)]
@@ -268,7 +280,7 @@ class LocalStack:
             store = self.data_dir / name
             store.mkdir(parents=True, exist_ok=True)
             argv = [nats_server_binary(), "-c", str(nats_config), "-js", "-sd", str(store), "-a", host,
-                    "-p", str(port), "-n", f"schedcp-{self.settings.host_id}" + (f"-{i + 1}" if i else "")]
+                    "-p", str(port), "-n", self._server_name(i)]
             if len(endpoints) > 1:
                 others = [r for j, r in enumerate(routes) if j != i]
                 argv += ["--cluster_name", "schedcp", "--cluster", routes[i], "--routes", ",".join(others)]
@@ -334,6 +346,32 @@ class LocalStack:
             self.state_file.unlink()
         return [c.name for group in (services, *infrastructure) for c in group]
 
+    async def start_replica(self, role: Role) -> str:
+        """One more process of `role` (a second planner replica: `planner-2`, then `planner-3`...)
+        on an address of its own, sharing the stack's NATS and settings; returns that address once
+        it serves. Only the process that started the stack can do this."""
+        children = self.running()
+        taken = {c.name for c in children}
+        name = next(f"{role.value}-{i}" for i in range(2, 100) if f"{role.value}-{i}" not in taken)
+        addr = f"{split_address(self.settings.addr(role))[0]}:{self._spare_port()}"
+        argv, env, _ = self._recipes[role.value]
+        child = self._spawn(name, argv, {**env, **self._own_env(role), addr_env_var(role): addr}, listen=addr)
+        self._save([*children, child])
+        await self._wait_until_replica_serves(child, role)
+        return addr
+
+    def kill(self, name: str) -> Child:
+        """SIGKILL one child (fault drills: a process that gets no chance to clean up) and wait
+        until it is gone; `restart` starts it again."""
+        child = next((c for c in self.running() if c.name == name), None)
+        if child is None:
+            raise StartupError(f"{name} is not running in this stack")
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while child.alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return child
+
     async def restart(self, name: str) -> Child:
         """Stop one child (SIGTERM, then SIGKILL after the grace period) and start it again as it
         was started, with the same settings and state (fault drills: a restarted planner or
@@ -349,7 +387,18 @@ class LocalStack:
             await self._wait_for_port(child, *self._nats_endpoint_of(name))
         elif name in {r.value for r in Role}:
             await self._wait_until_serving([child], {Role(name)})
+        elif listen:  # a replica
+            await self._wait_until_replica_serves(child, Role(name.rsplit("-", 1)[0]))
         return child
+
+    async def _wait_until_replica_serves(self, child: Child, role: Role) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not (await probe(role.value, child.listen, timeout_s=1.0)).serving:
+            self._fail_if_dead(child)
+            if time.monotonic() > deadline:
+                raise StartupError(f"{child.name} not serving on {child.listen} after {READY_TIMEOUT_S:.0f}s; "
+                                   f"see {child.log}")
+            await asyncio.sleep(0.2)
 
     def _terminate(self, children: list[Child]) -> None:
         for child in children:

@@ -86,6 +86,11 @@ LEARN_WAIT_S = 10.0
 # How long what the executor said runs on the host stands for the cycle (verification from the
 # planner's memo takes microseconds; one that boots the sandbox VM, seconds: then it asks again).
 STATUS_FRESH_S = 1.0
+# A verifier that cannot be reached is asked again for this long (a restart, a replica taking
+# over behind its address) before the candidate counts as unverifiable: a cycle should not
+# fail over a central service's restart.
+VERIFIER_RESTART_S = 60.0
+VERIFIER_RETRY_PAUSE_S = 1.0
 _ASK = object()  # what the host runs is not known: ask its executor
 
 
@@ -351,16 +356,27 @@ class Cycle:
     async def _verify(self, artifact: policy_pb2.PolicyArtifact,
                       host: host_pb2.HostRegistration) -> verdict_pb2.Verdict:
         request = _verify_request(artifact, host)
-        verdict = verdict_pb2.Verdict(summary="the verifier ended without a verdict")
-        try:
-            async with rpc.shared(self._verifier_addr) as channel:
-                async for progress in verifier_pb2_grpc.VerifierServiceStub(channel).Verify(request):
-                    if progress.HasField("verdict"):
-                        verdict = progress.verdict
-        except grpc.aio.AioRpcError as exc:
-            # Not a verdict (e.g. no sandbox kernel for this host): this candidate cannot be used.
-            return verdict_pb2.Verdict(summary=f"not verified: {exc.details()} ({exc.code().name})")
+        deadline = time.monotonic() + VERIFIER_RESTART_S
+        while True:
+            try:
+                verdict = await self._ask_verifier(request)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                    log.warning("the verifier is unavailable (%s); asking again", exc.details())
+                    await asyncio.sleep(VERIFIER_RETRY_PAUSE_S)
+                    continue
+                # Not a verdict (e.g. no sandbox kernel for this host): this candidate cannot be used.
+                return verdict_pb2.Verdict(summary=f"not verified: {exc.details()} ({exc.code().name})")
         self._verdicts.put(request, verdict)
+        return verdict
+
+    async def _ask_verifier(self, request: verifier_pb2.VerifyRequest) -> verdict_pb2.Verdict:
+        verdict = verdict_pb2.Verdict(summary="the verifier ended without a verdict")
+        async with rpc.shared(self._verifier_addr) as channel:
+            async for progress in verifier_pb2_grpc.VerifierServiceStub(channel).Verify(request):
+                if progress.HasField("verdict"):
+                    verdict = progress.verdict
         return verdict
 
     async def _running(self, host: host_pb2.HostRegistration) -> deployment_pb2.Deployment | None:
