@@ -10,6 +10,7 @@ canaries on many hosts cannot run on this machine. bench/rollout.py runs the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -19,7 +20,7 @@ import pytest
 from bench import rollout as bench_rollout
 from bench.simfleet import SimClass, SimFleet, serving
 from schedcp.domain import hostclass, params
-from schedcp.runtime import rpc
+from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import FailedPrecondition, InvalidArgument
@@ -31,9 +32,12 @@ from schedcp.v1 import (
     host_pb2,
     observer_pb2,
     observer_pb2_grpc,
+    planner_pb2,
+    planner_pb2_grpc,
     policy_pb2,
     rollout_pb2,
     rollout_pb2_grpc,
+    verdict_pb2,
 )
 from services.executor.deployments import EventLog, Executor
 from services.executor.server import ExecutorServicer
@@ -301,17 +305,9 @@ def test_a_rollout_waits_out_a_learner_outage(services):
 
 def test_rollout_start_wait_follows_the_waves_to_the_end(central):
     async def scenario():
-        bus = await Bus.connect(central.env["SCHEDCP_NATS_URL"], "test")
-        sim = SimFleet(bus)
-        sim.add(bench_rollout.HELPED, 6)
-        proving = bench_rollout.proving_hosts(sim, bench_rollout.HELPED)
-        try:
-            async with serving(sim, observed=proving):
-                await bench_rollout.prove(central.addr("planner"), proving)
-                return await asyncio.to_thread(schedcp, central.env, "rollout", "start", bench_rollout.POLICY,
-                                               "--hosts", "host=sim-a-*", "--waves", "1,100%", "--wait")
-        finally:
-            await bus.close()
+        async with proven_class_a(central, 6):
+            return await asyncio.to_thread(schedcp, central.env, "rollout", "start", bench_rollout.POLICY,
+                                           "--hosts", "host=sim-a-*", "--waves", "1,100%", "--wait")
 
     done = asyncio.run(scenario())
     assert done.returncode == 0, done.stderr
@@ -319,6 +315,22 @@ def test_rollout_start_wait_follows_the_waves_to_the_end(central):
     assert said.startswith("rollout r-") and "to 6 hosts in 1 classes, waves 1, 100%" in said, said
     assert ": wave 1 judged: 1 of 1 judged hosts kept it" in said and ": wave 2 judged:" in said, said
     assert said.endswith("completed: 1 of 1 classes completed"), said
+
+
+@contextlib.asynccontextmanager
+async def proven_class_a(central, hosts: int, canary_s: float = 0.2):
+    """Class a's simulated hosts served, the policy proven by name on its last three: yields
+    (bus, fleet)."""
+    bus = await Bus.connect(central.env["SCHEDCP_NATS_URL"], "test")
+    sim = SimFleet(bus, canary_s=canary_s)
+    sim.add(bench_rollout.HELPED, hosts)
+    proving = bench_rollout.proving_hosts(sim, bench_rollout.HELPED)
+    try:
+        async with serving(sim, observed=proving):
+            await bench_rollout.prove(central.addr("planner"), proving)
+            yield bus, sim
+    finally:
+        await bus.close()
 
 
 def start(addr: str, **fields) -> R.Rollout:
@@ -417,32 +429,24 @@ def test_a_rollout_pauses_resumes_and_aborts(services, asked):
             return await getattr(rollout_pb2_grpc.RolloutServiceStub(channel), method)(request)
 
     async def scenario() -> tuple[list[int], R.Rollout]:
-        bus = await Bus.connect(central.env["SCHEDCP_NATS_URL"], "test")
-        sim = SimFleet(bus, canary_s=0.5)
-        sim.add(bench_rollout.HELPED, 12)
-        proving = bench_rollout.proving_hosts(sim, bench_rollout.HELPED)
-        try:
-            async with serving(sim, observed=proving):
-                await bench_rollout.prove(addr, proving)
-                started = await control("StartRollout", R.StartRolloutRequest(
-                    policy=bench_rollout.POLICY, selector="host=sim-a-*", waves=["1", "100%"]))
-                rid = started.rollout_id
-                paused = await control("PauseRollout", R.PauseRolloutRequest(rollout_id=rid))
-                assert paused.state == R.ROLLOUT_STATE_PAUSED
-                deployed = [sum(h.deployments for h in sim.hosts.values())]
-                await asyncio.sleep(2)  # paused: at most the host in flight finishes
-                deployed.append(sum(h.deployments for h in sim.hosts.values()))
-                await control("ResumeRollout", R.ResumeRolloutRequest(rollout_id=rid))
-                deadline = time.monotonic() + 30
-                while sum(h.deployments for h in sim.hosts.values()) < deployed[-1] + 3 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
-                deployed.append(sum(h.deployments for h in sim.hosts.values()))
-                aborted = await control("AbortRollout", R.AbortRolloutRequest(rollout_id=rid, reason="enough"))
-                await asyncio.sleep(1.5)
-                deployed.append(sum(h.deployments for h in sim.hosts.values()))
-                return deployed, aborted
-        finally:
-            await bus.close()
+        async with proven_class_a(central, 12, canary_s=0.5) as (_, sim):
+            started = await control("StartRollout", R.StartRolloutRequest(
+                policy=bench_rollout.POLICY, selector="host=sim-a-*", waves=["1", "100%"]))
+            rid = started.rollout_id
+            paused = await control("PauseRollout", R.PauseRolloutRequest(rollout_id=rid))
+            assert paused.state == R.ROLLOUT_STATE_PAUSED
+            deployed = [sum(h.deployments for h in sim.hosts.values())]
+            await asyncio.sleep(2)  # paused: at most the host in flight finishes
+            deployed.append(sum(h.deployments for h in sim.hosts.values()))
+            await control("ResumeRollout", R.ResumeRolloutRequest(rollout_id=rid))
+            deadline = time.monotonic() + 30
+            while sum(h.deployments for h in sim.hosts.values()) < deployed[-1] + 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            deployed.append(sum(h.deployments for h in sim.hosts.values()))
+            aborted = await control("AbortRollout", R.AbortRolloutRequest(rollout_id=rid, reason="enough"))
+            await asyncio.sleep(1.5)
+            deployed.append(sum(h.deployments for h in sim.hosts.values()))
+            return deployed, aborted
 
     deployed, aborted = asyncio.run(scenario())
     proving = bench_rollout.PROVING_HOSTS
@@ -457,3 +461,141 @@ def test_a_rollout_pauses_resumes_and_aborts(services, asked):
     assert [a for a in actions if a != "AUDIT_ACTION_ROLLOUT_WAVE"] == [
         "AUDIT_ACTION_ROLLOUT_START", "AUDIT_ACTION_ROLLOUT_PAUSE", "AUDIT_ACTION_ROLLOUT_RESUME",
         "AUDIT_ACTION_ROLLOUT_ABORT"], actions
+
+
+# --- rollouts the planner proposes ----------------------------------------------------------------
+
+def cycle_end(state: int, digest: str = "sha256:b", status: int = common_pb2.STAGE_STATUS_SUCCEEDED):
+    deployment = deployment_pb2.DeploymentEvent(deployment=deployment_pb2.Deployment(
+        host_id="h1", policy_name="batch_sched_idle", artifact_digest=digest, state=state))
+    return cycle_pb2.CycleEvent(host_id="h1", stage=cycle_pb2.CYCLE_STAGE_RESULT, status=status, deployment=deployment)
+
+
+def test_the_kept_artifact_of_a_cycle_is_the_one_its_result_deployed():
+    artifact = policy_pb2.PolicyArtifact(name="batch_sched_idle", digest="sha256:b")
+    artifact.parameters["batch_comm"].CopyFrom(params.of("ffmpeg"))
+    other = policy_pb2.PolicyArtifact(name="favour_group", digest="sha256:f")
+    verified = [cycle_pb2.CycleEvent(stage=cycle_pb2.CYCLE_STAGE_VERIFY, verdict=verdict)
+                for verdict in (verdict_of(other), verdict_of(artifact))]
+    host, kept = rollout.kept_artifact([*verified, cycle_end(deployment_pb2.DEPLOYMENT_STATE_KEPT)])
+    assert host == "h1" and kept.name == "batch_sched_idle" and params.text(kept.parameters["batch_comm"]) == "ffmpeg"
+    assert rollout.kept_artifact([*verified, cycle_end(deployment_pb2.DEPLOYMENT_STATE_ROLLED_BACK)]) is None
+    assert rollout.kept_artifact([*verified, cycle_end(deployment_pb2.DEPLOYMENT_STATE_KEPT, "sha256:x")]) is None
+    assert rollout.kept_artifact(verified) is None and rollout.kept_artifact([]) is None
+    skipped = cycle_end(deployment_pb2.DEPLOYMENT_STATE_KEPT, status=common_pb2.STAGE_STATUS_SKIPPED)
+    assert rollout.kept_artifact([*verified, skipped]) is None
+
+
+def verdict_of(artifact: policy_pb2.PolicyArtifact) -> verdict_pb2.Verdict:
+    return verdict_pb2.Verdict(artifact=artifact, claims=verdict_pb2.VerdictClaims(approved=True))
+
+
+def proposals_scenario(central, act):
+    """Class a's policy proven on three hosts by name; then a fourth host opted in to automatic
+    tuning publishes a profile: its automatic cycle keeps the proven policy. `act(addr, sim)`
+    runs next, with the fleet still served; returns what it returns."""
+    addr = central.addr("planner")
+
+    async def scenario():
+        async with proven_class_a(central, 6) as (bus, sim):
+            automatic = sim.hosts["sim-a-0000"]
+            async with rpc.channel(addr, 30) as channel:
+                await planner_pb2_grpc.PlannerServiceStub(channel).SetAuto(
+                    planner_pb2.SetAutoRequest(host_id=automatic.host_id, enabled=True))
+            profile = automatic.profile()
+            await bus.publish(topology.subject(topology.Kind.PROFILE, automatic.host_id), profile,
+                              msg_id=profile.profile_id)
+            deadline = time.monotonic() + 60
+            while not (automatic.current and automatic.current.state == deployment_pb2.DEPLOYMENT_STATE_KEPT):
+                assert time.monotonic() < deadline, "the automatic cycle kept nothing"
+                await asyncio.sleep(0.2)
+            return await act(addr, sim)
+
+    return asyncio.run(scenario())
+
+
+async def rollout_rpc(addr: str, method: str, request):
+    async with rpc.channel(addr, 30) as channel:
+        return await getattr(rollout_pb2_grpc.RolloutServiceStub(channel), method)(request)
+
+
+async def proposals(addr: str) -> list[R.Rollout]:
+    deadline = time.monotonic() + 30
+    while True:
+        listed = (await rollout_rpc(addr, "ListRollouts", R.ListRolloutsRequest())).rollouts
+        found = [r for r in listed if r.state == R.ROLLOUT_STATE_PROPOSED or r.actor.startswith("planner")]
+        if found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+def test_a_policy_proven_by_an_automatic_cycle_is_proposed_to_its_class_and_runs_once_approved(central):
+    async def act(addr: str, sim: SimFleet):
+        [proposal] = await proposals(addr)
+        deployed = sum(h.deployments for h in sim.hosts.values())
+        await asyncio.sleep(1)  # proposed: nothing runs
+        idle = sum(h.deployments for h in sim.hosts.values()) == deployed
+        with pytest.raises(grpc.aio.AioRpcError) as paused:
+            await rollout_rpc(addr, "PauseRollout", R.PauseRolloutRequest(rollout_id=proposal.rollout_id))
+        approved = await rollout_rpc(addr, "ApproveRollout", R.ApproveRolloutRequest(rollout_id=proposal.rollout_id))
+        with pytest.raises(grpc.aio.AioRpcError) as twice:
+            await rollout_rpc(addr, "ApproveRollout", R.ApproveRolloutRequest(rollout_id=proposal.rollout_id))
+        done = await bench_rollout.wait_for(addr, proposal.rollout_id, lambda r: r.state in bench_rollout.ENDED, 60)
+        running = sum(1 for h in sim.hosts.values()
+                      if h.current and h.current.state == deployment_pb2.DEPLOYMENT_STATE_KEPT)
+        return proposal, idle, paused.value, approved, twice.value, done, running
+
+    proposal, idle, paused, approved, twice, done, running = proposals_scenario(central, act)
+    host_class = hostclass.of(bench_rollout.HELPED.facts("sim-a-0000"))
+    assert proposal.policy == bench_rollout.POLICY and proposal.actor == "planner", proposal
+    assert proposal.selector.startswith(f"class={host_class},workload="), proposal.selector
+    assert [len(t.host_ids) for t in proposal.tracks] == [6] and idle
+    assert paused.code() == grpc.StatusCode.FAILED_PRECONDITION and "is a proposal" in paused.details()
+    assert approved.state == R.ROLLOUT_STATE_RUNNING and approved.rollout_id == proposal.rollout_id
+    assert twice.code() == grpc.StatusCode.FAILED_PRECONDITION and "not a proposal" in twice.details()
+    assert done.state == R.ROLLOUT_STATE_COMPLETED and running == 6, (done.reason, running)
+    history = schedcp(central.env, "--json", "history", "-n", "1000")
+    actions = [(r["action"], r.get("actor")) for r in json.loads(history.stdout)["records"]
+               if r.get("rolloutId") == proposal.rollout_id]
+    assert [a for a, _ in actions[:2]] == ["AUDIT_ACTION_ROLLOUT_PROPOSE", "AUDIT_ACTION_ROLLOUT_START"], actions
+    assert actions[0][1] == "planner" and actions[1][1] != "planner", actions  # approved by the operator
+    proposed = next(r for r in json.loads(history.stdout)["records"] if r["action"] == "AUDIT_ACTION_ROLLOUT_PROPOSE")
+    assert f"schedcp rollout approve {proposal.rollout_id}" in proposed["reason"], proposed["reason"]
+
+
+def test_a_declined_proposal_is_not_proposed_again_nor_approved(central):
+    async def act(addr: str, sim: SimFleet):
+        [proposal] = await proposals(addr)
+        declined = await rollout_rpc(addr, "AbortRollout", R.AbortRolloutRequest(rollout_id=proposal.rollout_id,
+                                                                                  reason="not this week"))
+        with pytest.raises(grpc.aio.AioRpcError) as approved:
+            await rollout_rpc(addr, "ApproveRollout", R.ApproveRolloutRequest(rollout_id=proposal.rollout_id))
+        return declined, approved.value, await proposals(addr)
+
+    declined, approved, after = proposals_scenario(central, act)
+    assert declined.state == R.ROLLOUT_STATE_ABORTED and declined.reason.startswith("declined by "), declined.reason
+    assert "not this week" in declined.reason
+    assert approved.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert [r.state for r in after] == [R.ROLLOUT_STATE_ABORTED]
+
+
+def test_with_proposals_set_to_start_the_planner_starts_the_rollout_itself(services):
+    central = start_central(services, SCHEDCP_ROLLOUT_PROPOSALS="start")
+
+    async def act(addr: str, sim: SimFleet):
+        [started] = await proposals(addr)
+        return await bench_rollout.wait_for(addr, started.rollout_id, lambda r: r.state in bench_rollout.ENDED, 60)
+
+    done = proposals_scenario(central, act)
+    assert done.state == R.ROLLOUT_STATE_COMPLETED, done.reason
+    assert done.actor == "planner (SCHEDCP_ROLLOUT_PROPOSALS=start)", done.actor
+
+
+def test_with_proposals_off_nothing_is_proposed(services):
+    central = start_central(services, SCHEDCP_ROLLOUT_PROPOSALS="off")
+
+    async def act(addr: str, sim: SimFleet):
+        await asyncio.sleep(2)
+        return (await rollout_rpc(addr, "ListRollouts", R.ListRolloutsRequest())).rollouts
+
+    assert list(proposals_scenario(central, act)) == []

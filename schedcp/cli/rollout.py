@@ -1,5 +1,5 @@
-"""`schedcp rollout start|status|pause|resume|abort`: a proven policy taken to the hosts of a class
-in waves (the planner's RolloutService)."""
+"""`schedcp rollout start|status|approve|pause|resume|abort`: a proven policy taken to the hosts of
+a class in waves (the planner's RolloutService); `approve` starts a rollout the planner proposed."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _fraction(text: str) -> float:
 
 
 def cmd_rollout(settings: Settings, args: argparse.Namespace) -> int:
-    return {"start": _start, "status": _status, "pause": _control, "resume": _control,
+    return {"start": _start, "status": _status, "approve": _control, "pause": _control, "resume": _control,
             "abort": _control}[args.action](settings, args)
 
 
@@ -141,6 +141,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 def _control(settings: Settings, args: argparse.Namespace) -> int:
     method, request = {
+        "approve": ("ApproveRollout", R.ApproveRolloutRequest(rollout_id=args.id)),
         "pause": ("PauseRollout", R.PauseRolloutRequest(rollout_id=args.id)),
         "resume": ("ResumeRollout", R.ResumeRolloutRequest(rollout_id=args.id)),
         "abort": ("AbortRollout", R.AbortRolloutRequest(rollout_id=args.id, reason=getattr(args, "reason", ""))),
@@ -185,9 +186,12 @@ def register(add) -> None:
     status = action("status", "Show a rollout's classes and waves, or list every rollout.")
     status.add_argument("id", nargs="?", help="a rollout id (default: list them)")
     status.add_argument("--hosts", dest="show_hosts", action="store_true", help="every host's result too")
-    for name, text in (("pause", "Start no further host (canaries in flight finish) until resumed."),
+    for name, text in (("approve", "Start a rollout the planner proposed (state 'proposed': a policy became proven "
+                                   "in a class with more hosts), over the class's hosts as registered now."),
+                       ("pause", "Start no further host (canaries in flight finish) until resumed."),
                        ("resume", "Go on with a paused rollout."),
-                       ("abort", "End a rollout: no further host; hosts that kept the policy keep it.")):
+                       ("abort", "End a rollout: no further host; hosts that kept the policy keep it. A proposal "
+                                 "is declined (and not proposed again).")):
         parser = action(name, text)
         parser.add_argument("id", help="the rollout id")
         if name == "abort":

@@ -233,6 +233,12 @@ class Settings(BaseSettings):
         default=0.2, ge=0, lt=1,
         description="A rollout's wave regresses when more than this fraction of its hosts did not keep the policy.",
     )
+    rollout_proposals: Literal["off", "propose", "start"] = Field(
+        default="propose",
+        description="When an automatic cycle makes a policy proven in a class that has more hosts: propose a rollout "
+                    "of it to the class (an operator starts it with `schedcp rollout approve`), start that rollout "
+                    "at once (start), or neither (off).",
+    )
     goal_provider: Literal["rules", "openai"] = Field(
         default="rules", description="How the planner infers goals: deterministic rules, or an LLM."
     )

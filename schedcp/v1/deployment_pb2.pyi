@@ -57,6 +57,7 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_ROLLOUT_RESUME: _ClassVar[AuditAction]
     AUDIT_ACTION_ROLLOUT_ABORT: _ClassVar[AuditAction]
     AUDIT_ACTION_ROLLOUT_COMPLETE: _ClassVar[AuditAction]
+    AUDIT_ACTION_ROLLOUT_PROPOSE: _ClassVar[AuditAction]
 DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 DEPLOYMENT_STATE_CHECKING: DeploymentState
 DEPLOYMENT_STATE_BASELINE: DeploymentState
@@ -89,6 +90,7 @@ AUDIT_ACTION_ROLLOUT_PAUSE: AuditAction
 AUDIT_ACTION_ROLLOUT_RESUME: AuditAction
 AUDIT_ACTION_ROLLOUT_ABORT: AuditAction
 AUDIT_ACTION_ROLLOUT_COMPLETE: AuditAction
+AUDIT_ACTION_ROLLOUT_PROPOSE: AuditAction
 
 class CanarySpec(_message.Message):
     __slots__ = ("baseline_window", "canary_window", "success_metric", "min_improvement", "guards", "report_only", "rounds", "max_rounds", "prior")

@@ -19,6 +19,7 @@ class RolloutState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLLOUT_STATE_COMPLETED: _ClassVar[RolloutState]
     ROLLOUT_STATE_HALTED: _ClassVar[RolloutState]
     ROLLOUT_STATE_ABORTED: _ClassVar[RolloutState]
+    ROLLOUT_STATE_PROPOSED: _ClassVar[RolloutState]
 
 class RolloutHostResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +35,7 @@ ROLLOUT_STATE_PAUSED: RolloutState
 ROLLOUT_STATE_COMPLETED: RolloutState
 ROLLOUT_STATE_HALTED: RolloutState
 ROLLOUT_STATE_ABORTED: RolloutState
+ROLLOUT_STATE_PROPOSED: RolloutState
 ROLLOUT_HOST_RESULT_UNSPECIFIED: RolloutHostResult
 ROLLOUT_HOST_RESULT_KEPT: RolloutHostResult
 ROLLOUT_HOST_RESULT_ROLLED_BACK: RolloutHostResult
@@ -89,6 +91,12 @@ class PauseRolloutRequest(_message.Message):
     def __init__(self, rollout_id: _Optional[str] = ...) -> None: ...
 
 class ResumeRolloutRequest(_message.Message):
+    __slots__ = ("rollout_id",)
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    rollout_id: str
+    def __init__(self, rollout_id: _Optional[str] = ...) -> None: ...
+
+class ApproveRolloutRequest(_message.Message):
     __slots__ = ("rollout_id",)
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     rollout_id: str

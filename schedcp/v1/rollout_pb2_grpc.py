@@ -64,6 +64,11 @@ class RolloutServiceStub:
                 request_serializer=schedcp_dot_v1_dot_rollout__pb2.AbortRolloutRequest.SerializeToString,
                 response_deserializer=schedcp_dot_v1_dot_rollout__pb2.Rollout.FromString,
                 _registered_method=True)
+        self.ApproveRollout = channel.unary_unary(
+                '/schedcp.v1.RolloutService/ApproveRollout',
+                request_serializer=schedcp_dot_v1_dot_rollout__pb2.ApproveRolloutRequest.SerializeToString,
+                response_deserializer=schedcp_dot_v1_dot_rollout__pb2.Rollout.FromString,
+                _registered_method=True)
 
 
 class RolloutServiceServicer:
@@ -104,7 +109,15 @@ class RolloutServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AbortRollout(self, request, context):
-        """End the rollout: no further host is started; hosts that kept the policy keep it.
+        """End the rollout: no further host is started; hosts that kept the policy keep it. A
+        proposed rollout is declined (it is not proposed again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveRollout(self, request, context):
+        """Start a rollout the planner proposed (state PROPOSED): its class's hosts as registered now.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,6 +154,11 @@ def add_RolloutServiceServicer_to_server(servicer, server):
             'AbortRollout': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortRollout,
                     request_deserializer=schedcp_dot_v1_dot_rollout__pb2.AbortRolloutRequest.FromString,
+                    response_serializer=schedcp_dot_v1_dot_rollout__pb2.Rollout.SerializeToString,
+            ),
+            'ApproveRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveRollout,
+                    request_deserializer=schedcp_dot_v1_dot_rollout__pb2.ApproveRolloutRequest.FromString,
                     response_serializer=schedcp_dot_v1_dot_rollout__pb2.Rollout.SerializeToString,
             ),
     }
@@ -305,6 +323,33 @@ class RolloutService:
             target,
             '/schedcp.v1.RolloutService/AbortRollout',
             schedcp_dot_v1_dot_rollout__pb2.AbortRolloutRequest.SerializeToString,
+            schedcp_dot_v1_dot_rollout__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/schedcp.v1.RolloutService/ApproveRollout',
+            schedcp_dot_v1_dot_rollout__pb2.ApproveRolloutRequest.SerializeToString,
             schedcp_dot_v1_dot_rollout__pb2.Rollout.FromString,
             options,
             channel_credentials,

@@ -22,21 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 
 import grpc
 import nats.errors
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from opentelemetry import context as otel_context
 
+from schedcp.domain import hostclass, params
 from schedcp.runtime import tasks, telemetry, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
 from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound
-from schedcp.v1 import deployment_pb2, rollout_pb2
+from schedcp.v1 import common_pb2, cycle_pb2, deployment_pb2, policy_pb2, rollout_pb2
 from services.planner import rollout_plan
 from services.planner.fleet import Fleet, class_effect, proven_classes
 from services.planner.hosts import HostDirectory
@@ -48,6 +51,8 @@ A = deployment_pb2
 AUDIT_HOST = "_rollout"  # not a host id (those start with a letter or digit)
 JUDGED = {R.ROLLOUT_HOST_RESULT_KEPT, R.ROLLOUT_HOST_RESULT_ROLLED_BACK, R.ROLLOUT_HOST_RESULT_FAILED}
 ENDED = {R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_HALTED, R.ROLLOUT_STATE_ABORTED}
+# Not run by any replica: ended, or proposed and waiting for an operator.
+NOT_RUN = ENDED | {R.ROLLOUT_STATE_PROPOSED}
 RETRY_S = 5.0
 # Pause, resume and abort asked on a replica that does not run the rollout are sent on
 # `<CONTROL_SUBJECT>.<rollout>`, where only the replica running it listens; it answers with the
@@ -56,6 +61,7 @@ CONTROL_SUBJECT = f"{topology.PREFIX}.rollout_control"
 CONTROL_ERROR_HEADER = "Schedcp-Error"
 CONTROL_TIMEOUT_S = 3.0
 PAST = {"pause": "paused", "resume": "resumed", "abort": "aborted"}
+PROPOSAL_RECHECK_S = 60.0
 
 
 class RolloutStore:
@@ -72,6 +78,30 @@ class RolloutStore:
             saved.CopyFrom(rollout)
             saved.ClearField("hosts")
             await (await self._kv()).put(rollout.rollout_id, saved.SerializeToString())
+
+    async def create(self, rollout: R.Rollout) -> bool:
+        """Store a new rollout under its id; False when one is stored there already."""
+        rollout.updated_at.GetCurrentTime()
+        try:
+            await (await self._kv()).create(rollout.rollout_id, rollout.SerializeToString())
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def load_revision(self, rollout_id: str) -> tuple[R.Rollout, int]:
+        """The stored rollout and its revision (for `replace`); NotFound as `load`."""
+        await self.load(rollout_id)
+        entry = await (await self._kv()).get(rollout_id)
+        return R.Rollout.FromString(entry.value), entry.revision
+
+    async def replace(self, rollout: R.Rollout, revision: int) -> bool:
+        """Store the rollout if nobody stored it since `revision`; False when somebody did."""
+        rollout.updated_at.GetCurrentTime()
+        try:
+            await (await self._kv()).update(rollout.rollout_id, rollout.SerializeToString(), last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
 
     async def load(self, rollout_id: str) -> R.Rollout:
         if topology.is_kv_key(rollout_id) and "." not in rollout_id:
@@ -119,6 +149,9 @@ class Rollouts:
         self._fleet = fleet
         self._store = RolloutStore(bus)
         self._default_fraction = settings.rollout_max_rollback_fraction
+        self._proposals = settings.rollout_proposals
+        # When the learner may next be asked whether a kept policy became proven in a class.
+        self._recheck_at: dict[tuple[str, str, str, str], float] = {}
         self._slots = asyncio.Semaphore(settings.rollout_concurrency)
         self._live: dict[str, R.Rollout] = {}
         # Set while a rollout may start hosts; cleared while it is paused.
@@ -130,13 +163,88 @@ class Rollouts:
         rollout = await self._plan(request, actor)
         with _step("start", rollout) as trace_id:
             await self._store.save(rollout)
-            classes = "; ".join(f"{t.host_class} / {t.workload_cluster or 'no profile yet'}: {len(t.host_ids)} hosts"
-                                for t in rollout.tracks)
-            await self._audit(A.AUDIT_ACTION_ROLLOUT_START, rollout, trace_id,
-                              f"{rollout.policy} to {sum(len(t.host_ids) for t in rollout.tracks)} hosts "
-                              f"({rollout.selector}) in waves {', '.join(rollout.waves)}: {classes}")
+            await self._audit(A.AUDIT_ACTION_ROLLOUT_START, rollout, trace_id, _started(rollout))
         await self._leases.hold(rollout.rollout_id)
         await self._launch(rollout)
+        return rollout
+
+    async def approve(self, rollout_id: str, actor: str) -> R.Rollout:
+        """Start a proposed rollout, planned again over its class's hosts as registered now."""
+        proposal, revision = await self._store.load_revision(rollout_id)
+        if proposal.state != R.ROLLOUT_STATE_PROPOSED:
+            raise FailedPrecondition(f"rollout {rollout_id!r} is not a proposal waiting for approval "
+                                     f"({_state(proposal)}): `schedcp rollout status {rollout_id}` shows it")
+        request = R.StartRolloutRequest(policy=proposal.policy, parameters=proposal.parameters,
+                                        selector=proposal.selector, waves=proposal.waves,
+                                        max_rollback_fraction=proposal.max_rollback_fraction, intent=proposal.intent)
+        rollout = await self._plan(request, actor, rollout_id)
+        rollout.created_at.CopyFrom(proposal.created_at)
+        with _step("start", rollout) as trace_id:
+            # Compare-and-set: of two operators (or replicas) approving at once, one starts it.
+            if not await self._store.replace(rollout, revision):
+                raise FailedPrecondition(f"rollout {rollout_id!r} was approved or declined meanwhile: `schedcp rollout "
+                                         f"status {rollout_id}` shows it")
+            await self._audit(A.AUDIT_ACTION_ROLLOUT_START, rollout, trace_id,
+                              f"approved by {actor}: {_started(rollout)}")
+        await self._leases.hold(rollout.rollout_id)
+        await self._launch(rollout)
+        return rollout
+
+    async def after_automatic_cycle(self, events: list) -> None:
+        """An automatic cycle's events: when it kept a policy, `propose` (a failure is logged; the
+        cycle is done either way)."""
+        kept = kept_artifact(events)
+        if kept is None:
+            return
+        host_id, artifact = kept
+        try:
+            await self.propose(host_id, artifact.name, artifact.parameters)
+        except Exception as exc:
+            log.warning("no rollout of %s proposed after the cycle on %s: %s", artifact.name, host_id,
+                        exc or type(exc).__name__)
+
+    async def propose(self, host_id: str, policy: str, parameters) -> R.Rollout | None:
+        """After an automatic cycle kept `policy` (with `parameters`) on `host_id`: when that
+        policy is now proven in the host's class (host class and workload cluster) and the class
+        has more registered hosts, a rollout to the class is recorded as PROPOSED and audited;
+        an operator approves or declines it. Once per policy, parameters and class (a declined
+        one is not proposed again). SCHEDCP_ROLLOUT_PROPOSALS=start starts it at once; off
+        proposes nothing. The learner is asked at most every PROPOSAL_RECHECK_S per policy and
+        class (a fleet keeps one policy on many hosts at once). Returns the proposal (or the
+        started rollout), else None."""
+        if self._proposals == "off":
+            return None
+        host = await self._hosts.get(host_id)
+        host_class, cluster = hostclass.of(host.facts), host.workload_cluster
+        key = (policy, params.key(parameters), host_class, cluster)
+        if not cluster or time.monotonic() < self._recheck_at.get(key, 0):
+            return None
+        self._recheck_at[key] = time.monotonic() + PROPOSAL_RECHECK_S
+        effects = await self._fleet.effects(policy)
+        if f"{host_class} / {cluster}" not in proven_classes(effects, parameters):
+            return None
+        selector = f"class={host_class},workload={cluster}"
+        terms = rollout_plan.selector(selector)
+        if sum(rollout_plan.selects(terms, h) for h in await self._hosts.list()) < 2:
+            return None
+        request = R.StartRolloutRequest(policy=policy, parameters=parameters, selector=selector)
+        rollout = await self._plan(request, "planner", _proposal_id(request), R.ROLLOUT_STATE_PROPOSED)
+        self._recheck_at[key] = float("inf")  # proposed now or before: never again
+        if not await self._store.create(rollout):
+            return None
+        effect = class_effect(effects, parameters, host_class, cluster)
+        hosts = sum(len(t.host_ids) for t in rollout.tracks)
+        with _step("propose", rollout) as trace_id:
+            await self._audit(A.AUDIT_ACTION_ROLLOUT_PROPOSE, rollout, trace_id,
+                              f"{policy} {_parameters(parameters)} became proven in class {host_class} / {cluster} "
+                              f"({effect.outcomes} outcomes, mean {effect.mean:+.0%}) after a kept automatic cycle on "
+                              f"{host_id}: proposed to the class's {hosts} hosts; `schedcp rollout approve "
+                              f"{rollout.rollout_id}` starts it, `schedcp rollout abort {rollout.rollout_id}` "
+                              "declines it")
+        log.info("rollout %s proposed: %s to class %s / %s (%d hosts)", rollout.rollout_id, policy, host_class,
+                 cluster, hosts)
+        if self._proposals == "start":
+            return await self.approve(rollout.rollout_id, "planner (SCHEDCP_ROLLOUT_PROPOSALS=start)")
         return rollout
 
     async def get(self, rollout_id: str, with_hosts: bool = False) -> R.Rollout:
@@ -169,6 +277,8 @@ class Rollouts:
         if rollout_id in self._live:
             return await self._local(rollout_id, verb, actor, reason)
         stored = await self._store.load(rollout_id)
+        if stored.state == R.ROLLOUT_STATE_PROPOSED:
+            return await self._decline(rollout_id, verb, actor, reason)
         if stored.state in ENDED:
             raise FailedPrecondition(f"rollout {rollout_id!r} is not running and cannot be {PAST[verb]} "
                                      f"({_state(stored)})")
@@ -188,6 +298,24 @@ class Rollouts:
         rollout = R.Rollout()
         rollout.ParseFromString(reply.data)
         return rollout
+
+    async def _decline(self, rollout_id: str, verb: str, actor: str, reason: str) -> R.Rollout:
+        """Abort of a proposal: declined, never proposed again. Nothing else applies to one."""
+        if verb != "abort":
+            raise FailedPrecondition(f"rollout {rollout_id!r} is a proposal, not running: `schedcp rollout approve "
+                                     f"{rollout_id}` starts it, `schedcp rollout abort {rollout_id}` declines it")
+        proposal, revision = await self._store.load_revision(rollout_id)
+        meanwhile = FailedPrecondition(f"rollout {rollout_id!r} was approved or declined meanwhile: `schedcp rollout "
+                                       f"status {rollout_id}` shows it")
+        if proposal.state != R.ROLLOUT_STATE_PROPOSED:
+            raise meanwhile
+        proposal.state = R.ROLLOUT_STATE_ABORTED
+        proposal.reason = f"declined by {actor}: {reason or 'no reason given'}"
+        if not await self._store.replace(proposal, revision):
+            raise meanwhile
+        with _step("abort", proposal) as trace_id:
+            await self._audit(A.AUDIT_ACTION_ROLLOUT_ABORT, proposal, trace_id, proposal.reason, actor=actor)
+        return proposal
 
     async def _on_control(self, msg) -> None:
         """A pause, resume or abort asked on another replica (only the one running the rollout
@@ -249,7 +377,7 @@ class Rollouts:
         """Resume every unfinished rollout that nobody runs (no lease, or an expired one)."""
         resumed = []
         for rollout in await self._store.all():
-            if rollout.state in ENDED or rollout.rollout_id in self._runners:
+            if rollout.state in NOT_RUN or rollout.rollout_id in self._runners:
                 continue
             before = await self._leases.claim(rollout.rollout_id, if_absent=True)
             if before is None:
@@ -272,7 +400,8 @@ class Rollouts:
             await self._leases.release(rollout_id)
 
     # --- planning ------------------------------------------------------------------------------
-    async def _plan(self, request: R.StartRolloutRequest, actor: str) -> R.Rollout:
+    async def _plan(self, request: R.StartRolloutRequest, actor: str, rollout_id: str = "",
+                    state: int = R.ROLLOUT_STATE_RUNNING) -> R.Rollout:
         if not request.policy:
             raise InvalidArgument("a rollout needs a policy (`schedcp policies` lists them)")
         rollout_plan.waves(list(request.waves))
@@ -281,15 +410,14 @@ class Rollouts:
             raise InvalidArgument(f"the rollback threshold must be a fraction from 0 up to 1, got {fraction:g}")
         classes = await self._classes(request)
         proven = await self._proven(request)
-        rollout = R.Rollout(rollout_id=f"r-{uuid.uuid4().hex[:12]}", policy=request.policy,
+        rollout = R.Rollout(rollout_id=rollout_id or f"r-{uuid.uuid4().hex[:12]}", policy=request.policy,
                             parameters=request.parameters, selector=request.selector,
                             waves=list(request.waves) or list(rollout_plan.DEFAULT_WAVES),
-                            max_rollback_fraction=fraction, intent=request.intent, state=R.ROLLOUT_STATE_RUNNING,
+                            max_rollback_fraction=fraction, intent=request.intent, state=state,
                             actor=actor, reason=f"proven in {'; '.join(proven)}")
         rollout.created_at.GetCurrentTime()
         for (host_class, cluster), ids in classes.items():
-            rollout.tracks.add(host_class=host_class, workload_cluster=cluster, host_ids=ids,
-                               state=R.ROLLOUT_STATE_RUNNING)
+            rollout.tracks.add(host_class=host_class, workload_cluster=cluster, host_ids=ids, state=state)
         return rollout
 
     async def _classes(self, request: R.StartRolloutRequest) -> dict[tuple[str, str], list[str]]:
@@ -541,6 +669,36 @@ def _wave_hosts(track: R.RolloutTrack, wave: R.RolloutWave) -> list[str]:
 
 def _where(track: R.RolloutTrack, wave: R.RolloutWave) -> str:
     return f"wave {wave.number} of {track.host_class} / {track.workload_cluster or 'no profile yet'}"
+
+
+def kept_artifact(events: list) -> tuple[str, policy_pb2.PolicyArtifact] | None:
+    """(host, artifact) of the policy a cycle kept, from its events (its RESULT's deployment and
+    the verdict of the artifact it deployed); None when it kept nothing."""
+    if not events or events[-1].stage != cycle_pb2.CYCLE_STAGE_RESULT:
+        return None
+    last = events[-1].deployment.deployment
+    if events[-1].status != common_pb2.STAGE_STATUS_SUCCEEDED or last.state != A.DEPLOYMENT_STATE_KEPT:
+        return None
+    verified = {e.verdict.artifact.digest: e.verdict.artifact for e in events if e.verdict.claims.approved}
+    artifact = verified.get(last.artifact_digest)
+    return (last.host_id or events[-1].host_id, artifact) if artifact is not None else None
+
+
+def _started(rollout: R.Rollout) -> str:
+    classes = "; ".join(f"{t.host_class} / {t.workload_cluster or 'no profile yet'}: {len(t.host_ids)} hosts"
+                        for t in rollout.tracks)
+    return (f"{rollout.policy} to {sum(len(t.host_ids) for t in rollout.tracks)} hosts ({rollout.selector}) in waves "
+            f"{', '.join(rollout.waves)}: {classes}")
+
+
+def _proposal_id(request: R.StartRolloutRequest) -> str:
+    """The same policy, parameters and selector always give the same id: proposed once."""
+    key = "\n".join((request.policy, params.key(request.parameters), request.selector))
+    return f"p-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _parameters(parameters) -> str:
+    return "{" + ", ".join(f"{k}={params.text(v)}" for k, v in sorted(parameters.items())) + "}"
 
 
 def _state(rollout: R.Rollout) -> str:

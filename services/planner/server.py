@@ -81,6 +81,9 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     async def AbortRollout(self, request, context):
         return await self._rollouts.abort(request.rollout_id, tls.caller(context), request.reason)
 
+    async def ApproveRollout(self, request, context):
+        return await self._rollouts.approve(request.rollout_id, tls.caller(context))
+
 
 async def build(ctx: ServiceContext) -> list[GrpcService]:
     hosts = HostDirectory(ctx.bus)
@@ -91,9 +94,14 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     cycle = Cycle(planner, ctx.bus, ctx.settings.verifier_addr, ctx.settings.canary_window_s, ctx.settings.tune_budget,
                   leases)
     ctx.on_close(cycle.close)
+    fleet = Fleet(cycle, planner, hosts, ctx.settings)
+    rollouts = Rollouts(ctx.bus, hosts, fleet, ctx.settings, leases.replica)
+    ctx.on_close(rollouts.close)
+
     async def tune_host(profile: profile_pb2.WorkloadProfile) -> None:
-        async for _ in cycle.tune(planner_pb2.TuneRequest(host_id=profile.host.host_id), profile):
-            pass  # the events are published on schedcp.cycle.<host>
+        # The events are published on schedcp.cycle.<host>; a kept policy may make a proposal.
+        await rollouts.after_automatic_cycle(
+            [e async for e in cycle.tune(planner_pb2.TuneRequest(host_id=profile.host.host_id), profile)])
 
     # Always watching: without SCHEDCP_PLANNER_AUTO only the hosts opted in are tuned.
     watcher = DriftWatcher(ctx.bus, tune_host, ctx.settings.planner_min_interval_s, ctx.settings.planner_max_cycles,
@@ -102,9 +110,6 @@ async def build(ctx: ServiceContext) -> list[GrpcService]:
     ctx.on_close(watcher.close)
     ctx.details["auto"] = (f"every host, at most every {ctx.settings.planner_min_interval_s:g} s per host"
                            if ctx.settings.planner_auto else "hosts opted in (schedcp tune HOST --auto)")
-    fleet = Fleet(cycle, planner, hosts, ctx.settings)
-    rollouts = Rollouts(ctx.bus, hosts, fleet, ctx.settings, leases.replica)
-    ctx.on_close(rollouts.close)
     await rollouts.resume_all()
     servicer = PlannerServicer(hosts, planner, cycle, ctx.bus, ctx.settings)
     return [GrpcService.of(servicer, planner_pb2, planner_pb2_grpc),
