@@ -51,6 +51,8 @@ from services.observer import signature
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 LATENCY, BATCH = profile_pb2.WORKLOAD_CLASS_LATENCY_SENSITIVE, profile_pb2.WORKLOAD_CLASS_BATCH
+# Profiles the simulated hosts have in flight at once (each waits for JetStream's ack).
+PUBLISHING = 256
 
 
 class SimulatedExecutors(executor_pb2_grpc.ExecutorServiceServicer):
@@ -127,9 +129,16 @@ async def run_fleet(nats_url: str, executors_addr: str, n: int, tag: str, **nats
             await kv.put(host, registration.SerializeToString())
         await bus.nc.subscribe(topology.all_hosts(topology.Kind.CYCLE), cb=on_cycle)
         profiles = [profile(host, i) for i, host in enumerate(hosts)]
-        for host, p in zip(hosts, profiles, strict=True):
-            published[host] = time.time()
-            await bus.publish(topology.subject(topology.Kind.PROFILE, host), p, msg_id=p.profile_id, traced=False)
+        # At once, as a fleet's observers starting together do: none waits for another's ack.
+        in_flight = asyncio.Semaphore(PUBLISHING)
+
+        async def publish(host: str, p: profile_pb2.WorkloadProfile) -> None:
+            async with in_flight:
+                published[host] = time.time()
+                await bus.publish(topology.subject(topology.Kind.PROFILE, host), p, msg_id=p.profile_id,
+                                  traced=False)
+
+        await asyncio.gather(*(publish(host, p) for host, p in zip(hosts, profiles, strict=True)))
         with contextlib.suppress(TimeoutError):  # the report says how many were decided
             await asyncio.wait_for(done.wait(), timeout=60 + n * 0.5)
     finally:

@@ -252,17 +252,21 @@ class _TracedChannel:
         self._channel = channel
         self._unary_timeout_s = unary_timeout_s
 
+    # A stub asks for every method of its service and a caller uses one or two: each gRPC
+    # multicallable is made when its method is first called.
     def unary_unary(self, method, *args, **kwargs):
-        return _Unary(self._channel.unary_unary(method, *args, **kwargs), method, self._unary_timeout_s)
+        return _Unary(functools.partial(self._channel.unary_unary, method, *args, **kwargs), method,
+                      self._unary_timeout_s)
 
     def stream_unary(self, method, *args, **kwargs):
-        return _Unary(self._channel.stream_unary(method, *args, **kwargs), method, self._unary_timeout_s)
+        return _Unary(functools.partial(self._channel.stream_unary, method, *args, **kwargs), method,
+                      self._unary_timeout_s)
 
     def unary_stream(self, method, *args, **kwargs):
-        return _Streaming(self._channel.unary_stream(method, *args, **kwargs), method)
+        return _Streaming(functools.partial(self._channel.unary_stream, method, *args, **kwargs), method)
 
     def stream_stream(self, method, *args, **kwargs):
-        return _Streaming(self._channel.stream_stream(method, *args, **kwargs), method)
+        return _Streaming(functools.partial(self._channel.stream_stream, method, *args, **kwargs), method)
 
     def __getattr__(self, name: str) -> Any:  # close(), get_state(), ...
         return getattr(self._channel, name)
@@ -292,9 +296,23 @@ def _method(method: str | bytes) -> str:
     return (method.decode() if isinstance(method, bytes) else method).lstrip("/")
 
 
-class _Unary:
-    def __init__(self, multicallable, method: str | bytes, timeout_s: float) -> None:
-        self._multicallable, self._name, self._timeout_s = multicallable, _method(method), timeout_s
+class _Lazy:
+    """A method's gRPC multicallable, made on its first call."""
+
+    def __init__(self, make: Callable[[], Any], method: str | bytes) -> None:
+        self._make, self._made, self._name = make, None, _method(method)
+
+    @property
+    def _multicallable(self):
+        if self._made is None:
+            self._made = self._make()
+        return self._made
+
+
+class _Unary(_Lazy):
+    def __init__(self, make: Callable[[], Any], method: str | bytes, timeout_s: float) -> None:
+        super().__init__(make, method)
+        self._timeout_s = timeout_s
 
     def __call__(self, request, *, timeout: float | None = None, metadata=None, **kwargs) -> _UnaryCall:
         span, call = _start(self._multicallable, self._name, request,
@@ -329,10 +347,7 @@ class _UnaryCall:
 _PENDING: set[asyncio.Task] = set()
 
 
-class _Streaming:
-    def __init__(self, multicallable, method: str | bytes) -> None:
-        self._multicallable, self._name = multicallable, _method(method)
-
+class _Streaming(_Lazy):
     def __call__(self, request, *, timeout: float | None = None, metadata=None, **kwargs):
         span, call = _start(self._multicallable, self._name, request,
                             _stream_timeout_s if timeout is None else timeout, metadata, kwargs)

@@ -8,6 +8,7 @@ by the SDK and override the defaults set here.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 
@@ -57,7 +58,11 @@ def setup_tracing(service_name: str, host_id: str) -> TracerProvider:
     return provider
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
+    """schedcp's tracer, made once: `get_tracer` builds and compares an instrumentation scope at
+    every call (a few percent of a busy planner's CPU). One taken before `setup_tracing` is a
+    proxy that uses the provider once it is installed."""
     return trace.get_tracer(TRACER_NAME, __version__)
 
 

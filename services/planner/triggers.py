@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 CONSUMER = QUEUE = "planner-auto"
 MAIN_GROUPS = 5
 MIN_CONFIDENCE = 0.5
+# Claims of drifted hosts in flight at once (each a JetStream round trip beside the consumer).
+MAX_CLAIMS = 256
 
 TuneHost = Callable[[profile_pb2.WorkloadProfile], Awaitable[None]]
 
@@ -96,6 +98,7 @@ class DriftWatcher:
         self._every_host = every_host
         self._min_interval_s = min_interval_s
         self._slots = asyncio.Semaphore(max_cycles)
+        self._claims = asyncio.Semaphore(MAX_CLAIMS)
         self._tasks: set[asyncio.Task] = set()
         # The bucket's host records as last seen: host -> (record, revision).
         self._records: dict[str, tuple[dict, int]] = {}
@@ -154,20 +157,37 @@ class DriftWatcher:
         why = drifted(record["state"] if record else None, now)
         if not why or (record and time.time() - record["tuned_at"] < self._min_interval_s):
             return
-        claim = {"state": now, "tuned_at": time.time(), "why": why}
-        kv = await self._bus.kv(topology.PLANNER_BUCKET)
-        encoded = json.dumps(claim).encode()
+        # The claim (a round trip to JetStream) and the cycle run beside the consumer, which reads
+        # the next profile meanwhile: one at a time, a fleet starting together would be claimed at
+        # the speed of one round trip each. At most MAX_CLAIMS claims are in flight.
+        await self._claims.acquire()
+        self._spawn(self._claim(profile, {"state": now, "tuned_at": time.time(), "why": why}, revision, delivery),
+                    f"claim {host}")
+
+    async def _claim(self, profile: profile_pb2.WorkloadProfile, claim: dict, revision: int,
+                     delivery: Delivery | None) -> None:
+        """Claim the host by compare-and-set on its record (of two replicas that saw its drift,
+        one wins), then tune it."""
+        host = profile.host.host_id
         try:
-            revision = await (kv.update(host, encoded, last=revision) if revision else kv.create(host, encoded))
-        except KeyWrongLastSequenceError:
-            await self._read(host)  # another replica claimed it first (or the watch is behind)
+            kv = await self._bus.kv(topology.PLANNER_BUCKET)
+            encoded = json.dumps(claim).encode()
+            try:
+                revision = await (kv.update(host, encoded, last=revision) if revision else kv.create(host, encoded))
+            except KeyWrongLastSequenceError:
+                await self._read(host)  # another replica claimed it first (or the watch is behind)
+                return
+        except Exception as exc:  # NATS away: the host's next profile tries again
+            log.warning("could not claim %s for automatic tuning: %s", host, exc or type(exc).__name__)
             return
-        self._records[host] = (claim, revision)
-        log.info("auto-tuning %s: %s", host, why)
-        # Tune runs beside the consumer: a long cycle must not hold up other hosts' profiles.
+        finally:
+            self._claims.release()
+        if revision > self._records.get(host, (None, 0))[1]:
+            self._records[host] = (claim, revision)
+        log.info("auto-tuning %s: %s", host, claim["why"])
         # Its trace continues the profile's (profiles that did not drift have no span at all).
         parent = telemetry.extract(delivery.headers) if delivery is not None else None
-        self._spawn(self._run(profile, parent), f"auto-tune {host}")
+        await self._run(profile, parent)
 
     async def _record(self, host: str) -> tuple[dict | None, int]:
         """The host's record and its revision (0: none): as the watch delivered it, or read
