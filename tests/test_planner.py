@@ -9,6 +9,7 @@ import uuid
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2_grpc
 
 from schedcp.domain import artifacts, params
 from schedcp.runtime import rpc, topology
@@ -772,6 +773,38 @@ def test_a_verifier_unreachable_for_longer_than_a_restart_leaves_the_candidate_u
     verdict = asyncio.run(cycle._verify(policy_pb2.PolicyArtifact(name="fifo"), host_pb2.HostRegistration()))
     assert not verdict.claims.approved and verdict.summary.startswith("not verified: ")
     assert verdict.summary.endswith("(UNAVAILABLE)"), verdict.summary
+
+
+class _VerifierWithoutItsSandbox(verifier_pb2_grpc.VerifierServiceServicer):
+    """A verifier that serves, and answers UNAVAILABLE itself (its sandbox VM would not boot)."""
+
+    async def Verify(self, request, context):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the sandbox VM did not boot")
+        yield  # a stream
+
+
+def test_an_unavailable_answer_from_a_serving_verifier_is_not_asked_again(monkeypatch):
+    """Only a verifier that cannot be reached is asked again: one that answers UNAVAILABLE itself
+    (a dependency of its own down) would fail the same way for a minute on every cycle."""
+    monkeypatch.setattr(cycle_module, "VERIFIER_RETRY_PAUSE_S", 0.2)
+
+    async def scenario() -> tuple[verdict_pb2.Verdict, float]:
+        server = grpc.aio.server()
+        verifier_pb2_grpc.add_VerifierServiceServicer_to_server(_VerifierWithoutItsSandbox(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        addr = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+        cycle = Cycle(_OneHost(), _NoBus(), addr, 5.0)
+        started = time.monotonic()
+        try:
+            return await cycle._verify(policy_pb2.PolicyArtifact(name="fifo"), host_pb2.HostRegistration()), \
+                time.monotonic() - started
+        finally:
+            await server.stop(None)
+
+    verdict, took = asyncio.run(scenario())
+    assert verdict.summary == "not verified: the sandbox VM did not boot (UNAVAILABLE)", verdict.summary
+    assert took < cycle_module.VERIFIER_RESTART_S / 2
 
 
 def test_only_a_deployment_with_an_outcome_gets_a_learn_stage():

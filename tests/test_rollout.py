@@ -549,6 +549,8 @@ def test_a_policy_proven_by_an_automatic_cycle_is_proposed_to_its_class_and_runs
     host_class = hostclass.of(bench_rollout.HELPED.facts("sim-a-0000"))
     assert proposal.policy == bench_rollout.POLICY and proposal.actor == "planner", proposal
     assert proposal.selector.startswith(f"class={host_class},workload="), proposal.selector
+    # Group names are each host's own (from its goal): a proposal carries tunables only.
+    assert not [n for n, v in proposal.parameters.items() if v.WhichOneof("value") == "string_value"], proposal
     assert [len(t.host_ids) for t in proposal.tracks] == [6] and idle
     assert paused.code() == grpc.StatusCode.FAILED_PRECONDITION and "is a proposal" in paused.details()
     assert approved.state == R.ROLLOUT_STATE_RUNNING and approved.rollout_id == proposal.rollout_id

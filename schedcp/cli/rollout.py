@@ -118,7 +118,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     policy = " ".join([rollout.policy, *(f"{k}={params.text(v)}" for k, v in sorted(rollout.parameters.items()))])
     say(f"rollout {rollout.rollout_id}: {policy} to {rollout.selector!r}, "
         f"waves {', '.join(rollout.waves)}, halting a wave above {rollout.max_rollback_fraction:.0%} not kept; "
-        f"started by {rollout.actor}\n{_word(R.RolloutState, rollout.state)}: {rollout.reason}")
+        f"{'proposed' if rollout.state == R.ROLLOUT_STATE_PROPOSED else 'started'} by {rollout.actor}\n"
+        f"{_word(R.RolloutState, rollout.state)}: {rollout.reason}")
     table = table_of("classes", ("host class", "workload", "hosts", "wave", "reached", "kept", "rolled back",
                                  "failed", "skipped", "class effect", "state", "why"))
     for t in rollout.tracks:

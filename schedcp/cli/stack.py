@@ -354,6 +354,8 @@ class LocalStack:
         taken = {c.name for c in children}
         name = next(f"{role.value}-{i}" for i in range(2, 100) if f"{role.value}-{i}" not in taken)
         addr = f"{split_address(self.settings.addr(role))[0]}:{self._spare_port()}"
+        if role.value not in self._recipes:
+            raise StartupError(f"the {role.value} was not started by this process, so no replica of it can be")
         argv, env, _ = self._recipes[role.value]
         child = self._spawn(name, argv, {**env, **self._own_env(role), addr_env_var(role): addr}, listen=addr)
         self._save([*children, child])
@@ -366,7 +368,8 @@ class LocalStack:
         child = next((c for c in self.running() if c.name == name), None)
         if child is None:
             raise StartupError(f"{name} is not running in this stack")
-        os.kill(child.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it died by itself meanwhile
+            os.kill(child.pid, signal.SIGKILL)
         deadline = time.monotonic() + KILL_WAIT_S
         while child.alive() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -387,7 +390,7 @@ class LocalStack:
             await self._wait_for_port(child, *self._nats_endpoint_of(name))
         elif name in {r.value for r in Role}:
             await self._wait_until_serving([child], {Role(name)})
-        elif listen:  # a replica
+        elif name.rsplit("-", 1)[0] in {r.value for r in Role}:  # a replica (`start_replica`)
             await self._wait_until_replica_serves(child, Role(name.rsplit("-", 1)[0]))
         return child
 

@@ -21,6 +21,7 @@ RESTRICTED: dict[str, tuple[str, ...]] = {
     "/schedcp.v1.RolloutService/PauseRollout": (OPERATOR,),
     "/schedcp.v1.RolloutService/ResumeRollout": (OPERATOR,),
     "/schedcp.v1.RolloutService/AbortRollout": (OPERATOR,),
+    "/schedcp.v1.RolloutService/ApproveRollout": (OPERATOR,),
 }
 
 

@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
@@ -362,14 +363,27 @@ class Cycle:
                 verdict = await self._ask_verifier(request)
                 break
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
-                    log.warning("the verifier is unavailable (%s); asking again", exc.details())
+                # Asked again only while the verifier cannot be reached at all (restarting): an
+                # UNAVAILABLE it answers itself (its compiler or sandbox VM down) stands.
+                if (exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline
+                        and not await self._verifier_answers()):
+                    log.warning("the verifier cannot be reached (%s); asking again for up to %g s", exc.details(),
+                                VERIFIER_RESTART_S)
                     await asyncio.sleep(VERIFIER_RETRY_PAUSE_S)
                     continue
                 # Not a verdict (e.g. no sandbox kernel for this host): this candidate cannot be used.
                 return verdict_pb2.Verdict(summary=f"not verified: {exc.details()} ({exc.code().name})")
         self._verdicts.put(request, verdict)
         return verdict
+
+    async def _verifier_answers(self) -> bool:
+        """Whether the verifier's process answers its health check (whatever it says)."""
+        try:
+            async with rpc.shared(self._verifier_addr, VERIFIER_RETRY_PAUSE_S) as channel:
+                await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        except grpc.aio.AioRpcError as exc:
+            return exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        return True
 
     async def _ask_verifier(self, request: verifier_pb2.VerifyRequest) -> verdict_pb2.Verdict:
         verdict = verdict_pb2.Verdict(summary="the verifier ended without a verdict")

@@ -90,9 +90,11 @@ class RolloutStore:
 
     async def load_revision(self, rollout_id: str) -> tuple[R.Rollout, int]:
         """The stored rollout and its revision (for `replace`); NotFound as `load`."""
-        await self.load(rollout_id)
-        entry = await (await self._kv()).get(rollout_id)
-        return R.Rollout.FromString(entry.value), entry.revision
+        if topology.is_kv_key(rollout_id) and "." not in rollout_id:
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await (await self._kv()).get(rollout_id)
+                return R.Rollout.FromString(entry.value), entry.revision
+        raise NotFound(f"no rollout {rollout_id!r}; `schedcp rollout status` lists them")
 
     async def replace(self, rollout: R.Rollout, revision: int) -> bool:
         """Store the rollout if nobody stored it since `revision`; False when somebody did."""
@@ -104,10 +106,13 @@ class RolloutStore:
         return True
 
     async def load(self, rollout_id: str) -> R.Rollout:
-        if topology.is_kv_key(rollout_id) and "." not in rollout_id:
-            with contextlib.suppress(KeyNotFoundError):
-                return R.Rollout.FromString((await (await self._kv()).get(rollout_id)).value)
-        raise NotFound(f"no rollout {rollout_id!r}; `schedcp rollout status` lists them")
+        return (await self.load_revision(rollout_id))[0]
+
+    async def find(self, rollout_id: str) -> R.Rollout | None:
+        try:
+            return await self.load(rollout_id)
+        except NotFound:
+            return None
 
     async def all(self) -> list[R.Rollout]:
         # Rollout ids are one token, host results two: watch the rollouts alone (a listing of the
@@ -161,12 +166,20 @@ class Rollouts:
     # --- the RPCs ------------------------------------------------------------------------------
     async def start(self, request: R.StartRolloutRequest, actor: str) -> R.Rollout:
         rollout = await self._plan(request, actor)
+        # Its lease first: a replica that sees it running without one would take it over.
+        await self._hold_new(rollout.rollout_id)
         with _step("start", rollout) as trace_id:
             await self._store.save(rollout)
             await self._audit(A.AUDIT_ACTION_ROLLOUT_START, rollout, trace_id, _started(rollout))
-        await self._leases.hold(rollout.rollout_id)
         await self._launch(rollout)
         return rollout
+
+    async def _hold_new(self, rollout_id: str) -> None:
+        """Take the lease of a rollout about to run here; FailedPrecondition when another
+        replica holds it (it is being started there)."""
+        if await self._leases.claim(rollout_id, if_absent=True) is None:
+            raise FailedPrecondition(f"rollout {rollout_id!r} is being started by another planner replica: "
+                                     f"`schedcp rollout status {rollout_id}` shows it")
 
     async def approve(self, rollout_id: str, actor: str) -> R.Rollout:
         """Start a proposed rollout, planned again over its class's hosts as registered now."""
@@ -179,14 +192,15 @@ class Rollouts:
                                         max_rollback_fraction=proposal.max_rollback_fraction, intent=proposal.intent)
         rollout = await self._plan(request, actor, rollout_id)
         rollout.created_at.CopyFrom(proposal.created_at)
+        await self._hold_new(rollout_id)
         with _step("start", rollout) as trace_id:
             # Compare-and-set: of two operators (or replicas) approving at once, one starts it.
             if not await self._store.replace(rollout, revision):
+                await self._leases.release(rollout_id)
                 raise FailedPrecondition(f"rollout {rollout_id!r} was approved or declined meanwhile: `schedcp rollout "
                                          f"status {rollout_id}` shows it")
             await self._audit(A.AUDIT_ACTION_ROLLOUT_START, rollout, trace_id,
                               f"approved by {actor}: {_started(rollout)}")
-        await self._leases.hold(rollout.rollout_id)
         await self._launch(rollout)
         return rollout
 
@@ -205,46 +219,60 @@ class Rollouts:
 
     async def propose(self, host_id: str, policy: str, parameters) -> R.Rollout | None:
         """After an automatic cycle kept `policy` (with `parameters`) on `host_id`: when that
-        policy is now proven in the host's class (host class and workload cluster) and the class
-        has more registered hosts, a rollout to the class is recorded as PROPOSED and audited;
-        an operator approves or declines it. Once per policy, parameters and class (a declined
-        one is not proposed again). SCHEDCP_ROLLOUT_PROPOSALS=start starts it at once; off
-        proposes nothing. The learner is asked at most every PROPOSAL_RECHECK_S per policy and
-        class (a fleet keeps one policy on many hosts at once). Returns the proposal (or the
-        started rollout), else None."""
+        policy is now proven in the host's class (host class and workload cluster), the class
+        has more registered hosts and no rollout of it reached that class yet, a rollout to the
+        class is recorded as PROPOSED and audited; an operator approves or declines it. Its
+        tunable parameters only: group names come from each host's own goal. Once per policy,
+        parameters and class (a declined one is not proposed again). SCHEDCP_ROLLOUT_PROPOSALS=
+        start starts it (again at the next kept cycle if starting failed); off proposes nothing.
+        Each (policy, parameters, class) is looked at most every PROPOSAL_RECHECK_S (a fleet
+        keeps one policy on many hosts at once). Returns the proposal or the started rollout."""
         if self._proposals == "off":
             return None
         host = await self._hosts.get(host_id)
         host_class, cluster = hostclass.of(host.facts), host.workload_cluster
-        key = (policy, params.key(parameters), host_class, cluster)
+        tuned = {name: value for name, value in parameters.items() if value.WhichOneof("value") != "string_value"}
+        key = (policy, params.key(tuned), host_class, cluster)
         if not cluster or time.monotonic() < self._recheck_at.get(key, 0):
             return None
         self._recheck_at[key] = time.monotonic() + PROPOSAL_RECHECK_S
-        effects = await self._fleet.effects(policy)
-        if f"{host_class} / {cluster}" not in proven_classes(effects, parameters):
-            return None
         selector = f"class={host_class},workload={cluster}"
-        terms = rollout_plan.selector(selector)
+        request = R.StartRolloutRequest(policy=policy, parameters=tuned, selector=selector)
+        proposal = (await self._store.find(_proposal_id(request))
+                    or await self._new_proposal(request, host_id, host_class, cluster))
+        if proposal is None:
+            return None
+        if proposal.state == R.ROLLOUT_STATE_PROPOSED and self._proposals == "start":
+            proposal = await self.approve(proposal.rollout_id, "planner (SCHEDCP_ROLLOUT_PROPOSALS=start)")
+        self._recheck_at[key] = float("inf")  # proposed (and started, if asked): nothing more to do
+        return proposal
+
+    async def _new_proposal(self, request: R.StartRolloutRequest, host_id: str, host_class: str,
+                            cluster: str) -> R.Rollout | None:
+        effects = await self._fleet.effects(request.policy)
+        if f"{host_class} / {cluster}" not in proven_classes(effects, request.parameters):
+            return None
+        terms = rollout_plan.selector(request.selector)
         if sum(rollout_plan.selects(terms, h) for h in await self._hosts.list()) < 2:
             return None
-        request = R.StartRolloutRequest(policy=policy, parameters=parameters, selector=selector)
+        if any(r.policy == request.policy and params.key(r.parameters) == params.key(request.parameters)
+               and any(t.host_class == host_class and t.workload_cluster == cluster for t in r.tracks)
+               for r in await self.list()):
+            return None  # an operator's rollout reached the class already
         rollout = await self._plan(request, "planner", _proposal_id(request), R.ROLLOUT_STATE_PROPOSED)
-        self._recheck_at[key] = float("inf")  # proposed now or before: never again
         if not await self._store.create(rollout):
-            return None
-        effect = class_effect(effects, parameters, host_class, cluster)
+            return await self._store.find(rollout.rollout_id)  # another replica proposed it meanwhile
+        effect = class_effect(effects, request.parameters, host_class, cluster)
         hosts = sum(len(t.host_ids) for t in rollout.tracks)
         with _step("propose", rollout) as trace_id:
             await self._audit(A.AUDIT_ACTION_ROLLOUT_PROPOSE, rollout, trace_id,
-                              f"{policy} {_parameters(parameters)} became proven in class {host_class} / {cluster} "
-                              f"({effect.outcomes} outcomes, mean {effect.mean:+.0%}) after a kept automatic cycle on "
-                              f"{host_id}: proposed to the class's {hosts} hosts; `schedcp rollout approve "
-                              f"{rollout.rollout_id}` starts it, `schedcp rollout abort {rollout.rollout_id}` "
-                              "declines it")
-        log.info("rollout %s proposed: %s to class %s / %s (%d hosts)", rollout.rollout_id, policy, host_class,
-                 cluster, hosts)
-        if self._proposals == "start":
-            return await self.approve(rollout.rollout_id, "planner (SCHEDCP_ROLLOUT_PROPOSALS=start)")
+                              f"{request.policy} {_parameters(request.parameters)} became proven in class "
+                              f"{host_class} / {cluster} ({effect.outcomes} outcomes, mean {effect.mean:+.0%}) after a "
+                              f"kept automatic cycle on {host_id}: proposed to the class's {hosts} hosts; `schedcp "
+                              f"rollout approve {rollout.rollout_id}` starts it, `schedcp rollout abort "
+                              f"{rollout.rollout_id}` declines it")
+        log.info("rollout %s proposed: %s to class %s / %s (%d hosts)", rollout.rollout_id, request.policy,
+                 host_class, cluster, hosts)
         return rollout
 
     async def get(self, rollout_id: str, with_hosts: bool = False) -> R.Rollout:
