@@ -490,14 +490,17 @@ def verdict_of(artifact: policy_pb2.PolicyArtifact) -> verdict_pb2.Verdict:
     return verdict_pb2.Verdict(artifact=artifact, claims=verdict_pb2.VerdictClaims(approved=True))
 
 
-def proposals_scenario(central, act):
-    """Class a's policy proven on three hosts by name; then a fourth host opted in to automatic
-    tuning publishes a profile: its automatic cycle keeps the proven policy. `act(addr, sim)`
-    runs next, with the fleet still served; returns what it returns."""
+def proposals_scenario(central, act, before=None):
+    """Class a's policy proven on three hosts by name (then `before(addr, sim)`, if given); then
+    a fourth host opted in to automatic tuning publishes a profile: its automatic cycle keeps the
+    proven policy. `act(addr, sim)` runs next, with the fleet still served; returns what it
+    returns."""
     addr = central.addr("planner")
 
     async def scenario():
         async with proven_class_a(central, 6) as (bus, sim):
+            if before is not None:
+                await before(addr, sim)
             automatic = sim.hosts["sim-a-0000"]
             async with rpc.channel(addr, 30) as channel:
                 await planner_pb2_grpc.PlannerServiceStub(channel).SetAuto(
@@ -601,3 +604,18 @@ def test_with_proposals_off_nothing_is_proposed(services):
         return (await rollout_rpc(addr, "ListRollouts", R.ListRolloutsRequest())).rollouts
 
     assert list(proposals_scenario(central, act)) == []
+
+
+def test_no_proposal_where_an_operators_rollout_reached_the_class(central):
+    async def rolled_out_by_the_operator(addr: str, sim: SimFleet) -> None:
+        started = await rollout_rpc(addr, "StartRollout", R.StartRolloutRequest(
+            policy=bench_rollout.POLICY, selector="host=sim-a-*", waves=["1", "100%"]))
+        await bench_rollout.wait_for(addr, started.rollout_id, lambda r: r.state in bench_rollout.ENDED, 60)
+        sim.hosts["sim-a-0000"].current = None  # taken off by hand: its automatic cycle deploys it again
+
+    async def act(addr: str, sim: SimFleet):
+        await asyncio.sleep(2)
+        return (await rollout_rpc(addr, "ListRollouts", R.ListRolloutsRequest())).rollouts
+
+    listed = proposals_scenario(central, act, before=rolled_out_by_the_operator)
+    assert [(r.state, r.actor.startswith("planner")) for r in listed] == [(R.ROLLOUT_STATE_COMPLETED, False)], listed

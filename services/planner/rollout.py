@@ -249,7 +249,10 @@ class Rollouts:
 
     async def _new_proposal(self, request: R.StartRolloutRequest, host_id: str, host_class: str,
                             cluster: str) -> R.Rollout | None:
-        effects = await self._fleet.effects(request.policy)
+        # This very parameter point (an operator's partial parameters match any point holding
+        # them; a kept artifact's are all it ran with).
+        point = params.key(request.parameters)
+        effects = [e for e in await self._fleet.effects(request.policy) if e.parameters_key == point]
         if f"{host_class} / {cluster}" not in proven_classes(effects, request.parameters):
             return None
         terms = rollout_plan.selector(request.selector)
