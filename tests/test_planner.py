@@ -391,6 +391,7 @@ def test_tune_keeps_what_helps_and_the_next_cycle_reuses_it_without_the_llm(serv
         services.start("observer", "verifier", "executor", "learner", "planner")
         wait_registered(services.addr("planner"))
         events = tune(services.addr("planner"))
+        print("first cycle:", *(e.message for e in events), sep="\n  ")  # whole, where a failure shows it
         stages = [e.stage for e in events]
         assert stages[0] == cycle_pb2.CYCLE_STAGE_OBSERVE and stages[-1] == cycle_pb2.CYCLE_STAGE_RESULT
         for stage in (cycle_pb2.CYCLE_STAGE_GOAL, cycle_pb2.CYCLE_STAGE_CANDIDATES, cycle_pb2.CYCLE_STAGE_VERIFY,
