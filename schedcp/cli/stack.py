@@ -350,12 +350,12 @@ class LocalStack:
         """One more process of `role` (a second planner replica: `planner-2`, then `planner-3`...)
         on an address of its own, sharing the stack's NATS and settings; returns that address once
         it serves. Only the process that started the stack can do this."""
+        if role.value not in self._recipes:
+            raise StartupError(f"the {role.value} was not started by this process, so no replica of it can be")
         children = self.running()
         taken = {c.name for c in children}
         name = next(f"{role.value}-{i}" for i in range(2, 100) if f"{role.value}-{i}" not in taken)
         addr = f"{split_address(self.settings.addr(role))[0]}:{self._spare_port()}"
-        if role.value not in self._recipes:
-            raise StartupError(f"the {role.value} was not started by this process, so no replica of it can be")
         argv, env, _ = self._recipes[role.value]
         child = self._spawn(name, argv, {**env, **self._own_env(role), addr_env_var(role): addr}, listen=addr)
         self._save([*children, child])

@@ -63,13 +63,18 @@ def key(parameters: Mapping[str, common_pb2.ParamValue]) -> str:
     the learner keys outcomes and anti-patterns, and how the planner finds them among its
     candidates. Strings are left out: they name groups, set from each workload's goal
     (latency_boost's boost_comm), so the same tuning on another service is the same point."""
-    return ",".join(f"{name}={text(parameters[name])}" for name in sorted(parameters)
-                    if parameters[name].WhichOneof("value") != "string_value")
+    held = tunable_values(parameters)
+    return ",".join(f"{name}={text(held[name])}" for name in sorted(held))
+
+
+def tunable_values(parameters: Mapping[str, common_pb2.ParamValue]) -> dict[str, common_pb2.ParamValue]:
+    """The parameters `key` counts (all but strings)."""
+    return {name: value for name, value in parameters.items() if value.WhichOneof("value") != "string_value"}
 
 
 def tunables(parameters: Mapping[str, common_pb2.ParamValue]) -> dict[str, object]:
     """The parameters `key` counts, as Python values."""
-    return {name: python(value) for name, value in parameters.items() if value.WhichOneof("value") != "string_value"}
+    return {name: python(value) for name, value in tunable_values(parameters).items()}
 
 
 def variants(meta: PolicyMetadata, points: int = 1) -> list[dict[str, object]]:

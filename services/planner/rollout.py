@@ -231,7 +231,7 @@ class Rollouts:
             return None
         host = await self._hosts.get(host_id)
         host_class, cluster = hostclass.of(host.facts), host.workload_cluster
-        tuned = {name: value for name, value in parameters.items() if value.WhichOneof("value") != "string_value"}
+        tuned = params.tunable_values(parameters)
         key = (policy, params.key(tuned), host_class, cluster)
         if not cluster or time.monotonic() < self._recheck_at.get(key, 0):
             return None
@@ -258,7 +258,7 @@ class Rollouts:
         terms = rollout_plan.selector(request.selector)
         if sum(rollout_plan.selects(terms, h) for h in await self._hosts.list()) < 2:
             return None
-        if any(r.policy == request.policy and params.key(r.parameters) == params.key(request.parameters)
+        if any(r.policy == request.policy and params.key(r.parameters) == point
                and any(t.host_class == host_class and t.workload_cluster == cluster for t in r.tracks)
                for r in await self.list()):
             return None  # an operator's rollout reached the class already
