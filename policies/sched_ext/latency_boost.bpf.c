@@ -15,10 +15,10 @@ const volatile u32 boost_tgid[MAX_BOOST_TGIDS] = {}; /* process ids to boost (0 
 const volatile u64 boost_slice_us = 500;        /* slice of boosted tasks */
 const volatile u64 slice_us = 5000;             /* slice of everything else */
 
-/* The slice each task was last given: boosted and shared turns differ, and the kernel may
- * refill a lone task's slice, so stopping() charges against what was really given. */
+/* Whether each task's last turn was boosted: boosted and shared turns have different slices,
+ * and stopping() charges against the slice of the turn it had. */
 struct task_ctx {
-    u64 given_ns;
+    bool boosted;
 };
 
 struct {
@@ -28,18 +28,19 @@ struct {
     __type(value, struct task_ctx);
 } task_ctxs SEC(".maps");
 
-static __always_inline u64 give(struct task_struct *p, u64 ns)
+/* The slice of a turn for `p` at its weight now: shorter for a light task (vtime.bpf.h). */
+static __always_inline u64 turn_ns(struct task_struct *p, bool boosted)
+{
+    return vtime_task_slice(p, (boosted ? boost_slice_us : slice_us) * NSEC_PER_USEC);
+}
+
+static __always_inline u64 give(struct task_struct *p, bool boosted)
 {
     struct task_ctx *ctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 
     if (ctx)
-        ctx->given_ns = ns;
-    return ns;
-}
-
-static __always_inline u64 slice_ns(void)
-{
-    return slice_us * NSEC_PER_USEC;
+        ctx->boosted = boosted;
+    return turn_ns(p, boosted);
 }
 
 static __always_inline bool matches(struct task_struct *p)
@@ -60,7 +61,7 @@ s32 BPF_PROG(latency_boost_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
     s32 cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 
     if (is_idle)
-        scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, give(p, matches(p) ? boost_slice_us * NSEC_PER_USEC : slice_ns()), 0);
+        scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, give(p, matches(p)), 0);
     return cpu;
 }
 
@@ -68,11 +69,13 @@ SEC("struct_ops/latency_boost_enqueue")
 void BPF_PROG(latency_boost_enqueue, struct task_struct *p, u64 enq_flags)
 {
     if ((enq_flags & SCX_ENQ_WAKEUP) && matches(p)) {
-        scx_bpf_dsq_insert(p, BOOST_DSQ, give(p, boost_slice_us * NSEC_PER_USEC), enq_flags);
+        scx_bpf_dsq_insert(p, BOOST_DSQ, give(p, true), enq_flags);
         scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
         return;
     }
-    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, give(p, slice_ns()), vtime_queue_key(p, slice_ns()), enq_flags);
+    u64 slice_ns = give(p, false);
+
+    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns, vtime_queue_key(p, slice_ns), enq_flags);
 }
 
 SEC("struct_ops/latency_boost_dispatch")
@@ -94,7 +97,7 @@ void BPF_PROG(latency_boost_stopping, struct task_struct *p, bool runnable)
     /* (not `ctx`: BPF_PROG names its context argument that) */
     struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
 
-    vtime_charge_used(p, tctx ? tctx->given_ns : slice_ns());
+    vtime_charge_used(p, turn_ns(p, tctx && tctx->boosted));
 }
 
 SEC("struct_ops/latency_boost_enable")

@@ -13,9 +13,11 @@
 
 #include "vtime.bpf.h"
 
-static __always_inline u64 vtime_slice_ns(void)
+/* `p`'s slice: slice_us, shorter for a light task (vtime.bpf.h). Given and charged alike, so a
+ * renice while it runs only shifts that one charge. */
+static __always_inline u64 vtime_slice_ns(struct task_struct *p)
 {
-    return slice_us * NSEC_PER_USEC;
+    return vtime_task_slice(p, slice_us * NSEC_PER_USEC);
 }
 
 SEC("struct_ops/vtime_select_cpu")
@@ -25,14 +27,16 @@ s32 BPF_PROG(vtime_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_fla
     s32 cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 
     if (is_idle) /* an idle CPU: run there at once, skipping the queue */
-        scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, vtime_slice_ns(), 0);
+        scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, vtime_slice_ns(p), 0);
     return cpu;
 }
 
 SEC("struct_ops/vtime_enqueue")
 void BPF_PROG(vtime_enqueue, struct task_struct *p, u64 enq_flags)
 {
-    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, vtime_slice_ns(), vtime_queue_key(p, vtime_slice_ns()), enq_flags);
+    u64 slice_ns = vtime_slice_ns(p);
+
+    scx_bpf_dsq_insert_vtime(p, SHARED_DSQ, slice_ns, vtime_queue_key(p, slice_ns), enq_flags);
     /* Without preemption a waking task waits for some CPU's slice to end (at most slice_us). */
     if (wakeup_preempt && (enq_flags & SCX_ENQ_WAKEUP))
         scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
@@ -53,7 +57,7 @@ void BPF_PROG(vtime_running, struct task_struct *p)
 SEC("struct_ops/vtime_stopping")
 void BPF_PROG(vtime_stopping, struct task_struct *p, bool runnable)
 {
-    vtime_charge_used(p, vtime_slice_ns());
+    vtime_charge_used(p, vtime_slice_ns(p));
 }
 
 SEC("struct_ops/vtime_enable")

@@ -62,7 +62,9 @@ class DynamicBounds(BaseModel):
     fairness_hogs: int = Field(9, ge=2, le=64, description="one per name of hog_names()")
     fairness_s: float = Field(4.0, gt=0, description="long enough that a head start of 200 ms (ljf's) does not decide")
     min_fairness: float = Field(0.5, gt=0, le=1, description="least over most CPU time among equal hogs")
-    flood_tasks: int = Field(32, ge=2, le=256)
+    flood_tasks: int = Field(32, ge=2, le=128)
+    flood_niced: int = Field(4, ge=0, le=128, description="more flood tasks at nice 19: a scheduler that charges "
+                             "a light task's whole slice at its weight makes it wait seconds behind the others")
     flood_s: float = Field(3.5, gt=0, description="longer than 1.5 x watchdog_ms: the kernel checks every half timeout")
     forkstorm_s: float = Field(1.0, gt=0)
     host_min_cpu: float = Field(0.5, gt=0, le=1, description="a test in which qemu got less than this part of the "
@@ -111,7 +113,7 @@ def hold_script(bounds: DynamicBounds, names: list[str]) -> str:
     return "\n".join([
         f"/bin/probe-wakeup {b.latency_hogs} {b.latency_s:g}", "scx_state after-latency",
         f"/bin/probe-fairness {b.fairness_hogs} {b.fairness_s:g} {named}", "scx_state after-fairness",
-        f"/bin/probe-fairness {b.flood_tasks} {b.flood_s:g} {named}", "scx_state after-flood",
+        f"/bin/probe-fairness -n {b.flood_niced} {b.flood_tasks} {b.flood_s:g} {named}", "scx_state after-flood",
         f"/bin/probe-forkstorm {b.forkstorm_s:g}", "scx_state after-forkstorm",
     ])
 

@@ -1,19 +1,28 @@
 // fairness: N equal CPU hogs for SECONDS; prints each one's CPU time and min/max ratio.
-//   fairness HOGS SECONDS [NAME...]
+//   fairness [-n NICED] HOGS SECONDS [NAME...]
 // Hog i takes NAME[i % count] as its name (what a scheduler reads in p->comm), so a scheduler
 // that treats some names worse (a system daemon's, or any but its own probe's) shows here: the
 // verifier passes common daemons' names and random ones drawn for each verification.
+// With -n, NICED more hogs run at nice 19, apart from the ratio (they are meant to get less):
+// they are there to be starved by a scheduler that makes a light task, once it ran, wait a
+// whole weighted turn behind the others, which the watchdog then sees.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#define MAX_HOGS 256
+#define NICEST 19
 
 static volatile int stop;
 
 struct hog {
 	const char *name;
+	int niced;
 	double cpu;
 };
 
@@ -23,6 +32,8 @@ static void *hog(void *arg)
 	struct timespec t;
 	if (h->name)
 		pthread_setname_np(pthread_self(), h->name);
+	if (h->niced) /* per thread on Linux: the thread's own id */
+		setpriority(PRIO_PROCESS, gettid(), NICEST);
 	while (!stop)
 		;
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
@@ -32,29 +43,43 @@ static void *hog(void *arg)
 
 int main(int argc, char **argv)
 {
+	int niced = 0;
+	if (argc > 2 && strcmp(argv[1], "-n") == 0) {
+		niced = atoi(argv[2]);
+		argc -= 2;
+		argv += 2;
+	}
 	int n = argc > 1 ? atoi(argv[1]) : 4;
 	double seconds = argc > 2 ? atof(argv[2]) : 2;
 	int names = argc > 3 ? argc - 3 : 0;
-	if (n < 1 || n > 256)
+	if (n < 1 || n > MAX_HOGS)
 		n = 4;
-	pthread_t threads[256];
-	struct hog hogs[256] = {0};
-	for (int i = 0; i < n; i++) {
+	if (niced < 0 || niced > MAX_HOGS - n)
+		niced = 0;
+	pthread_t threads[MAX_HOGS];
+	struct hog hogs[MAX_HOGS] = {0};
+	for (int i = 0; i < n + niced; i++) {
 		hogs[i].name = names ? argv[3 + i % names] : NULL;
+		hogs[i].niced = i >= n;
 		pthread_create(&threads[i], NULL, hog, &hogs[i]);
 	}
 	usleep((useconds_t)(seconds * 1e6));
 	stop = 1;
-	double hi = 0, sum = 0;
+	double hi = 0, sum = 0, niced_min = 0;
 	int least = 0;
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n + niced; i++) {
 		pthread_join(threads[i], NULL);
+		if (hogs[i].niced) {
+			niced_min = i == n || hogs[i].cpu < niced_min ? hogs[i].cpu : niced_min;
+			continue;
+		}
 		least = hogs[i].cpu < hogs[least].cpu ? i : least;
 		hi = hogs[i].cpu > hi ? hogs[i].cpu : hi;
 		sum += hogs[i].cpu;
 	}
 	printf("{\"event\":\"probe\",\"probe\":\"fairness\",\"hogs\":%d,\"cpu_s_total\":%.3f,\"cpu_s_min\":%.3f,"
-	       "\"cpu_s_max\":%.3f,\"min_max_ratio\":%.3f,\"least_served\":\"%s\"}\n", n, sum, hogs[least].cpu, hi,
-	       hi > 0 ? hogs[least].cpu / hi : 0, hogs[least].name ? hogs[least].name : "probe-fairness");
+	       "\"cpu_s_max\":%.3f,\"min_max_ratio\":%.3f,\"least_served\":\"%s\",\"niced\":%d,"
+	       "\"niced_cpu_s_min\":%.3f}\n", n, sum, hogs[least].cpu, hi, hi > 0 ? hogs[least].cpu / hi : 0,
+	       hogs[least].name ? hogs[least].name : "probe-fairness", niced, niced_min);
 	return 0;
 }
