@@ -87,6 +87,10 @@ HISTORY_EVENTS = 100
 FALLBACK_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 300.0
 CYCLES_PER_HOST = 3
+# A drill that needs a proven policy waits this long for the learner, then has the hosts run
+# their policy once more, at most PROOF_ROUNDS times.
+PROOF_WAIT_S = 20.0
+PROOF_ROUNDS = 3
 # Spans are exported in batches every 500 ms; the guests' exporters run on emulated CPUs.
 TRACE_SETTLE_S = 5.0
 
@@ -136,15 +140,21 @@ class CycleRun:
 
 
 async def tune(fleet: Fleet, host: str, on_event: Callable[[cycle_pb2.CycleEvent], None] = lambda _: None,
-               policy: str = "") -> CycleRun:
-    """A Tune of `host` through the first planner replica (the stack's own `planner`)."""
+               policy: policy_pb2.PolicyArtifact | None = None) -> CycleRun:
+    """A Tune of `host` through the first planner replica (the stack's own `planner`), of `policy`
+    with its parameters when given."""
     run = CycleRun(host)
+    request = planner_pb2.TuneRequest(host_id=host, budget=1)
+    if policy is not None:
+        request.policy = policy.name
+        for name, value in policy.parameters.items():
+            request.parameters[name].CopyFrom(value)
     try:
         async with rpc.channel(fleet.planner_addrs[0]) as channel:
             stub = planner_pb2_grpc.PlannerServiceStub(channel)
             # One kept trial per host: this run checks the fleet (a verified sched_ext scheduler in
             # every VM's kernel, the drills), not the search, which tests/test_planner.py covers.
-            async for event in stub.Tune(planner_pb2.TuneRequest(host_id=host, policy=policy, budget=1)):
+            async for event in stub.Tune(request):
                 run.events.append(event)
                 say(f"    {host} {_stage(event)}: {event.message}")
                 on_event(event)
@@ -183,6 +193,14 @@ async def rollout_call(fleet: Fleet, method: str, request, addr: str = ""):
         return await getattr(rollout_pb2_grpc.RolloutServiceStub(channel), method)(request)
 
 
+async def until_or_none(probe: Callable, timeout_s: float, interval_s: float = 1.0):
+    """`until`, but None after `timeout_s`."""
+    try:
+        return await until("", probe, timeout_s, interval_s)
+    except CheckFailed:
+        return None
+
+
 def in_canary(event: cycle_pb2.CycleEvent) -> bool:
     return event.HasField("deployment") and event.deployment.deployment.state == S.DEPLOYMENT_STATE_CANARY
 
@@ -215,8 +233,9 @@ class Scenario:
         self.started = time.monotonic()
         self.verified_at = 0.0  # when a cycle was last verified (a planner remembers approvals)
 
-    async def _tune(self, host: str, on_event: Callable[[cycle_pb2.CycleEvent], None] = lambda _: None) -> CycleRun:
-        run = await tune(self.fleet, host, on_event)
+    async def _tune(self, host: str, on_event: Callable[[cycle_pb2.CycleEvent], None] = lambda _: None,
+                    policy: policy_pb2.PolicyArtifact | None = None) -> CycleRun:
+        run = await tune(self.fleet, host, on_event, policy)
         verified = [e.at.ToNanoseconds() / 1e9 for e in run.events if e.stage == C.CYCLE_STAGE_VERIFY]
         self.verified_at = max([self.verified_at, *verified])
         return run
@@ -492,7 +511,7 @@ class Scenario:
 
     async def kill_the_replica_running_a_rollout(self) -> None:
         entry = self.step("fault: kill -9 the planner replica running a rollout, mid-canary")
-        proven = await until("a policy the learner calls proven in the hosts' class", self._proven_in_force, 60)
+        proven = await self._a_proven_policy()
         for host in self.hosts.values():
             await self._roll_back(host, "e2e: the hosts a rollout takes the proven policy to")
         before = {name: await self._deployment_ids(host) for name, host in self.hosts.items()}
@@ -521,6 +540,19 @@ class Scenario:
         say("  the killed replica started again")
         entry.update(rollout_id=rid, takeover_s=round(takeover_s, 1), resumed_by=resumed.actor,
                      hosts={n: h.deployment_id for n, h in hosts.items()})
+
+    async def _a_proven_policy(self) -> policy_pb2.PolicyArtifact:
+        """A policy the hosts run that the learner calls proven in their class. Proof takes three
+        outcomes in one workload cell, and the same workload's outcomes can straddle a cell's edge
+        (cpu_pressure 0.79-1.00 around 0.875, two and two, in one run): while nothing is proven,
+        every host runs the policy it has once more (at most PROOF_ROUNDS times)."""
+        for round_ in range(PROOF_ROUNDS):
+            if proven := await until_or_none(self._proven_in_force, PROOF_WAIT_S):
+                return proven
+            say(f"  no policy proven yet: each host runs the one it has once more ({round_ + 1} of {PROOF_ROUNDS})")
+            await asyncio.gather(*(self._tune(name, policy=self.in_force[name]) for name in self.hosts))
+        return await until("a policy the learner calls proven in the hosts' class", self._proven_in_force,
+                           PROOF_WAIT_S)
 
     async def _proven_in_force(self) -> policy_pb2.PolicyArtifact | None:
         """A policy a host runs that is proven with its parameters (what a rollout may start with)."""
@@ -660,6 +692,21 @@ class Scenario:
                            "ops": ops}
 
 
+def last_words(work: Path, per_file: int = 4) -> str:
+    """The last warnings and errors of every service log and the last lines of each console:
+    what a failed run's output should carry when only its tail is kept (CI)."""
+    out = ["== what the logs said last"]
+    for log in sorted([*(work / "central" / "logs").glob("*.log"), *work.glob("*.observer.log"),
+                       *work.glob("*.executor.log")]):
+        lines = [line for line in log.read_text(errors="replace").splitlines()
+                 if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+        out += [f"  {log.name}: {line[:300]}" for line in lines[-per_file:]]
+    for console in sorted(work.glob("*.console.log")):
+        tail = console.read_text(errors="replace").splitlines()[-per_file:]
+        out += [f"  {console.name}: {line[:200]}" for line in tail]
+    return "\n".join(out)
+
+
 async def main_async(args: argparse.Namespace) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="schedcp-e2e-"))
     started = time.monotonic()
@@ -668,6 +715,7 @@ async def main_async(args: argparse.Namespace) -> int:
         async with Fleet(work, list(HOSTS), progress=lambda line: say(f"  {line}"), central=CENTRAL) as fleet:
             report = await Scenario(fleet).run()
     except (CheckFailed, FleetError, BuildError, StartupError) as exc:
+        say("\n" + last_words(work))
         say(f"\nE2E FAILED after {time.monotonic() - started:.0f} s: {exc}\nlogs: {work}/central/logs, the VMs' "
             f"services: {work}/*.observer.log and *.executor.log, consoles: {work}/*.console.log")
         return 1

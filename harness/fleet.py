@@ -334,6 +334,9 @@ class Fleet:
         """Keep the VMs' service logs, power the VMs off (their executors revert what they
         applied), then stop the stack."""
         for host in self.hosts:
+            if host.vm is not None and (status := host.vm.wait(0)) is not None:
+                self.progress(f"{host.name}: its VM had stopped before the end (qemu exit status {status}); "
+                              f"console: {host.vm.console}")
             if host.vm is not None and host.vm.wait(0) is None:
                 with contextlib.suppress(OSError, FleetError, json.JSONDecodeError):
                     self._save_guest_logs(host)
