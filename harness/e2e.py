@@ -520,7 +520,11 @@ class Scenario:
             policy=proven.name, parameters=proven.parameters, selector="all", waves=["1", "100%"]), asked)
         rid = rollout.rollout_id
         say(f"  rollout {rid} of {proven.name} {params.pythons(proven.parameters)} started on the replica at {asked}")
-        canary = await until("a host of the rollout's first wave in its canary", self._a_canary, SETTLE_TIMEOUT_S, 0.5)
+        try:
+            canary = await until("a host of the rollout's first wave in its canary", self._a_canary, SETTLE_TIMEOUT_S,
+                                 0.5)
+        except CheckFailed as exc:
+            raise CheckFailed(f"{exc}; the rollout: {await self._rollout_said(rid)}") from exc
         killed = self.fleet.stack.kill(f"{Role.PLANNER.value}-2")
         killed_at = time.time()
         say(f"  {canary}'s canary runs: the replica running the rollout ({killed.pid}) killed (SIGKILL)")
@@ -570,6 +574,18 @@ class Scenario:
             if status.current.state == S.DEPLOYMENT_STATE_CANARY:
                 return name
         return None
+
+    async def _rollout_said(self, rollout_id: str) -> str:
+        """The rollout's state, its hosts' results and its audit trail, for a failure's message."""
+        try:
+            rollout = await rollout_call(self.fleet, "GetRollout", R.GetRolloutRequest(rollout_id=rollout_id,
+                                                                                      with_hosts=True))
+            trail = [f"{deployment_pb2.AuditAction.Name(r.action)} {r.reason[:120]}" for r in await audit(self.fleet)
+                     if r.rollout_id == rollout_id]
+        except (grpc.aio.AioRpcError, FleetError) as exc:
+            return f"could not be read ({exc})"
+        hosts = "; ".join(f"{h.host_id} {R.RolloutHostResult.Name(h.result)} {h.message[:120]}" for h in rollout.hosts)
+        return f"{R.RolloutState.Name(rollout.state)} ({rollout.reason}); hosts: {hosts or 'none'}; audit: {trail}"
 
     async def _rollout_audit(self, rollout_id: str, action: int) -> deployment_pb2.AuditRecord | None:
         return next((r for r in await audit(self.fleet) if r.rollout_id == rollout_id and r.action == action), None)
