@@ -179,3 +179,19 @@ def test_a_callback_costing_over_its_budget_per_call_is_named_and_one_shot_callb
     assert "x_init" not in finding.message and "x_dispatch" not in finding.message
     assert measured == {"cost_us_x_enqueue": 1450.0, "cost_us_x_dispatch": 12.0, "cost_us_x_init": 3000.0}
     assert sandbox_stages._callback_costs({"progs": stats["progs"][1:]}, bounds, {}) == []
+
+
+def test_a_hog_that_waited_past_the_bound_is_named_and_judged_like_the_other_timing_findings():
+    from services.verifier import sandbox_stages
+
+    bounds = sandbox_stages.DynamicBounds(max_wait_s=1.0)
+    flood = {"hogs": 32, "min_max_ratio": 0.8, "longest_wait_s": 1.43, "longest_waiter": "cron", "niced": 4,
+             "niced_longest_wait_s": 1.9}
+    measured: dict[str, float] = {}
+    [finding] = sandbox_stages._waits(flood, "flood", bounds, measured)
+    assert finding.rule_id == "DYN011" and "('cron') waited 1.43 s" in finding.message, finding.message
+    assert measured == {"flood_longest_wait_s": 1.43, "flood_niced_longest_wait_s": 1.9}
+    # A timing finding: excused as DYN009 when the host starved qemu during that very test.
+    assert sandbox_stages._timing_test(finding) == "flood"
+    assert sandbox_stages._waits({**flood, "longest_wait_s": 0.4}, "flood", bounds, {}) == []
+    assert sandbox_stages._waits({"hogs": 9, "min_max_ratio": 0.9}, "fairness", bounds, {}) == []  # an older probe

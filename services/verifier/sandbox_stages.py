@@ -66,6 +66,9 @@ class DynamicBounds(BaseModel):
     flood_niced: int = Field(4, ge=0, le=128, description="more flood tasks at nice 19: a scheduler that charges "
                              "a light task's whole slice at its weight makes it wait seconds behind the others")
     flood_s: float = Field(3.5, gt=0, description="longer than 1.5 x watchdog_ms: the kernel checks every half timeout")
+    max_wait_s: float = Field(1.0, gt=0, description="the longest a fairness or flood hog at nice 0 may go "
+                              "without a CPU: well under the watchdog, which lets anything shorter pass; the "
+                              "library's worst was 0.69 s (batch's 20 ms slices in the flood)")
     forkstorm_s: float = Field(1.0, gt=0)
     host_min_cpu: float = Field(0.5, gt=0, le=1, description="a test in which qemu got less than this part of the "
                                 "CPU it needs (1 CPU with single-threaded TCG) was starved by the host ...")
@@ -211,8 +214,10 @@ def dynamic_findings(step: runner.StepResult, candidate: Candidate, bounds: Dyna
         findings += _latency(probes.get("latency"), baseline, bounds, measurements)
     if "fairness" in judged:
         findings += _fairness(probes.get("fairness"), bounds, measurements, "fairness", "DYN002")
+        findings += _waits(probes.get("fairness"), "fairness", bounds, measurements)
     if "flood" in judged and (flood := probes.get("flood")):
         measurements["flood_min_max_ratio"] = flood["min_max_ratio"]
+        findings += _waits(flood, "flood", bounds, measurements)
     if len(judged) == len(TESTS):
         findings += _callback_costs(step.first("prog_stats"), bounds, measurements)
     if "forkstorm" in judged:
@@ -285,6 +290,9 @@ def _timing_test(f: verdict_pb2.Finding) -> str | None:
     if f.rule_id == "DYN001":
         # The watchdog (error_stall: "runnable task stall"), not a runtime error.
         match = re.match(r"ejected by the kernel during the (\w+) test: error_stall\b", f.message)
+        return match.group(1) if match else None
+    if f.rule_id == "DYN011":
+        match = re.match(r"during the (\w+) test", f.message)
         return match.group(1) if match else None
     return {"DYN002": "fairness", "DYN003": "latency", "DYN010": EVERY_TEST}.get(f.rule_id)
 
@@ -359,6 +367,24 @@ def _fairness(probe: dict | None, bounds: DynamicBounds, measurements: dict[str,
     return [_finding(rule, f"{probe['hogs']} equal CPU hogs got unequal CPU: the least served"
                            + (f" ({least!r})" if least else "") + f" got {ratio:.2f} of the most served's time "
                            f"(at least {bounds.min_fairness:.2f} required)")]
+
+
+def _waits(probe: dict | None, test: str, bounds: DynamicBounds,
+           measurements: dict[str, float]) -> list[verdict_pb2.Finding]:
+    """[DYN011] when a hog of the test at nice 0, always runnable, went longer than `max_wait_s`
+    without a CPU: a starvation the watchdog lets pass. The flood's nice-19 hogs have only the
+    watchdog's bound (under EEVDF they wait seconds); their longest wait is recorded."""
+    if not probe or "longest_wait_s" not in probe:
+        return []
+    wait = probe["longest_wait_s"]
+    measurements[f"{test}_longest_wait_s"] = wait
+    if probe.get("niced"):
+        measurements[f"{test}_niced_longest_wait_s"] = probe["niced_longest_wait_s"]
+    if wait <= bounds.max_wait_s:
+        return []
+    return [_finding("DYN011", f"during the {test} test a runnable task ({probe.get('longest_waiter', '')!r}) "
+                               f"waited {wait:.2f} s for a CPU (at most {bounds.max_wait_s:g} s allowed; the "
+                               f"watchdog ejects at {bounds.watchdog_ms / 1000:g} s)")]
 
 
 def verifier_reason(log: str, fallback: str = "") -> tuple[str, int]:
