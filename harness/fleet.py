@@ -334,14 +334,16 @@ class Fleet:
         """Keep the VMs' service logs, power the VMs off (their executors revert what they
         applied), then stop the stack."""
         for host in self.hosts:
-            if host.vm is not None and (status := host.vm.wait(0)) is not None:
+            if host.vm is None:
+                continue
+            if (status := host.vm.wait(0)) is not None:
                 self.progress(f"{host.name}: its VM had stopped before the end (qemu exit status {status}); "
                               f"console: {host.vm.console}")
-            if host.vm is not None and host.vm.wait(0) is None:
-                with contextlib.suppress(OSError, FleetError, json.JSONDecodeError):
-                    self._save_guest_logs(host)
-                    host.ask("poweroff", timeout_s=60)
-                if host.vm.wait(60) is None:
-                    self.progress(f"{host.name}: did not power off within 60 s; stopped")
+                continue
+            with contextlib.suppress(OSError, FleetError, json.JSONDecodeError):
+                self._save_guest_logs(host)
+                host.ask("poweroff", timeout_s=60)
+            if host.vm.wait(60) is None:
+                self.progress(f"{host.name}: did not power off within 60 s; stopped")
         self._exit.close()
         self.stack.stop()

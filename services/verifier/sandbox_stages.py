@@ -283,16 +283,18 @@ def host_windows(step: runner.StepResult) -> dict[str, tuple[float, float]]:
     return windows
 
 
+# Timing findings that name their test in the message. DYN001 only for the watchdog
+# (error_stall: "runnable task stall"), not a runtime error.
+_TEST_NAMED_IN = {"DYN001": r"ejected by the kernel during the (\w+) test: error_stall\b",
+                  "DYN011": r"during the (\w+) test"}
+
+
 def _timing_test(f: verdict_pb2.Finding) -> str | None:
     """The test a timing finding came from; None for a finding that does not measure time. Time
     is measured by a watchdog stall, CPU shares among hogs and wakeup latency, which a qemu the
     host starves can distort; a runtime error, a failed fork or a wrong ops name cannot be."""
-    if f.rule_id == "DYN001":
-        # The watchdog (error_stall: "runnable task stall"), not a runtime error.
-        match = re.match(r"ejected by the kernel during the (\w+) test: error_stall\b", f.message)
-        return match.group(1) if match else None
-    if f.rule_id == "DYN011":
-        match = re.match(r"during the (\w+) test", f.message)
+    if pattern := _TEST_NAMED_IN.get(f.rule_id):
+        match = re.match(pattern, f.message)
         return match.group(1) if match else None
     return {"DYN002": "fairness", "DYN003": "latency", "DYN010": EVERY_TEST}.get(f.rule_id)
 
