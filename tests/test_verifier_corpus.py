@@ -28,8 +28,9 @@ IN_VM = sorted([*CORPUS.glob("kernel_verifier/*.bpf.c"), *CORPUS.glob("dynamic/*
 NATIVE = sorted(CORPUS.glob("native/*.json"))
 LIBRARY = [m for m in policies.library() if m.kind == "sched_ext"]
 NATIVE_LIBRARY = [m for m in policies.library() if m.kind == "native"]
-# latency_boost boosts the wakeup probe's sleeper (its default boosts nothing in the VM).
-LIBRARY_PARAMS = {"latency_boost": {"boost_comm": "probe-wakeup"}}
+# latency_boost boosts a service by name, as the planner deploys it (its default boosts nothing):
+# its latency claim is held on the sleeper named so.
+LIBRARY_PARAMS = {"latency_boost": {"boost_comm": "nginx"}}
 # The shared boot runs ~16 candidates for ~10 s each under TCG: longer than the default limit.
 IN_VM_TIMEOUT = pytest.mark.timeout(900)
 # The whole batch normally takes about two minutes under TCG.
@@ -43,6 +44,12 @@ def case_id(path: Path) -> str:
 def expectations(text: str) -> list[str]:
     """What a case's rejection must say: `expect: X`, or `expect: X | Y` when either is right."""
     return [e.strip() for e in re.search(r"expect: (.+)", text).group(1).split(" | ")]
+
+
+def claims(text: str) -> tuple[str, ...]:
+    """What a case says it is for (`claims: latency`), as SchedExtProgram.goals would."""
+    found = re.search(r"claims: (.+)", text)
+    return tuple(g.strip() for g in found.group(1).split(",")) if found else ()
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +70,13 @@ def early_stages(source: str, toolchain: Toolchain, workdir: Path) -> tuple[list
 def vm_results(toolchain, tmp_path_factory) -> dict[str, list[verdict_pb2.StageResult]]:
     """Stages 1-4 for the kernel-verifier and dynamic corpus and the library, one boot."""
     results, candidates = {}, []
-    sources = {case_id(p): (p.read_text(), {}, "") for p in IN_VM}
-    sources.update({m.name: (policies.source_of(m).read_text(), LIBRARY_PARAMS.get(m.name, {}), m.ops_name)
-                    for m in LIBRARY})
-    for name, (source, params, ops_name) in sources.items():
+    sources = {case_id(p): (p.read_text(), {}, "", claims(p.read_text())) for p in IN_VM}
+    sources.update({m.name: (policies.source_of(m).read_text(), LIBRARY_PARAMS.get(m.name, {}), m.ops_name,
+                             tuple(m.goals)) for m in LIBRARY})
+    for name, (source, params, ops_name, goals) in sources.items():
         results[name], obj = early_stages(source, toolchain, tmp_path_factory.mktemp("c"))
         if obj:
-            candidates.append(sandbox_stages.Candidate(name, obj, params, ops_name))
+            candidates.append(sandbox_stages.Candidate(name, obj, params, ops_name, goals))
     outcomes = sandbox_stages.run(candidates, toolchain.kernel(), toolchain, timeout_s=VM_TIMEOUT_S)
     if any("(timeout)" in f.message for o in outcomes.values() for f in o.kernel_verifier.findings):
         # Once in a full `make test` run (not reproduced in 10 boots alone) the batch's guest
@@ -150,6 +157,12 @@ def test_names_with_paths_or_odd_characters_are_refused_before_any_stage(name):
             pipeline.normalised(artifact)
     else:  # unnamed is allowed (the CLI verifies files), so it gets as far as the stages
         assert pipeline.normalised(artifact).name == ""
+
+
+def test_a_claim_the_verifier_cannot_hold_a_program_to_is_refused_before_any_stage():
+    artifact = policy_pb2.PolicyArtifact(sched_ext=policy_pb2.SchedExtProgram(source="x", goals=["latency", "speed"]))
+    with pytest.raises(InvalidArgument, match="sched_ext.goals has 'speed'"):
+        pipeline.normalised(artifact)
 
 
 @pytest.mark.parametrize("path", NATIVE, ids=[p.stem for p in NATIVE])

@@ -153,10 +153,12 @@ def test_schedcp_verify_says_whose_policy_it_checks(tmp_path):
     source = policies.source_of(FIFO).read_text()
     own = tmp_path / "mine.bpf.c"
     own.write_text(source)
-    library = _artifact_from_file(*_verify_source("fifo"), "", [])
-    mine = _artifact_from_file(*_verify_source(str(own)), "mine", [])
+    library_path, library_origin, library_goals = _verify_source("fifo")
+    library = _artifact_from_file(library_path, library_origin, "", [], library_goals)
+    mine = _artifact_from_file(*_verify_source(str(own))[:2], "mine", [])
     assert (library.origin, mine.origin) == (policy_pb2.POLICY_ORIGIN_LIBRARY, policy_pb2.POLICY_ORIGIN_OPERATOR)
     assert library.sched_ext.source == mine.sched_ext.source == source
+    assert (list(library.sched_ext.goals), list(mine.sched_ext.goals)) == (FIFO.goals, [])
 
 
 def test_a_cached_verdict_answers_only_the_rules_it_was_reached_by(monkeypatch):

@@ -195,3 +195,29 @@ def test_a_hog_that_waited_past_the_bound_is_named_and_judged_like_the_other_tim
     assert sandbox_stages._timing_test(finding) == "flood"
     assert sandbox_stages._waits({**flood, "longest_wait_s": 0.4}, "flood", bounds, {}) == []
     assert sandbox_stages._waits({"hogs": 9, "min_max_ratio": 0.9}, "fairness", bounds, {}) == []  # an older probe
+
+
+def test_a_latency_claim_is_measured_on_the_task_it_favours_and_only_a_claimant_is_held_to_eevdf():
+    from services.verifier import sandbox_stages
+
+    bounds = sandbox_stages.DynamicBounds()
+    claimant = sandbox_stages.Candidate("boost", b"o", {"boost_comm": "nginx", "boost_tgid": "12,40"},
+                                        goals=("latency",))
+    plain = sandbox_stages.Candidate("batch", b"o", {"boost_comm": "nginx"}, goals=("throughput",))
+    plan = sandbox_stages.build_plan([claimant, plain], bounds)
+    sleepers = {step.step_id: next(line.split()[1:] for line in step.script.splitlines()
+                                   if line.startswith("/bin/probe-wakeup"))
+                for step in plan.steps if step.step_id.startswith("c")}
+    assert sleepers == {"c0": ["4", "2", "1000", "nginx"], "c1": ["4", "2"]}  # process ids are no name
+
+    baseline = {"samples": 2000, "p50_us": 1000.0, "p99_us": 4000.0, "max_us": 9000.0}
+    probe = {**baseline, "p50_us": 2300.0, "p99_us": 5000.0}  # 2.3x at p50: what boosting nothing reads
+    [finding] = sandbox_stages._latency_claim(probe, baseline, claimant, bounds)
+    assert finding.rule_id == "DYN003" and "('nginx', the task it favours)" in finding.message, finding.message
+    assert "p50 2.30 ms, 2.3x EEVDF's 1.00 ms (at most 1.5x)" in finding.message and "p99" not in finding.message
+    assert sandbox_stages._timing_test(finding) == "latency"  # excused when the host starved qemu
+    assert sandbox_stages._latency_claim({**probe, "p50_us": 1100.0}, baseline, claimant, bounds) == []
+    # Without the claim only the pathology bound holds, and it records the same ratios.
+    measured: dict[str, float] = {}
+    assert sandbox_stages._latency(probe, baseline, bounds, measured) == []
+    assert (measured["wakeup_p50_ratio"], measured["wakeup_p99_ratio"], measured["eevdf_p50_us"]) == (2.3, 1.25, 1000)

@@ -92,8 +92,7 @@ def _artifact(meta: PolicyMetadata, point: dict, groups: list[common_pb2.GroupMa
         artifact.native.CopyFrom(native_policies.build(meta, point, groups))
         return artifact
     artifact.kind = policy_pb2.POLICY_KIND_SCHED_EXT
-    artifact.sched_ext.source = policies.source_of(meta).read_text()
-    artifact.sched_ext.ops_name = meta.ops_name
+    artifact.sched_ext.CopyFrom(policies.sched_ext_program(meta))
     for name, value in point.items():
         artifact.parameters[name].CopyFrom(params.of(value))
     service = scenario.groups("service")

@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 import grpc
 from google.protobuf import json_format
@@ -201,7 +202,8 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    artifact = _artifact_from_file(*_verify_source(args.file), args.name, args.param)
+    path, origin, goals = _verify_source(args.file)
+    artifact = _artifact_from_file(path, origin, args.name, args.param, args.goal or goals)
     request = verifier_pb2.VerifyRequest(artifact=artifact, no_cache=args.no_cache)
 
     async def run() -> verdict_pb2.Verdict:
@@ -228,21 +230,24 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if verdict.claims.approved else EXIT_FAILED
 
 
-def _verify_source(argument: str) -> tuple[Path, int]:
+def _verify_source(argument: str) -> tuple[Path, int, list[str]]:
     """A file (the operator's own policy), or a sched_ext policy of the installed library by
-    name (no checkout needed); with the artifact's origin."""
+    name (no checkout needed); with the artifact's origin and the goals the library claims for it."""
     path = Path(argument)
     if path.exists() or "/" in argument or "." in argument:
-        return path, policy_pb2.POLICY_ORIGIN_OPERATOR
+        return path, policy_pb2.POLICY_ORIGIN_OPERATOR, []
     library = {meta.name: meta for meta in policies.library() if meta.kind == "sched_ext"}
     if argument not in library:
         raise InvalidArgument(f"{argument!r} is neither a file nor a sched_ext policy of the library "
                               f"({', '.join(sorted(library))})")
-    return policies.source_of(library[argument]), policy_pb2.POLICY_ORIGIN_LIBRARY
+    meta = library[argument]
+    return policies.source_of(meta), policy_pb2.POLICY_ORIGIN_LIBRARY, list(meta.goals)
 
 
-def _artifact_from_file(path: Path, origin: int, name: str, items: list[str]) -> policy_pb2.PolicyArtifact:
-    """A .bpf.c file as a sched_ext artifact with --param values, or a NativePolicy in JSON."""
+def _artifact_from_file(path: Path, origin: int, name: str, items: list[str],
+                        goals: list[str] = ()) -> policy_pb2.PolicyArtifact:
+    """A .bpf.c file as a sched_ext artifact with --param values and the goals it claims, or a
+    NativePolicy in JSON."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -255,6 +260,7 @@ def _artifact_from_file(path: Path, origin: int, name: str, items: list[str]) ->
             raise InvalidArgument(f"{path} is not a NativePolicy in JSON: {exc}") from None
         return artifact
     artifact.sched_ext.source = text
+    artifact.sched_ext.goals.extend(goals)
     for item in items:
         name, value = params.parse(item)
         artifact.parameters[name].CopyFrom(value)
@@ -335,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "sched_ext policy of the library (e.g. fifo)")
     verify.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a parameter (a `const volatile` global) to verify with; repeatable")
+    verify.add_argument("--goal", action="append", default=[], choices=list(get_args(policies.GoalWord)),
+                        help="what the scheduler is for; repeatable. With latency, the verifier holds its wakeup "
+                             "latency close to EEVDF's (for the task it favours by name, if a --param names one). "
+                             "Default: a library policy's own goals, none for a file")
     verify.add_argument("--name", default="", help="policy name recorded in the verdict (default: none)")
     verify.add_argument("--no-cache", action="store_true", help="run the stages even if a verdict is cached")
     certs = add("certs", cmd_certs, "Make TLS certificates: `schedcp certs init` creates a development CA and a "

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from schedcp import DATA
 from schedcp.domain import kernels
-from schedcp.v1 import goal_pb2
+from schedcp.v1 import goal_pb2, policy_pb2
 
 LIBRARY = DATA / "policies"
 _NAME = r"^[a-z][a-z0-9_]{0,47}$"
@@ -192,3 +192,10 @@ def library(root: Path = LIBRARY) -> list[PolicyMetadata]:
 
 def source_of(meta: PolicyMetadata, root: Path = LIBRARY) -> Path:
     return root / "sched_ext" / f"{meta.name}.bpf.c"
+
+
+def sched_ext_program(meta: PolicyMetadata, root: Path = LIBRARY) -> policy_pb2.SchedExtProgram:
+    """A sched_ext library policy as the program an artifact carries: its source, ops name and
+    the goals it claims (which the verifier holds it to)."""
+    return policy_pb2.SchedExtProgram(source=source_of(meta, root).read_text(), ops_name=meta.ops_name,
+                                      goals=meta.goals)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from schedcp.v1 import common_pb2 as schedcp_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17schedcp/v1/policy.proto\x12\nschedcp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schedcp/v1/common.proto\"\xd9\x01\n\rParameterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04type\x18\x02 \x01(\x0e\x32\x15.schedcp.v1.ParamType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12-\n\rdefault_value\x18\x04 \x01(\x0b\x32\x16.schedcp.v1.ParamValue\x12\x10\n\x03min\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07options\x18\x07 \x03(\t\x12\x0c\n\x04unit\x18\x08 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"Q\n\x12KernelRequirements\x12\x12\n\nmin_kernel\x18\x01 \x01(\t\x12\x17\n\x0fneeds_sched_ext\x18\x02 \x01(\x08\x12\x0e\n\x06kfuncs\x18\x03 \x03(\t\"\x88\x02\n\x0ePolicyMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.schedcp.v1.PolicyKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\x11\n\tuse_cases\x18\x05 \x03(\t\x12-\n\nparameters\x18\x06 \x03(\x0b\x32\x19.schedcp.v1.ParameterSpec\x12\x34\n\x0crequirements\x18\x07 \x01(\x0b\x32\x1e.schedcp.v1.KernelRequirements\x12\x13\n\x0blimitations\x18\x08 \x03(\t\x12\r\n\x05goals\x18\t \x03(\t\"C\n\x0fSchedExtProgram\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\x0c\x12\x10\n\x08ops_name\x18\x03 \x01(\t\"\xd3\x02\n\nNativeRule\x12\'\n\x05match\x18\x01 \x03(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12\'\n\x06policy\x18\x02 \x01(\x0e\x32\x17.schedcp.v1.SchedPolicy\x12\x11\n\x04nice\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\x08slice_us\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x18\n\x0brt_priority\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x1c\n\x0f\x63group_cpu_idle\x18\x06 \x01(\x08H\x03\x88\x01\x01\x12\x1e\n\x11\x63group_cpu_weight\x18\x07 \x01(\rH\x04\x88\x01\x01\x12\x0c\n\x04\x63pus\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\tB\x07\n\x05_niceB\x0b\n\t_slice_usB\x0e\n\x0c_rt_priorityB\x12\n\x10_cgroup_cpu_idleB\x14\n\x12_cgroup_cpu_weight\"5\n\x0cNativePolicy\x12%\n\x05rules\x18\x01 \x03(\x0b\x32\x16.schedcp.v1.NativeRule\"\x99\x03\n\x0ePolicyArtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.schedcp.v1.PolicyKind\x12\x30\n\tsched_ext\x18\x04 \x01(\x0b\x32\x1b.schedcp.v1.SchedExtProgramH\x00\x12*\n\x06native\x18\x05 \x01(\x0b\x32\x18.schedcp.v1.NativePolicyH\x00\x12>\n\nparameters\x18\x06 \x03(\x0b\x32*.schedcp.v1.PolicyArtifact.ParametersEntry\x12\x0e\n\x06\x64igest\x18\x07 \x01(\t\x12(\n\x06origin\x18\x08 \x01(\x0e\x32\x18.schedcp.v1.PolicyOrigin\x12\x17\n\x0forigin_cycle_id\x18\t \x01(\t\x1aI\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.ParamValue:\x02\x38\x01\x42\x06\n\x04\x62ody\"\xcf\x01\n\x0b\x45\x66\x66\x65\x63tStats\x12\x16\n\x0eparameters_key\x18\x01 \x01(\t\x12\x19\n\x11signature_cluster\x18\x02 \x01(\t\x12\x12\n\nhost_class\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x18\n\x10mean_improvement\x18\x05 \x01(\x01\x12\x1a\n\x12stddev_improvement\x18\x06 \x01(\x01\x12\x11\n\trollbacks\x18\x07 \x01(\r\x12\x11\n\tejections\x18\x08 \x01(\r\x12\x0e\n\x06proven\x18\t \x01(\x08\"\xc8\x02\n\x0cPolicyRecord\x12,\n\x08metadata\x18\x01 \x01(\x0b\x32\x1a.schedcp.v1.PolicyMetadata\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x06origin\x18\x03 \x01(\x0e\x32\x18.schedcp.v1.PolicyOrigin\x12\x17\n\x0forigin_cycle_id\x18\x04 \x01(\t\x12\x17\n\x0f\x61rtifact_digest\x18\x05 \x01(\t\x12\x13\n\x0bverdict_ids\x18\x06 \x03(\t\x12(\n\x07\x65\x66\x66\x65\x63ts\x18\x07 \x03(\x0b\x32\x17.schedcp.v1.EffectStats\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\\\n\nPolicyKind\x12\x1b\n\x17POLICY_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15POLICY_KIND_SCHED_EXT\x10\x01\x12\x16\n\x12POLICY_KIND_NATIVE\x10\x02*\x9c\x01\n\x0cPolicyOrigin\x12\x1d\n\x19POLICY_ORIGIN_UNSPECIFIED\x10\x00\x12\x19\n\x15POLICY_ORIGIN_LIBRARY\x10\x01\x12\x17\n\x13POLICY_ORIGIN_TUNED\x10\x02\x12\x1d\n\x19POLICY_ORIGIN_LLM_WRITTEN\x10\x03\x12\x1a\n\x16POLICY_ORIGIN_OPERATOR\x10\x04*\x7f\n\tParamType\x12\x1a\n\x16PARAM_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePARAM_TYPE_INT\x10\x01\x12\x13\n\x0fPARAM_TYPE_BOOL\x10\x03\x12\x15\n\x11PARAM_TYPE_STRING\x10\x04\"\x04\x08\x02\x10\x02*\x10PARAM_TYPE_FLOAT*\x9e\x01\n\x0bSchedPolicy\x12\x1c\n\x18SCHED_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12SCHED_POLICY_OTHER\x10\x01\x12\x16\n\x12SCHED_POLICY_BATCH\x10\x02\x12\x15\n\x11SCHED_POLICY_IDLE\x10\x03\x12\x15\n\x11SCHED_POLICY_FIFO\x10\x04\x12\x13\n\x0fSCHED_POLICY_RR\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17schedcp/v1/policy.proto\x12\nschedcp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schedcp/v1/common.proto\"\xd9\x01\n\rParameterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04type\x18\x02 \x01(\x0e\x32\x15.schedcp.v1.ParamType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12-\n\rdefault_value\x18\x04 \x01(\x0b\x32\x16.schedcp.v1.ParamValue\x12\x10\n\x03min\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07options\x18\x07 \x03(\t\x12\x0c\n\x04unit\x18\x08 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"Q\n\x12KernelRequirements\x12\x12\n\nmin_kernel\x18\x01 \x01(\t\x12\x17\n\x0fneeds_sched_ext\x18\x02 \x01(\x08\x12\x0e\n\x06kfuncs\x18\x03 \x03(\t\"\x88\x02\n\x0ePolicyMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.schedcp.v1.PolicyKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\x11\n\tuse_cases\x18\x05 \x03(\t\x12-\n\nparameters\x18\x06 \x03(\x0b\x32\x19.schedcp.v1.ParameterSpec\x12\x34\n\x0crequirements\x18\x07 \x01(\x0b\x32\x1e.schedcp.v1.KernelRequirements\x12\x13\n\x0blimitations\x18\x08 \x03(\t\x12\r\n\x05goals\x18\t \x03(\t\"R\n\x0fSchedExtProgram\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\x0c\x12\x10\n\x08ops_name\x18\x03 \x01(\t\x12\r\n\x05goals\x18\x04 \x03(\t\"\xd3\x02\n\nNativeRule\x12\'\n\x05match\x18\x01 \x03(\x0b\x32\x18.schedcp.v1.GroupMatcher\x12\'\n\x06policy\x18\x02 \x01(\x0e\x32\x17.schedcp.v1.SchedPolicy\x12\x11\n\x04nice\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\x08slice_us\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x18\n\x0brt_priority\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x1c\n\x0f\x63group_cpu_idle\x18\x06 \x01(\x08H\x03\x88\x01\x01\x12\x1e\n\x11\x63group_cpu_weight\x18\x07 \x01(\rH\x04\x88\x01\x01\x12\x0c\n\x04\x63pus\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\tB\x07\n\x05_niceB\x0b\n\t_slice_usB\x0e\n\x0c_rt_priorityB\x12\n\x10_cgroup_cpu_idleB\x14\n\x12_cgroup_cpu_weight\"5\n\x0cNativePolicy\x12%\n\x05rules\x18\x01 \x03(\x0b\x32\x16.schedcp.v1.NativeRule\"\x99\x03\n\x0ePolicyArtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.schedcp.v1.PolicyKind\x12\x30\n\tsched_ext\x18\x04 \x01(\x0b\x32\x1b.schedcp.v1.SchedExtProgramH\x00\x12*\n\x06native\x18\x05 \x01(\x0b\x32\x18.schedcp.v1.NativePolicyH\x00\x12>\n\nparameters\x18\x06 \x03(\x0b\x32*.schedcp.v1.PolicyArtifact.ParametersEntry\x12\x0e\n\x06\x64igest\x18\x07 \x01(\t\x12(\n\x06origin\x18\x08 \x01(\x0e\x32\x18.schedcp.v1.PolicyOrigin\x12\x17\n\x0forigin_cycle_id\x18\t \x01(\t\x1aI\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.schedcp.v1.ParamValue:\x02\x38\x01\x42\x06\n\x04\x62ody\"\xcf\x01\n\x0b\x45\x66\x66\x65\x63tStats\x12\x16\n\x0eparameters_key\x18\x01 \x01(\t\x12\x19\n\x11signature_cluster\x18\x02 \x01(\t\x12\x12\n\nhost_class\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x18\n\x10mean_improvement\x18\x05 \x01(\x01\x12\x1a\n\x12stddev_improvement\x18\x06 \x01(\x01\x12\x11\n\trollbacks\x18\x07 \x01(\r\x12\x11\n\tejections\x18\x08 \x01(\r\x12\x0e\n\x06proven\x18\t \x01(\x08\"\xc8\x02\n\x0cPolicyRecord\x12,\n\x08metadata\x18\x01 \x01(\x0b\x32\x1a.schedcp.v1.PolicyMetadata\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x06origin\x18\x03 \x01(\x0e\x32\x18.schedcp.v1.PolicyOrigin\x12\x17\n\x0forigin_cycle_id\x18\x04 \x01(\t\x12\x17\n\x0f\x61rtifact_digest\x18\x05 \x01(\t\x12\x13\n\x0bverdict_ids\x18\x06 \x03(\t\x12(\n\x07\x65\x66\x66\x65\x63ts\x18\x07 \x03(\x0b\x32\x17.schedcp.v1.EffectStats\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\\\n\nPolicyKind\x12\x1b\n\x17POLICY_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15POLICY_KIND_SCHED_EXT\x10\x01\x12\x16\n\x12POLICY_KIND_NATIVE\x10\x02*\x9c\x01\n\x0cPolicyOrigin\x12\x1d\n\x19POLICY_ORIGIN_UNSPECIFIED\x10\x00\x12\x19\n\x15POLICY_ORIGIN_LIBRARY\x10\x01\x12\x17\n\x13POLICY_ORIGIN_TUNED\x10\x02\x12\x1d\n\x19POLICY_ORIGIN_LLM_WRITTEN\x10\x03\x12\x1a\n\x16POLICY_ORIGIN_OPERATOR\x10\x04*\x7f\n\tParamType\x12\x1a\n\x16PARAM_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePARAM_TYPE_INT\x10\x01\x12\x13\n\x0fPARAM_TYPE_BOOL\x10\x03\x12\x15\n\x11PARAM_TYPE_STRING\x10\x04\"\x04\x08\x02\x10\x02*\x10PARAM_TYPE_FLOAT*\x9e\x01\n\x0bSchedPolicy\x12\x1c\n\x18SCHED_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12SCHED_POLICY_OTHER\x10\x01\x12\x16\n\x12SCHED_POLICY_BATCH\x10\x02\x12\x15\n\x11SCHED_POLICY_IDLE\x10\x03\x12\x15\n\x11SCHED_POLICY_FIFO\x10\x04\x12\x13\n\x0fSCHED_POLICY_RR\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_POLICYARTIFACT_PARAMETERSENTRY']._loaded_options = None
   _globals['_POLICYARTIFACT_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_POLICYKIND']._serialized_start=2086
-  _globals['_POLICYKIND']._serialized_end=2178
-  _globals['_POLICYORIGIN']._serialized_start=2181
-  _globals['_POLICYORIGIN']._serialized_end=2337
-  _globals['_PARAMTYPE']._serialized_start=2339
-  _globals['_PARAMTYPE']._serialized_end=2466
-  _globals['_SCHEDPOLICY']._serialized_start=2469
-  _globals['_SCHEDPOLICY']._serialized_end=2627
+  _globals['_POLICYKIND']._serialized_start=2101
+  _globals['_POLICYKIND']._serialized_end=2193
+  _globals['_POLICYORIGIN']._serialized_start=2196
+  _globals['_POLICYORIGIN']._serialized_end=2352
+  _globals['_PARAMTYPE']._serialized_start=2354
+  _globals['_PARAMTYPE']._serialized_end=2481
+  _globals['_SCHEDPOLICY']._serialized_start=2484
+  _globals['_SCHEDPOLICY']._serialized_end=2642
   _globals['_PARAMETERSPEC']._serialized_start=98
   _globals['_PARAMETERSPEC']._serialized_end=315
   _globals['_KERNELREQUIREMENTS']._serialized_start=317
@@ -50,17 +50,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLICYMETADATA']._serialized_start=401
   _globals['_POLICYMETADATA']._serialized_end=665
   _globals['_SCHEDEXTPROGRAM']._serialized_start=667
-  _globals['_SCHEDEXTPROGRAM']._serialized_end=734
-  _globals['_NATIVERULE']._serialized_start=737
-  _globals['_NATIVERULE']._serialized_end=1076
-  _globals['_NATIVEPOLICY']._serialized_start=1078
-  _globals['_NATIVEPOLICY']._serialized_end=1131
-  _globals['_POLICYARTIFACT']._serialized_start=1134
-  _globals['_POLICYARTIFACT']._serialized_end=1543
-  _globals['_POLICYARTIFACT_PARAMETERSENTRY']._serialized_start=1462
-  _globals['_POLICYARTIFACT_PARAMETERSENTRY']._serialized_end=1535
-  _globals['_EFFECTSTATS']._serialized_start=1546
-  _globals['_EFFECTSTATS']._serialized_end=1753
-  _globals['_POLICYRECORD']._serialized_start=1756
-  _globals['_POLICYRECORD']._serialized_end=2084
+  _globals['_SCHEDEXTPROGRAM']._serialized_end=749
+  _globals['_NATIVERULE']._serialized_start=752
+  _globals['_NATIVERULE']._serialized_end=1091
+  _globals['_NATIVEPOLICY']._serialized_start=1093
+  _globals['_NATIVEPOLICY']._serialized_end=1146
+  _globals['_POLICYARTIFACT']._serialized_start=1149
+  _globals['_POLICYARTIFACT']._serialized_end=1558
+  _globals['_POLICYARTIFACT_PARAMETERSENTRY']._serialized_start=1477
+  _globals['_POLICYARTIFACT_PARAMETERSENTRY']._serialized_end=1550
+  _globals['_EFFECTSTATS']._serialized_start=1561
+  _globals['_EFFECTSTATS']._serialized_end=1768
+  _globals['_POLICYRECORD']._serialized_start=1771
+  _globals['_POLICYRECORD']._serialized_end=2099
 # @@protoc_insertion_point(module_scope)

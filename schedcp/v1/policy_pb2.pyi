@@ -112,14 +112,16 @@ class PolicyMetadata(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[PolicyKind, str]] = ..., description: _Optional[str] = ..., algorithm: _Optional[str] = ..., use_cases: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Iterable[_Union[ParameterSpec, _Mapping]]] = ..., requirements: _Optional[_Union[KernelRequirements, _Mapping]] = ..., limitations: _Optional[_Iterable[str]] = ..., goals: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SchedExtProgram(_message.Message):
-    __slots__ = ("source", "object", "ops_name")
+    __slots__ = ("source", "object", "ops_name", "goals")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     OPS_NAME_FIELD_NUMBER: _ClassVar[int]
+    GOALS_FIELD_NUMBER: _ClassVar[int]
     source: str
     object: bytes
     ops_name: str
-    def __init__(self, source: _Optional[str] = ..., object: _Optional[bytes] = ..., ops_name: _Optional[str] = ...) -> None: ...
+    goals: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, source: _Optional[str] = ..., object: _Optional[bytes] = ..., ops_name: _Optional[str] = ..., goals: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NativeRule(_message.Message):
     __slots__ = ("match", "policy", "nice", "slice_us", "rt_priority", "cgroup_cpu_idle", "cgroup_cpu_weight", "cpus", "description")

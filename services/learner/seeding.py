@@ -60,8 +60,7 @@ def library_artifact(meta: policies.PolicyMetadata, root: Path, version: str) ->
         parameters={p.name: param_value(p.default) for p in meta.parameters},
     )
     if meta.kind == "sched_ext":
-        artifact.sched_ext.CopyFrom(policy_pb2.SchedExtProgram(
-            source=policies.source_of(meta, root).read_text(), ops_name=meta.ops_name))
+        artifact.sched_ext.CopyFrom(policies.sched_ext_program(meta, root))
     else:
         artifact.native.CopyFrom(policy_pb2.NativePolicy())  # a template: rules come per deployment
     artifact.digest = artifacts.digest_of(artifact)

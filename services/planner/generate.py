@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schedcp.domain import policies
+from schedcp.domain.policies import GOAL_WORDS
 from schedcp.v1 import cycle_pb2, goal_pb2, policy_pb2, profile_pb2, verdict_pb2
 from services.planner.llm import LlmClient, LlmUnavailable, Usage, prompt, short_error
 
@@ -85,7 +86,7 @@ class Generator:
             artifact = policy_pb2.PolicyArtifact(
                 name=proposal.name.replace("_", "-"), kind=policy_pb2.POLICY_KIND_SCHED_EXT,
                 origin=policy_pb2.POLICY_ORIGIN_LLM_WRITTEN,
-                sched_ext=policy_pb2.SchedExtProgram(source=proposal.source))
+                sched_ext=policy_pb2.SchedExtProgram(source=proposal.source, goals=_claims(goal)))
             verdict = await self._verify(artifact)
             result.rounds.append(verdict.summary)
             if verdict.claims.approved:
@@ -96,6 +97,12 @@ class Generator:
             messages.append({"role": "user", "content": "The verifier rejected it:\n" + findings_text(verdict)
                              + "\nFix these problems and answer again with the whole program."})
         return result
+
+
+def _claims(goal: goal_pb2.OptimizationGoal) -> list[str]:
+    """A program written for a goal claims to serve its objective, and the verifier holds it to
+    that (a latency claim to EEVDF's wakeup latency), whatever the model says of it."""
+    return [GOAL_WORDS[goal.objective]] if goal.objective in GOAL_WORDS else []
 
 
 def findings_text(verdict: verdict_pb2.Verdict) -> str:

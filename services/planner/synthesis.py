@@ -100,6 +100,10 @@ def candidates(goal: goal_pb2.OptimizationGoal, profile: profile_pb2.WorkloadPro
             if why := too_old(by_name[name], profile.host.kernel_release):
                 skipped.append(why)
                 continue
+            if name == "latency_boost" and not _target_comm(goal):
+                # It would boost nothing, and the verifier refuses a latency claim it does not keep.
+                skipped.append("latency_boost: the goal names no task by name to boost")
+                continue
             table.append((by_name[name], improvement, confidence))
     for name, improvement, confidence in _native_table(goal):
         if name == "batch_idle_cgroup" and not profile.host.cgroup.cpu_idle_supported:
@@ -209,13 +213,18 @@ def derived(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal,
     return {"nice": max(spec.min, min(spec.max, -math.ceil(math.log(max(ratio, 1.0)) / math.log(1.25))))}
 
 
+def _target_comm(goal: goal_pb2.OptimizationGoal) -> str:
+    """The task name of the goal's first target matched by name ("" when none is)."""
+    return next((m.comm for m in goal.target_groups if m.WhichOneof("match") == "comm"), "")
+
+
 def _sched_ext(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal, improvement: float,
                confidence: float) -> cycle_pb2.Candidate:
     artifact = policy_pb2.PolicyArtifact(
         name=meta.name, kind=policy_pb2.POLICY_KIND_SCHED_EXT, origin=policy_pb2.POLICY_ORIGIN_LIBRARY,
-        sched_ext=policy_pb2.SchedExtProgram(source=policies.source_of(meta).read_text(), ops_name=meta.ops_name))
+        sched_ext=policies.sched_ext_program(meta))
     why = f"{meta.name}: {meta.description}"
-    comm = next((m.comm for m in goal.target_groups if m.WhichOneof("match") == "comm"), "")
+    comm = _target_comm(goal)
     if meta.name == "latency_boost" and comm:
         artifact.parameters["boost_comm"].string_value = comm
         why += f" Boosting {comm!r}."

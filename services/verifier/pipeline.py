@@ -19,10 +19,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from google.protobuf import duration_pb2
 
 from schedcp.domain import artifacts
+from schedcp.domain.policies import GoalWord
 from schedcp.runtime import metrics
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
@@ -153,7 +155,7 @@ class Pipeline:
         if _failed(results):
             return
         candidate = sandbox_stages.Candidate(artifact.name or "candidate", object_bytes, loader_params(artifact),
-                                             artifact.sched_ext.ops_name)
+                                             artifact.sched_ext.ops_name, tuple(artifact.sched_ext.goals))
         if self._vm_slots.locked():
             yield _progress(verdict_pb2.VERIFY_STAGE_KERNEL_VERIFIER, common_pb2.STAGE_STATUS_RUNNING,
                             f"waiting for a sandbox VM ({self._waiting + 1} in the queue)")
@@ -248,6 +250,9 @@ def normalised(artifact: policy_pb2.PolicyArtifact) -> policy_pb2.PolicyArtifact
         raise InvalidArgument("sched_ext.source is empty: the verifier compiles the source itself")
     if body == "sched_ext":
         loader_params(artifact)
+        if unknown := [g for g in artifact.sched_ext.goals if g not in get_args(GoalWord)]:
+            raise InvalidArgument(f"sched_ext.goals has {', '.join(map(repr, unknown))}: a program claims any of "
+                                  f"{', '.join(get_args(GoalWord))}")
     clean = policy_pb2.PolicyArtifact()
     clean.CopyFrom(artifact)
     clean.kind = kind

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shlex
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +47,8 @@ _INSN = re.compile(r"^\d+: (\(|R\d)")
 # The fairness hogs' names besides random ones: daemons every host runs, and the usual services.
 HOG_NAMES = ("sshd", "systemd", "systemd-journal", "cron", "dbus-daemon", "rsyslogd")
 RANDOM_NAMES, RANDOM_NAME_BYTES = 2, 4
+# A parameter value that can be a task's name (p->comm, 15 characters), not a list of ids.
+_TASK_NAME = re.compile(r"(?=.*[A-Za-z])[\w.-]{1,15}")
 _LOG_NOISE = ("processed ", "verification time", "stack depth", "-- END PROG LOAD LOG --", "libbpf:", "mark_precise")
 
 
@@ -59,6 +62,9 @@ class DynamicBounds(BaseModel):
     latency_s: float = Field(2.0, gt=0)
     latency_factor: float = Field(4.0, ge=1, description="p99 may be this many times EEVDF's ...")
     latency_slack_ms: float = Field(500.0, ge=0, description="... or EEVDF's plus this, whichever is larger")
+    claimed_p50_factor: float = Field(1.5, ge=1, description="a candidate that claims latency: its sleeper's p50 "
+                                      "at most this many times EEVDF's (the library's claimants: 1.00)")
+    claimed_p99_factor: float = Field(2.0, ge=1, description="... and its p99 at most this many times EEVDF's")
     fairness_hogs: int = Field(9, ge=2, le=64, description="one per name of hog_names()")
     fairness_s: float = Field(4.0, gt=0, description="long enough that a head start of 200 ms (ljf's) does not decide")
     min_fairness: float = Field(0.5, gt=0, le=1, description="least over most CPU time among equal hogs")
@@ -92,6 +98,17 @@ class Candidate:
     params: dict[str, object] = field(default_factory=dict)
     # When set, the name the kernel must report in /sys/kernel/sched_ext/root/ops.
     ops_name: str = ""
+    # What it claims to be for (SchedExtProgram.goals): "latency" is held to EEVDF's wakeups.
+    goals: tuple[str, ...] = ()
+
+    @property
+    def claims_latency(self) -> bool:
+        return "latency" in self.goals
+
+    def favoured_name(self) -> str:
+        """The task name its parameters tell it to favour (latency_boost's boost_comm), or ""."""
+        return next((v for _, v in sorted(self.params.items()) if isinstance(v, str) and _TASK_NAME.fullmatch(v)),
+                    "")
 
 
 @dataclass
@@ -110,11 +127,16 @@ def hog_names() -> list[str]:
     return [*HOG_NAMES, *(secrets.token_hex(RANDOM_NAME_BYTES) for _ in range(RANDOM_NAMES)), "probe-fairness"]
 
 
-def hold_script(bounds: DynamicBounds, names: list[str]) -> str:
+def hold_script(bounds: DynamicBounds, names: list[str], sleeper: str = "") -> str:
+    """The tests' shell. `sleeper` names the latency probe's sleeper (the task a latency claim
+    is about); by default it keeps the probe's own name."""
     b = bounds
     named = " ".join(names)
+    latency = f"/bin/probe-wakeup {b.latency_hogs} {b.latency_s:g}"
+    if sleeper:
+        latency += f" 1000 {shlex.quote(sleeper)}"  # the probe's period, then the sleeper's name
     return "\n".join([
-        f"/bin/probe-wakeup {b.latency_hogs} {b.latency_s:g}", "scx_state after-latency",
+        latency, "scx_state after-latency",
         f"/bin/probe-fairness {b.fairness_hogs} {b.fairness_s:g} {named}", "scx_state after-fairness",
         f"/bin/probe-fairness -n {b.flood_niced} {b.flood_tasks} {b.flood_s:g} {named}", "scx_state after-flood",
         f"/bin/probe-forkstorm {b.forkstorm_s:g}", "scx_state after-forkstorm",
@@ -133,7 +155,9 @@ def build_plan(candidates: list[Candidate], bounds: DynamicBounds) -> runner.Pla
         path = plan.add_file(f"/art/c{i}.bpf.o", candidate.obj)
         # A name the candidate is told to favour (latency_boost's boost_comm) is favoured openly.
         named = [n for n in names if n not in candidate.params.values()]
-        plan.add(f"c{i}", runner.load_and_hold(path, candidate.params, hold=hold_script(bounds, named),
+        # A latency claim is about the tasks the candidate favours: the sleeper takes their name.
+        sleeper = candidate.favoured_name() if candidate.claims_latency else ""
+        plan.add(f"c{i}", runner.load_and_hold(path, candidate.params, hold=hold_script(bounds, named, sleeper),
                                                watchdog_ms=bounds.watchdog_ms))
     return plan
 
@@ -212,6 +236,8 @@ def dynamic_findings(step: runner.StepResult, candidate: Candidate, bounds: Dyna
     measurements: dict[str, float] = {}
     if "latency" in judged:
         findings += _latency(probes.get("latency"), baseline, bounds, measurements)
+        if candidate.claims_latency and not findings:
+            findings += _latency_claim(probes["latency"], baseline, candidate, bounds)
     if "fairness" in judged:
         findings += _fairness(probes.get("fairness"), bounds, measurements, "fairness", "DYN002")
         findings += _waits(probes.get("fairness"), "fairness", bounds, measurements)
@@ -332,11 +358,36 @@ def _latency(probe: dict | None, baseline: dict | None, bounds: DynamicBounds,
     if not baseline:
         return [_finding("DYN007", "the EEVDF baseline probe reported nothing, so latency cannot be judged")]
     limit = bounds.latency_limit_us(baseline["p99_us"])
-    measurements.update(eevdf_p99_us=baseline["p99_us"], wakeup_p99_limit_us=limit)
+    measurements.update(eevdf_p50_us=baseline["p50_us"], eevdf_p99_us=baseline["p99_us"], wakeup_p99_limit_us=limit,
+                        **{f"wakeup_{q}_ratio": round(r, 3) for q, r in _ratios(probe, baseline).items()})
     if probe["p99_us"] <= limit:
         return []
     return [_finding("DYN003", f"p99 wakeup latency {probe['p99_us'] / 1000:.1f} ms against EEVDF's "
                                f"{baseline['p99_us'] / 1000:.1f} ms in the same boot (limit {limit / 1000:.1f} ms)")]
+
+
+def _ratios(probe: dict, baseline: dict) -> dict[str, float]:
+    """The sleeper's p50 and p99 over EEVDF's in the same boot."""
+    return {q: probe[f"{q}_us"] / max(baseline[f"{q}_us"], 1.0) for q in ("p50", "p99")}
+
+
+def _latency_claim(probe: dict, baseline: dict, candidate: Candidate,
+                   bounds: DynamicBounds) -> list[verdict_pb2.Finding]:
+    """[DYN003] when a candidate that claims latency wakes the sleeper (named as the task it
+    favours, if any) clearly later than EEVDF did in the same boot. Throughput and makespan
+    schedulers delay wakeups by design (long slices, a lead for long jobs) and are held only to
+    the pathology bound; a latency claim is what the planner picks a policy for latency on."""
+    ratios = _ratios(probe, baseline)
+    limits = {"p50": bounds.claimed_p50_factor, "p99": bounds.claimed_p99_factor}
+    over = [q for q in ("p50", "p99") if ratios[q] > limits[q]]
+    if not over:
+        return []
+    sleeper = candidate.favoured_name()
+    whose = f"its sleeper ({sleeper!r}, the task it favours)" if sleeper else "the sleeper"
+    said = " and ".join(f"{q} {probe[f'{q}_us'] / 1000:.2f} ms, {ratios[q]:.1f}x EEVDF's "
+                        f"{baseline[f'{q}_us'] / 1000:.2f} ms (at most {limits[q]:g}x)" for q in over)
+    return [_finding("DYN003", f"it claims latency, but {whose} woke later than under EEVDF in the same boot: "
+                               f"{said}")]
 
 
 def _callback_costs(stats: dict | None, bounds: DynamicBounds,

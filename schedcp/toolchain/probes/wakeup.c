@@ -1,7 +1,8 @@
 // wakeup: wakeup latency of a periodic sleeper while N CPU hogs run (cyclictest-like).
-//   wakeup HOGS SECONDS [INTERVAL_US]
+//   wakeup HOGS SECONDS [INTERVAL_US [NAME]]
 // The hogs are child processes named "hog", so a policy can tell them from the sleeper
-// ("probe-wakeup"). Prints one JSON line: samples and latency percentiles in microseconds
+// ("probe-wakeup", or NAME: the task a policy says it favours, whose latency it answers for).
+// Prints one JSON line: samples and latency percentiles in microseconds
 // (how late the sleeper ran after its timer expired); max_us doubles as a starvation check.
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,8 @@ int main(int argc, char **argv)
 	int hogs = argc > 1 ? atoi(argv[1]) : 2;
 	double seconds = argc > 2 ? atof(argv[2]) : 2;
 	long interval_us = argc > 3 ? atol(argv[3]) : 1000;
+	if (argc > 4)
+		prctl(PR_SET_NAME, argv[4]);
 	long max_samples = (long)(seconds * 1e6 / interval_us) + 16;
 	long long *lat = calloc(max_samples, sizeof(*lat));
 	pid_t children[256];
