@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
-from schedcp.domain import artifacts, params
+from schedcp.domain import artifacts, params, policies
 from schedcp.runtime import rpc, topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import MAX_TUNE_BUDGET, load_settings
@@ -333,6 +333,20 @@ def test_candidates_fit_the_host_and_pass_the_native_checks(backends, cpu_idle, 
             assert native_checks.check(c.artifact.native) == []
         elif c.artifact.name == "latency_boost":
             assert c.artifact.parameters["boost_comm"].string_value == "nginx"
+        if c.artifact.WhichOneof("body") == "sched_ext":  # what the verifier holds it to
+            assert list(c.artifact.sched_ext.goals) == next(m.goals for m in policies.library()
+                                                            if m.name == c.artifact.name)
+
+
+def test_latency_boost_is_not_offered_when_the_goal_names_no_task_to_boost():
+    p = profile(group("nginx", LATENCY, 0.2), group("ffmpeg", BATCH, 4.0), backends=("sched_ext", "native"))
+    goal = goals.infer(p)
+    for matcher in goal.target_groups:
+        matcher.cmdline_regex = "^nginx"  # a target matched by command line: no name to boost
+    found = synthesis.candidates(goal, p)
+    assert "latency_boost" not in [c.artifact.name for c in found.candidates]
+    assert "vtime" in [c.artifact.name for c in found.candidates]
+    assert "latency_boost: the goal names no task by name to boost" in found.candidates[0].rationale
 
 
 def test_plan_on_this_host_protects_the_latency_probe(services, workload):

@@ -161,7 +161,7 @@ def test_names_with_paths_or_odd_characters_are_refused_before_any_stage(name):
 
 def test_a_claim_the_verifier_cannot_hold_a_program_to_is_refused_before_any_stage():
     artifact = policy_pb2.PolicyArtifact(sched_ext=policy_pb2.SchedExtProgram(source="x", goals=["latency", "speed"]))
-    with pytest.raises(InvalidArgument, match="sched_ext.goals has 'speed'"):
+    with pytest.raises(InvalidArgument, match=r"sched_ext\.goals has 'speed'"):
         pipeline.normalised(artifact)
 
 
