@@ -3,11 +3,15 @@ tests start and kill: classification, procfs and BPF agreeing, and unprivileged 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,11 +59,42 @@ def hide_bcc(monkeypatch) -> None:
 
 
 @pytest.fixture
-def busy_host(workload):
-    """A batch workload and a latency probe sharing this host's CPUs."""
-    cpu_hogs(workload)
-    latency_probe(workload)
+def busy_host(workload) -> list[subprocess.Popen]:
+    """A batch workload and a latency probe sharing this host's CPUs (their process groups)."""
+    groups = [cpu_hogs(workload), latency_probe(workload)]
     time.sleep(1.0)  # let stress-ng fork its workers
+    return groups
+
+
+def _stopped(pgids: set[int]) -> bool:
+    """Every thread of these process groups is stopped (state T), none still on its way there."""
+    for stat in Path("/proc").glob("[0-9]*/task/*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) in pgids and fields[0] not in ("T", "t"):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def frozen(groups: list[subprocess.Popen]) -> Iterator[None]:
+    """The test's own process groups stopped while the block runs, then continued: reads taken in
+    it, one after another, all see the same counters. A wait that ends between two reads taken
+    while the workload runs is counted whole by one and not at all by the other."""
+    pgids = {g.pid for g in groups}
+    for pgid in pgids:
+        os.killpg(pgid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 5.0
+        while not _stopped(pgids):
+            assert time.monotonic() < deadline, "the workload did not stop within 5 s"
+            time.sleep(0.005)
+        yield
+    finally:
+        for pgid in pgids:
+            os.killpg(pgid, signal.SIGCONT)
 
 
 @pytest.mark.parametrize("mode", ["procfs", "bpf"])
@@ -110,14 +145,19 @@ def test_profile_tells_batch_from_latency_sensitive(busy_host, mode):
     assert batch.classification.reason in texts[C.DETAIL_LEVEL_FULL]
 
 
-def windows_together(first: Sampler, second: Sampler, seconds: float = 3.0):
-    """Both samplers' windows over the same seconds (and the same threads); closes both."""
+def windows_together(first: Sampler, second: Sampler, workload: list[subprocess.Popen], seconds: float = 3.0):
+    """Both samplers' windows over the same seconds (and the same threads); closes both. Each
+    boundary is read while the workload is stopped: read while it ran, the second sampler's
+    reads came tens of ms after the first's (a busy host, a window to build), and a long wait
+    that ended in between counted in one window only (cyclictest's waits read 2.4 % apart)."""
     try:
         stop = threading.Event()
-        first_start, second_start = first.begin(), second.begin()
+        with frozen(workload):
+            starts = first.begin(), second.begin()
         time.sleep(seconds)
-        return (first.source.finish(first_start, 0, stop, PROFILE_TICK)[0],
-                second.source.finish(second_start, 0, stop, PROFILE_TICK)[0])
+        with frozen(workload):
+            return tuple(sampler.source.finish(start, 0, stop, PROFILE_TICK)[0]
+                         for sampler, start in zip((first, second), starts, strict=True))
     finally:
         first.close()
         second.close()
@@ -145,7 +185,7 @@ def test_procfs_and_bpf_agree_on_cpu_runs_and_waits(busy_host):
     tracepoint after the next task was picked, a few microseconds that are most of a wait of the
     probe's."""
     bpf_sampler = make_sampler("bpf")
-    procfs_window, bpf_window = windows_together(Sampler("procfs"), bpf_sampler)
+    procfs_window, bpf_window = windows_together(Sampler("procfs"), bpf_sampler, busy_host)
     batch_p, batch_b = totals(procfs_window, "stress-ng-cpu"), totals(bpf_window, "stress-ng-cpu")
     probe_p, probe_b = totals(procfs_window, "cyclictest"), totals(bpf_window, "cyclictest")
     for by_procfs, by_bpf in ((batch_p, batch_b), (probe_p, probe_b)):
@@ -161,7 +201,7 @@ def test_prebuilt_probes_count_what_bccs_count(busy_host, prebuilt_probes, monke
     bcc_sampler = make_sampler("bpf")
     hide_bcc(monkeypatch)
     prebuilt_sampler = make_sampler("bpf", *prebuilt_probes)
-    bcc_window, prebuilt_window = windows_together(bcc_sampler, prebuilt_sampler)
+    bcc_window, prebuilt_window = windows_together(bcc_sampler, prebuilt_sampler, busy_host)
     assert prebuilt_sampler.note == "probes loaded without BCC (BCC is not installed (this test hides it))"
 
     for comm in ("stress-ng-cpu", "cyclictest"):
