@@ -10,8 +10,8 @@
 //   {"event":"error","stage":STAGE,"error":MSG,"log":VERIFIER_LOG}   it could not get there
 //   {"event":"exit","by":"signal"|"kernel","kind":N,"kind_name":S,"reason":S,"msg":S}
 //   {"event":"prog_stats","progs":[{"name":S,"run_cnt":N,"run_time_ns":N},...]}   before an
-//        unload on request: each callback's calls and run time (counted only while the
-//        kernel.bpf_stats_enabled sysctl is 1; zeros otherwise)
+//        unload, on request or after an ejection: each callback's calls and run time (counted
+//        only while the kernel.bpf_stats_enabled sysctl is 1; zeros otherwise)
 //   {"event":"attached","maps":{NAME:FD,...},"pid":N}   --trace: every program attached
 // and holds until SIGTERM/SIGINT (then unloads) or until the kernel ejects the scheduler
 // (watchdog, runtime error). --watchdog-ms lowers the scheduler's own timeout_ms (never raises
@@ -579,6 +579,8 @@ int main(int argc, char **argv)
 			for (int i = 0; i < EXIT_ACCOUNT_WAIT_MS / 5 && exit_info && !exit_info->kind; i++)
 				sleep_ms(5);
 			print_exit(exit_info, name, "kernel");
+			// What the callbacks cost until then: a costly one is often why it stalled.
+			print_prog_stats(obj);
 			bpf_link__destroy(link);
 			return 2;
 		}
