@@ -212,12 +212,12 @@ def test_a_latency_claim_is_measured_on_the_task_it_favours_and_only_a_claimant_
 
     baseline = {"samples": 2000, "p50_us": 1000.0, "p99_us": 4000.0, "max_us": 9000.0}
     probe = {**baseline, "p50_us": 2300.0, "p99_us": 5000.0}  # 2.3x at p50: what boosting nothing reads
-    [finding] = sandbox_stages._latency_claim(probe, baseline, claimant, bounds)
+    [finding] = sandbox_stages._latency(probe, baseline, claimant, bounds, {})
     assert finding.rule_id == "DYN003" and "('nginx', the task it favours)" in finding.message, finding.message
     assert "p50 2.30 ms, 2.3x EEVDF's 1.00 ms (at most 1.5x)" in finding.message and "p99" not in finding.message
     assert sandbox_stages._timing_test(finding) == "latency"  # excused when the host starved qemu
-    assert sandbox_stages._latency_claim({**probe, "p50_us": 1100.0}, baseline, claimant, bounds) == []
+    assert sandbox_stages._latency({**probe, "p50_us": 1100.0}, baseline, claimant, bounds, {}) == []
     # Without the claim only the pathology bound holds, and it records the same ratios.
     measured: dict[str, float] = {}
-    assert sandbox_stages._latency(probe, baseline, bounds, measured) == []
+    assert sandbox_stages._latency(probe, baseline, plain, bounds, measured) == []
     assert (measured["wakeup_p50_ratio"], measured["wakeup_p99_ratio"], measured["eevdf_p50_us"]) == (2.3, 1.25, 1000)

@@ -274,7 +274,7 @@ class Cycle:
                 yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
                                        f"candidates: {generation.candidate.artifact.name} (written by the LLM)",
                                        candidates=C.CandidateList(candidates=[generation.candidate]))
-                await self._planner.remember(generation.verdict, generation.rationale, goal)
+                await self._planner.remember(generation.verdict, generation.rationale)
                 async for event in self._deploy_and_report(cycle, host, generation.verdict, goal, profile):
                     yield event
                 return

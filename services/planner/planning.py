@@ -20,7 +20,6 @@ from google.protobuf.message import DecodeError
 from nats.errors import Error as NatsError
 
 from schedcp.domain import artifacts, kernels, policies
-from schedcp.domain.policies import GOAL_WORDS
 from schedcp.runtime import rpc
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.config import Settings
@@ -171,12 +170,13 @@ class Planner:
                 log.warning("repository policy %s is not usable: %s", record.metadata.name, exc)
         return stored
 
-    async def remember(self, verdict: verdict_pb2.Verdict, rationale: str, goal: goal_pb2.OptimizationGoal) -> None:
+    async def remember(self, verdict: verdict_pb2.Verdict, rationale: str) -> None:
         """Store a verified LLM-written policy in the learner's repository (with the verifier's
         signed approval), so its outcomes make it reusable. A failure is logged: the cycle goes on."""
         artifact = verdict.artifact
+        # The goals it was verified against: what generate.py made it claim for this goal.
         metadata = policy_pb2.PolicyMetadata(name=artifact.name, kind=artifact.kind, description=rationale[:500],
-                                             goals=[GOAL_WORDS[goal.objective]])
+                                             goals=artifact.sched_ext.goals)
         request = learner_pb2.PutPolicyRequest(artifact=artifact, metadata=metadata, verdict=verdict.signed)
         try:
             async with rpc.shared(self._learner_addr, self._rpc_timeout_s) as channel:

@@ -235,9 +235,7 @@ def dynamic_findings(step: runner.StepResult, candidate: Candidate, bounds: Dyna
     probes = _probes_by_test(step)
     measurements: dict[str, float] = {}
     if "latency" in judged:
-        findings += _latency(probes.get("latency"), baseline, bounds, measurements)
-        if candidate.claims_latency and not findings:
-            findings += _latency_claim(probes["latency"], baseline, candidate, bounds)
+        findings += _latency(probes.get("latency"), baseline, candidate, bounds, measurements)
     if "fairness" in judged:
         findings += _fairness(probes.get("fairness"), bounds, measurements, "fairness", "DYN002")
         findings += _waits(probes.get("fairness"), "fairness", bounds, measurements)
@@ -351,34 +349,32 @@ def _probes_by_test(step: runner.StepResult) -> dict[str, dict]:
     return probes
 
 
-def _latency(probe: dict | None, baseline: dict | None, bounds: DynamicBounds,
+def _latency(probe: dict | None, baseline: dict | None, candidate: Candidate, bounds: DynamicBounds,
              measurements: dict[str, float]) -> list[verdict_pb2.Finding]:
+    """[DYN003] a p99 past the pathology bound, or, for a candidate that claims latency, a sleeper
+    woken clearly later than under EEVDF; DYN007 when a probe reported nothing."""
     if not probe or not probe.get("samples"):
         return [_finding("DYN007", "the latency probe reported nothing: the sleeper never ran")]
     measurements.update(wakeup_p50_us=probe["p50_us"], wakeup_p99_us=probe["p99_us"], wakeup_max_us=probe["max_us"])
     if not baseline:
         return [_finding("DYN007", "the EEVDF baseline probe reported nothing, so latency cannot be judged")]
     limit = bounds.latency_limit_us(baseline["p99_us"])
+    ratios = {q: probe[f"{q}_us"] / max(baseline[f"{q}_us"], 1.0) for q in ("p50", "p99")}
     measurements.update(eevdf_p50_us=baseline["p50_us"], eevdf_p99_us=baseline["p99_us"], wakeup_p99_limit_us=limit,
-                        **{f"wakeup_{q}_ratio": round(r, 3) for q, r in _ratios(probe, baseline).items()})
-    if probe["p99_us"] <= limit:
-        return []
-    return [_finding("DYN003", f"p99 wakeup latency {probe['p99_us'] / 1000:.1f} ms against EEVDF's "
-                               f"{baseline['p99_us'] / 1000:.1f} ms in the same boot (limit {limit / 1000:.1f} ms)")]
+                        **{f"wakeup_{q}_ratio": round(r, 3) for q, r in ratios.items()})
+    if probe["p99_us"] > limit:
+        return [_finding("DYN003", f"p99 wakeup latency {probe['p99_us'] / 1000:.1f} ms against EEVDF's "
+                                   f"{baseline['p99_us'] / 1000:.1f} ms in the same boot "
+                                   f"(limit {limit / 1000:.1f} ms)")]
+    return _latency_claim(probe, baseline, ratios, candidate, bounds) if candidate.claims_latency else []
 
 
-def _ratios(probe: dict, baseline: dict) -> dict[str, float]:
-    """The sleeper's p50 and p99 over EEVDF's in the same boot."""
-    return {q: probe[f"{q}_us"] / max(baseline[f"{q}_us"], 1.0) for q in ("p50", "p99")}
-
-
-def _latency_claim(probe: dict, baseline: dict, candidate: Candidate,
+def _latency_claim(probe: dict, baseline: dict, ratios: dict[str, float], candidate: Candidate,
                    bounds: DynamicBounds) -> list[verdict_pb2.Finding]:
     """[DYN003] when a candidate that claims latency wakes the sleeper (named as the task it
-    favours, if any) clearly later than EEVDF did in the same boot. Throughput and makespan
-    schedulers delay wakeups by design (long slices, a lead for long jobs) and are held only to
-    the pathology bound; a latency claim is what the planner picks a policy for latency on."""
-    ratios = _ratios(probe, baseline)
+    favours, if any) clearly later than EEVDF did in the same boot (`ratios`: p50 and p99 over
+    EEVDF's). Throughput and makespan schedulers delay wakeups by design (long slices, a lead for
+    long jobs) and are held only to the pathology bound."""
     limits = {"p50": bounds.claimed_p50_factor, "p99": bounds.claimed_p99_factor}
     over = [q for q in ("p50", "p99") if ratios[q] > limits[q]]
     if not over:
