@@ -139,6 +139,41 @@ class CycleRun:
         return found[-1] if found else None
 
 
+def canary_margins(run: CycleRun) -> list[dict]:
+    """The kept canary's comparisons with their intervals; for each guard, its limit and the
+    margin by which the interval's worse end cleared it (how near the fleet's canaries come to
+    rolling back a policy that helps)."""
+    judged = [e.deployment for e in run.events if e.HasField("deployment") and e.deployment.metrics]
+    goal = next((e.goal for e in run.events if e.HasField("goal")), None)
+    if not judged:
+        return []
+    figures = []
+    for c in judged[-1].metrics:
+        ratio = c.observed / c.baseline if c.baseline else 0.0
+        # The improvement's interval as a ratio of canary to baseline (improvements are negated
+        # ratios for a lower-is-better metric).
+        low, high = c.improvement_low, c.improvement_high
+        if c.metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER:
+            interval = (1 - high, 1 - low)
+        else:
+            interval = (1 + low, 1 + high)
+        figure = {"metric": c.metric.name, "baseline": c.baseline, "observed": c.observed, "ratio": ratio,
+                  "improvement": c.improvement, "interval": interval, "rounds": c.rounds,
+                  "confidence": c.confidence, "satisfied": c.satisfied}
+        text = (f"{c.metric.name} {c.baseline:.4g} -> {c.observed:.4g} (x{ratio:.3f}; "
+                f"{c.confidence:.0%} interval x{interval[0]:.3f}..x{interval[1]:.3f}, {c.rounds} rounds)")
+        guard = next((g for g in goal.guards if g.metric == c.metric), None) if goal else None
+        if guard is not None:
+            figure["limit"] = guard.ratio_to_baseline
+            worse_end = interval[0] if c.rounds > 1 else ratio  # guards are at-least bounds
+            figure["margin"] = worse_end / guard.ratio_to_baseline - 1
+            text = f"guard {text}, limit x{guard.ratio_to_baseline:g}: margin {figure['margin']:+.1%}"
+        else:
+            text = f"success {text}"
+        figures.append({**figure, "text": text})
+    return figures
+
+
 async def tune(fleet: Fleet, host: str, on_event: Callable[[cycle_pb2.CycleEvent], None] = lambda _: None,
                policy: policy_pb2.PolicyArtifact | None = None) -> CycleRun:
     """A Tune of `host` through the first planner replica (the stack's own `planner`), of `policy`
@@ -300,9 +335,12 @@ class Scenario:
         say(f"  {host.name}: /sys/kernel/sched_ext/state = {state}, root/ops = {ops}")
         say(f"  {host.name}: {artifact.name} {values}, verdict {verdict.claims.verdict_id} signed by key "
             f"{verdict.claims.key_id}, deployment {run.deployment.deployment_id}: {result.message}")
+        margins = canary_margins(run)
+        for margin in margins:
+            say(f"  {host.name}: {margin['text']}")
         return {"cycle_id": run.cycle_id, "trace_id": run.trace_id, "policy": artifact.name, "parameters": values,
                 "verdict_id": verdict.claims.verdict_id, "deployment_id": run.deployment.deployment_id,
-                "state": state, "ops": ops, "result": result.message}
+                "state": state, "ops": ops, "result": result.message, "canary": margins}
 
     async def outcomes_in_the_learner(self) -> None:
         entry = self.step("outcomes in the learner")

@@ -175,3 +175,28 @@ def test_the_fleets_central_stack_stays_in_the_harness_session(tmp_path):
         assert os.getsid(child.pid) == os.getsid(0) and os.getpgid(child.pid) == child.pid
     finally:
         stack._terminate([child])
+
+
+def test_the_e2e_report_gives_each_guard_its_interval_and_margin():
+    from harness.e2e import CycleRun, canary_margins
+    from schedcp.v1 import common_pb2, cycle_pb2, deployment_pb2, goal_pb2
+
+    wait = common_pb2.MetricSpec(name="runq_latency_p99_us", direction=common_pb2.DIRECTION_LOWER_IS_BETTER)
+    share = common_pb2.MetricSpec(name="cpu_share", direction=common_pb2.DIRECTION_HIGHER_IS_BETTER,
+                                  groups=[common_pb2.GroupMatcher(comm="stress-ng")])
+    goal = goal_pb2.OptimizationGoal(guards=[goal_pb2.GuardConstraint(
+        metric=share, comparison=goal_pb2.COMPARISON_AT_LEAST, ratio_to_baseline=0.9)])
+    judged = deployment_pb2.DeploymentEvent(metrics=[
+        deployment_pb2.MetricComparison(metric=wait, baseline=400, observed=200, improvement=0.5,
+                                        improvement_low=0.3, improvement_high=0.7, rounds=3, confidence=0.95),
+        deployment_pb2.MetricComparison(metric=share, baseline=1.0, observed=0.95, improvement=-0.05,
+                                        improvement_low=-0.08, improvement_high=-0.02, rounds=3, confidence=0.95,
+                                        satisfied=True)])
+    run = CycleRun("h", [cycle_pb2.CycleEvent(goal=goal), cycle_pb2.CycleEvent(deployment=judged)])
+
+    success, guard = canary_margins(run)
+    assert success["interval"] == pytest.approx((0.3, 0.7)) and "limit" not in success
+    assert guard["interval"] == pytest.approx((0.92, 0.98))
+    assert guard["margin"] == pytest.approx(0.92 / 0.9 - 1)
+    assert "limit x0.9: margin +2.2%" in guard["text"]
+    assert canary_margins(CycleRun("h", [cycle_pb2.CycleEvent(goal=goal)])) == []
