@@ -171,6 +171,25 @@ class ServiceProcesses:
         wait_serving(role, addr, self.procs[name], lambda: self.output(name))
         return addr
 
+    def start_host(self, host_id: str, trusted: bool = True) -> dict[str, str]:
+        """A second host on this machine: an observer and an executor of its own (named
+        `<role>@<host_id>`, stopped with the others) on ports and a data dir of their own,
+        registering as `host_id`; returns their environment. `trusted`: its executor trusts the
+        verifier's key (started already), as a fleet host is configured to; else it trusts none."""
+        env = {**self.env, "SCHEDCP_HOST_ID": host_id, "SCHEDCP_DATA_DIR": f"{self.env['SCHEDCP_DATA_DIR']}-{host_id}",
+               "SCHEDCP_OBSERVER_ADDR": f"127.0.0.1:{free_port()}", "SCHEDCP_EXECUTOR_ADDR": f"127.0.0.1:{free_port()}"}
+        if trusted:
+            key = Path(self.env["SCHEDCP_DATA_DIR"]) / "verifier" / "ed25519.pub"
+            env["SCHEDCP_TRUSTED_VERIFIER_KEYS"] = key.read_text().strip()
+        roles = ("observer", "executor")
+        for role in roles:
+            self._spawn(f"{role}@{host_id}", role, env)
+        for role in roles:
+            name = f"{role}@{host_id}"
+            wait_serving(role, env[f"SCHEDCP_{role.upper()}_ADDR"], self.procs[name],
+                         lambda name=name: self.output(name))
+        return env
+
     def _spawn(self, name: str, role: str, env: dict[str, str]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
@@ -242,12 +261,20 @@ def workload() -> Iterator[Callable[..., subprocess.Popen]]:
         proc.wait()
 
 
-def cpu_hogs(start: Callable[..., subprocess.Popen], seconds: int = 120) -> subprocess.Popen:
+# How long a test's workload runs unless the test's teardown kills it first (it always does): a
+# safety net for a test runner killed outright, longer than any test that uses it runs under
+# load. It was 120 s, and a planner test that took 139 s beside a foreign CPU hog (its canaries
+# measured again while other processes were busy) lost its hogs and its probe before its last
+# cycle, which then found no contention: issue 21's flake, the test's own.
+WORKLOAD_SAFETY_S = 900
+
+
+def cpu_hogs(start: Callable[..., subprocess.Popen], seconds: int = WORKLOAD_SAFETY_S) -> subprocess.Popen:
     """stress-ng CPU workers, HOGS_PER_CPU per CPU; the timeout is only a safety net."""
     return start("stress-ng", "--cpu", str(HOGS_PER_CPU * (os.cpu_count() or 1)), "--timeout", f"{seconds}s", "-q")
 
 
-def latency_probe(start: Callable[..., subprocess.Popen], seconds: int = 120) -> subprocess.Popen:
+def latency_probe(start: Callable[..., subprocess.Popen], seconds: int = WORKLOAD_SAFETY_S) -> subprocess.Popen:
     """cyclictest as a normal (SCHED_OTHER) task waking every millisecond. --laptop: do not
     touch /dev/cpu_dma_latency, a host-wide setting."""
     return start("cyclictest", "--policy=other", "--interval=1000", "--quiet", f"--duration={seconds}", "--laptop")

@@ -418,9 +418,34 @@ class Cycle:
                                              canary=canary_for(goal, self._canary_window_s, prior), goal=goal,
                                              signature=profile.signature, cycle_id=cycle_id,
                                              host_id=host.host_id)
+        last = None
         async with rpc.shared(host.executor_addr) as channel:
-            async for event in executor_pb2_grpc.ExecutorServiceStub(channel).Deploy(request):
-                yield event
+            try:
+                async for event in executor_pb2_grpc.ExecutorServiceStub(channel).Deploy(request):
+                    last = event
+                    yield event
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _REFUSALS:
+                    raise
+                yield _refused(host, verdict, last, exc.details() or exc.code().name)
+
+
+# How an executor refuses a deployment it will not apply (a verdict it does not trust, a kernel
+# the verdict is not for, a backend it lacks): the cycle reports the refusal and ends.
+_REFUSALS = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def _refused(host: host_pb2.HostRegistration, verdict: verdict_pb2.Verdict,
+             last: deployment_pb2.DeploymentEvent | None, why: str) -> deployment_pb2.DeploymentEvent:
+    """The executor's refusal as the deployment's last event (the executor audited it already)."""
+    deployment = deployment_pb2.Deployment()
+    if last is not None:
+        deployment.CopyFrom(last.deployment)
+    else:
+        deployment.host_id, deployment.policy_name = host.host_id, verdict.artifact.name
+    deployment.state, deployment.reason = deployment_pb2.DEPLOYMENT_STATE_REFUSED, why
+    return deployment_pb2.DeploymentEvent(deployment=deployment, message=f"the executor of {host.host_id} refused "
+                                                                        f"it: {why}")
 
 
 def _verify_request(artifact: policy_pb2.PolicyArtifact, host: host_pb2.HostRegistration) -> verifier_pb2.VerifyRequest:
