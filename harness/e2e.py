@@ -151,21 +151,24 @@ def canary_margins(run: CycleRun) -> list[dict]:
     for c in judged[-1].metrics:
         ratio = c.observed / c.baseline if c.baseline else 0.0
         # The improvement's interval as a ratio of canary to baseline (improvements are negated
-        # ratios for a lower-is-better metric).
+        # ratios for a lower-is-better metric); a canary of one round has none.
         low, high = c.improvement_low, c.improvement_high
-        if c.metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER:
+        if c.rounds < 2:
+            interval = None
+        elif c.metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER:
             interval = (1 - high, 1 - low)
         else:
             interval = (1 + low, 1 + high)
         figure = {"metric": c.metric.name, "baseline": c.baseline, "observed": c.observed, "ratio": ratio,
                   "improvement": c.improvement, "interval": interval, "rounds": c.rounds,
                   "confidence": c.confidence, "satisfied": c.satisfied}
-        text = (f"{c.metric.name} {c.baseline:.4g} -> {c.observed:.4g} (x{ratio:.3f}; "
-                f"{c.confidence:.0%} interval x{interval[0]:.3f}..x{interval[1]:.3f}, {c.rounds} rounds)")
+        spread = (f"{c.confidence:.0%} interval x{interval[0]:.3f}..x{interval[1]:.3f}, {c.rounds} rounds"
+                  if interval else "one round, no interval")
+        text = f"{c.metric.name} {c.baseline:.4g} -> {c.observed:.4g} (x{ratio:.3f}; {spread})"
         guard = next((g for g in goal.guards if g.metric == c.metric), None) if goal else None
         if guard is not None:
             figure["limit"] = guard.ratio_to_baseline
-            worse_end = interval[0] if c.rounds > 1 else ratio  # guards are at-least bounds
+            worse_end = interval[0] if interval else ratio  # guards are at-least bounds
             figure["margin"] = worse_end / guard.ratio_to_baseline - 1
             text = f"guard {text}, limit x{guard.ratio_to_baseline:g}: margin {figure['margin']:+.1%}"
         else:

@@ -200,3 +200,9 @@ def test_the_e2e_report_gives_each_guard_its_interval_and_margin():
     assert guard["margin"] == pytest.approx(0.92 / 0.9 - 1)
     assert "limit x0.9: margin +2.2%" in guard["text"]
     assert canary_margins(CycleRun("h", [cycle_pb2.CycleEvent(goal=goal)])) == []
+    # One round (a protecting canary): no interval, the margin of the ratio itself.
+    for c in run.events[1].deployment.metrics:
+        c.rounds = 1
+    _, guard = canary_margins(run)
+    assert guard["interval"] is None and guard["margin"] == pytest.approx(0.95 / 0.9 - 1)
+    assert "one round, no interval" in guard["text"]
