@@ -46,6 +46,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.rollout --restart
 	$(PY) -m bench.colocation
 	$(PY) -m bench.canary_aa
+	$(PY) -m bench.canary_aa --vm
 	$(PY) -m bench.makespan
 	$(PY) -m bench.scenarios
 	$(PY) -m bench.scenarios --vm --grid-points 0

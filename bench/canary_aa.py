@@ -33,8 +33,16 @@ so showing a rate under 5 % takes about 80 deployments per arm. Also the rounds 
 took, the improvement intervals (plotted), and beside the measured rates the rates to expect:
 the executor's judgement (canary.judge_rounds, rounds added while inconclusive) on simulated
 rounds whose log ratios are normal, for a few noise levels (`--simulate-only` prints just
-that). What this does not measure: other workloads and metrics, a busier host, and the
-sched_ext VM (issue 21 asks for both hosts).
+that).
+
+`--vm`: the same arms and canary in the sched_ext VM of the scenario suite (qemu TCG, its own
+observer and executor, the central verifier here; bench/scenarios/backends.py), on the suite's
+rtapp_batch programs: rt-app's four periodic tasks (its latency ground truth) beside stress-ng,
+warmed afresh for each repetition. The canary reads rt-app's p99 run-queue wait as the VM's
+observer does (procfs: no BPF sampler in the image), and the guard rt-app's and the batch's CPU
+together. Both arms are native policies there too: a sched_ext scheduler always changes
+something, so no sched_ext policy is an A/A arm. Writes canary_aa-vm.{json,md,png}.
+What this does not measure: other workloads and metrics, a busier host.
 Writes bench/results/canary_aa.{json,md,png} (or --out).
 """
 
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -50,11 +59,17 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from bench.scenarios import arms as scenario_arms
+from bench.scenarios.backends import vm_backend
+from bench.scenarios.suite import SCENARIOS
+from bench.scenarios.workload import Workload, warmed
 from bench.stack import running_stack
 from schedcp.cli.demo import DemoWorkload
-from schedcp.domain import evidence, native_policies, policies, procfs, sched_ext
+from schedcp.domain import evidence, native_policies, policies, procfs
 from schedcp.runtime import rpc
 from schedcp.runtime.config import Role, Settings
 from schedcp.v1 import (
@@ -65,8 +80,6 @@ from schedcp.v1 import (
     goal_pb2,
     policy_pb2,
     verdict_pb2,
-    verifier_pb2,
-    verifier_pb2_grpc,
 )
 from services.executor import canary
 
@@ -79,9 +92,44 @@ ARMS = {"no-op": ("batch_sched_idle", {"use_sched_idle": False, "nice": 0}),
 GUARD_RATIO = 0.9
 SETTLE_S = 2.0  # after the workload starts, and after a rollback, before the next baseline
 Z_95 = 1.96
+VM_SCENARIO = "rtapp_batch"
 
 
 # --- the workload and the canary -------------------------------------------------------------
+@dataclass
+class Target:
+    """What one repetition's arms aim at: the service the canary protects, the batch they demote."""
+
+    service: list[common_pb2.GroupMatcher]
+    batch: list[common_pb2.GroupMatcher]
+
+
+@dataclass
+class Place:
+    """Where the arms run: the stack's settings, the words for the report, a fresh workload per
+    repetition (a context manager yielding its Target), and the canary's service in words."""
+
+    settings: Settings
+    where: str
+    repetition: Callable[[], contextlib.AbstractContextManager[Target]]
+    service: str
+
+
+@contextlib.contextmanager
+def this_host() -> Iterator[Place]:
+    with running_stack(roles=(Role.OBSERVER, Role.EXECUTOR, Role.VERIFIER)) as (_, _, settings):
+        yield Place(settings, f"This host ({os.uname().release}, {os.cpu_count()} CPUs, native policies)",
+                    demo_workload, "cyclictest's")
+
+
+@contextlib.contextmanager
+def demo_workload() -> Iterator[Target]:
+    with DemoWorkload(probe_outside=True) as workload:
+        time.sleep(SETTLE_S)
+        yield Target([common_pb2.GroupMatcher(pid=workload.pids[0])],
+                     [common_pb2.GroupMatcher(cgroup=batch_cgroup(workload))])
+
+
 def batch_cgroup(workload: DemoWorkload) -> str:
     """The batch's cgroup as /proc/<pid>/cgroup names it (the unified path): the policies' matcher."""
     if workload.cgroup is None:
@@ -89,38 +137,58 @@ def batch_cgroup(workload: DemoWorkload) -> str:
     return procfs.parse_cgroups(Path(f"/proc/{workload.pids[1]}/cgroup").read_bytes())[1]
 
 
-def canary_spec(probe_pid: int, batch: str, args: argparse.Namespace) -> S.CanarySpec:
-    probe = common_pb2.GroupMatcher(pid=probe_pid)
-    together = common_pb2.MetricSpec(name="cpu_share", groups=[probe, common_pb2.GroupMatcher(cgroup=batch)],
+@contextlib.contextmanager
+def sched_ext_vm(window_s: float) -> Iterator[Place]:
+    with vm_backend(lambda message: print(message, flush=True)) as backend:
+        scenario = SCENARIOS[VM_SCENARIO]
+        workload = backend.workload(VM_SCENARIO, window_s)
+        workload.start()
+        try:
+            target = Target(scenario_arms.true_groups(scenario, "latency"),
+                            scenario_arms.true_groups(scenario, "batch"))
+            yield Place(backend.settings, f"In {backend.where}, on the suite's {VM_SCENARIO}",
+                        lambda: scenario_workload(workload, target), "rt-app's")
+        finally:
+            workload.stop()
+
+
+@contextlib.contextmanager
+def scenario_workload(workload: Workload, target: Target) -> Iterator[Target]:
+    with warmed(workload, with_batch=True):
+        yield target
+
+
+def canary_spec(target: Target, args: argparse.Namespace) -> S.CanarySpec:
+    together = common_pb2.MetricSpec(name="cpu_share", groups=[*target.service, *target.batch],
                                      direction=common_pb2.DIRECTION_HIGHER_IS_BETTER)
     spec = S.CanarySpec(
-        success_metric=common_pb2.MetricSpec(name="runq_latency_p99_us", groups=[probe],
+        success_metric=common_pb2.MetricSpec(name="runq_latency_p99_us", groups=target.service,
                                              direction=common_pb2.DIRECTION_LOWER_IS_BETTER),
         min_improvement=args.min_improvement, rounds=args.rounds,
         guards=[goal_pb2.GuardConstraint(metric=together, comparison=goal_pb2.COMPARISON_AT_LEAST,
                                          ratio_to_baseline=GUARD_RATIO,
-                                         description="probe and batch keep 90 % of their CPU")])
+                                         description="service and batch keep 90 % of their CPU")])
     spec.baseline_window.FromMilliseconds(int(args.window * 1000))
     spec.canary_window.FromMilliseconds(int(args.window * 1000))
     return spec
 
 
-def artifact(arm: str, batch: str) -> policy_pb2.PolicyArtifact:
+def artifact(arm: str, batch: list[common_pb2.GroupMatcher]) -> policy_pb2.PolicyArtifact:
     name, params = ARMS[arm]
     meta = policies.load(policies.LIBRARY / "native" / f"{name}.toml")
-    native = native_policies.build(meta, params, [common_pb2.GroupMatcher(cgroup=batch)])
+    native = native_policies.build(meta, params, batch)
     return policy_pb2.PolicyArtifact(name=name, kind=policy_pb2.POLICY_KIND_NATIVE, native=native)
 
 
 # --- through the real services ---------------------------------------------------------------
-async def verified(settings: Settings, candidate: policy_pb2.PolicyArtifact) -> verdict_pb2.Verdict:
-    async with rpc.channel(settings.verifier_addr) as channel:
-        stub = verifier_pb2_grpc.VerifierServiceStub(channel)
-        request = verifier_pb2.VerifyRequest(artifact=candidate, target=sched_ext.host_kernel())
-        verdict = [p async for p in stub.Verify(request)][-1].verdict
-    if not verdict.claims.approved:
-        raise SystemExit(f"the verifier rejected {candidate.name}: {verdict.summary}")
-    return verdict
+def verified(settings: Settings, candidate: policy_pb2.PolicyArtifact) -> verdict_pb2.Verdict:
+    """The verifier's verdict for the host the observer describes (this one, or the VM)."""
+    arm = scenario_arms.Arm(candidate.name, candidate)
+    try:
+        scenario_arms.verify(settings, arm)
+    except scenario_arms.NotApproved as exc:
+        raise SystemExit(f"the verifier rejected an arm: {exc}") from exc
+    return arm.verdict
 
 
 async def deploy(settings: Settings, verdict: verdict_pb2.Verdict, spec: S.CanarySpec,
@@ -130,20 +198,14 @@ async def deploy(settings: Settings, verdict: verdict_pb2.Verdict, spec: S.Canar
         return [e async for e in executor_pb2_grpc.ExecutorServiceStub(channel).Deploy(request)]
 
 
-async def rollback(settings: Settings) -> None:
-    async with rpc.channel(settings.executor_addr) as channel:
-        await executor_pb2_grpc.ExecutorServiceStub(channel).Rollback(executor_pb2.RollbackRequest(reason="bench"))
-
-
-def run_arm(settings: Settings, arm: str, workload: DemoWorkload, args: argparse.Namespace, rep: int) -> dict:
+def run_arm(settings: Settings, arm: str, target: Target, args: argparse.Namespace, rep: int) -> dict:
     """One deployment of the arm's policy, judged by the executor; the host back on its defaults after."""
-    batch = batch_cgroup(workload)
-    verdict = asyncio.run(verified(settings, artifact(arm, batch)))
+    verdict = verified(settings, artifact(arm, target.batch))
     started = time.monotonic()
-    events = asyncio.run(deploy(settings, verdict, canary_spec(workload.pids[0], batch, args), f"aa-{rep}-{arm}"))
+    events = asyncio.run(deploy(settings, verdict, canary_spec(target, args), f"aa-{rep}-{arm}"))
     record = outcome_of(arm, events, time.monotonic() - started)
     if record["state"] == "kept":
-        asyncio.run(rollback(settings))
+        scenario_arms.rollback(settings)
     time.sleep(SETTLE_S)
     return record
 
@@ -228,7 +290,8 @@ def simulated_rates(args: argparse.Namespace) -> list[dict]:
     and rolls back the effective policy (true ratio 0.1, as a demotion measures here): rounds
     with normal log ratios, judged by canary.judge_rounds with a round added while inconclusive
     up to canary.max_rounds, as the executor does. Seeded: the same figures every run."""
-    spec = canary_spec(1, "/simulated", args)
+    spec = canary_spec(Target([common_pb2.GroupMatcher(pid=1)], [common_pb2.GroupMatcher(cgroup="/simulated")]),
+                       args)
     rng = random.Random(0)
     rows = []
     for sigma in SIMULATED_NOISE:
@@ -263,11 +326,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds before the first judgement (3)")
     parser.add_argument("--min-improvement", type=float, default=0.05, help="success threshold (0.05)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes (bench/results)")
+    parser.add_argument("--vm", action="store_true",
+                        help=f"in the scenario suite's sched_ext VM, on its {VM_SCENARIO} programs "
+                        "(report canary_aa-vm)")
     parser.add_argument("--simulate-only", action="store_true", help="print the simulated rates and stop")
     parser.add_argument("--append", action="store_true",
                         help="add to the deployments of the report in --out (same settings): about 100 s per "
                              "repetition, so the 80 that show a rate under 5 %% can be run in parts")
     args = parser.parse_args()
+    args.name = "canary_aa-vm" if args.vm else "canary_aa"
     if args.simulate_only:
         print(simulated_table(simulated_rates(args)))
         return
@@ -275,17 +342,16 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     records = earlier_records(args) if args.append else []
     done = len(records) // len(ARMS)  # repetitions of earlier parts: the arms' order goes on alternating
-    with running_stack(roles=(Role.OBSERVER, Role.EXECUTOR, Role.VERIFIER)) as (_, _, settings):
+    with (sched_ext_vm(args.window) if args.vm else this_host()) as place:
         for rep in range(done, done + args.repetitions):
-            with DemoWorkload(probe_outside=True) as workload:
-                time.sleep(SETTLE_S)
+            with place.repetition() as target:
                 for arm in (list(ARMS) if rep % 2 == 0 else list(reversed(ARMS))):
-                    record = run_arm(settings, arm, workload, args, rep)
+                    record = run_arm(place.settings, arm, target, args, rep)
                     records.append(record)
                     print(f"repetition {rep + 1 - done}/{args.repetitions} {arm}: {record['state']} "
                           f"({record['wall_s']} s): {record['reason']}", flush=True)
             # After every repetition: a run cut short still leaves a report of what it measured.
-            report(records, args, quiet=rep + 1 < done + args.repetitions)
+            report(records, place, args, quiet=rep + 1 < done + args.repetitions)
 
 
 SETTINGS = ("window_s", "rounds", "min_improvement")
@@ -293,7 +359,7 @@ SETTINGS = ("window_s", "rounds", "min_improvement")
 
 def earlier_records(args: argparse.Namespace) -> list[dict]:
     """The deployments of the report in args.out, refused when it was measured with other settings."""
-    path = args.out / "canary_aa.json"
+    path = args.out / f"{args.name}.json"
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
@@ -304,20 +370,20 @@ def earlier_records(args: argparse.Namespace) -> list[dict]:
     return earlier["deployments"]
 
 
-def report(records: list[dict], args: argparse.Namespace, quiet: bool = False) -> None:
+def report(records: list[dict], place: Place, args: argparse.Namespace, quiet: bool = False) -> None:
     summary = {"no-op": summarise([r for r in records if r["arm"] == "no-op"], "kept"),
                "effective": summarise([r for r in records if r["arm"] == "effective"], "rolled_back")}
-    result = {"date": time.strftime("%Y-%m-%d"), "kernel": os.uname().release, "cpus": os.cpu_count(),
+    result = {"date": time.strftime("%Y-%m-%d"), "where": place.where, "service": place.service, "name": args.name,
               "repetitions": len(records) // len(ARMS), "window_s": args.window, "rounds": args.rounds,
               "max_rounds": 2 * args.rounds, "min_improvement": args.min_improvement, "guard_ratio": GUARD_RATIO,
               "confidence": next((r["success"]["confidence"] for r in records if "success" in r), None),
               "summary": summary, "simulated": simulated_rates(args), "deployments": records}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "canary_aa.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "canary_aa.md").write_text(markdown(result))
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(result))
     plot(records, args)
     if not quiet:
-        print((args.out / "canary_aa.md").read_text())
+        print((args.out / f"{args.name}.md").read_text())
 
 
 def _rate(s: dict) -> str:
@@ -332,9 +398,9 @@ def _rate(s: dict) -> str:
 def markdown(result: dict) -> str:
     noop, effective = result["summary"]["no-op"], result["summary"]["effective"]
     lines = ["# Canary A/A calibration: false keeps and false rollbacks", "",
-             f"This host ({result['kernel']}, {result['cpus']} CPUs, native policies), {result['date']}. "
-             f"{result['repetitions']} deployments per arm through the real executor; canary: cyclictest's p99 "
-             f"run-queue wait at least {result['min_improvement']:.0%} better, probe and batch together keeping "
+             f"{result['where']}, {result['date']}. "
+             f"{result['repetitions']} deployments per arm through the real executor; canary: {result['service']} "
+             f"p99 run-queue wait at least {result['min_improvement']:.0%} better, service and batch together keeping "
              f"{result['guard_ratio']:.0%} of their CPU, {result['rounds']} alternating rounds of "
              f"{result['window_s']:g} s windows, up to {result['max_rounds']} while inconclusive, judged on "
              f"{result['confidence'] or 0:.0%} intervals. Method: the docstring of bench/canary_aa.py.", "",
@@ -352,9 +418,10 @@ def markdown(result: dict) -> str:
                      f"{_maybe(s['sigma_median'])} | {s['wall_s_median']} |")
     lines += ["", "Expected from simulation (the executor's judgement on rounds whose log ratios are normal "
               f"with standard deviation sigma; {SIMULATED_TRIALS} canaries each):", "",
-              simulated_table(result["simulated"]), "", "![intervals](canary_aa.png)", "",
-              "Reproduce: `make bench` (or `python -m bench.canary_aa`; `--repetitions 80` to show a rate "
-              "under 5 % with 95 % confidence).", ""]
+              simulated_table(result["simulated"]), "", f"![intervals]({result['name']}.png)", "",
+              f"Reproduce: `make bench` (or `python -m bench.canary_aa{' --vm' if 'vm' in result['name'] else ''}`; "
+              "`--repetitions 80` to show a rate under 5 % with 95 % confidence, `--append` to add to this "
+              "report).", ""]
     return "\n".join(lines)
 
 
@@ -391,7 +458,7 @@ def plot(records: list[dict], args: argparse.Namespace) -> None:
         ax.set_xlabel("deployment (green kept, red rolled back)")
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
-    fig.savefig(args.out / "canary_aa.png", dpi=120)
+    fig.savefig(args.out / f"{args.name}.png", dpi=120)
 
 
 if __name__ == "__main__":

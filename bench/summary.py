@@ -115,6 +115,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "scenarios-vm": ("Scenario suite in a sched_ext VM (qemu TCG, loads scaled to its speed)", _scenarios),
     "colocation": ("Co-location: latency service beside CPU batch (this host)", _colocation),
     "canary_aa": ("Canary A/A calibration: false keeps and false rollbacks (this host)", _canary_aa),
+    "canary_aa-vm": ("Canary A/A calibration in a sched_ext VM (rt-app beside batch, qemu TCG)", _canary_aa),
     "makespan": ("Batch long tail: makespan (sandbox VM)", _makespan),
     "planner_fleet": ("Planner at fleet scale (rules provider)", _planner_fleet),
     "fleet_scale": ("Central services at fleet scale, against an older commit", _fleet_scale),

@@ -70,7 +70,7 @@ def oracle_arms(scenario: Scenario, host: host_pb2.HostFacts) -> list[Arm]:
     for meta in policies.library():
         if meta.kind == "sched_ext" and "sched_ext" not in host.backends:
             continue
-        groups = _true_groups(scenario, meta.group)
+        groups = true_groups(scenario, meta.group)
         if meta.kind == "native" and not groups:
             continue
         for point in grid(meta):
@@ -101,7 +101,7 @@ def _artifact(meta: PolicyMetadata, point: dict, groups: list[common_pb2.GroupMa
     return artifact
 
 
-def _true_groups(scenario: Scenario, group: str) -> list[common_pb2.GroupMatcher]:
+def true_groups(scenario: Scenario, group: str) -> list[common_pb2.GroupMatcher]:
     """The groups a native policy's `group` means on this scenario: the batch it demotes, the
     service it protects, or the objective's targets (the service for latency, else the jobs)."""
     if group == "target" and scenario.groups("long"):
