@@ -47,7 +47,7 @@ import grpc
 
 from harness.fleet import Central, Fleet, FleetError, VmHost
 from schedcp.cli import tracestore
-from schedcp.domain import params
+from schedcp.domain import evidence, params
 from schedcp.runtime import bus as busmod
 from schedcp.runtime import nats_auth, rpc, topology
 from schedcp.runtime.config import Role
@@ -150,15 +150,9 @@ def canary_margins(run: CycleRun) -> list[dict]:
     figures = []
     for c in judged[-1].metrics:
         ratio = c.observed / c.baseline if c.baseline else 0.0
-        # The improvement's interval as a ratio of canary to baseline (improvements are negated
-        # ratios for a lower-is-better metric); a canary of one round has none.
-        low, high = c.improvement_low, c.improvement_high
-        if c.rounds < 2:
-            interval = None
-        elif c.metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER:
-            interval = (1 - high, 1 - low)
-        else:
-            interval = (1 + low, 1 + high)
+        # The improvement's interval as a ratio of canary to baseline; a canary of one round has none.
+        interval = (tuple(sorted(evidence.ratio(c.metric, i) for i in (c.improvement_low, c.improvement_high)))
+                    if c.rounds > 1 else None)
         figure = {"metric": c.metric.name, "baseline": c.baseline, "observed": c.observed, "ratio": ratio,
                   "improvement": c.improvement, "interval": interval, "rounds": c.rounds,
                   "confidence": c.confidence, "satisfied": c.satisfied}

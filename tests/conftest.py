@@ -24,7 +24,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from schedcp.cli.probe import probe
 from schedcp.cli.stack import ephemeral_env, nats_server_binary
+from schedcp.domain import verdicts
 from schedcp.runtime import rpc, tls
+from schedcp.runtime.config import Settings
 from schedcp.runtime.net import free_port
 from services.executor.native import get_sched
 from services.verifier.signing import SigningKey
@@ -178,9 +180,9 @@ class ServiceProcesses:
         verifier's key (started already), as a fleet host is configured to; else it trusts none."""
         env = {**self.env, "SCHEDCP_HOST_ID": host_id, "SCHEDCP_DATA_DIR": f"{self.env['SCHEDCP_DATA_DIR']}-{host_id}",
                "SCHEDCP_OBSERVER_ADDR": f"127.0.0.1:{free_port()}", "SCHEDCP_EXECUTOR_ADDR": f"127.0.0.1:{free_port()}"}
-        if trusted:
-            key = Path(self.env["SCHEDCP_DATA_DIR"]) / "verifier" / "ed25519.pub"
-            env["SCHEDCP_TRUSTED_VERIFIER_KEYS"] = key.read_text().strip()
+        if trusted:  # the key the first host's executor trusts: the local verifier's
+            keys = verdicts.trusted_keys(Settings(data_dir=Path(self.env["SCHEDCP_DATA_DIR"])))
+            env["SCHEDCP_TRUSTED_VERIFIER_KEYS"] = ",".join(k.public_key.hex() for k in keys)
         roles = ("observer", "executor")
         for role in roles:
             self._spawn(f"{role}@{host_id}", role, env)

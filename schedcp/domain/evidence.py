@@ -95,11 +95,16 @@ def of_comparison(comparison: deployment_pb2.MetricComparison) -> Estimate | Non
     return Estimate((ends[0] + ends[1]) / 2, (ends[1] - ends[0]) / 2 / t_quantile(int(df)), df, comparison.rounds)
 
 
+def ratio(metric: common_pb2.MetricSpec, improved: float) -> float:
+    """The inverse of `improvement`: the ratio (after over before) an improvement means."""
+    return 1 - improved if metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER else 1 + improved
+
+
 def _unclipped_ratio(metric: common_pb2.MetricSpec, improved: float) -> float | None:
     """The inverse of `improvement`; None past RATIO_LIMIT or for a number that is not one."""
     if not math.isfinite(improved):
         return None
-    value = 1 - improved if metric.direction == common_pb2.DIRECTION_LOWER_IS_BETTER else 1 + improved
+    value = ratio(metric, improved)
     return value if 1 / RATIO_LIMIT < value < RATIO_LIMIT else None
 
 
