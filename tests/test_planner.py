@@ -914,7 +914,12 @@ def test_only_a_deployment_with_an_outcome_gets_a_learn_stage():
 
 
 class _ThreeCandidates(_OneHost):
-    """A planner whose goal has three library candidates; the host runs nothing yet."""
+    """A planner whose goal has three library candidates (or the artifacts given); the host runs
+    nothing yet."""
+
+    def __init__(self, offered: list[policy_pb2.PolicyArtifact] | None = None) -> None:
+        self.offered = offered or [policy_pb2.PolicyArtifact(name=n, digest=n)
+                                   for n in ("batch_sched_idle", "batch_idle_cgroup", "favour_group")]
 
     async def observe(self, observer_addr: str) -> profile_pb2.WorkloadProfile:
         return profile(group("nginx", LATENCY, 0.5), group("ffmpeg", BATCH, 4.0))
@@ -923,22 +928,21 @@ class _ThreeCandidates(_OneHost):
         return goals.infer(profile_, intent), None
 
     async def candidates(self, goal, profile_, budget=1, asked=None) -> cycle_pb2.CandidateList:
-        names = ("batch_sched_idle", "batch_idle_cgroup", "favour_group")
-        return cycle_pb2.CandidateList(candidates=[
-            cycle_pb2.Candidate(artifact=policy_pb2.PolicyArtifact(name=n, digest=n)) for n in names])
+        return cycle_pb2.CandidateList(candidates=[cycle_pb2.Candidate(artifact=a) for a in self.offered])
 
     def provider_of(self, provider: str) -> str:
         return "rules"
 
 
 class _Canaries(Cycle):
-    """Every candidate is approved; each canary ends as `verdicts` says, by policy name, having
-    improved the success metric by `improved` (by name), a failed one with its kind in `failures`;
-    take-offs are recorded."""
+    """Every candidate is approved; each canary ends as `verdicts` says, by policy name and point
+    (`artifacts.label`), having improved the success metric by `improved` (by the same), a failed
+    one with its kind in `failures`; take-offs are recorded."""
 
     def __init__(self, verdicts: dict[str, int], improved: dict[str, float] | None = None, budget: int = 1,
-                 failures: dict[str, int] | None = None) -> None:
-        super().__init__(_ThreeCandidates(), _NoBus(), "127.0.0.1:1", 5.0, budget)
+                 failures: dict[str, int] | None = None,
+                 offered: list[policy_pb2.PolicyArtifact] | None = None) -> None:
+        super().__init__(_ThreeCandidates(offered), _NoBus(), "127.0.0.1:1", 5.0, budget)
         self.verdicts, self.improved, self.deployed_names, self.taken_off = verdicts, improved or {}, [], []
         self.failures = failures or {}
 
@@ -950,7 +954,7 @@ class _Canaries(Cycle):
         return None
 
     async def _deploy(self, host, verdict, goal, profile_, cycle_id, prior=None):
-        name = verdict.artifact.name
+        name = artifacts.label(verdict.artifact)
         self.deployed_names.append(name)
         state = self.verdicts[name]
         measured = deployment_pb2.MetricComparison(metric=goal.success_metric, improvement=self.improved.get(name, 0))
@@ -1038,6 +1042,27 @@ def test_a_search_keeps_the_candidate_that_improved_most(budget, verdicts, impro
     board = next(e.message for e in events if e.message.startswith("search: "))
     assert "improved most" in board and all(f"{name} {100 * i:+.0f} %" in board for name, i in improved.items()
                                            if verdicts[name] == KEPT), board
+
+
+def test_a_search_over_one_policys_points_names_each_point():
+    def point(idle: bool | None) -> policy_pb2.PolicyArtifact:
+        artifact = policy_pb2.PolicyArtifact(name="batch_idle_cgroup", digest=f"idle-{idle}")
+        if idle is not None:
+            artifact.parameters["idle"].bool_value = idle
+        return artifact
+
+    default, other = "batch_idle_cgroup", "batch_idle_cgroup(idle=false)"
+    cycle = _Canaries({default: KEPT, other: KEPT}, {default: 0.3, other: 0.5}, budget=2,
+                      offered=[point(None), point(False)])
+
+    async def run() -> list[cycle_pb2.CycleEvent]:
+        return [e async for e in cycle.tune(planner_pb2.TuneRequest(host_id="testhost"))]
+
+    messages = [e.message for e in asyncio.run(run())]
+    assert any(m.startswith(f"candidates: {default}, {other} (a search") for m in messages), messages
+    assert f"{default} kept (+30 %): taken off to try the next candidate from the same baseline (kept 1 of 2)" \
+        in messages
+    assert f"search: {other} improved most ({default} +30 %, {other} +50 %); it stays" in messages
 
 
 def test_a_budget_over_the_limit_is_refused():

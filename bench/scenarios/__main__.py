@@ -308,7 +308,8 @@ def report(results: list[dict], args: argparse.Namespace, show: bool = True) -> 
              "captured | best with the batch at >= 90 % (arm) | schedcp decided |", "|---" * 11 + "|"]
     for s in results:
         captured = "-" if s["captured"] is None else f"{100 * s['captured']:.0f} %"
-        decided = "; ".join(f"{c['objective'] or 'none'} -> {c['policy'] or 'nothing kept'}" for c in s["cycles"][:3])
+        decided = "; ".join(f"{c['objective'] or 'none'} -> {c.get('point') or c['policy'] or 'nothing kept'}"
+                            for c in s["cycles"][:3])
         alone = f"{s['alone']:.4g}" if s.get("alone") else "-"
         lines.append(f"| {s['name']} | {s['objective']} | {s['primary']} | {s['default']:.4g} | {alone} | "
                      f"{s['schedcp']:.4g} | {s['oracle']:.4g} ({s['oracle_arm']}) | {100 * s['oracle_gain']:.0f} % | "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from google.protobuf import json_format
 
 from bench.scenarios.suite import Scenario
-from schedcp.domain import native_policies, params, policies
+from schedcp.domain import artifacts, native_policies, params, policies
 from schedcp.domain.policies import PolicyMetadata
 from schedcp.runtime import rpc
 from schedcp.runtime.config import Settings
@@ -188,18 +188,25 @@ def tune(settings: Settings, budget: int = 0) -> dict:
     goal = next((e.goal for e in events if e.HasField("goal")), None)
     found = next((e.candidates for e in events if e.HasField("candidates")), None)
     kept = result.status == common_pb2.STAGE_STATUS_SUCCEEDED and result.HasField("deployment")
-    deployed = next((e.verdict.artifact for e in events if e.HasField("verdict")
-                     and e.verdict.artifact.digest == result.deployment.deployment.artifact_digest), None)
+    verified = {e.verdict.artifact.digest: e.verdict.artifact for e in events if e.HasField("verdict")}
+    deployed = verified.get(result.deployment.deployment.artifact_digest)
     return {"wall_s": round(time.monotonic() - started, 2),
             "objective": goal_pb2.Objective.Name(goal.objective).removeprefix("OBJECTIVE_").lower() if goal else "",
             "goal": goal.rationale if goal else "",
-            "candidates": [c.artifact.name for c in found.candidates] if found else [],
+            "candidates": [artifacts.label(c.artifact) for c in found.candidates] if found else [],
             "policy": result.deployment.deployment.policy_name if kept else "",
             "parameters": params.pythons(deployed.parameters) if kept and deployed else {},
+            "point": artifacts.label(deployed) if kept and deployed else "",
             "kept": kept, "result": result.message,
             # How every candidate's canary ended (the last one's is the result too).
-            "tried": [f"{e.deployment.deployment.policy_name}: {e.message}" for e in events
+            "tried": [f"{_trial(verified, e)}: {e.message}" for e in events
                       if e.HasField("deployment") and e.deployment.deployment.state in ENDED]}
+
+
+def _trial(verified: dict[str, policy_pb2.PolicyArtifact], ended: cycle_pb2.CycleEvent) -> str:
+    """The policy an ended canary measured, named with its parameter point."""
+    artifact = verified.get(ended.deployment.deployment.artifact_digest)
+    return artifacts.label(artifact) if artifact else ended.deployment.deployment.policy_name
 
 
 async def _rollback(settings: Settings) -> None:

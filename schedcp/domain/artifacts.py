@@ -7,6 +7,7 @@ import re
 
 from nats.js.errors import ObjectNotFoundError
 
+from schedcp.domain import params
 from schedcp.runtime import topology
 from schedcp.runtime.bus import Bus
 from schedcp.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -36,6 +37,13 @@ def sealed(artifact: policy_pb2.PolicyArtifact) -> policy_pb2.PolicyArtifact:
     copy.CopyFrom(artifact)
     copy.digest = digest_of(copy)
     return copy
+
+
+def label(artifact: policy_pb2.PolicyArtifact) -> str:
+    """The policy's name with the point it is tuned to, `batch_idle_cgroup(idle=false)`: a
+    search tries one policy at several points, and its events must tell them apart."""
+    point = params.key(artifact.parameters)
+    return f"{artifact.name}({point})" if point else artifact.name
 
 
 def store_key(digest: str) -> str:

@@ -208,10 +208,11 @@ class Cycle:
         status_at, running = time.monotonic(), (_ASK if request.policy else await self._running(host))
         if running not in (None, _ASK):
             found = _running_first(found, running)
-        names = ", ".join(c.artifact.name for c in found.candidates) or "none"
+        names = ", ".join(artifacts.label(c.artifact) for c in found.candidates) or "none"
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
                                f"candidates: {names}{why}", candidates=found)
         judged: deployment_pb2.DeploymentEvent | None = None
+        judged_verdict: verdict_pb2.Verdict | None = None
         tried = found.candidates[:max(MAX_CANDIDATES_TRIED, budget)]
         kept: list[tuple[float, verdict_pb2.Verdict]] = []  # a search's kept trials, taken off
         for index, candidate in enumerate(tried):
@@ -219,7 +220,7 @@ class Cycle:
             # a "verifying" event microseconds before its answer).
             if (verdict := self._verdicts.get(_verify_request(candidate.artifact, host))) is None:
                 yield await cycle.emit(C.CYCLE_STAGE_VERIFY, common_pb2.STAGE_STATUS_STARTED,
-                                       f"verifying {candidate.artifact.name}")
+                                       f"verifying {artifacts.label(candidate.artifact)}")
                 verdict = await self._verify(candidate.artifact, host)
             status = common_pb2.STAGE_STATUS_SUCCEEDED if verdict.claims.approved else common_pb2.STAGE_STATUS_FAILED
             yield await cycle.emit(C.CYCLE_STAGE_VERIFY, status, verdict.summary, verdict=verdict)
@@ -232,7 +233,7 @@ class Cycle:
                 return
             async for event in self._canary(cycle, host, verdict, goal, profile, _evidence(candidate)):
                 yield event
-            judged = cycle.deployed
+            judged, judged_verdict = cycle.deployed, verdict
             # A canary that rolled back measured that this policy does not help here; the next
             # candidate may (which one wins is measured, not assumed). So may the next after one
             # that could not be applied here (a sched_ext scheduler that did not start on a
@@ -245,17 +246,18 @@ class Cycle:
                 if len(kept) + 1 >= budget:
                     break
                 kept.append((_improvement(judged, goal), verdict))
-                await self._take_off(host, f"search: {verdict.artifact.name} measured, taken off to try the next "
-                                           "candidate from the same baseline")
+                trial = artifacts.label(verdict.artifact)
+                await self._take_off(host, f"search: {trial} measured, taken off to try the next candidate from "
+                                           "the same baseline")
                 yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_RUNNING,
-                                       f"{verdict.artifact.name} kept ({_percent(kept[-1][0])}): taken off to try "
-                                       f"the next candidate from the same baseline (kept {len(kept)} of {budget})")
+                                       f"{trial} kept ({_percent(kept[-1][0])}): taken off to try the next candidate "
+                                       f"from the same baseline (kept {len(kept)} of {budget})")
                 continue
             what = "could not be applied" if _not_applied(judged) else "rolled back"
             yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_RUNNING,
-                                   f"{verdict.artifact.name} {what}: trying the next candidate")
+                                   f"{artifacts.label(verdict.artifact)} {what}: trying the next candidate")
         if kept:
-            async for event in self._keep_the_best(cycle, host, kept, judged, goal, profile):
+            async for event in self._keep_the_best(cycle, host, kept, judged, judged_verdict, goal, profile):
                 yield event
             judged = cycle.deployed
         if judged is not None:
@@ -283,23 +285,25 @@ class Cycle:
 
     async def _keep_the_best(self, cycle: _CycleEvents, host: host_pb2.HostRegistration,
                              kept: list[tuple[float, verdict_pb2.Verdict]],
-                             last: deployment_pb2.DeploymentEvent | None, goal: goal_pb2.OptimizationGoal, profile):
+                             last: deployment_pb2.DeploymentEvent | None, last_verdict: verdict_pb2.Verdict | None,
+                             goal: goal_pb2.OptimizationGoal, profile):
         """After a search: the trial whose success metric improved most stays. The last trial,
         still in force if it was kept, competes too; an earlier one is deployed again (with its
         canary: what was measured once is confirmed, not assumed)."""
         if _kept(last):
             kept = [*kept, (_improvement(last, goal), None)]
         _, best = max(kept, key=lambda trial: trial[0])
-        board = ", ".join(f"{(v.artifact.name if v else last.deployment.policy_name)} {_percent(i)}" for i, v in kept)
+        board = ", ".join(f"{artifacts.label((v or last_verdict).artifact)} {_percent(i)}" for i, v in kept)
         if best is None:
             cycle.deployed = last
             yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
-                                   f"search: {last.deployment.policy_name} improved most ({board}); it stays")
+                                   f"search: {artifacts.label(last_verdict.artifact)} improved most ({board}); "
+                                   "it stays")
             return
         if _kept(last):
-            await self._take_off(host, f"search: {best.artifact.name} improved more")
+            await self._take_off(host, f"search: {artifacts.label(best.artifact)} improved more")
         yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
-                               f"search: {best.artifact.name} improved most ({board}): deploying it again")
+                               f"search: {artifacts.label(best.artifact)} improved most ({board}): deploying it again")
         async for event in self._canary(cycle, host, best, goal, profile):
             yield event
 
