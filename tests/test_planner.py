@@ -656,6 +656,11 @@ def test_a_search_offers_each_policys_other_parameter_points_after_its_defaults(
     points = [(c.artifact.name, params.key(c.artifact.parameters)) for c in search[len(defaults):]]
     assert ("batch_sched_idle", "use_sched_idle=false") in points and len(set(points)) == len(points)
     assert all(key for _, key in points), points  # no second copy of a policy's defaults
+    # Nor of a point that sets only what the policy ignores (nice beside SCHED_IDLE): each
+    # candidate changes the host in its own way.
+    assert ("batch_sched_idle", "nice=10") not in points
+    built = [(c.artifact.name, c.artifact.native.SerializeToString(deterministic=True)) for c in search]
+    assert len(set(built)) == len(built)
     # A point is the policy built with it, not only labelled with it: nice 19, not SCHED_IDLE.
     flipped = next(c for c in search if params.key(c.artifact.parameters) == "use_sched_idle=false")
     assert flipped.artifact.native.rules[0].nice == 19

@@ -55,6 +55,19 @@ RULES: dict[str, Callable[[Params], policy_pb2.NativeRule]] = {
 }
 
 
+def effective(meta: PolicyMetadata, params: Params, group: Sequence[common_pb2.GroupMatcher]) -> Params:
+    """`params` without those the policy's rules ignore (batch_sched_idle's nice beside SCHED_IDLE):
+    a point is what reaches the host, so a search does not measure one setting twice under two
+    names, nor the learner credit a parameter that changed nothing."""
+    wanted = build(meta, params, group)
+    kept = dict(params)
+    for name in params:
+        without = {k: v for k, v in kept.items() if k != name}
+        if build(meta, without, group) == wanted:
+            kept = without
+    return kept
+
+
 def build(meta: PolicyMetadata, params: Params, group: Sequence[common_pb2.GroupMatcher]) -> policy_pb2.NativePolicy:
     """The policy for `group` (the goal's batch or latency matchers, as `meta.group` says), with
     `params` over the defaults. Unknown parameters or values outside their range: InvalidArgument."""

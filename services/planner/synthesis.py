@@ -139,8 +139,9 @@ def _candidate(meta: PolicyMetadata, goal: goal_pb2.OptimizationGoal, profile: p
             candidate.artifact.origin = policy_pb2.POLICY_ORIGIN_TUNED
             candidate.rationale += f" Trying {_point(point)}."
         return candidate
-    values = {**derived(meta, goal, profile), **point}
-    return _native(meta, _groups_for(meta, goal), improvement, confidence, values)
+    groups = _groups_for(meta, goal)
+    values = native_policies.effective(meta, {**derived(meta, goal, profile), **point}, groups)
+    return _native(meta, groups, improvement, confidence, values)
 
 
 def _point(point: Mapping[str, object]) -> str:
