@@ -49,6 +49,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.canary_aa --vm
 	$(PY) -m bench.makespan
 	$(PY) -m bench.scenarios
+	$(PY) -m bench.scenarios --only web_batch,db_batch --budget 4 --name scenarios-budget4
 	$(PY) -m bench.scenarios --vm --grid-points 0
 	$(PY) -m bench.summary
 

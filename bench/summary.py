@@ -89,12 +89,29 @@ def _scenarios(d: dict) -> list[str]:
     lines = []
     for s in d["scenarios"]:
         captured = "-" if s["captured"] is None else f"{s['captured']:.0%}"
-        decided = sorted({c["policy"] or "nothing kept" for c in s["cycles"]}) or ["no cycle"]
+        decided = sorted({c.get("point") or c["policy"] or "nothing kept" for c in s["cycles"]}) or ["no cycle"]
         lines.append(f"{s['name']} ({s['primary']}): default {s['default']:.4g}, schedcp {s['schedcp']:.4g} "
                      f"({', '.join(decided)}), oracle {s['oracle']:.4g} ({s['oracle_arm']}); captured {captured}")
     c = d["classification"]
     lines.append(f"classification: {c['right']} of {c['groups']} labelled groups right")
     lines += [f"target {name}: {'met' if ok else 'not met'}" for name, ok in d.get("targets", {}).items()]
+    return lines
+
+
+def _search(d: dict) -> list[str]:
+    """Per scenario: the points each search kept, and the oracle's medians of the kept policy's
+    points, its library defaults first (what tuning its parameters gained, measured apart)."""
+    lines = []
+    for s in d["scenarios"]:
+        kept = [c.get("point") or c["policy"] or "nothing kept" for c in s["cycles"]]
+        for policy in sorted({c["policy"] for c in s["cycles"] if c["policy"]}):
+            points = {arm: m["median"] for arm, m in s["arms"].items() if arm.split("(")[0] == policy}
+            shown = ", ".join(f"{arm} {median:.4g}" for arm, median in points.items())
+            lines.append(f"{s['name']} ({s['primary']}, default {s['default']:.4g}): the searches kept "
+                         f"{', '.join(kept)}; the oracle measured {shown}")
+        lines += [f"{s['name']}: {t['point']} {t['tuned']:.4g} against {t['at_defaults']:.4g} at its defaults, "
+                  f"{100 * t['gain']:+.0f} % in {len(t['runs'][t['point']])} fresh alternating runs each"
+                  for t in s.get("tuning", [])]
     return lines
 
 
@@ -114,6 +131,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "scenarios": ("Scenario suite: real programs, schedcp against the oracle (this host)", _scenarios),
     "scenarios-vm": ("Scenario suite in a sched_ext VM (qemu TCG, loads scaled to its speed)", _scenarios),
     "colocation": ("Co-location: latency service beside CPU batch (this host)", _colocation),
+    "scenarios-budget4": ("Parameter search: schedcp tune --budget 4 on two scenarios (this host)", _search),
     "canary_aa": ("Canary A/A calibration: false keeps and false rollbacks (this host)", _canary_aa),
     "canary_aa-vm": ("Canary A/A calibration in a sched_ext VM (rt-app beside batch, qemu TCG)", _canary_aa),
     "makespan": ("Batch long tail: makespan (sandbox VM)", _makespan),

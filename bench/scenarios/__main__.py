@@ -7,7 +7,9 @@ truth; then repetitions, each measuring every arm once in a rotating order: `def
 oracle's arms (every library policy with a small parameter grid, aimed at the true groups).
 Medians per arm; the oracle is the best arm, its gain measured again in fresh runs alternating
 with the default's (`--confirm`); beside it, the best arm whose batch kept >= 90 % of its default
-throughput.
+throughput. Where a cycle kept a parameter point other than its policy's defaults (a search,
+`--budget`), that point and the policy's defaults are measured again the same way: what tuning
+gained over the defaults.
 Everything runs through a real local stack; every policy is rolled back after its measurement
 and every program is killed, so the host is left as it was found.
 
@@ -119,6 +121,9 @@ def run_scenario(scenario: Scenario, backend: Backend, repetitions: int, seconds
         picked = judge(summary)["oracle_arm"]
         summary["confirmed"] = confirm_oracle(scenario, workload, [a for a in arms if a.name in ("default", picked)],
                                               settings, confirm) if picked != "default" else {}
+        summary["tuning"] = [{"defaults": pair[0].name, "point": pair[1].name,
+                              "runs": confirm_oracle(scenario, workload, pair, settings, confirm)}
+                             for pair in tuned_pairs(arms, cycles)] if confirm else []
     finally:
         workload.stop()
     summary["not_approved"] = refused
@@ -144,6 +149,26 @@ def confirm_oracle(scenario: Scenario, workload: Workload, pair: list[Arm], sett
             confirmed[arm.name].append(result)
             log(f"  confirming {rep + 1} {arm.name}: {_numbers(result)}")
     return confirmed
+
+
+def tuned_pairs(arms: list[Arm], cycles: list[dict]) -> list[tuple[Arm, Arm]]:
+    """For each point other than its policy's defaults that a cycle kept (a search's choice), the
+    oracle's arms of that policy at its defaults and at that point: whether tuning the parameters
+    beat the defaults is measured in fresh alternating runs of the two, not read off the search's
+    own canaries (their baselines differ) nor off two medians of a dozen arms."""
+    pairs = []
+    for cycle in cycles:
+        point = {k: v for k, v in cycle["parameters"].items() if not isinstance(v, str)}
+        if not cycle["kept"] or not point:
+            continue
+        of_policy = [a for a in arms if a.artifact is not None and a.artifact.name == cycle["policy"]]
+        defaults = next((a for a in of_policy if not a.parameters), None)
+        tuned = next((a for a in of_policy if a.parameters == point), None)
+        if defaults is None or tuned is None:
+            log(f"  {cycle['point']}: not among the oracle's arms, its tuning not confirmed")
+        elif (defaults, tuned) not in pairs:
+            pairs.append((defaults, tuned))
+    return pairs
 
 
 def verify_oracle(arms: list[Arm], settings: Settings) -> dict[str, str]:
@@ -252,7 +277,8 @@ def judge(s: dict) -> dict:
     gain = sign * (s["default"] - selected)
     if gain <= 0:  # a gain the fresh runs did not show is none: the oracle is then the default
         selected, gain = s["default"], 0.0
-    return {**s, "oracle_arm": oracle, "oracle": selected, "guarded_arm": guarded,
+    return {**s, "tuning": [_tuned(s, t) for t in s.get("tuning", [])],
+            "oracle_arm": oracle, "oracle": selected, "guarded_arm": guarded,
             "guarded": value(guarded), "oracle_picked_gain": abs(s["default"] - value(oracle)) / s["default"]
             if s["default"] else 0.0, "oracle_gain": gain / s["default"] if s["default"] else 0.0,
             "captured": sign * (s["default"] - s["schedcp"]) / gain if gain else None}
@@ -351,6 +377,8 @@ def report(results: list[dict], args: argparse.Namespace, show: bool = True) -> 
                           f"default in the repetitions that picked it, {100 * s['oracle_gain']:.0f} % in "
                           f"{counts.get(s['oracle_arm'], 0)} fresh runs alternating with "
                           f"{counts.get('default', 0)} of the default (the gain the oracle column uses)."]
+        for tuning in s.get("tuning", []):
+            lines += ["", tuning_line(s, tuning)]
         if "at_bound_s" in s:
             lines += ["", f"Makespans at one speed: each run's makespan over its own bound max(L, W/ncpu), median "
                           f"per arm, times the median bound of all runs ({s['at_bound_s']:.4g} s); the machine's "
@@ -367,6 +395,21 @@ def report(results: list[dict], args: argparse.Namespace, show: bool = True) -> 
     plot(results, RESULTS / f"{name}.png")
     if show:
         print((RESULTS / f"{name}.md").read_text())
+
+
+def tuning_line(s: dict, tuning: dict) -> str:
+    """What a kept parameter point gained over its policy's defaults, in the fresh alternating runs."""
+    return (f"Tuning confirmed: the point schedcp kept, {tuning['point']}, read {s['primary']} {tuning['tuned']:.4g} "
+            f"against {tuning['at_defaults']:.4g} at the policy's defaults ({tuning['defaults']}), "
+            f"{100 * tuning['gain']:+.0f} %, in {len(tuning['runs'][tuning['point']])} fresh runs alternating with "
+            "as many of the defaults'.")
+
+
+def _tuned(s: dict, tuning: dict) -> dict:
+    """A tuning confirmation with its medians and the point's gain over the defaults (> 0: better)."""
+    tuned, defaults = _typical(s, tuning["runs"][tuning["point"]]), _typical(s, tuning["runs"][tuning["defaults"]])
+    sign = 1 if s["lower_is_better"] else -1
+    return {**tuning, "tuned": tuned, "at_defaults": defaults, "gain": sign * (defaults - tuned) / defaults}
 
 
 def _where(results: list[dict]) -> str:
