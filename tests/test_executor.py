@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -31,7 +32,8 @@ from schedcp.v1 import (
     verifier_pb2,
     verifier_pb2_grpc,
 )
-from services.executor import procevents
+from services.executor import native, procevents
+from services.executor.journal import Journal
 from services.executor.native import get_sched
 from services.verifier.signing import SigningKey
 from tests.conftest import latency_probe
@@ -331,3 +333,25 @@ def test_process_events_tell_which_processes_started_a_program_and_close_promptl
         events.close()
     waiting.join(5)
     assert not waiting.is_alive() and time.monotonic() - began < 1.0
+
+
+def test_a_rule_that_sets_no_slice_keeps_a_default_slice_default(tmp_path, monkeypatch):
+    """sched_getattr reports a default slice as a number; written back as that number it would
+    become a custom slice (6.12+), fixed when the default moves. A rule that sets only nice, and
+    its revert, must write 0 ("the default") for such a thread."""
+    marker = f"schedcp-slice-{uuid.uuid4().hex[:8]}"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", marker])
+    written: list[native.Sched] = []
+    real = native.set_sched
+    monkeypatch.setattr(native, "set_sched", lambda tid, sched: (written.append(sched), real(tid, sched)))
+    try:
+        backend = native.NativeBackend(Journal(tmp_path / "journal.jsonl"), None)
+        rule = policy_pb2.NativeRule(match=[common_pb2.GroupMatcher(cmdline_regex=marker)], nice=5)
+        assert backend.apply("slice-test", policy_pb2.NativePolicy(rules=[rule])).threads == 1
+        assert get_sched(child.pid).nice == 5
+        backend.revert()
+        assert get_sched(child.pid).nice == 0
+        assert [s.nice for s in written] == [5, 0] and all(s.runtime_ns == 0 for s in written), written
+    finally:
+        child.kill()
+        child.wait()

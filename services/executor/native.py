@@ -19,7 +19,7 @@ import os
 import platform
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from schedcp.domain import matchers, procfs, protected
@@ -179,9 +179,14 @@ class NativeBackend:
         self._done: set[tuple[str, int, int]] = set()
         # Pre-deployment values by process, for threads and children that inherit changed ones.
         self._originals: dict[tuple[str, int], object] = {}
-        # sched_getattr reports the effective slice, custom or not; a thread whose slice equals
-        # the default is restored with 0 ("no custom slice") rather than pinned to that value.
+        # sched_getattr reports the effective slice, custom or not (see _unpinned).
         self._default_runtime_ns = get_sched(os.getpid()).runtime_ns
+
+    def _unpinned(self, sched: Sched) -> Sched:
+        """`sched` with a slice equal to the default written as 0: setting it as a number would
+        make it custom (on 6.12+), fixed when the default moves with the CPUs online, so a rule
+        that sets no slice, and a restore, would change what they only meant to keep."""
+        return replace(sched, runtime_ns=0) if sched.runtime_ns == self._default_runtime_ns else sched
 
     @property
     def active(self) -> bool:
@@ -283,7 +288,7 @@ class NativeBackend:
                            rule.slice_us * 1000 if rule.HasField("slice_us") else current.runtime_ns, current.flags)
             self._journal.record(Change(self._deployment_id, "sched", pid, tid, start, _values(original),
                                         applied=_values(wanted)))
-            set_sched(tid, wanted)
+            set_sched(tid, self._unpinned(wanted))
             changed = 1
         if rule.cpus and self._first("affinity", tid, start):
             current = sorted(os.sched_getaffinity(tid))
@@ -349,9 +354,7 @@ class NativeBackend:
             now = get_sched(change.tid)
             if change.applied is not None and _values(now) != change.applied:
                 return False
-            policy, nice, runtime_ns, flags = change.original
-            runtime_ns = 0 if runtime_ns == self._default_runtime_ns else runtime_ns
-            set_sched(change.tid, Sched(policy, nice, runtime_ns, flags))
+            set_sched(change.tid, self._unpinned(Sched(*change.original)))
         elif change.kind == "affinity":
             if change.applied is not None and sorted(os.sched_getaffinity(change.tid)) != change.applied:
                 return False
