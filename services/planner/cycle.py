@@ -291,10 +291,10 @@ class Cycle:
         still in force if it was kept, competes too; an earlier one is deployed again (with its
         canary: what was measured once is confirmed, not assumed)."""
         if _kept(last):
-            kept = [*kept, (_improvement(last, goal), None)]
+            kept = [*kept, (_improvement(last, goal), last_verdict)]
         _, best = max(kept, key=lambda trial: trial[0])
-        board = ", ".join(f"{artifacts.label((v or last_verdict).artifact)} {_percent(i)}" for i, v in kept)
-        if best is None:
+        board = ", ".join(f"{artifacts.label(v.artifact)} {_percent(i)}" for i, v in kept)
+        if _kept(last) and best is last_verdict:
             cycle.deployed = last
             yield await cycle.emit(C.CYCLE_STAGE_CANDIDATES, common_pb2.STAGE_STATUS_SUCCEEDED,
                                    f"search: {artifacts.label(last_verdict.artifact)} improved most ({board}); "
